@@ -1,0 +1,399 @@
+//! Git: reads the desired state from a commit (never the work tree, except for
+//! `plan --worktree`), commits the outputs, and pushes.
+
+use crate::domain::plan::{Snapshot, TreeEntry};
+use git2::{ObjectType, Oid, Repository};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use time::OffsetDateTime;
+
+/// Blobs above this size are never read (requests and CSRs are far smaller).
+pub const MAX_BLOB_BYTES: u64 = 1024 * 1024;
+
+pub struct GitRepo {
+    repo: Repository,
+    /// The CA repository's folder inside the git repository ("" for the root).
+    prefix: String,
+}
+
+impl std::fmt::Debug for GitRepo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GitRepo({:?}, dir {:?})", self.repo.path(), self.prefix)
+    }
+}
+
+fn ge(e: git2::Error) -> String {
+    e.message().to_string()
+}
+
+impl GitRepo {
+    pub fn open(path: &Path, dir: Option<&str>) -> Result<GitRepo, String> {
+        let repo = Repository::open(path)
+            .map_err(|e| format!("{}: not a git repository: {}", path.display(), ge(e)))?;
+        let prefix = match dir {
+            None | Some("") | Some(".") => String::new(),
+            Some(d) => {
+                let d = d.trim_matches('/');
+                crate::domain::names::check_repo_path(d)?;
+                format!("{d}/")
+            }
+        };
+        Ok(GitRepo { repo, prefix })
+    }
+
+    pub fn workdir(&self) -> Option<PathBuf> {
+        self.repo.workdir().map(|p| p.join(&self.prefix))
+    }
+
+    pub fn resolve(&self, rev: &str) -> Result<String, String> {
+        let c = self
+            .repo
+            .revparse_single(rev)
+            .and_then(|o| o.peel_to_commit())
+            .map_err(|e| format!("cannot resolve {rev:?} to a commit: {}", ge(e)))?;
+        Ok(c.id().to_string())
+    }
+
+    /// The current branch's full ref name, refusing a detached HEAD (apply commits to a branch).
+    pub fn current_branch(&self) -> Result<String, String> {
+        let head = self
+            .repo
+            .head()
+            .map_err(|e| format!("no HEAD: {}", ge(e)))?;
+        if !head.is_branch() {
+            return Err("HEAD is detached; apply commits to a branch, check one out".into());
+        }
+        Ok(head.name().unwrap_or_default().to_string())
+    }
+
+    /// Reads every file under the CA folder from `commit`, skipping `skip` prefixes (outputs).
+    pub fn snapshot(&self, commit: &str, skip: &[String]) -> Result<Snapshot, String> {
+        let c = self
+            .repo
+            .find_commit(Oid::from_str(commit).map_err(ge)?)
+            .map_err(ge)?;
+        let root = c.tree().map_err(ge)?;
+        let tree = if self.prefix.is_empty() {
+            root
+        } else {
+            let e = root
+                .get_path(Path::new(self.prefix.trim_end_matches('/')))
+                .map_err(|_| format!("commit {commit} has no folder {}", self.prefix))?;
+            self.repo
+                .find_tree(e.id())
+                .map_err(|_| format!("{} is not a folder", self.prefix))?
+        };
+        let odb = self.repo.odb().map_err(ge)?;
+        let mut files = BTreeMap::new();
+        let mut err = None;
+        tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+            let path = format!("{dir}{}", entry.name().unwrap_or("?"));
+            if skip
+                .iter()
+                .any(|s| path == *s || path.starts_with(&format!("{s}/")))
+            {
+                return git2::TreeWalkResult::Skip;
+            }
+            let mode = entry.filemode();
+            let item = match entry.kind() {
+                Some(ObjectType::Tree) => return git2::TreeWalkResult::Ok,
+                Some(ObjectType::Commit) => TreeEntry::Submodule,
+                Some(ObjectType::Blob) if mode == 0o120000 => TreeEntry::Symlink,
+                Some(ObjectType::Blob) => match odb.read_header(entry.id()) {
+                    Ok((size, _)) if size as u64 > MAX_BLOB_BYTES => {
+                        TreeEntry::TooLarge(size as u64)
+                    }
+                    Ok(_) => match self.repo.find_blob(entry.id()) {
+                        Ok(b) => TreeEntry::Blob(b.content().to_vec()),
+                        Err(e) => {
+                            err = Some(format!("{path}: {}", ge(e)));
+                            return git2::TreeWalkResult::Abort;
+                        }
+                    },
+                    Err(e) => {
+                        err = Some(format!("{path}: {}", ge(e)));
+                        return git2::TreeWalkResult::Abort;
+                    }
+                },
+                _ => return git2::TreeWalkResult::Ok,
+            };
+            files.insert(path, item);
+            git2::TreeWalkResult::Ok
+        })
+        .map_err(ge)?;
+        if let Some(e) = err {
+            return Err(e);
+        }
+        let t = c.time();
+        Ok(Snapshot {
+            commit: commit.to_string(),
+            commit_time: OffsetDateTime::from_unix_timestamp(t.seconds())
+                .map_err(|e| e.to_string())?,
+            files,
+        })
+    }
+
+    /// Reads the work tree instead of a commit (`plan --worktree` only; never signed from).
+    pub fn worktree_snapshot(&self, skip: &[String]) -> Result<Snapshot, String> {
+        let root = self.workdir().ok_or("bare repository has no work tree")?;
+        let mut files = BTreeMap::new();
+        for e in walkdir::WalkDir::new(&root).follow_links(false) {
+            let e = e.map_err(|e| e.to_string())?;
+            let rel = e
+                .path()
+                .strip_prefix(&root)
+                .unwrap_or(e.path())
+                .to_string_lossy()
+                .replace('\\', "/");
+            if rel.is_empty()
+                || rel == ".git"
+                || rel.starts_with(".git/")
+                || skip
+                    .iter()
+                    .any(|s| rel == *s || rel.starts_with(&format!("{s}/")))
+            {
+                continue;
+            }
+            let ft = e.file_type();
+            let item = if ft.is_symlink() {
+                TreeEntry::Symlink
+            } else if ft.is_file() {
+                let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+                if len > MAX_BLOB_BYTES {
+                    TreeEntry::TooLarge(len)
+                } else {
+                    TreeEntry::Blob(std::fs::read(e.path()).map_err(|err| format!("{rel}: {err}"))?)
+                }
+            } else {
+                continue;
+            };
+            files.insert(rel, item);
+        }
+        Ok(Snapshot {
+            commit: "worktree".into(),
+            commit_time: OffsetDateTime::now_utc(),
+            files,
+        })
+    }
+
+    /// Is `descendant` the same as, or a descendant of, `ancestor`?
+    pub fn descends_from(&self, descendant: &str, ancestor: &str) -> Result<bool, String> {
+        let d = Oid::from_str(descendant).map_err(ge)?;
+        let a = match Oid::from_str(ancestor) {
+            Ok(a) => a,
+            Err(_) => return Ok(false),
+        };
+        if d == a {
+            return Ok(true);
+        }
+        if self.repo.find_commit(a).is_err() {
+            return Ok(false);
+        }
+        self.repo.graph_descendant_of(d, a).map_err(ge)
+    }
+
+    /// The blob at `path` (CA-relative) in `commit`, if any.
+    pub fn read_file(&self, commit: &str, path: &str) -> Result<Option<Vec<u8>>, String> {
+        let c = self
+            .repo
+            .find_commit(Oid::from_str(commit).map_err(ge)?)
+            .map_err(ge)?;
+        let tree = c.tree().map_err(ge)?;
+        match tree.get_path(Path::new(&format!("{}{path}", self.prefix))) {
+            Ok(e) => Ok(Some(
+                self.repo.find_blob(e.id()).map_err(ge)?.content().to_vec(),
+            )),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Commits `files` (CA-relative path -> content; None deletes) on top of `parent` on the
+    /// current branch. Returns None when the tree would not change. Fails if the branch moved.
+    pub fn commit_outputs(
+        &self,
+        parent: &str,
+        files: &BTreeMap<String, Option<Vec<u8>>>,
+        message: &str,
+    ) -> Result<Option<String>, String> {
+        let parent = self
+            .repo
+            .find_commit(Oid::from_str(parent).map_err(ge)?)
+            .map_err(ge)?;
+        let base = parent.tree().map_err(ge)?;
+        let mut b = git2::build::TreeUpdateBuilder::new();
+        for (path, content) in files {
+            let full = format!("{}{path}", self.prefix);
+            match content {
+                Some(bytes) => {
+                    let oid = self.repo.blob(bytes).map_err(ge)?;
+                    b.upsert(full, oid, git2::FileMode::Blob);
+                }
+                None => {
+                    b.remove(full);
+                }
+            }
+        }
+        let tree_id = b.create_updated(&self.repo, &base).map_err(ge)?;
+        if tree_id == base.id() {
+            return Ok(None);
+        }
+        let tree = self.repo.find_tree(tree_id).map_err(ge)?;
+        let sig = self
+            .repo
+            .signature()
+            .or_else(|_| git2::Signature::now("gitca", "gitca@localhost"))
+            .map_err(ge)?;
+        let id = self
+            .repo
+            .commit(None, &sig, &sig, message, &tree, &[&parent])
+            .map_err(|e| format!("cannot commit the outputs: {}", ge(e)))?;
+        // Update the work tree while HEAD still names the parent (so a safe checkout sees what
+        // changed), then move the branch only if it still points at the parent.
+        if self.repo.workdir().is_some() {
+            let mut co = git2::build::CheckoutBuilder::new();
+            co.safe();
+            self.repo
+                .checkout_tree(tree.as_object(), Some(&mut co))
+                .map_err(|e| format!("cannot update the work tree with the outputs: {}", ge(e)))?;
+        }
+        let branch = self.current_branch()?;
+        self.repo
+            .reference_matching(&branch, id, true, parent.id(), "gitca: commit outputs")
+            .map_err(|e| {
+                format!(
+                    "the branch moved while gitca was committing; run again: {}",
+                    ge(e)
+                )
+            })?;
+        Ok(Some(id.to_string()))
+    }
+
+    /// Pushes the current branch to its upstream with the git CLI, so credential helpers and the
+    /// auth headers CI systems configure apply. Returns Ok(false) when the remote moved.
+    pub fn push(&self) -> Result<bool, String> {
+        let (remote, branch) = self.upstream()?;
+        let out = self
+            .git()
+            .args([
+                "push",
+                "--porcelain",
+                &remote,
+                &format!("HEAD:refs/heads/{branch}"),
+            ])
+            .output()
+            .map_err(|e| format!("cannot run git push: {e}"))?;
+        if out.status.success() {
+            return Ok(true);
+        }
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if text.contains("[rejected]")
+            || text.contains("non-fast-forward")
+            || text.contains("fetch first")
+        {
+            return Ok(false);
+        }
+        Err(format!("git push failed: {}", text.trim()))
+    }
+
+    /// Fetches the upstream and moves the current branch to it, dropping only `ours` (the
+    /// outputs commit gitca made, which is reproducible from the state). Returns the new head.
+    pub fn reset_to_upstream(&self, ours: &str, source: &str) -> Result<String, String> {
+        let (remote, branch) = self.upstream()?;
+        let out = self
+            .git()
+            .args(["fetch", "--quiet", &remote, &format!("refs/heads/{branch}")])
+            .output()
+            .map_err(|e| format!("cannot run git fetch: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "git fetch failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        let fetched = self.resolve("FETCH_HEAD")?;
+        let head = self.resolve("HEAD")?;
+        if head != ours && head != source {
+            return Err("the branch has commits gitca did not make; refusing to reset it".into());
+        }
+        let commit = self
+            .repo
+            .find_commit(Oid::from_str(&fetched).map_err(ge)?)
+            .map_err(ge)?;
+        let mut co = git2::build::CheckoutBuilder::new();
+        co.force();
+        self.repo
+            .checkout_tree(commit.as_object(), Some(&mut co))
+            .map_err(ge)?;
+        let name = self.current_branch()?;
+        self.repo
+            .reference(
+                &name,
+                commit.id(),
+                true,
+                "gitca: move to upstream after a push race",
+            )
+            .map_err(ge)?;
+        Ok(fetched)
+    }
+
+    fn upstream(&self) -> Result<(String, String), String> {
+        let name = self.current_branch()?;
+        let short = name.trim_start_matches("refs/heads/").to_string();
+        let cfg = self.repo.config().map_err(ge)?;
+        let remote = cfg
+            .get_string(&format!("branch.{short}.remote"))
+            .unwrap_or_else(|_| "origin".to_string());
+        let merge = cfg
+            .get_string(&format!("branch.{short}.merge"))
+            .map(|m| m.trim_start_matches("refs/heads/").to_string())
+            .unwrap_or(short);
+        Ok((remote, merge))
+    }
+
+    fn git(&self) -> Command {
+        let mut c = Command::new("git");
+        let dir = self.repo.workdir().unwrap_or_else(|| self.repo.path());
+        c.current_dir(dir);
+        c
+    }
+}
+
+impl GitRepo {
+    /// Every blob under `folder` (CA-relative) in `commit`, by CA-relative path.
+    pub fn files_under(
+        &self,
+        commit: &str,
+        folder: &str,
+    ) -> Result<BTreeMap<String, Vec<u8>>, String> {
+        let c = self
+            .repo
+            .find_commit(Oid::from_str(commit).map_err(ge)?)
+            .map_err(ge)?;
+        let root = c.tree().map_err(ge)?;
+        let mut out = BTreeMap::new();
+        let Ok(e) = root.get_path(Path::new(&format!("{}{folder}", self.prefix))) else {
+            return Ok(out);
+        };
+        let Ok(tree) = self.repo.find_tree(e.id()) else {
+            return Ok(out);
+        };
+        tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+            if entry.kind() == Some(ObjectType::Blob)
+                && let Ok(b) = self.repo.find_blob(entry.id())
+            {
+                out.insert(
+                    format!("{folder}/{dir}{}", entry.name().unwrap_or("?")),
+                    b.content().to_vec(),
+                );
+            }
+            git2::TreeWalkResult::Ok
+        })
+        .map_err(ge)?;
+        Ok(out)
+    }
+}

@@ -1,0 +1,231 @@
+//! Where the issued state lives. The API has the semantics S3 gives with conditional requests:
+//! create-only writes (`If-None-Match: *`) and compare-and-swap (`If-Match: <etag>`). A lost
+//! race is a `Conflict`, handled by re-reading, never by overwriting.
+
+use async_trait::async_trait;
+use sha2::{Digest, Sha256};
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The object exists (create-only) or moved on (compare-and-swap): re-read and re-plan.
+    #[error("conflict on {0}: another writer changed it")]
+    Conflict(String),
+    #[error("state store temporarily unavailable: {0}")]
+    Retryable(String),
+    #[error("state store error: {0}")]
+    Fatal(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Versioned {
+    pub bytes: Vec<u8>,
+    /// An opaque version (an ETag) for compare-and-swap.
+    pub version: String,
+}
+
+#[async_trait]
+pub trait StateStore: Send + Sync {
+    fn describe(&self) -> String;
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError>;
+    /// Creates `key`; `Conflict` if it exists.
+    async fn put_new(&self, key: &str, bytes: &[u8]) -> Result<String, StoreError>;
+    /// Replaces `key` only if its version is still `expected`; `Conflict` otherwise.
+    async fn put_if(&self, key: &str, bytes: &[u8], expected: &str) -> Result<String, StoreError>;
+    /// Deletes `key` only if its version is still `expected` (absent is fine).
+    async fn delete_if(&self, key: &str, expected: &str) -> Result<(), StoreError>;
+    /// Keys under `prefix`, sorted.
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+}
+
+/// The embedded default: a local directory. Writes are atomic (temp file, fsync, link/rename,
+/// fsync of the directory); compare-and-swap holds an exclusive file lock for its check+write.
+#[derive(Debug)]
+pub struct DirStore {
+    root: PathBuf,
+}
+
+fn version_of(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn io(key: &str, e: std::io::Error) -> StoreError {
+    StoreError::Fatal(format!("{key}: {e}"))
+}
+
+impl DirStore {
+    pub fn open(root: &Path) -> Result<DirStore, String> {
+        fs::create_dir_all(root)
+            .map_err(|e| format!("cannot create state directory {}: {e}", root.display()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = fs::set_permissions(root, fs::Permissions::from_mode(0o700));
+        }
+        Ok(DirStore {
+            root: root.to_path_buf(),
+        })
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf, StoreError> {
+        if key
+            .split('/')
+            .any(|c| c.is_empty() || c == ".." || c == ".")
+            || key.starts_with('/')
+        {
+            return Err(StoreError::Fatal(format!("invalid state key {key:?}")));
+        }
+        Ok(self.root.join(key))
+    }
+
+    /// Writes `bytes` to a synced temp file in `dir`.
+    fn temp(
+        &self,
+        dir: &Path,
+        key: &str,
+        bytes: &[u8],
+    ) -> Result<tempfile::NamedTempFile, StoreError> {
+        fs::create_dir_all(dir).map_err(|e| io(key, e))?;
+        let mut t = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempfile_in(dir)
+            .map_err(|e| io(key, e))?;
+        t.write_all(bytes).map_err(|e| io(key, e))?;
+        t.as_file().sync_all().map_err(|e| io(key, e))?;
+        Ok(t)
+    }
+
+    fn lock(&self) -> Result<File, StoreError> {
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.root.join(".lock"))
+            .map_err(|e| io(".lock", e))?;
+        f.lock().map_err(|e| io(".lock", e))?;
+        Ok(f)
+    }
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+#[async_trait]
+impl StateStore for DirStore {
+    fn describe(&self) -> String {
+        format!("dir:{}", self.root.display())
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
+        match fs::read(self.path(key)?) {
+            Ok(bytes) => Ok(Some(Versioned {
+                version: version_of(&bytes),
+                bytes,
+            })),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(key, e)),
+        }
+    }
+
+    async fn put_new(&self, key: &str, bytes: &[u8]) -> Result<String, StoreError> {
+        let path = self.path(key)?;
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        let t = self.temp(&dir, key, bytes)?;
+        // link(2) fails if the target exists: an atomic create-only write.
+        match fs::hard_link(t.path(), &path) {
+            Ok(()) => {
+                sync_dir(&dir);
+                Ok(version_of(bytes))
+            }
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                Err(StoreError::Conflict(key.to_string()))
+            }
+            Err(e) => Err(io(key, e)),
+        }
+    }
+
+    async fn put_if(&self, key: &str, bytes: &[u8], expected: &str) -> Result<String, StoreError> {
+        let path = self.path(key)?;
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        let _guard = self.lock()?;
+        let current = match fs::read(&path) {
+            Ok(b) => version_of(&b),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Err(StoreError::Conflict(key.to_string()));
+            }
+            Err(e) => return Err(io(key, e)),
+        };
+        if current != expected {
+            return Err(StoreError::Conflict(key.to_string()));
+        }
+        let t = self.temp(&dir, key, bytes)?;
+        t.persist(&path).map_err(|e| io(key, e.error))?;
+        sync_dir(&dir);
+        Ok(version_of(bytes))
+    }
+
+    async fn delete_if(&self, key: &str, expected: &str) -> Result<(), StoreError> {
+        let path = self.path(key)?;
+        let _guard = self.lock()?;
+        match fs::read(&path) {
+            Ok(b) if version_of(&b) != expected => Err(StoreError::Conflict(key.to_string())),
+            Ok(_) => fs::remove_file(&path).map_err(|e| io(key, e)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(key, e)),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let dir = self.root.join(prefix.trim_end_matches('/'));
+        let mut out = Vec::new();
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(io(prefix, e)),
+        };
+        for e in rd {
+            let e = e.map_err(|e| io(prefix, e))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.starts_with(".tmp-") && e.file_type().map(|t| t.is_file()).unwrap_or(false) {
+                out.push(format!("{}/{name}", prefix.trim_end_matches('/')));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn create_only_and_compare_and_swap() {
+        let d = tempfile::tempdir().unwrap();
+        let s = DirStore::open(d.path()).unwrap();
+        let v1 = s.put_new("a/b.json", b"1").await.unwrap();
+        assert!(matches!(
+            s.put_new("a/b.json", b"2").await,
+            Err(StoreError::Conflict(_))
+        ));
+        let v2 = s.put_if("a/b.json", b"2", &v1).await.unwrap();
+        assert!(matches!(
+            s.put_if("a/b.json", b"3", &v1).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(s.get("a/b.json").await.unwrap().unwrap().bytes, b"2");
+        assert_eq!(s.list("a").await.unwrap(), vec!["a/b.json"]);
+        assert!(matches!(
+            s.delete_if("a/b.json", &v1).await,
+            Err(StoreError::Conflict(_))
+        ));
+        s.delete_if("a/b.json", &v2).await.unwrap();
+        assert!(s.get("a/b.json").await.unwrap().is_none());
+        assert!(s.get("../x").await.is_err());
+    }
+}

@@ -1,0 +1,639 @@
+//! `gitca apply` and `gitca crl`: plan, record intents, sign, persist, write outputs, commit.
+//!
+//! Order matters for exactly-once issuance (Boulder's model): the intent (serial + TBS) is
+//! recorded before signing, the certificate is recorded before the index points at it, and the
+//! repository outputs are derived from the state alone. A crash at any step leaves a state that
+//! the next run completes without signing a second certificate for the same request.
+
+use super::context::{Context, RepoArgs, key_path};
+use super::{Exit, RunError, lease, outputs};
+use crate::adapters::signer::{LocalSigner, Signer, check_matches, sign_verified};
+use crate::adapters::state_store::StoreError;
+use crate::domain::crl::{self, CrlEntry};
+use crate::domain::plan::{self, Action, Inputs, Plan, RevocationAction};
+use crate::domain::profile::{self, Issuer, Urls, from_time};
+use crate::domain::revocation::Reason;
+use crate::domain::serial::new_serial;
+use crate::domain::state::{
+    CertRecord, CertSummary, CrlInfo, INDEX_KEY, Index, PublishedRevocation, Revoked, crl_key,
+    intent_key, record_key,
+};
+use base64ct::{Base64, Encoding};
+use der::{Decode, Encode};
+use serde::Serialize;
+use std::time::Duration;
+use time::OffsetDateTime;
+use x509_cert::certificate::TbsCertificate;
+
+/// Steps after which a test can make apply stop as if the process had died.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailPoint {
+    AfterIntent,
+    AfterSign,
+    AfterRecord,
+    AfterState,
+    AfterCrl,
+    AfterOutputs,
+    BeforeCommit,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    pub push: bool,
+    pub allow_history_rewrite: bool,
+    /// The reconcile time (tests move it forward to exercise renewal and CRL refresh).
+    pub now: Option<OffsetDateTime>,
+    pub fail_at: Option<FailPoint>,
+    pub lease_ttl: Duration,
+    pub lease_wait: Duration,
+    pub max_push_attempts: u32,
+    /// `gitca crl`: only refresh the CRL (no issuance, no new revocations).
+    pub crl_only: bool,
+    /// `gitca crl --force`: re-sign the CRL even if it is current.
+    pub force_crl: bool,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions {
+            push: false,
+            allow_history_rewrite: false,
+            now: None,
+            fail_at: None,
+            lease_ttl: Duration::from_secs(600),
+            lease_wait: Duration::from_secs(120),
+            max_push_attempts: 5,
+            crl_only: false,
+            force_crl: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Issued {
+    pub request_id: String,
+    pub serial: String,
+    pub action: Action,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ApplyOutcome {
+    pub plan: Plan,
+    pub issued: Vec<Issued>,
+    pub revoked: Vec<String>,
+    pub crl_number: Option<u64>,
+    pub commit: Option<String>,
+    pub pushed: bool,
+    /// Intents of an interrupted run that this run completed.
+    pub recovered: usize,
+    /// Intents of an interrupted run whose request changed since; dropped unsigned.
+    pub abandoned: usize,
+    pub signatures: usize,
+}
+
+impl ApplyOutcome {
+    pub fn exit(&self) -> Exit {
+        if self.plan.has_rejections() {
+            Exit::Rejections
+        } else {
+            Exit::Clean
+        }
+    }
+}
+
+fn fail(opts: &ApplyOptions, at: FailPoint) -> Result<(), RunError> {
+    if opts.fail_at == Some(at) {
+        return Err(RunError::Retryable(format!("injected failure at {at:?}")));
+    }
+    Ok(())
+}
+
+pub fn open_signer(ctx: &Context) -> Result<Box<dyn Signer>, String> {
+    let path = key_path(&ctx.config, "issuing-ca.key")?;
+    super::context::refuse_key_in_repo(&path, &ctx.repo)?;
+    let s = LocalSigner::load(&path)?;
+    check_matches(
+        &s,
+        ctx.ca_cert.tbs_certificate().subject_public_key_info(),
+        &ctx.config.ca.certificate,
+    )?;
+    Ok(Box::new(s))
+}
+
+pub async fn apply(args: &RepoArgs, opts: &ApplyOptions) -> Result<ApplyOutcome, RunError> {
+    let first = Context::load(args, Some("HEAD"))?;
+    first.repo.current_branch()?;
+    let signer = open_signer(&first)?;
+    let store = first.store.clone();
+    let held = lease::acquire(store.as_ref(), opts.lease_ttl, opts.lease_wait).await?;
+    let result = apply_with_retries(args, opts, signer.as_ref(), first).await;
+    lease::release(store.as_ref(), held).await;
+    result
+}
+
+async fn apply_with_retries(
+    args: &RepoArgs,
+    opts: &ApplyOptions,
+    signer: &dyn Signer,
+    mut ctx: Context,
+) -> Result<ApplyOutcome, RunError> {
+    let mut attempt = 1;
+    loop {
+        let mut outcome = reconcile(&ctx, signer, opts).await?;
+        if !opts.push {
+            return Ok(outcome);
+        }
+        if ctx.repo.push()? {
+            outcome.pushed = true;
+            return Ok(outcome);
+        }
+        if attempt >= opts.max_push_attempts {
+            return Err(RunError::Retryable(format!(
+                "the remote moved {attempt} times while pushing; the state is saved, run apply again"
+            )));
+        }
+        attempt += 1;
+        let ours = outcome
+            .commit
+            .clone()
+            .unwrap_or_else(|| ctx.snapshot.commit.clone());
+        let new_head = ctx.repo.reset_to_upstream(&ours, &ctx.snapshot.commit)?;
+        tracing::info!(%new_head, attempt, "the remote moved; re-planning on its head");
+        ctx = Context::load(args, Some("HEAD"))?;
+    }
+}
+
+fn urls(ctx: &Context) -> Urls {
+    Urls {
+        crl_distribution_point: ctx.config.crl.distribution_point.clone(),
+        ca_issuers: ctx.config.aia.ca_issuers.clone(),
+    }
+}
+
+/// The state index with its version, creating it for a new CA.
+struct IndexHandle {
+    index: Index,
+    version: String,
+}
+
+impl IndexHandle {
+    async fn open(ctx: &Context) -> Result<IndexHandle, RunError> {
+        loop {
+            let (index, version) = ctx.index().await?;
+            if let Some(version) = version {
+                return Ok(IndexHandle { index, version });
+            }
+            let bytes = serde_json::to_vec_pretty(&index).map_err(|e| e.to_string())?;
+            match ctx.store.put_new(INDEX_KEY, &bytes).await {
+                Ok(version) => return Ok(IndexHandle { index, version }),
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Applies `change` by compare-and-swap, re-reading and re-applying on a lost race.
+    async fn update(&mut self, ctx: &Context, change: impl Fn(&mut Index)) -> Result<(), RunError> {
+        for _ in 0..20 {
+            let mut next = self.index.clone();
+            change(&mut next);
+            if next == self.index {
+                return Ok(());
+            }
+            let bytes = serde_json::to_vec_pretty(&next).map_err(|e| e.to_string())?;
+            match ctx.store.put_if(INDEX_KEY, &bytes, &self.version).await {
+                Ok(v) => {
+                    self.index = next;
+                    self.version = v;
+                    return Ok(());
+                }
+                Err(StoreError::Conflict(_)) => {
+                    tracing::info!("the state index moved; re-reading it");
+                    let fresh = IndexHandle::open(ctx).await?;
+                    *self = fresh;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(RunError::Retryable(
+            "the state index kept changing under this run".into(),
+        ))
+    }
+}
+
+fn summary_of(rec: &CertRecord) -> Result<CertSummary, String> {
+    let tbs = TbsCertificate::from_der(&Base64::decode_vec(&rec.tbs).map_err(|e| e.to_string())?)
+        .map_err(|e| format!("serial {}: recorded TBS does not decode: {e}", rec.serial))?;
+    Ok(CertSummary {
+        request_id: rec.request_id.clone(),
+        request_hash: rec.request_hash.clone(),
+        key_id: rec.key_id.clone(),
+        not_before: from_time(&tbs.validity().not_before),
+        not_after: from_time(&tbs.validity().not_after),
+        revoked: None,
+    })
+}
+
+fn make_plan(ctx: &Context, index: &Index, now: OffsetDateTime) -> Result<Plan, RunError> {
+    let facts = ctx.ca_facts();
+    plan::plan(&Inputs {
+        snapshot: &ctx.snapshot,
+        config: &ctx.config,
+        policies: &ctx.policies,
+        index,
+        ca: &facts,
+        now,
+    })
+    .map_err(|e| RunError::NeedsHuman(e.0))
+}
+
+/// Completes or abandons the intents an interrupted run left behind.
+async fn recover(
+    ctx: &Context,
+    signer: &dyn Signer,
+    issuer: &Issuer,
+    h: &mut IndexHandle,
+    now: OffsetDateTime,
+) -> Result<(usize, usize, usize), RunError> {
+    let keys = ctx.store.list("intents").await?;
+    if keys.is_empty() {
+        return Ok((0, 0, 0));
+    }
+    let prelim = make_plan(ctx, &h.index, now)?;
+    let (mut recovered, mut abandoned, mut signatures) = (0, 0, 0);
+    for key in keys {
+        let Some(v) = ctx.store.get(&key).await? else {
+            continue;
+        };
+        let rec: CertRecord =
+            serde_json::from_slice(&v.bytes).map_err(|e| format!("{key}: corrupt intent: {e}"))?;
+        if !h.index.certs.contains_key(&rec.serial) {
+            let signed = match ctx.store.get(&record_key(&rec.serial)).await? {
+                Some(r) => Some(
+                    serde_json::from_slice::<CertRecord>(&r.bytes).map_err(|e| e.to_string())?,
+                ),
+                None => None,
+            };
+            let signed = match signed {
+                Some(r) => Some(r),
+                None => {
+                    let unchanged = prelim.requests.iter().any(|r| {
+                        r.id == rec.request_id
+                            && r.spec
+                                .as_ref()
+                                .is_some_and(|s| s.request_hash == rec.request_hash)
+                    });
+                    if unchanged {
+                        let tbs = Base64::decode_vec(&rec.tbs).map_err(|e| e.to_string())?;
+                        let serial = hex::decode(&rec.serial).map_err(|e| e.to_string())?;
+                        profile::lint_leaf(&tbs, issuer, &serial)
+                            .map_err(|e| format!("{key}: {e}"))?;
+                        let sig = sign_verified(signer, &tbs).await?;
+                        signatures += 1;
+                        let der = profile::assemble_from_tbs(&tbs, &signer.algorithm(), &sig)?;
+                        let mut done = rec.clone();
+                        done.certificate = Some(Base64::encode_string(&der));
+                        put_record(ctx, &done).await?;
+                        Some(done)
+                    } else {
+                        let _ = ctx
+                            .store
+                            .put_new(&format!("abandoned/{}.json", rec.serial), &v.bytes)
+                            .await;
+                        abandoned += 1;
+                        None
+                    }
+                }
+            };
+            if let Some(done) = signed {
+                let s = summary_of(&done)?;
+                h.update(ctx, |i| {
+                    i.certs.entry(done.serial.clone()).or_insert(s.clone());
+                })
+                .await?;
+                recovered += 1;
+            }
+        }
+        ctx.store.delete_if(&key, &v.version).await?;
+    }
+    if recovered + abandoned > 0 {
+        tracing::warn!(
+            recovered,
+            abandoned,
+            "finished the work of an interrupted apply"
+        );
+    }
+    Ok((recovered, abandoned, signatures))
+}
+
+async fn put_record(ctx: &Context, rec: &CertRecord) -> Result<(), RunError> {
+    let bytes = serde_json::to_vec_pretty(rec).map_err(|e| e.to_string())?;
+    match ctx.store.put_new(&record_key(&rec.serial), &bytes).await {
+        Ok(_) => Ok(()),
+        // Written by an earlier attempt of this same serial: keep the first one.
+        Err(StoreError::Conflict(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// One reconcile of the commit in `ctx`. Idempotent: a second run on the same commit and state
+/// signs nothing and commits nothing.
+pub async fn reconcile(
+    ctx: &Context,
+    signer: &dyn Signer,
+    opts: &ApplyOptions,
+) -> Result<ApplyOutcome, RunError> {
+    let head = ctx.snapshot.commit.clone();
+    let now = opts
+        .now
+        .unwrap_or_else(OffsetDateTime::now_utc)
+        .replace_nanosecond(0)
+        .map_err(|e| e.to_string())?;
+    let mut issuer = ctx.issuer()?;
+    issuer.algorithm = signer.algorithm();
+    let mut h = IndexHandle::open(ctx).await?;
+
+    if let Some(last) = &h.index.last_reconciled
+        && !ctx.repo.descends_from(&head, last)?
+        && !opts.allow_history_rewrite
+    {
+        return Err(RunError::NeedsHuman(format!(
+            "HEAD {head} does not descend from the last reconciled commit {last}: history was rewritten. \
+             Check what changed, then run apply with --allow-history-rewrite"
+        )));
+    }
+
+    let (recovered, abandoned, mut signatures) = recover(ctx, signer, &issuer, &mut h, now).await?;
+    let plan = make_plan(ctx, &h.index, now)?;
+
+    // Issue: intent, sign, record, index.
+    let mut issued = Vec::new();
+    if !opts.crl_only {
+        let not_before = now - ctx.config.issuance.backdate.as_time();
+        let mut pending = Vec::new();
+        for rp in plan.to_issue() {
+            let spec = rp.spec.as_ref().expect("planned issuance has a spec");
+            let serial = new_serial()?;
+            let unsigned = profile::leaf(spec, &issuer, &serial, not_before, &urls(ctx))
+                .map_err(|e| format!("{}: cannot build the certificate: {e}", spec.request_id))?;
+            profile::lint_leaf(&unsigned.tbs_der, &issuer, &serial).map_err(|e| {
+                format!(
+                    "{}: certificate fails the profile check: {e}",
+                    spec.request_id
+                )
+            })?;
+            let rec = CertRecord {
+                serial: hex::encode(serial),
+                request_id: spec.request_id.clone(),
+                request_hash: spec.request_hash.clone(),
+                key_id: spec.key_id.clone(),
+                tbs: Base64::encode_string(&unsigned.tbs_der),
+                certificate: None,
+            };
+            let bytes = serde_json::to_vec_pretty(&rec).map_err(|e| e.to_string())?;
+            let v = ctx.store.put_new(&intent_key(&rec.serial), &bytes).await?;
+            pending.push((rp.action, unsigned, rec, v));
+        }
+        fail(opts, FailPoint::AfterIntent)?;
+        let mut signed = Vec::new();
+        for (action, unsigned, mut rec, v) in pending {
+            let sig = sign_verified(signer, &unsigned.tbs_der).await?;
+            signatures += 1;
+            let cert = unsigned.assemble(&sig)?;
+            rec.certificate = Some(Base64::encode_string(
+                &cert.to_der().map_err(|e| e.to_string())?,
+            ));
+            signed.push((action, rec, v));
+        }
+        fail(opts, FailPoint::AfterSign)?;
+        for (_, rec, _) in &signed {
+            put_record(ctx, rec).await?;
+        }
+        fail(opts, FailPoint::AfterRecord)?;
+        let summaries: Vec<(String, CertSummary)> = signed
+            .iter()
+            .map(|(_, r, _)| Ok((r.serial.clone(), summary_of(r)?)))
+            .collect::<Result<_, String>>()?;
+        h.update(ctx, |i| {
+            for (s, c) in &summaries {
+                i.certs.entry(s.clone()).or_insert(c.clone());
+            }
+        })
+        .await?;
+        fail(opts, FailPoint::AfterState)?;
+        for ((action, rec, v), (_, sum)) in signed.into_iter().zip(&summaries) {
+            ctx.store.delete_if(&intent_key(&rec.serial), &v).await?;
+            issued.push(Issued {
+                request_id: rec.request_id,
+                serial: rec.serial,
+                action,
+                not_after: sum.not_after,
+            });
+        }
+    }
+
+    // Revocations, orphans, CRL.
+    let mut revoked = Vec::new();
+    let mut marks: Vec<(String, Revoked)> = Vec::new();
+    let mut published: Vec<(String, PublishedRevocation)> = Vec::new();
+    if !opts.crl_only {
+        for r in plan
+            .revocations
+            .iter()
+            .filter(|r| r.action == RevocationAction::Revoke)
+        {
+            let e = r.parsed.as_ref().expect("planned revocation is parsed");
+            let date = r.date.unwrap_or(now);
+            for s in &r.serials {
+                marks.push((
+                    s.clone(),
+                    Revoked {
+                        reason: e.reason,
+                        date,
+                        by: e.key.clone(),
+                    },
+                ));
+            }
+            published.push((
+                e.key.clone(),
+                PublishedRevocation {
+                    reason: e.reason,
+                    written_date: e.date,
+                    file: e.file.clone(),
+                    serials: r.serials.clone(),
+                },
+            ));
+        }
+        for o in plan.orphans.iter().filter(|o| o.revoke) {
+            for s in &o.serials {
+                marks.push((
+                    s.clone(),
+                    Revoked {
+                        reason: Reason::CessationOfOperation,
+                        date: now,
+                        by: format!("orphan:{}", o.request_id),
+                    },
+                ));
+            }
+        }
+        revoked = marks.iter().map(|(s, _)| s.clone()).collect();
+    }
+    let lifetime = ctx.config.crl.lifetime.as_time();
+    let crl_due = {
+        let mut after = h.index.clone();
+        apply_marks(&mut after, &marks, &published);
+        crl_due(&after, now, lifetime, ctx.config.crl.overlap.as_time()) || opts.force_crl
+    };
+    let changed = !issued.is_empty() || !marks.is_empty() || !published.is_empty() || crl_due;
+    let mut crl_number = None;
+    if changed {
+        let head2 = head.clone();
+        h.update(ctx, |i| {
+            apply_marks(i, &marks, &published);
+            i.last_reconciled = Some(head2.clone());
+            if crl_due {
+                i.crl_number += 1;
+            }
+        })
+        .await?;
+    }
+    if crl_due {
+        let number = h.index.crl_number;
+        let entries: Vec<CrlEntry> = h
+            .index
+            .crl_serials(now, lifetime)
+            .into_iter()
+            .map(|s| {
+                let r = h.index.certs[&s]
+                    .revoked
+                    .clone()
+                    .expect("CRL serials are revoked");
+                CrlEntry {
+                    serial_hex: s,
+                    date: r.date,
+                    reason: r.reason,
+                }
+            })
+            .collect();
+        let next_update = now + lifetime;
+        let tbs = crl::tbs(&issuer, number, now, next_update, &entries)?;
+        let sig = sign_verified(signer, &tbs).await?;
+        signatures += 1;
+        let der = crl::assemble(&tbs, &signer.algorithm(), &sig)?;
+        match ctx.store.put_new(&crl_key(number), &der).await {
+            Ok(_) | Err(StoreError::Conflict(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let serials: Vec<String> = entries.iter().map(|e| e.serial_hex.clone()).collect();
+        h.update(ctx, |i| {
+            if i.crl.as_ref().is_none_or(|c| c.number < number) {
+                i.crl = Some(CrlInfo {
+                    number,
+                    this_update: now,
+                    next_update,
+                    serials: serials.clone(),
+                });
+            }
+        })
+        .await?;
+        crl_number = Some(number);
+        fail(opts, FailPoint::AfterCrl)?;
+    }
+
+    // Outputs and the commit.
+    let changes = outputs::changes(ctx, &head, &h.index).await?;
+    fail(opts, FailPoint::AfterOutputs)?;
+    fail(opts, FailPoint::BeforeCommit)?;
+    let commit = if changes.is_empty() {
+        None
+    } else {
+        let msg = commit_message(&head, &issued, &revoked, crl_number, &changes, ctx);
+        ctx.repo.commit_outputs(&head, &changes, &msg)?
+    };
+    Ok(ApplyOutcome {
+        plan,
+        issued,
+        revoked,
+        crl_number,
+        commit,
+        pushed: false,
+        recovered,
+        abandoned,
+        signatures,
+    })
+}
+
+fn apply_marks(
+    i: &mut Index,
+    marks: &[(String, Revoked)],
+    published: &[(String, PublishedRevocation)],
+) {
+    for (s, r) in marks {
+        if let Some(c) = i.certs.get_mut(s)
+            && c.revoked.is_none()
+        {
+            c.revoked = Some(r.clone());
+        }
+    }
+    for (k, p) in published {
+        i.revocations.entry(k.clone()).or_insert(p.clone());
+    }
+}
+
+/// A CRL is due when none exists, the revoked set changed, or nextUpdate is within the overlap.
+pub fn crl_due(
+    i: &Index,
+    now: OffsetDateTime,
+    lifetime: time::Duration,
+    overlap: time::Duration,
+) -> bool {
+    match &i.crl {
+        None => true,
+        Some(c) => c.serials != i.crl_serials(now, lifetime) || c.next_update - overlap <= now,
+    }
+}
+
+fn commit_message(
+    source: &str,
+    issued: &[Issued],
+    revoked: &[String],
+    crl: Option<u64>,
+    changes: &std::collections::BTreeMap<String, Option<Vec<u8>>>,
+    ctx: &Context,
+) -> String {
+    let mut subject = Vec::new();
+    if !issued.is_empty() {
+        subject.push(format!("issue {}", issued.len()));
+    }
+    if !revoked.is_empty() {
+        subject.push(format!("revoke {}", revoked.len()));
+    }
+    if let Some(n) = crl {
+        subject.push(format!("CRL {n}"));
+    }
+    if subject.is_empty() {
+        subject.push("write outputs".into());
+    }
+    let mut m = format!("gitca: {}\n\n", subject.join(", "));
+    for i in issued {
+        m.push_str(
+            &format!("- {:?} {} serial {}\n", i.action, i.request_id, i.serial).to_lowercase(),
+        );
+    }
+    for s in revoked {
+        m.push_str(&format!("- revoke serial {s}\n"));
+    }
+    let removed = changes.values().filter(|v| v.is_none()).count();
+    if removed > 0 {
+        m.push_str(&format!(
+            "- remove {removed} output file(s) of removed or revoked requests\n"
+        ));
+    }
+    m.push_str(&format!(
+        "\nGitca-Source-Commit: {source}\nGitca-State: {}\n",
+        ctx.store.describe()
+    ));
+    m
+}

@@ -1,0 +1,217 @@
+//! Loads what every command needs: the repository, its config, the CA certificates, the state.
+
+use crate::adapters::git::GitRepo;
+use crate::adapters::state_store::{DirStore, StateStore};
+use crate::domain::config::Config;
+use crate::domain::csr::{KeyKind, key_id};
+use crate::domain::plan::{CaFacts, Snapshot, TreeEntry};
+use crate::domain::policy::Policy;
+use crate::domain::profile::{Issuer, from_time, key_identifier};
+use crate::domain::state::{INDEX_KEY, Index};
+use der::{Decode, DecodePem};
+use std::path::{Path, PathBuf};
+use x509_cert::Certificate;
+use x509_cert::ext::pkix::SubjectKeyIdentifier;
+
+pub const CONFIG_FILE: &str = "gitca.yaml";
+
+/// Where to find the repository (from the CLI).
+#[derive(Debug, Clone)]
+pub struct RepoArgs {
+    pub repo: PathBuf,
+    pub dir: Option<String>,
+}
+
+/// The per-user data directory of the embedded defaults (keys, local state).
+pub fn data_dir() -> Result<PathBuf, String> {
+    if let Some(d) = std::env::var_os("GITCA_DATA_DIR") {
+        return Ok(PathBuf::from(d));
+    }
+    directories::ProjectDirs::from("", "", "gitca")
+        .map(|p| p.data_dir().to_path_buf())
+        .ok_or_else(|| "no home directory; set GITCA_DATA_DIR".to_string())
+}
+
+fn expand(p: &str, what: &str) -> Result<PathBuf, String> {
+    if let Some(rest) = p.strip_prefix("~/") {
+        let home = directories::BaseDirs::new().ok_or("no home directory to expand ~")?;
+        return Ok(home.home_dir().join(rest));
+    }
+    let path = PathBuf::from(p);
+    if !path.is_absolute() {
+        return Err(format!(
+            "{what} {p:?} must be an absolute path or start with ~/"
+        ));
+    }
+    Ok(path)
+}
+
+pub fn key_path(cfg: &Config, file_name: &str) -> Result<PathBuf, String> {
+    match cfg.signer.local.as_ref().and_then(|l| l.key.as_deref()) {
+        Some(k) if file_name == "issuing-ca.key" => expand(k, "signer.local.key"),
+        _ => Ok(data_dir()?.join(&cfg.ca.name).join(file_name)),
+    }
+}
+
+pub fn state_path(cfg: &Config) -> Result<PathBuf, String> {
+    match &cfg.state.dir {
+        Some(d) => expand(d, "state.dir"),
+        None => Ok(data_dir()?.join(&cfg.ca.name).join("state")),
+    }
+}
+
+/// Refuses a key path inside the repository's work tree: private keys never go into Git.
+pub fn refuse_key_in_repo(key: &Path, repo: &GitRepo) -> Result<(), String> {
+    if let Some(wd) = repo.workdir() {
+        let wd = wd.canonicalize().unwrap_or(wd);
+        let parent = key
+            .parent()
+            .map(|p| p.canonicalize().unwrap_or(p.to_path_buf()));
+        if parent.as_ref().is_some_and(|p| p.starts_with(&wd)) || key.starts_with(&wd) {
+            return Err(format!(
+                "the CA key path {} is inside the repository; keys must live outside it",
+                key.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub fn parse_cert(path: &str, bytes: &[u8]) -> Result<Certificate, String> {
+    let text = std::str::from_utf8(bytes).ok();
+    let c = match text {
+        Some(t) if t.contains("-----BEGIN") => Certificate::from_pem(t.as_bytes()),
+        _ => Certificate::from_der(bytes),
+    };
+    c.map_err(|e| format!("{path}: not a certificate: {e}"))
+}
+
+/// The loaded CA repository at one commit (or the work tree).
+pub struct Context {
+    pub repo: GitRepo,
+    pub snapshot: Snapshot,
+    pub config: Config,
+    pub policies: Vec<Policy>,
+    pub ca_cert: Certificate,
+    pub chain: Vec<Certificate>,
+    pub store: std::sync::Arc<dyn StateStore>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Context({:?} at {})", self.repo, self.snapshot.commit)
+    }
+}
+
+fn file<'a>(snap: &'a Snapshot, path: &str) -> Result<&'a [u8], String> {
+    match snap.files.get(path) {
+        Some(TreeEntry::Blob(b)) => Ok(b),
+        Some(_) => Err(format!("{path}: must be a regular file in the commit")),
+        None => Err(format!("{path}: not found in commit {}", snap.commit)),
+    }
+}
+
+impl Context {
+    /// `rev` None means the work tree (`plan --worktree`).
+    pub fn load(args: &RepoArgs, rev: Option<&str>) -> Result<Context, String> {
+        let repo = GitRepo::open(&args.repo, args.dir.as_deref())?;
+        // Read the config first (from the same source) to learn which folders are outputs.
+        let config_bytes = match rev {
+            Some(r) => {
+                let c = repo.resolve(r)?;
+                repo.read_file(&c, CONFIG_FILE)?.ok_or_else(|| {
+                    format!("{CONFIG_FILE}: not found in commit {c}; run `gitca init` first")
+                })?
+            }
+            None => std::fs::read(repo.workdir().ok_or("bare repository")?.join(CONFIG_FILE))
+                .map_err(|e| format!("{CONFIG_FILE}: {e}"))?,
+        };
+        let config = Config::parse(CONFIG_FILE, &String::from_utf8_lossy(&config_bytes))?;
+        let skip = vec![config.output.dir.clone()];
+        let snapshot = match rev {
+            Some(r) => repo.snapshot(&repo.resolve(r)?, &skip)?,
+            None => repo.worktree_snapshot(&skip)?,
+        };
+        let mut policies = Vec::new();
+        for (path, entry) in &snapshot.files {
+            if path.starts_with("policies/") && (path.ends_with(".yaml") || path.ends_with(".yml"))
+            {
+                let TreeEntry::Blob(b) = entry else {
+                    return Err(format!("{path}: policies must be regular files"));
+                };
+                policies.push(Policy::parse(path, &String::from_utf8_lossy(b))?);
+            }
+        }
+        let ca_cert = parse_cert(
+            &config.ca.certificate,
+            file(&snapshot, &config.ca.certificate)?,
+        )?;
+        let chain = config
+            .ca
+            .chain
+            .iter()
+            .map(|p| parse_cert(p, file(&snapshot, p)?))
+            .collect::<Result<Vec<_>, _>>()?;
+        let store = std::sync::Arc::new(DirStore::open(&state_path(&config)?)?);
+        Ok(Context {
+            repo,
+            snapshot,
+            config,
+            policies,
+            ca_cert,
+            chain,
+            store,
+        })
+    }
+
+    pub fn issuer(&self) -> Result<Issuer, String> {
+        issuer_of(&self.ca_cert)
+    }
+
+    pub fn ca_facts(&self) -> CaFacts {
+        let tbs = self.ca_cert.tbs_certificate();
+        CaFacts {
+            key_id: key_id(tbs.subject_public_key_info()),
+            not_after: from_time(&tbs.validity().not_after),
+        }
+    }
+
+    /// The index, or a fresh one for a new CA. A state of another CA key is refused.
+    pub async fn index(&self) -> Result<(Index, Option<String>), String> {
+        let facts = self.ca_facts();
+        match self.store.get(INDEX_KEY).await.map_err(|e| e.to_string())? {
+            None => Ok((Index::new(facts.key_id), None)),
+            Some(v) => {
+                let idx: Index = serde_json::from_slice(&v.bytes).map_err(|e| {
+                    format!("{}: {INDEX_KEY} is corrupt: {e}", self.store.describe())
+                })?;
+                if idx.ca_key_id != facts.key_id {
+                    return Err(format!(
+                        "the state at {} belongs to another CA key; refusing to mix states",
+                        self.store.describe()
+                    ));
+                }
+                Ok((idx, Some(v.version)))
+            }
+        }
+    }
+}
+
+/// Issuer facts of a CA certificate; its SKI is used as the AKI of everything it signs.
+pub fn issuer_of(cert: &Certificate) -> Result<Issuer, String> {
+    let tbs = cert.tbs_certificate();
+    let spki = tbs.subject_public_key_info().clone();
+    let ski = tbs
+        .get_extension::<SubjectKeyIdentifier>()
+        .map_err(|e| e.to_string())?
+        .map(|(_, s)| s.0.as_bytes().to_vec())
+        .unwrap_or_else(|| key_identifier(&spki));
+    let kind = KeyKind::of(&spki)?;
+    Ok(Issuer {
+        name: tbs.subject().clone(),
+        key_identifier: ski,
+        algorithm: crate::adapters::signer::algorithm_for(kind)?,
+        public_key: spki,
+        not_after: from_time(&tbs.validity().not_after),
+    })
+}

@@ -1,0 +1,213 @@
+//! `gitca init`: a new CA on the embedded defaults. Keys go to the data directory (mode 0600),
+//! never into the repository; the CA certificates and `gitca.yaml` are committed.
+
+use super::context::{CONFIG_FILE, RepoArgs, key_path, refuse_key_in_repo};
+use super::outputs::pem;
+use crate::adapters::git::GitRepo;
+use crate::adapters::signer::{KeyAlgorithm, LocalSigner, Signer, sign_verified};
+use crate::domain::config::Config;
+use crate::domain::duration::Span;
+use crate::domain::names::Subject;
+use crate::domain::profile::{self, Urls};
+use crate::domain::serial::new_serial;
+use der::Encode;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use time::OffsetDateTime;
+
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub name: String,
+    /// A single self-signed CA instead of root + issuing CA.
+    pub single: bool,
+    pub algorithm: KeyAlgorithm,
+    pub root_lifetime: Span,
+    pub issuing_lifetime: Span,
+    /// pathLenConstraint of the root (the issuing CA always gets 0).
+    pub path_len: Option<u8>,
+    pub organization: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct InitOutcome {
+    pub commit: String,
+    pub keys: Vec<std::path::PathBuf>,
+    pub certificates: Vec<String>,
+}
+
+fn write_key(path: &Path, pem: &str) -> Result<(), String> {
+    if path.exists() {
+        return Err(format!(
+            "{} exists; refusing to overwrite a CA key",
+            path.display()
+        ));
+    }
+    let dir = path.parent().ok_or("key path has no folder")?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        o.mode(0o600);
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+    let mut f = o
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    f.write_all(pem.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn default_config(name: &str, single: bool) -> String {
+    let chain = if single {
+        "[]".to_string()
+    } else {
+        "[ca/root-ca.pem]".to_string()
+    };
+    let cert = if single {
+        "ca/ca.pem"
+    } else {
+        "ca/issuing-ca.pem"
+    };
+    format!(
+        "# gitca configuration; see docs/format.md\nca:\n  name: {name}\n  certificate: {cert}\n  chain: {chain}\n\
+issuance:\n  backdate: 5m\n  default_lifetime: 30d\n  renew_before: 10d\ncrl:\n  lifetime: 7d\n  overlap: 2d\n\
+output:\n  dir: issued\n  crl: crl/{name}.crl\n  bundle: ca/bundle.pem\n"
+    )
+}
+
+pub async fn init(args: &RepoArgs, opts: &InitOptions) -> Result<InitOutcome, String> {
+    let repo = GitRepo::open(&args.repo, args.dir.as_deref())?;
+    let head = repo
+        .resolve("HEAD")
+        .map_err(|e| format!("{e}; commit something first"))?;
+    repo.current_branch()?;
+    let wd = repo.workdir().ok_or("init needs a work tree")?;
+    let existing = std::fs::read_to_string(wd.join(CONFIG_FILE)).ok();
+    let config_text = existing
+        .clone()
+        .unwrap_or_else(|| default_config(&opts.name, opts.single));
+    let config = Config::parse(CONFIG_FILE, &config_text)?;
+    let single = config.ca.chain.is_empty();
+    if config.ca.chain.len() > 1 {
+        return Err(
+            "init creates a root and one issuing CA; ca.chain may name at most the root".into(),
+        );
+    }
+    let issuing_key = key_path(&config, "issuing-ca.key")?;
+    refuse_key_in_repo(&issuing_key, &repo)?;
+    if repo.read_file(&head, &config.ca.certificate)?.is_some() {
+        return Err(format!(
+            "{} already exists in HEAD; this CA is initialised",
+            config.ca.certificate
+        ));
+    }
+
+    let now = OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .map_err(|e| e.to_string())?;
+    let subject = |cn: &str| {
+        Subject {
+            common_name: Some(cn.to_string()),
+            organization: opts.organization.clone(),
+            ..Default::default()
+        }
+        .to_name()
+    };
+    let mut files = BTreeMap::new();
+    let mut keys = Vec::new();
+    let none = Urls::default();
+
+    let (root_signer, root_pem) = LocalSigner::generate(opts.algorithm)?;
+    let root_lifetime = if single {
+        opts.issuing_lifetime
+    } else {
+        opts.root_lifetime
+    };
+    let root_name = if single {
+        config.ca.name.clone()
+    } else {
+        format!("{} Root CA", config.ca.name)
+    };
+    let root_tbs = profile::ca(
+        subject(&root_name)?,
+        root_signer.public_key().clone(),
+        None,
+        root_signer.algorithm(),
+        &new_serial()?,
+        now,
+        now + root_lifetime.as_time(),
+        if single { Some(0) } else { opts.path_len },
+        &none,
+    )?;
+    let sig = sign_verified(&root_signer, &root_tbs.tbs_der)
+        .await
+        .map_err(|e| e.to_string())?;
+    let root = root_tbs.assemble(&sig)?;
+    let root_der = root.to_der().map_err(|e| e.to_string())?;
+
+    if single {
+        write_key(&issuing_key, &root_pem)?;
+        keys.push(issuing_key);
+        files.insert(
+            config.ca.certificate.clone(),
+            Some(pem("CERTIFICATE", &root_der)?.into_bytes()),
+        );
+    } else {
+        let root_key = key_path(&config, "root-ca.key")?;
+        refuse_key_in_repo(&root_key, &repo)?;
+        let (issuing, issuing_pem) = LocalSigner::generate(opts.algorithm)?;
+        let root_issuer = super::context::issuer_of(&root)?;
+        let tbs = profile::ca(
+            subject(&format!("{} Issuing CA", config.ca.name))?,
+            issuing.public_key().clone(),
+            Some(&root_issuer),
+            issuing.algorithm(),
+            &new_serial()?,
+            now,
+            now + opts.issuing_lifetime.as_time().min(root_lifetime.as_time()),
+            Some(0),
+            &none,
+        )?;
+        let sig = sign_verified(&root_signer, &tbs.tbs_der)
+            .await
+            .map_err(|e| e.to_string())?;
+        let issuing_der = tbs.assemble(&sig)?.to_der().map_err(|e| e.to_string())?;
+        write_key(&root_key, &root_pem)?;
+        write_key(&issuing_key, &issuing_pem)?;
+        keys.push(root_key);
+        keys.push(issuing_key);
+        files.insert(
+            config.ca.chain[0].clone(),
+            Some(pem("CERTIFICATE", &root_der)?.into_bytes()),
+        );
+        files.insert(
+            config.ca.certificate.clone(),
+            Some(pem("CERTIFICATE", &issuing_der)?.into_bytes()),
+        );
+    }
+    files.insert(CONFIG_FILE.to_string(), Some(config_text.into_bytes()));
+    let certificates = files
+        .keys()
+        .filter(|k| k.as_str() != CONFIG_FILE)
+        .cloned()
+        .collect();
+    let commit = repo
+        .commit_outputs(
+            &head,
+            &files,
+            &format!(
+                "gitca init: CA {}\n\nPrivate keys are kept outside the repository.\n",
+                config.ca.name
+            ),
+        )?
+        .unwrap_or(head);
+    Ok(InitOutcome {
+        commit,
+        keys,
+        certificates,
+    })
+}

@@ -1,0 +1,133 @@
+//! The files gitca writes back to the repository, derived from the state alone: so a rerun after
+//! a crash writes what is missing without signing again.
+
+use super::context::{Context, parse_cert};
+use crate::domain::plan::is_request_file;
+use crate::domain::state::{CertRecord, Index, crl_key, record_key};
+use base64ct::Encoding;
+use der::Encode;
+use der::pem::LineEnding;
+use std::collections::{BTreeMap, BTreeSet};
+use x509_cert::Certificate;
+
+pub fn pem(label: &str, der: &[u8]) -> Result<String, String> {
+    der::pem::encode_string(label, LineEnding::LF, der).map_err(|e| e.to_string())
+}
+
+/// `requests/servers/web-01.yaml` -> `issued/servers/web-01.pem` and `.chain.pem`.
+pub fn leaf_paths(out_dir: &str, request_id: &str) -> (String, String) {
+    let rel = request_id.strip_prefix("requests/").unwrap_or(request_id);
+    let stem = rel.trim_end_matches(".yaml").trim_end_matches(".yml");
+    (
+        format!("{out_dir}/{stem}.pem"),
+        format!("{out_dir}/{stem}.chain.pem"),
+    )
+}
+
+pub fn ca_pems(ctx: &Context) -> Result<String, String> {
+    let mut s = pem(
+        "CERTIFICATE",
+        &ctx.ca_cert.to_der().map_err(|e| e.to_string())?,
+    )?;
+    for c in &ctx.chain {
+        s.push_str(&pem(
+            "CERTIFICATE",
+            &c.to_der().map_err(|e| e.to_string())?,
+        )?);
+    }
+    Ok(s)
+}
+
+pub async fn load_record(ctx: &Context, serial: &str) -> Result<CertRecord, String> {
+    let v = ctx
+        .store
+        .get(&record_key(serial))
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| {
+            format!(
+                "state record of serial {serial} is missing in {}",
+                ctx.store.describe()
+            )
+        })?;
+    serde_json::from_slice(&v.bytes)
+        .map_err(|e| format!("state record of serial {serial} is corrupt: {e}"))
+}
+
+pub fn record_certificate(r: &CertRecord) -> Result<Vec<u8>, String> {
+    let b64 = r
+        .certificate
+        .as_ref()
+        .ok_or_else(|| format!("serial {} has no certificate yet", r.serial))?;
+    base64ct::Base64::decode_vec(b64).map_err(|e| format!("serial {}: {e}", r.serial))
+}
+
+/// Computes the changes to the committed tree at `commit`: path -> new content (None deletes).
+pub async fn changes(
+    ctx: &Context,
+    commit: &str,
+    index: &Index,
+) -> Result<BTreeMap<String, Option<Vec<u8>>>, String> {
+    let out_dir = &ctx.config.output.dir;
+    let existing = ctx.repo.files_under(commit, out_dir)?;
+    let mut changes = BTreeMap::new();
+    let mut wanted = BTreeSet::new();
+    let ca = ca_pems(ctx)?;
+
+    for id in ctx.snapshot.files.keys().filter(|p| is_request_file(p)) {
+        let Some((serial, _)) = index.current_for(id) else {
+            continue;
+        };
+        let (leaf, chain) = leaf_paths(out_dir, id);
+        wanted.insert(leaf.clone());
+        wanted.insert(chain.clone());
+        let up_to_date = existing
+            .get(&leaf)
+            .and_then(|b| parse_cert(&leaf, b).ok())
+            .is_some_and(|c: Certificate| {
+                hex::encode(c.tbs_certificate().serial_number().as_bytes()).trim_start_matches('0')
+                    == serial.trim_start_matches('0')
+            })
+            && existing.contains_key(&chain);
+        if up_to_date {
+            continue;
+        }
+        let der = record_certificate(&load_record(ctx, serial).await?)?;
+        let leaf_pem = pem("CERTIFICATE", &der)?;
+        changes.insert(chain.clone(), Some(format!("{leaf_pem}{ca}").into_bytes()));
+        changes.insert(leaf, Some(leaf_pem.into_bytes()));
+    }
+    for path in existing.keys() {
+        if !wanted.contains(path) {
+            changes.insert(path.clone(), None);
+        }
+    }
+
+    let mut put_if_changed = |path: &str, bytes: Vec<u8>| -> Result<(), String> {
+        if ctx.repo.read_file(commit, path)?.as_deref() != Some(&bytes[..]) {
+            changes.insert(path.to_string(), Some(bytes));
+        }
+        Ok(())
+    };
+    put_if_changed(&ctx.config.output.bundle, ca.into_bytes())?;
+    if let Some(crl) = &index.crl {
+        let v = ctx
+            .store
+            .get(&crl_key(crl.number))
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| {
+                format!(
+                    "CRL number {} is missing in {}",
+                    crl.number,
+                    ctx.store.describe()
+                )
+            })?;
+        put_if_changed(
+            &format!("{}.pem", ctx.config.output.crl),
+            pem("X509 CRL", &v.bytes)?.into_bytes(),
+        )?;
+        put_if_changed(&ctx.config.output.crl, v.bytes)?;
+    }
+    Ok(changes)
+}

@@ -1,0 +1,228 @@
+//! Plan and apply output: a human table, JSON for machines, Markdown for PR comments.
+
+use super::apply::ApplyOutcome;
+use crate::domain::plan::{Action, Plan, RevocationAction};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+    Markdown,
+}
+
+fn action_word(a: Action) -> &'static str {
+    match a {
+        Action::Issue => "issue",
+        Action::Reissue => "reissue",
+        Action::Renew => "renew",
+        Action::Unchanged => "unchanged",
+        Action::Rejected => "REJECTED",
+        Action::Revoked => "revoked",
+    }
+}
+
+fn rev_word(a: RevocationAction) -> &'static str {
+    match a {
+        RevocationAction::Revoke => "revoke",
+        RevocationAction::AlreadyRevoked => "already revoked",
+        RevocationAction::Rejected => "REJECTED",
+    }
+}
+
+fn counts(p: &Plan) -> String {
+    let n = |a: Action| p.requests.iter().filter(|r| r.action == a).count();
+    format!(
+        "{} to issue, {} to reissue, {} to renew, {} unchanged, {} rejected, {} revocation(s) to publish{}",
+        n(Action::Issue),
+        n(Action::Reissue),
+        n(Action::Renew),
+        n(Action::Unchanged),
+        n(Action::Rejected),
+        p.revocations
+            .iter()
+            .filter(|r| r.action == RevocationAction::Revoke)
+            .count(),
+        if p.crl_due.is_some() { ", CRL due" } else { "" }
+    )
+}
+
+pub fn plan(p: &Plan, f: Format) -> String {
+    match f {
+        Format::Json => serde_json::to_string_pretty(p).unwrap_or_default(),
+        Format::Text => plan_text(p),
+        Format::Markdown => plan_markdown(p),
+    }
+}
+
+fn short(s: &Option<String>) -> String {
+    s.as_deref()
+        .map(|s| s.chars().take(16).collect())
+        .unwrap_or_default()
+}
+
+fn plan_text(p: &Plan) -> String {
+    let w = p
+        .requests
+        .iter()
+        .map(|r| r.id.len())
+        .max()
+        .unwrap_or(7)
+        .max(7);
+    let mut s = format!(
+        "gitca plan for commit {}\n\n{:<10} {:<w$} {:<16} {}\n",
+        p.commit, "ACTION", "REQUEST", "SERIAL", "DETAIL"
+    );
+    for r in &p.requests {
+        let detail = if r.findings.is_empty() {
+            r.policy
+                .as_ref()
+                .map(|p| format!("policy {p}"))
+                .unwrap_or_default()
+        } else {
+            r.findings
+                .iter()
+                .map(|f| format!("[{}] {}", f.code, f.message))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        s.push_str(&format!(
+            "{:<10} {:<w$} {:<16} {}\n",
+            action_word(r.action),
+            r.id,
+            short(&r.serial),
+            detail
+        ));
+    }
+    if !p.revocations.is_empty() {
+        s.push_str("\nREVOCATIONS\n");
+        for r in &p.revocations {
+            let detail = if r.findings.is_empty() {
+                format!("{} serial(s) {}", r.serials.len(), r.serials.join(", "))
+            } else {
+                r.findings
+                    .iter()
+                    .map(|f| format!("[{}] {}", f.code, f.message))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            };
+            s.push_str(&format!(
+                "{:<16} {}#{} {} {}\n",
+                rev_word(r.action),
+                r.file,
+                r.index,
+                r.entry,
+                detail
+            ));
+        }
+    }
+    for o in &p.orphans {
+        s.push_str(&format!(
+            "orphaned   {} (request removed; {} live certificate(s){})\n",
+            o.request_id,
+            o.serials.len(),
+            if o.revoke {
+                ", will be revoked"
+            } else {
+                ", left valid until expiry"
+            }
+        ));
+    }
+    if let Some(c) = &p.crl_due {
+        s.push_str(&format!("\nCRL: a new CRL is due ({c})\n"));
+    }
+    s.push_str(&format!("\nSummary: {}\n", counts(p)));
+    s
+}
+
+fn plan_markdown(p: &Plan) -> String {
+    let mut s = format!(
+        "### gitca plan for `{}`\n\n{}\n\n",
+        &p.commit.chars().take(12).collect::<String>(),
+        counts(p)
+    );
+    s.push_str("| Action | Request | Policy | Details |\n| --- | --- | --- | --- |\n");
+    for r in &p.requests {
+        let detail = r
+            .findings
+            .iter()
+            .map(|f| format!("`{}` {}", f.code, f.message.replace('|', "\\|")))
+            .collect::<Vec<_>>()
+            .join("<br>");
+        let icon = match r.action {
+            Action::Rejected => ":x: rejected",
+            Action::Unchanged => "unchanged",
+            a => action_word(a),
+        };
+        s.push_str(&format!(
+            "| {icon} | `{}` | {} | {detail} |\n",
+            r.id,
+            r.policy.clone().unwrap_or_default()
+        ));
+    }
+    if !p.revocations.is_empty() {
+        s.push_str("\n| Revocation | Entry | Serials | Details |\n| --- | --- | --- | --- |\n");
+        for r in &p.revocations {
+            let detail = r
+                .findings
+                .iter()
+                .map(|f| format!("`{}` {}", f.code, f.message))
+                .collect::<Vec<_>>()
+                .join("<br>");
+            s.push_str(&format!(
+                "| {} | `{}` | {} | {detail} |\n",
+                rev_word(r.action),
+                r.entry,
+                r.serials.join(", ")
+            ));
+        }
+    }
+    if let Some(c) = &p.crl_due {
+        s.push_str(&format!("\nA new CRL is due: {c}.\n"));
+    }
+    s
+}
+
+pub fn applied(o: &ApplyOutcome, f: Format) -> String {
+    match f {
+        Format::Json => serde_json::to_string_pretty(o).unwrap_or_default(),
+        _ => {
+            let mut s = plan(&o.plan, f);
+            s.push_str("\nApplied:\n");
+            for i in &o.issued {
+                s.push_str(&format!(
+                    "  {:<8} {} serial {} (until {})\n",
+                    action_word(i.action),
+                    i.request_id,
+                    i.serial,
+                    rfc3339(i.not_after)
+                ));
+            }
+            for r in &o.revoked {
+                s.push_str(&format!("  revoked  serial {r}\n"));
+            }
+            if let Some(n) = o.crl_number {
+                s.push_str(&format!("  CRL number {n} signed\n"));
+            }
+            if o.recovered + o.abandoned > 0 {
+                s.push_str(&format!(
+                    "  completed {} and dropped {} intent(s) of an interrupted run\n",
+                    o.recovered, o.abandoned
+                ));
+            }
+            s.push_str(&match &o.commit {
+                Some(c) => format!(
+                    "  committed {c}{}\n",
+                    if o.pushed { " and pushed" } else { "" }
+                ),
+                None => "  nothing to commit\n".to_string(),
+            });
+            s.push_str(&format!("  {} signature(s)\n", o.signatures));
+            s
+        }
+    }
+}
+
+pub fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
+}

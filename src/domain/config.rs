@@ -1,0 +1,198 @@
+//! `gitca.yaml`: the CA repository's configuration, parsed strictly.
+
+use super::duration::Span;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub ca: CaConfig,
+    #[serde(default)]
+    pub signer: SignerConfig,
+    #[serde(default)]
+    pub state: StateConfig,
+    #[serde(default)]
+    pub issuance: IssuanceConfig,
+    #[serde(default)]
+    pub crl: CrlConfig,
+    #[serde(default)]
+    pub aia: AiaConfig,
+    #[serde(default)]
+    pub output: OutputConfig,
+    #[serde(default)]
+    pub orphans: OrphanConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaConfig {
+    pub name: String,
+    pub certificate: String,
+    #[serde(default)]
+    pub chain: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignerConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<LocalSignerConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalSignerConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuanceConfig {
+    #[serde(default = "d_backdate")]
+    pub backdate: Span,
+    #[serde(default = "d_lifetime")]
+    pub default_lifetime: Span,
+    #[serde(default = "d_renew")]
+    pub renew_before: Span,
+}
+
+fn d_backdate() -> Span {
+    Span(std::time::Duration::from_secs(300))
+}
+fn d_lifetime() -> Span {
+    Span::days(30)
+}
+fn d_renew() -> Span {
+    Span::days(10)
+}
+
+impl Default for IssuanceConfig {
+    fn default() -> Self {
+        IssuanceConfig {
+            backdate: d_backdate(),
+            default_lifetime: d_lifetime(),
+            renew_before: d_renew(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrlConfig {
+    #[serde(default = "d_crl_lifetime")]
+    pub lifetime: Span,
+    #[serde(default = "d_overlap")]
+    pub overlap: Span,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distribution_point: Option<String>,
+}
+
+fn d_crl_lifetime() -> Span {
+    Span::days(7)
+}
+fn d_overlap() -> Span {
+    Span::days(2)
+}
+
+impl Default for CrlConfig {
+    fn default() -> Self {
+        CrlConfig {
+            lifetime: d_crl_lifetime(),
+            overlap: d_overlap(),
+            distribution_point: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AiaConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_issuers: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    #[serde(default = "d_out_dir")]
+    pub dir: String,
+    #[serde(default = "d_out_crl")]
+    pub crl: String,
+    #[serde(default = "d_out_bundle")]
+    pub bundle: String,
+}
+
+fn d_out_dir() -> String {
+    "issued".into()
+}
+fn d_out_crl() -> String {
+    "crl/ca.crl".into()
+}
+fn d_out_bundle() -> String {
+    "ca/bundle.pem".into()
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig {
+            dir: d_out_dir(),
+            crl: d_out_crl(),
+            bundle: d_out_bundle(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrphanConfig {
+    #[serde(default)]
+    pub revoke: bool,
+}
+
+impl Config {
+    pub fn parse(file: &str, text: &str) -> Result<Config, String> {
+        let cfg: Config = serde_yaml_ng::from_str(text)
+            .map_err(|e| format!("{file}: invalid gitca config: {e}"))?;
+        cfg.validate().map_err(|e| format!("{file}: {e}"))?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let name = &self.ca.name;
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        {
+            return Err(format!(
+                "ca.name {name:?} must be non-empty and use only letters, digits, '-', '_' and '.'"
+            ));
+        }
+        for p in [
+            &self.ca.certificate,
+            &self.output.dir,
+            &self.output.crl,
+            &self.output.bundle,
+        ]
+        .into_iter()
+        .chain(self.ca.chain.iter())
+        {
+            super::names::check_repo_path(p)?;
+        }
+        if !self.output.crl.ends_with(".crl") {
+            return Err(format!("output.crl {:?} must end in .crl", self.output.crl));
+        }
+        if self.crl.overlap >= self.crl.lifetime {
+            return Err("crl.overlap must be shorter than crl.lifetime".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,121 @@
+//! CRL profile: the TBSCertList is built here (not by x509-cert's CrlBuilder, which copies the
+//! issuer certificate's AKI instead of its SKI and so breaks CRLs of intermediate CAs).
+
+use super::profile::{Issuer, to_time};
+use super::revocation::Reason;
+use const_oid::db::rfc5280;
+use der::asn1::{BitString, OctetString, Uint};
+use der::{Decode, Encode};
+use spki::AlgorithmIdentifierOwned;
+use time::OffsetDateTime;
+use x509_cert::Version;
+use x509_cert::crl::{CertificateList, RevokedCert, TbsCertList};
+use x509_cert::ext::Extension;
+use x509_cert::ext::pkix::{AuthorityKeyIdentifier, CrlNumber, CrlReason};
+use x509_cert::serial_number::SerialNumber;
+
+#[derive(Debug, Clone)]
+pub struct CrlEntry {
+    pub serial_hex: String,
+    pub date: OffsetDateTime,
+    pub reason: Reason,
+}
+
+fn crl_reason(r: Reason) -> CrlReason {
+    match r {
+        Reason::Unspecified => CrlReason::Unspecified,
+        Reason::KeyCompromise => CrlReason::KeyCompromise,
+        Reason::CaCompromise => CrlReason::CaCompromise,
+        Reason::AffiliationChanged => CrlReason::AffiliationChanged,
+        Reason::Superseded => CrlReason::Superseded,
+        Reason::CessationOfOperation => CrlReason::CessationOfOperation,
+        Reason::CertificateHold => CrlReason::CertificateHold,
+        Reason::PrivilegeWithdrawn => CrlReason::PrivilegeWithdrawn,
+        Reason::AaCompromise => CrlReason::AaCompromise,
+    }
+}
+
+fn ext<T: Encode>(
+    oid: const_oid::ObjectIdentifier,
+    critical: bool,
+    v: &T,
+) -> Result<Extension, String> {
+    Ok(Extension {
+        extn_id: oid,
+        critical,
+        extn_value: OctetString::new(v.to_der().map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?,
+    })
+}
+
+/// Builds the DER TBSCertList. `number` must be higher than any number used before.
+pub fn tbs(
+    issuer: &Issuer,
+    number: u64,
+    this_update: OffsetDateTime,
+    next_update: OffsetDateTime,
+    entries: &[CrlEntry],
+) -> Result<Vec<u8>, String> {
+    let mut revoked: Vec<RevokedCert> = Vec::with_capacity(entries.len());
+    for e in entries {
+        let bytes = hex::decode(if e.serial_hex.len() % 2 == 1 {
+            format!("0{}", e.serial_hex)
+        } else {
+            e.serial_hex.clone()
+        })
+        .map_err(|e| e.to_string())?;
+        // RFC 5280 5.3.1: omit the reason code rather than write `unspecified`.
+        let crl_entry_extensions = match e.reason {
+            Reason::Unspecified => None,
+            r => Some(vec![ext(
+                rfc5280::ID_CE_CRL_REASONS,
+                false,
+                &crl_reason(r),
+            )?]),
+        };
+        revoked.push(RevokedCert {
+            serial_number: SerialNumber::new(&bytes).map_err(|e| e.to_string())?,
+            revocation_date: to_time(e.date)?,
+            crl_entry_extensions,
+        });
+    }
+    let aki = AuthorityKeyIdentifier {
+        key_identifier: Some(
+            OctetString::new(issuer.key_identifier.clone()).map_err(|e| e.to_string())?,
+        ),
+        authority_cert_issuer: None,
+        authority_cert_serial_number: None,
+    };
+    let number = CrlNumber(Uint::new(&number.to_be_bytes()).map_err(|e| e.to_string())?);
+    let tbs: TbsCertList = TbsCertList {
+        version: Version::V2,
+        signature: issuer.algorithm.clone(),
+        issuer: issuer.name.clone(),
+        this_update: to_time(this_update)?,
+        next_update: Some(to_time(next_update)?),
+        revoked_certificates: if revoked.is_empty() {
+            None
+        } else {
+            Some(revoked)
+        },
+        crl_extensions: Some(vec![
+            ext(rfc5280::ID_CE_AUTHORITY_KEY_IDENTIFIER, false, &aki)?,
+            ext(rfc5280::ID_CE_CRL_NUMBER, false, &number)?,
+        ]),
+    };
+    tbs.to_der().map_err(|e| e.to_string())
+}
+
+/// Joins a signed TBSCertList into the CertificateList DER.
+pub fn assemble(
+    tbs_der: &[u8],
+    alg: &AlgorithmIdentifierOwned,
+    signature: &[u8],
+) -> Result<Vec<u8>, String> {
+    let list: CertificateList = CertificateList {
+        tbs_cert_list: TbsCertList::from_der(tbs_der).map_err(|e| e.to_string())?,
+        signature_algorithm: alg.clone(),
+        signature: BitString::from_bytes(signature).map_err(|e| e.to_string())?,
+    };
+    list.to_der().map_err(|e| e.to_string())
+}

@@ -1,0 +1,287 @@
+//! PKCS#10 checks that come before any policy: decoding, proof of possession, key strength,
+//! and refusing CSRs that ask to be a CA.
+
+use super::finding::Code;
+use super::names::Sans;
+use const_oid::ObjectIdentifier;
+use const_oid::db::{rfc5280, rfc5912};
+use der::{Decode, Encode};
+use serde::Serialize;
+use sha2::{Digest, Sha256, Sha384, Sha512};
+use spki::SubjectPublicKeyInfoOwned;
+use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, SubjectAltName};
+use x509_cert::name::Name;
+use x509_cert::request::{CertReq, ExtensionReq};
+
+/// CSRs bigger than this are refused before parsing.
+pub const MAX_CSR_BYTES: usize = 64 * 1024;
+
+const ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyKind {
+    Rsa { bits: usize },
+    P256,
+    P384,
+    P521,
+    Ed25519,
+}
+
+impl KeyKind {
+    /// The policy name of the key type (`rsa`, `p256`, ...).
+    pub fn policy_name(self) -> &'static str {
+        match self {
+            KeyKind::Rsa { .. } => "rsa",
+            KeyKind::P256 => "p256",
+            KeyKind::P384 => "p384",
+            KeyKind::P521 => "p521",
+            KeyKind::Ed25519 => "ed25519",
+        }
+    }
+
+    pub fn describe(self) -> String {
+        match self {
+            KeyKind::Rsa { bits } => format!("RSA-{bits}"),
+            k => k.policy_name().to_uppercase(),
+        }
+    }
+
+    /// Reads the algorithm (and RSA size) of a public key.
+    pub fn of(spki: &SubjectPublicKeyInfoOwned) -> Result<KeyKind, String> {
+        let oid = spki.algorithm.oid;
+        if oid == rfc5912::RSA_ENCRYPTION {
+            let der = spki.to_der().map_err(|e| e.to_string())?;
+            use rsa::pkcs8::DecodePublicKey;
+            use rsa::traits::PublicKeyParts;
+            let k = rsa::PublicKey::from_public_key_der(&der)
+                .map_err(|e| format!("invalid RSA key: {e}"))?;
+            Ok(KeyKind::Rsa { bits: k.size() * 8 })
+        } else if oid == rfc5912::ID_EC_PUBLIC_KEY {
+            let curve = spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.decode_as::<ObjectIdentifier>().ok())
+                .ok_or("EC key without a named curve")?;
+            match curve {
+                c if c == rfc5912::SECP_256_R_1 => Ok(KeyKind::P256),
+                c if c == rfc5912::SECP_384_R_1 => Ok(KeyKind::P384),
+                c if c == rfc5912::SECP_521_R_1 => Ok(KeyKind::P521),
+                c => Err(format!(
+                    "EC curve {c} is not supported (P-256, P-384, P-521 are)"
+                )),
+            }
+        } else if oid == ED25519 {
+            Ok(KeyKind::Ed25519)
+        } else {
+            Err(format!(
+                "key algorithm {oid} is not supported (RSA, P-256, P-384, P-521, Ed25519 are)"
+            ))
+        }
+    }
+}
+
+/// Verifies `sig` over `msg` by `spki` with the X.509 signature algorithm `alg`.
+/// Shared by CSR proof-of-possession and the after-signing check of certificates and CRLs.
+pub fn verify_signature(
+    spki: &SubjectPublicKeyInfoOwned,
+    alg: &spki::AlgorithmIdentifierOwned,
+    msg: &[u8],
+    sig: &[u8],
+) -> Result<(), String> {
+    use signature::Verifier;
+    use signature::hazmat::PrehashVerifier;
+    use spki::DecodePublicKey;
+    let key_der = spki.to_der().map_err(|e| e.to_string())?;
+    let a = alg.oid;
+    let digest = |a: ObjectIdentifier| -> Option<Vec<u8>> {
+        Some(match a {
+            x if x == rfc5912::ECDSA_WITH_SHA_256 || x == rfc5912::SHA_256_WITH_RSA_ENCRYPTION => {
+                Sha256::digest(msg).to_vec()
+            }
+            x if x == rfc5912::ECDSA_WITH_SHA_384 || x == rfc5912::SHA_384_WITH_RSA_ENCRYPTION => {
+                Sha384::digest(msg).to_vec()
+            }
+            x if x == rfc5912::ECDSA_WITH_SHA_512 || x == rfc5912::SHA_512_WITH_RSA_ENCRYPTION => {
+                Sha512::digest(msg).to_vec()
+            }
+            _ => return None,
+        })
+    };
+    let bad = |e: signature::Error| format!("signature does not verify: {e}");
+    match KeyKind::of(spki)? {
+        KeyKind::Rsa { .. } => {
+            let k = rsa::PublicKey::from_public_key_der(&key_der).map_err(|e| e.to_string())?;
+            let s = rsa::pkcs1v15::Signature::try_from(sig).map_err(bad)?;
+            match a {
+                x if x == rfc5912::SHA_256_WITH_RSA_ENCRYPTION => {
+                    rsa::pkcs1v15::VerifyingKey::<Sha256>::new(k).verify(msg, &s)
+                }
+                x if x == rfc5912::SHA_384_WITH_RSA_ENCRYPTION => {
+                    rsa::pkcs1v15::VerifyingKey::<Sha384>::new(k).verify(msg, &s)
+                }
+                x if x == rfc5912::SHA_512_WITH_RSA_ENCRYPTION => {
+                    rsa::pkcs1v15::VerifyingKey::<Sha512>::new(k).verify(msg, &s)
+                }
+                x => {
+                    return Err(format!(
+                        "signature algorithm {x} is not accepted for RSA keys"
+                    ));
+                }
+            }
+            .map_err(bad)
+        }
+        kind @ (KeyKind::P256 | KeyKind::P384 | KeyKind::P521) => {
+            if alg.parameters.is_some() {
+                return Err("ECDSA signature algorithm must have absent parameters".into());
+            }
+            let d = digest(a)
+                .filter(|_| a.to_string().starts_with("1.2.840.10045.4.3"))
+                .ok_or_else(|| format!("signature algorithm {a} is not accepted for EC keys"))?;
+            match kind {
+                KeyKind::P256 => {
+                    let k = p256::ecdsa::VerifyingKey::from_public_key_der(&key_der)
+                        .map_err(|e| e.to_string())?;
+                    let s = p256::ecdsa::Signature::from_der(sig).map_err(bad)?;
+                    k.verify_prehash(&d, &s)
+                }
+                KeyKind::P384 => {
+                    let k = p384::ecdsa::VerifyingKey::from_public_key_der(&key_der)
+                        .map_err(|e| e.to_string())?;
+                    let s = p384::ecdsa::Signature::from_der(sig).map_err(bad)?;
+                    k.verify_prehash(&d, &s)
+                }
+                _ => {
+                    let k = p521::ecdsa::VerifyingKey::from_public_key_der(&key_der)
+                        .map_err(|e| e.to_string())?;
+                    let s = p521::ecdsa::Signature::from_der(sig).map_err(bad)?;
+                    k.verify_prehash(&d, &s)
+                }
+            }
+            .map_err(bad)
+        }
+        KeyKind::Ed25519 => {
+            if a != ED25519 {
+                return Err(format!(
+                    "signature algorithm {a} is not accepted for Ed25519 keys"
+                ));
+            }
+            let k = ed25519_dalek::VerifyingKey::from_public_key_der(&key_der)
+                .map_err(|e| e.to_string())?;
+            let s = ed25519_dalek::Signature::from_slice(sig).map_err(bad)?;
+            k.verify_strict(msg, &s).map_err(bad)
+        }
+    }
+}
+
+/// A CSR that decoded, whose self-signature verified and whose key is acceptable.
+#[derive(Debug, Clone)]
+pub struct CheckedCsr {
+    pub subject: Name,
+    pub public_key: SubjectPublicKeyInfoOwned,
+    pub key: KeyKind,
+    /// SANs the CSR asks for (used when the request YAML gives none).
+    pub sans: Sans,
+    /// SHA-256 of the DER SubjectPublicKeyInfo: the key's identity for reuse checks.
+    pub key_id: String,
+}
+
+/// Decodes PEM or DER, verifies proof of possession and refuses weak keys and CA requests.
+pub fn check_csr(bytes: &[u8]) -> Result<CheckedCsr, (Code, String)> {
+    if bytes.len() > MAX_CSR_BYTES {
+        return Err((
+            Code::RequestTooLarge,
+            format!("CSR is {} bytes, the limit is {MAX_CSR_BYTES}", bytes.len()),
+        ));
+    }
+    let der = decode_pem_or_der(bytes).map_err(|e| (Code::CsrMalformed, e))?;
+    let req = CertReq::from_der(&der)
+        .map_err(|e| (Code::CsrMalformed, format!("not a PKCS#10 request: {e}")))?;
+    let key = KeyKind::of(&req.info.public_key).map_err(|e| (Code::CsrKeyUnsupported, e))?;
+    if let KeyKind::Rsa { bits } = key
+        && bits < 2048
+    {
+        return Err((
+            Code::CsrKeyWeak,
+            format!("RSA key of {bits} bits; at least 2048 are required"),
+        ));
+    }
+    let info = req
+        .info
+        .to_der()
+        .map_err(|e| (Code::CsrMalformed, e.to_string()))?;
+    let sig = req
+        .signature
+        .as_bytes()
+        .ok_or((Code::CsrMalformed, "signature has unused bits".to_string()))?;
+    verify_signature(&req.info.public_key, &req.algorithm, &info, sig).map_err(|e| {
+        (
+            Code::CsrBadSignature,
+            format!("proof of possession failed: {e}"),
+        )
+    })?;
+
+    let mut sans = Sans::default();
+    for attr in req.info.attributes.iter() {
+        if attr.oid != rfc5912::ID_EXTENSION_REQ {
+            continue;
+        }
+        for v in attr.values.iter() {
+            let exts: ExtensionReq = v.decode_as().map_err(|e| {
+                (
+                    Code::CsrMalformed,
+                    format!("invalid extension request: {e}"),
+                )
+            })?;
+            for ext in exts.0 {
+                let val = ext.extn_value.as_bytes();
+                if ext.extn_id == rfc5280::ID_CE_BASIC_CONSTRAINTS {
+                    let bc = BasicConstraints::from_der(val)
+                        .map_err(|e| (Code::CsrMalformed, e.to_string()))?;
+                    if bc.ca {
+                        return Err((Code::CsrRequestsCa, "CSR asks for CA:TRUE".into()));
+                    }
+                } else if ext.extn_id == rfc5280::ID_CE_KEY_USAGE {
+                    let ku =
+                        KeyUsage::from_der(val).map_err(|e| (Code::CsrMalformed, e.to_string()))?;
+                    if ku.key_cert_sign() || ku.crl_sign() {
+                        return Err((
+                            Code::CsrRequestsCa,
+                            "CSR asks for keyCertSign or cRLSign".into(),
+                        ));
+                    }
+                } else if ext.extn_id == rfc5280::ID_CE_SUBJECT_ALT_NAME {
+                    let s = SubjectAltName::from_der(val)
+                        .map_err(|e| (Code::CsrMalformed, e.to_string()))?;
+                    sans = Sans::from_general_names(&s.0).map_err(|e| (Code::CsrMalformed, e))?;
+                }
+            }
+        }
+    }
+    Ok(CheckedCsr {
+        subject: req.info.subject.clone(),
+        key_id: key_id(&req.info.public_key),
+        public_key: req.info.public_key,
+        key,
+        sans,
+    })
+}
+
+pub fn key_id(spki: &SubjectPublicKeyInfoOwned) -> String {
+    hex::encode(Sha256::digest(spki.to_der().unwrap_or_default()))
+}
+
+/// PEM (`CERTIFICATE REQUEST` or `NEW CERTIFICATE REQUEST`) or raw DER.
+pub fn decode_pem_or_der(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    if bytes.first() == Some(&0x30) {
+        return Ok(bytes.to_vec());
+    }
+    let text = std::str::from_utf8(bytes).map_err(|_| "neither DER nor PEM text".to_string())?;
+    let (label, der) =
+        der::pem::decode_vec(text.trim().as_bytes()).map_err(|e| format!("invalid PEM: {e}"))?;
+    if label != "CERTIFICATE REQUEST" && label != "NEW CERTIFICATE REQUEST" {
+        return Err(format!("PEM label {label:?} is not CERTIFICATE REQUEST"));
+    }
+    Ok(der)
+}

@@ -1,0 +1,111 @@
+//! Coded findings: why a request or revocation is rejected. Codes are stable and documented in
+//! docs/findings.md; tests match on them.
+
+use serde::Serialize;
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Code {
+    RequestInvalid,
+    RequestNotRegularFile,
+    RequestTooLarge,
+    CsrMissing,
+    CsrMalformed,
+    CsrBadSignature,
+    CsrKeyUnsupported,
+    CsrKeyWeak,
+    CsrRequestsCa,
+    CsrKeyIsCaKey,
+    KeyReuse,
+    NoPolicy,
+    PolicyUnknown,
+    PolicyNotApplicable,
+    PolicyAmbiguous,
+    SanRequired,
+    DnsNotAllowed,
+    WildcardNotAllowed,
+    IpNotAllowed,
+    EmailNotAllowed,
+    UriNotAllowed,
+    CnNotInSans,
+    KeyTypeNotAllowed,
+    LifetimeTooLong,
+    LifetimeBeyondCa,
+    UsageNotAllowed,
+    ExtensionNotAllowed,
+    ExtensionCaManaged,
+    RevocationInvalid,
+    RevocationUnknownSerial,
+    RevocationUnknownRequest,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        use Code::*;
+        match self {
+            RequestInvalid => "request-invalid",
+            RequestNotRegularFile => "request-not-regular-file",
+            RequestTooLarge => "request-too-large",
+            CsrMissing => "csr-missing",
+            CsrMalformed => "csr-malformed",
+            CsrBadSignature => "csr-bad-signature",
+            CsrKeyUnsupported => "csr-key-unsupported",
+            CsrKeyWeak => "csr-key-weak",
+            CsrRequestsCa => "csr-requests-ca",
+            CsrKeyIsCaKey => "csr-key-is-ca-key",
+            KeyReuse => "key-reuse",
+            NoPolicy => "no-policy",
+            PolicyUnknown => "policy-unknown",
+            PolicyNotApplicable => "policy-not-applicable",
+            PolicyAmbiguous => "policy-ambiguous",
+            SanRequired => "san-required",
+            DnsNotAllowed => "dns-not-allowed",
+            WildcardNotAllowed => "wildcard-not-allowed",
+            IpNotAllowed => "ip-not-allowed",
+            EmailNotAllowed => "email-not-allowed",
+            UriNotAllowed => "uri-not-allowed",
+            CnNotInSans => "cn-not-in-sans",
+            KeyTypeNotAllowed => "key-type-not-allowed",
+            LifetimeTooLong => "lifetime-too-long",
+            LifetimeBeyondCa => "lifetime-beyond-ca",
+            UsageNotAllowed => "usage-not-allowed",
+            ExtensionNotAllowed => "extension-not-allowed",
+            ExtensionCaManaged => "extension-ca-managed",
+            RevocationInvalid => "revocation-invalid",
+            RevocationUnknownSerial => "revocation-unknown-serial",
+            RevocationUnknownRequest => "revocation-unknown-request",
+        }
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One reason for rejecting a request or a revocation entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub code: Code,
+    /// The file the finding is about (repository-relative).
+    pub file: String,
+    pub message: String,
+}
+
+impl Finding {
+    pub fn new(code: Code, file: impl Into<String>, message: impl Into<String>) -> Self {
+        Finding {
+            code,
+            file: file.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: [{}] {}", self.file, self.code, self.message)
+    }
+}

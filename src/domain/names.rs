@@ -1,0 +1,268 @@
+//! Names: repository paths, subject alternative names, distinguished names.
+
+use const_oid::ObjectIdentifier;
+use const_oid::db::rfc4519;
+use der::asn1::{Ia5String, PrintableString, Utf8StringRef};
+use der::{Any, Decode, Encode, Tag};
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+use x509_cert::attr::AttributeTypeAndValue;
+use x509_cert::ext::pkix::name::GeneralName;
+use x509_cert::name::{Name, RdnSequence, RelativeDistinguishedName};
+
+/// A path inside the repository: relative, '/'-separated, no `..` or empty parts.
+pub fn check_repo_path(p: &str) -> Result<(), String> {
+    if p.is_empty()
+        || p.starts_with('/')
+        || p.contains('\\')
+        || p.split('/').any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Err(format!(
+            "path {p:?} must be relative to the CA repository, without '..', '.' or empty parts"
+        ));
+    }
+    Ok(())
+}
+
+/// Joins a path relative to a file's folder, refusing to climb out of the repository.
+pub fn join_relative(base_file: &str, rel: &str) -> Result<String, String> {
+    let mut parts: Vec<&str> = base_file.split('/').collect();
+    parts.pop();
+    for c in rel.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                if parts.pop().is_none() {
+                    return Err(format!("path {rel:?} leaves the CA repository"));
+                }
+            }
+            c => parts.push(c),
+        }
+    }
+    if rel.starts_with('/') {
+        return Err(format!("path {rel:?} must be relative"));
+    }
+    Ok(parts.join("/"))
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sans {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ip: Vec<IpAddr>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub email: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uri: Vec<String>,
+}
+
+impl Sans {
+    pub fn is_empty(&self) -> bool {
+        self.dns.is_empty() && self.ip.is_empty() && self.email.is_empty() && self.uri.is_empty()
+    }
+
+    /// Every value as text, for CN matching and display.
+    pub fn values(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.dns.clone();
+        v.extend(self.ip.iter().map(|i| i.to_string()));
+        v.extend(self.email.iter().cloned());
+        v.extend(self.uri.iter().cloned());
+        v
+    }
+
+    /// Reads the SANs of a SubjectAltName extension; other name forms are reported as unsupported.
+    pub fn from_general_names(names: &[GeneralName]) -> Result<Sans, String> {
+        let mut s = Sans::default();
+        for n in names {
+            match n {
+                GeneralName::DnsName(d) => s.dns.push(d.to_string()),
+                GeneralName::Rfc822Name(e) => s.email.push(e.to_string()),
+                GeneralName::UniformResourceIdentifier(u) => s.uri.push(u.to_string()),
+                GeneralName::IpAddress(o) => {
+                    let b = o.as_bytes();
+                    let ip = match b.len() {
+                        4 => IpAddr::from(<[u8; 4]>::try_from(b).unwrap()),
+                        16 => IpAddr::from(<[u8; 16]>::try_from(b).unwrap()),
+                        _ => return Err("IP address SAN of invalid length".into()),
+                    };
+                    s.ip.push(ip);
+                }
+                other => return Err(format!("unsupported SAN form {other:?}")),
+            }
+        }
+        Ok(s)
+    }
+
+    pub fn to_general_names(&self) -> Result<Vec<GeneralName>, String> {
+        let ia5 = |v: &str| Ia5String::new(v).map_err(|_| format!("SAN {v:?} is not ASCII"));
+        let mut out = Vec::new();
+        for d in &self.dns {
+            out.push(GeneralName::DnsName(ia5(d)?));
+        }
+        for i in &self.ip {
+            out.push(GeneralName::from(*i));
+        }
+        for e in &self.email {
+            out.push(GeneralName::Rfc822Name(ia5(e)?));
+        }
+        for u in &self.uri {
+            out.push(GeneralName::UniformResourceIdentifier(ia5(u)?));
+        }
+        Ok(out)
+    }
+}
+
+/// A DNS name as allowed in a certificate: LDH labels, lowercase, optional leading `*.` label.
+pub fn valid_dns_name(name: &str) -> bool {
+    let body = name.strip_prefix("*.").unwrap_or(name);
+    if body.is_empty() || body.len() > 253 || name != name.to_ascii_lowercase() {
+        return false;
+    }
+    body.split('.').all(|l| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    }) && body.contains('.')
+}
+
+/// Subject attributes gitca puts in certificates. Everything else in a CSR subject is dropped.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subject {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub common_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organizational_unit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality: Option<String>,
+}
+
+impl Subject {
+    pub fn from_name(name: &Name) -> Subject {
+        let s = |r: der::Result<Option<x509_cert::ext::pkix::name::DirectoryString>>| {
+            r.ok().flatten().map(|d| d.value().into_owned())
+        };
+        Subject {
+            common_name: s(name.common_name()),
+            organization: s(name.organization()),
+            organizational_unit: s(name.organization_unit()),
+            country: name.country().ok().flatten().map(|c| c.to_string()),
+            state: s(name.state_or_province()),
+            locality: s(name.locality()),
+        }
+    }
+
+    /// Overrides take precedence field by field.
+    pub fn merged(&self, overrides: &Subject) -> Subject {
+        Subject {
+            common_name: overrides.common_name.clone().or(self.common_name.clone()),
+            organization: overrides.organization.clone().or(self.organization.clone()),
+            organizational_unit: overrides
+                .organizational_unit
+                .clone()
+                .or(self.organizational_unit.clone()),
+            country: overrides.country.clone().or(self.country.clone()),
+            state: overrides.state.clone().or(self.state.clone()),
+            locality: overrides.locality.clone().or(self.locality.clone()),
+        }
+    }
+
+    /// Encodes in the conventional order C, ST, L, O, OU, CN; UTF8String except C (PrintableString).
+    pub fn to_name(&self) -> Result<Name, String> {
+        let mut seq = RdnSequence::default();
+        let mut push = |oid: ObjectIdentifier, value: Any| -> Result<(), String> {
+            let mut rdn = RelativeDistinguishedName::default();
+            rdn.insert(AttributeTypeAndValue { oid, value })
+                .map_err(|e| e.to_string())?;
+            seq.push(rdn);
+            Ok(())
+        };
+        if let Some(c) = &self.country {
+            if c.len() != 2 || !c.bytes().all(|b| b.is_ascii_uppercase()) {
+                return Err(format!("country {c:?} must be two upper-case letters"));
+            }
+            let p = PrintableString::new(c).map_err(|e| e.to_string())?;
+            push(rfc4519::C, Any::encode_from(&p).map_err(|e| e.to_string())?)?;
+        }
+        let utf8 = |v: &str| -> Result<Any, String> {
+            if v.is_empty() || v.len() > 64 {
+                return Err(format!("subject value {v:?} must be 1 to 64 characters"));
+            }
+            let s = Utf8StringRef::new(v).map_err(|e| e.to_string())?;
+            Any::new(Tag::Utf8String, s.as_bytes()).map_err(|e| e.to_string())
+        };
+        for (oid, v) in [
+            (rfc4519::ST, &self.state),
+            (rfc4519::L, &self.locality),
+            (rfc4519::O, &self.organization),
+            (rfc4519::OU, &self.organizational_unit),
+            (rfc4519::CN, &self.common_name),
+        ] {
+            if let Some(v) = v {
+                push(oid, utf8(v)?)?;
+            }
+        }
+        let der = seq.to_der().map_err(|e| e.to_string())?;
+        Name::from_der(&der).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_names() {
+        assert!(valid_dns_name("a.example.com"));
+        assert!(valid_dns_name("*.example.com"));
+        assert!(!valid_dns_name("a.*.example.com"));
+        assert!(!valid_dns_name("A.example.com"));
+        assert!(!valid_dns_name("-a.example.com"));
+        assert!(!valid_dns_name("localhost"));
+        assert!(!valid_dns_name("a..b"));
+    }
+
+    #[test]
+    fn relative_paths() {
+        assert_eq!(
+            join_relative("requests/a/b.yaml", "b.csr").unwrap(),
+            "requests/a/b.csr"
+        );
+        assert_eq!(
+            join_relative("requests/a/b.yaml", "../c.csr").unwrap(),
+            "requests/c.csr"
+        );
+        assert!(join_relative("requests/b.yaml", "../../x").is_err());
+        assert!(check_repo_path("../x").is_err());
+        assert!(check_repo_path("/etc/x").is_err());
+    }
+
+    #[test]
+    fn subject_round_trip() {
+        let s = Subject {
+            common_name: Some("web".into()),
+            country: Some("DE".into()),
+            ..Default::default()
+        };
+        let n = s.to_name().unwrap();
+        assert_eq!(Subject::from_name(&n), s);
+        assert!(
+            Subject {
+                country: Some("Germany".into()),
+                ..Default::default()
+            }
+            .to_name()
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,645 @@
+//! The plan: a pure function of (committed tree, issued state, policies, now).
+
+use super::config::Config;
+use super::csr::{CheckedCsr, KeyKind, check_csr};
+use super::duration::Span;
+use super::finding::{Code, Finding};
+use super::names::{Sans, join_relative};
+use super::policy::{self, Candidate, Policy};
+use super::request::{MAX_REQUEST_BYTES, RequestFile, usage_oid};
+use super::revocation::{self, Entry, Reason, Target};
+use super::state::Index;
+use const_oid::ObjectIdentifier;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use spki::SubjectPublicKeyInfoOwned;
+use std::collections::{BTreeMap, BTreeSet};
+use time::OffsetDateTime;
+use x509_cert::name::Name;
+
+/// A file of the committed tree, as the git adapter found it.
+#[derive(Debug, Clone)]
+pub enum TreeEntry {
+    Blob(Vec<u8>),
+    Symlink,
+    Submodule,
+    TooLarge(u64),
+}
+
+/// The desired state: what the reviewed commit holds under the CA directory.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub commit: String,
+    pub commit_time: OffsetDateTime,
+    /// Every file under the CA directory (paths relative to it), except outputs.
+    pub files: BTreeMap<String, TreeEntry>,
+}
+
+/// What the plan needs to know about the issuing CA.
+#[derive(Debug, Clone)]
+pub struct CaFacts {
+    pub key_id: String,
+    pub not_after: OffsetDateTime,
+}
+
+/// Everything the profile needs to issue one certificate.
+#[derive(Debug, Clone)]
+pub struct IssueSpec {
+    pub request_id: String,
+    pub request_hash: String,
+    pub key_id: String,
+    pub public_key: SubjectPublicKeyInfoOwned,
+    pub key: KeyKind,
+    pub subject: Name,
+    pub sans: Sans,
+    pub usages: Vec<ObjectIdentifier>,
+    pub lifetime: Span,
+    pub extensions: Vec<x509_cert::ext::Extension>,
+    pub policy: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Issue,
+    Reissue,
+    Renew,
+    Unchanged,
+    Rejected,
+    /// Revoked by a revocation entry naming the request: no new certificate.
+    Revoked,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestPlan {
+    pub id: String,
+    pub action: Action,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// The current certificate's serial, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub not_after: Option<OffsetDateTime>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<Finding>,
+    #[serde(skip)]
+    pub spec: Option<IssueSpec>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevocationAction {
+    Revoke,
+    AlreadyRevoked,
+    Rejected,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RevocationPlan {
+    pub file: String,
+    pub index: usize,
+    pub entry: String,
+    pub action: RevocationAction,
+    /// Serials this entry revokes now.
+    pub serials: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Reason>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub date: Option<OffsetDateTime>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<Finding>,
+    #[serde(skip)]
+    pub parsed: Option<Entry>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Orphan {
+    pub request_id: String,
+    pub serials: Vec<String>,
+    /// True when `orphans.revoke` is set: the serials are revoked (cessation of operation).
+    pub revoke: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub commit: String,
+    pub requests: Vec<RequestPlan>,
+    pub revocations: Vec<RevocationPlan>,
+    pub orphans: Vec<Orphan>,
+    /// Why a new CRL is due, if it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crl_due: Option<String>,
+    /// Serials the next CRL lists.
+    #[serde(skip)]
+    pub crl_serials: Vec<String>,
+}
+
+/// A problem that stops the whole run (not one request).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanError(pub String);
+
+impl std::fmt::Display for PlanError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+pub struct Inputs<'a> {
+    pub snapshot: &'a Snapshot,
+    pub config: &'a Config,
+    pub policies: &'a [Policy],
+    pub index: &'a Index,
+    pub ca: &'a CaFacts,
+    pub now: OffsetDateTime,
+}
+
+impl Plan {
+    pub fn has_rejections(&self) -> bool {
+        self.requests.iter().any(|r| r.action == Action::Rejected)
+            || self
+                .revocations
+                .iter()
+                .any(|r| r.action == RevocationAction::Rejected)
+    }
+
+    /// Anything to sign, revoke or publish.
+    pub fn has_changes(&self) -> bool {
+        self.to_issue().next().is_some()
+            || self
+                .revocations
+                .iter()
+                .any(|r| r.action == RevocationAction::Revoke)
+            || self.orphans.iter().any(|o| o.revoke)
+            || self.crl_due.is_some()
+    }
+
+    pub fn to_issue(&self) -> impl Iterator<Item = &RequestPlan> {
+        self.requests
+            .iter()
+            .filter(|r| matches!(r.action, Action::Issue | Action::Reissue | Action::Renew))
+    }
+
+    /// terraform-style detailed exit code: 0 nothing to do, 2 changes pending, 3 rejections.
+    pub fn exit_code(&self) -> i32 {
+        if self.has_rejections() {
+            3
+        } else if self.has_changes() {
+            2
+        } else {
+            0
+        }
+    }
+}
+
+pub fn is_request_file(path: &str) -> bool {
+    path.starts_with("requests/") && (path.ends_with(".yaml") || path.ends_with(".yml"))
+}
+
+pub fn is_revocation_file(path: &str) -> bool {
+    path == "revocations.yaml"
+        || (path.starts_with("revocations/") && (path.ends_with(".yaml") || path.ends_with(".yml")))
+}
+
+pub fn request_hash(yaml: &[u8], csr: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update((yaml.len() as u64).to_be_bytes());
+    h.update(yaml);
+    h.update(csr);
+    hex::encode(h.finalize())
+}
+
+pub fn plan(i: &Inputs) -> Result<Plan, PlanError> {
+    let (revocations, blocked_requests) = plan_revocations(i)?;
+    let requests = plan_requests(i, &blocked_requests);
+    let present: BTreeSet<&str> = requests.iter().map(|r| r.id.as_str()).collect();
+
+    let mut orphan_map: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (serial, c) in &i.index.certs {
+        if c.is_live(i.now) && !present.contains(c.request_id.as_str()) {
+            orphan_map
+                .entry(c.request_id.clone())
+                .or_default()
+                .push(serial.clone());
+        }
+    }
+    let orphans: Vec<Orphan> = orphan_map
+        .into_iter()
+        .map(|(request_id, serials)| Orphan {
+            request_id,
+            serials,
+            revoke: i.config.orphans.revoke,
+        })
+        .collect();
+
+    // The CRL the state would call for once this plan is applied.
+    let mut newly: BTreeSet<&str> = BTreeSet::new();
+    for r in &revocations {
+        if r.action == RevocationAction::Revoke {
+            newly.extend(r.serials.iter().map(|s| s.as_str()));
+        }
+    }
+    for o in orphans.iter().filter(|o| o.revoke) {
+        newly.extend(o.serials.iter().map(|s| s.as_str()));
+    }
+    let lifetime = i.config.crl.lifetime.as_time();
+    let mut crl_serials: Vec<String> = i
+        .index
+        .certs
+        .iter()
+        .filter(|(s, c)| {
+            (c.revoked.is_some() || newly.contains(s.as_str())) && c.not_after + lifetime > i.now
+        })
+        .map(|(s, _)| s.clone())
+        .collect();
+    crl_serials.sort();
+    let crl_due = match &i.index.crl {
+        None => Some("no CRL has been published yet".to_string()),
+        Some(c) if c.serials != crl_serials => {
+            Some("the set of revoked certificates changed".into())
+        }
+        Some(c) if c.next_update - i.config.crl.overlap.as_time() <= i.now => Some(format!(
+            "nextUpdate {} is within the overlap window",
+            c.next_update
+        )),
+        Some(_) => None,
+    };
+
+    Ok(Plan {
+        commit: i.snapshot.commit.clone(),
+        requests,
+        revocations,
+        orphans,
+        crl_due,
+        crl_serials,
+    })
+}
+
+fn plan_revocations(i: &Inputs) -> Result<(Vec<RevocationPlan>, BTreeSet<String>), PlanError> {
+    let mut out = Vec::new();
+    let mut entries: Vec<Entry> = Vec::new();
+    for (path, entry) in &i.snapshot.files {
+        if !is_revocation_file(path) {
+            continue;
+        }
+        let text = match entry {
+            TreeEntry::Blob(b) => String::from_utf8_lossy(b).into_owned(),
+            _ => {
+                return Err(PlanError(format!(
+                    "{path}: revocation files must be regular files in the commit"
+                )));
+            }
+        };
+        for r in revocation::parse_file(path, &text).map_err(PlanError)? {
+            match r {
+                Ok(e) => entries.push(e),
+                Err((index, msg)) => out.push(RevocationPlan {
+                    file: path.clone(),
+                    index,
+                    entry: format!("#{index}"),
+                    action: RevocationAction::Rejected,
+                    serials: vec![],
+                    reason: None,
+                    date: None,
+                    findings: vec![Finding::new(
+                        Code::RevocationInvalid,
+                        path.clone(),
+                        format!("entry {index}: {msg}"),
+                    )],
+                    parsed: None,
+                }),
+            }
+        }
+    }
+
+    // Append-only: every published entry must still be there, unchanged.
+    let by_key: BTreeMap<&str, &Entry> = entries.iter().map(|e| (e.key.as_str(), e)).collect();
+    for (key, published) in &i.index.revocations {
+        match by_key.get(key.as_str()) {
+            None => {
+                return Err(PlanError(format!(
+                    "{}: the published revocation {key} was removed; revocations are append-only and a revoked certificate stays revoked",
+                    published.file
+                )));
+            }
+            Some(e) if e.reason != published.reason || e.date != published.written_date => {
+                return Err(PlanError(format!(
+                    "{}: the published revocation {key} was changed (reason or date); revocations are append-only",
+                    e.file
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+
+    let mut seen = BTreeSet::new();
+    let mut blocked = BTreeSet::new();
+    for e in entries {
+        let mut p = RevocationPlan {
+            file: e.file.clone(),
+            index: e.index,
+            entry: e.key.clone(),
+            action: RevocationAction::Revoke,
+            serials: vec![],
+            reason: Some(e.reason),
+            date: Some(e.date.unwrap_or(i.snapshot.commit_time)),
+            findings: vec![],
+            parsed: None,
+        };
+        let reject = |p: &mut RevocationPlan, code, msg: String| {
+            p.action = RevocationAction::Rejected;
+            p.findings.push(Finding::new(
+                code,
+                e.file.clone(),
+                format!("entry {}: {msg}", e.index),
+            ));
+        };
+        if !seen.insert(e.key.clone()) {
+            reject(
+                &mut p,
+                Code::RevocationInvalid,
+                format!("{} is listed twice", e.key),
+            );
+            out.push(p);
+            continue;
+        }
+        match &e.target {
+            Target::Serial(cands) => {
+                let found: Vec<&String> = cands
+                    .iter()
+                    .filter(|c| i.index.certs.contains_key(*c))
+                    .collect();
+                match found.as_slice() {
+                    [] => reject(
+                        &mut p,
+                        Code::RevocationUnknownSerial,
+                        format!("serial {} was not issued by this CA", cands.join(" or ")),
+                    ),
+                    [s] => p.serials.push((*s).clone()),
+                    _ => reject(
+                        &mut p,
+                        Code::RevocationInvalid,
+                        "the serial reads as two issued serials (decimal and hex); write it with colons or 0x".into(),
+                    ),
+                }
+            }
+            Target::Request(r) => {
+                let serials: Vec<String> = i
+                    .index
+                    .certs
+                    .iter()
+                    .filter(|(_, c)| &c.request_id == r)
+                    .map(|(s, _)| s.clone())
+                    .collect();
+                let exists = i.snapshot.files.contains_key(r);
+                if serials.is_empty() && !exists {
+                    reject(
+                        &mut p,
+                        Code::RevocationUnknownRequest,
+                        format!("request {r} has no certificate and no request file"),
+                    );
+                } else {
+                    blocked.insert(r.clone());
+                    p.serials = serials;
+                }
+            }
+        }
+        if p.action == RevocationAction::Revoke {
+            p.serials
+                .retain(|s| i.index.certs.get(s).is_some_and(|c| c.revoked.is_none()));
+            if p.serials.is_empty() && i.index.revocations.contains_key(&e.key) {
+                p.action = RevocationAction::AlreadyRevoked;
+            }
+        }
+        p.parsed = Some(e);
+        out.push(p);
+    }
+    out.sort_by(|a, b| (&a.file, a.index).cmp(&(&b.file, b.index)));
+    Ok((out, blocked))
+}
+
+fn plan_requests(i: &Inputs, blocked: &BTreeSet<String>) -> Vec<RequestPlan> {
+    // Keys of live certificates, for the reuse check.
+    let mut live_keys: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for c in i.index.certs.values() {
+        if c.is_live(i.now) {
+            live_keys
+                .entry(c.key_id.clone())
+                .or_default()
+                .insert(c.request_id.clone());
+        }
+    }
+    let mut out = Vec::new();
+    for (id, entry) in &i.snapshot.files {
+        if !is_request_file(id) {
+            continue;
+        }
+        let current = i.index.current_for(id);
+        let mut rp = RequestPlan {
+            id: id.clone(),
+            action: Action::Rejected,
+            policy: None,
+            serial: current.map(|(s, _)| s.clone()),
+            not_after: current.map(|(_, c)| c.not_after),
+            findings: vec![],
+            spec: None,
+        };
+        if blocked.contains(id) {
+            rp.action = Action::Revoked;
+            out.push(rp);
+            continue;
+        }
+        match check_request(i, id, entry) {
+            Err(f) => rp.findings = f,
+            Ok((spec, policy_name)) => {
+                rp.policy = Some(policy_name);
+                let others: Vec<&String> = live_keys
+                    .get(&spec.key_id)
+                    .map(|s| s.iter().filter(|r| *r != id).collect())
+                    .unwrap_or_default();
+                if spec.key_id == i.ca.key_id {
+                    rp.findings.push(Finding::new(
+                        Code::CsrKeyIsCaKey,
+                        id.clone(),
+                        "the CSR's key is the CA's own key",
+                    ));
+                } else if let Some(other) = others.first() {
+                    rp.findings.push(Finding::new(
+                        Code::KeyReuse,
+                        id.clone(),
+                        format!(
+                            "the CSR's public key is already used by a live certificate of {other}"
+                        ),
+                    ));
+                } else {
+                    rp.action = match current {
+                        None => Action::Issue,
+                        Some((_, c)) if c.request_hash != spec.request_hash => Action::Reissue,
+                        Some((_, c)) if c.not_after - renewal_window(i, c) <= i.now => {
+                            Action::Renew
+                        }
+                        Some(_) => Action::Unchanged,
+                    };
+                    if rp.action != Action::Unchanged {
+                        live_keys
+                            .entry(spec.key_id.clone())
+                            .or_default()
+                            .insert(id.clone());
+                        rp.spec = Some(spec);
+                    }
+                }
+            }
+        }
+        out.push(rp);
+    }
+    out
+}
+
+/// Renew within `renew_before` of expiry, but never in the first two thirds of a certificate's
+/// life: short-lived certificates (a 1-day SVID with a 10-day renew_before) would otherwise be
+/// renewed on every run.
+fn renewal_window(i: &Inputs, c: &super::state::CertSummary) -> time::Duration {
+    let third = (c.not_after - c.not_before) / 3;
+    i.config.issuance.renew_before.as_time().min(third)
+}
+
+type Checked = Result<(IssueSpec, String), Vec<Finding>>;
+
+/// Reads one request and its CSR from the snapshot, checks the CSR, applies its policy.
+fn check_request(i: &Inputs, id: &str, entry: &TreeEntry) -> Checked {
+    let one = |code, msg: String| vec![Finding::new(code, id, msg)];
+    let yaml = blob(entry).map_err(|(c, m)| one(c, m))?;
+    let req = RequestFile::parse(&String::from_utf8_lossy(yaml))
+        .map_err(|e| one(Code::RequestInvalid, e))?;
+    let csr_path =
+        join_relative(id, &req.csr).map_err(|e| one(Code::RequestInvalid, format!("csr: {e}")))?;
+    let csr_bytes = match i.snapshot.files.get(&csr_path) {
+        None => {
+            return Err(one(
+                Code::CsrMissing,
+                format!("CSR file {csr_path} is not in the commit"),
+            ));
+        }
+        Some(e) => blob(e).map_err(|(c, m)| one(c, format!("{csr_path}: {m}")))?,
+    };
+    let csr: CheckedCsr =
+        check_csr(csr_bytes).map_err(|(c, m)| one(c, format!("{csr_path}: {m}")))?;
+    let policy = policy::select(i.policies, id, req.policy.as_deref()).map_err(|f| vec![f])?;
+
+    let mut findings = Vec::new();
+    let mut extensions = Vec::new();
+    for (n, x) in req.extensions.iter().enumerate() {
+        match custom_extension(x) {
+            Ok(e) => extensions.push(e),
+            Err(m) => findings.push(Finding::new(
+                Code::ExtensionNotAllowed,
+                id,
+                format!("extensions[{n}]: {m}"),
+            )),
+        }
+    }
+    let candidate = Candidate {
+        subject: super::names::Subject::from_name(&csr.subject)
+            .merged(&req.subject.clone().unwrap_or_default()),
+        sans: req.sans.clone().unwrap_or_else(|| csr.sans.clone()),
+        key: csr.key,
+        lifetime: req.lifetime,
+        usages: req.usages(),
+        extension_oids: req.extensions.iter().map(|e| e.oid.clone()).collect(),
+    };
+    let v = policy::evaluate(policy, id, &candidate, i.config.issuance.default_lifetime);
+    findings.extend(v.findings);
+    let not_after = i.now - i.config.issuance.backdate.as_time() + v.lifetime.as_time();
+    if not_after > i.ca.not_after {
+        findings.push(Finding::new(
+            Code::LifetimeBeyondCa,
+            id,
+            format!(
+                "the certificate would expire {not_after}, after the CA certificate ({})",
+                i.ca.not_after
+            ),
+        ));
+    }
+    let subject = v
+        .subject
+        .to_name()
+        .map_err(|e| one(Code::RequestInvalid, format!("subject: {e}")));
+    let subject = match subject {
+        Ok(s) => s,
+        Err(f) => {
+            findings.extend(f);
+            Name::default()
+        }
+    };
+    if !findings.is_empty() {
+        return Err(findings);
+    }
+    let usages = candidate
+        .usages
+        .iter()
+        .filter_map(|u| usage_oid(u).ok())
+        .collect();
+    Ok((
+        IssueSpec {
+            request_id: id.to_string(),
+            request_hash: request_hash(yaml, csr_bytes),
+            key_id: csr.key_id,
+            public_key: csr.public_key,
+            key: csr.key,
+            subject,
+            sans: candidate.sans,
+            usages,
+            lifetime: v.lifetime,
+            extensions,
+            policy: policy.name.clone(),
+        },
+        policy.name.clone(),
+    ))
+}
+
+fn blob(e: &TreeEntry) -> Result<&[u8], (Code, String)> {
+    match e {
+        TreeEntry::Blob(b) if b.len() > MAX_REQUEST_BYTES => Err((
+            Code::RequestTooLarge,
+            format!("{} bytes, the limit is {MAX_REQUEST_BYTES}", b.len()),
+        )),
+        TreeEntry::Blob(b) => Ok(b),
+        TreeEntry::Symlink => Err((
+            Code::RequestNotRegularFile,
+            "is a symbolic link; gitca reads regular files only".into(),
+        )),
+        TreeEntry::Submodule => Err((
+            Code::RequestNotRegularFile,
+            "is a submodule; gitca reads regular files only".into(),
+        )),
+        TreeEntry::TooLarge(n) => Err((
+            Code::RequestTooLarge,
+            format!("{n} bytes, the limit is {MAX_REQUEST_BYTES}"),
+        )),
+    }
+}
+
+fn custom_extension(
+    x: &super::request::CustomExtension,
+) -> Result<x509_cert::ext::Extension, String> {
+    use base64ct::Encoding;
+    let oid =
+        ObjectIdentifier::new(&x.oid).map_err(|_| format!("{:?} is not a dotted OID", x.oid))?;
+    let value =
+        base64ct::Base64::decode_vec(&x.value).map_err(|_| "value is not base64".to_string())?;
+    // The value must be one DER element, so the certificate stays well-formed.
+    der::Any::from_der(&value).map_err(|e| format!("value is not DER: {e}"))?;
+    Ok(x509_cert::ext::Extension {
+        extn_id: oid,
+        critical: x.critical,
+        extn_value: der::asn1::OctetString::new(value).map_err(|e| e.to_string())?,
+    })
+}
+
+use der::Decode;

@@ -1,0 +1,446 @@
+//! Policies: which requests they select and what they allow. Default deny.
+
+use super::csr::KeyKind;
+use super::duration::Span;
+use super::finding::{Code, Finding};
+use super::names::{Sans, Subject, valid_dns_name};
+use super::request::usage_oid;
+use globset::{Glob, GlobMatcher};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFile {
+    #[serde(default)]
+    pub description: Option<String>,
+    pub select: Select,
+    pub rules: Rules,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Select {
+    #[serde(default)]
+    pub paths: Vec<String>,
+    #[serde(default)]
+    pub allow_named: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsRules {
+    #[serde(default)]
+    pub exact: Vec<String>,
+    #[serde(default)]
+    pub subdomains_of: Vec<String>,
+    #[serde(default)]
+    pub globs: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommonNameRule {
+    #[default]
+    MustBeSan,
+    Drop,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rules {
+    #[serde(default)]
+    pub dns: DnsRules,
+    #[serde(default)]
+    pub allow_wildcard: bool,
+    #[serde(default)]
+    pub ip_ranges: Vec<IpNet>,
+    #[serde(default)]
+    pub email_domains: Vec<String>,
+    #[serde(default)]
+    pub uri_prefixes: Vec<String>,
+    #[serde(default = "yes")]
+    pub require_san: bool,
+    #[serde(default)]
+    pub common_name: CommonNameRule,
+    #[serde(default = "d_keys")]
+    pub key_types: Vec<String>,
+    #[serde(default = "d_rsa")]
+    pub min_rsa_bits: usize,
+    pub max_lifetime: Span,
+    #[serde(default)]
+    pub default_lifetime: Option<Span>,
+    #[serde(default = "d_usages")]
+    pub usages: Vec<String>,
+    #[serde(default)]
+    pub extension_oids: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn d_keys() -> Vec<String> {
+    vec!["rsa".into(), "p256".into(), "p384".into()]
+}
+fn d_rsa() -> usize {
+    2048
+}
+fn d_usages() -> Vec<String> {
+    vec!["server_auth".into()]
+}
+
+/// A parsed, validated policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub name: String,
+    pub file: String,
+    pub spec: PolicyFile,
+    globs: Vec<GlobMatcher>,
+}
+
+const KEY_TYPES: [&str; 5] = ["rsa", "p256", "p384", "p521", "ed25519"];
+
+impl Policy {
+    pub fn parse(file: &str, text: &str) -> Result<Policy, String> {
+        let spec: PolicyFile =
+            serde_yaml_ng::from_str(text).map_err(|e| format!("{file}: invalid policy: {e}"))?;
+        let name = file
+            .rsplit('/')
+            .next()
+            .unwrap_or(file)
+            .trim_end_matches(".yaml")
+            .trim_end_matches(".yml")
+            .to_string();
+        let err = |m: String| format!("{file}: {m}");
+        let globs = spec
+            .select
+            .paths
+            .iter()
+            .map(|g| {
+                Glob::new(g)
+                    .map(|g| g.compile_matcher())
+                    .map_err(|e| err(format!("invalid glob {g:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let r = &spec.rules;
+        if r.min_rsa_bits < 2048 {
+            return Err(err("rules.min_rsa_bits may not be below 2048".into()));
+        }
+        for k in &r.key_types {
+            if !KEY_TYPES.contains(&k.as_str()) {
+                return Err(err(format!(
+                    "unknown key type {k:?} (one of {KEY_TYPES:?})"
+                )));
+            }
+        }
+        for u in &r.usages {
+            usage_oid(u).map_err(err)?;
+        }
+        for o in &r.extension_oids {
+            const_oid::ObjectIdentifier::new(o)
+                .map_err(|_| err(format!("extension OID {o:?} is not a dotted OID")))?;
+        }
+        if let Some(d) = r.default_lifetime
+            && d > r.max_lifetime
+        {
+            return Err(err(
+                "rules.default_lifetime exceeds rules.max_lifetime".into()
+            ));
+        }
+        for d in r.dns.exact.iter().chain(&r.dns.subdomains_of) {
+            if !valid_dns_name(d) || d.starts_with("*.") {
+                return Err(err(format!(
+                    "rules.dns entry {d:?} is not a valid DNS name"
+                )));
+            }
+        }
+        for g in &r.dns.globs {
+            if !g.contains('*') || !valid_dns_name(&g.replace('*', "x")) {
+                return Err(err(format!(
+                    "rules.dns.globs entry {g:?} is not a DNS glob"
+                )));
+            }
+        }
+        Ok(Policy {
+            name,
+            file: file.to_string(),
+            spec,
+            globs,
+        })
+    }
+
+    pub fn selects_path(&self, request_id: &str) -> bool {
+        self.globs.iter().any(|g| g.is_match(request_id))
+    }
+}
+
+/// Picks the policy for a request, or the finding that says why there is none.
+pub fn select<'a>(
+    policies: &'a [Policy],
+    request_id: &str,
+    named: Option<&str>,
+) -> Result<&'a Policy, Finding> {
+    let f = |c, m: String| Finding::new(c, request_id, m);
+    if let Some(name) = named {
+        let p = policies.iter().find(|p| p.name == name).ok_or_else(|| {
+            f(
+                Code::PolicyUnknown,
+                format!("policy {name:?} does not exist"),
+            )
+        })?;
+        if p.selects_path(request_id) || p.spec.select.allow_named {
+            return Ok(p);
+        }
+        return Err(f(
+            Code::PolicyNotApplicable,
+            format!(
+                "policy {name:?} does not select this request (its paths do not match and allow_named is false)"
+            ),
+        ));
+    }
+    let matching: Vec<&Policy> = policies
+        .iter()
+        .filter(|p| p.selects_path(request_id))
+        .collect();
+    match matching.as_slice() {
+        [] => Err(f(
+            Code::NoPolicy,
+            "no policy selects this request (default deny)".into(),
+        )),
+        [p] => Ok(p),
+        many => Err(f(
+            Code::PolicyAmbiguous,
+            format!(
+                "policies {} all select this request; name one with `policy:`",
+                many.iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+    }
+}
+
+/// What a certificate would contain, before the policy decides.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub subject: Subject,
+    pub sans: Sans,
+    pub key: KeyKind,
+    pub lifetime: Option<Span>,
+    pub usages: Vec<String>,
+    pub extension_oids: Vec<String>,
+}
+
+/// The policy's verdict: the findings, and the subject and lifetime it settles on.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    pub findings: Vec<Finding>,
+    pub subject: Subject,
+    pub lifetime: Span,
+}
+
+/// OIDs of extensions gitca sets itself; a request may never supply them.
+pub const CA_MANAGED_OIDS: [&str; 12] = [
+    "2.5.29.14",         // subjectKeyIdentifier
+    "2.5.29.15",         // keyUsage
+    "2.5.29.17",         // subjectAltName
+    "2.5.29.18",         // issuerAltName
+    "2.5.29.19",         // basicConstraints
+    "2.5.29.30",         // nameConstraints
+    "2.5.29.31",         // cRLDistributionPoints
+    "2.5.29.32",         // certificatePolicies
+    "2.5.29.35",         // authorityKeyIdentifier
+    "2.5.29.36",         // policyConstraints
+    "2.5.29.37",         // extKeyUsage
+    "1.3.6.1.5.5.7.1.1", // authorityInfoAccess
+];
+
+pub fn evaluate(p: &Policy, request_id: &str, c: &Candidate, default_lifetime: Span) -> Verdict {
+    let r = &p.spec.rules;
+    let mut out = Vec::new();
+    let mut f = |code, m: String| out.push(Finding::new(code, request_id, m));
+
+    if !r.key_types.iter().any(|k| k == c.key.policy_name()) {
+        f(
+            Code::KeyTypeNotAllowed,
+            format!(
+                "{} keys are not allowed by policy {} (allowed: {})",
+                c.key.describe(),
+                p.name,
+                r.key_types.join(", ")
+            ),
+        );
+    }
+    if let KeyKind::Rsa { bits } = c.key
+        && bits < r.min_rsa_bits
+    {
+        f(
+            Code::CsrKeyWeak,
+            format!(
+                "RSA-{bits} is below the policy minimum of {}",
+                r.min_rsa_bits
+            ),
+        );
+    }
+
+    if c.sans.is_empty() && r.require_san {
+        f(
+            Code::SanRequired,
+            format!("policy {} requires at least one SAN", p.name),
+        );
+    }
+    for d in &c.sans.dns {
+        if !valid_dns_name(d) {
+            f(
+                Code::DnsNotAllowed,
+                format!("{d:?} is not a valid lower-case DNS name"),
+            );
+        } else if d.starts_with("*.") && !r.allow_wildcard {
+            f(
+                Code::WildcardNotAllowed,
+                format!("wildcard {d:?} is not allowed by policy {}", p.name),
+            );
+        } else if !dns_allowed(&r.dns, d) {
+            f(
+                Code::DnsNotAllowed,
+                format!("DNS name {d:?} is not allowed by policy {}", p.name),
+            );
+        }
+    }
+    for ip in &c.sans.ip {
+        if !r.ip_ranges.iter().any(|n| n.contains(ip)) {
+            f(
+                Code::IpNotAllowed,
+                format!("IP {ip} is outside the ranges of policy {}", p.name),
+            );
+        }
+    }
+    for e in &c.sans.email {
+        let ok = e
+            .rsplit_once('@')
+            .filter(|(local, _)| !local.is_empty())
+            .map(|(_, dom)| r.email_domains.iter().any(|d| d.eq_ignore_ascii_case(dom)))
+            .unwrap_or(false);
+        if !ok {
+            f(
+                Code::EmailNotAllowed,
+                format!(
+                    "email {e:?} is not in an allowed domain of policy {}",
+                    p.name
+                ),
+            );
+        }
+    }
+    for u in &c.sans.uri {
+        let wellformed = u
+            .split_once("://")
+            .is_some_and(|(s, rest)| !s.is_empty() && !rest.is_empty())
+            && !u.chars().any(|ch| ch.is_whitespace());
+        if !wellformed || !r.uri_prefixes.iter().any(|pre| u.starts_with(pre.as_str())) {
+            f(
+                Code::UriNotAllowed,
+                format!("URI {u:?} has no allowed prefix in policy {}", p.name),
+            );
+        }
+    }
+
+    let mut subject = c.subject.clone();
+    if let Some(cn) = &c.subject.common_name {
+        match r.common_name {
+            CommonNameRule::Drop => subject.common_name = None,
+            CommonNameRule::MustBeSan => {
+                if !c.sans.values().iter().any(|v| v.eq_ignore_ascii_case(cn)) {
+                    f(
+                        Code::CnNotInSans,
+                        format!("common name {cn:?} is not one of the SANs"),
+                    );
+                }
+            }
+        }
+    }
+
+    let lifetime = c
+        .lifetime
+        .or(r.default_lifetime)
+        .unwrap_or(default_lifetime);
+    if lifetime > r.max_lifetime {
+        f(
+            Code::LifetimeTooLong,
+            format!(
+                "lifetime {lifetime} exceeds the maximum {} of policy {}",
+                r.max_lifetime, p.name
+            ),
+        );
+    }
+
+    for u in &c.usages {
+        match usage_oid(u) {
+            Err(e) => f(Code::UsageNotAllowed, e),
+            Ok(oid) => {
+                if !r.usages.iter().any(|a| usage_oid(a).ok() == Some(oid)) {
+                    f(
+                        Code::UsageNotAllowed,
+                        format!("usage {u} is not allowed by policy {}", p.name),
+                    );
+                }
+            }
+        }
+    }
+    for o in &c.extension_oids {
+        if CA_MANAGED_OIDS.contains(&o.as_str()) {
+            f(
+                Code::ExtensionCaManaged,
+                format!("extension {o} is set by the CA and may not be requested"),
+            );
+        } else if !r.extension_oids.contains(o) {
+            f(
+                Code::ExtensionNotAllowed,
+                format!("extension {o} is not allowed by policy {}", p.name),
+            );
+        }
+    }
+    Verdict {
+        findings: out,
+        subject,
+        lifetime,
+    }
+}
+
+fn dns_allowed(r: &DnsRules, name: &str) -> bool {
+    r.exact.iter().any(|e| e == name)
+        || r.subdomains_of.iter().any(|s| {
+            name.len() > s.len() + 1
+                && name.ends_with(s.as_str())
+                && name.as_bytes()[name.len() - s.len() - 1] == b'.'
+        })
+        || r.globs.iter().any(|g| glob_label_match(g, name))
+}
+
+/// `*` stands for exactly one label (`*.svc.example.com` matches `a.svc.example.com` only).
+/// A wildcard SAN `*.svc.example.com` matches the glob literally.
+fn glob_label_match(glob: &str, name: &str) -> bool {
+    let g: Vec<&str> = glob.split('.').collect();
+    let n: Vec<&str> = name.split('.').collect();
+    g.len() == n.len() && g.iter().zip(&n).all(|(g, n)| *g == "*" || g == n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_matching() {
+        let r = DnsRules {
+            exact: vec!["api.example.com".into()],
+            subdomains_of: vec!["internal.example.com".into()],
+            globs: vec!["*.svc.example.com".into()],
+        };
+        assert!(dns_allowed(&r, "api.example.com"));
+        assert!(dns_allowed(&r, "a.b.internal.example.com"));
+        assert!(!dns_allowed(&r, "internal.example.com"));
+        assert!(!dns_allowed(&r, "evilinternal.example.com"));
+        assert!(dns_allowed(&r, "x.svc.example.com"));
+        assert!(!dns_allowed(&r, "y.x.svc.example.com"));
+    }
+}

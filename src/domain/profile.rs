@@ -1,0 +1,389 @@
+//! Certificate profiles: plain parameters in, an unsigned TBSCertificate out. Signing happens
+//! elsewhere (the signer may be remote and async); `assemble` joins the two.
+
+use super::csr::KeyKind;
+use super::plan::IssueSpec;
+use const_oid::ObjectIdentifier;
+use const_oid::db::rfc5280;
+use der::asn1::{BitString, Ia5String, OctetString};
+use der::{Decode, Encode};
+use sha1::{Digest, Sha1};
+use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned, SubjectPublicKeyInfoRef};
+use std::time::{Duration, SystemTime};
+use time::OffsetDateTime;
+use x509_cert::builder::{Builder, CertificateBuilder, Profile};
+use x509_cert::certificate::{Certificate, TbsCertificate};
+use x509_cert::ext::Extension;
+use x509_cert::ext::pkix::crl::dp::DistributionPoint;
+use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
+use x509_cert::ext::pkix::{
+    AccessDescription, AuthorityInfoAccessSyntax, AuthorityKeyIdentifier, BasicConstraints,
+    CrlDistributionPoints, ExtendedKeyUsage, KeyUsage, KeyUsages, SubjectAltName,
+    SubjectKeyIdentifier,
+};
+use x509_cert::name::Name;
+use x509_cert::serial_number::SerialNumber;
+use x509_cert::time::{Time, Validity};
+
+/// The issuing side of a certificate or CRL.
+#[derive(Debug, Clone)]
+pub struct Issuer {
+    pub name: Name,
+    pub public_key: SubjectPublicKeyInfoOwned,
+    pub key_identifier: Vec<u8>,
+    pub algorithm: AlgorithmIdentifierOwned,
+    pub not_after: OffsetDateTime,
+}
+
+/// URLs placed in every issued certificate when configured.
+#[derive(Debug, Clone, Default)]
+pub struct Urls {
+    pub crl_distribution_point: Option<String>,
+    pub ca_issuers: Option<String>,
+}
+
+/// RFC 5280 method 1: SHA-1 of the subjectPublicKey bits.
+pub fn key_identifier(spki: &SubjectPublicKeyInfoOwned) -> Vec<u8> {
+    Sha1::digest(spki.subject_public_key.raw_bytes()).to_vec()
+}
+
+pub fn to_time(t: OffsetDateTime) -> Result<Time, String> {
+    let st = SystemTime::UNIX_EPOCH + Duration::from_secs(t.unix_timestamp().max(0) as u64);
+    Time::try_from(st).map_err(|e| format!("time {t} cannot be encoded: {e}"))
+}
+
+pub fn from_time(t: &Time) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(t.to_unix_duration().as_secs() as i64)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// Subject and issuer for the x509-cert builder; extensions are added explicitly.
+struct Names {
+    subject: Name,
+    issuer: Name,
+}
+
+impl Profile for Names {
+    fn get_issuer(&self, _subject: &Name) -> Name {
+        self.issuer.clone()
+    }
+    fn get_subject(&self) -> Name {
+        self.subject.clone()
+    }
+    fn build_extensions(
+        &self,
+        _spk: SubjectPublicKeyInfoRef<'_>,
+        _issuer_spk: SubjectPublicKeyInfoRef<'_>,
+        _tbs: &TbsCertificate,
+    ) -> x509_cert::builder::Result<Vec<Extension>> {
+        Ok(vec![])
+    }
+}
+
+/// Stands in for the signer while the builder fills in the TBS: it knows the issuer's public
+/// key and algorithm, not its private key.
+#[derive(Clone)]
+struct IssuerKey(SubjectPublicKeyInfoOwned, AlgorithmIdentifierOwned);
+
+impl spki::EncodePublicKey for IssuerKey {
+    fn to_public_key_der(&self) -> spki::Result<der::Document> {
+        Ok(der::Document::encode_msg(&self.0)?)
+    }
+}
+
+impl signature::Keypair for IssuerKey {
+    type VerifyingKey = IssuerKey;
+    fn verifying_key(&self) -> IssuerKey {
+        self.clone()
+    }
+}
+
+impl spki::DynSignatureAlgorithmIdentifier for IssuerKey {
+    fn signature_algorithm_identifier(&self) -> spki::Result<AlgorithmIdentifierOwned> {
+        Ok(self.1.clone())
+    }
+}
+
+/// A TBSCertificate ready for signing, with its DER encoding.
+pub struct Unsigned {
+    builder: CertificateBuilder<Names>,
+    key: IssuerKey,
+    pub tbs_der: Vec<u8>,
+}
+
+impl Unsigned {
+    /// Joins the TBS and a signature into the certificate.
+    pub fn assemble(self, signature: &[u8]) -> Result<Certificate, String> {
+        let sig = BitString::from_bytes(signature).map_err(|e| e.to_string())?;
+        self.builder
+            .assemble(sig, &self.key)
+            .map_err(|e| e.to_string())
+    }
+}
+
+pub fn assemble_from_tbs(
+    tbs_der: &[u8],
+    alg: &AlgorithmIdentifierOwned,
+    signature: &[u8],
+) -> Result<Vec<u8>, String> {
+    // Certificate ::= SEQUENCE { tbs, algorithm, signature }: decode the TBS to assemble with
+    // the x509-cert types, so the result is re-validated structurally.
+    let tbs = TbsCertificate::from_der(tbs_der).map_err(|e| e.to_string())?;
+    #[derive(der::Sequence)]
+    struct Cert {
+        tbs: TbsCertificate,
+        alg: AlgorithmIdentifierOwned,
+        sig: BitString,
+    }
+    let c = Cert {
+        tbs,
+        alg: alg.clone(),
+        sig: BitString::from_bytes(signature).map_err(|e| e.to_string())?,
+    };
+    let der = c.to_der().map_err(|e| e.to_string())?;
+    Certificate::from_der(&der).map_err(|e| e.to_string())?;
+    Ok(der)
+}
+
+fn start(
+    subject: Name,
+    issuer: &Issuer,
+    serial: &[u8],
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+    public_key: SubjectPublicKeyInfoOwned,
+) -> Result<(CertificateBuilder<Names>, IssuerKey), String> {
+    let validity = Validity::new(to_time(not_before)?, to_time(not_after)?);
+    let serial = SerialNumber::new(serial).map_err(|e| e.to_string())?;
+    let b = CertificateBuilder::new(
+        Names {
+            subject,
+            issuer: issuer.name.clone(),
+        },
+        serial,
+        validity,
+        public_key,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok((
+        b,
+        IssuerKey(issuer.public_key.clone(), issuer.algorithm.clone()),
+    ))
+}
+
+fn add<E: x509_cert::ext::ToExtension>(
+    b: &mut CertificateBuilder<Names>,
+    e: E,
+) -> Result<(), String>
+where
+    E::Error: std::fmt::Display,
+{
+    b.add_extension(e).map_err(|e| e.to_string())
+}
+
+fn finish(mut b: CertificateBuilder<Names>, key: IssuerKey) -> Result<Unsigned, String> {
+    let tbs_der = b.finalize(&key).map_err(|e| e.to_string())?;
+    Ok(Unsigned {
+        builder: b,
+        key,
+        tbs_der,
+    })
+}
+
+/// The end-entity profile: nothing from the CSR but its key, subject (as decided) and SANs.
+pub fn leaf(
+    spec: &IssueSpec,
+    issuer: &Issuer,
+    serial: &[u8],
+    not_before: OffsetDateTime,
+    urls: &Urls,
+) -> Result<Unsigned, String> {
+    let not_after = not_before + spec.lifetime.as_time();
+    if not_after > issuer.not_after {
+        return Err(format!(
+            "notAfter {not_after} is beyond the CA certificate's notAfter"
+        ));
+    }
+    let (mut b, key) = start(
+        spec.subject.clone(),
+        issuer,
+        serial,
+        not_before,
+        not_after,
+        spec.public_key.clone(),
+    )?;
+    add(
+        &mut b,
+        &BasicConstraints {
+            ca: false,
+            path_len_constraint: None,
+        },
+    )?;
+    let mut ku = KeyUsages::DigitalSignature.into();
+    if matches!(spec.key, KeyKind::Rsa { .. }) {
+        ku |= KeyUsages::KeyEncipherment;
+    }
+    add(&mut b, &KeyUsage(ku))?;
+    if !spec.usages.is_empty() {
+        add(&mut b, &ExtendedKeyUsage(spec.usages.clone()))?;
+    }
+    if !spec.sans.is_empty() {
+        let san = SubjectAltName(spec.sans.to_general_names()?);
+        // RFC 5280 4.2.1.6: critical when the subject is empty.
+        add(&mut b, (spec.subject.is_empty(), &san))?;
+    }
+    add(
+        &mut b,
+        &SubjectKeyIdentifier(
+            OctetString::new(key_identifier(&spec.public_key)).map_err(|e| e.to_string())?,
+        ),
+    )?;
+    add(&mut b, &aki(issuer)?)?;
+    add_urls(&mut b, urls)?;
+    for e in &spec.extensions {
+        add(&mut b, e.clone())?;
+    }
+    finish(b, key)
+}
+
+/// A CA certificate: self-signed root (issuer = None) or one signed by `issuer`.
+pub fn ca(
+    subject: Name,
+    public_key: SubjectPublicKeyInfoOwned,
+    issuer: Option<&Issuer>,
+    self_algorithm: AlgorithmIdentifierOwned,
+    serial: &[u8],
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+    path_len: Option<u8>,
+    urls: &Urls,
+) -> Result<Unsigned, String> {
+    let self_issuer;
+    let issuer = match issuer {
+        Some(i) => i,
+        None => {
+            self_issuer = Issuer {
+                name: subject.clone(),
+                key_identifier: key_identifier(&public_key),
+                public_key: public_key.clone(),
+                algorithm: self_algorithm,
+                not_after,
+            };
+            &self_issuer
+        }
+    };
+    if not_after > issuer.not_after {
+        return Err("the CA certificate would outlive its issuer".into());
+    }
+    let (mut b, key) = start(
+        subject,
+        issuer,
+        serial,
+        not_before,
+        not_after,
+        public_key.clone(),
+    )?;
+    add(
+        &mut b,
+        &BasicConstraints {
+            ca: true,
+            path_len_constraint: path_len,
+        },
+    )?;
+    add(
+        &mut b,
+        &KeyUsage(KeyUsages::KeyCertSign | KeyUsages::CRLSign),
+    )?;
+    add(
+        &mut b,
+        &SubjectKeyIdentifier(
+            OctetString::new(key_identifier(&public_key)).map_err(|e| e.to_string())?,
+        ),
+    )?;
+    add(&mut b, &aki(issuer)?)?;
+    add_urls(&mut b, urls)?;
+    finish(b, key)
+}
+
+fn aki(issuer: &Issuer) -> Result<AuthorityKeyIdentifier, String> {
+    Ok(AuthorityKeyIdentifier {
+        key_identifier: Some(
+            OctetString::new(issuer.key_identifier.clone()).map_err(|e| e.to_string())?,
+        ),
+        authority_cert_issuer: None,
+        authority_cert_serial_number: None,
+    })
+}
+
+fn uri(u: &str) -> Result<GeneralName, String> {
+    Ok(GeneralName::UniformResourceIdentifier(
+        Ia5String::new(u).map_err(|_| format!("URL {u:?} is not ASCII"))?,
+    ))
+}
+
+fn add_urls(b: &mut CertificateBuilder<Names>, urls: &Urls) -> Result<(), String> {
+    if let Some(u) = &urls.crl_distribution_point {
+        add(
+            b,
+            &CrlDistributionPoints(vec![DistributionPoint {
+                distribution_point: Some(DistributionPointName::FullName(vec![uri(u)?])),
+                reasons: None,
+                crl_issuer: None,
+            }]),
+        )?;
+    }
+    if let Some(u) = &urls.ca_issuers {
+        add(
+            b,
+            &AuthorityInfoAccessSyntax(vec![AccessDescription {
+                access_method: rfc5280::ID_AD_CA_ISSUERS,
+                access_location: uri(u)?,
+            }]),
+        )?;
+    }
+    Ok(())
+}
+
+/// Checks a TBS against the profile before it is signed (lint before signing): v3, serial of
+/// 20 bytes or fewer and positive, validity inside the CA's, the CA's AKI, no CA flag on a leaf.
+pub fn lint_leaf(tbs_der: &[u8], issuer: &Issuer, expected_serial: &[u8]) -> Result<(), String> {
+    let tbs = TbsCertificate::from_der(tbs_der).map_err(|e| format!("TBS does not decode: {e}"))?;
+    if tbs.serial_number().as_bytes() != expected_serial
+        || expected_serial.len() > 20
+        || expected_serial[0] & 0x80 != 0
+    {
+        return Err("serial is not the recorded positive 20-byte serial".into());
+    }
+    if tbs.issuer() != &issuer.name {
+        return Err("issuer name is not the CA's subject".into());
+    }
+    if from_time(&tbs.validity().not_after) > issuer.not_after {
+        return Err("validity extends beyond the CA certificate".into());
+    }
+    let exts = tbs.extensions().ok_or("no extensions")?;
+    let find = |oid: ObjectIdentifier| exts.iter().find(|e| e.extn_id == oid);
+    let bc = find(rfc5280::ID_CE_BASIC_CONSTRAINTS).ok_or("no basicConstraints")?;
+    if BasicConstraints::from_der(bc.extn_value.as_bytes())
+        .map_err(|e| e.to_string())?
+        .ca
+    {
+        return Err("a leaf certificate may not be a CA".into());
+    }
+    let ku = find(rfc5280::ID_CE_KEY_USAGE).ok_or("no keyUsage")?;
+    let k = KeyUsage::from_der(ku.extn_value.as_bytes()).map_err(|e| e.to_string())?;
+    if !ku.critical || k.key_cert_sign() || k.crl_sign() {
+        return Err("keyUsage must be critical and may not include keyCertSign or cRLSign".into());
+    }
+    let a = find(rfc5280::ID_CE_AUTHORITY_KEY_IDENTIFIER).ok_or("no authorityKeyIdentifier")?;
+    let a = AuthorityKeyIdentifier::from_der(a.extn_value.as_bytes()).map_err(|e| e.to_string())?;
+    if a.key_identifier.as_ref().map(|k| k.as_bytes()) != Some(&issuer.key_identifier[..]) {
+        return Err("authorityKeyIdentifier is not the CA's subjectKeyIdentifier".into());
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for e in exts {
+        if !seen.insert(e.extn_id) {
+            return Err(format!("extension {} appears twice", e.extn_id));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,69 @@
+//! Request files: one YAML per certificate, naming its CSR.
+
+use super::duration::Span;
+use super::names::{Sans, Subject};
+use const_oid::ObjectIdentifier;
+use const_oid::db::rfc5280;
+use serde::{Deserialize, Serialize};
+
+/// Request YAML files bigger than this are refused before parsing.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestFile {
+    pub csr: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifetime: Option<Span>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usages: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sans: Option<Sans>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Subject>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extensions: Vec<CustomExtension>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomExtension {
+    pub oid: String,
+    #[serde(default)]
+    pub critical: bool,
+    /// Base64 of the DER extension value.
+    pub value: String,
+}
+
+impl RequestFile {
+    pub fn parse(text: &str) -> Result<RequestFile, String> {
+        serde_yaml_ng::from_str(text).map_err(|e| e.to_string())
+    }
+
+    pub fn usages(&self) -> Vec<String> {
+        self.usages
+            .clone()
+            .unwrap_or_else(|| vec!["server_auth".to_string()])
+    }
+}
+
+/// A usage name or dotted OID -> EKU OID.
+pub fn usage_oid(name: &str) -> Result<ObjectIdentifier, String> {
+    Ok(match name {
+        "server_auth" => rfc5280::ID_KP_SERVER_AUTH,
+        "client_auth" => rfc5280::ID_KP_CLIENT_AUTH,
+        "code_signing" => rfc5280::ID_KP_CODE_SIGNING,
+        "email_protection" => rfc5280::ID_KP_EMAIL_PROTECTION,
+        "time_stamping" => rfc5280::ID_KP_TIME_STAMPING,
+        "ocsp_signing" => rfc5280::ID_KP_OCSP_SIGNING,
+        other if other.contains('.') => ObjectIdentifier::new(other)
+            .map_err(|_| format!("usage {other:?} is not a valid dotted OID"))?,
+        other => {
+            return Err(format!(
+                "unknown usage {other:?} (server_auth, client_auth, code_signing, email_protection, time_stamping, ocsp_signing, or a dotted OID)"
+            ));
+        }
+    })
+}

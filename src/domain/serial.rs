@@ -1,0 +1,88 @@
+//! Certificate serial numbers: 20 bytes from the OS CSPRNG, positive, written as lower-case hex.
+
+/// Parses a serial as openssl prints it (hex, colons optional, `0x` optional) or as decimal
+/// digits (the serverless CA's form). Returns the candidate readings as canonical lower-case hex
+/// without leading zeros: a string of only digits has two (decimal and hex); the caller picks
+/// the one this CA issued, and refuses if both exist.
+pub fn parse_serial(s: &str) -> Result<Vec<String>, String> {
+    let t = s.trim();
+    let bad = || format!("serial {s:?} is neither hex (as openssl prints it) nor decimal");
+    let hexish = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X"));
+    let h: String = hexish.unwrap_or(t).chars().filter(|c| *c != ':').collect();
+    if h.is_empty() || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    let mut out = vec![canonical_hex(&h)];
+    if hexish.is_none() && !t.contains(':') && t.bytes().all(|b| b.is_ascii_digit()) {
+        let d = decimal_to_hex(t);
+        if d != out[0] {
+            out.insert(0, d);
+        }
+    }
+    Ok(out)
+}
+
+pub fn canonical_hex(h: &str) -> String {
+    let t = h.to_ascii_lowercase();
+    let t = t.trim_start_matches('0');
+    if t.is_empty() { "0".into() } else { t.into() }
+}
+
+fn decimal_to_hex(d: &str) -> String {
+    // Big-number base conversion over bytes; serials are at most 20 bytes (~49 digits).
+    let mut bytes: Vec<u8> = vec![0];
+    for c in d.bytes() {
+        let mut carry = (c - b'0') as u32;
+        for b in bytes.iter_mut().rev() {
+            let v = (*b as u32) * 10 + carry;
+            *b = (v & 0xff) as u8;
+            carry = v >> 8;
+        }
+        while carry > 0 {
+            bytes.insert(0, (carry & 0xff) as u8);
+            carry >>= 8;
+        }
+    }
+    canonical_hex(&hex::encode(bytes))
+}
+
+/// 20 random bytes, top bit cleared (positive) and first byte non-zero, so the DER INTEGER
+/// is exactly 20 bytes (RFC 5280's limit) with at least 150 bits of entropy.
+pub fn new_serial() -> Result<[u8; 20], String> {
+    let mut b = [0u8; 20];
+    loop {
+        getrandom::fill(&mut b).map_err(|e| format!("OS random source failed: {e}"))?;
+        b[0] &= 0x7f;
+        if b[0] != 0 {
+            return Ok(b);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_openssl_hex_and_decimal() {
+        assert_eq!(parse_serial("4F:1A:00").unwrap(), ["4f1a00"]);
+        assert_eq!(parse_serial("0x00ff").unwrap(), ["ff"]);
+        assert_eq!(parse_serial("255255").unwrap(), ["3e517", "255255"]);
+        assert_eq!(parse_serial("7").unwrap(), ["7"]);
+        assert_eq!(
+            parse_serial("1234567890123456789012345678901234567890").unwrap()[0],
+            "3a0c92075c0dbf3b8acbc5f96ce3f0ad2"
+        );
+        assert!(parse_serial("xyz").is_err());
+        assert!(parse_serial("").is_err());
+    }
+
+    #[test]
+    fn serials_are_positive_20_bytes() {
+        for _ in 0..100 {
+            let s = new_serial().unwrap();
+            assert!(s[0] != 0 && s[0] < 0x80);
+        }
+        assert_ne!(new_serial().unwrap(), new_serial().unwrap());
+    }
+}

@@ -1,0 +1,135 @@
+//! The issued state: what the CA has signed, revoked and published. Plain data; the store
+//! adapters persist it (`index.json` by compare-and-swap, one record per certificate).
+
+use super::revocation::Reason;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use time::OffsetDateTime;
+
+pub const INDEX_KEY: &str = "index.json";
+pub fn intent_key(serial: &str) -> String {
+    format!("intents/{serial}.json")
+}
+pub fn record_key(serial: &str) -> String {
+    format!("certs/{serial}.json")
+}
+pub fn crl_key(number: u64) -> String {
+    format!("crls/{number:020}.crl")
+}
+
+/// The manifest a reconcile reads: one object, so a no-op run needs one GET.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Index {
+    /// SHA-256 of the CA certificate's SubjectPublicKeyInfo: a state belongs to one CA key.
+    pub ca_key_id: String,
+    /// The reviewed (source) commit the last apply reconciled.
+    #[serde(default)]
+    pub last_reconciled: Option<String>,
+    /// Issued certificates by serial (lower-case hex).
+    #[serde(default)]
+    pub certs: BTreeMap<String, CertSummary>,
+    /// Revocation entries that have been published, by entry key; append-only.
+    #[serde(default)]
+    pub revocations: BTreeMap<String, PublishedRevocation>,
+    #[serde(default)]
+    pub crl: Option<CrlInfo>,
+    /// The highest CRL number ever reserved; the next CRL takes a higher one.
+    #[serde(default)]
+    pub crl_number: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertSummary {
+    pub request_id: String,
+    pub request_hash: String,
+    pub key_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_before: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    #[serde(default)]
+    pub revoked: Option<Revoked>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Revoked {
+    pub reason: Reason,
+    #[serde(with = "time::serde::rfc3339")]
+    pub date: OffsetDateTime,
+    /// The revocation entry key, or `orphan` when the request file was removed.
+    pub by: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishedRevocation {
+    pub reason: Reason,
+    /// The date as written in the entry (None: the commit time was used).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub written_date: Option<OffsetDateTime>,
+    pub file: String,
+    pub serials: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrlInfo {
+    pub number: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub this_update: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub next_update: OffsetDateTime,
+    /// The serials listed, sorted; a different set means the CRL is stale.
+    pub serials: Vec<String>,
+}
+
+/// One issued certificate (or, in `intents/`, one about to be signed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertRecord {
+    pub serial: String,
+    pub request_id: String,
+    pub request_hash: String,
+    pub key_id: String,
+    /// Base64 DER of the TBSCertificate that was (or will be) signed.
+    pub tbs: String,
+    /// Base64 DER of the signed certificate; absent in an intent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
+}
+
+impl CertSummary {
+    pub fn is_live(&self, now: OffsetDateTime) -> bool {
+        self.revoked.is_none() && self.not_after > now
+    }
+}
+
+impl Index {
+    pub fn new(ca_key_id: String) -> Index {
+        Index {
+            ca_key_id,
+            ..Default::default()
+        }
+    }
+
+    /// The newest unrevoked certificate of a request, if any (possibly expired).
+    pub fn current_for<'a>(&'a self, request_id: &str) -> Option<(&'a String, &'a CertSummary)> {
+        self.certs
+            .iter()
+            .filter(|(_, c)| c.request_id == request_id && c.revoked.is_none())
+            .max_by_key(|(s, c)| (c.not_before, *s))
+    }
+
+    /// Serials that belong on the CRL at `now`: revoked and not expired for more than one
+    /// CRL lifetime (an entry stays on one CRL issued after the certificate expired).
+    pub fn crl_serials(&self, now: OffsetDateTime, crl_lifetime: time::Duration) -> Vec<String> {
+        self.certs
+            .iter()
+            .filter(|(_, c)| c.revoked.is_some() && c.not_after + crl_lifetime > now)
+            .map(|(s, _)| s.clone())
+            .collect()
+    }
+}

@@ -1,0 +1,285 @@
+//! The gitca CLI: parse arguments, call the app layer, map outcomes to exit codes.
+
+use clap::{Args, Parser, Subcommand};
+use gitca::adapters::signer::KeyAlgorithm;
+use gitca::app::apply::{self, ApplyOptions, FailPoint};
+use gitca::app::context::{Context, RepoArgs};
+use gitca::app::init::{self, InitOptions};
+use gitca::app::render::{self, Format};
+use gitca::app::{Exit, RunError};
+use gitca::domain::duration::Span;
+use gitca::domain::plan::{self, Inputs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use time::OffsetDateTime;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "gitca",
+    version,
+    about = "A GitOps certificate authority: reconcile a CA repository of certificate requests"
+)]
+#[command(
+    after_help = "Exit codes of plan and apply: 0 nothing to do / done, 2 changes pending (plan), \
+3 some requests rejected (the rest planned/applied), 1 error."
+)]
+struct Cli {
+    #[command(flatten)]
+    repo: RepoOpts,
+    /// More logging (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug)]
+struct RepoOpts {
+    /// The Git repository (default: the current directory).
+    #[arg(long, global = true, default_value = ".")]
+    repo: PathBuf,
+    /// The CA repository's folder inside the Git repository.
+    #[arg(long, global = true)]
+    dir: Option<String>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a new CA (root + issuing, or --single) with keys outside the repository.
+    Init {
+        /// CA name (when gitca.yaml does not exist yet).
+        #[arg(long, default_value = "gitca")]
+        name: String,
+        /// One self-signed CA instead of a root and an issuing CA.
+        #[arg(long)]
+        single: bool,
+        #[arg(long, value_enum, default_value = "p256")]
+        key_algorithm: KeyAlgorithm,
+        #[arg(long, default_value = "3650d")]
+        root_lifetime: Span,
+        #[arg(long, default_value = "1825d")]
+        issuing_lifetime: Span,
+        /// pathLenConstraint of the root CA (default: none; the issuing CA gets 0).
+        #[arg(long)]
+        path_len: Option<u8>,
+        /// Organization in the CA subjects.
+        #[arg(long)]
+        organization: Option<String>,
+    },
+    /// Show what apply would do. Reads the committed tree (HEAD or --rev); signs nothing.
+    Plan {
+        /// The commit to plan (default HEAD).
+        #[arg(long, default_value = "HEAD", conflicts_with = "worktree")]
+        rev: String,
+        /// Read uncommitted files instead, to check a request before committing it.
+        #[arg(long)]
+        worktree: bool,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+        /// Plan as of this time (RFC 3339), e.g. to see what renews next week.
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// Plan, sign, record, write the outputs and commit them (HEAD only).
+    Apply {
+        /// Push the commit to the upstream; on a race, re-plan on the new head and retry.
+        #[arg(long)]
+        push: bool,
+        /// Accept a HEAD that does not descend from the last reconciled commit.
+        #[arg(long)]
+        allow_history_rewrite: bool,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+        /// How long to wait for another apply of the same CA.
+        #[arg(long, default_value = "120s")]
+        lease_wait: Span,
+        /// Testing only: reconcile as if it were this time (RFC 3339).
+        #[arg(long, hide = true)]
+        now: Option<String>,
+        /// Testing only: stop as if the process died after this step.
+        #[arg(long, hide = true, value_enum)]
+        fail_at: Option<FailPoint>,
+        /// Testing only: lease time-to-live.
+        #[arg(long, hide = true, default_value = "600s")]
+        lease_ttl: Span,
+    },
+    /// Re-sign the CRL when nextUpdate is within the overlap window or revocations changed.
+    Crl {
+        /// Re-sign even if the CRL is current.
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        push: bool,
+        #[arg(long, hide = true)]
+        now: Option<String>,
+    },
+}
+
+fn parse_time(s: &Option<String>) -> Result<Option<OffsetDateTime>, RunError> {
+    s.as_ref()
+        .map(|t| {
+            OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                .map_err(|e| RunError::NeedsHuman(format!("invalid time {t:?}: {e}")))
+        })
+        .transpose()
+}
+
+fn init_logging(verbose: u8, format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => b.init(),
+        LogFormat::Json => b.json().init(),
+    }
+}
+
+async fn run(cli: Cli) -> Result<Exit, RunError> {
+    let args = RepoArgs {
+        repo: cli.repo.repo,
+        dir: cli.repo.dir,
+    };
+    match cli.command {
+        Command::Init {
+            name,
+            single,
+            key_algorithm,
+            root_lifetime,
+            issuing_lifetime,
+            path_len,
+            organization,
+        } => {
+            let o = init::init(
+                &args,
+                &InitOptions {
+                    name,
+                    single,
+                    algorithm: key_algorithm,
+                    root_lifetime,
+                    issuing_lifetime,
+                    path_len,
+                    organization,
+                },
+            )
+            .await?;
+            println!(
+                "Created CA certificates {} in commit {}",
+                o.certificates.join(", "),
+                o.commit
+            );
+            for k in o.keys {
+                println!(
+                    "Private key (keep it safe, never commit it): {}",
+                    k.display()
+                );
+            }
+            Ok(Exit::Clean)
+        }
+        Command::Plan {
+            rev,
+            worktree,
+            format,
+            at,
+        } => {
+            let ctx = Context::load(&args, if worktree { None } else { Some(rev.as_str()) })?;
+            let (index, _) = ctx.index().await?;
+            let now = parse_time(&at)?.unwrap_or_else(OffsetDateTime::now_utc);
+            let facts = ctx.ca_facts();
+            let p = plan::plan(&Inputs {
+                snapshot: &ctx.snapshot,
+                config: &ctx.config,
+                policies: &ctx.policies,
+                index: &index,
+                ca: &facts,
+                now,
+            })
+            .map_err(|e| RunError::NeedsHuman(e.0))?;
+            print!("{}", render::plan(&p, format));
+            Ok(match p.exit_code() {
+                0 => Exit::Clean,
+                2 => Exit::Changes,
+                _ => Exit::Rejections,
+            })
+        }
+        Command::Apply {
+            push,
+            allow_history_rewrite,
+            format,
+            lease_wait,
+            now,
+            fail_at,
+            lease_ttl,
+        } => {
+            let opts = ApplyOptions {
+                push,
+                allow_history_rewrite,
+                now: parse_time(&now)?,
+                fail_at,
+                lease_ttl: lease_ttl.0,
+                lease_wait: lease_wait.0,
+                ..Default::default()
+            };
+            let o = apply::apply(&args, &opts).await?;
+            print!("{}", render::applied(&o, format));
+            Ok(o.exit())
+        }
+        Command::Crl { force, push, now } => {
+            let opts = ApplyOptions {
+                push,
+                crl_only: true,
+                force_crl: force,
+                now: parse_time(&now)?,
+                ..Default::default()
+            };
+            let o = apply::apply(&args, &opts).await?;
+            match o.crl_number {
+                Some(n) => println!(
+                    "CRL number {n} signed{}",
+                    o.commit
+                        .map(|c| format!(", committed {c}"))
+                        .unwrap_or_default()
+                ),
+                None => println!("The CRL is current; nothing to do"),
+            }
+            Ok(Exit::Clean)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gitca: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(exit) => ExitCode::from(exit.code() as u8),
+        Err(e) => {
+            eprintln!("gitca: error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
