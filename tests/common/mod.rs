@@ -1,0 +1,225 @@
+//! Test harness: real git repositories in temp folders, the real gitca binary, and independent
+//! verifiers (openssl, pkilint, x509-parser).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+pub const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/example-repo");
+
+pub struct Env {
+    _tmp: tempfile::TempDir,
+    pub repo: PathBuf,
+    pub data: PathBuf,
+}
+
+pub fn copy_tree(src: &Path, dst: &Path, exclude: &[&str]) {
+    for e in walkdir::WalkDir::new(src) {
+        let e = e.unwrap();
+        let rel = e.path().strip_prefix(src).unwrap();
+        let rel_s = rel.to_string_lossy();
+        if exclude
+            .iter()
+            .any(|x| rel_s == *x || rel_s.starts_with(&format!("{x}/")))
+        {
+            continue;
+        }
+        let to = dst.join(rel);
+        if e.file_type().is_dir() {
+            std::fs::create_dir_all(&to).unwrap();
+        } else {
+            std::fs::copy(e.path(), &to).unwrap();
+        }
+    }
+}
+
+impl Env {
+    /// A fresh git repository holding a copy of `src` (minus `exclude`), committed on `main`.
+    pub fn from(src: &str, exclude: &[&str]) -> Env {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = tmp.path().join("repo");
+        let data = tmp.path().join("data");
+        std::fs::create_dir_all(&repo).unwrap();
+        copy_tree(Path::new(src), &repo, exclude);
+        let env = Env {
+            _tmp: tmp,
+            repo,
+            data,
+        };
+        env.git(&["init", "-q", "-b", "main"]);
+        env.git(&["config", "user.name", "Test"]);
+        env.git(&["config", "user.email", "test@example.com"]);
+        env.commit_all("requests");
+        env
+    }
+
+    pub fn tmp(&self) -> &Path {
+        self._tmp.path()
+    }
+
+    pub fn git(&self, args: &[&str]) -> String {
+        git_in(&self.repo, args)
+    }
+
+    pub fn commit_all(&self, msg: &str) -> String {
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-q", "--allow-empty", "-m", msg]);
+        self.head()
+    }
+
+    pub fn head(&self) -> String {
+        self.git(&["rev-parse", "HEAD"]).trim().to_string()
+    }
+
+    pub fn gitca(&self, args: &[&str]) -> Output {
+        self.gitca_in(&self.repo, args)
+    }
+
+    pub fn gitca_in(&self, dir: &Path, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_gitca"))
+            .args(args)
+            .current_dir(dir)
+            .env("GITCA_DATA_DIR", &self.data)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    }
+
+    /// Runs gitca, asserting its exit code; returns stdout.
+    pub fn ok(&self, args: &[&str], code: i32) -> String {
+        let o = self.gitca(args);
+        let (out, err) = (
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+        );
+        assert_eq!(
+            o.status.code(),
+            Some(code),
+            "gitca {args:?} exited {:?}\nstdout:\n{out}\nstderr:\n{err}",
+            o.status.code()
+        );
+        out.into_owned()
+    }
+
+    pub fn init(&self, extra: &[&str]) {
+        let mut a = vec!["init"];
+        a.extend_from_slice(extra);
+        self.ok(&a, 0);
+    }
+
+    pub fn plan_json(&self, extra: &[&str]) -> (serde_json::Value, i32) {
+        let mut a = vec!["plan", "--format", "json"];
+        a.extend_from_slice(extra);
+        let o = self.gitca(&a);
+        let code = o.status.code().unwrap();
+        let v = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+            panic!(
+                "plan output is not JSON ({e}): {}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            )
+        });
+        (v, code)
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.repo.join(rel)
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+    }
+
+    pub fn state(&self, ca: &str) -> PathBuf {
+        self.data.join(ca).join("state")
+    }
+
+    /// The state's index.json as JSON.
+    pub fn index(&self, ca: &str) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(self.state(ca).join("index.json")).unwrap()).unwrap()
+    }
+}
+
+pub fn git_in(dir: &Path, args: &[&str]) -> String {
+    let o = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// True if `tool` can run. Outside CI a missing tool skips the test with a visible message;
+/// with CI set it fails, so CI can never pass without the real verifier.
+pub fn have(tool: &str) -> bool {
+    let found = Command::new(tool).arg("--help").output().is_ok();
+    if !found {
+        if std::env::var_os("CI").is_some() {
+            panic!("{tool} is required in CI but was not found on PATH");
+        }
+        eprintln!(
+            "SKIPPED: {tool} not found on PATH (install it, e.g. via .ci/run, to run this check)"
+        );
+    }
+    found
+}
+
+/// `openssl verify -crl_check` of `leaf` against root + intermediates + CRL. Returns (ok, output).
+pub fn openssl_verify(
+    root: &Path,
+    untrusted: Option<&Path>,
+    crl: &Path,
+    leaf: &Path,
+) -> (bool, String) {
+    let mut c = Command::new("openssl");
+    c.args(["verify", "-crl_check", "-CAfile"]).arg(root);
+    if let Some(u) = untrusted {
+        c.arg("-untrusted").arg(u);
+    }
+    c.arg("-CRLfile").arg(crl).arg(leaf);
+    let o = c.output().expect("openssl");
+    (
+        o.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    )
+}
+
+/// Runs a pkilint command; returns its combined output, asserting it ran.
+pub fn pkilint(args: &[&str], file: &Path) -> (bool, String) {
+    let o = Command::new(args[0])
+        .args(&args[1..])
+        .arg(file)
+        .output()
+        .expect("pkilint");
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o.status.success() && out.trim().is_empty(), out)
+}
+
+/// Leaf certificate files (not chains) under a folder.
+pub fn leaf_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().to_path_buf())
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "pem")
+                && !p.to_string_lossy().ends_with(".chain.pem")
+        })
+        .collect();
+    v.sort();
+    v
+}

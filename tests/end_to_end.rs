@@ -1,0 +1,380 @@
+//! The whole loop on the embedded defaults, checked by independent verifiers: openssl
+//! (`verify -crl_check`), pkilint, and x509-parser's signature verification.
+
+mod common;
+use common::*;
+use std::path::Path;
+
+fn pem_der(path: &Path) -> Vec<u8> {
+    let text = std::fs::read(path).unwrap();
+    let (_, p) = x509_parser::pem::parse_x509_pem(&text).unwrap();
+    p.contents
+}
+
+/// x509-parser (a second, independent implementation) parses and verifies `leaf` under `issuer`.
+fn rust_verify(issuer: &Path, leaf: &Path) {
+    let i = pem_der(issuer);
+    let l = pem_der(leaf);
+    let (_, ic) = x509_parser::parse_x509_certificate(&i).unwrap();
+    let (_, lc) = x509_parser::parse_x509_certificate(&l).unwrap();
+    lc.verify_signature(Some(ic.public_key()))
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: signature does not verify under {}: {e:?}",
+                leaf.display(),
+                issuer.display()
+            )
+        });
+    assert_eq!(lc.issuer(), ic.subject());
+    let aki = lc
+        .extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(a) => {
+                a.key_identifier.clone()
+            }
+            _ => None,
+        })
+        .expect("AKI");
+    let ski = ic
+        .extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(k) => Some(k.clone()),
+            _ => None,
+        })
+        .expect("SKI");
+    assert_eq!(
+        aki.0,
+        ski.0,
+        "{}: AKI is not the issuer's SKI",
+        leaf.display()
+    );
+}
+
+fn rust_verify_crl(issuer: &Path, crl: &Path) {
+    let i = pem_der(issuer);
+    let (_, ic) = x509_parser::parse_x509_certificate(&i).unwrap();
+    let der = std::fs::read(crl).unwrap();
+    let (_, c) = x509_parser::parse_x509_crl(&der).unwrap();
+    c.verify_signature(ic.public_key())
+        .expect("CRL signature verifies");
+}
+
+/// pkilint on a certificate: no warning or error, except pkilint's known false positive on
+/// `spiffe://` URIs (it applies generic URI syntax that rejects SPIFFE ids; documented in README).
+fn lint_cert(path: &Path) {
+    let (ok, out) = pkilint(&["lint_pkix_cert", "lint", "-s", "WARNING"], path);
+    if ok {
+        return;
+    }
+    let real: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("(WARNING)") || l.contains("(ERROR)") || l.contains("(FATAL)"))
+        .filter(|l| !(l.contains("pkix.invalid_uri_syntax") && l.contains("spiffe://")))
+        .collect();
+    assert!(
+        real.is_empty(),
+        "pkilint findings for {}:\n{out}",
+        path.display()
+    );
+}
+
+struct Flow {
+    env: Env,
+}
+
+impl Flow {
+    /// example-repo without its revocation, a CA of `alg`, one apply.
+    fn new(alg: &str) -> Flow {
+        let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+        env.init(&["--key-algorithm", alg]);
+        // The example has one request that policy rejects: apply exits 3 and issues the rest.
+        env.ok(&["apply"], 3);
+        Flow { env }
+    }
+
+    fn verify_all(&self) -> usize {
+        let e = &self.env;
+        let leaves = leaf_files(&e.path("issued"));
+        assert!(
+            leaves.len() >= 6,
+            "expected the example's certificates, got {leaves:?}"
+        );
+        if have("openssl") {
+            for l in &leaves {
+                let (ok, out) = openssl_verify(
+                    &e.path("ca/root-ca.pem"),
+                    Some(&e.path("ca/issuing-ca.pem")),
+                    &e.path("crl/example-ca.crl.pem"),
+                    l,
+                );
+                assert!(ok, "openssl verify failed for {}: {out}", l.display());
+            }
+        }
+        for l in &leaves {
+            rust_verify(&e.path("ca/issuing-ca.pem"), l);
+        }
+        rust_verify(&e.path("ca/root-ca.pem"), &e.path("ca/issuing-ca.pem"));
+        rust_verify_crl(&e.path("ca/issuing-ca.pem"), &e.path("crl/example-ca.crl"));
+        leaves.len()
+    }
+
+    fn pkilint_all(&self) {
+        let e = &self.env;
+        if !have("lint_pkix_cert") {
+            return;
+        }
+        for l in leaf_files(&e.path("issued")) {
+            lint_cert(&l);
+            let (ok, out) = pkilint(
+                &[
+                    "lint_pkix_signer_signee_cert_chain",
+                    "lint",
+                    "-s",
+                    "WARNING",
+                    e.path("ca/issuing-ca.pem").to_str().unwrap(),
+                ],
+                &l,
+            );
+            assert!(ok, "pkilint chain findings for {}:\n{out}", l.display());
+        }
+        lint_cert(&e.path("ca/root-ca.pem"));
+        lint_cert(&e.path("ca/issuing-ca.pem"));
+        let (ok, out) = pkilint(
+            &[
+                "lint_pkix_signer_signee_cert_chain",
+                "lint",
+                "-s",
+                "WARNING",
+                e.path("ca/root-ca.pem").to_str().unwrap(),
+            ],
+            &e.path("ca/issuing-ca.pem"),
+        );
+        assert!(ok, "pkilint chain findings for the issuing CA:\n{out}");
+        let (ok, out) = pkilint(
+            &[
+                "lint_crl", "lint", "-t", "CRL", "-p", "PKIX", "-s", "WARNING",
+            ],
+            &e.path("crl/example-ca.crl.pem"),
+        );
+        assert!(ok, "pkilint CRL findings:\n{out}");
+    }
+
+    /// Commits the example's revocation of old-laptop and applies it.
+    fn revoke_old_laptop(&self) -> std::path::PathBuf {
+        let e = &self.env;
+        let saved = e.tmp().join("old-laptop.pem");
+        std::fs::copy(e.path("issued/clients/old-laptop.pem"), &saved).unwrap();
+        std::fs::copy(
+            Path::new(EXAMPLE).join("revocations.yaml"),
+            e.path("revocations.yaml"),
+        )
+        .unwrap();
+        e.commit_all("revoke old-laptop");
+        let (plan, code) = e.plan_json(&[]);
+        assert_eq!(code, 3, "rejected request still present");
+        let revs = plan["revocations"].as_array().unwrap();
+        assert_eq!(revs.len(), 1);
+        assert_eq!(revs[0]["action"], "revoke");
+        assert_eq!(revs[0]["serials"].as_array().unwrap().len(), 1);
+        e.ok(&["apply"], 3);
+        assert!(
+            !e.path("issued/clients/old-laptop.pem").exists(),
+            "a revoked certificate is removed from the outputs"
+        );
+        saved
+    }
+}
+
+#[test]
+fn example_repo_p256_verifies_lints_revokes_and_is_idempotent() {
+    let f = Flow::new("p256");
+    let n = f.verify_all();
+    f.pkilint_all();
+
+    // The rejected request got its coded finding, the others were issued.
+    let (plan, code) = f.env.plan_json(&[]);
+    assert_eq!(code, 3);
+    let rejected: Vec<_> = plan["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "rejected")
+        .collect();
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(
+        rejected[0]["id"],
+        "requests/servers/rejected-outside-domain.yaml"
+    );
+    assert_eq!(rejected[0]["findings"][0]["code"], "dns-not-allowed");
+    assert_eq!(
+        plan["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["action"] == "unchanged")
+            .count(),
+        n
+    );
+
+    // Apply again on the same commit: nothing signed, no commit.
+    let before = f.env.head();
+    let out = f.env.ok(&["apply"], 3);
+    assert!(
+        out.contains("nothing to commit") && out.contains("0 signature(s)"),
+        "{out}"
+    );
+    assert_eq!(f.env.head(), before);
+
+    // Revocation: the CRL lists it, openssl says "certificate revoked".
+    let revoked = f.revoke_old_laptop();
+    if have("openssl") {
+        let e = &f.env;
+        let (ok, out) = openssl_verify(
+            &e.path("ca/root-ca.pem"),
+            Some(&e.path("ca/issuing-ca.pem")),
+            &e.path("crl/example-ca.crl.pem"),
+            &revoked,
+        );
+        assert!(
+            !ok && out.contains("certificate revoked"),
+            "expected a revoked certificate: {out}"
+        );
+    }
+    f.verify_all();
+    f.pkilint_all();
+    let idx = f.env.index("example-ca");
+    assert_eq!(idx["crl"]["number"], 2);
+    assert_eq!(idx["crl"]["serials"].as_array().unwrap().len(), 1);
+
+    // The request named by the revocation gets no new certificate.
+    let (plan, _) = f.env.plan_json(&[]);
+    let laptop = plan["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "requests/clients/old-laptop.yaml")
+        .unwrap();
+    assert_eq!(laptop["action"], "revoked");
+}
+
+#[test]
+fn example_repo_p384_ca() {
+    let f = Flow::new("p384");
+    f.verify_all();
+    let text = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(f.env.path("issued/servers/web-01.pem"))
+        .output();
+    if let Ok(o) = text {
+        assert!(String::from_utf8_lossy(&o.stdout).contains("ecdsa-with-SHA384"));
+    }
+}
+
+#[test]
+fn example_repo_rsa_ca_verifies_and_lints() {
+    let f = Flow::new("rsa2048");
+    f.verify_all();
+    f.pkilint_all();
+    let saved = f.revoke_old_laptop();
+    if have("openssl") {
+        let e = &f.env;
+        let (ok, out) = openssl_verify(
+            &e.path("ca/root-ca.pem"),
+            Some(&e.path("ca/issuing-ca.pem")),
+            &e.path("crl/example-ca.crl.pem"),
+            &saved,
+        );
+        assert!(!ok && out.contains("certificate revoked"), "{out}");
+    }
+}
+
+#[test]
+fn single_ca_crl_and_certificates_verify() {
+    let env = Env::from(&format!("{FIXTURES}/defect-repo"), &["revocations.yaml"]);
+    env.init(&["--single"]);
+    env.ok(&["apply"], 3);
+    let leaves = leaf_files(&env.path("issued"));
+    // The six good-* requests and key-reuse-a.
+    assert_eq!(leaves.len(), 7, "{leaves:?}");
+    for l in &leaves {
+        rust_verify(&env.path("ca/ca.pem"), l);
+        if have("openssl") {
+            let (ok, out) = openssl_verify(
+                &env.path("ca/ca.pem"),
+                None,
+                &env.path("crl/defect-ca.crl.pem"),
+                l,
+            );
+            assert!(ok, "{}: {out}", l.display());
+        }
+    }
+}
+
+#[test]
+fn renewal_and_crl_refresh_follow_the_clock() {
+    let f = Flow::new("p256");
+    let e = &f.env;
+    let idx = e.index("example-ca");
+    let web = idx["certs"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(_, c)| c["request_id"] == "requests/servers/web-01.yaml")
+        .unwrap();
+    let not_after = time::OffsetDateTime::parse(
+        web.1["not_after"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    // Five days before expiry: inside the 10-day renew_before window.
+    let at = (not_after - time::Duration::days(5))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let (plan, _) = e.plan_json(&["--at", &at]);
+    let web_plan = plan["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "requests/servers/web-01.yaml")
+        .unwrap();
+    assert_eq!(web_plan["action"], "renew");
+    assert!(
+        plan["crl_due"].is_string(),
+        "the CRL's nextUpdate has passed by then"
+    );
+    let out = e.ok(&["apply", "--now", &at], 3);
+    assert!(out.contains("renew"), "{out}");
+    // The new certificate replaces the old in the repo; the old one is not revoked.
+    let idx = e.index("example-ca");
+    let web_certs: Vec<_> = idx["certs"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|c| c["request_id"] == "requests/servers/web-01.yaml")
+        .collect();
+    assert_eq!(web_certs.len(), 2);
+    assert!(web_certs.iter().all(|c| c["revoked"].is_null()));
+    assert!(idx["crl"]["number"].as_u64().unwrap() >= 2);
+}
+
+#[test]
+fn crl_command_resigns_only_when_due() {
+    let f = Flow::new("p256");
+    let e = &f.env;
+    let out = e.ok(&["crl"], 0);
+    assert!(out.contains("current"), "{out}");
+    let idx = e.index("example-ca");
+    let next = time::OffsetDateTime::parse(
+        idx["crl"]["next_update"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let at = (next - time::Duration::days(1))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let out = e.ok(&["crl", "--now", &at], 0);
+    assert!(out.contains("CRL number 2"), "{out}");
+    assert!(e.git(&["log", "-1", "--format=%B"]).contains("CRL 2"));
+}
