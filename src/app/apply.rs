@@ -355,10 +355,12 @@ pub async fn reconcile(
     issuer.algorithm = signer.algorithm();
     let mut h = IndexHandle::open(ctx).await?;
 
-    if let Some(last) = &h.index.last_reconciled
-        && !ctx.repo.descends_from(&head, last)?
-        && !opts.allow_history_rewrite
-    {
+    let rewritten = match &h.index.last_reconciled {
+        Some(last) => !ctx.repo.descends_from(&head, last)?,
+        None => false,
+    };
+    if rewritten && !opts.allow_history_rewrite {
+        let last = h.index.last_reconciled.clone().unwrap_or_default();
         return Err(RunError::NeedsHuman(format!(
             "HEAD {head} does not descend from the last reconciled commit {last}: history was rewritten. \
              Check what changed, then run apply with --allow-history-rewrite"
@@ -486,7 +488,9 @@ pub async fn reconcile(
         apply_marks(&mut after, &marks, &published);
         crl_due(&after, now, lifetime, ctx.config.crl.overlap.as_time()) || opts.force_crl
     };
-    let changed = !issued.is_empty() || !marks.is_empty() || !published.is_empty() || crl_due;
+    // An accepted rewrite moves the reconciled commit onto the new history.
+    let changed =
+        !issued.is_empty() || !marks.is_empty() || !published.is_empty() || crl_due || rewritten;
     let mut crl_number = None;
     if changed {
         let head2 = head.clone();

@@ -455,44 +455,23 @@ fn plan_requests(i: &Inputs, blocked: &BTreeSet<String>) -> Vec<RequestPlan> {
             out.push(rp);
             continue;
         }
-        match check_request(i, id, entry) {
+        match check_request(i, id, entry, &live_keys) {
             Err(f) => rp.findings = f,
             Ok((spec, policy_name)) => {
                 rp.policy = Some(policy_name);
-                let others: Vec<&String> = live_keys
-                    .get(&spec.key_id)
-                    .map(|s| s.iter().filter(|r| *r != id).collect())
-                    .unwrap_or_default();
-                if spec.key_id == i.ca.key_id {
-                    rp.findings.push(Finding::new(
-                        Code::CsrKeyIsCaKey,
-                        id.clone(),
-                        "the CSR's key is the CA's own key",
-                    ));
-                } else if let Some(other) = others.first() {
-                    rp.findings.push(Finding::new(
-                        Code::KeyReuse,
-                        id.clone(),
-                        format!(
-                            "the CSR's public key is already used by a live certificate of {other}"
-                        ),
-                    ));
-                } else {
-                    rp.action = match current {
-                        None => Action::Issue,
-                        Some((_, c)) if c.request_hash != spec.request_hash => Action::Reissue,
-                        Some((_, c)) if c.not_after - renewal_window(i, c) <= i.now => {
-                            Action::Renew
-                        }
-                        Some(_) => Action::Unchanged,
-                    };
-                    if rp.action != Action::Unchanged {
-                        live_keys
-                            .entry(spec.key_id.clone())
-                            .or_default()
-                            .insert(id.clone());
-                        rp.spec = Some(spec);
-                    }
+                rp.action = match current {
+                    None => Action::Issue,
+                    Some((_, c)) if c.request_hash != spec.request_hash => Action::Reissue,
+                    Some((_, c)) if c.not_after - renewal_window(i, c) <= i.now => Action::Renew,
+                    Some(_) => Action::Unchanged,
+                };
+                if rp.action != Action::Unchanged {
+                    // Later requests in this plan may not take the same key.
+                    live_keys
+                        .entry(spec.key_id.clone())
+                        .or_default()
+                        .insert(id.clone());
+                    rp.spec = Some(spec);
                 }
             }
         }
@@ -512,7 +491,12 @@ fn renewal_window(i: &Inputs, c: &super::state::CertSummary) -> time::Duration {
 type Checked = Result<(IssueSpec, String), Vec<Finding>>;
 
 /// Reads one request and its CSR from the snapshot, checks the CSR, applies its policy.
-fn check_request(i: &Inputs, id: &str, entry: &TreeEntry) -> Checked {
+fn check_request(
+    i: &Inputs,
+    id: &str,
+    entry: &TreeEntry,
+    live_keys: &BTreeMap<String, BTreeSet<String>>,
+) -> Checked {
     let one = |code, msg: String| vec![Finding::new(code, id, msg)];
     let yaml = blob(entry).map_err(|(c, m)| one(c, m))?;
     let req = RequestFile::parse(&String::from_utf8_lossy(yaml))
@@ -530,6 +514,23 @@ fn check_request(i: &Inputs, id: &str, entry: &TreeEntry) -> Checked {
     };
     let csr: CheckedCsr =
         check_csr(csr_bytes).map_err(|(c, m)| one(c, format!("{csr_path}: {m}")))?;
+    if csr.key_id == i.ca.key_id {
+        return Err(one(
+            Code::CsrKeyIsCaKey,
+            format!("{csr_path}: the CSR's key is the CA's own key"),
+        ));
+    }
+    if let Some(other) = live_keys
+        .get(&csr.key_id)
+        .and_then(|s| s.iter().find(|r| *r != id))
+    {
+        return Err(one(
+            Code::KeyReuse,
+            format!(
+                "{csr_path}: the public key is already used by {other} (a live certificate, or one planned in this run)"
+            ),
+        ));
+    }
     let policy = policy::select(i.policies, id, req.policy.as_deref()).map_err(|f| vec![f])?;
 
     let mut findings = Vec::new();

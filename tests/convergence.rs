@@ -1,0 +1,239 @@
+//! Exactly-once issuance and crash safety: apply stopped after every step converges on rerun;
+//! history rewrites are refused; a push race is retried on the new remote head.
+
+mod common;
+use common::*;
+use std::collections::{BTreeMap, BTreeSet};
+
+const STEPS: [&str; 7] = [
+    "after-intent",
+    "after-sign",
+    "after-record",
+    "after-state",
+    "after-crl",
+    "after-outputs",
+    "before-commit",
+];
+
+/// Every request has exactly one certificate in the state; every certificate in the state is in
+/// the repo; no intent is left.
+fn assert_converged(env: &Env, expect_requests: usize) {
+    let idx = env.index("example-ca");
+    let mut per_request: BTreeMap<String, usize> = BTreeMap::new();
+    for c in idx["certs"].as_object().unwrap().values() {
+        *per_request
+            .entry(c["request_id"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(per_request.len(), expect_requests, "{per_request:?}");
+    assert!(
+        per_request.values().all(|n| *n == 1),
+        "a request got two certificates: {per_request:?}"
+    );
+    let records: BTreeSet<String> = std::fs::read_dir(env.state("example-ca").join("certs"))
+        .unwrap()
+        .map(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .trim_end_matches(".json")
+                .to_string()
+        })
+        .collect();
+    let indexed: BTreeSet<String> = idx["certs"].as_object().unwrap().keys().cloned().collect();
+    assert_eq!(records, indexed, "records and index agree");
+    let intents = env.state("example-ca").join("intents");
+    assert!(
+        !intents.exists() || std::fs::read_dir(&intents).unwrap().next().is_none(),
+        "intents left behind"
+    );
+    let leaves = leaf_files(&env.path("issued"));
+    assert_eq!(leaves.len(), expect_requests);
+    // Each repo certificate is the one the state says is current.
+    let repo_serials: BTreeSet<String> = leaves
+        .iter()
+        .map(|p| {
+            let o = std::process::Command::new("openssl")
+                .args(["x509", "-noout", "-serial", "-in"])
+                .arg(p)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .trim_start_matches("serial=")
+                .to_lowercase()
+        })
+        .collect();
+    let canon = |s: &str| s.trim_start_matches('0').to_string();
+    assert_eq!(
+        repo_serials
+            .iter()
+            .map(|s| canon(s))
+            .collect::<BTreeSet<_>>(),
+        indexed.iter().map(|s| canon(s)).collect::<BTreeSet<_>>()
+    );
+    assert!(
+        env.git(&["status", "--porcelain"]).trim().is_empty(),
+        "work tree clean"
+    );
+}
+
+#[test]
+fn a_crash_after_any_step_converges_without_double_issuance() {
+    have("openssl");
+    for step in STEPS {
+        let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+        env.init(&[]);
+        let head = env.head();
+        let o = env.gitca(&["apply", "--fail-at", step]);
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "{step}: injected failure is an error"
+        );
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("injected failure"),
+            "{step}"
+        );
+        assert_eq!(
+            env.head(),
+            head,
+            "{step}: nothing committed by the failed run"
+        );
+
+        let out = env.ok(&["apply"], 3);
+        let issued = out.matches("\n  issue ").count();
+        match step {
+            // Intents recorded but nothing signed: the rerun completes them (7 signatures + CRL).
+            "after-intent" => assert!(out.contains("completed 7"), "{step}: {out}"),
+            // Signed in memory, lost with the crash: completed from the intents, same serials.
+            "after-sign" => assert!(out.contains("completed 7"), "{step}: {out}"),
+            // Records written: recovered into the index without signing again.
+            "after-record" => {
+                assert!(out.contains("completed 7"), "{step}: {out}");
+                assert!(
+                    out.contains("1 signature(s)"),
+                    "{step}: only the CRL is signed: {out}"
+                );
+            }
+            _ => assert!(
+                out.contains("0 signature(s)") || out.contains("1 signature(s)"),
+                "{step}: nothing re-signed: {out}"
+            ),
+        }
+        assert_eq!(
+            issued, 0,
+            "{step}: the rerun issued new certificates: {out}"
+        );
+        assert_converged(&env, 7);
+        // A third run is a no-op.
+        let h = env.head();
+        let out = env.ok(&["apply"], 3);
+        assert!(
+            out.contains("0 signature(s)") && out.contains("nothing to commit"),
+            "{step}: {out}"
+        );
+        assert_eq!(env.head(), h);
+    }
+}
+
+/// An intent whose request changed before the rerun is dropped unsigned; the new version is issued.
+#[test]
+fn an_intent_for_a_changed_request_is_abandoned() {
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    env.init(&[]);
+    let o = env.gitca(&["apply", "--fail-at", "after-intent"]);
+    assert_eq!(o.status.code(), Some(1));
+    let y = env.read("requests/servers/web-01.yaml");
+    std::fs::write(
+        env.path("requests/servers/web-01.yaml"),
+        format!("{y}\n# changed\n"),
+    )
+    .unwrap();
+    env.commit_all("change web-01");
+    let out = env.ok(&["apply"], 3);
+    assert!(out.contains("completed 6 and dropped 1"), "{out}");
+    assert_converged(&env, 7);
+    assert_eq!(
+        std::fs::read_dir(env.state("example-ca").join("abandoned"))
+            .unwrap()
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn history_rewrite_is_refused_unless_allowed() {
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    env.init(&[]);
+    env.ok(&["apply"], 3);
+    // Rewrite: a new root commit with the same content replaces the branch.
+    let tree = env.git(&["rev-parse", "HEAD^{tree}"]);
+    let orphan = env.git(&["commit-tree", tree.trim(), "-m", "rewritten"]);
+    env.git(&["reset", "-q", "--hard", orphan.trim()]);
+    let o = env.gitca(&["apply"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("history was rewritten") && err.contains("--allow-history-rewrite"),
+        "{err}"
+    );
+    env.ok(&["apply", "--allow-history-rewrite"], 3);
+    env.ok(&["apply"], 3);
+}
+
+#[test]
+fn push_race_against_a_bare_remote_is_retried() {
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    env.init(&[]);
+    let remote = env.tmp().join("remote.git");
+    git_in(
+        env.tmp(),
+        &[
+            "init",
+            "-q",
+            "--bare",
+            "-b",
+            "main",
+            remote.to_str().unwrap(),
+        ],
+    );
+    env.git(&["remote", "add", "origin", remote.to_str().unwrap()]);
+    env.git(&["push", "-q", "-u", "origin", "main"]);
+
+    // Someone else pushes a new request meanwhile.
+    let other = env.tmp().join("other");
+    git_in(
+        env.tmp(),
+        &[
+            "clone",
+            "-q",
+            remote.to_str().unwrap(),
+            other.to_str().unwrap(),
+        ],
+    );
+    git_in(&other, &["config", "user.name", "Other"]);
+    git_in(&other, &["config", "user.email", "other@example.com"]);
+    std::fs::copy(
+        other.join("requests/servers/web-01.csr.pem"),
+        other.join("requests/servers/late.csr.pem"),
+    )
+    .unwrap();
+    std::fs::write(other.join("requests/servers/late.yaml"), "csr: late.csr.pem\nsans: {dns: [late.internal.example.com]}\nsubject: {common_name: late.internal.example.com}\n").unwrap();
+    git_in(&other, &["add", "-A"]);
+    git_in(&other, &["commit", "-q", "-m", "late request"]);
+    git_in(&other, &["push", "-q"]);
+
+    // Our apply commits on the old head, the push is rejected, it re-plans on the new head.
+    let out = env.ok(&["apply", "--push"], 3);
+    assert!(out.contains("pushed"), "{out}");
+    git_in(&other, &["pull", "-q"]);
+    assert!(other.join("issued/servers/web-01.pem").exists());
+    // The late request reuses web-01's key: rejected with key-reuse, and nothing was lost.
+    let idx = env.index("example-ca");
+    let n = idx["certs"].as_object().unwrap().len();
+    assert_eq!(n, 7, "no double issuance across the retry: {out}");
+    let log = git_in(&other, &["log", "--format=%s"]);
+    assert!(log.lines().next().unwrap().starts_with("gitca:"), "{log}");
+    assert!(log.contains("late request"));
+}

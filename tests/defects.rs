@@ -1,0 +1,339 @@
+//! One fixture per defect (tests/fixtures/defect-repo, see its README): each gets its coded
+//! finding, and the good requests in the same commit are still planned and issued.
+
+mod common;
+use common::*;
+use std::collections::BTreeMap;
+
+#[derive(serde::Deserialize)]
+struct Expected {
+    requests: BTreeMap<String, Vec<String>>,
+    revocations: Vec<ExpectedRevocation>,
+}
+
+#[derive(serde::Deserialize)]
+struct ExpectedRevocation {
+    index: usize,
+    codes: Vec<String>,
+}
+
+fn codes(v: &serde_json::Value) -> Vec<String> {
+    let mut c: Vec<String> = v["findings"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|f| f["code"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    c.sort();
+    c.dedup();
+    c
+}
+
+#[test]
+fn every_defect_gets_its_code_and_good_requests_are_issued() {
+    let expected: Expected = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(format!("{FIXTURES}/defect-repo/expected.yaml")).unwrap(),
+    )
+    .unwrap();
+    let env = Env::from(
+        &format!("{FIXTURES}/defect-repo"),
+        &["expected.yaml", "README.md"],
+    );
+    env.init(&["--single"]);
+    let (plan, code) = env.plan_json(&[]);
+    assert_eq!(code, 3, "rejections present");
+    let by_id: BTreeMap<String, &serde_json::Value> = plan["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["id"].as_str().unwrap().to_string(), r))
+        .collect();
+    assert_eq!(
+        by_id.keys().collect::<Vec<_>>(),
+        expected.requests.keys().collect::<Vec<_>>(),
+        "every fixture is planned"
+    );
+    for (id, want) in &expected.requests {
+        let r = by_id[id];
+        let mut want = want.clone();
+        want.sort();
+        assert_eq!(codes(r), want, "{id}: {r}");
+        if want.is_empty() {
+            assert_eq!(r["action"], "issue", "{id}");
+        } else {
+            assert_eq!(r["action"], "rejected", "{id}");
+            for f in r["findings"].as_array().unwrap() {
+                assert_eq!(f["file"], id.as_str(), "a finding names its request file");
+                assert!(!f["message"].as_str().unwrap().is_empty());
+            }
+        }
+    }
+    let revs = plan["revocations"].as_array().unwrap();
+    assert_eq!(revs.len(), expected.revocations.len());
+    for e in &expected.revocations {
+        let r = revs.iter().find(|r| r["index"] == e.index).unwrap();
+        assert_eq!(codes(r), e.codes, "revocation #{}: {r}", e.index);
+        assert_eq!(r["findings"][0]["file"], "revocations.yaml");
+    }
+
+    // Apply processes the good requests despite the rejections.
+    let out = env.ok(&["apply"], 3);
+    let good = expected.requests.values().filter(|c| c.is_empty()).count();
+    assert!(
+        out.contains(
+            &format!("{good} signature(s)").replace(&good.to_string(), &(good + 1).to_string())
+        ),
+        "good requests + CRL signed: {out}"
+    );
+    assert_eq!(leaf_files(&env.path("issued")).len(), good);
+
+    // The markdown and text renderings name the codes too.
+    let md = env.ok(&["plan", "--format", "markdown"], 3);
+    assert!(
+        md.contains("`csr-bad-signature`") && md.contains("| Action |"),
+        "{md}"
+    );
+    let text = env.ok(&["plan"], 3);
+    assert!(text.contains("[wildcard-not-allowed]"), "{text}");
+}
+
+/// A CSR committed as a symbolic link is refused (it could point outside the repository).
+#[test]
+fn symlinked_csr_is_refused() {
+    let env = Env::from(
+        &format!("{FIXTURES}/defect-repo"),
+        &["expected.yaml", "README.md", "revocations.yaml"],
+    );
+    env.init(&["--single"]);
+    let link = env.path("requests/csr-symlinked.csr.pem");
+    std::os::unix::fs::symlink("good-p256.csr.pem", &link).unwrap();
+    std::fs::write(
+        env.path("requests/csr-symlinked.yaml"),
+        "csr: csr-symlinked.csr.pem\nsans: {dns: [sym.test.example.com]}\n",
+    )
+    .unwrap();
+    env.commit_all("symlinked CSR");
+    let (plan, _) = env.plan_json(&[]);
+    let r = plan["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "requests/csr-symlinked.yaml")
+        .unwrap();
+    assert_eq!(codes(r), ["request-not-regular-file"], "{r}");
+}
+
+#[test]
+fn oversized_request_is_refused() {
+    let env = Env::from(
+        &format!("{FIXTURES}/defect-repo"),
+        &["expected.yaml", "README.md", "revocations.yaml"],
+    );
+    env.init(&["--single"]);
+    let mut big = String::from("csr: good-p256.csr.pem\n");
+    while big.len() < 70_000 {
+        big.push_str("# padding padding padding padding padding padding padding padding\n");
+    }
+    std::fs::write(env.path("requests/request-too-large.yaml"), big).unwrap();
+    env.commit_all("oversized");
+    let (plan, _) = env.plan_json(&[]);
+    let r = plan["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "requests/request-too-large.yaml")
+        .unwrap();
+    assert_eq!(codes(r), ["request-too-large"]);
+}
+
+/// The same key in a later commit, while the first certificate is live: key-reuse.
+#[test]
+fn key_reuse_across_commits_and_ca_key_reuse() {
+    let env = Env::from(
+        &format!("{FIXTURES}/defect-repo"),
+        &["expected.yaml", "README.md", "revocations.yaml"],
+    );
+    env.init(&["--single"]);
+    env.ok(&["apply"], 3);
+    std::fs::copy(
+        env.path("requests/good-p256.csr.pem"),
+        env.path("requests/reuse-later.csr.pem"),
+    )
+    .unwrap();
+    std::fs::write(
+        env.path("requests/reuse-later.yaml"),
+        "csr: reuse-later.csr.pem\nsans: {dns: [later.test.example.com]}\n",
+    )
+    .unwrap();
+    env.commit_all("reuse a key");
+    let (plan, _) = env.plan_json(&[]);
+    let r = plan["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "requests/reuse-later.yaml")
+        .unwrap();
+    assert_eq!(codes(r), ["key-reuse"]);
+    assert!(
+        r["findings"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("requests/good-p256.yaml")
+    );
+
+    // A CSR for the CA's own key (made with openssl from the CA key) is refused.
+    if have("openssl") {
+        let key = env.data.join("defect-ca/issuing-ca.key");
+        let csr = env.path("requests/ca-key.csr.pem");
+        let o = std::process::Command::new("openssl")
+            .args(["req", "-new", "-subj", "/CN=ca.test.example.com", "-key"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&csr)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::write(
+            env.path("requests/ca-key.yaml"),
+            "csr: ca-key.csr.pem\nsans: {dns: [ca.test.example.com]}\n",
+        )
+        .unwrap();
+        env.commit_all("CA key as a subject key");
+        let (plan, _) = env.plan_json(&[]);
+        let r = plan["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == "requests/ca-key.yaml")
+            .unwrap();
+        assert_eq!(codes(r), ["csr-key-is-ca-key"]);
+    }
+}
+
+/// Published revocations are append-only: removing or changing one stops the run.
+#[test]
+fn revocation_removed_or_changed_is_refused() {
+    let env = Env::from(EXAMPLE, &[]);
+    env.init(&[]);
+    env.ok(&["apply"], 3);
+    let original = env.read("revocations.yaml");
+    std::fs::write(
+        env.path("revocations.yaml"),
+        original.replace("superseded", "key_compromise"),
+    )
+    .unwrap();
+    env.commit_all("change a published revocation");
+    let o = env.gitca(&["apply"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("revocations.yaml") && err.contains("changed") && err.contains("append-only"),
+        "{err}"
+    );
+
+    std::fs::write(env.path("revocations.yaml"), "revocations: []\n").unwrap();
+    env.commit_all("remove a published revocation");
+    let o = env.gitca(&["plan"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("revocations.yaml") && err.contains("removed"),
+        "{err}"
+    );
+
+    // Restoring it (append-only history) is accepted again.
+    std::fs::write(env.path("revocations.yaml"), original).unwrap();
+    env.commit_all("restore");
+    env.ok(&["apply"], 3);
+}
+
+/// Strict parsing of the config and policies: a clear error naming the file, nothing written.
+#[test]
+fn invalid_config_and_policy_are_errors_naming_the_file() {
+    let env = Env::from(EXAMPLE, &[]);
+    env.init(&[]);
+    let cfg = env.read("gitca.yaml");
+    std::fs::write(env.path("gitca.yaml"), format!("{cfg}\nfrobnicate: true\n")).unwrap();
+    env.commit_all("bad config");
+    let o = env.gitca(&["apply"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("gitca.yaml") && err.contains("frobnicate"),
+        "{err}"
+    );
+    assert!(
+        !env.state("example-ca").join("index.json").exists(),
+        "nothing written"
+    );
+
+    std::fs::write(env.path("gitca.yaml"), cfg).unwrap();
+    std::fs::write(
+        env.path("policies/broken.yaml"),
+        "select: {paths: ['requests/x/**']}\nrules: {max_lifetime: 30d, dnss: {}}\n",
+    )
+    .unwrap();
+    env.commit_all("bad policy");
+    let o = env.gitca(&["plan"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("policies/broken.yaml") && err.contains("dnss"),
+        "{err}"
+    );
+}
+
+/// plan --worktree sees an uncommitted request; plan and apply never do.
+#[test]
+fn only_committed_requests_are_signed() {
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    env.init(&[]);
+    std::fs::copy(
+        env.path("requests/servers/web-01.csr.pem"),
+        env.path("requests/servers/uncommitted.csr.pem"),
+    )
+    .unwrap();
+    std::fs::write(
+        env.path("requests/servers/uncommitted.yaml"),
+        "csr: uncommitted.csr.pem\nsans: {dns: [new.internal.example.com]}\n",
+    )
+    .unwrap();
+    let (wt, _) = env.plan_json(&["--worktree"]);
+    assert!(
+        wt["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["id"] == "requests/servers/uncommitted.yaml")
+    );
+    let (committed, _) = env.plan_json(&[]);
+    assert!(
+        !committed["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["id"] == "requests/servers/uncommitted.yaml")
+    );
+    let out = env.ok(&["apply"], 3);
+    assert!(!out.contains("uncommitted"), "{out}");
+    assert!(!env.path("issued/servers/uncommitted.pem").exists());
+}
+
+#[test]
+fn key_path_inside_the_repository_is_refused() {
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    let inside = env.path("secret/ca.key");
+    let cfg = env.read("gitca.yaml");
+    std::fs::write(
+        env.path("gitca.yaml"),
+        format!("{cfg}\nsigner:\n  local:\n    key: {}\n", inside.display()),
+    )
+    .unwrap();
+    env.commit_all("key in repo");
+    let o = env.gitca(&["init"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("inside the repository"));
+    assert!(!inside.exists());
+}
