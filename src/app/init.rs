@@ -8,7 +8,7 @@ use crate::adapters::signer::{KeyAlgorithm, LocalSigner, Signer, sign_verified};
 use crate::domain::config::Config;
 use crate::domain::duration::Span;
 use crate::domain::names::Subject;
-use crate::domain::profile::{self, Urls};
+use crate::domain::profile::{self, CaParams, Urls};
 use crate::domain::serial::new_serial;
 use der::Encode;
 use std::collections::BTreeMap;
@@ -133,14 +133,16 @@ pub async fn init(args: &RepoArgs, opts: &InitOptions) -> Result<InitOutcome, St
         format!("{} Root CA", config.ca.name)
     };
     let root_tbs = profile::ca(
-        subject(&root_name)?,
-        root_signer.public_key().clone(),
+        &CaParams {
+            subject: subject(&root_name)?,
+            public_key: root_signer.public_key().clone(),
+            self_algorithm: root_signer.algorithm(),
+            serial: new_serial()?.to_vec(),
+            not_before: now,
+            not_after: now + root_lifetime.as_time(),
+            path_len: if single { Some(0) } else { opts.path_len },
+        },
         None,
-        root_signer.algorithm(),
-        &new_serial()?,
-        now,
-        now + root_lifetime.as_time(),
-        if single { Some(0) } else { opts.path_len },
         &none,
     )?;
     let sig = sign_verified(&root_signer, &root_tbs.tbs_der)
@@ -162,14 +164,16 @@ pub async fn init(args: &RepoArgs, opts: &InitOptions) -> Result<InitOutcome, St
         let (issuing, issuing_pem) = LocalSigner::generate(opts.algorithm)?;
         let root_issuer = super::context::issuer_of(&root)?;
         let tbs = profile::ca(
-            subject(&format!("{} Issuing CA", config.ca.name))?,
-            issuing.public_key().clone(),
+            &CaParams {
+                subject: subject(&format!("{} Issuing CA", config.ca.name))?,
+                public_key: issuing.public_key().clone(),
+                self_algorithm: issuing.algorithm(),
+                serial: new_serial()?.to_vec(),
+                not_before: now,
+                not_after: now + opts.issuing_lifetime.as_time().min(root_lifetime.as_time()),
+                path_len: Some(0),
+            },
             Some(&root_issuer),
-            issuing.algorithm(),
-            &new_serial()?,
-            now,
-            now + opts.issuing_lifetime.as_time().min(root_lifetime.as_time()),
-            Some(0),
             &none,
         )?;
         let sig = sign_verified(&root_signer, &tbs.tbs_der)

@@ -31,7 +31,7 @@ impl std::str::FromStr for Span {
 impl fmt::Display for Span {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.0.as_secs();
-        if s % 86_400 == 0 && s > 0 {
+        if s.is_multiple_of(86_400) && s > 0 {
             write!(f, "{}d", s / 86_400)
         } else {
             write!(f, "{}", humantime::format_duration(self.0))

@@ -246,58 +246,58 @@ pub fn leaf(
     finish(b, key)
 }
 
+/// What a CA certificate needs besides its issuer.
+#[derive(Debug, Clone)]
+pub struct CaParams {
+    pub subject: Name,
+    pub public_key: SubjectPublicKeyInfoOwned,
+    /// The algorithm the CA's own key signs with (used when self-signed).
+    pub self_algorithm: AlgorithmIdentifierOwned,
+    pub serial: Vec<u8>,
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+    pub path_len: Option<u8>,
+}
+
 /// A CA certificate: self-signed root (issuer = None) or one signed by `issuer`.
-pub fn ca(
-    subject: Name,
-    public_key: SubjectPublicKeyInfoOwned,
-    issuer: Option<&Issuer>,
-    self_algorithm: AlgorithmIdentifierOwned,
-    serial: &[u8],
-    not_before: OffsetDateTime,
-    not_after: OffsetDateTime,
-    path_len: Option<u8>,
-    urls: &Urls,
-) -> Result<Unsigned, String> {
+pub fn ca(p: &CaParams, issuer: Option<&Issuer>, urls: &Urls) -> Result<Unsigned, String> {
     let self_issuer;
     let issuer = match issuer {
         Some(i) => i,
         None => {
             self_issuer = Issuer {
-                name: subject.clone(),
-                key_identifier: key_identifier(&public_key),
-                public_key: public_key.clone(),
-                algorithm: self_algorithm,
-                not_after,
+                name: p.subject.clone(),
+                key_identifier: key_identifier(&p.public_key),
+                public_key: p.public_key.clone(),
+                algorithm: p.self_algorithm.clone(),
+                not_after: p.not_after,
             };
             &self_issuer
         }
     };
-    if not_after > issuer.not_after {
+    if p.not_after > issuer.not_after {
         return Err("the CA certificate would outlive its issuer".into());
     }
     let (mut b, key) = start(
-        subject,
+        p.subject.clone(),
         issuer,
-        serial,
-        not_before,
-        not_after,
-        public_key.clone(),
+        &p.serial,
+        p.not_before,
+        p.not_after,
+        p.public_key.clone(),
     )?;
     add(
         &mut b,
         &BasicConstraints {
             ca: true,
-            path_len_constraint: path_len,
+            path_len_constraint: p.path_len,
         },
     )?;
-    add(
-        &mut b,
-        &KeyUsage(KeyUsages::KeyCertSign | KeyUsages::CRLSign),
-    )?;
+    add(&mut b, &KeyUsage(KeyUsages::KeyCertSign | KeyUsages::CRLSign))?;
     add(
         &mut b,
         &SubjectKeyIdentifier(
-            OctetString::new(key_identifier(&public_key)).map_err(|e| e.to_string())?,
+            OctetString::new(key_identifier(&p.public_key)).map_err(|e| e.to_string())?,
         ),
     )?;
     add(&mut b, &aki(issuer)?)?;

@@ -101,7 +101,10 @@ pub struct Entry {
 
 /// Parses one revocation file: every entry is either an `Entry` or an error message for it.
 /// A file that does not parse at all is one error for the whole file.
-pub fn parse_file(file: &str, text: &str) -> Result<Vec<Result<Entry, (usize, String)>>, String> {
+/// One entry of a revocation file: parsed, or (its index, why it does not parse).
+pub type ParsedEntry = Result<Entry, (usize, String)>;
+
+pub fn parse_file(file: &str, text: &str) -> Result<Vec<ParsedEntry>, String> {
     let f: RevocationFile = serde_yaml_ng::from_str(text)
         .map_err(|e| format!("{file}: invalid revocations file: {e}"))?;
     Ok(f.revocations
