@@ -52,7 +52,8 @@ fn load() -> BTreeMap<String, Policy> {
         let name = p.file_name().unwrap().to_string_lossy().to_string();
         if name.ends_with(".yaml") && name != "cases.yaml" {
             let file = format!("policies/{name}");
-            let pol = Policy::parse(&file, &std::fs::read_to_string(&p).unwrap()).unwrap_or_else(|e| panic!("{e}"));
+            let pol = Policy::parse(&file, &std::fs::read_to_string(&p).unwrap())
+                .unwrap_or_else(|e| panic!("{e}"));
             m.insert(pol.name.clone(), pol);
         }
     }
@@ -63,30 +64,54 @@ fn load() -> BTreeMap<String, Policy> {
 fn every_ready_made_policy_parses_and_has_cases() {
     let policies = load();
     assert!(policies.len() >= 4, "{:?}", policies.keys());
-    let cases: Cases = serde_yaml_ng::from_str(&std::fs::read_to_string(format!("{DIR}/cases.yaml")).unwrap()).unwrap();
+    let cases: Cases =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(format!("{DIR}/cases.yaml")).unwrap())
+            .unwrap();
     for name in policies.keys() {
         let n = cases.cases.iter().filter(|c| &c.policy == name).count();
         assert!(n >= 6, "policy {name} has only {n} cases");
-        let accepted = cases.cases.iter().any(|c| &c.policy == name && c.expect.is_empty());
-        let rejected = cases.cases.iter().any(|c| &c.policy == name && !c.expect.is_empty());
-        assert!(accepted && rejected, "policy {name} needs accept and reject cases");
+        let accepted = cases
+            .cases
+            .iter()
+            .any(|c| &c.policy == name && c.expect.is_empty());
+        let rejected = cases
+            .cases
+            .iter()
+            .any(|c| &c.policy == name && !c.expect.is_empty());
+        assert!(
+            accepted && rejected,
+            "policy {name} needs accept and reject cases"
+        );
     }
 }
 
 #[test]
 fn ready_made_policies_decide_as_documented() {
     let policies = load();
-    let cases: Cases = serde_yaml_ng::from_str(&std::fs::read_to_string(format!("{DIR}/cases.yaml")).unwrap()).unwrap();
+    let cases: Cases =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(format!("{DIR}/cases.yaml")).unwrap())
+            .unwrap();
     let mut failures = Vec::new();
     for (n, c) in cases.cases.iter().enumerate() {
         let p = &policies[&c.policy];
-        assert!(p.selects_path(&c.request_id), "case {n}: {} does not select {}", c.policy, c.request_id);
+        assert!(
+            p.selects_path(&c.request_id),
+            "case {n}: {} does not select {}",
+            c.policy,
+            c.request_id
+        );
         let cand = Candidate {
-            subject: Subject { common_name: c.common_name.clone(), ..Default::default() },
+            subject: Subject {
+                common_name: c.common_name.clone(),
+                ..Default::default()
+            },
             sans: c.sans.clone(),
             key: key(&c.key),
             lifetime: c.lifetime,
-            usages: c.usages.clone().unwrap_or_else(|| vec!["server_auth".into()]),
+            usages: c
+                .usages
+                .clone()
+                .unwrap_or_else(|| vec!["server_auth".into()]),
             extension_oids: c.extension_oids.clone(),
         };
         let v = policy::evaluate(p, &c.request_id, &cand, Span::days(30));
@@ -96,7 +121,10 @@ fn ready_made_policies_decide_as_documented() {
         let mut want = c.expect.clone();
         want.sort();
         if got != want {
-            failures.push(format!("case {n} ({} {}): want {want:?}, got {got:?}: {:?}", c.policy, c.request_id, v.findings));
+            failures.push(format!(
+                "case {n} ({} {}): want {want:?}, got {got:?}: {:?}",
+                c.policy, c.request_id, v.findings
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

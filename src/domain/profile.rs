@@ -293,7 +293,10 @@ pub fn ca(p: &CaParams, issuer: Option<&Issuer>, urls: &Urls) -> Result<Unsigned
             path_len_constraint: p.path_len,
         },
     )?;
-    add(&mut b, &KeyUsage(KeyUsages::KeyCertSign | KeyUsages::CRLSign))?;
+    add(
+        &mut b,
+        &KeyUsage(KeyUsages::KeyCertSign | KeyUsages::CRLSign),
+    )?;
     add(
         &mut b,
         &SubjectKeyIdentifier(

@@ -1,0 +1,225 @@
+//! Plan actions and exit codes over a request's life: issue, reissue, orphan, lifetime limits,
+//! a CA repository in a subfolder, and a signer key that does not match the CA certificate.
+
+mod common;
+use common::*;
+
+fn action<'a>(plan: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    &plan["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id)
+        .unwrap_or_else(|| panic!("{id} not in plan"))["action"]
+}
+
+/// The example without its rejected request: exit codes 2 (pending), 0 (done), 0 (nothing to do).
+#[test]
+fn exit_codes_follow_terraform_detailed_exitcode() {
+    let env = Env::from(
+        EXAMPLE,
+        &[
+            "revocations.yaml",
+            "requests/servers/rejected-outside-domain.yaml",
+        ],
+    );
+    env.init(&[]);
+    let (_, code) = env.plan_json(&[]);
+    assert_eq!(code, 2, "changes pending");
+    env.ok(&["apply"], 0);
+    let (plan, code) = env.plan_json(&[]);
+    assert_eq!(code, 0, "nothing to do: {plan}");
+    let o = env.gitca(&["plan", "--rev", "no-such-rev"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no-such-rev"));
+}
+
+#[test]
+fn changed_request_is_reissued_and_removed_request_is_orphaned() {
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    env.init(&[]);
+    env.ok(&["apply"], 3);
+    let y = env.read("requests/servers/api.yaml");
+    std::fs::write(
+        env.path("requests/servers/api.yaml"),
+        y.replace("lifetime: 90d", "lifetime: 60d"),
+    )
+    .unwrap();
+    assert_ne!(
+        env.read("requests/servers/api.yaml"),
+        y,
+        "fixture has a lifetime to change"
+    );
+    std::fs::remove_file(env.path("requests/clients/ci-runner.yaml")).unwrap();
+    env.commit_all("change api, remove ci-runner");
+    let (plan, _) = env.plan_json(&[]);
+    assert_eq!(action(&plan, "requests/servers/api.yaml"), "reissue");
+    let orphans = plan["orphans"].as_array().unwrap();
+    assert_eq!(orphans.len(), 1);
+    assert_eq!(orphans[0]["request_id"], "requests/clients/ci-runner.yaml");
+    assert_eq!(orphans[0]["revoke"], false);
+    env.ok(&["apply"], 3);
+    assert!(
+        !env.path("issued/clients/ci-runner.pem").exists(),
+        "outputs of a removed request are removed"
+    );
+    let idx = env.index("example-ca");
+    assert!(
+        idx["certs"]
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|c| c["revoked"].is_null()),
+        "orphans are not revoked by default"
+    );
+
+    // With orphans.revoke, the orphan is revoked (cessation of operation) and listed on the CRL.
+    let cfg = env.read("gitca.yaml");
+    std::fs::write(
+        env.path("gitca.yaml"),
+        cfg.replace("revoke: false", "revoke: true"),
+    )
+    .unwrap();
+    env.commit_all("revoke orphans");
+    let (plan, _) = env.plan_json(&[]);
+    assert_eq!(plan["orphans"][0]["revoke"], true);
+    env.ok(&["apply"], 3);
+    let idx = env.index("example-ca");
+    assert_eq!(idx["crl"]["serials"].as_array().unwrap().len(), 1);
+    let revoked: Vec<_> = idx["certs"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|c| !c["revoked"].is_null())
+        .collect();
+    assert_eq!(revoked.len(), 1);
+    assert_eq!(revoked[0]["request_id"], "requests/clients/ci-runner.yaml");
+    assert_eq!(revoked[0]["revoked"]["reason"], "cessation_of_operation");
+}
+
+/// A certificate may not outlive its CA: a rejection, never a silent truncation.
+#[test]
+fn lifetime_beyond_the_ca_is_rejected() {
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    env.init(&["--issuing-lifetime", "20d"]);
+    let (plan, _) = env.plan_json(&[]);
+    let api = plan["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "requests/servers/api.yaml")
+        .unwrap();
+    assert_eq!(api["action"], "rejected");
+    assert!(
+        api["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["code"] == "lifetime-beyond-ca"),
+        "{api}"
+    );
+    // The 1-day SPIFFE certificate still fits.
+    assert_eq!(
+        action(&plan, "requests/workloads/payments-api.yaml"),
+        "issue"
+    );
+}
+
+#[test]
+fn ca_repository_in_a_subfolder() {
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    // Move everything under pki/ and add an unrelated file at the root.
+    let pki = env.tmp().join("pki");
+    copy_tree(&env.repo, &pki, &[".git"]);
+    for e in std::fs::read_dir(&env.repo).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name().unwrap() != ".git" {
+            if p.is_dir() {
+                std::fs::remove_dir_all(&p).unwrap()
+            } else {
+                std::fs::remove_file(&p).unwrap()
+            }
+        }
+    }
+    copy_tree(&pki, &env.path("pki"), &[]);
+    std::fs::write(env.path("README.md"), "unrelated\n").unwrap();
+    env.commit_all("move the CA into pki/");
+    env.ok(&["--dir", "pki", "init"], 0);
+    env.ok(&["--dir", "pki", "apply"], 3);
+    assert!(env.path("pki/issued/servers/web-01.pem").exists());
+    assert!(env.path("pki/crl/example-ca.crl").exists());
+    assert!(!env.path("issued").exists());
+    if have("openssl") {
+        let (ok, out) = openssl_verify(
+            &env.path("pki/ca/root-ca.pem"),
+            Some(&env.path("pki/ca/issuing-ca.pem")),
+            &env.path("pki/crl/example-ca.crl.pem"),
+            &env.path("pki/issued/servers/web-01.pem"),
+        );
+        assert!(ok, "{out}");
+    }
+    // --repo from elsewhere works the same.
+    let o = env.gitca_in(
+        env.tmp(),
+        &["--repo", env.repo.to_str().unwrap(), "--dir", "pki", "plan"],
+    );
+    assert_eq!(o.status.code(), Some(3));
+}
+
+#[test]
+fn a_signer_key_that_does_not_match_the_ca_is_refused() {
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    env.init(&[]);
+    // Put the root key where the issuing key belongs.
+    let dir = env.data.join("example-ca");
+    std::fs::copy(dir.join("root-ca.key"), dir.join("issuing-ca.key")).unwrap();
+    let head = env.head();
+    let o = env.gitca(&["apply"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("does not match the CA certificate ca/issuing-ca.pem"),
+        "{err}"
+    );
+    assert_eq!(env.head(), head);
+    assert!(
+        !env.state("example-ca").join("index.json").exists(),
+        "nothing written"
+    );
+
+    // A missing key is a clear error too.
+    std::fs::remove_file(dir.join("issuing-ca.key")).unwrap();
+    let o = env.gitca(&["apply"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("issuing-ca.key"));
+}
+
+#[test]
+fn keys_are_private_and_outside_the_repository() {
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    env.init(&[]);
+    use std::os::unix::fs::PermissionsExt;
+    for k in ["root-ca.key", "issuing-ca.key"] {
+        let m = std::fs::metadata(env.data.join("example-ca").join(k))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(m & 0o777, 0o600, "{k}");
+    }
+    let tracked = env.git(&["ls-files"]);
+    assert!(!tracked.contains(".key"));
+    let all = env.git(&["log", "--all", "-p"]);
+    assert!(!all.contains("PRIVATE KEY"), "no private key in any commit");
+    // A second init refuses to overwrite the CA.
+    let o = env.gitca(&["init"]);
+    assert_eq!(o.status.code(), Some(1));
+}
+
+#[test]
+fn every_command_has_help() {
+    let env = Env::from(EXAMPLE, &[]);
+    for c in ["init", "plan", "apply", "crl"] {
+        let out = env.ok(&[c, "--help"], 0);
+        assert!(out.contains("Usage"), "{c}: {out}");
+    }
+}
