@@ -128,7 +128,11 @@ fn parse_entry(file: &str, index: usize, v: serde_yaml_ng::Value) -> Result<Entr
         (Some(s), None) => {
             let text = match s {
                 serde_yaml_ng::Value::String(s) => s,
-                serde_yaml_ng::Value::Number(n) => n.to_string(),
+                // A large unquoted number would already have lost digits as a float.
+                serde_yaml_ng::Value::Number(n) if n.is_u64() => n.to_string(),
+                serde_yaml_ng::Value::Number(_) => {
+                    return Err("write a long serial as a quoted string".into());
+                }
                 other => return Err(format!("serial must be a string, not {other:?}")),
             };
             let c = super::serial::parse_serial(&text)?;
@@ -148,4 +152,45 @@ fn parse_entry(file: &str, index: usize, v: serde_yaml_ng::Value) -> Result<Entr
         reason,
         date,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_parse_or_explain_themselves() {
+        let text = r#"
+revocations:
+  - {serial: "4F:1A", reason: keyCompromise}
+  - {request: requests/a.yaml, reason: superseded, date: "2026-11-01T00:00:00Z"}
+  - {serial: "01", request: requests/a.yaml, reason: superseded}
+  - {serial: "zz", reason: superseded}
+  - {serial: "01", reason: remove_from_crl}
+  - {serial: "01", reason: superseded, date: yesterday}
+  - {serial: "01", reason: superseded, colour: red}
+"#;
+        let r = parse_file("revocations.yaml", text).unwrap();
+        assert_eq!(r[0].as_ref().unwrap().reason, Reason::KeyCompromise);
+        assert_eq!(
+            r[0].as_ref().unwrap().target,
+            Target::Serial(vec!["4f1a".into()])
+        );
+        assert!(r[1].as_ref().unwrap().date.is_some());
+        for (i, want) in [
+            (2, "exactly one"),
+            (3, "neither hex"),
+            (4, "unknown revocation reason"),
+            (5, "RFC 3339"),
+            (6, "colour"),
+        ] {
+            let e = r[i].as_ref().unwrap_err();
+            assert!(e.1.contains(want), "entry {i}: {}", e.1);
+        }
+        assert!(
+            parse_file("revocations.yaml", "revocations: {a: 1}")
+                .unwrap_err()
+                .contains("revocations.yaml")
+        );
+    }
 }

@@ -133,3 +133,55 @@ impl Index {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::revocation::Reason;
+    use time::macros::datetime;
+
+    fn cert(not_after: OffsetDateTime, revoked: bool) -> CertSummary {
+        CertSummary {
+            request_id: "requests/a.yaml".into(),
+            request_hash: "h".into(),
+            key_id: "k".into(),
+            not_before: not_after - time::Duration::days(30),
+            not_after,
+            revoked: revoked.then(|| Revoked {
+                reason: Reason::KeyCompromise,
+                date: not_after - time::Duration::days(10),
+                by: "serial:01".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn crl_keeps_an_entry_one_crl_past_expiry_then_prunes_it() {
+        let now = datetime!(2026-11-28 00:00 UTC);
+        let week = time::Duration::days(7);
+        let mut i = Index::new("ca".into());
+        i.certs
+            .insert("01".into(), cert(now + time::Duration::days(3), true));
+        i.certs
+            .insert("02".into(), cert(now - time::Duration::days(2), true));
+        i.certs
+            .insert("03".into(), cert(now - time::Duration::days(8), true));
+        i.certs
+            .insert("04".into(), cert(now + time::Duration::days(3), false));
+        assert_eq!(i.crl_serials(now, week), vec!["01", "02"]);
+    }
+
+    #[test]
+    fn current_certificate_is_the_newest_unrevoked() {
+        let now = datetime!(2026-11-28 00:00 UTC);
+        let mut i = Index::new("ca".into());
+        i.certs
+            .insert("0a".into(), cert(now + time::Duration::days(3), false));
+        i.certs
+            .insert("0b".into(), cert(now + time::Duration::days(20), false));
+        i.certs
+            .insert("0c".into(), cert(now + time::Duration::days(40), true));
+        assert_eq!(i.current_for("requests/a.yaml").unwrap().0, "0b");
+        assert!(i.current_for("requests/b.yaml").is_none());
+    }
+}
