@@ -74,6 +74,9 @@ enum Command {
         /// Organization in the CA subjects.
         #[arg(long)]
         organization: Option<String>,
+        /// With a KMS issuing key and no root key: write the issuing CA's CSR to this file.
+        #[arg(long)]
+        csr_out: Option<PathBuf>,
     },
     /// Show what apply would do. Reads the committed tree (HEAD or --rev); signs nothing.
     Plan {
@@ -164,6 +167,7 @@ async fn run(cli: Cli) -> Result<Exit, RunError> {
             issuing_lifetime,
             path_len,
             organization,
+            csr_out,
         } => {
             let o = init::init(
                 &args,
@@ -175,9 +179,17 @@ async fn run(cli: Cli) -> Result<Exit, RunError> {
                     issuing_lifetime,
                     path_len,
                     organization,
+                    csr_out,
                 },
             )
             .await?;
+            if let Some(csr) = o.csr {
+                println!(
+                    "Wrote the issuing CA's CSR to {}; have your root CA sign it, then commit the certificates",
+                    csr.display()
+                );
+                return Ok(Exit::Clean);
+            }
             println!(
                 "Created CA certificates {} in commit {}",
                 o.certificates.join(", "),
@@ -197,7 +209,8 @@ async fn run(cli: Cli) -> Result<Exit, RunError> {
             format,
             at,
         } => {
-            let ctx = Context::load(&args, if worktree { None } else { Some(rev.as_str()) })?;
+            let ctx =
+                Context::load(&args, if worktree { None } else { Some(rev.as_str()) }).await?;
             let (index, _) = ctx.index().await?;
             let now = parse_time(&at)?.unwrap_or_else(OffsetDateTime::now_utc);
             let facts = ctx.ca_facts();

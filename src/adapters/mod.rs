@@ -1,5 +1,9 @@
 //! I/O adapters behind small traits: git (the desired state), the signer, the state store.
 
+pub mod aws;
 pub mod git;
+pub mod kms;
+pub mod publish;
+pub mod s3_store;
 pub mod signer;
 pub mod state_store;

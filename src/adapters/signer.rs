@@ -27,6 +27,16 @@ pub trait Signer: Send + Sync {
     /// Signs `tbs` (the DER of a TBSCertificate or TBSCertList) and returns the raw signature
     /// as it goes into the BIT STRING.
     async fn sign(&self, tbs: &[u8]) -> Result<Vec<u8>, SignError>;
+    /// Remote calls made and retried, for the run summary.
+    fn stats(&self) -> SignerStats {
+        SignerStats::default()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SignerStats {
+    pub calls: u64,
+    pub retries: u64,
 }
 
 /// Signs and then verifies the signature locally against the signer's public key, so a

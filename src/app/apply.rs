@@ -7,7 +7,8 @@
 
 use super::context::{Context, RepoArgs, key_path};
 use super::{Exit, RunError, lease, outputs};
-use crate::adapters::signer::{LocalSigner, Signer, check_matches, sign_verified};
+use crate::adapters::kms::{self, KmsSigner};
+use crate::adapters::signer::{LocalSigner, Signer, SignerStats, check_matches, sign_verified};
 use crate::adapters::state_store::StoreError;
 use crate::domain::crl::{self, CrlEntry};
 use crate::domain::plan::{self, Action, Inputs, Plan, RevocationAction};
@@ -91,6 +92,11 @@ pub struct ApplyOutcome {
     /// Intents of an interrupted run whose request changed since; dropped unsigned.
     pub abandoned: usize,
     pub signatures: usize,
+    /// Remote signer calls and retries (KMS).
+    pub signer: SignerStats,
+    /// Objects uploaded to the publication bucket.
+    pub published: Vec<String>,
+    pub seconds: f64,
 }
 
 impl ApplyOutcome {
@@ -110,27 +116,49 @@ fn fail(opts: &ApplyOptions, at: FailPoint) -> Result<(), RunError> {
     Ok(())
 }
 
-pub fn open_signer(ctx: &Context) -> Result<Box<dyn Signer>, String> {
-    let path = key_path(&ctx.config, "issuing-ca.key")?;
-    super::context::refuse_key_in_repo(&path, &ctx.repo)?;
-    let s = LocalSigner::load(&path)?;
+/// The configured signer (local key or KMS), refused unless its key is the CA certificate's.
+pub async fn open_signer(ctx: &Context) -> Result<Box<dyn Signer>, String> {
+    let s: Box<dyn Signer> = match &ctx.config.signer.kms {
+        Some(k) => Box::new(
+            KmsSigner::open(
+                kms::client(k.region.as_deref()).await,
+                &k.key,
+                k.max_in_flight,
+                k.max_retries,
+            )
+            .await?,
+        ),
+        None => {
+            let path = key_path(&ctx.config, "issuing-ca.key")?;
+            super::context::refuse_key_in_repo(&path, &ctx.repo)?;
+            Box::new(LocalSigner::load(&path)?)
+        }
+    };
     check_matches(
-        &s,
+        s.as_ref(),
         ctx.ca_cert.tbs_certificate().subject_public_key_info(),
         &ctx.config.ca.certificate,
     )?;
-    Ok(Box::new(s))
+    Ok(s)
 }
 
 pub async fn apply(args: &RepoArgs, opts: &ApplyOptions) -> Result<ApplyOutcome, RunError> {
-    let first = Context::load(args, Some("HEAD"))?;
+    let started = std::time::Instant::now();
+    let first = Context::load(args, Some("HEAD")).await?;
     first.repo.current_branch()?;
-    let signer = open_signer(&first)?;
+    let signer = open_signer(&first).await?;
     let store = first.store.clone();
     let held = lease::acquire(store.as_ref(), opts.lease_ttl, opts.lease_wait).await?;
-    let result = apply_with_retries(args, opts, signer.as_ref(), first).await;
+    // Reload: another apply may have committed while this one waited for the lease.
+    let result = match Context::load(args, Some("HEAD")).await {
+        Ok(ctx) => apply_with_retries(args, opts, signer.as_ref(), ctx).await,
+        Err(e) => Err(e.into()),
+    };
     lease::release(store.as_ref(), held).await;
-    result
+    let mut outcome = result?;
+    outcome.signer = signer.stats();
+    outcome.seconds = started.elapsed().as_secs_f64();
+    Ok(outcome)
 }
 
 async fn apply_with_retries(
@@ -161,7 +189,7 @@ async fn apply_with_retries(
             .unwrap_or_else(|| ctx.snapshot.commit.clone());
         let new_head = ctx.repo.reset_to_upstream(&ours, &ctx.snapshot.commit)?;
         tracing::info!(%new_head, attempt, "the remote moved; re-planning on its head");
-        ctx = Context::load(args, Some("HEAD"))?;
+        ctx = Context::load(args, Some("HEAD")).await?;
     }
 }
 
@@ -399,9 +427,16 @@ pub async fn reconcile(
             pending.push((rp.action, unsigned, rec, v));
         }
         fail(opts, FailPoint::AfterIntent)?;
+        // Sign concurrently; the signer bounds how many requests are in flight.
+        let signatures_done = futures::future::join_all(
+            pending
+                .iter()
+                .map(|(_, u, _, _)| sign_verified(signer, &u.tbs_der)),
+        )
+        .await;
         let mut signed = Vec::new();
-        for (action, unsigned, mut rec, v) in pending {
-            let sig = sign_verified(signer, &unsigned.tbs_der).await?;
+        for ((action, unsigned, mut rec, v), sig) in pending.into_iter().zip(signatures_done) {
+            let sig = sig?;
             signatures += 1;
             let cert = unsigned.assemble(&sig)?;
             rec.certificate = Some(Base64::encode_string(
@@ -546,6 +581,47 @@ pub async fn reconcile(
         fail(opts, FailPoint::AfterCrl)?;
     }
 
+    // Publication of the CA certificates and the newest CRL, once per CRL number.
+    let mut published = Vec::new();
+    if let (Some(loc), Some(crl)) = (&ctx.config.publish.s3, h.index.crl.clone())
+        && crl.number > h.index.published_crl_number
+    {
+        let der = ctx
+            .store
+            .get(&crl_key(crl.number))
+            .await?
+            .ok_or_else(|| {
+                format!(
+                    "CRL number {} is missing in {}",
+                    crl.number,
+                    ctx.store.describe()
+                )
+            })?
+            .bytes;
+        let mut certs = vec![(
+            format!("{}.crt", ctx.config.ca.name),
+            ctx.ca_cert.to_der().map_err(|e| e.to_string())?,
+        )];
+        for (n, c) in ctx.chain.iter().enumerate() {
+            certs.push((
+                format!("{}-chain-{n}.crt", ctx.config.ca.name),
+                c.to_der().map_err(|e| e.to_string())?,
+            ));
+        }
+        let bundle = outputs::ca_pems(ctx)?;
+        let p = crate::adapters::publish::Publisher::open(loc)
+            .await
+            .publish(&ctx.config.ca.name, &certs, bundle.as_bytes(), &der)
+            .await
+            .map_err(RunError::Retryable)?;
+        published = p.objects;
+        let number = crl.number;
+        h.update(ctx, |i| {
+            i.published_crl_number = i.published_crl_number.max(number)
+        })
+        .await?;
+    }
+
     // Outputs and the commit.
     let changes = outputs::changes(ctx, &head, &h.index).await?;
     fail(opts, FailPoint::AfterOutputs)?;
@@ -566,6 +642,9 @@ pub async fn reconcile(
         recovered,
         abandoned,
         signatures,
+        signer: SignerStats::default(),
+        published,
+        seconds: 0.0,
     })
 }
 

@@ -113,7 +113,7 @@ fn file<'a>(snap: &'a Snapshot, path: &str) -> Result<&'a [u8], String> {
 
 impl Context {
     /// `rev` None means the work tree (`plan --worktree`).
-    pub fn load(args: &RepoArgs, rev: Option<&str>) -> Result<Context, String> {
+    pub async fn load(args: &RepoArgs, rev: Option<&str>) -> Result<Context, String> {
         let repo = GitRepo::open(&args.repo, args.dir.as_deref())?;
         // Read the config first (from the same source) to learn which folders are outputs.
         let config_bytes = match rev {
@@ -152,7 +152,10 @@ impl Context {
             .iter()
             .map(|p| parse_cert(p, file(&snapshot, p)?))
             .collect::<Result<Vec<_>, _>>()?;
-        let store = std::sync::Arc::new(DirStore::open(&state_path(&config)?)?);
+        let store: std::sync::Arc<dyn StateStore> = match &config.state.s3 {
+            Some(loc) => std::sync::Arc::new(crate::adapters::s3_store::S3Store::open(loc).await?),
+            None => std::sync::Arc::new(DirStore::open(&state_path(&config)?)?),
+        };
         Ok(Context {
             repo,
             snapshot,

@@ -4,6 +4,7 @@
 use super::context::{CONFIG_FILE, RepoArgs, key_path, refuse_key_in_repo};
 use super::outputs::pem;
 use crate::adapters::git::GitRepo;
+use crate::adapters::kms::{self, KmsSigner};
 use crate::adapters::signer::{KeyAlgorithm, LocalSigner, Signer, sign_verified};
 use crate::domain::config::Config;
 use crate::domain::duration::Span;
@@ -27,6 +28,8 @@ pub struct InitOptions {
     /// pathLenConstraint of the root (the issuing CA always gets 0).
     pub path_len: Option<u8>,
     pub organization: Option<String>,
+    /// With a KMS issuing key but no root key: write the issuing CA's CSR here.
+    pub csr_out: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug)]
@@ -34,6 +37,7 @@ pub struct InitOutcome {
     pub commit: String,
     pub keys: Vec<std::path::PathBuf>,
     pub certificates: Vec<String>,
+    pub csr: Option<std::path::PathBuf>,
 }
 
 fn write_key(path: &Path, pem: &str) -> Result<(), String> {
@@ -109,89 +113,121 @@ pub async fn init(args: &RepoArgs, opts: &InitOptions) -> Result<InitOutcome, St
     let now = OffsetDateTime::now_utc()
         .replace_nanosecond(0)
         .map_err(|e| e.to_string())?;
-    let subject = |cn: &str| {
-        Subject {
-            common_name: Some(cn.to_string()),
-            organization: opts.organization.clone(),
-            ..Default::default()
-        }
-        .to_name()
+    let names = Names {
+        organization: opts.organization.clone(),
+        root: if single {
+            config.ca.name.clone()
+        } else {
+            format!("{} Root CA", config.ca.name)
+        },
+        issuing: format!("{} Issuing CA", config.ca.name),
     };
     let mut files = BTreeMap::new();
     let mut keys = Vec::new();
-    let none = Urls::default();
 
-    let (root_signer, root_pem) = LocalSigner::generate(opts.algorithm)?;
-    let root_lifetime = if single {
-        opts.issuing_lifetime
+    if let Some(kms_cfg) = &config.signer.kms {
+        let client = kms::client(kms_cfg.region.as_deref()).await;
+        let open = |key: String| {
+            let client = client.clone();
+            async move {
+                KmsSigner::open(client, &key, kms_cfg.max_in_flight, kms_cfg.max_retries).await
+            }
+        };
+        let issuing = open(kms_cfg.key.clone()).await?;
+        if single {
+            let root = self_signed(
+                &issuing,
+                &names.root,
+                &names,
+                now,
+                opts.issuing_lifetime,
+                Some(0),
+            )
+            .await?;
+            files.insert(
+                config.ca.certificate.clone(),
+                Some(pem("CERTIFICATE", &root)?.into_bytes()),
+            );
+        } else if let Some(root_key) = &kms_cfg.root_key {
+            let root_signer = open(root_key.clone()).await?;
+            let root = self_signed(
+                &root_signer,
+                &names.root,
+                &names,
+                now,
+                opts.root_lifetime,
+                opts.path_len,
+            )
+            .await?;
+            let issuing_der = subordinate(&root_signer, &root, &issuing, &names, now, opts).await?;
+            files.insert(
+                config.ca.chain[0].clone(),
+                Some(pem("CERTIFICATE", &root)?.into_bytes()),
+            );
+            files.insert(
+                config.ca.certificate.clone(),
+                Some(pem("CERTIFICATE", &issuing_der)?.into_bytes()),
+            );
+        } else {
+            let out = opts.csr_out.as_ref().ok_or(
+                "signer.kms has no root_key: give --csr-out FILE to write a CSR for the issuing CA, have your root sign it, \
+                 and commit the certificates named in ca.certificate and ca.chain",
+            )?;
+            let csr = issuing_csr(&issuing, &names).await?;
+            std::fs::write(out, pem("CERTIFICATE REQUEST", &csr)?)
+                .map_err(|e| format!("{}: {e}", out.display()))?;
+            return Ok(InitOutcome {
+                commit: head,
+                keys,
+                certificates: vec![],
+                csr: Some(out.clone()),
+            });
+        }
     } else {
-        opts.root_lifetime
-    };
-    let root_name = if single {
-        config.ca.name.clone()
-    } else {
-        format!("{} Root CA", config.ca.name)
-    };
-    let root_tbs = profile::ca(
-        &CaParams {
-            subject: subject(&root_name)?,
-            public_key: root_signer.public_key().clone(),
-            self_algorithm: root_signer.algorithm(),
-            serial: new_serial()?.to_vec(),
-            not_before: now,
-            not_after: now + root_lifetime.as_time(),
-            path_len: if single { Some(0) } else { opts.path_len },
-        },
-        None,
-        &none,
-    )?;
-    let sig = sign_verified(&root_signer, &root_tbs.tbs_der)
-        .await
-        .map_err(|e| e.to_string())?;
-    let root = root_tbs.assemble(&sig)?;
-    let root_der = root.to_der().map_err(|e| e.to_string())?;
-
-    if single {
-        write_key(&issuing_key, &root_pem)?;
-        keys.push(issuing_key);
-        files.insert(
-            config.ca.certificate.clone(),
-            Some(pem("CERTIFICATE", &root_der)?.into_bytes()),
-        );
-    } else {
-        let root_key = key_path(&config, "root-ca.key")?;
-        refuse_key_in_repo(&root_key, &repo)?;
-        let (issuing, issuing_pem) = LocalSigner::generate(opts.algorithm)?;
-        let root_issuer = super::context::issuer_of(&root)?;
-        let tbs = profile::ca(
-            &CaParams {
-                subject: subject(&format!("{} Issuing CA", config.ca.name))?,
-                public_key: issuing.public_key().clone(),
-                self_algorithm: issuing.algorithm(),
-                serial: new_serial()?.to_vec(),
-                not_before: now,
-                not_after: now + opts.issuing_lifetime.as_time().min(root_lifetime.as_time()),
-                path_len: Some(0),
-            },
-            Some(&root_issuer),
-            &none,
-        )?;
-        let sig = sign_verified(&root_signer, &tbs.tbs_der)
-            .await
-            .map_err(|e| e.to_string())?;
-        let issuing_der = tbs.assemble(&sig)?.to_der().map_err(|e| e.to_string())?;
-        write_key(&root_key, &root_pem)?;
-        write_key(&issuing_key, &issuing_pem)?;
-        keys.push(root_key);
-        keys.push(issuing_key);
-        files.insert(
-            config.ca.chain[0].clone(),
-            Some(pem("CERTIFICATE", &root_der)?.into_bytes()),
-        );
-        files.insert(
-            config.ca.certificate.clone(),
-            Some(pem("CERTIFICATE", &issuing_der)?.into_bytes()),
-        );
+        let (root_signer, root_pem) = LocalSigner::generate(opts.algorithm)?;
+        if single {
+            let root = self_signed(
+                &root_signer,
+                &names.root,
+                &names,
+                now,
+                opts.issuing_lifetime,
+                Some(0),
+            )
+            .await?;
+            write_key(&issuing_key, &root_pem)?;
+            keys.push(issuing_key);
+            files.insert(
+                config.ca.certificate.clone(),
+                Some(pem("CERTIFICATE", &root)?.into_bytes()),
+            );
+        } else {
+            let root_key = key_path(&config, "root-ca.key")?;
+            refuse_key_in_repo(&root_key, &repo)?;
+            let (issuing, issuing_pem) = LocalSigner::generate(opts.algorithm)?;
+            let root = self_signed(
+                &root_signer,
+                &names.root,
+                &names,
+                now,
+                opts.root_lifetime,
+                opts.path_len,
+            )
+            .await?;
+            let issuing_der = subordinate(&root_signer, &root, &issuing, &names, now, opts).await?;
+            write_key(&root_key, &root_pem)?;
+            write_key(&issuing_key, &issuing_pem)?;
+            keys.push(root_key);
+            keys.push(issuing_key);
+            files.insert(
+                config.ca.chain[0].clone(),
+                Some(pem("CERTIFICATE", &root)?.into_bytes()),
+            );
+            files.insert(
+                config.ca.certificate.clone(),
+                Some(pem("CERTIFICATE", &issuing_der)?.into_bytes()),
+            );
+        }
     }
     files.insert(CONFIG_FILE.to_string(), Some(config_text.into_bytes()));
     let certificates = files
@@ -213,5 +249,107 @@ pub async fn init(args: &RepoArgs, opts: &InitOptions) -> Result<InitOutcome, St
         commit,
         keys,
         certificates,
+        csr: None,
     })
+}
+
+struct Names {
+    organization: Option<String>,
+    root: String,
+    issuing: String,
+}
+
+impl Names {
+    fn subject(&self, cn: &str) -> Result<x509_cert::name::Name, String> {
+        Subject {
+            common_name: Some(cn.to_string()),
+            organization: self.organization.clone(),
+            ..Default::default()
+        }
+        .to_name()
+    }
+}
+
+async fn self_signed(
+    signer: &dyn Signer,
+    cn: &str,
+    names: &Names,
+    now: OffsetDateTime,
+    lifetime: Span,
+    path_len: Option<u8>,
+) -> Result<Vec<u8>, String> {
+    let tbs = profile::ca(
+        &CaParams {
+            subject: names.subject(cn)?,
+            public_key: signer.public_key().clone(),
+            self_algorithm: signer.algorithm(),
+            serial: new_serial()?.to_vec(),
+            not_before: now,
+            not_after: now + lifetime.as_time(),
+            path_len,
+        },
+        None,
+        &Urls::default(),
+    )?;
+    let sig = sign_verified(signer, &tbs.tbs_der)
+        .await
+        .map_err(|e| e.to_string())?;
+    tbs.assemble(&sig)?.to_der().map_err(|e| e.to_string())
+}
+
+async fn subordinate(
+    root_signer: &dyn Signer,
+    root_der: &[u8],
+    issuing: &dyn Signer,
+    names: &Names,
+    now: OffsetDateTime,
+    opts: &InitOptions,
+) -> Result<Vec<u8>, String> {
+    use der::Decode;
+    let root = x509_cert::Certificate::from_der(root_der).map_err(|e| e.to_string())?;
+    let root_issuer = super::context::issuer_of(&root)?;
+    let tbs = profile::ca(
+        &CaParams {
+            subject: names.subject(&names.issuing)?,
+            public_key: issuing.public_key().clone(),
+            self_algorithm: issuing.algorithm(),
+            serial: new_serial()?.to_vec(),
+            not_before: now,
+            not_after: now
+                + opts
+                    .issuing_lifetime
+                    .as_time()
+                    .min(opts.root_lifetime.as_time()),
+            path_len: Some(0),
+        },
+        Some(&root_issuer),
+        &Urls::default(),
+    )?;
+    let sig = sign_verified(root_signer, &tbs.tbs_der)
+        .await
+        .map_err(|e| e.to_string())?;
+    tbs.assemble(&sig)?.to_der().map_err(|e| e.to_string())
+}
+
+/// A PKCS#10 request for the issuing CA's key, signed by that key (proof of possession), to take
+/// to an external root.
+async fn issuing_csr(issuing: &dyn Signer, names: &Names) -> Result<Vec<u8>, String> {
+    use x509_cert::request::{CertReq, CertReqInfo, Version};
+    let info = CertReqInfo {
+        version: Version::V1,
+        subject: names.subject(&names.issuing)?,
+        public_key: issuing.public_key().clone(),
+        attributes: Default::default(),
+    };
+    let tbs = info.to_der().map_err(|e| e.to_string())?;
+    let sig = sign_verified(issuing, &tbs)
+        .await
+        .map_err(|e| e.to_string())?;
+    CertReq {
+        info,
+        algorithm: issuing.algorithm(),
+        signature: der::asn1::BitString::from_bytes(&sig).map_err(|e| e.to_string())?,
+    }
+    .to_der()
+    .map_err(|e| e.to_string())
 }

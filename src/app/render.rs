@@ -216,7 +216,17 @@ pub fn applied(o: &ApplyOutcome, f: Format) -> String {
                 ),
                 None => "  nothing to commit\n".to_string(),
             });
+            if !o.published.is_empty() {
+                s.push_str(&format!("  published {}\n", o.published.join(", ")));
+            }
             s.push_str(&format!("  {} signature(s)\n", o.signatures));
+            if o.signer.calls > 0 {
+                s.push_str(&format!(
+                    "  KMS: {} call(s), {} retried\n",
+                    o.signer.calls, o.signer.retries
+                ));
+            }
+            s.push_str(&format!("  {:.2}s\n", o.seconds));
             s
         }
     }

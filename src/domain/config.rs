@@ -21,6 +21,8 @@ pub struct Config {
     pub output: OutputConfig,
     #[serde(default)]
     pub orphans: OrphanConfig,
+    #[serde(default)]
+    pub publish: PublishConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -37,6 +39,60 @@ pub struct CaConfig {
 pub struct SignerConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local: Option<LocalSignerConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms: Option<KmsSignerConfig>,
+}
+
+/// The CA key in AWS KMS: it never leaves KMS.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KmsSignerConfig {
+    /// Key id, alias (`alias/...`) or ARN of the issuing CA's key.
+    pub key: String,
+    /// The root CA's key, for `gitca init` (root and issuing may use different keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Signatures in flight at once.
+    #[serde(default = "d_in_flight")]
+    pub max_in_flight: usize,
+    /// Retries of a throttled or failed (5xx) Sign call.
+    #[serde(default = "d_retries")]
+    pub max_retries: u32,
+}
+
+fn d_in_flight() -> usize {
+    16
+}
+fn d_retries() -> u32 {
+    8
+}
+
+/// An S3 bucket and prefix (the state, or where to publish).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Location {
+    pub bucket: String,
+    #[serde(default)]
+    pub prefix: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Endpoint override for S3-compatible stores (AWS_ENDPOINT_URL_S3 works too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub force_path_style: bool,
+    /// Server-side encryption with this KMS key (SSE-KMS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sse_kms_key_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Location>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -51,6 +107,8 @@ pub struct LocalSignerConfig {
 pub struct StateConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dir: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Location>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -189,6 +247,17 @@ impl Config {
         }
         if !self.output.crl.ends_with(".crl") {
             return Err(format!("output.crl {:?} must end in .crl", self.output.crl));
+        }
+        if self.signer.local.is_some() && self.signer.kms.is_some() {
+            return Err("signer: give either local or kms, not both".into());
+        }
+        if self.state.dir.is_some() && self.state.s3.is_some() {
+            return Err("state: give either dir or s3, not both".into());
+        }
+        if let Some(k) = &self.signer.kms
+            && (k.max_in_flight == 0 || k.max_in_flight > 1024)
+        {
+            return Err("signer.kms.max_in_flight must be between 1 and 1024".into());
         }
         if self.crl.overlap >= self.crl.lifetime {
             return Err("crl.overlap must be shorter than crl.lifetime".into());

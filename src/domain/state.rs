@@ -37,6 +37,9 @@ pub struct Index {
     /// The highest CRL number ever reserved; the next CRL takes a higher one.
     #[serde(default)]
     pub crl_number: u64,
+    /// The highest CRL number uploaded to the publication bucket.
+    #[serde(default)]
+    pub published_crl_number: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

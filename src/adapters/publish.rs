@@ -1,0 +1,183 @@
+//! Publication of the CA certificates, bundle and CRLs to an S3 bucket (for the CRL distribution
+//! point and AIA URLs). A CRL never replaces a newer one: its number is compared with the
+//! published one, and the upload is conditional on the object it replaces (If-Match).
+
+use super::aws::{ErrorClass, classify, describe};
+use super::s3_store::{client, normalise_prefix};
+use crate::domain::config::S3Location;
+use aws_sdk_s3::primitives::ByteStream;
+use der::Decode;
+use x509_cert::crl::CertificateList;
+use x509_cert::ext::pkix::CrlNumber;
+
+pub struct Publisher {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    prefix: String,
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Published {
+    pub objects: Vec<String>,
+    /// True when a CRL at least as new was already published (nothing replaced).
+    pub crl_skipped: bool,
+}
+
+fn crl_number(der: &[u8]) -> Option<u64> {
+    let crl: CertificateList = CertificateList::from_der(der).ok()?;
+    let ext = crl
+        .tbs_cert_list
+        .crl_extensions?
+        .into_iter()
+        .find(|e| e.extn_id == const_oid::db::rfc5280::ID_CE_CRL_NUMBER)?;
+    let n = CrlNumber::from_der(ext.extn_value.as_bytes()).ok()?;
+    let b = n.0.as_bytes();
+    if b.len() > 8 {
+        return None;
+    }
+    let mut a = [0u8; 8];
+    a[8 - b.len()..].copy_from_slice(b);
+    Some(u64::from_be_bytes(a))
+}
+
+impl Publisher {
+    pub async fn open(loc: &S3Location) -> Publisher {
+        Publisher {
+            client: client(loc).await,
+            bucket: loc.bucket.clone(),
+            prefix: normalise_prefix(&loc.prefix),
+        }
+    }
+
+    async fn put(
+        &self,
+        name: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        cond: Option<Cond<'_>>,
+    ) -> Result<(), (ErrorClass, String)> {
+        let mut p = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(format!("{}{name}", self.prefix))
+            .content_type(content_type)
+            .body(ByteStream::from(body));
+        match cond {
+            Some(Cond::Match(etag)) => p = p.if_match(etag),
+            Some(Cond::Absent) => p = p.if_none_match("*"),
+            None => {}
+        }
+        p.send().await.map(|_| ()).map_err(|e| {
+            (
+                classify(&e),
+                format!(
+                    "s3://{}/{}{name}: {}",
+                    self.bucket,
+                    self.prefix,
+                    describe(&e)
+                ),
+            )
+        })
+    }
+
+    /// Uploads CA certificates (DER, application/pkix-cert), the PEM bundle, and the CRL (DER as
+    /// application/pkix-crl, PEM beside it) unless an equal or newer CRL is already published.
+    pub async fn publish(
+        &self,
+        ca_name: &str,
+        ca_certs: &[(String, Vec<u8>)],
+        bundle_pem: &[u8],
+        crl_der: &[u8],
+    ) -> Result<Published, String> {
+        let mut out = Published::default();
+        for (name, der) in ca_certs {
+            self.put(name, der.clone(), "application/pkix-cert", None)
+                .await
+                .map_err(|e| e.1)?;
+            out.objects.push(name.clone());
+        }
+        let bundle = format!("{ca_name}-bundle.pem");
+        self.put(&bundle, bundle_pem.to_vec(), "application/x-pem-file", None)
+            .await
+            .map_err(|e| e.1)?;
+        out.objects.push(bundle);
+
+        let ours = crl_number(crl_der).ok_or("the CRL to publish has no CRL number")?;
+        let crl_name = format!("{ca_name}.crl");
+        for _ in 0..10 {
+            let current = self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(format!("{}{crl_name}", self.prefix))
+                .send()
+                .await;
+            let cond = match current {
+                Ok(obj) => {
+                    let etag = obj.e_tag().unwrap_or_default().to_string();
+                    let body = obj
+                        .body
+                        .collect()
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .into_bytes();
+                    if let Some(published) = crl_number(&body)
+                        && published >= ours
+                    {
+                        tracing::info!(
+                            published,
+                            ours,
+                            "a CRL at least as new is already published; not replacing it"
+                        );
+                        out.crl_skipped = true;
+                        return Ok(out);
+                    }
+                    Some(etag)
+                }
+                Err(e) if classify(&e) == ErrorClass::NotFound => None,
+                Err(e) => {
+                    return Err(format!(
+                        "s3://{}/{}{crl_name}: {}",
+                        self.bucket,
+                        self.prefix,
+                        describe(&e)
+                    ));
+                }
+            };
+            let c = match &cond {
+                Some(etag) => Cond::Match(etag),
+                None => Cond::Absent,
+            };
+            match self
+                .put(&crl_name, crl_der.to_vec(), "application/pkix-crl", Some(c))
+                .await
+            {
+                Ok(()) => {
+                    let pem =
+                        der::pem::encode_string("X509 CRL", der::pem::LineEnding::LF, crl_der)
+                            .map_err(|e| e.to_string())?;
+                    let pem_name = format!("{crl_name}.pem");
+                    self.put(&pem_name, pem.into_bytes(), "application/x-pem-file", None)
+                        .await
+                        .map_err(|e| e.1)?;
+                    out.objects.push(crl_name);
+                    out.objects.push(pem_name);
+                    return Ok(out);
+                }
+                // Another writer published in between: re-read and compare numbers again.
+                Err((ErrorClass::Conflict, _)) => continue,
+                Err((_, m)) => return Err(m),
+            }
+        }
+        Err(format!(
+            "the published CRL s3://{}/{}{crl_name} kept changing",
+            self.bucket, self.prefix
+        ))
+    }
+}
+
+enum Cond<'a> {
+    Match(&'a str),
+    Absent,
+}

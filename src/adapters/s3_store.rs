@@ -1,0 +1,223 @@
+//! The issued state in S3. Create-only writes use `If-None-Match: *`, compare-and-swap uses
+//! `If-Match: <etag>`; S3 answers 412 when another writer won, which is a `Conflict`.
+
+use super::aws::{ErrorClass, classify, describe};
+use super::state_store::{StateStore, StoreError, Versioned};
+use crate::domain::config::S3Location;
+use async_trait::async_trait;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::ServerSideEncryption;
+
+pub struct S3Store {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    prefix: String,
+    sse_kms_key_id: Option<String>,
+}
+
+impl std::fmt::Debug for S3Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "S3Store(s3://{}/{})", self.bucket, self.prefix)
+    }
+}
+
+pub async fn client(loc: &S3Location) -> aws_sdk_s3::Client {
+    let conf = super::aws::sdk_config(loc.region.as_deref()).await;
+    let mut b = aws_sdk_s3::config::Builder::from(&conf).force_path_style(loc.force_path_style);
+    if let Some(e) = &loc.endpoint {
+        b = b.endpoint_url(e);
+    }
+    aws_sdk_s3::Client::from_conf(b.build())
+}
+
+/// Normalises a prefix to "" or "a/b/".
+pub fn normalise_prefix(p: &str) -> String {
+    let t = p.trim_matches('/');
+    if t.is_empty() {
+        String::new()
+    } else {
+        format!("{t}/")
+    }
+}
+
+impl S3Store {
+    pub async fn open(loc: &S3Location) -> Result<S3Store, String> {
+        let client = client(loc).await;
+        let s = S3Store {
+            client,
+            bucket: loc.bucket.clone(),
+            prefix: normalise_prefix(&loc.prefix),
+            sse_kms_key_id: loc.sse_kms_key_id.clone(),
+        };
+        // Fail early and clearly on a missing bucket or denied access, before any work.
+        s.client
+            .list_objects_v2()
+            .bucket(&s.bucket)
+            .prefix(&s.prefix)
+            .max_keys(1)
+            .send()
+            .await
+            .map_err(|e| format!("state store {}: {}", s.describe(), s.explain(&describe(&e))))?;
+        Ok(s)
+    }
+
+    fn key(&self, k: &str) -> String {
+        format!("{}{k}", self.prefix)
+    }
+
+    fn explain(&self, msg: &str) -> String {
+        if msg.starts_with("NoSuchBucket") {
+            format!("bucket {} does not exist ({msg})", self.bucket)
+        } else if msg.starts_with("AccessDenied")
+            || msg.starts_with("InvalidAccessKeyId")
+            || msg.starts_with("SignatureDoesNotMatch")
+        {
+            format!(
+                "access denied to s3://{}/{} ({msg})",
+                self.bucket, self.prefix
+            )
+        } else {
+            msg.to_string()
+        }
+    }
+
+    fn err<E, R>(
+        &self,
+        key: &str,
+        e: &aws_smithy_runtime_api::client::result::SdkError<E, R>,
+    ) -> StoreError
+    where
+        E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::fmt::Debug,
+        R: super::aws::HasStatus,
+    {
+        let msg = format!(
+            "s3://{}/{}: {}",
+            self.bucket,
+            self.key(key),
+            self.explain(&describe(e))
+        );
+        match classify(e) {
+            ErrorClass::Conflict => StoreError::Conflict(key.to_string()),
+            ErrorClass::Retryable => StoreError::Retryable(msg),
+            _ => StoreError::Fatal(msg),
+        }
+    }
+
+    fn put(
+        &self,
+        key: &str,
+        bytes: &[u8],
+    ) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
+        let mut p = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.key(key))
+            .content_type(if key.ends_with(".json") {
+                "application/json"
+            } else {
+                "application/octet-stream"
+            })
+            .body(ByteStream::from(bytes.to_vec()));
+        if let Some(k) = &self.sse_kms_key_id {
+            p = p
+                .server_side_encryption(ServerSideEncryption::AwsKms)
+                .ssekms_key_id(k);
+        }
+        p
+    }
+}
+
+fn etag(e: Option<&str>) -> String {
+    e.unwrap_or_default().to_string()
+}
+
+#[async_trait]
+impl StateStore for S3Store {
+    fn describe(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.prefix)
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.key(key))
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let version = etag(out.e_tag());
+                let bytes = out
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| {
+                        StoreError::Retryable(format!("{key}: reading the body failed: {e}"))
+                    })?
+                    .into_bytes()
+                    .to_vec();
+                Ok(Some(Versioned { bytes, version }))
+            }
+            Err(e) if classify(&e) == ErrorClass::NotFound => Ok(None),
+            Err(e) => Err(self.err(key, &e)),
+        }
+    }
+
+    async fn put_new(&self, key: &str, bytes: &[u8]) -> Result<String, StoreError> {
+        match self.put(key, bytes).if_none_match("*").send().await {
+            Ok(out) => Ok(etag(out.e_tag())),
+            Err(e) => Err(self.err(key, &e)),
+        }
+    }
+
+    async fn put_if(&self, key: &str, bytes: &[u8], expected: &str) -> Result<String, StoreError> {
+        match self.put(key, bytes).if_match(expected).send().await {
+            Ok(out) => Ok(etag(out.e_tag())),
+            // If-Match on a missing object: the expected version is gone, another writer won.
+            Err(e) if classify(&e) == ErrorClass::NotFound => {
+                Err(StoreError::Conflict(key.to_string()))
+            }
+            Err(e) => Err(self.err(key, &e)),
+        }
+    }
+
+    async fn delete_if(&self, key: &str, expected: &str) -> Result<(), StoreError> {
+        match self
+            .client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.key(key))
+            .if_match(expected)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if classify(&e) == ErrorClass::NotFound => Ok(()),
+            Err(e) => Err(self.err(key, &e)),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let full = format!("{}{}/", self.prefix, prefix.trim_end_matches('/'));
+        let mut out = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&full)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.err(prefix, &e))?;
+            for o in page.contents() {
+                if let Some(k) = o.key() {
+                    out.push(k.trim_start_matches(&self.prefix).to_string());
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
