@@ -111,6 +111,9 @@ enum Command {
         /// Testing only: stop as if the process died after this step.
         #[arg(long, hide = true, value_enum)]
         fail_at: Option<FailPoint>,
+        /// Testing only: hang after this step (to be killed).
+        #[arg(long, hide = true, value_enum)]
+        hang_at: Option<FailPoint>,
         /// Testing only: lease time-to-live.
         #[arg(long, hide = true, default_value = "600s")]
         lease_ttl: Span,
@@ -237,6 +240,7 @@ async fn run(cli: Cli) -> Result<Exit, RunError> {
             lease_wait,
             now,
             fail_at,
+            hang_at,
             lease_ttl,
         } => {
             let opts = ApplyOptions {
@@ -244,6 +248,7 @@ async fn run(cli: Cli) -> Result<Exit, RunError> {
                 allow_history_rewrite,
                 now: parse_time(&now)?,
                 fail_at,
+                hang_at,
                 lease_ttl: lease_ttl.0,
                 lease_wait: lease_wait.0,
                 ..Default::default()

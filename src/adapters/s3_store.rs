@@ -42,7 +42,14 @@ pub fn normalise_prefix(p: &str) -> String {
 
 impl S3Store {
     pub async fn open(loc: &S3Location) -> Result<S3Store, String> {
-        let client = client(loc).await;
+        S3Store::with_client(client(loc).await, loc).await
+    }
+
+    /// Opens the store with a given client (checking the bucket is reachable first).
+    pub async fn with_client(
+        client: aws_sdk_s3::Client,
+        loc: &S3Location,
+    ) -> Result<S3Store, String> {
         let s = S3Store {
             client,
             bucket: loc.bucket.clone(),

@@ -6,6 +6,7 @@
 //! the next run completes without signing a second certificate for the same request.
 
 use super::context::{Context, RepoArgs, key_path};
+use super::index::IndexHandle;
 use super::{Exit, RunError, lease, outputs};
 use crate::adapters::kms::{self, KmsSigner};
 use crate::adapters::signer::{LocalSigner, Signer, SignerStats, check_matches, sign_verified};
@@ -16,8 +17,8 @@ use crate::domain::profile::{self, Issuer, Urls, from_time};
 use crate::domain::revocation::Reason;
 use crate::domain::serial::new_serial;
 use crate::domain::state::{
-    CertRecord, CertSummary, CrlInfo, INDEX_KEY, Index, PublishedRevocation, Revoked, crl_key,
-    intent_key, record_key,
+    CertRecord, CertSummary, CrlInfo, Index, PublishedRevocation, Revoked, crl_key, intent_key,
+    record_key,
 };
 use base64ct::{Base64, Encoding};
 use der::{Decode, Encode};
@@ -45,6 +46,8 @@ pub struct ApplyOptions {
     /// The reconcile time (tests move it forward to exercise renewal and CRL refresh).
     pub now: Option<OffsetDateTime>,
     pub fail_at: Option<FailPoint>,
+    /// Testing only: hang (as a stuck or about-to-be-killed process) after this step.
+    pub hang_at: Option<FailPoint>,
     pub lease_ttl: Duration,
     pub lease_wait: Duration,
     pub max_push_attempts: u32,
@@ -61,6 +64,7 @@ impl Default for ApplyOptions {
             allow_history_rewrite: false,
             now: None,
             fail_at: None,
+            hang_at: None,
             lease_ttl: Duration::from_secs(600),
             lease_wait: Duration::from_secs(120),
             max_push_attempts: 5,
@@ -109,7 +113,11 @@ impl ApplyOutcome {
     }
 }
 
-fn fail(opts: &ApplyOptions, at: FailPoint) -> Result<(), RunError> {
+async fn fail(opts: &ApplyOptions, at: FailPoint) -> Result<(), RunError> {
+    if opts.hang_at == Some(at) {
+        eprintln!("gitca: hanging at {at:?} (test failpoint)");
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
     if opts.fail_at == Some(at) {
         return Err(RunError::Retryable(format!("injected failure at {at:?}")));
     }
@@ -200,57 +208,6 @@ fn urls(ctx: &Context) -> Urls {
     }
 }
 
-/// The state index with its version, creating it for a new CA.
-struct IndexHandle {
-    index: Index,
-    version: String,
-}
-
-impl IndexHandle {
-    async fn open(ctx: &Context) -> Result<IndexHandle, RunError> {
-        loop {
-            let (index, version) = ctx.index().await?;
-            if let Some(version) = version {
-                return Ok(IndexHandle { index, version });
-            }
-            let bytes = serde_json::to_vec_pretty(&index).map_err(|e| e.to_string())?;
-            match ctx.store.put_new(INDEX_KEY, &bytes).await {
-                Ok(version) => return Ok(IndexHandle { index, version }),
-                Err(StoreError::Conflict(_)) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-
-    /// Applies `change` by compare-and-swap, re-reading and re-applying on a lost race.
-    async fn update(&mut self, ctx: &Context, change: impl Fn(&mut Index)) -> Result<(), RunError> {
-        for _ in 0..20 {
-            let mut next = self.index.clone();
-            change(&mut next);
-            if next == self.index {
-                return Ok(());
-            }
-            let bytes = serde_json::to_vec_pretty(&next).map_err(|e| e.to_string())?;
-            match ctx.store.put_if(INDEX_KEY, &bytes, &self.version).await {
-                Ok(v) => {
-                    self.index = next;
-                    self.version = v;
-                    return Ok(());
-                }
-                Err(StoreError::Conflict(_)) => {
-                    tracing::info!("the state index moved; re-reading it");
-                    let fresh = IndexHandle::open(ctx).await?;
-                    *self = fresh;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(RunError::Retryable(
-            "the state index kept changing under this run".into(),
-        ))
-    }
-}
-
 fn summary_of(rec: &CertRecord) -> Result<CertSummary, String> {
     let tbs = TbsCertificate::from_der(&Base64::decode_vec(&rec.tbs).map_err(|e| e.to_string())?)
         .map_err(|e| format!("serial {}: recorded TBS does not decode: {e}", rec.serial))?;
@@ -337,7 +294,7 @@ async fn recover(
             };
             if let Some(done) = signed {
                 let s = summary_of(&done)?;
-                h.update(ctx, |i| {
+                h.update(|i| {
                     i.certs.entry(done.serial.clone()).or_insert(s.clone());
                 })
                 .await?;
@@ -381,7 +338,7 @@ pub async fn reconcile(
         .map_err(|e| e.to_string())?;
     let mut issuer = ctx.issuer()?;
     issuer.algorithm = signer.algorithm();
-    let mut h = IndexHandle::open(ctx).await?;
+    let mut h = IndexHandle::open(ctx.store.clone(), ctx.ca_facts().key_id).await?;
 
     let rewritten = match &h.index.last_reconciled {
         Some(last) => !ctx.repo.descends_from(&head, last)?,
@@ -426,7 +383,7 @@ pub async fn reconcile(
             let v = ctx.store.put_new(&intent_key(&rec.serial), &bytes).await?;
             pending.push((rp.action, unsigned, rec, v));
         }
-        fail(opts, FailPoint::AfterIntent)?;
+        fail(opts, FailPoint::AfterIntent).await?;
         // Sign concurrently; the signer bounds how many requests are in flight.
         let signatures_done = futures::future::join_all(
             pending
@@ -444,22 +401,22 @@ pub async fn reconcile(
             ));
             signed.push((action, rec, v));
         }
-        fail(opts, FailPoint::AfterSign)?;
+        fail(opts, FailPoint::AfterSign).await?;
         for (_, rec, _) in &signed {
             put_record(ctx, rec).await?;
         }
-        fail(opts, FailPoint::AfterRecord)?;
+        fail(opts, FailPoint::AfterRecord).await?;
         let summaries: Vec<(String, CertSummary)> = signed
             .iter()
             .map(|(_, r, _)| Ok((r.serial.clone(), summary_of(r)?)))
             .collect::<Result<_, String>>()?;
-        h.update(ctx, |i| {
+        h.update(|i| {
             for (s, c) in &summaries {
                 i.certs.entry(s.clone()).or_insert(c.clone());
             }
         })
         .await?;
-        fail(opts, FailPoint::AfterState)?;
+        fail(opts, FailPoint::AfterState).await?;
         for ((action, rec, v), (_, sum)) in signed.into_iter().zip(&summaries) {
             ctx.store.delete_if(&intent_key(&rec.serial), &v).await?;
             issued.push(Issued {
@@ -529,7 +486,7 @@ pub async fn reconcile(
     let mut crl_number = None;
     if changed {
         let head2 = head.clone();
-        h.update(ctx, |i| {
+        h.update(|i| {
             apply_marks(i, &marks, &published);
             i.last_reconciled = Some(head2.clone());
             if crl_due {
@@ -566,7 +523,7 @@ pub async fn reconcile(
             Err(e) => return Err(e.into()),
         }
         let serials: Vec<String> = entries.iter().map(|e| e.serial_hex.clone()).collect();
-        h.update(ctx, |i| {
+        h.update(|i| {
             if i.crl.as_ref().is_none_or(|c| c.number < number) {
                 i.crl = Some(CrlInfo {
                     number,
@@ -578,7 +535,7 @@ pub async fn reconcile(
         })
         .await?;
         crl_number = Some(number);
-        fail(opts, FailPoint::AfterCrl)?;
+        fail(opts, FailPoint::AfterCrl).await?;
     }
 
     // Publication of the CA certificates and the newest CRL, once per CRL number.
@@ -616,16 +573,14 @@ pub async fn reconcile(
             .map_err(RunError::Retryable)?;
         published = p.objects;
         let number = crl.number;
-        h.update(ctx, |i| {
-            i.published_crl_number = i.published_crl_number.max(number)
-        })
-        .await?;
+        h.update(|i| i.published_crl_number = i.published_crl_number.max(number))
+            .await?;
     }
 
     // Outputs and the commit.
     let changes = outputs::changes(ctx, &head, &h.index).await?;
-    fail(opts, FailPoint::AfterOutputs)?;
-    fail(opts, FailPoint::BeforeCommit)?;
+    fail(opts, FailPoint::AfterOutputs).await?;
+    fail(opts, FailPoint::BeforeCommit).await?;
     let commit = if changes.is_empty() {
         None
     } else {

@@ -7,7 +7,7 @@ use crate::domain::csr::{KeyKind, key_id};
 use crate::domain::plan::{CaFacts, Snapshot, TreeEntry};
 use crate::domain::policy::Policy;
 use crate::domain::profile::{Issuer, from_time, key_identifier};
-use crate::domain::state::{INDEX_KEY, Index};
+use crate::domain::state::Index;
 use der::{Decode, DecodePem};
 use std::path::{Path, PathBuf};
 use x509_cert::Certificate;
@@ -181,22 +181,7 @@ impl Context {
 
     /// The index, or a fresh one for a new CA. A state of another CA key is refused.
     pub async fn index(&self) -> Result<(Index, Option<String>), String> {
-        let facts = self.ca_facts();
-        match self.store.get(INDEX_KEY).await.map_err(|e| e.to_string())? {
-            None => Ok((Index::new(facts.key_id), None)),
-            Some(v) => {
-                let idx: Index = serde_json::from_slice(&v.bytes).map_err(|e| {
-                    format!("{}: {INDEX_KEY} is corrupt: {e}", self.store.describe())
-                })?;
-                if idx.ca_key_id != facts.key_id {
-                    return Err(format!(
-                        "the state at {} belongs to another CA key; refusing to mix states",
-                        self.store.describe()
-                    ));
-                }
-                Ok((idx, Some(v.version)))
-            }
-        }
+        super::index::read(self.store.as_ref(), &self.ca_facts().key_id).await
     }
 }
 

@@ -8,10 +8,14 @@ use std::process::{Command, Output};
 pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 pub const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/example-repo");
 
+pub mod moto;
+
 pub struct Env {
     _tmp: tempfile::TempDir,
     pub repo: PathBuf,
     pub data: PathBuf,
+    /// Extra environment for gitca (e.g. the AWS endpoint and credentials).
+    pub vars: Vec<(String, String)>,
 }
 
 pub fn copy_tree(src: &Path, dst: &Path, exclude: &[&str]) {
@@ -46,6 +50,7 @@ impl Env {
             _tmp: tmp,
             repo,
             data,
+            vars: Vec::new(),
         };
         env.git(&["init", "-q", "-b", "main"]);
         env.git(&["config", "user.name", "Test"]);
@@ -77,13 +82,19 @@ impl Env {
     }
 
     pub fn gitca_in(&self, dir: &Path, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_gitca"))
-            .args(args)
+        self.command_in(dir, args).output().unwrap()
+    }
+
+    pub fn command_in(&self, dir: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_gitca"));
+        c.args(args)
             .current_dir(dir)
             .env("GITCA_DATA_DIR", &self.data)
-            .env_remove("RUST_LOG")
-            .output()
-            .unwrap()
+            .env_remove("RUST_LOG");
+        for (k, v) in &self.vars {
+            c.env(k, v);
+        }
+        c
     }
 
     /// Runs gitca, asserting its exit code; returns stdout.

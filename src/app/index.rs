@@ -1,0 +1,102 @@
+//! Reading and updating the state index by compare-and-swap: a lost race re-reads the index and
+//! re-applies the change to the fresh state, never overwriting another writer's work.
+
+use super::RunError;
+use crate::adapters::state_store::{StateStore, StoreError};
+use crate::domain::state::{INDEX_KEY, Index};
+use std::sync::Arc;
+
+/// The index, or a fresh one for a new CA. A state of another CA key is refused.
+pub async fn read(
+    store: &dyn StateStore,
+    ca_key_id: &str,
+) -> Result<(Index, Option<String>), String> {
+    match store.get(INDEX_KEY).await.map_err(|e| e.to_string())? {
+        None => Ok((Index::new(ca_key_id.to_string()), None)),
+        Some(v) => {
+            let idx: Index = serde_json::from_slice(&v.bytes)
+                .map_err(|e| format!("{}: {INDEX_KEY} is corrupt: {e}", store.describe()))?;
+            if idx.ca_key_id != ca_key_id {
+                return Err(format!(
+                    "the state at {} belongs to another CA key; refusing to mix states",
+                    store.describe()
+                ));
+            }
+            Ok((idx, Some(v.version)))
+        }
+    }
+}
+
+/// The index with the version it was read at.
+pub struct IndexHandle {
+    pub index: Index,
+    version: String,
+    store: Arc<dyn StateStore>,
+    ca_key_id: String,
+    /// How many compare-and-swap writes lost a race and were redone.
+    pub conflicts: usize,
+}
+
+impl IndexHandle {
+    /// Reads the index, creating it (create-only) for a new CA.
+    pub async fn open(
+        store: Arc<dyn StateStore>,
+        ca_key_id: String,
+    ) -> Result<IndexHandle, RunError> {
+        loop {
+            let (index, version) = read(store.as_ref(), &ca_key_id).await?;
+            if let Some(version) = version {
+                return Ok(IndexHandle {
+                    index,
+                    version,
+                    store,
+                    ca_key_id,
+                    conflicts: 0,
+                });
+            }
+            let bytes = serde_json::to_vec_pretty(&index).map_err(|e| e.to_string())?;
+            match store.put_new(INDEX_KEY, &bytes).await {
+                Ok(version) => {
+                    return Ok(IndexHandle {
+                        index,
+                        version,
+                        store,
+                        ca_key_id,
+                        conflicts: 0,
+                    });
+                }
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Applies `change` by compare-and-swap; on a lost race re-reads and re-applies it.
+    pub async fn update(&mut self, change: impl Fn(&mut Index)) -> Result<(), RunError> {
+        for _ in 0..20 {
+            let mut next = self.index.clone();
+            change(&mut next);
+            if next == self.index {
+                return Ok(());
+            }
+            let bytes = serde_json::to_vec_pretty(&next).map_err(|e| e.to_string())?;
+            match self.store.put_if(INDEX_KEY, &bytes, &self.version).await {
+                Ok(v) => {
+                    self.index = next;
+                    self.version = v;
+                    return Ok(());
+                }
+                Err(StoreError::Conflict(_)) => {
+                    tracing::info!("the state index moved; re-reading it");
+                    let conflicts = self.conflicts + 1;
+                    *self = IndexHandle::open(self.store.clone(), self.ca_key_id.clone()).await?;
+                    self.conflicts = conflicts;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(RunError::Retryable(
+            "the state index kept changing under this run".into(),
+        ))
+    }
+}

@@ -1,0 +1,613 @@
+//! gitca with its CA keys in KMS and its state in S3, against a real S3/KMS API server (moto,
+//! started by .ci/run via tests/moto_launcher.py) through the real AWS SDK over HTTP.
+
+mod common;
+use aws_sdk_kms::types::KeySpec;
+use common::moto::{self, aws_vars, create_bucket, create_key, keys, unique};
+use common::*;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+struct AwsCa {
+    env: Env,
+    bucket: String,
+    s3: aws_sdk_s3::Client,
+    root_key: String,
+    issuing_key: String,
+}
+
+fn kms_config(issuing: &str, root: &str, bucket: &str, extra: &str) -> String {
+    format!(
+        "signer:\n  kms:\n    key: {issuing}\n    root_key: {root}\n    max_in_flight: 8\n{extra}\
+state:\n  s3:\n    bucket: {bucket}\n    prefix: state/example-ca\n    force_path_style: true\n\
+publish:\n  s3:\n    bucket: {bucket}\n    prefix: pki\n    force_path_style: true\n"
+    )
+}
+
+async fn setup(spec: KeySpec, exclude: &[&str]) -> Option<AwsCa> {
+    let endpoint = moto::endpoint()?;
+    let kms = moto::kms(&endpoint).await;
+    let s3 = moto::s3(&endpoint).await;
+    let root_key = create_key(&kms, spec.clone()).await;
+    let issuing_key = create_key(&kms, spec).await;
+    let bucket = unique("gitca");
+    create_bucket(&s3, &bucket).await;
+    let mut env = Env::from(EXAMPLE, exclude);
+    env.vars = aws_vars(&endpoint);
+    let cfg = env.read("gitca.yaml");
+    std::fs::write(
+        env.path("gitca.yaml"),
+        format!(
+            "{cfg}\n{}",
+            kms_config(&issuing_key, &root_key, &bucket, "")
+        ),
+    )
+    .unwrap();
+    env.commit_all("KMS and S3");
+    env.init(&[]);
+    Some(AwsCa {
+        env,
+        bucket,
+        s3,
+        root_key,
+        issuing_key,
+    })
+}
+
+fn verify_leaves(env: &Env) -> usize {
+    let leaves = leaf_files(&env.path("issued"));
+    if have("openssl") {
+        for l in &leaves {
+            let (ok, out) = openssl_verify(
+                &env.path("ca/root-ca.pem"),
+                Some(&env.path("ca/issuing-ca.pem")),
+                &env.path("crl/example-ca.crl.pem"),
+                l,
+            );
+            assert!(ok, "{}: {out}", l.display());
+        }
+    }
+    leaves.len()
+}
+
+async fn content_type(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> String {
+    s3.head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{key}: {e:?}"))
+        .content_type()
+        .unwrap_or_default()
+        .to_string()
+}
+
+async fn full_apply(spec: KeySpec) {
+    let Some(ca) = setup(spec, &["revocations.yaml"]).await else {
+        return;
+    };
+    let env = &ca.env;
+    let out = env.ok(&["apply"], 3);
+    assert!(
+        out.contains("KMS: ") && out.contains("call(s)"),
+        "summary reports KMS calls: {out}"
+    );
+    assert_eq!(verify_leaves(env), 7);
+    // No key material anywhere on disk: the keys live in KMS.
+    assert!(
+        walkdir::WalkDir::new(&env.data)
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .all(|e| !e.path().to_string_lossy().ends_with(".key"))
+    );
+    let state = keys(&ca.s3, &ca.bucket, "state/example-ca/").await;
+    assert!(
+        state.contains(&"state/example-ca/index.json".to_string()),
+        "{state:?}"
+    );
+    assert_eq!(state.iter().filter(|k| k.contains("/certs/")).count(), 7);
+    assert!(
+        !state
+            .iter()
+            .any(|k| k.contains("/intents/") || k.ends_with("lease.json")),
+        "{state:?}"
+    );
+    assert_eq!(
+        content_type(&ca.s3, &ca.bucket, "pki/example-ca.crl").await,
+        "application/pkix-crl"
+    );
+    assert_eq!(
+        content_type(&ca.s3, &ca.bucket, "pki/example-ca.crt").await,
+        "application/pkix-cert"
+    );
+
+    // Revoke through KMS-signed CRL 2; the published CRL moves forward.
+    let saved = env.tmp().join("old-laptop.pem");
+    std::fs::copy(env.path("issued/clients/old-laptop.pem"), &saved).unwrap();
+    std::fs::copy(
+        std::path::Path::new(EXAMPLE).join("revocations.yaml"),
+        env.path("revocations.yaml"),
+    )
+    .unwrap();
+    env.commit_all("revoke");
+    let out = env.ok(&["apply"], 3);
+    assert!(
+        out.contains("CRL number 2") && out.contains("published"),
+        "{out}"
+    );
+    if have("openssl") {
+        let (ok, msg) = openssl_verify(
+            &env.path("ca/root-ca.pem"),
+            Some(&env.path("ca/issuing-ca.pem")),
+            &env.path("crl/example-ca.crl.pem"),
+            &saved,
+        );
+        assert!(!ok && msg.contains("certificate revoked"), "{msg}");
+        let published = ca
+            .s3
+            .get_object()
+            .bucket(&ca.bucket)
+            .key("pki/example-ca.crl")
+            .send()
+            .await
+            .unwrap();
+        let der = published.body.collect().await.unwrap().into_bytes();
+        assert_eq!(
+            der.as_ref(),
+            std::fs::read(env.path("crl/example-ca.crl"))
+                .unwrap()
+                .as_slice(),
+            "published CRL is the committed one"
+        );
+    }
+    // A second apply is a no-op.
+    let out = env.ok(&["apply"], 3);
+    assert!(
+        out.contains("0 signature(s)") && out.contains("nothing to commit"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kms_p256_ca_with_s3_state() {
+    full_apply(KeySpec::EccNistP256).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kms_p384_ca_with_s3_state() {
+    full_apply(KeySpec::EccNistP384).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kms_rsa2048_ca_with_s3_state() {
+    full_apply(KeySpec::Rsa2048).await;
+}
+
+/// A CRL over 4096 bytes goes through KMS as MessageType=DIGEST; openssl verifies the result.
+#[tokio::test(flavor = "multi_thread")]
+async fn large_crl_is_signed_through_the_digest_path() {
+    use gitca::adapters::kms::{KmsSigner, MAX_RAW_MESSAGE};
+    use gitca::adapters::signer::{Signer, sign_verified};
+    use gitca::domain::crl::{self, CrlEntry};
+    use gitca::domain::profile::{self, CaParams, Urls};
+    use gitca::domain::revocation::Reason;
+    let Some(endpoint) = moto::endpoint() else {
+        return;
+    };
+    if !have("openssl") {
+        return;
+    }
+    let kms = moto::kms(&endpoint).await;
+    for spec in [KeySpec::EccNistP256, KeySpec::EccNistP384, KeySpec::Rsa2048] {
+        let key = create_key(&kms, spec.clone()).await;
+        let signer = KmsSigner::open(kms.clone(), &key, 4, 3).await.unwrap();
+        let now = time::OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .unwrap();
+        let subject = gitca::domain::names::Subject {
+            common_name: Some("KMS CRL test CA".into()),
+            ..Default::default()
+        }
+        .to_name()
+        .unwrap();
+        let params = CaParams {
+            subject,
+            public_key: signer.public_key().clone(),
+            self_algorithm: signer.algorithm(),
+            serial: vec![0x11; 20],
+            not_before: now,
+            not_after: now + time::Duration::days(30),
+            path_len: None,
+        };
+        let unsigned = profile::ca(&params, None, &Urls::default()).unwrap();
+        let sig = sign_verified(&signer, &unsigned.tbs_der).await.unwrap();
+        let ca = unsigned.assemble(&sig).unwrap();
+        let issuer = gitca::app::context::issuer_of(&ca).unwrap();
+        let entries: Vec<CrlEntry> = (0..200u32)
+            .map(|i| CrlEntry {
+                serial_hex: format!("{:040x}", 0x1000_0000u64 + i as u64),
+                date: now,
+                reason: Reason::KeyCompromise,
+            })
+            .collect();
+        let tbs = crl::tbs(&issuer, 7, now, now + time::Duration::days(7), &entries).unwrap();
+        assert!(
+            tbs.len() > MAX_RAW_MESSAGE,
+            "the CRL must exceed KMS's RAW limit ({} bytes)",
+            tbs.len()
+        );
+        let sig = sign_verified(&signer, &tbs)
+            .await
+            .expect("DIGEST signature verifies locally");
+        let der = crl::assemble(&tbs, &signer.algorithm(), &sig).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        use der::Encode;
+        std::fs::write(dir.path().join("ca.der"), ca.to_der().unwrap()).unwrap();
+        std::fs::write(dir.path().join("crl.der"), &der).unwrap();
+        let ca_pem = std::process::Command::new("openssl")
+            .args(["x509", "-inform", "DER", "-in", "ca.der", "-out", "ca.pem"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(ca_pem.status.success());
+        let o = std::process::Command::new("openssl")
+            .args([
+                "crl", "-inform", "DER", "-in", "crl.der", "-CAfile", "ca.pem", "-noout",
+            ])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let msg = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            o.status.success() && msg.contains("verify OK"),
+            "{spec:?}: {msg}"
+        );
+    }
+}
+
+/// Four applies at once against one bucket and one remote: every request issued exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_applies_issue_exactly_once() {
+    let Some(ca) = setup(KeySpec::EccNistP256, &["revocations.yaml"]).await else {
+        return;
+    };
+    let env = &ca.env;
+    let remote = env.tmp().join("remote.git");
+    git_in(
+        env.tmp(),
+        &[
+            "init",
+            "-q",
+            "--bare",
+            "-b",
+            "main",
+            remote.to_str().unwrap(),
+        ],
+    );
+    env.git(&["remote", "add", "origin", remote.to_str().unwrap()]);
+    env.git(&["push", "-q", "-u", "origin", "main"]);
+    let mut children = Vec::new();
+    for n in 0..4 {
+        let dir = env.tmp().join(format!("runner-{n}"));
+        git_in(
+            env.tmp(),
+            &[
+                "clone",
+                "-q",
+                remote.to_str().unwrap(),
+                dir.to_str().unwrap(),
+            ],
+        );
+        children.push(
+            env.command_in(&dir, &["apply", "--push"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    let mut outs = Vec::new();
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(
+            o.status.code(),
+            Some(3),
+            "each runner exits cleanly (3: the example's rejected request): {text}"
+        );
+        outs.push(text);
+    }
+    let signed: usize = outs.iter().map(|o| o.matches("\n  issue ").count()).sum();
+    assert_eq!(signed, 7, "seven issuances across all runners: {outs:#?}");
+    let state = keys(&ca.s3, &ca.bucket, "state/example-ca/certs/").await;
+    assert_eq!(state.len(), 7, "{state:?}");
+    let idx: serde_json::Value = {
+        let o = ca
+            .s3
+            .get_object()
+            .bucket(&ca.bucket)
+            .key("state/example-ca/index.json")
+            .send()
+            .await
+            .unwrap();
+        serde_json::from_slice(&o.body.collect().await.unwrap().into_bytes()).unwrap()
+    };
+    let mut per_request = std::collections::BTreeMap::new();
+    for c in idx["certs"].as_object().unwrap().values() {
+        *per_request
+            .entry(c["request_id"].as_str().unwrap().to_string())
+            .or_insert(0) += 1;
+    }
+    assert!(
+        per_request.values().all(|n| *n == 1) && per_request.len() == 7,
+        "{per_request:?}"
+    );
+    assert!(
+        keys(&ca.s3, &ca.bucket, "state/example-ca/lease.json")
+            .await
+            .is_empty(),
+        "lease released"
+    );
+    let log = git_in(&remote, &["log", "--format=%s", "main"]);
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.starts_with("gitca: issue"))
+            .count(),
+        1,
+        "{log}"
+    );
+}
+
+/// A holder killed mid-apply: after its lease expires the next apply takes over and converges.
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_holder_lease_is_taken_over_and_converges() {
+    let Some(ca) = setup(KeySpec::EccNistP256, &["revocations.yaml"]).await else {
+        return;
+    };
+    let env = &ca.env;
+    let mut stuck = env
+        .command_in(
+            &env.repo,
+            &["apply", "--hang-at", "after-sign", "--lease-ttl", "3s"],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while keys(&ca.s3, &ca.bucket, "state/example-ca/intents/")
+        .await
+        .len()
+        < 7
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the first apply never recorded its intents"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stuck.kill().unwrap();
+    stuck.wait().unwrap();
+    assert!(
+        !keys(&ca.s3, &ca.bucket, "state/example-ca/lease.json")
+            .await
+            .is_empty(),
+        "the killed holder left its lease"
+    );
+    let started = Instant::now();
+    let out = env.ok(&["apply", "--lease-wait", "60s"], 3);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "waited for the lease to expire"
+    );
+    assert!(out.contains("completed 7"), "{out}");
+    assert_eq!(
+        keys(&ca.s3, &ca.bucket, "state/example-ca/certs/")
+            .await
+            .len(),
+        7
+    );
+    assert!(
+        keys(&ca.s3, &ca.bucket, "state/example-ca/intents/")
+            .await
+            .is_empty()
+    );
+    assert_eq!(verify_leaves(env), 7);
+}
+
+/// A stale index write gets 412; the update re-reads and re-applies; nothing is overwritten.
+#[tokio::test(flavor = "multi_thread")]
+async fn stale_index_write_is_a_conflict_and_retries_from_fresh_state() {
+    use gitca::adapters::s3_store::S3Store;
+    use gitca::adapters::state_store::{StateStore, StoreError};
+    use gitca::app::index::IndexHandle;
+    use gitca::domain::config::S3Location;
+    use gitca::domain::state::INDEX_KEY;
+    use std::sync::Arc;
+    let Some(endpoint) = moto::endpoint() else {
+        return;
+    };
+    let s3 = moto::s3(&endpoint).await;
+    let bucket = unique("gitca-cas");
+    create_bucket(&s3, &bucket).await;
+    let loc = S3Location {
+        bucket: bucket.clone(),
+        prefix: "p".into(),
+        region: None,
+        endpoint: None,
+        force_path_style: true,
+        sse_kms_key_id: None,
+    };
+    let store: Arc<dyn StateStore> =
+        Arc::new(S3Store::with_client(s3.clone(), &loc).await.unwrap());
+
+    let v1 = store.put_new("x.json", b"1").await.unwrap();
+    assert!(
+        matches!(
+            store.put_new("x.json", b"2").await,
+            Err(StoreError::Conflict(_))
+        ),
+        "If-None-Match: * refuses an existing object"
+    );
+    store.put_if("x.json", b"2", &v1).await.unwrap();
+    assert!(
+        matches!(
+            store.put_if("x.json", b"3", &v1).await,
+            Err(StoreError::Conflict(_))
+        ),
+        "If-Match with a stale ETag is a 412"
+    );
+    assert_eq!(
+        store.get("x.json").await.unwrap().unwrap().bytes,
+        b"2",
+        "nothing overwritten"
+    );
+
+    let mut a = IndexHandle::open(store.clone(), "ca".into()).await.unwrap();
+    let mut b = IndexHandle::open(store.clone(), "ca".into()).await.unwrap();
+    b.update(|i| i.crl_number = 5).await.unwrap();
+    a.update(|i| i.crl_number += 1).await.unwrap();
+    assert_eq!(a.conflicts, 1, "a's first write was stale");
+    assert_eq!(
+        a.index.crl_number, 6,
+        "a re-applied its change on b's state"
+    );
+    let stored: serde_json::Value =
+        serde_json::from_slice(&store.get(INDEX_KEY).await.unwrap().unwrap().bytes).unwrap();
+    assert_eq!(stored["crl_number"], 6);
+
+    // Listing paginates past 1000 keys.
+    for n in 0..1005 {
+        store
+            .put_new(&format!("many/{n:05}.json"), b"{}")
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.list("many").await.unwrap().len(), 1005);
+}
+
+fn assert_error(o: &std::process::Output, want: &str) {
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(want), "expected {want:?} in: {err}");
+}
+
+/// Wrong key, missing key, missing bucket, denied access: each a clear error, nothing written.
+#[tokio::test(flavor = "multi_thread")]
+async fn aws_misconfiguration_is_a_clear_error_and_writes_nothing() {
+    let Some(ca) = setup(KeySpec::EccNistP256, &["revocations.yaml"]).await else {
+        return;
+    };
+    let env = &ca.env;
+    let cfg = env.read("gitca.yaml");
+    let with = |s: &str| {
+        std::fs::write(env.path("gitca.yaml"), s).unwrap();
+        env.commit_all("misconfigure")
+    };
+    let nothing_written = || async {
+        assert!(
+            keys(&ca.s3, &ca.bucket, "state/").await.is_empty(),
+            "state written"
+        )
+    };
+
+    // The root's key where the issuing key belongs: it does not match ca/issuing-ca.pem.
+    let h = with(&cfg.replace(
+        &format!("key: {}", ca.issuing_key),
+        &format!("key: {}", ca.root_key),
+    ));
+    assert_error(
+        &env.gitca(&["apply"]),
+        "does not match the CA certificate ca/issuing-ca.pem",
+    );
+    nothing_written().await;
+    assert_eq!(env.head(), h, "nothing committed");
+
+    let h = with(&cfg.replace(
+        &format!("key: {}", ca.issuing_key),
+        "key: alias/does-not-exist",
+    ));
+    assert_error(&env.gitca(&["apply"]), "KMS key alias/does-not-exist");
+    nothing_written().await;
+    assert_eq!(env.head(), h, "nothing committed");
+
+    with(&cfg.replace(
+        &format!("bucket: {}\n    prefix: state", ca.bucket),
+        "bucket: gitca-no-such-bucket\n    prefix: state",
+    ));
+    let h = env.head();
+    assert_error(
+        &env.gitca(&["apply"]),
+        "bucket gitca-no-such-bucket does not exist",
+    );
+    assert_eq!(env.head(), h, "nothing committed");
+    nothing_written().await;
+
+    with(&cfg);
+
+    // Denied access: a server that enforces IAM and does not know these credentials.
+    let denied = moto::start_auth_moto();
+    let mut env2 = Env::from(EXAMPLE, &[]);
+    env2.vars = aws_vars(&denied.endpoint);
+    std::fs::write(env2.path("gitca.yaml"), &cfg).unwrap();
+    for f in ["ca/root-ca.pem", "ca/issuing-ca.pem"] {
+        std::fs::create_dir_all(env2.path("ca")).unwrap();
+        std::fs::copy(env.path(f), env2.path(f)).unwrap();
+    }
+    env2.commit_all("denied");
+    assert_error(&env2.gitca(&["plan"]), "access denied");
+}
+
+/// KMS answering ThrottlingException above a rate: apply backs off, retries, and finishes.
+#[tokio::test(flavor = "multi_thread")]
+async fn throttled_kms_is_retried_with_backoff() {
+    let Some(_) = moto::endpoint() else { return };
+    let throttled = moto::start_moto(&["--kms-sign-rate", "3"]);
+    let kms = moto::kms(&throttled.endpoint).await;
+    let s3 = moto::s3(&throttled.endpoint).await;
+    let root = create_key(&kms, KeySpec::EccNistP256).await;
+    let issuing = create_key(&kms, KeySpec::EccNistP256).await;
+    let bucket = unique("gitca-throttle");
+    create_bucket(&s3, &bucket).await;
+    let mut env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    env.vars = aws_vars(&throttled.endpoint);
+    let cfg = env.read("gitca.yaml");
+    std::fs::write(
+        env.path("gitca.yaml"),
+        format!("{cfg}\n{}", kms_config(&issuing, &root, &bucket, "")),
+    )
+    .unwrap();
+    env.commit_all("KMS");
+    env.init(&[]);
+    let out = env.ok(&["apply"], 3);
+    let line = out
+        .lines()
+        .find(|l| l.contains("KMS:"))
+        .unwrap_or_default()
+        .to_string();
+    let retried: u64 = line
+        .split(", ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        retried > 0,
+        "8 signatures at once against 3/s must be throttled and retried: {out}"
+    );
+    assert_eq!(verify_leaves(&env), 7);
+}
