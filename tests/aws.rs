@@ -395,6 +395,9 @@ async fn killed_holder_lease_is_taken_over_and_converges() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
+    // While the holder is alive, a second apply that will not wait exits with a clear message.
+    let o = env.gitca(&["apply", "--lease-wait", "0s"]);
+    assert_error(&o, "another apply holds the lease");
     stuck.kill().unwrap();
     stuck.wait().unwrap();
     assert!(
@@ -610,4 +613,44 @@ async fn throttled_kms_is_retried_with_backoff() {
         "8 signatures at once against 3/s must be throttled and retried: {out}"
     );
     assert_eq!(verify_leaves(&env), 7);
+}
+
+/// A KMS issuing key without a root key in KMS: init writes the issuing CA's CSR for an external
+/// root, signed by the KMS key (proof of possession), and commits nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn init_writes_an_issuing_ca_csr_for_an_external_root() {
+    let Some(endpoint) = moto::endpoint() else {
+        return;
+    };
+    let kms = moto::kms(&endpoint).await;
+    let issuing = create_key(&kms, KeySpec::EccNistP384).await;
+    let mut env = Env::from(EXAMPLE, &[]);
+    env.vars = aws_vars(&endpoint);
+    let cfg = env.read("gitca.yaml");
+    std::fs::write(
+        env.path("gitca.yaml"),
+        format!("{cfg}\nsigner:\n  kms:\n    key: {issuing}\n"),
+    )
+    .unwrap();
+    let head = env.commit_all("KMS issuing key only");
+    let csr = env.tmp().join("issuing.csr.pem");
+    let out = env.ok(&["init", "--csr-out", csr.to_str().unwrap()], 0);
+    assert!(out.contains("CSR"), "{out}");
+    assert_eq!(env.head(), head, "nothing committed");
+    if have("openssl") {
+        let o = std::process::Command::new("openssl")
+            .args(["req", "-verify", "-noout", "-text", "-in"])
+            .arg(&csr)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            o.status.success() && text.contains("example-ca Issuing CA") && text.contains("384"),
+            "{text}"
+        );
+    }
 }
