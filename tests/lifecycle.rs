@@ -223,3 +223,160 @@ fn every_command_has_help() {
         assert!(out.contains("Usage"), "{c}: {out}");
     }
 }
+
+fn openssl_serial(path: &std::path::Path) -> String {
+    let o = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-serial", "-in"])
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .trim_start_matches("serial=")
+        .to_string()
+}
+
+/// Revocations by serial, as openssl prints it (hex) and as decimal, in a revocations/ folder.
+#[test]
+fn revoke_by_hex_and_decimal_serial_from_a_revocations_folder() {
+    if !have("openssl") {
+        return;
+    }
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    env.init(&[]);
+    env.ok(&["apply"], 3);
+    let api = openssl_serial(&env.path("issued/servers/api.pem"));
+    let web = openssl_serial(&env.path("issued/servers/web-01.pem"));
+    // openssl prints hex; write one with colons, one converted to decimal.
+    let colons: String = api
+        .as_bytes()
+        .chunks(2)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect::<Vec<_>>()
+        .join(":");
+    let decimal = {
+        // Base conversion of the hex serial to decimal digits.
+        let mut digits: Vec<u32> = vec![0];
+        for c in web.chars() {
+            let mut carry = c.to_digit(16).unwrap();
+            for d in digits.iter_mut().rev() {
+                let v = *d * 16 + carry;
+                *d = v % 10;
+                carry = v / 10;
+            }
+            while carry > 0 {
+                digits.insert(0, carry % 10);
+                carry /= 10;
+            }
+        }
+        digits
+            .iter()
+            .map(|d| char::from_digit(*d, 10).unwrap())
+            .collect::<String>()
+    };
+    std::fs::create_dir_all(env.path("revocations")).unwrap();
+    std::fs::write(
+        env.path("revocations/2026-11.yaml"),
+        format!("revocations:\n  - serial: \"{colons}\"\n    reason: key_compromise\n  - serial: \"{decimal}\"\n    reason: affiliation_changed\n    date: 2026-11-01T00:00:00Z\n"),
+    )
+    .unwrap();
+    let saved = env.tmp().join("api.pem");
+    std::fs::copy(env.path("issued/servers/api.pem"), &saved).unwrap();
+    env.commit_all("revoke two serials");
+    let (plan, _) = env.plan_json(&[]);
+    let revs = plan["revocations"].as_array().unwrap();
+    assert_eq!(revs.len(), 2, "{plan}");
+    assert!(
+        revs.iter()
+            .all(|r| r["action"] == "revoke" && r["serials"].as_array().unwrap().len() == 1),
+        "{plan}"
+    );
+    env.ok(&["apply"], 3);
+    let crl = std::process::Command::new("openssl")
+        .args(["crl", "-noout", "-text", "-in"])
+        .arg(env.path("crl/example-ca.crl.pem"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&crl.stdout).to_uppercase();
+    assert!(
+        text.contains(&api.to_uppercase()) && text.contains(&web.to_uppercase()),
+        "{text}"
+    );
+    assert!(
+        text.contains("KEY COMPROMISE") && text.contains("AFFILIATION CHANGED"),
+        "{text}"
+    );
+    assert!(
+        text.contains("NOV  1 00:00:00 2026"),
+        "the written date is used: {text}"
+    );
+    let (ok, out) = openssl_verify(
+        &env.path("ca/root-ca.pem"),
+        Some(&env.path("ca/issuing-ca.pem")),
+        &env.path("crl/example-ca.crl.pem"),
+        &saved,
+    );
+    assert!(!ok && out.contains("certificate revoked"), "{out}");
+    // A revoked certificate's request gets no new one until the request changes...
+    let (plan, _) = env.plan_json(&[]);
+    assert_eq!(action(&plan, "requests/servers/api.yaml"), "revoked");
+    assert_eq!(action(&plan, "requests/servers/web-01.yaml"), "revoked");
+    let revs = plan["revocations"].as_array().unwrap();
+    assert!(
+        revs.iter().all(|r| r["action"] == "already_revoked"),
+        "{plan}"
+    );
+    // ...and a key revoked for key compromise is never certified again.
+    for r in ["requests/servers/api.yaml", "requests/servers/web-01.yaml"] {
+        let y = env.read(r);
+        std::fs::write(env.path(r), format!("{y}\n# new certificate please\n")).unwrap();
+    }
+    env.commit_all("ask again");
+    let (plan, _) = env.plan_json(&[]);
+    let api = plan["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "requests/servers/api.yaml")
+        .unwrap();
+    assert_eq!(api["findings"][0]["code"], "key-compromised", "{api}");
+    assert_eq!(
+        action(&plan, "requests/servers/web-01.yaml"),
+        "issue",
+        "affiliation changed: the key may be reused"
+    );
+}
+
+/// A custom extension the policy allows is carried into the certificate as given.
+#[test]
+fn allowed_custom_extension_is_issued() {
+    let env = Env::from(
+        &format!("{FIXTURES}/defect-repo"),
+        &["expected.yaml", "README.md", "revocations.yaml"],
+    );
+    let policy = env.read("policies/default.yaml");
+    let patched = policy.replace(
+        "extension_oids: []",
+        "extension_oids: [\"1.3.6.1.4.1.55555.9\"]",
+    );
+    assert_ne!(patched, policy, "the fixture policy lists extension_oids");
+    std::fs::write(env.path("policies/default.yaml"), patched).unwrap();
+    env.commit_all("allow a custom extension");
+    env.init(&["--single"]);
+    let (plan, _) = env.plan_json(&[]);
+    assert_eq!(
+        action(&plan, "requests/extension-not-allowed.yaml"),
+        "issue",
+        "{plan}"
+    );
+    env.ok(&["apply"], 3);
+    if have("openssl") {
+        let o = std::process::Command::new("openssl")
+            .args(["x509", "-noout", "-text", "-in"])
+            .arg(env.path("issued/extension-not-allowed.pem"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(text.contains("1.3.6.1.4.1.55555.9"), "{text}");
+    }
+}

@@ -264,16 +264,15 @@ async fn recover(
             let signed = match signed {
                 Some(r) => Some(r),
                 None => {
-                    let unchanged = prelim.requests.iter().any(|r| {
-                        r.id == rec.request_id
-                            && r.spec
-                                .as_ref()
-                                .is_some_and(|s| s.request_hash == rec.request_hash)
+                    let unchanged = prelim.requests.iter().find_map(|r| {
+                        r.spec.as_ref().filter(|s| {
+                            r.id == rec.request_id && s.request_hash == rec.request_hash
+                        })
                     });
-                    if unchanged {
+                    if let Some(spec) = unchanged {
                         let tbs = Base64::decode_vec(&rec.tbs).map_err(|e| e.to_string())?;
                         let serial = hex::decode(&rec.serial).map_err(|e| e.to_string())?;
-                        profile::lint_leaf(&tbs, issuer, &serial)
+                        profile::lint_leaf(&tbs, issuer, &serial, spec)
                             .map_err(|e| format!("{key}: {e}"))?;
                         let sig = sign_verified(signer, &tbs).await?;
                         signatures += 1;
@@ -365,7 +364,7 @@ pub async fn reconcile(
             let serial = new_serial()?;
             let unsigned = profile::leaf(spec, &issuer, &serial, not_before, &urls(ctx))
                 .map_err(|e| format!("{}: cannot build the certificate: {e}", spec.request_id))?;
-            profile::lint_leaf(&unsigned.tbs_der, &issuer, &serial).map_err(|e| {
+            profile::lint_leaf(&unsigned.tbs_der, &issuer, &serial, spec).map_err(|e| {
                 format!(
                     "{}: certificate fails the profile check: {e}",
                     spec.request_id

@@ -18,6 +18,7 @@ pub enum Code {
     CsrRequestsCa,
     CsrKeyIsCaKey,
     KeyReuse,
+    KeyCompromised,
     NoPolicy,
     PolicyUnknown,
     PolicyNotApplicable,
@@ -41,6 +42,42 @@ pub enum Code {
 }
 
 impl Code {
+    /// Every code, for documentation checks.
+    pub const ALL: [Code; 32] = [
+        Code::RequestInvalid,
+        Code::RequestNotRegularFile,
+        Code::RequestTooLarge,
+        Code::CsrMissing,
+        Code::CsrMalformed,
+        Code::CsrBadSignature,
+        Code::CsrKeyUnsupported,
+        Code::CsrKeyWeak,
+        Code::CsrRequestsCa,
+        Code::CsrKeyIsCaKey,
+        Code::KeyReuse,
+        Code::KeyCompromised,
+        Code::NoPolicy,
+        Code::PolicyUnknown,
+        Code::PolicyNotApplicable,
+        Code::PolicyAmbiguous,
+        Code::SanRequired,
+        Code::DnsNotAllowed,
+        Code::WildcardNotAllowed,
+        Code::IpNotAllowed,
+        Code::EmailNotAllowed,
+        Code::UriNotAllowed,
+        Code::CnNotInSans,
+        Code::KeyTypeNotAllowed,
+        Code::LifetimeTooLong,
+        Code::LifetimeBeyondCa,
+        Code::UsageNotAllowed,
+        Code::ExtensionNotAllowed,
+        Code::ExtensionCaManaged,
+        Code::RevocationInvalid,
+        Code::RevocationUnknownSerial,
+        Code::RevocationUnknownRequest,
+    ];
+
     pub fn as_str(self) -> &'static str {
         use Code::*;
         match self {
@@ -55,6 +92,7 @@ impl Code {
             CsrRequestsCa => "csr-requests-ca",
             CsrKeyIsCaKey => "csr-key-is-ca-key",
             KeyReuse => "key-reuse",
+            KeyCompromised => "key-compromised",
             NoPolicy => "no-policy",
             PolicyUnknown => "policy-unknown",
             PolicyNotApplicable => "policy-not-applicable",
@@ -107,5 +145,26 @@ impl Finding {
 impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: [{}] {}", self.file, self.code, self.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every code is documented in docs/findings.md, and the doc lists no code that does not exist.
+    #[test]
+    fn every_code_is_documented() {
+        let doc = include_str!("../../docs/findings.md");
+        let documented: Vec<&str> = doc
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split('`').next())
+            .collect();
+        for c in Code::ALL {
+            assert!(documented.contains(&c.as_str()), "{c} is not documented");
+            assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
+        }
+        assert_eq!(documented.len(), Code::ALL.len(), "{documented:?}");
     }
 }

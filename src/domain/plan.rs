@@ -459,13 +459,27 @@ fn plan_requests(i: &Inputs, blocked: &BTreeSet<String>) -> Vec<RequestPlan> {
             Err(f) => rp.findings = f,
             Ok((spec, policy_name)) => {
                 rp.policy = Some(policy_name);
+                // The newest certificate, revoked or not: a request whose certificate was revoked
+                // by serial gets no new one until the request itself changes.
+                let newest = i
+                    .index
+                    .certs
+                    .values()
+                    .filter(|c| &c.request_id == id)
+                    .max_by_key(|c| c.not_before);
                 rp.action = match current {
+                    _ if newest.is_some_and(|n| {
+                        n.revoked.is_some() && n.request_hash == spec.request_hash
+                    }) =>
+                    {
+                        Action::Revoked
+                    }
                     None => Action::Issue,
                     Some((_, c)) if c.request_hash != spec.request_hash => Action::Reissue,
                     Some((_, c)) if c.not_after - renewal_window(i, c) <= i.now => Action::Renew,
                     Some(_) => Action::Unchanged,
                 };
-                if rp.action != Action::Unchanged {
+                if !matches!(rp.action, Action::Unchanged | Action::Revoked) {
                     // Later requests in this plan may not take the same key.
                     live_keys
                         .entry(spec.key_id.clone())
@@ -518,6 +532,22 @@ fn check_request(
         return Err(one(
             Code::CsrKeyIsCaKey,
             format!("{csr_path}: the CSR's key is the CA's own key"),
+        ));
+    }
+    let hash = request_hash(yaml, csr_bytes);
+    // An unchanged request of a revoked certificate is reported as revoked, not rejected.
+    if i.index.certs.values().any(|c| {
+        c.key_id == csr.key_id
+            && c.request_hash != hash
+            && c.revoked
+                .as_ref()
+                .is_some_and(|r| r.reason == Reason::KeyCompromise)
+    }) {
+        return Err(one(
+            Code::KeyCompromised,
+            format!(
+                "{csr_path}: a certificate for this key was revoked for key compromise; use a new key"
+            ),
         ));
     }
     if let Some(other) = live_keys
@@ -589,7 +619,7 @@ fn check_request(
     Ok((
         IssueSpec {
             request_id: id.to_string(),
-            request_hash: request_hash(yaml, csr_bytes),
+            request_hash: hash,
             key_id: csr.key_id,
             public_key: csr.public_key,
             key: csr.key,

@@ -349,7 +349,12 @@ fn add_urls(b: &mut CertificateBuilder<Names>, urls: &Urls) -> Result<(), String
 
 /// Checks a TBS against the profile before it is signed (lint before signing): v3, serial of
 /// 20 bytes or fewer and positive, validity inside the CA's, the CA's AKI, no CA flag on a leaf.
-pub fn lint_leaf(tbs_der: &[u8], issuer: &Issuer, expected_serial: &[u8]) -> Result<(), String> {
+pub fn lint_leaf(
+    tbs_der: &[u8],
+    issuer: &Issuer,
+    expected_serial: &[u8],
+    spec: &IssueSpec,
+) -> Result<(), String> {
     let tbs = TbsCertificate::from_der(tbs_der).map_err(|e| format!("TBS does not decode: {e}"))?;
     if tbs.serial_number().as_bytes() != expected_serial
         || expected_serial.len() > 20
@@ -387,6 +392,43 @@ pub fn lint_leaf(tbs_der: &[u8], issuer: &Issuer, expected_serial: &[u8]) -> Res
         if !seen.insert(e.extn_id) {
             return Err(format!("extension {} appears twice", e.extn_id));
         }
+    }
+    recheck_against_policy(&tbs, spec)?;
+    Ok(())
+}
+
+/// The certificate must say exactly what the policy approved: subject, key, SANs, EKUs and
+/// lifetime are read back from the TBS and compared with the approved spec.
+fn recheck_against_policy(tbs: &TbsCertificate, spec: &IssueSpec) -> Result<(), String> {
+    if tbs.subject() != &spec.subject {
+        return Err("subject differs from the approved request".into());
+    }
+    if tbs.subject_public_key_info() != &spec.public_key {
+        return Err("public key differs from the CSR's".into());
+    }
+    let sans = tbs
+        .get_extension::<SubjectAltName>()
+        .map_err(|e| e.to_string())?
+        .map(|(_, s)| s.0)
+        .unwrap_or_default();
+    if sans != spec.sans.to_general_names()? {
+        return Err("subjectAltName differs from the approved SANs".into());
+    }
+    let ekus = tbs
+        .get_extension::<ExtendedKeyUsage>()
+        .map_err(|e| e.to_string())?
+        .map(|(_, e)| e.0)
+        .unwrap_or_default();
+    if ekus != spec.usages {
+        return Err("extendedKeyUsage differs from the approved usages".into());
+    }
+    let v = tbs.validity();
+    let life = from_time(&v.not_after) - from_time(&v.not_before);
+    if life != spec.lifetime.as_time() {
+        return Err(format!(
+            "lifetime {life} differs from the approved {}",
+            spec.lifetime
+        ));
     }
     Ok(())
 }
