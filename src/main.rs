@@ -6,6 +6,7 @@ use gitca::app::apply::{self, ApplyOptions, FailPoint};
 use gitca::app::context::{Context, RepoArgs};
 use gitca::app::init::{self, InitOptions};
 use gitca::app::render::{self, Format};
+use gitca::app::status::{self, StatusFormat};
 use gitca::app::{Exit, RunError};
 use gitca::domain::duration::Span;
 use gitca::domain::plan::{self, Inputs};
@@ -118,6 +119,30 @@ enum Command {
         #[arg(long, hide = true, default_value = "600s")]
         lease_ttl: Span,
     },
+    /// The inventory of issued certificates (table, JSON or CSV).
+    Status {
+        #[arg(long, value_enum, default_value = "table")]
+        format: StatusFormat,
+        /// Exit 2 when a current certificate expires within this window (for cron alerts).
+        #[arg(long)]
+        expiring_within: Option<Span>,
+        /// Show only the current certificate of each request.
+        #[arg(long)]
+        current: bool,
+    },
+    /// Audit the repository against the CA key and the state; needs no signing rights.
+    /// Exits 2 on any finding.
+    Verify {
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Print shell completions.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    Man,
     /// Re-sign the CRL when nextUpdate is within the overlap window or revocations changed.
     Crl {
         /// Re-sign even if the CRL is current.
@@ -256,6 +281,69 @@ async fn run(cli: Cli) -> Result<Exit, RunError> {
             let o = apply::apply(&args, &opts).await?;
             print!("{}", render::applied(&o, format));
             Ok(o.exit())
+        }
+        Command::Status {
+            format,
+            expiring_within,
+            current,
+        } => {
+            let ctx = Context::load(&args, Some("HEAD")).await?;
+            let (index, _) = ctx.index().await?;
+            let window = expiring_within.unwrap_or(Span::days(30)).as_time();
+            let mut rows =
+                status::inventory(&ctx, &index, OffsetDateTime::now_utc(), window).await?;
+            if current {
+                rows.retain(|r| r.current);
+            }
+            print!("{}", status::render(&rows, format));
+            let alert = expiring_within.is_some()
+                && rows.iter().any(|r| {
+                    r.current
+                        && matches!(
+                            r.state,
+                            status::CertState::Expiring | status::CertState::Expired
+                        )
+                });
+            Ok(if alert { Exit::Changes } else { Exit::Clean })
+        }
+        Command::Verify { format } => {
+            let ctx = Context::load(&args, Some("HEAD")).await?;
+            let (index, _) = ctx.index().await?;
+            let findings =
+                gitca::app::verify::audit(&ctx, &index, OffsetDateTime::now_utc()).await?;
+            match format {
+                Format::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&findings).unwrap_or_default()
+                ),
+                _ => {
+                    for f in &findings {
+                        println!("{}: [{}] {}", f.file, f.code, f.message);
+                    }
+                    println!("{} finding(s)", findings.len());
+                }
+            }
+            Ok(if findings.is_empty() {
+                Exit::Clean
+            } else {
+                Exit::Changes
+            })
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "gitca",
+                &mut std::io::stdout(),
+            );
+            Ok(Exit::Clean)
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd)
+                .render(&mut std::io::stdout())
+                .map_err(|e| RunError::NeedsHuman(e.to_string()))?;
+            Ok(Exit::Clean)
         }
         Command::Crl { force, push, now } => {
             let opts = ApplyOptions {

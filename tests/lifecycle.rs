@@ -380,3 +380,112 @@ fn allowed_custom_extension_is_issued() {
         assert!(text.contains("1.3.6.1.4.1.55555.9"), "{text}");
     }
 }
+
+/// status: inventory as table, JSON and CSV; --expiring-within alerts (exit 2) for cron.
+#[test]
+fn status_inventory_and_expiry_alert() {
+    let env = Env::from(EXAMPLE, &[]);
+    env.init(&[]);
+    env.ok(&["apply"], 3);
+    let json: serde_json::Value =
+        serde_json::from_str(&env.ok(&["status", "--format", "json"], 0)).unwrap();
+    let rows = json.as_array().unwrap();
+    assert_eq!(
+        rows.len(),
+        6,
+        "six issued (old-laptop is blocked by its revocation)"
+    );
+    let web = rows
+        .iter()
+        .find(|r| r["request"] == "requests/servers/web-01.yaml")
+        .unwrap();
+    assert_eq!(web["state"], "valid");
+    assert!(
+        web["sans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s == "web-01.internal.example.com")
+    );
+    assert!(
+        web["subject"]
+            .as_str()
+            .unwrap()
+            .contains("CN=web-01.internal.example.com")
+    );
+    let csv = env.ok(&["status", "--format", "csv"], 0);
+    assert!(
+        csv.starts_with(
+            "request,serial,subject,sans,not_before,not_after,days_left,state,current\n"
+        )
+    );
+    assert_eq!(csv.lines().count(), 7);
+    assert!(env.ok(&["status"], 0).contains("requests/servers/api.yaml"));
+    // The 1-day SPIFFE certificate is inside a 2-day window; nothing is inside a 1-hour window.
+    let o = env.gitca(&["status", "--expiring-within", "2d"]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    env.ok(&["status", "--expiring-within", "1h"], 0);
+}
+
+/// verify: a clean repository has no findings; tampering, a missing file and a stale CRL do.
+#[test]
+fn verify_audits_the_repository_against_the_ca_and_the_state() {
+    let env = Env::from(EXAMPLE, &[]);
+    env.init(&[]);
+    env.ok(&["apply"], 3);
+    let out = env.ok(&["verify"], 0);
+    assert!(out.contains("0 finding(s)"), "{out}");
+
+    // A hand-edited certificate (another valid certificate in its place) and a removed one.
+    std::fs::copy(
+        env.path("issued/servers/db-01.pem"),
+        env.path("issued/servers/api.pem"),
+    )
+    .unwrap();
+    std::fs::remove_file(env.path("issued/clients/alice.pem")).unwrap();
+    env.commit_all("tamper");
+    let o = env.gitca(&["verify", "--format", "json"]);
+    assert_eq!(o.status.code(), Some(2));
+    let findings: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let codes: Vec<&str> = findings
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["code"].as_str().unwrap())
+        .collect();
+    assert!(codes.contains(&"cert-wrong-path"), "{findings}");
+    assert!(codes.contains(&"cert-missing-in-repo"), "{findings}");
+    env.git(&["reset", "-q", "--hard", "HEAD~1"]);
+
+    // A revocation that disappeared from history (gitca plan refuses it too).
+    std::fs::write(env.path("revocations.yaml"), "revocations: []\n").unwrap();
+    env.commit_all("drop a revocation");
+    let o = env.gitca(&["verify", "--format", "json"]);
+    let findings: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        findings
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["code"] == "revocation-disappeared"),
+        "{findings}"
+    );
+}
+
+#[test]
+fn completions_and_man_page() {
+    let env = Env::from(EXAMPLE, &[]);
+    let bash = env.ok(&["completions", "bash"], 0);
+    assert!(bash.contains("gitca") && bash.contains("apply"));
+    let man = env.ok(&["man"], 0);
+    assert!(
+        man.contains(".TH gitca") && man.contains("plan"),
+        "{}",
+        &man[..200.min(man.len())]
+    );
+}

@@ -23,7 +23,8 @@ pub struct Published {
     pub crl_skipped: bool,
 }
 
-fn crl_number(der: &[u8]) -> Option<u64> {
+/// The CRL number of a DER CRL, if it has one that fits in 64 bits.
+pub fn crl_number(der: &[u8]) -> Option<u64> {
     let crl: CertificateList = CertificateList::from_der(der).ok()?;
     let ext = crl
         .tbs_cert_list

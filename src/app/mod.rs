@@ -7,6 +7,8 @@ pub mod init;
 pub mod lease;
 pub mod outputs;
 pub mod render;
+pub mod status;
+pub mod verify;
 
 /// How a command ended, mapped to the documented exit codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

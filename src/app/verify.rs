@@ -1,0 +1,256 @@
+//! `gitca verify`: an audit that needs no signing rights. It checks what the repository
+//! publishes against the CA key and the state, and reports every disagreement.
+
+use super::context::{Context, parse_cert};
+use super::outputs::{leaf_paths, load_record, record_certificate};
+use crate::domain::csr::verify_signature;
+use crate::domain::plan::{is_request_file, is_revocation_file, request_hash};
+use crate::domain::profile::from_time;
+use crate::domain::request::RequestFile;
+use crate::domain::revocation;
+use crate::domain::state::Index;
+use der::{Decode, Encode};
+use serde::Serialize;
+use std::collections::BTreeSet;
+use time::OffsetDateTime;
+use x509_cert::crl::CertificateList;
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AuditFinding {
+    /// Stable kebab-case code (documented in docs/findings.md, "Audit findings").
+    pub code: &'static str,
+    pub file: String,
+    pub message: String,
+}
+
+fn f(code: &'static str, file: impl Into<String>, message: impl Into<String>) -> AuditFinding {
+    AuditFinding {
+        code,
+        file: file.into(),
+        message: message.into(),
+    }
+}
+
+fn committed_request_hash(ctx: &Context, id: &str) -> Option<String> {
+    use crate::domain::plan::TreeEntry;
+    let TreeEntry::Blob(yaml) = ctx.snapshot.files.get(id)? else {
+        return None;
+    };
+    let req = RequestFile::parse(&String::from_utf8_lossy(yaml)).ok()?;
+    let csr_path = crate::domain::names::join_relative(id, &req.csr).ok()?;
+    let TreeEntry::Blob(csr) = ctx.snapshot.files.get(&csr_path)? else {
+        return None;
+    };
+    Some(request_hash(yaml, csr))
+}
+
+pub async fn audit(
+    ctx: &Context,
+    index: &Index,
+    now: OffsetDateTime,
+) -> Result<Vec<AuditFinding>, String> {
+    let mut out = Vec::new();
+    let ca = ctx.ca_cert.tbs_certificate();
+    let ca_key = ca.subject_public_key_info();
+    let out_dir = &ctx.config.output.dir;
+    let committed = ctx.repo.files_under(&ctx.snapshot.commit, out_dir)?;
+    let mut seen_serials = BTreeSet::new();
+
+    for (path, bytes) in &committed {
+        if !path.ends_with(".pem") || path.ends_with(".chain.pem") {
+            continue;
+        }
+        let cert = match parse_cert(path, bytes) {
+            Ok(c) => c,
+            Err(e) => {
+                out.push(f("cert-unparsable", path, e));
+                continue;
+            }
+        };
+        let tbs_der = cert.tbs_certificate().to_der().map_err(|e| e.to_string())?;
+        let sig = cert.signature().as_bytes().unwrap_or_default();
+        if cert.tbs_certificate().issuer() != ca.subject()
+            || verify_signature(ca_key, cert.signature_algorithm(), &tbs_der, sig).is_err()
+        {
+            out.push(f(
+                "cert-not-from-ca",
+                path,
+                "not signed by the issuing CA's key",
+            ));
+            continue;
+        }
+        let serial = hex::encode(cert.tbs_certificate().serial_number().as_bytes());
+        let serial = serial.trim_start_matches("00").to_string();
+        seen_serials.insert(serial.clone());
+        let Some(summary) = index.certs.get(&serial) else {
+            out.push(f(
+                "cert-not-in-state",
+                path,
+                format!("serial {serial} is not in the state"),
+            ));
+            continue;
+        };
+        let (leaf, chain) = leaf_paths(out_dir, &summary.request_id);
+        if &leaf != path {
+            out.push(f(
+                "cert-wrong-path",
+                path,
+                format!(
+                    "serial {serial} belongs to {}, expected at {leaf}",
+                    summary.request_id
+                ),
+            ));
+        }
+        let record = record_certificate(&load_record(ctx, &serial).await?)?;
+        if record != cert.to_der().map_err(|e| e.to_string())?
+            || !bytes.starts_with(b"-----BEGIN CERTIFICATE-----")
+        {
+            out.push(f(
+                "cert-hand-edited",
+                path,
+                "differs from the certificate in the state",
+            ));
+        }
+        match committed
+            .get(&chain)
+            .map(|c| x509_cert::Certificate::load_pem_chain(c))
+        {
+            Some(Ok(certs)) if certs.first() == Some(&cert) => {}
+            _ => out.push(f(
+                "chain-mismatch",
+                chain.clone(),
+                "missing, or does not start with the certificate",
+            )),
+        }
+        if summary.revoked.is_some() {
+            out.push(f(
+                "cert-revoked-in-repo",
+                path,
+                format!("serial {serial} is revoked but still published"),
+            ));
+        }
+        match committed_request_hash(ctx, &summary.request_id) {
+            None => out.push(f(
+                "cert-without-request",
+                path,
+                format!("request {} is not in the commit", summary.request_id),
+            )),
+            Some(h) if h != summary.request_hash => out.push(f(
+                "request-changed-since-issue",
+                summary.request_id.clone(),
+                format!(
+                    "serial {serial} was issued for another version of the request (apply pending)"
+                ),
+            )),
+            Some(_) => {}
+        }
+    }
+
+    // Current certificates the repository should have but does not.
+    for id in ctx.snapshot.files.keys().filter(|p| is_request_file(p)) {
+        if let Some((serial, _)) = index.current_for(id)
+            && !seen_serials.contains(serial)
+        {
+            out.push(f(
+                "cert-missing-in-repo",
+                leaf_paths(out_dir, id).0,
+                format!("serial {serial} of {id} is in the state, not in the repository"),
+            ));
+        }
+    }
+
+    // Published revocations must still be in the history.
+    let mut keys = BTreeSet::new();
+    for (path, entry) in &ctx.snapshot.files {
+        if let (true, crate::domain::plan::TreeEntry::Blob(b)) = (is_revocation_file(path), entry) {
+            for e in revocation::parse_file(path, &String::from_utf8_lossy(b))?
+                .into_iter()
+                .flatten()
+            {
+                keys.insert(e.key);
+            }
+        }
+    }
+    for (k, p) in &index.revocations {
+        if !keys.contains(k) {
+            out.push(f(
+                "revocation-disappeared",
+                p.file.clone(),
+                format!("published revocation {k} is no longer in the repository"),
+            ));
+        }
+    }
+
+    // The CRL: present, signed by the CA, current, the newest, complete.
+    let crl_path = &ctx.config.output.crl;
+    if let Some(info) = &index.crl {
+        match ctx.repo.read_file(&ctx.snapshot.commit, crl_path)? {
+            None => out.push(f(
+                "crl-missing",
+                crl_path.clone(),
+                "no CRL in the repository",
+            )),
+            Some(der) => match CertificateList::from_der(&der) {
+                Err(e) => out.push(f("crl-unparsable", crl_path.clone(), e.to_string())),
+                Ok(crl) => {
+                    let list: &CertificateList = &crl;
+                    let tbs = list.tbs_cert_list.to_der().map_err(|e| e.to_string())?;
+                    if verify_signature(
+                        ca_key,
+                        &list.signature_algorithm,
+                        &tbs,
+                        list.signature.as_bytes().unwrap_or_default(),
+                    )
+                    .is_err()
+                    {
+                        out.push(f(
+                            "crl-bad-signature",
+                            crl_path.clone(),
+                            "not signed by the issuing CA's key",
+                        ));
+                    }
+                    if list
+                        .tbs_cert_list
+                        .next_update
+                        .is_none_or(|n| from_time(&n) <= now)
+                    {
+                        out.push(f(
+                            "crl-stale",
+                            crl_path.clone(),
+                            "nextUpdate has passed; run gitca crl",
+                        ));
+                    }
+                    let listed: BTreeSet<String> = list
+                        .tbs_cert_list
+                        .revoked_certificates
+                        .iter()
+                        .flatten()
+                        .map(|r| {
+                            hex::encode(r.serial_number.as_bytes())
+                                .trim_start_matches("00")
+                                .to_string()
+                        })
+                        .collect();
+                    for s in index.crl_serials(now, ctx.config.crl.lifetime.as_time()) {
+                        if !listed.contains(&s) {
+                            out.push(f(
+                                "crl-missing-serial",
+                                crl_path.clone(),
+                                format!("revoked serial {s} is not on the CRL"),
+                            ));
+                        }
+                    }
+                    let number = crate::adapters::publish::crl_number(&der).unwrap_or(0);
+                    if number != info.number {
+                        out.push(f(
+                            "crl-outdated",
+                            crl_path.clone(),
+                            format!("CRL number {number}, the state has {}", info.number),
+                        ));
+                    }
+                }
+            },
+        }
+    }
+    Ok(out)
+}
