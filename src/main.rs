@@ -92,6 +92,10 @@ enum Command {
         /// Plan as of this time (RFC 3339), e.g. to see what renews next week.
         #[arg(long)]
         at: Option<String>,
+        /// Do not read the state (no AWS access needed): checks CSRs and policies; every
+        /// request shows as if nothing were issued yet.
+        #[arg(long)]
+        no_state: bool,
     },
     /// Plan, sign, record, write the outputs and commit them (HEAD only).
     Apply {
@@ -106,6 +110,9 @@ enum Command {
         /// How long to wait for another apply of the same CA.
         #[arg(long, default_value = "120s")]
         lease_wait: Span,
+        /// Append this run's events (issued, renewed, rejected, revoked, expiring) as JSON Lines.
+        #[arg(long)]
+        events: Option<PathBuf>,
         /// Testing only: reconcile as if it were this time (RFC 3339).
         #[arg(long, hide = true)]
         now: Option<String>,
@@ -236,9 +243,14 @@ async fn run(cli: Cli) -> Result<Exit, RunError> {
             worktree,
             format,
             at,
+            no_state,
         } => {
-            let ctx =
-                Context::load(&args, if worktree { None } else { Some(rev.as_str()) }).await?;
+            let ctx = Context::load_with(
+                &args,
+                if worktree { None } else { Some(rev.as_str()) },
+                !no_state,
+            )
+            .await?;
             let (index, _) = ctx.index().await?;
             let now = parse_time(&at)?.unwrap_or_else(OffsetDateTime::now_utc);
             let facts = ctx.ca_facts();
@@ -267,6 +279,7 @@ async fn run(cli: Cli) -> Result<Exit, RunError> {
             fail_at,
             hang_at,
             lease_ttl,
+            events,
         } => {
             let opts = ApplyOptions {
                 push,
@@ -274,6 +287,7 @@ async fn run(cli: Cli) -> Result<Exit, RunError> {
                 now: parse_time(&now)?,
                 fail_at,
                 hang_at,
+                events_file: events,
                 lease_ttl: lease_ttl.0,
                 lease_wait: lease_wait.0,
                 ..Default::default()

@@ -193,6 +193,14 @@ impl GitRepo {
         self.repo.graph_descendant_of(d, a).map_err(ge)
     }
 
+    pub fn commit_message(&self, commit: &str) -> Result<String, String> {
+        let c = self
+            .repo
+            .find_commit(Oid::from_str(commit).map_err(ge)?)
+            .map_err(ge)?;
+        Ok(c.message().unwrap_or_default().to_string())
+    }
+
     /// The blob at `path` (CA-relative) in `commit`, if any.
     pub fn read_file(&self, commit: &str, path: &str) -> Result<Option<Vec<u8>>, String> {
         let c = self

@@ -200,6 +200,38 @@ impl StateStore for DirStore {
     }
 }
 
+/// No state at all (`plan --no-state`): reads find nothing, writes are refused. For pull-request
+/// plans without access to the real state: CSRs and policies are still checked.
+#[derive(Debug)]
+pub struct EmptyStore;
+
+#[async_trait]
+impl StateStore for EmptyStore {
+    fn describe(&self) -> String {
+        "no state (--no-state)".into()
+    }
+    async fn get(&self, _key: &str) -> Result<Option<Versioned>, StoreError> {
+        Ok(None)
+    }
+    async fn put_new(&self, key: &str, _bytes: &[u8]) -> Result<String, StoreError> {
+        Err(StoreError::Fatal(format!("{key}: --no-state is read-only")))
+    }
+    async fn put_if(
+        &self,
+        key: &str,
+        _bytes: &[u8],
+        _expected: &str,
+    ) -> Result<String, StoreError> {
+        Err(StoreError::Fatal(format!("{key}: --no-state is read-only")))
+    }
+    async fn delete_if(&self, key: &str, _expected: &str) -> Result<(), StoreError> {
+        Err(StoreError::Fatal(format!("{key}: --no-state is read-only")))
+    }
+    async fn list(&self, _prefix: &str) -> Result<Vec<String>, StoreError> {
+        Ok(vec![])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

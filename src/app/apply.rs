@@ -53,6 +53,8 @@ pub struct ApplyOptions {
     pub max_push_attempts: u32,
     /// `gitca crl`: only refresh the CRL (no issuance, no new revocations).
     pub crl_only: bool,
+    /// Append this run's events (JSON Lines) to this file.
+    pub events_file: Option<std::path::PathBuf>,
     /// `gitca crl --force`: re-sign the CRL even if it is current.
     pub force_crl: bool,
 }
@@ -69,6 +71,7 @@ impl Default for ApplyOptions {
             lease_wait: Duration::from_secs(120),
             max_push_attempts: 5,
             crl_only: false,
+            events_file: None,
             force_crl: false,
         }
     }
@@ -101,6 +104,8 @@ pub struct ApplyOutcome {
     /// Objects uploaded to the publication bucket.
     pub published: Vec<String>,
     pub seconds: f64,
+    /// Events sent (file, SNS, webhook).
+    pub events: usize,
 }
 
 impl ApplyOutcome {
@@ -339,6 +344,17 @@ pub async fn reconcile(
     issuer.algorithm = signer.algorithm();
     let mut h = IndexHandle::open(ctx.store.clone(), ctx.ca_facts().key_id).await?;
 
+    // A commit is new unless it is the last reconciled one or gitca's own outputs commit on it.
+    let new_commit = match &h.index.last_reconciled {
+        None => true,
+        Some(last) => {
+            last != &head
+                && !ctx
+                    .repo
+                    .commit_message(&head)?
+                    .contains(&format!("Gitca-Source-Commit: {last}"))
+        }
+    };
     let rewritten = match &h.index.last_reconciled {
         Some(last) => !ctx.repo.descends_from(&head, last)?,
         None => false,
@@ -586,6 +602,7 @@ pub async fn reconcile(
         let msg = commit_message(&head, &issued, &revoked, crl_number, &changes, ctx);
         ctx.repo.commit_outputs(&head, &changes, &msg)?
     };
+    let events = send_events(ctx, opts, &mut h, &plan, &issued, &revoked, new_commit, now).await;
     Ok(ApplyOutcome {
         plan,
         issued,
@@ -599,7 +616,100 @@ pub async fn reconcile(
         signer: SignerStats::default(),
         published,
         seconds: 0.0,
+        events,
     })
+}
+
+/// Builds this run's events and sends them to the file, SNS and webhook configured. A failed
+/// notification is logged, never fatal: the certificates are issued and recorded by now.
+#[allow(clippy::too_many_arguments)]
+async fn send_events(
+    ctx: &Context,
+    opts: &ApplyOptions,
+    h: &mut IndexHandle,
+    plan: &Plan,
+    issued: &[Issued],
+    revoked: &[String],
+    new_commit: bool,
+    now: OffsetDateTime,
+) -> usize {
+    use crate::domain::events::{self, Event, Kind};
+    let cfg = &ctx.config.events;
+    if opts.events_file.is_none() && cfg.sns_topic_arn.is_none() && cfg.webhook_url.is_none() {
+        return 0;
+    }
+    let ca = ctx.config.ca.name.as_str();
+    let mut out = Vec::new();
+    for i in issued {
+        let kind = match i.action {
+            Action::Renew => Kind::Renewed,
+            Action::Reissue => Kind::Reissued,
+            _ => Kind::Issued,
+        };
+        let mut e = Event::new(kind, ca, now);
+        e.request = Some(i.request_id.clone());
+        e.serial = Some(i.serial.clone());
+        e.not_after = Some(i.not_after);
+        out.push(e);
+    }
+    // Rejections once per reviewed commit, not on every cron run.
+    if new_commit {
+        for r in plan
+            .requests
+            .iter()
+            .filter(|r| r.action == Action::Rejected)
+        {
+            let mut e = Event::new(Kind::Rejected, ca, now);
+            e.request = Some(r.id.clone());
+            e.reasons = r.findings.clone();
+            out.push(e);
+        }
+    }
+    for s in revoked {
+        let mut e = Event::new(Kind::Revoked, ca, now);
+        e.serial = Some(s.clone());
+        e.request = h.index.certs.get(s).map(|c| c.request_id.clone());
+        out.push(e);
+    }
+    let requests = ctx
+        .snapshot
+        .files
+        .keys()
+        .filter(|p| plan::is_request_file(p))
+        .cloned()
+        .collect();
+    let since = h.index.events_checked_at.unwrap_or(now);
+    out.extend(events::expiring(
+        &h.index,
+        &requests,
+        &cfg.expiry_days,
+        since,
+        now,
+        ca,
+    ));
+    if let Err(e) = h.update(|i| i.events_checked_at = Some(now)).await {
+        tracing::warn!(error = %e, "could not record the expiry-event time; expiry events may repeat");
+    }
+    if out.is_empty() {
+        return 0;
+    }
+    if let Some(path) = &opts.events_file
+        && let Err(e) = crate::adapters::notify::write_jsonl(path, &out)
+    {
+        tracing::error!(error = %e, "could not write the events file");
+    }
+    if let Some(topic) = &cfg.sns_topic_arn
+        && let Err(e) =
+            crate::adapters::notify::publish_sns(topic, cfg.sns_region.as_deref(), &out).await
+    {
+        tracing::error!(error = %e, "could not publish events to SNS");
+    }
+    if let Some(url) = &cfg.webhook_url
+        && let Err(e) = crate::adapters::notify::post_webhook(url, &out).await
+    {
+        tracing::error!(error = %e, "could not post events to the webhook");
+    }
+    out.len()
 }
 
 fn apply_marks(

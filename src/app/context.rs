@@ -114,6 +114,15 @@ fn file<'a>(snap: &'a Snapshot, path: &str) -> Result<&'a [u8], String> {
 impl Context {
     /// `rev` None means the work tree (`plan --worktree`).
     pub async fn load(args: &RepoArgs, rev: Option<&str>) -> Result<Context, String> {
+        Context::load_with(args, rev, true).await
+    }
+
+    /// `with_state` false: plan against an empty state without touching the state store.
+    pub async fn load_with(
+        args: &RepoArgs,
+        rev: Option<&str>,
+        with_state: bool,
+    ) -> Result<Context, String> {
         let repo = GitRepo::open(&args.repo, args.dir.as_deref())?;
         // Read the config first (from the same source) to learn which folders are outputs.
         let config_bytes = match rev {
@@ -153,6 +162,7 @@ impl Context {
             .map(|p| parse_cert(p, file(&snapshot, p)?))
             .collect::<Result<Vec<_>, _>>()?;
         let store: std::sync::Arc<dyn StateStore> = match &config.state.s3 {
+            _ if !with_state => std::sync::Arc::new(crate::adapters::state_store::EmptyStore),
             Some(loc) => std::sync::Arc::new(crate::adapters::s3_store::S3Store::open(loc).await?),
             None => std::sync::Arc::new(DirStore::open(&state_path(&config)?)?),
         };

@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod context;
+pub mod import;
 pub mod index;
 pub mod init;
 pub mod lease;

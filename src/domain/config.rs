@@ -23,6 +23,41 @@ pub struct Config {
     pub orphans: OrphanConfig,
     #[serde(default)]
     pub publish: PublishConfig,
+    #[serde(default)]
+    pub events: EventsConfig,
+}
+
+/// Where apply sends its events (besides `apply --events FILE`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    /// An SNS topic (the serverless CA's notification channel).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sns_topic_arn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sns_region: Option<String>,
+    /// An HTTP(S) endpoint that receives one JSON POST per run (e.g. a Slack incoming webhook:
+    /// the body has a `text` summary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+    /// Days before expiry at which an `expiring` event is sent, once per certificate and threshold.
+    #[serde(default = "d_expiry_days")]
+    pub expiry_days: Vec<u32>,
+}
+
+fn d_expiry_days() -> Vec<u32> {
+    vec![30, 15, 7, 1]
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            sns_topic_arn: None,
+            sns_region: None,
+            webhook_url: None,
+            expiry_days: d_expiry_days(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

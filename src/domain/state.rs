@@ -40,6 +40,9 @@ pub struct Index {
     /// The highest CRL number uploaded to the publication bucket.
     #[serde(default)]
     pub published_crl_number: u64,
+    /// Until when expiry events have been sent: thresholds crossed before it are not sent again.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub events_checked_at: Option<OffsetDateTime>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,0 +1,136 @@
+//! Events of a run (issued, renewed, rejected, revoked, expiring), as the serverless CA notifies
+//! them. Pure: the notify adapter sends them.
+
+use super::finding::Finding;
+use super::state::Index;
+use serde::Serialize;
+use std::collections::BTreeSet;
+use time::OffsetDateTime;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Issued,
+    Reissued,
+    Renewed,
+    Rejected,
+    Revoked,
+    Expiring,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub event: Kind,
+    pub ca: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub not_after: Option<OffsetDateTime>,
+    /// For `expiring`: the threshold crossed (days before expiry).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub days_left: Option<u32>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<Finding>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub time: OffsetDateTime,
+}
+
+impl Event {
+    pub fn new(event: Kind, ca: &str, time: OffsetDateTime) -> Event {
+        Event {
+            event,
+            ca: ca.to_string(),
+            request: None,
+            serial: None,
+            not_after: None,
+            days_left: None,
+            reasons: vec![],
+            time,
+        }
+    }
+}
+
+/// `expiring` events for the current certificates of `requests` whose expiry minus a threshold
+/// falls in (since, now]: each threshold fires once, whatever the cron interval.
+pub fn expiring(
+    index: &Index,
+    requests: &BTreeSet<String>,
+    thresholds: &[u32],
+    since: OffsetDateTime,
+    now: OffsetDateTime,
+    ca: &str,
+) -> Vec<Event> {
+    let mut out = Vec::new();
+    for id in requests {
+        let Some((serial, c)) = index.current_for(id) else {
+            continue;
+        };
+        for &d in thresholds {
+            let at = c.not_after - time::Duration::days(d as i64);
+            if at > since && at <= now && c.not_after > now {
+                let mut e = Event::new(Kind::Expiring, ca, now);
+                e.request = Some(id.clone());
+                e.serial = Some(serial.clone());
+                e.not_after = Some(c.not_after);
+                e.days_left = Some(d);
+                out.push(e);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::state::CertSummary;
+    use time::macros::datetime;
+
+    #[test]
+    fn each_threshold_fires_once() {
+        let not_after = datetime!(2026-12-31 00:00 UTC);
+        let mut i = Index::new("ca".into());
+        i.certs.insert(
+            "0a".into(),
+            CertSummary {
+                request_id: "requests/a.yaml".into(),
+                request_hash: "h".into(),
+                key_id: "k".into(),
+                not_before: not_after - time::Duration::days(90),
+                not_after,
+                revoked: None,
+            },
+        );
+        let reqs: BTreeSet<String> = ["requests/a.yaml".to_string()].into();
+        let t = [30, 15, 7, 1];
+        let day = |d: i64| not_after - time::Duration::days(d);
+        // A run 31 days before: nothing. Then 29.5 days before: the 30-day threshold.
+        assert!(expiring(&i, &reqs, &t, day(40), day(31), "ca").is_empty());
+        let e = expiring(
+            &i,
+            &reqs,
+            &t,
+            day(31),
+            day(29) - time::Duration::hours(12),
+            "ca",
+        );
+        assert_eq!(
+            e.iter().map(|e| e.days_left.unwrap()).collect::<Vec<_>>(),
+            vec![30]
+        );
+        // The next run does not send it again; a long gap sends both crossed thresholds.
+        assert!(expiring(&i, &reqs, &t, day(29), day(28), "ca").is_empty());
+        let e = expiring(&i, &reqs, &t, day(28), day(6), "ca");
+        assert_eq!(
+            e.iter().map(|e| e.days_left.unwrap()).collect::<Vec<_>>(),
+            vec![15, 7]
+        );
+        // Not for requests that are gone.
+        assert!(expiring(&i, &BTreeSet::new(), &t, day(40), day(0), "ca").is_empty());
+    }
+}

@@ -1,0 +1,212 @@
+//! Events of an apply: a JSON Lines file, a webhook (a local HTTP server here) and an SNS topic
+//! (moto, delivering to the same kind of local HTTP endpoint).
+
+mod common;
+use common::moto::{self, aws_vars};
+use common::*;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::sync::{Arc, Mutex};
+
+/// A tiny HTTP server on 127.0.0.1 that records request bodies and answers 200.
+fn http_sink() -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook/SECRET", listener.local_addr().unwrap());
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let b = bodies.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(200) {
+            let Ok(mut s) = stream else { continue };
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; len];
+            let _ = r.read_exact(&mut body);
+            b.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&body).into_owned());
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (url, bodies)
+}
+
+fn events_of(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn apply_writes_events_and_posts_them_to_a_webhook() {
+    let (url, bodies) = http_sink();
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    let cfg = env.read("gitca.yaml");
+    std::fs::write(
+        env.path("gitca.yaml"),
+        format!("{cfg}\nevents:\n  webhook_url: {url}\n"),
+    )
+    .unwrap();
+    env.commit_all("events");
+    env.init(&[]);
+    let file = env.tmp().join("events.jsonl");
+    env.ok(&["apply", "--events", file.to_str().unwrap()], 3);
+    let ev = events_of(&file);
+    assert_eq!(
+        ev.iter().filter(|e| e["event"] == "issued").count(),
+        7,
+        "{ev:#?}"
+    );
+    let rejected: Vec<_> = ev.iter().filter(|e| e["event"] == "rejected").collect();
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0]["reasons"][0]["code"], "dns-not-allowed");
+    assert!(
+        ev.iter()
+            .all(|e| e["ca"] == "example-ca" && e["time"].is_string())
+    );
+    let posted = bodies.lock().unwrap().clone();
+    assert_eq!(posted.len(), 1, "one POST per run");
+    let body: serde_json::Value = serde_json::from_str(&posted[0]).unwrap();
+    assert_eq!(body["events"].as_array().unwrap().len(), ev.len());
+    assert!(
+        body["text"]
+            .as_str()
+            .unwrap()
+            .contains("[example-ca] issued requests/servers/web-01.yaml")
+    );
+
+    // A second run on the same commit: no repeated rejection, nothing new.
+    env.ok(&["apply", "--events", file.to_str().unwrap()], 3);
+    assert_eq!(
+        events_of(&file).len(),
+        ev.len(),
+        "{:#?}",
+        &events_of(&file)[ev.len()..]
+    );
+
+    // Revocation and the expiry thresholds crossed since the last run (web-01 lives 60 days).
+    std::fs::copy(
+        std::path::Path::new(EXAMPLE).join("revocations.yaml"),
+        env.path("revocations.yaml"),
+    )
+    .unwrap();
+    env.commit_all("revoke");
+    let idx = env.index("example-ca");
+    let web = idx["certs"]
+        .as_object()
+        .unwrap()
+        .values()
+        .find(|c| c["request_id"] == "requests/servers/web-01.yaml")
+        .unwrap();
+    let not_after = time::OffsetDateTime::parse(
+        web["not_after"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let at = (not_after - time::Duration::days(20))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    env.ok(
+        &["apply", "--events", file.to_str().unwrap(), "--now", &at],
+        3,
+    );
+    let ev = events_of(&file);
+    assert!(
+        ev.iter()
+            .any(|e| e["event"] == "revoked" && e["request"] == "requests/clients/old-laptop.yaml"),
+        "{ev:#?}"
+    );
+    let web_expiring: Vec<_> = ev
+        .iter()
+        .filter(|e| e["event"] == "expiring" && e["request"] == "requests/servers/web-01.yaml")
+        .collect();
+    assert_eq!(web_expiring.len(), 1, "the 30-day threshold, once: {ev:#?}");
+    assert_eq!(web_expiring[0]["days_left"], 30);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_are_published_to_sns() {
+    let Some(endpoint) = moto::endpoint() else {
+        return;
+    };
+    let (url, bodies) = http_sink();
+    let sns = {
+        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(&endpoint)
+            .region(aws_config::Region::new(moto::REGION))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "testing", "testing", None, None, "test",
+            ))
+            .load()
+            .await;
+        aws_sdk_sns::Client::new(&conf)
+    };
+    let topic = sns
+        .create_topic()
+        .name(moto::unique("gitca-events"))
+        .send()
+        .await
+        .unwrap()
+        .topic_arn()
+        .unwrap()
+        .to_string();
+    sns.subscribe()
+        .topic_arn(&topic)
+        .protocol("http")
+        .endpoint(&url)
+        .send()
+        .await
+        .unwrap();
+    let mut env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    env.vars = aws_vars(&endpoint);
+    let cfg = env.read("gitca.yaml");
+    std::fs::write(
+        env.path("gitca.yaml"),
+        format!("{cfg}\nevents:\n  sns_topic_arn: {topic}\n"),
+    )
+    .unwrap();
+    env.commit_all("events to SNS");
+    env.init(&[]);
+    env.ok(&["apply"], 3);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let notifications: Vec<serde_json::Value> = bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|b| serde_json::from_str::<serde_json::Value>(b).ok())
+            .filter(|v| v["Type"] == "Notification")
+            .collect();
+        if notifications.len() >= 8 {
+            let messages: Vec<serde_json::Value> = notifications
+                .iter()
+                .map(|n| serde_json::from_str(n["Message"].as_str().unwrap()).unwrap())
+                .collect();
+            assert_eq!(
+                messages.iter().filter(|m| m["event"] == "issued").count(),
+                7
+            );
+            assert_eq!(
+                messages.iter().filter(|m| m["event"] == "rejected").count(),
+                1
+            );
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SNS delivered {} notification(s)",
+            notifications.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
