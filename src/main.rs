@@ -143,6 +143,25 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
+    /// Convert a repository of the serverless CA on AWS (certs/<env>/tls.json) into gitca's
+    /// format, with a report of everything whose meaning changes. Writes only new files.
+    Import {
+        /// The serverless CA repository (its work tree).
+        source: PathBuf,
+        /// Where to write gitca's requests, policies and revocations (existing files are refused).
+        dest: PathBuf,
+        /// The serverless CA's max_cert_lifetime in days.
+        #[arg(long, default_value_t = 365)]
+        max_lifetime_days: u64,
+        /// Write lifetimes clamped to the maximum, as the serverless CA issued them.
+        #[arg(long)]
+        clamp_lifetime: bool,
+        /// Import only this environment.
+        #[arg(long)]
+        env: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
     /// Print shell completions.
     Completions {
         #[arg(value_enum)]
@@ -342,6 +361,29 @@ async fn run(cli: Cli) -> Result<Exit, RunError> {
             } else {
                 Exit::Changes
             })
+        }
+        Command::Import {
+            source,
+            dest,
+            max_lifetime_days,
+            clamp_lifetime,
+            env,
+            format,
+        } => {
+            let opts = gitca::domain::serverless::ImportOptions {
+                max_lifetime_days,
+                clamp_lifetime,
+                only_env: env,
+            };
+            let report = gitca::app::import::import(&source, &dest, opts)?;
+            match format {
+                Format::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                ),
+                _ => print!("{}", report.markdown()),
+            }
+            Ok(Exit::Clean)
         }
         Command::Completions { shell } => {
             clap_complete::generate(

@@ -115,17 +115,19 @@ pub fn import(source: &Path, dest: &Path, options: ImportOptions) -> Result<Impo
         notes.extend(conv.notes.iter().cloned());
         let mut kept: Vec<&ImportedRequest> = Vec::new();
         let mut key_types = Vec::new();
-        let mut referenced = BTreeSet::new();
+        // Every CSR named in tls.json, imported or not, so only truly stray files are noted.
+        let referenced: BTreeSet<String> = tls
+            .iter()
+            .filter_map(|v| v.get("csr_file")?.as_str())
+            .map(|f| format!("certs/{env}/csrs/{f}"))
+            .collect();
         for entry in &conv.entries {
             counts.entries += 1;
             let mut entry_notes = entry.notes.clone();
             let mut written = false;
             if let Some(req) = &entry.request {
                 let (bytes, csr_source) = match &req.csr_from {
-                    CsrSource::File(rel) => {
-                        referenced.insert(rel.clone());
-                        (read_source_file(&root, rel), rel.clone())
-                    }
+                    CsrSource::File(rel) => (read_source_file(&root, rel), rel.clone()),
                     CsrSource::Inline(b) => (Ok(b.clone()), "base64_csr_data".to_string()),
                 };
                 match bytes {

@@ -245,7 +245,7 @@ pub const NOTE_CODES: [(&str, NoteKind, &str); 34] = [
     (
         code::REVOCATION_INVALID,
         NoteKind::Problem,
-        "a revoked.json entry without a decimal serial_number; not converted",
+        "a revoked.json entry without a decimal serial_number (not converted), or a serial listed again (written once)",
     ),
     (
         code::TLS_JSON_INVALID,
@@ -1234,6 +1234,12 @@ fn convert_usages(
         kept.push("client_auth".into());
     }
     for u in &unknown {
+        // A gitca usage name here is most likely meant as an EKU (`CODE_SIGNING`).
+        let hint = if usage_oid(u.trim_matches('"')).is_ok() {
+            " (the serverless CA takes other usages from extended_key_usages)"
+        } else {
+            ""
+        };
         let tail = if fell_back {
             "; no purpose is left, so the serverless CA uses client_auth, and so does the import"
         } else {
@@ -1242,14 +1248,14 @@ fn convert_usages(
         note(
             code::PURPOSE_UNKNOWN,
             format!(
-                "purpose {u} is not client_auth or server_auth; the serverless CA drops it{tail}"
+                "purpose {u} is not client_auth or server_auth; the serverless CA drops it{hint}{tail}"
             ),
         );
     }
     if defaulted {
         note(
             code::PURPOSES_DEFAULTED,
-            "purposes omitted: the serverless default client_auth is written out (gitca's own default would be server_auth)".into(),
+            "purposes omitted or empty: the serverless default client_auth is written out (gitca's own default would be server_auth)".into(),
         );
     }
 
@@ -2055,6 +2061,21 @@ mod tests {
             assert!(
                 c.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'),
                 "{c} is not kebab-case"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod doc_table {
+    /// Prints the docs/import.md table (`cargo test print_note_table -- --ignored --nocapture`).
+    #[test]
+    #[ignore]
+    fn print_note_table() {
+        for (code, kind, what) in super::NOTE_CODES {
+            println!(
+                "| `{code}` | {} | {what} |",
+                format!("{kind:?}").to_lowercase()
             );
         }
     }
