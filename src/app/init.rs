@@ -122,10 +122,8 @@ pub async fn init(args: &RepoArgs, opts: &InitOptions) -> Result<InitOutcome, St
         },
         issuing: format!("{} Issuing CA", config.ca.name),
     };
-    let mut files = BTreeMap::new();
     let mut keys = Vec::new();
-
-    if let Some(kms_cfg) = &config.signer.kms {
+    let mut files = if let Some(kms_cfg) = &config.signer.kms {
         let client = kms::client(kms_cfg.region.as_deref()).await;
         let open = |key: String| {
             let client = client.clone();
@@ -135,39 +133,10 @@ pub async fn init(args: &RepoArgs, opts: &InitOptions) -> Result<InitOutcome, St
         };
         let issuing = open(kms_cfg.key.clone()).await?;
         if single {
-            let root = self_signed(
-                &issuing,
-                &names.root,
-                &names,
-                now,
-                opts.issuing_lifetime,
-                Some(0),
-            )
-            .await?;
-            files.insert(
-                config.ca.certificate.clone(),
-                Some(pem("CERTIFICATE", &root)?.into_bytes()),
-            );
+            ca_files(&config, &names, now, opts, &issuing, None).await?
         } else if let Some(root_key) = &kms_cfg.root_key {
             let root_signer = open(root_key.clone()).await?;
-            let root = self_signed(
-                &root_signer,
-                &names.root,
-                &names,
-                now,
-                opts.root_lifetime,
-                opts.path_len,
-            )
-            .await?;
-            let issuing_der = subordinate(&root_signer, &root, &issuing, &names, now, opts).await?;
-            files.insert(
-                config.ca.chain[0].clone(),
-                Some(pem("CERTIFICATE", &root)?.into_bytes()),
-            );
-            files.insert(
-                config.ca.certificate.clone(),
-                Some(pem("CERTIFICATE", &issuing_der)?.into_bytes()),
-            );
+            ca_files(&config, &names, now, opts, &root_signer, Some(&issuing)).await?
         } else {
             let out = opts.csr_out.as_ref().ok_or(
                 "signer.kms has no root_key: give --csr-out FILE to write a CSR for the issuing CA, have your root sign it, \
@@ -186,49 +155,23 @@ pub async fn init(args: &RepoArgs, opts: &InitOptions) -> Result<InitOutcome, St
     } else {
         let (root_signer, root_pem) = LocalSigner::generate(opts.algorithm)?;
         if single {
-            let root = self_signed(
-                &root_signer,
-                &names.root,
-                &names,
-                now,
-                opts.issuing_lifetime,
-                Some(0),
-            )
-            .await?;
+            let files = ca_files(&config, &names, now, opts, &root_signer, None).await?;
             write_key(&issuing_key, &root_pem)?;
             keys.push(issuing_key);
-            files.insert(
-                config.ca.certificate.clone(),
-                Some(pem("CERTIFICATE", &root)?.into_bytes()),
-            );
+            files
         } else {
             let root_key = key_path(&config, "root-ca.key")?;
             refuse_key_in_repo(&root_key, &repo)?;
             let (issuing, issuing_pem) = LocalSigner::generate(opts.algorithm)?;
-            let root = self_signed(
-                &root_signer,
-                &names.root,
-                &names,
-                now,
-                opts.root_lifetime,
-                opts.path_len,
-            )
-            .await?;
-            let issuing_der = subordinate(&root_signer, &root, &issuing, &names, now, opts).await?;
+            let files = ca_files(&config, &names, now, opts, &root_signer, Some(&issuing)).await?;
+            // Keys are written only once both certificates exist, so a failure leaves nothing.
             write_key(&root_key, &root_pem)?;
             write_key(&issuing_key, &issuing_pem)?;
             keys.push(root_key);
             keys.push(issuing_key);
-            files.insert(
-                config.ca.chain[0].clone(),
-                Some(pem("CERTIFICATE", &root)?.into_bytes()),
-            );
-            files.insert(
-                config.ca.certificate.clone(),
-                Some(pem("CERTIFICATE", &issuing_der)?.into_bytes()),
-            );
+            files
         }
-    }
+    };
     files.insert(CONFIG_FILE.to_string(), Some(config_text.into_bytes()));
     let certificates = files
         .keys()
@@ -251,6 +194,51 @@ pub async fn init(args: &RepoArgs, opts: &InitOptions) -> Result<InitOutcome, St
         certificates,
         csr: None,
     })
+}
+
+/// The CA certificate files: one self-signed CA (`issuing` None), or a root and the issuing CA
+/// it signs.
+async fn ca_files(
+    config: &Config,
+    names: &Names,
+    now: OffsetDateTime,
+    opts: &InitOptions,
+    root: &dyn Signer,
+    issuing: Option<&dyn Signer>,
+) -> Result<BTreeMap<String, Option<Vec<u8>>>, String> {
+    let cert = |der: &[u8]| -> Result<Option<Vec<u8>>, String> {
+        Ok(Some(pem("CERTIFICATE", der)?.into_bytes()))
+    };
+    let mut files = BTreeMap::new();
+    match issuing {
+        None => {
+            let der = self_signed(
+                root,
+                &names.root,
+                names,
+                now,
+                opts.issuing_lifetime,
+                Some(0),
+            )
+            .await?;
+            files.insert(config.ca.certificate.clone(), cert(&der)?);
+        }
+        Some(issuing) => {
+            let root_der = self_signed(
+                root,
+                &names.root,
+                names,
+                now,
+                opts.root_lifetime,
+                opts.path_len,
+            )
+            .await?;
+            let issuing_der = subordinate(root, &root_der, issuing, names, now, opts).await?;
+            files.insert(config.ca.chain[0].clone(), cert(&root_der)?);
+            files.insert(config.ca.certificate.clone(), cert(&issuing_der)?);
+        }
+    }
+    Ok(files)
 }
 
 struct Names {

@@ -338,6 +338,12 @@ fn plan_revocations(i: &Inputs) -> Result<(Vec<RevocationPlan>, BTreeSet<String>
         }
     }
 
+    let by_canonical: BTreeMap<String, &String> = i
+        .index
+        .certs
+        .keys()
+        .map(|k| (super::serial::canonical_hex(k), k))
+        .collect();
     let mut seen = BTreeSet::new();
     let mut blocked = BTreeSet::new();
     for e in entries {
@@ -371,9 +377,10 @@ fn plan_revocations(i: &Inputs) -> Result<(Vec<RevocationPlan>, BTreeSet<String>
         }
         match &e.target {
             Target::Serial(cands) => {
+                // Index keys are full hex (a leading 0 nibble kept); entries are canonical.
                 let found: Vec<&String> = cands
                     .iter()
-                    .filter(|c| i.index.certs.contains_key(*c))
+                    .filter_map(|c| by_canonical.get(c.as_str()).copied())
                     .collect();
                 match found.as_slice() {
                     [] => reject(

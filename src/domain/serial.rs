@@ -77,6 +77,17 @@ mod tests {
         assert!(parse_serial("").is_err());
     }
 
+    /// openssl prints a serial with a leading zero nibble ("04C0..."); the canonical form drops
+    /// it, and so does the index lookup (regression: such revocations were "unknown serial").
+    #[test]
+    fn leading_zero_nibble_is_canonical() {
+        let key = "04c0a83c72e5b9ce6daf7d216e4b1f8e4db9fe6b";
+        assert_eq!(
+            parse_serial("04:C0:A8:3C:72:E5:B9:CE:6D:AF:7D:21:6E:4B:1F:8E:4D:B9:FE:6B").unwrap(),
+            [canonical_hex(key)]
+        );
+    }
+
     #[test]
     fn serials_are_positive_20_bytes() {
         for _ in 0..100 {
