@@ -489,3 +489,40 @@ fn completions_and_man_page() {
         &man[..200.min(man.len())]
     );
 }
+
+/// A policy change shows which existing certificates the new policy would no longer allow.
+#[test]
+fn policy_change_reports_certificates_no_longer_allowed() {
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    env.init(&[]);
+    env.ok(&["apply"], 3);
+    let p = env.read("policies/internal-tls.yaml");
+    let tightened = p.replace("max_lifetime: 90d", "max_lifetime: 45d");
+    assert_ne!(tightened, p, "the example policy has a 90d maximum");
+    std::fs::write(env.path("policies/internal-tls.yaml"), tightened).unwrap();
+    env.commit_all("tighten internal-tls");
+    let (plan, code) = env.plan_json(&["--no-state"]);
+    assert_eq!(code, 3);
+    let api = plan["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "requests/servers/api.yaml")
+        .unwrap();
+    assert!(
+        api["live_certificate_no_longer_allowed"].is_null(),
+        "--no-state knows no certificates: {api}"
+    );
+    let (plan, _) = env.plan_json(&[]);
+    let api = plan["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "requests/servers/api.yaml")
+        .unwrap();
+    assert_eq!(api["action"], "rejected");
+    assert_eq!(api["findings"][0]["code"], "lifetime-too-long");
+    assert_eq!(api["live_certificate_no_longer_allowed"], true, "{api}");
+    let md = env.ok(&["plan", "--format", "markdown"], 3);
+    assert!(md.contains("no longer allowed"), "{md}");
+}

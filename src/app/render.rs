@@ -10,6 +10,9 @@ pub enum Format {
     Markdown,
 }
 
+/// Shown for a rejected request that still has a live certificate (e.g. after a policy change).
+const NO_LONGER_ALLOWED: &str = " (its current certificate is no longer allowed; it stays valid until it expires or is revoked)";
+
 fn action_word(a: Action) -> &'static str {
     match a {
         Action::Issue => "issue",
@@ -86,11 +89,16 @@ fn plan_text(p: &Plan) -> String {
                 .join("; ")
         };
         s.push_str(&format!(
-            "{:<10} {:<w$} {:<16} {}\n",
+            "{:<10} {:<w$} {:<16} {}{}\n",
             action_word(r.action),
             r.id,
             short(&r.serial),
-            detail
+            detail,
+            if r.live_certificate_no_longer_allowed {
+                NO_LONGER_ALLOWED
+            } else {
+                ""
+            }
         ));
     }
     if !p.revocations.is_empty() {
@@ -142,12 +150,20 @@ fn plan_markdown(p: &Plan) -> String {
     );
     s.push_str("| Action | Request | Policy | Details |\n| --- | --- | --- | --- |\n");
     for r in &p.requests {
-        let detail = r
+        let mut detail = r
             .findings
             .iter()
             .map(|f| format!("`{}` {}", f.code, f.message.replace('|', "\\|")))
             .collect::<Vec<_>>()
             .join("<br>");
+        if r.live_certificate_no_longer_allowed {
+            detail.push_str(&format!(
+                "<br>**{}**",
+                NO_LONGER_ALLOWED
+                    .trim_start_matches(" (")
+                    .trim_end_matches(')')
+            ));
+        }
         let icon = match r.action {
             Action::Rejected => ":x: rejected",
             Action::Unchanged => "unchanged",

@@ -86,6 +86,10 @@ pub struct RequestPlan {
     pub not_after: Option<OffsetDateTime>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub findings: Vec<Finding>,
+    /// Rejected now, but a live certificate issued under an earlier policy or request exists:
+    /// it stays valid until it expires or is revoked; the reviewer should know.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub live_certificate_no_longer_allowed: bool,
     #[serde(skip)]
     pub spec: Option<IssueSpec>,
 }
@@ -455,6 +459,7 @@ fn plan_requests(i: &Inputs, blocked: &BTreeSet<String>) -> Vec<RequestPlan> {
             serial: current.map(|(s, _)| s.clone()),
             not_after: current.map(|(_, c)| c.not_after),
             findings: vec![],
+            live_certificate_no_longer_allowed: false,
             spec: None,
         };
         if blocked.contains(id) {
@@ -463,7 +468,11 @@ fn plan_requests(i: &Inputs, blocked: &BTreeSet<String>) -> Vec<RequestPlan> {
             continue;
         }
         match check_request(i, id, entry, &live_keys) {
-            Err(f) => rp.findings = f,
+            Err(f) => {
+                rp.findings = f;
+                rp.live_certificate_no_longer_allowed =
+                    current.is_some_and(|(_, c)| c.is_live(i.now));
+            }
             Ok((spec, policy_name)) => {
                 rp.policy = Some(policy_name);
                 // The newest certificate, revoked or not: a request whose certificate was revoked
