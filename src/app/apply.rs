@@ -27,6 +27,50 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use x509_cert::certificate::TbsCertificate;
 
+/// Signing progress: a bar on a terminal, a plain line every 10% otherwise (CI logs).
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    total: usize,
+    done: std::sync::atomic::AtomicUsize,
+}
+
+impl Progress {
+    fn new(total: usize) -> Progress {
+        use std::io::IsTerminal;
+        let bar = (total >= 20 && std::io::stderr().is_terminal()).then(|| {
+            let b = indicatif::ProgressBar::new(total as u64);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "signing {bar:40} {pos}/{len} {per_sec} eta {eta}",
+            ) {
+                b.set_style(style);
+            }
+            b
+        });
+        Progress {
+            bar,
+            total,
+            done: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    fn tick(&self) {
+        let n = self.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        match &self.bar {
+            Some(b) => b.inc(1),
+            None if self.total >= 20 && n.is_multiple_of((self.total / 10).max(1)) => {
+                tracing::info!("signed {n}/{}", self.total)
+            }
+            None => {}
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
 /// Steps after which a test can make apply stop as if the process had died.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum FailPoint {
@@ -400,12 +444,14 @@ pub async fn reconcile(
         }
         fail(opts, FailPoint::AfterIntent).await?;
         // Sign concurrently; the signer bounds how many requests are in flight.
-        let signatures_done = futures::future::join_all(
-            pending
-                .iter()
-                .map(|(_, u, _, _)| sign_verified(signer, &u.tbs_der)),
-        )
+        let progress = Progress::new(pending.len());
+        let signatures_done = futures::future::join_all(pending.iter().map(|(_, u, _, _)| async {
+            let r = sign_verified(signer, &u.tbs_der).await;
+            progress.tick();
+            r
+        }))
         .await;
+        progress.finish();
         let mut signed = Vec::new();
         for ((action, unsigned, mut rec, v), sig) in pending.into_iter().zip(signatures_done) {
             let sig = sig?;
