@@ -170,7 +170,15 @@ mod tests {
 
         // Every audit code `gitca verify` emits is in the audit table.
         let verify = include_str!("../app/verify.rs");
-        for code in verify.split("f(\"").skip(1).filter_map(|r| r.split('"').next()) {
+        let codes: Vec<&str> = verify
+            .split("f(")
+            .skip(1)
+            .filter_map(|r| r.trim_start().strip_prefix('"'))
+            .filter_map(|r| r.split('"').next())
+            .filter(|c| c.contains('-'))
+            .collect();
+        assert!(codes.len() >= 15, "{codes:?}");
+        for code in codes {
             assert!(audit.contains(&format!("`{code}`")), "audit code {code} is not documented");
         }
     }
