@@ -283,6 +283,40 @@ impl Config {
         if !self.output.crl.ends_with(".crl") {
             return Err(format!("output.crl {:?} must end in .crl", self.output.crl));
         }
+        // gitca owns its outputs and rewrites them: they may not overlap what people commit.
+        let inputs = [
+            "gitca.yaml",
+            "requests",
+            "policies",
+            "revocations",
+            "revocations.yaml",
+        ];
+        let under = |p: &str, q: &str| {
+            p == q || p.starts_with(&format!("{q}/")) || q.starts_with(&format!("{p}/"))
+        };
+        let crl_pem = format!("{}.pem", self.output.crl);
+        for (what, out) in [
+            ("output.dir", &self.output.dir),
+            ("output.crl", &self.output.crl),
+            ("output.crl (PEM)", &crl_pem),
+            ("output.bundle", &self.output.bundle),
+        ] {
+            let taken = inputs
+                .iter()
+                .copied()
+                .chain(std::iter::once(self.ca.certificate.as_str()))
+                .chain(self.ca.chain.iter().map(String::as_str))
+                .find(|i| under(out, i));
+            if let Some(i) = taken {
+                return Err(format!(
+                    "{what} {out:?} overlaps {i:?}; outputs must not touch committed inputs"
+                ));
+            }
+        }
+        if under(&self.output.crl, &self.output.dir) || under(&self.output.bundle, &self.output.dir)
+        {
+            return Err("output.crl and output.bundle must be outside output.dir (gitca prunes that folder)".into());
+        }
         if self.signer.local.is_some() && self.signer.kms.is_some() {
             return Err("signer: give either local or kms, not both".into());
         }
@@ -298,5 +332,32 @@ impl Config {
             return Err("crl.overlap must be shorter than crl.lifetime".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "ca: {name: t, certificate: ca/ca.pem}\n";
+
+    #[test]
+    fn outputs_may_not_overwrite_inputs() {
+        assert!(Config::parse("gitca.yaml", BASE).is_ok());
+        for bad in [
+            "output: {bundle: gitca.yaml}",
+            "output: {bundle: requests/x.yaml}",
+            "output: {dir: policies}",
+            "output: {dir: requests/issued}",
+            "output: {bundle: ca/ca.pem}",
+            "output: {dir: out, crl: out/ca.crl}",
+            "output: {crl: revocations/x.crl}",
+        ] {
+            let e = Config::parse("gitca.yaml", &format!("{BASE}{bad}\n")).unwrap_err();
+            assert!(
+                e.contains("gitca.yaml") && (e.contains("overlaps") || e.contains("outside")),
+                "{bad}: {e}"
+            );
+        }
     }
 }

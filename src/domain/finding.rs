@@ -179,7 +179,10 @@ mod tests {
             .collect();
         assert!(codes.len() >= 15, "{codes:?}");
         for code in codes {
-            assert!(audit.contains(&format!("`{code}`")), "audit code {code} is not documented");
+            assert!(
+                audit.contains(&format!("`{code}`")),
+                "audit code {code} is not documented"
+            );
         }
     }
 }
