@@ -526,3 +526,72 @@ fn policy_change_reports_certificates_no_longer_allowed() {
     let md = env.ok(&["plan", "--format", "markdown"], 3);
     assert!(md.contains("no longer allowed"), "{md}");
 }
+
+/// `revoke_superseded: true`: the replaced certificate is revoked (superseded) once the new one
+/// is issued; without it the old one runs until it expires.
+#[test]
+fn revoke_superseded_revokes_the_replaced_certificate() {
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    env.init(&[]);
+    env.ok(&["apply"], 3);
+    let old = env.tmp().join("api-old.pem");
+    std::fs::copy(env.path("issued/servers/api.pem"), &old).unwrap();
+    let y = env.read("requests/servers/api.yaml");
+    std::fs::write(
+        env.path("requests/servers/api.yaml"),
+        format!("{y}\nrevoke_superseded: true\n"),
+    )
+    .unwrap();
+    env.commit_all("api: revoke what a new certificate supersedes");
+    let (plan, _) = env.plan_json(&[]);
+    let api = plan["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "requests/servers/api.yaml")
+        .unwrap();
+    assert_eq!(api["action"], "reissue");
+    assert_eq!(api["supersede"].as_array().unwrap().len(), 1, "{api}");
+    env.ok(&["apply"], 3);
+    let idx = env.index("example-ca");
+    let api_certs: Vec<_> = idx["certs"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|c| c["request_id"] == "requests/servers/api.yaml")
+        .collect();
+    assert_eq!(api_certs.len(), 2);
+    assert_eq!(
+        api_certs
+            .iter()
+            .filter(|c| c["revoked"]["reason"] == "superseded")
+            .count(),
+        1
+    );
+    if have("openssl") {
+        let (ok, out) = openssl_verify(
+            &env.path("ca/root-ca.pem"),
+            Some(&env.path("ca/issuing-ca.pem")),
+            &env.path("crl/example-ca.crl.pem"),
+            &old,
+        );
+        assert!(!ok && out.contains("certificate revoked"), "{out}");
+        let (ok, out) = openssl_verify(
+            &env.path("ca/root-ca.pem"),
+            Some(&env.path("ca/issuing-ca.pem")),
+            &env.path("crl/example-ca.crl.pem"),
+            &env.path("issued/servers/api.pem"),
+        );
+        assert!(ok, "the new certificate is valid: {out}");
+    }
+    // Nothing more to do on the next run.
+    let (plan, _) = env.plan_json(&[]);
+    let api = plan["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "requests/servers/api.yaml")
+        .unwrap();
+    assert_eq!(api["action"], "unchanged");
+    assert!(api["supersede"].is_null(), "{api}");
+}

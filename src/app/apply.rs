@@ -521,6 +521,18 @@ pub async fn reconcile(
                 },
             ));
         }
+        for r in &plan.requests {
+            for s in &r.supersede {
+                marks.push((
+                    s.clone(),
+                    Revoked {
+                        reason: Reason::Superseded,
+                        date: now,
+                        by: format!("superseded:{}", r.id),
+                    },
+                ));
+            }
+        }
         for o in plan.orphans.iter().filter(|o| o.revoke) {
             for s in &o.serials {
                 marks.push((

@@ -100,6 +100,15 @@ fn plan_text(p: &Plan) -> String {
                 ""
             }
         ));
+        for serial in &r.supersede {
+            let serial = Some(serial.clone());
+            s.push_str(&format!(
+                "{:<10} {:<w$} {:<16} superseded\n",
+                "revoke",
+                r.id,
+                short(&serial)
+            ));
+        }
     }
     if !p.revocations.is_empty() {
         s.push_str("\nREVOCATIONS\n");

@@ -56,6 +56,7 @@ pub struct IssueSpec {
     pub lifetime: Span,
     pub extensions: Vec<x509_cert::ext::Extension>,
     pub policy: String,
+    pub revoke_superseded: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -90,6 +91,9 @@ pub struct RequestPlan {
     /// it stays valid until it expires or is revoked; the reviewer should know.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub live_certificate_no_longer_allowed: bool,
+    /// Live certificates of this request revoked as superseded (`revoke_superseded: true`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub supersede: Vec<String>,
     #[serde(skip)]
     pub spec: Option<IssueSpec>,
 }
@@ -181,6 +185,7 @@ impl Plan {
                 .iter()
                 .any(|r| r.action == RevocationAction::Revoke)
             || self.orphans.iter().any(|o| o.revoke)
+            || self.requests.iter().any(|r| !r.supersede.is_empty())
             || self.crl_due.is_some()
     }
 
@@ -251,6 +256,9 @@ pub fn plan(i: &Inputs) -> Result<Plan, PlanError> {
     }
     for o in orphans.iter().filter(|o| o.revoke) {
         newly.extend(o.serials.iter().map(|s| s.as_str()));
+    }
+    for r in &requests {
+        newly.extend(r.supersede.iter().map(|s| s.as_str()));
     }
     let lifetime = i.config.crl.lifetime.as_time();
     let mut crl_serials: Vec<String> = i
@@ -460,6 +468,7 @@ fn plan_requests(i: &Inputs, blocked: &BTreeSet<String>) -> Vec<RequestPlan> {
             not_after: current.map(|(_, c)| c.not_after),
             findings: vec![],
             live_certificate_no_longer_allowed: false,
+            supersede: vec![],
             spec: None,
         };
         if blocked.contains(id) {
@@ -495,6 +504,22 @@ fn plan_requests(i: &Inputs, blocked: &BTreeSet<String>) -> Vec<RequestPlan> {
                     Some((_, c)) if c.not_after - renewal_window(i, c) <= i.now => Action::Renew,
                     Some(_) => Action::Unchanged,
                 };
+                if spec.revoke_superseded && rp.action != Action::Revoked {
+                    // Every live certificate but the one that stays current; recomputed on each
+                    // run, so a crash between issuing and revoking converges.
+                    let keep = (rp.action == Action::Unchanged)
+                        .then(|| rp.serial.clone())
+                        .flatten();
+                    rp.supersede = i
+                        .index
+                        .certs
+                        .iter()
+                        .filter(|(s, c)| {
+                            &c.request_id == id && c.is_live(i.now) && Some(*s) != keep.as_ref()
+                        })
+                        .map(|(s, _)| s.clone())
+                        .collect();
+                }
                 if !matches!(rp.action, Action::Unchanged | Action::Revoked) {
                     // Later requests in this plan may not take the same key.
                     live_keys
@@ -645,6 +670,7 @@ fn check_request(
             lifetime: v.lifetime,
             extensions,
             policy: policy.name.clone(),
+            revoke_superseded: req.revoke_superseded,
         },
         policy.name.clone(),
     ))

@@ -25,6 +25,10 @@ pub struct RequestFile {
     pub subject: Option<Subject>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extensions: Vec<CustomExtension>,
+    /// Revoke (reason superseded) the previous certificate once its replacement is issued,
+    /// instead of letting it run until it expires.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub revoke_superseded: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]

@@ -835,6 +835,7 @@ fn convert_entry(
             sans: Some(sans),
             subject: Some(subject),
             extensions,
+            revoke_superseded: false,
         },
         csr_from,
         csr_to: format!("requests/{env}/{csr_name}"),
