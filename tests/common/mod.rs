@@ -174,7 +174,10 @@ pub fn have(tool: &str) -> bool {
         if std::env::var_os("CI").is_some() {
             panic!("{tool} is required in CI but was not found on PATH");
         }
-        eprintln!(
+        // Written to the stderr handle, not eprintln!, so the test harness does not capture it.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
             "SKIPPED: {tool} not found on PATH (install it, e.g. via .ci/run, to run this check)"
         );
     }
