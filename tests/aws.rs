@@ -276,20 +276,7 @@ async fn concurrent_applies_issue_exactly_once() {
         return;
     };
     let env = &ca.env;
-    let remote = env.tmp().join("remote.git");
-    git_in(
-        env.tmp(),
-        &[
-            "init",
-            "-q",
-            "--bare",
-            "-b",
-            "main",
-            remote.to_str().unwrap(),
-        ],
-    );
-    env.git(&["remote", "add", "origin", remote.to_str().unwrap()]);
-    env.git(&["push", "-q", "-u", "origin", "main"]);
+    let remote = env.bare_remote();
     let mut children = Vec::new();
     for n in 0..4 {
         let dir = env.tmp().join(format!("runner-{n}"));

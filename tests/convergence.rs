@@ -186,20 +186,7 @@ fn history_rewrite_is_refused_unless_allowed() {
 fn push_race_against_a_bare_remote_is_retried() {
     let env = Env::from(EXAMPLE, &["revocations.yaml"]);
     env.init(&[]);
-    let remote = env.tmp().join("remote.git");
-    git_in(
-        env.tmp(),
-        &[
-            "init",
-            "-q",
-            "--bare",
-            "-b",
-            "main",
-            remote.to_str().unwrap(),
-        ],
-    );
-    env.git(&["remote", "add", "origin", remote.to_str().unwrap()]);
-    env.git(&["push", "-q", "-u", "origin", "main"]);
+    let remote = env.bare_remote();
 
     // Someone else pushes a new request meanwhile.
     let other = env.tmp().join("other");

@@ -116,12 +116,7 @@ fn symlinked_csr_is_refused() {
     .unwrap();
     env.commit_all("symlinked CSR");
     let (plan, _) = env.plan_json(&[]);
-    let r = plan["requests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == "requests/csr-symlinked.yaml")
-        .unwrap();
+    let r = plan_request(&plan, "requests/csr-symlinked.yaml");
     assert_eq!(codes(r), ["request-not-regular-file"], "{r}");
 }
 
@@ -139,12 +134,7 @@ fn oversized_request_is_refused() {
     std::fs::write(env.path("requests/request-too-large.yaml"), big).unwrap();
     env.commit_all("oversized");
     let (plan, _) = env.plan_json(&[]);
-    let r = plan["requests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == "requests/request-too-large.yaml")
-        .unwrap();
+    let r = plan_request(&plan, "requests/request-too-large.yaml");
     assert_eq!(codes(r), ["request-too-large"]);
 }
 
@@ -169,12 +159,7 @@ fn key_reuse_across_commits_and_ca_key_reuse() {
     .unwrap();
     env.commit_all("reuse a key");
     let (plan, _) = env.plan_json(&[]);
-    let r = plan["requests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == "requests/reuse-later.yaml")
-        .unwrap();
+    let r = plan_request(&plan, "requests/reuse-later.yaml");
     assert_eq!(codes(r), ["key-reuse"]);
     assert!(
         r["findings"][0]["message"]
@@ -202,12 +187,7 @@ fn key_reuse_across_commits_and_ca_key_reuse() {
         .unwrap();
         env.commit_all("CA key as a subject key");
         let (plan, _) = env.plan_json(&[]);
-        let r = plan["requests"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["id"] == "requests/ca-key.yaml")
-            .unwrap();
+        let r = plan_request(&plan, "requests/ca-key.yaml");
         assert_eq!(codes(r), ["csr-key-is-ca-key"]);
     }
 }

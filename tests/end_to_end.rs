@@ -250,12 +250,7 @@ fn example_repo_p256_verifies_lints_revokes_and_is_idempotent() {
 
     // The request named by the revocation gets no new certificate.
     let (plan, _) = f.env.plan_json(&[]);
-    let laptop = plan["requests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == "requests/clients/old-laptop.yaml")
-        .unwrap();
+    let laptop = plan_request(&plan, "requests/clients/old-laptop.yaml");
     assert_eq!(laptop["action"], "revoked");
 }
 
@@ -333,12 +328,7 @@ fn renewal_and_crl_refresh_follow_the_clock() {
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap();
     let (plan, _) = e.plan_json(&["--at", &at]);
-    let web_plan = plan["requests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == "requests/servers/web-01.yaml")
-        .unwrap();
+    let web_plan = plan_request(&plan, "requests/servers/web-01.yaml");
     assert_eq!(web_plan["action"], "renew");
     assert!(
         plan["crl_due"].is_string(),

@@ -5,12 +5,7 @@ mod common;
 use common::*;
 
 fn action<'a>(plan: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
-    &plan["requests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == id)
-        .unwrap_or_else(|| panic!("{id} not in plan"))["action"]
+    &plan_request(plan, id)["action"]
 }
 
 /// The example without its rejected request: exit codes 2 (pending), 0 (done), 0 (nothing to do).
@@ -103,12 +98,7 @@ fn lifetime_beyond_the_ca_is_rejected() {
     let env = Env::from(EXAMPLE, &["revocations.yaml"]);
     env.init(&["--issuing-lifetime", "20d"]);
     let (plan, _) = env.plan_json(&[]);
-    let api = plan["requests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == "requests/servers/api.yaml")
-        .unwrap();
+    let api = plan_request(&plan, "requests/servers/api.yaml");
     assert_eq!(api["action"], "rejected");
     assert!(
         api["findings"]
@@ -333,12 +323,7 @@ fn revoke_by_hex_and_decimal_serial_from_a_revocations_folder() {
     }
     env.commit_all("ask again");
     let (plan, _) = env.plan_json(&[]);
-    let api = plan["requests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == "requests/servers/api.yaml")
-        .unwrap();
+    let api = plan_request(&plan, "requests/servers/api.yaml");
     assert_eq!(api["findings"][0]["code"], "key-compromised", "{api}");
     assert_eq!(
         action(&plan, "requests/servers/web-01.yaml"),
@@ -503,23 +488,13 @@ fn policy_change_reports_certificates_no_longer_allowed() {
     env.commit_all("tighten internal-tls");
     let (plan, code) = env.plan_json(&["--no-state"]);
     assert_eq!(code, 3);
-    let api = plan["requests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == "requests/servers/api.yaml")
-        .unwrap();
+    let api = plan_request(&plan, "requests/servers/api.yaml");
     assert!(
         api["live_certificate_no_longer_allowed"].is_null(),
         "--no-state knows no certificates: {api}"
     );
     let (plan, _) = env.plan_json(&[]);
-    let api = plan["requests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == "requests/servers/api.yaml")
-        .unwrap();
+    let api = plan_request(&plan, "requests/servers/api.yaml");
     assert_eq!(api["action"], "rejected");
     assert_eq!(api["findings"][0]["code"], "lifetime-too-long");
     assert_eq!(api["live_certificate_no_longer_allowed"], true, "{api}");
@@ -544,12 +519,7 @@ fn revoke_superseded_revokes_the_replaced_certificate() {
     .unwrap();
     env.commit_all("api: revoke what a new certificate supersedes");
     let (plan, _) = env.plan_json(&[]);
-    let api = plan["requests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == "requests/servers/api.yaml")
-        .unwrap();
+    let api = plan_request(&plan, "requests/servers/api.yaml");
     assert_eq!(api["action"], "reissue");
     assert_eq!(api["supersede"].as_array().unwrap().len(), 1, "{api}");
     env.ok(&["apply"], 3);
@@ -586,12 +556,7 @@ fn revoke_superseded_revokes_the_replaced_certificate() {
     }
     // Nothing more to do on the next run.
     let (plan, _) = env.plan_json(&[]);
-    let api = plan["requests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == "requests/servers/api.yaml")
-        .unwrap();
+    let api = plan_request(&plan, "requests/servers/api.yaml");
     assert_eq!(api["action"], "unchanged");
     assert!(api["supersede"].is_null(), "{api}");
 }

@@ -45,29 +45,25 @@ impl IndexHandle {
     ) -> Result<IndexHandle, RunError> {
         loop {
             let (index, version) = read(store.as_ref(), &ca_key_id).await?;
-            if let Some(version) = version {
-                return Ok(IndexHandle {
-                    index,
-                    version,
-                    store,
-                    ca_key_id,
-                    conflicts: 0,
-                });
-            }
-            let bytes = serde_json::to_vec_pretty(&index).map_err(|e| e.to_string())?;
-            match store.put_new(INDEX_KEY, &bytes).await {
-                Ok(version) => {
-                    return Ok(IndexHandle {
-                        index,
-                        version,
-                        store,
-                        ca_key_id,
-                        conflicts: 0,
-                    });
+            let version = match version {
+                Some(v) => v,
+                None => {
+                    let bytes = serde_json::to_vec_pretty(&index).map_err(|e| e.to_string())?;
+                    match store.put_new(INDEX_KEY, &bytes).await {
+                        Ok(v) => v,
+                        // Another run created it first: read theirs.
+                        Err(StoreError::Conflict(_)) => continue,
+                        Err(e) => return Err(e.into()),
+                    }
                 }
-                Err(StoreError::Conflict(_)) => continue,
-                Err(e) => return Err(e.into()),
-            }
+            };
+            return Ok(IndexHandle {
+                index,
+                version,
+                store,
+                ca_key_id,
+                conflicts: 0,
+            });
         }
     }
 

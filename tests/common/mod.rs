@@ -63,6 +63,25 @@ impl Env {
         self._tmp.path()
     }
 
+    /// A bare repository as `origin`, with `main` pushed and tracked; returns its path.
+    pub fn bare_remote(&self) -> PathBuf {
+        let remote = self.tmp().join("remote.git");
+        git_in(
+            self.tmp(),
+            &[
+                "init",
+                "-q",
+                "--bare",
+                "-b",
+                "main",
+                remote.to_str().unwrap(),
+            ],
+        );
+        self.git(&["remote", "add", "origin", remote.to_str().unwrap()]);
+        self.git(&["push", "-q", "-u", "origin", "main"]);
+        remote
+    }
+
     pub fn git(&self, args: &[&str]) -> String {
         git_in(&self.repo, args)
     }
@@ -150,6 +169,16 @@ impl Env {
     pub fn index(&self, ca: &str) -> serde_json::Value {
         serde_json::from_slice(&std::fs::read(self.state(ca).join("index.json")).unwrap()).unwrap()
     }
+}
+
+/// The entry of request `id` in a `plan --format json` document.
+pub fn plan_request<'a>(plan: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    plan["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id)
+        .unwrap_or_else(|| panic!("{id} is not in the plan"))
 }
 
 pub fn git_in(dir: &Path, args: &[&str]) -> String {
