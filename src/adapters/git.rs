@@ -11,6 +11,18 @@ use time::OffsetDateTime;
 /// Blobs above this size are never read (requests and CSRs are far smaller).
 pub const MAX_BLOB_BYTES: u64 = 1024 * 1024;
 
+/// The serverless CA keeps every request of an environment in one `tls.json`: a large
+/// organisation's is several megabytes.
+const MAX_LIST_BYTES: u64 = 64 * 1024 * 1024;
+
+fn blob_limit(path: &str) -> u64 {
+    if crate::domain::serverless_layout::is_list_file(path) {
+        MAX_LIST_BYTES
+    } else {
+        MAX_BLOB_BYTES
+    }
+}
+
 pub struct GitRepo {
     repo: Repository,
     /// The CA repository's folder inside the git repository ("" for the root).
@@ -101,7 +113,7 @@ impl GitRepo {
                 Some(ObjectType::Commit) => TreeEntry::Submodule,
                 Some(ObjectType::Blob) if mode == 0o120000 => TreeEntry::Symlink,
                 Some(ObjectType::Blob) => match odb.read_header(entry.id()) {
-                    Ok((size, _)) if size as u64 > MAX_BLOB_BYTES => {
+                    Ok((size, _)) if size as u64 > blob_limit(&path) => {
                         TreeEntry::TooLarge(size as u64)
                     }
                     Ok(_) => match self.repo.find_blob(entry.id()) {
@@ -160,7 +172,7 @@ impl GitRepo {
                 TreeEntry::Symlink
             } else if ft.is_file() {
                 let len = e.metadata().map(|m| m.len()).unwrap_or(0);
-                if len > MAX_BLOB_BYTES {
+                if len > blob_limit(&rel) {
                     TreeEntry::TooLarge(len)
                 } else {
                     TreeEntry::Blob(std::fs::read(e.path()).map_err(|err| format!("{rel}: {err}"))?)

@@ -17,8 +17,8 @@ use crate::domain::profile::{self, Issuer, Urls, from_time};
 use crate::domain::revocation::Reason;
 use crate::domain::serial::new_serial;
 use crate::domain::state::{
-    CertRecord, CertSummary, CrlInfo, Index, PublishedRevocation, Revoked, crl_key, intent_key,
-    record_key,
+    CertRecord, CertSummary, CrlInfo, Index, PreviousCaRevocation, PublishedRevocation, Revoked,
+    crl_key, intent_key, record_key,
 };
 use base64ct::{Base64, Encoding};
 use der::{Decode, Encode};
@@ -493,6 +493,7 @@ pub async fn reconcile(
     let mut revoked = Vec::new();
     let mut marks: Vec<(String, Revoked)> = Vec::new();
     let mut published: Vec<(String, PublishedRevocation)> = Vec::new();
+    let mut previous: Vec<(String, PreviousCaRevocation)> = Vec::new();
     if !opts.crl_only {
         for r in plan
             .revocations
@@ -502,14 +503,30 @@ pub async fn reconcile(
             let e = r.parsed.as_ref().expect("planned revocation is parsed");
             let date = r.date.unwrap_or(now);
             for s in &r.serials {
-                marks.push((
-                    s.clone(),
-                    Revoked {
-                        reason: e.reason,
-                        date,
-                        by: e.key.clone(),
-                    },
-                ));
+                let revoked = Revoked {
+                    reason: e.reason,
+                    date,
+                    by: e.key.clone(),
+                };
+                if r.previous_ca && !h.index.certs.contains_key(s) {
+                    // Issued before gitca took over the key: at most the previous CA's
+                    // maximum lifetime from now.
+                    let days = ctx
+                        .config
+                        .serverless
+                        .as_ref()
+                        .map_or(0, |c| c.max_lifetime_days);
+                    let keep_until = now + time::Duration::days(days as i64);
+                    previous.push((
+                        s.clone(),
+                        PreviousCaRevocation {
+                            revoked,
+                            keep_until,
+                        },
+                    ));
+                } else {
+                    marks.push((s.clone(), revoked));
+                }
             }
             published.push((
                 e.key.clone(),
@@ -545,22 +562,30 @@ pub async fn reconcile(
                 ));
             }
         }
-        revoked = marks.iter().map(|(s, _)| s.clone()).collect();
+        revoked = marks
+            .iter()
+            .map(|(s, _)| s.clone())
+            .chain(previous.iter().map(|(s, _)| s.clone()))
+            .collect();
     }
     let lifetime = ctx.config.crl.lifetime.as_time();
     let crl_due = {
         let mut after = h.index.clone();
-        apply_marks(&mut after, &marks, &published);
+        apply_marks(&mut after, &marks, &published, &previous);
         crl_due(&after, now, lifetime, ctx.config.crl.overlap.as_time()) || opts.force_crl
     };
     // An accepted rewrite moves the reconciled commit onto the new history.
-    let changed =
-        !issued.is_empty() || !marks.is_empty() || !published.is_empty() || crl_due || rewritten;
+    let changed = !issued.is_empty()
+        || !marks.is_empty()
+        || !previous.is_empty()
+        || !published.is_empty()
+        || crl_due
+        || rewritten;
     let mut crl_number = None;
     if changed {
         let head2 = head.clone();
         h.update(|i| {
-            apply_marks(i, &marks, &published);
+            apply_marks(i, &marks, &published, &previous);
             i.last_reconciled = Some(head2.clone());
             if crl_due {
                 i.crl_number += 1;
@@ -575,9 +600,10 @@ pub async fn reconcile(
             .crl_serials(now, lifetime)
             .into_iter()
             .map(|s| {
-                let r = h.index.certs[&s]
-                    .revoked
-                    .clone()
+                let r = h
+                    .index
+                    .revocation_of(&s)
+                    .cloned()
                     .expect("CRL serials are revoked");
                 CrlEntry {
                     serial_hex: s,
@@ -729,13 +755,8 @@ async fn send_events(
         e.request = h.index.certs.get(s).map(|c| c.request_id.clone());
         out.push(e);
     }
-    let requests = ctx
-        .snapshot
-        .files
-        .keys()
-        .filter(|p| plan::is_request_file(p))
-        .cloned()
-        .collect();
+    // The plan has read the same snapshot successfully already.
+    let requests = plan::request_ids(&ctx.snapshot, &ctx.config).unwrap_or_default();
     let since = h.index.events_checked_at.unwrap_or(now);
     out.extend(events::expiring(
         &h.index,
@@ -774,7 +795,11 @@ fn apply_marks(
     i: &mut Index,
     marks: &[(String, Revoked)],
     published: &[(String, PublishedRevocation)],
+    previous: &[(String, PreviousCaRevocation)],
 ) {
+    for (s, p) in previous {
+        i.previous_ca.entry(s.clone()).or_insert(p.clone());
+    }
     for (s, r) in marks {
         if let Some(c) = i.certs.get_mut(s)
             && c.revoked.is_none()

@@ -2,7 +2,7 @@
 //! a crash writes what is missing without signing again.
 
 use super::context::{Context, parse_cert};
-use crate::domain::plan::is_request_file;
+use crate::domain::plan::request_ids;
 use crate::domain::state::{CertRecord, Index, crl_key, record_key};
 use base64ct::Encoding;
 use der::Encode;
@@ -74,7 +74,7 @@ pub async fn changes(
     let mut wanted = BTreeSet::new();
     let ca = ca_pems(ctx)?;
 
-    for id in ctx.snapshot.files.keys().filter(|p| is_request_file(p)) {
+    for id in &request_ids(&ctx.snapshot, &ctx.config)? {
         let Some((serial, _)) = index.current_for(id) else {
             continue;
         };

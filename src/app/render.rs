@@ -10,6 +10,9 @@ pub enum Format {
     Markdown,
 }
 
+/// Shown for a `revoked.json` serial gitca did not issue and does not list.
+const PREVIOUS_CA: &str = "not issued by gitca: it stays on the serverless CA's CRL (set serverless.revoke_previous_serials if gitca signs with that CA's key)";
+
 /// Shown for a rejected request that still has a live certificate (e.g. after a policy change).
 const NO_LONGER_ALLOWED: &str = " (its current certificate is no longer allowed; it stays valid until it expires or is revoked)";
 
@@ -29,6 +32,7 @@ fn rev_word(a: RevocationAction) -> &'static str {
         RevocationAction::Revoke => "revoke",
         RevocationAction::AlreadyRevoked => "already revoked",
         RevocationAction::Rejected => "REJECTED",
+        RevocationAction::PreviousCa => "previous CA",
     }
 }
 
@@ -100,6 +104,12 @@ fn plan_text(p: &Plan) -> String {
                 ""
             }
         ));
+        for warn in &r.warnings {
+            s.push_str(&format!(
+                "{:<10} {:<w$} {:<16} [{}] {}\n",
+                "warning", r.id, "", warn.code, warn.message
+            ));
+        }
         for serial in &r.supersede {
             let serial = Some(serial.clone());
             s.push_str(&format!(
@@ -113,8 +123,19 @@ fn plan_text(p: &Plan) -> String {
     if !p.revocations.is_empty() {
         s.push_str("\nREVOCATIONS\n");
         for r in &p.revocations {
-            let detail = if r.findings.is_empty() {
-                format!("{} serial(s) {}", r.serials.len(), r.serials.join(", "))
+            let detail = if r.action == RevocationAction::PreviousCa {
+                PREVIOUS_CA.to_string()
+            } else if r.findings.is_empty() {
+                format!(
+                    "{} serial(s) {}{}",
+                    r.serials.len(),
+                    r.serials.join(", "),
+                    if r.previous_ca {
+                        " (issued by the previous CA)"
+                    } else {
+                        ""
+                    }
+                )
             } else {
                 r.findings
                     .iter()
@@ -144,6 +165,9 @@ fn plan_text(p: &Plan) -> String {
             }
         ));
     }
+    for w in &p.warnings {
+        s.push_str(&format!("warning    {w}\n"));
+    }
     if let Some(c) = &p.crl_due {
         s.push_str(&format!("\nCRL: a new CRL is due ({c})\n"));
     }
@@ -163,6 +187,11 @@ fn plan_markdown(p: &Plan) -> String {
             .findings
             .iter()
             .map(|f| format!("`{}` {}", f.code, f.message.replace('|', "\\|")))
+            .chain(
+                r.warnings
+                    .iter()
+                    .map(|w| format!(":warning: `{}` {}", w.code, w.message.replace('|', "\\|"))),
+            )
             .collect::<Vec<_>>()
             .join("<br>");
         if r.live_certificate_no_longer_allowed {
@@ -187,12 +216,15 @@ fn plan_markdown(p: &Plan) -> String {
     if !p.revocations.is_empty() {
         s.push_str("\n| Revocation | Entry | Serials | Details |\n| --- | --- | --- | --- |\n");
         for r in &p.revocations {
-            let detail = r
+            let mut detail = r
                 .findings
                 .iter()
                 .map(|f| format!("`{}` {}", f.code, f.message))
                 .collect::<Vec<_>>()
                 .join("<br>");
+            if r.action == RevocationAction::PreviousCa {
+                detail = PREVIOUS_CA.to_string();
+            }
             s.push_str(&format!(
                 "| {} | `{}` | {} | {detail} |\n",
                 rev_word(r.action),
@@ -200,6 +232,12 @@ fn plan_markdown(p: &Plan) -> String {
                 r.serials.join(", ")
             ));
         }
+    }
+    for w in &p.warnings {
+        s.push_str(&format!(
+            "\n:warning: `{}` {}: {}\n",
+            w.code, w.file, w.message
+        ));
     }
     if let Some(c) = &p.crl_due {
         s.push_str(&format!("\nA new CRL is due: {c}.\n"));

@@ -4,7 +4,7 @@
 use super::context::{Context, parse_cert};
 use super::outputs::{leaf_paths, load_record, record_certificate};
 use crate::domain::names::Sans;
-use crate::domain::plan::is_request_file;
+use crate::domain::plan::request_ids;
 use crate::domain::state::Index;
 use der::Decode;
 use serde::Serialize;
@@ -59,12 +59,7 @@ pub async fn inventory(
     now: OffsetDateTime,
     window: time::Duration,
 ) -> Result<Vec<Row>, String> {
-    let requests: BTreeSet<&String> = ctx
-        .snapshot
-        .files
-        .keys()
-        .filter(|p| is_request_file(p))
-        .collect();
+    let requests: BTreeSet<String> = request_ids(&ctx.snapshot, &ctx.config)?;
     let committed = ctx
         .repo
         .files_under(&ctx.snapshot.commit, &ctx.config.output.dir)?;

@@ -4,9 +4,8 @@
 use super::context::{Context, parse_cert};
 use super::outputs::{leaf_paths, load_record, record_certificate};
 use crate::domain::csr::verify_signature;
-use crate::domain::plan::{is_request_file, is_revocation_file, request_hash};
+use crate::domain::plan::{is_revocation_file, request_hashes, request_ids};
 use crate::domain::profile::from_time;
-use crate::domain::request::RequestFile;
 use crate::domain::revocation;
 use crate::domain::state::Index;
 use der::{Decode, Encode};
@@ -31,19 +30,6 @@ fn f(code: &'static str, file: impl Into<String>, message: impl Into<String>) ->
     }
 }
 
-fn committed_request_hash(ctx: &Context, id: &str) -> Option<String> {
-    use crate::domain::plan::TreeEntry;
-    let TreeEntry::Blob(yaml) = ctx.snapshot.files.get(id)? else {
-        return None;
-    };
-    let req = RequestFile::parse(&String::from_utf8_lossy(yaml)).ok()?;
-    let csr_path = crate::domain::names::join_relative(id, &req.csr).ok()?;
-    let TreeEntry::Blob(csr) = ctx.snapshot.files.get(&csr_path)? else {
-        return None;
-    };
-    Some(request_hash(yaml, csr))
-}
-
 pub async fn audit(
     ctx: &Context,
     index: &Index,
@@ -55,6 +41,7 @@ pub async fn audit(
     let out_dir = &ctx.config.output.dir;
     let committed = ctx.repo.files_under(&ctx.snapshot.commit, out_dir)?;
     let mut seen_serials = BTreeSet::new();
+    let hashes = request_hashes(&ctx.snapshot, &ctx.config)?;
 
     for (path, bytes) in &committed {
         if !path.ends_with(".pem") || path.ends_with(".chain.pem") {
@@ -129,13 +116,13 @@ pub async fn audit(
                 format!("serial {serial} is revoked but still published"),
             ));
         }
-        match committed_request_hash(ctx, &summary.request_id) {
+        match hashes.get(&summary.request_id) {
             None => out.push(f(
                 "cert-without-request",
                 path,
                 format!("request {} is not in the commit", summary.request_id),
             )),
-            Some(h) if h != summary.request_hash => out.push(f(
+            Some(h) if *h != summary.request_hash => out.push(f(
                 "request-changed-since-issue",
                 summary.request_id.clone(),
                 format!(
@@ -147,7 +134,7 @@ pub async fn audit(
     }
 
     // Current certificates the repository should have but does not.
-    for id in ctx.snapshot.files.keys().filter(|p| is_request_file(p)) {
+    for id in &request_ids(&ctx.snapshot, &ctx.config)? {
         if let Some((serial, _)) = index.current_for(id)
             && !seen_serials.contains(serial)
         {
@@ -170,6 +157,16 @@ pub async fn audit(
                 keys.insert(e.key);
             }
         }
+    }
+    if let Some(c) = &ctx.config.serverless {
+        let layout = crate::domain::serverless_layout::read(&ctx.snapshot, c)?;
+        keys.extend(
+            layout
+                .revocations
+                .into_iter()
+                .filter_map(|(_, e)| e.ok())
+                .map(|e| e.key),
+        );
     }
     for (k, p) in &index.revocations {
         if !keys.contains(k) {

@@ -25,6 +25,45 @@ pub struct Config {
     pub publish: PublishConfig,
     #[serde(default)]
     pub events: EventsConfig,
+    /// Read the serverless CA's GitOps layout (`certs/<env>/tls.json`) in place.
+    #[serde(default)]
+    pub serverless: Option<ServerlessConfig>,
+}
+
+/// The serverless CA's layout, read in place beside (or instead of) `requests/`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerlessConfig {
+    /// The environment (`certs/<env>/`) this CA takes over; absent: every environment.
+    #[serde(default)]
+    pub env: Option<String>,
+    /// What the serverless CA silently fixed: `strict` rejects, `compatible` keeps its old
+    /// behaviour (drop the SAN or usage, clamp the lifetime) and says so as a warning.
+    #[serde(default)]
+    pub mode: ServerlessMode,
+    /// The serverless CA's `max_cert_lifetime` in days (its Terraform default is 365).
+    #[serde(default = "d_max_cert_lifetime")]
+    pub max_lifetime_days: u64,
+    /// The custom extension OIDs the serverless CA was configured to allow.
+    #[serde(default)]
+    pub extension_allowlist: Vec<String>,
+    /// gitca signs with the serverless CA's issuing key: serials in `revoked.json` that gitca
+    /// did not issue are still this CA's, so they go on its CRL. Without it they are shown as
+    /// the previous CA's and stay on that CA's CRL.
+    #[serde(default)]
+    pub revoke_previous_serials: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerlessMode {
+    #[default]
+    Strict,
+    Compatible,
+}
+
+fn d_max_cert_lifetime() -> u64 {
+    365
 }
 
 /// Where apply sends its events (besides `apply --events FILE`).
@@ -290,6 +329,7 @@ impl Config {
             "policies",
             "revocations",
             "revocations.yaml",
+            "certs",
         ];
         let under = |p: &str, q: &str| {
             p == q || p.starts_with(&format!("{q}/")) || q.starts_with(&format!("{p}/"))
@@ -327,6 +367,23 @@ impl Config {
             && (k.max_in_flight == 0 || k.max_in_flight > 1024)
         {
             return Err("signer.kms.max_in_flight must be between 1 and 1024".into());
+        }
+        if let Some(sl) = &self.serverless {
+            if sl.max_lifetime_days == 0 || sl.max_lifetime_days > 36500 {
+                return Err("serverless.max_lifetime_days must be between 1 and 36500".into());
+            }
+            if let Some(env) = &sl.env
+                && !super::serverless::valid_env_name(env)
+            {
+                return Err(format!(
+                    "serverless.env {env:?}: only letters, digits, '-', '_' and '.'"
+                ));
+            }
+            for o in &sl.extension_allowlist {
+                const_oid::ObjectIdentifier::new(o).map_err(|_| {
+                    format!("serverless.extension_allowlist: {o:?} is not a dotted OID")
+                })?;
+            }
         }
         if self.crl.overlap >= self.crl.lifetime {
             return Err("crl.overlap must be shorter than crl.lifetime".into());

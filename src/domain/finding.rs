@@ -39,11 +39,15 @@ pub enum Code {
     RevocationInvalid,
     RevocationUnknownSerial,
     RevocationUnknownRequest,
+    ServerlessEntryInvalid,
+    ServerlessSanDropped,
+    ServerlessUsageDropped,
+    ServerlessNotSupported,
 }
 
 impl Code {
     /// Every code, for documentation checks.
-    pub const ALL: [Code; 32] = [
+    pub const ALL: [Code; 36] = [
         Code::RequestInvalid,
         Code::RequestNotRegularFile,
         Code::RequestTooLarge,
@@ -76,6 +80,10 @@ impl Code {
         Code::RevocationInvalid,
         Code::RevocationUnknownSerial,
         Code::RevocationUnknownRequest,
+        Code::ServerlessEntryInvalid,
+        Code::ServerlessSanDropped,
+        Code::ServerlessUsageDropped,
+        Code::ServerlessNotSupported,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -113,6 +121,10 @@ impl Code {
             RevocationInvalid => "revocation-invalid",
             RevocationUnknownSerial => "revocation-unknown-serial",
             RevocationUnknownRequest => "revocation-unknown-request",
+            ServerlessEntryInvalid => "serverless-entry-invalid",
+            ServerlessSanDropped => "serverless-san-dropped",
+            ServerlessUsageDropped => "serverless-usage-dropped",
+            ServerlessNotSupported => "serverless-not-supported",
         }
     }
 }

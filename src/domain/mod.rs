@@ -14,4 +14,5 @@ pub mod request;
 pub mod revocation;
 pub mod serial;
 pub mod serverless;
+pub mod serverless_layout;
 pub mod state;

@@ -8,6 +8,7 @@ use super::names::{Sans, join_relative};
 use super::policy::{self, Candidate, Policy};
 use super::request::{MAX_REQUEST_BYTES, RequestFile, usage_oid};
 use super::revocation::{self, Entry, Reason, Target};
+use super::serverless_layout::{self, Csr, Layout, LayoutRequest};
 use super::state::Index;
 use const_oid::ObjectIdentifier;
 use serde::Serialize;
@@ -87,6 +88,9 @@ pub struct RequestPlan {
     pub not_after: Option<OffsetDateTime>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub findings: Vec<Finding>,
+    /// Not rejections: what `serverless.mode: compatible` changed from the entry as written.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<Finding>,
     /// Rejected now, but a live certificate issued under an earlier policy or request exists:
     /// it stays valid until it expires or is revoked; the reviewer should know.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -104,6 +108,9 @@ pub enum RevocationAction {
     Revoke,
     AlreadyRevoked,
     Rejected,
+    /// A `revoked.json` serial gitca did not issue: the serverless CA's CRL keeps listing it
+    /// (unless `serverless.revoke_previous_serials`).
+    PreviousCa,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -123,6 +130,9 @@ pub struct RevocationPlan {
     pub date: Option<OffsetDateTime>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub findings: Vec<Finding>,
+    /// The serials were issued by the previous (serverless) CA with this CA's key.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub previous_ca: bool,
     #[serde(skip)]
     pub parsed: Option<Entry>,
 }
@@ -147,6 +157,9 @@ pub struct Plan {
     /// Serials the next CRL lists.
     #[serde(skip)]
     pub crl_serials: Vec<String>,
+    /// About the repository rather than one request (e.g. what gitca does not carry over).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<Finding>,
 }
 
 /// A problem that stops the whole run (not one request).
@@ -211,6 +224,60 @@ pub fn is_request_file(path: &str) -> bool {
     path.starts_with("requests/") && (path.ends_with(".yaml") || path.ends_with(".yml"))
 }
 
+/// Every request id of the snapshot: request files, and tls.json entries when the serverless
+/// layout is read in place.
+pub fn request_ids(snapshot: &Snapshot, config: &Config) -> Result<BTreeSet<String>, String> {
+    let mut ids: BTreeSet<String> = snapshot
+        .files
+        .keys()
+        .filter(|p| is_request_file(p))
+        .cloned()
+        .collect();
+    if let Some(c) = &config.serverless {
+        ids.extend(
+            serverless_layout::read(snapshot, c)?
+                .requests
+                .into_iter()
+                .map(|r| r.id),
+        );
+    }
+    Ok(ids)
+}
+
+/// The request hash of every request that can be read from the snapshot, by id: what a
+/// certificate issued from the commit as it is would record.
+pub fn request_hashes(
+    snapshot: &Snapshot,
+    config: &Config,
+) -> Result<BTreeMap<String, String>, String> {
+    let blob_at = |p: &str| match snapshot.files.get(p) {
+        Some(TreeEntry::Blob(b)) => Some(b.as_slice()),
+        _ => None,
+    };
+    let mut out = BTreeMap::new();
+    for id in snapshot.files.keys().filter(|p| is_request_file(p)) {
+        let hash = blob_at(id).and_then(|yaml| {
+            let req = RequestFile::parse(&String::from_utf8_lossy(yaml)).ok()?;
+            let csr = blob_at(&join_relative(id, &req.csr).ok()?)?;
+            Some(request_hash(yaml, csr))
+        });
+        out.extend(hash.map(|h| (id.clone(), h)));
+    }
+    if let Some(c) = &config.serverless {
+        for l in serverless_layout::read(snapshot, c)?.requests {
+            let csr = match &l.csr {
+                Some(Csr::Path(p)) => blob_at(p),
+                Some(Csr::Inline(b)) => Some(b.as_slice()),
+                None => None,
+            };
+            if let Some(csr) = csr {
+                out.insert(l.id.clone(), request_hash(&l.canonical(), csr));
+            }
+        }
+    }
+    Ok(out)
+}
+
 pub fn is_revocation_file(path: &str) -> bool {
     path == "revocations.yaml"
         || (path.starts_with("revocations/") && (path.ends_with(".yaml") || path.ends_with(".yml")))
@@ -225,8 +292,12 @@ pub fn request_hash(yaml: &[u8], csr: &[u8]) -> String {
 }
 
 pub fn plan(i: &Inputs) -> Result<Plan, PlanError> {
-    let (revocations, blocked_requests) = plan_revocations(i)?;
-    let requests = plan_requests(i, &blocked_requests);
+    let layout = match &i.config.serverless {
+        Some(c) => serverless_layout::read(i.snapshot, c).map_err(PlanError)?,
+        None => Layout::default(),
+    };
+    let (revocations, blocked_requests) = plan_revocations(i, &layout)?;
+    let requests = plan_requests(i, &layout, &blocked_requests);
     let present: BTreeSet<&str> = requests.iter().map(|r| r.id.as_str()).collect();
 
     let mut orphan_map: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -269,8 +340,22 @@ pub fn plan(i: &Inputs) -> Result<Plan, PlanError> {
             (c.revoked.is_some() || newly.contains(s.as_str())) && c.not_after + lifetime > i.now
         })
         .map(|(s, _)| s.clone())
+        .chain(
+            i.index
+                .previous_ca
+                .iter()
+                .filter(|(_, p)| p.keep_until + lifetime > i.now)
+                .map(|(s, _)| s.clone()),
+        )
+        .chain(
+            revocations
+                .iter()
+                .filter(|r| r.previous_ca && r.action == RevocationAction::Revoke)
+                .flat_map(|r| r.serials.iter().cloned()),
+        )
         .collect();
     crl_serials.sort();
+    crl_serials.dedup();
     let crl_due = match &i.index.crl {
         None => Some("no CRL has been published yet".to_string()),
         Some(c) if c.serials != crl_serials => {
@@ -290,12 +375,38 @@ pub fn plan(i: &Inputs) -> Result<Plan, PlanError> {
         orphans,
         crl_due,
         crl_serials,
+        warnings: layout.warnings,
     })
 }
 
-fn plan_revocations(i: &Inputs) -> Result<(Vec<RevocationPlan>, BTreeSet<String>), PlanError> {
+fn plan_revocations(
+    i: &Inputs,
+    layout: &Layout,
+) -> Result<(Vec<RevocationPlan>, BTreeSet<String>), PlanError> {
     let mut out = Vec::new();
     let mut entries: Vec<Entry> = Vec::new();
+    let rejected_entry = |path: &str, index: usize, msg: String| RevocationPlan {
+        file: path.to_string(),
+        index,
+        entry: format!("#{index}"),
+        action: RevocationAction::Rejected,
+        serials: vec![],
+        reason: None,
+        date: None,
+        findings: vec![Finding::new(
+            Code::RevocationInvalid,
+            path,
+            format!("entry {index}: {msg}"),
+        )],
+        previous_ca: false,
+        parsed: None,
+    };
+    for (path, r) in &layout.revocations {
+        match r {
+            Ok(e) => entries.push(e.clone()),
+            Err((index, msg)) => out.push(rejected_entry(path, *index, msg.clone())),
+        }
+    }
     for (path, entry) in &i.snapshot.files {
         if !is_revocation_file(path) {
             continue;
@@ -311,21 +422,7 @@ fn plan_revocations(i: &Inputs) -> Result<(Vec<RevocationPlan>, BTreeSet<String>
         for r in revocation::parse_file(path, &text).map_err(PlanError)? {
             match r {
                 Ok(e) => entries.push(e),
-                Err((index, msg)) => out.push(RevocationPlan {
-                    file: path.clone(),
-                    index,
-                    entry: format!("#{index}"),
-                    action: RevocationAction::Rejected,
-                    serials: vec![],
-                    reason: None,
-                    date: None,
-                    findings: vec![Finding::new(
-                        Code::RevocationInvalid,
-                        path.clone(),
-                        format!("entry {index}: {msg}"),
-                    )],
-                    parsed: None,
-                }),
+                Err((index, msg)) => out.push(rejected_entry(path, index, msg)),
             }
         }
     }
@@ -368,6 +465,7 @@ fn plan_revocations(i: &Inputs) -> Result<(Vec<RevocationPlan>, BTreeSet<String>
             reason: Some(e.reason),
             date: Some(e.date.unwrap_or(i.snapshot.commit_time)),
             findings: vec![],
+            previous_ca: false,
             parsed: None,
         };
         let reject = |p: &mut RevocationPlan, code, msg: String| {
@@ -394,7 +492,20 @@ fn plan_revocations(i: &Inputs) -> Result<(Vec<RevocationPlan>, BTreeSet<String>
                     .iter()
                     .filter_map(|c| by_canonical.get(c.as_str()).copied())
                     .collect();
+                let previous = i
+                    .config
+                    .serverless
+                    .as_ref()
+                    .filter(|_| serverless_layout::is_revoked_json(&e.file));
                 match found.as_slice() {
+                    [] if previous.is_some_and(|c| c.revoke_previous_serials) => {
+                        p.previous_ca = true;
+                        p.serials = cands.clone();
+                    }
+                    [] if previous.is_some() => {
+                        p.previous_ca = true;
+                        p.action = RevocationAction::PreviousCa;
+                    }
                     [] => reject(
                         &mut p,
                         Code::RevocationUnknownSerial,
@@ -416,7 +527,8 @@ fn plan_revocations(i: &Inputs) -> Result<(Vec<RevocationPlan>, BTreeSet<String>
                     .filter(|(_, c)| &c.request_id == r)
                     .map(|(s, _)| s.clone())
                     .collect();
-                let exists = i.snapshot.files.contains_key(r);
+                let exists =
+                    i.snapshot.files.contains_key(r) || layout.requests.iter().any(|l| &l.id == r);
                 if serials.is_empty() && !exists {
                     reject(
                         &mut p,
@@ -430,8 +542,10 @@ fn plan_revocations(i: &Inputs) -> Result<(Vec<RevocationPlan>, BTreeSet<String>
             }
         }
         if p.action == RevocationAction::Revoke {
-            p.serials
-                .retain(|s| i.index.certs.get(s).is_some_and(|c| c.revoked.is_none()));
+            p.serials.retain(|s| match i.index.certs.get(s) {
+                Some(c) => c.revoked.is_none(),
+                None => p.previous_ca && !i.index.previous_ca.contains_key(s),
+            });
             if p.serials.is_empty() && i.index.revocations.contains_key(&e.key) {
                 p.action = RevocationAction::AlreadyRevoked;
             }
@@ -443,7 +557,13 @@ fn plan_revocations(i: &Inputs) -> Result<(Vec<RevocationPlan>, BTreeSet<String>
     Ok((out, blocked))
 }
 
-fn plan_requests(i: &Inputs, blocked: &BTreeSet<String>) -> Vec<RequestPlan> {
+/// Where a request comes from: a request file, or an entry of the serverless layout.
+enum Source<'a> {
+    File(&'a TreeEntry),
+    Layout(&'a LayoutRequest),
+}
+
+fn plan_requests(i: &Inputs, layout: &Layout, blocked: &BTreeSet<String>) -> Vec<RequestPlan> {
     // Keys of live certificates, for the reuse check.
     let mut live_keys: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for c in i.index.certs.values() {
@@ -455,10 +575,14 @@ fn plan_requests(i: &Inputs, blocked: &BTreeSet<String>) -> Vec<RequestPlan> {
         }
     }
     let mut out = Vec::new();
-    for (id, entry) in &i.snapshot.files {
-        if !is_request_file(id) {
-            continue;
-        }
+    let sources = i
+        .snapshot
+        .files
+        .iter()
+        .filter(|(id, _)| is_request_file(id))
+        .map(|(id, e)| (id, Source::File(e)))
+        .chain(layout.requests.iter().map(|l| (&l.id, Source::Layout(l))));
+    for (id, source) in sources {
         let current = i.index.current_for(id);
         let mut rp = RequestPlan {
             id: id.clone(),
@@ -467,6 +591,7 @@ fn plan_requests(i: &Inputs, blocked: &BTreeSet<String>) -> Vec<RequestPlan> {
             serial: current.map(|(s, _)| s.clone()),
             not_after: current.map(|(_, c)| c.not_after),
             findings: vec![],
+            warnings: vec![],
             live_certificate_no_longer_allowed: false,
             supersede: vec![],
             spec: None,
@@ -476,7 +601,14 @@ fn plan_requests(i: &Inputs, blocked: &BTreeSet<String>) -> Vec<RequestPlan> {
             out.push(rp);
             continue;
         }
-        match check_request(i, id, entry, &live_keys) {
+        let checked = match source {
+            Source::File(entry) => check_request(i, id, entry, &live_keys),
+            Source::Layout(l) => {
+                rp.warnings = l.warnings.clone();
+                check_layout_request(i, l, layout, &live_keys)
+            }
+        };
+        match checked {
             Err(f) => {
                 rp.findings = f;
                 rp.live_certificate_no_longer_allowed =
@@ -558,15 +690,75 @@ fn check_request(
         .map_err(|e| one(Code::RequestInvalid, e))?;
     let csr_path =
         join_relative(id, &req.csr).map_err(|e| one(Code::RequestInvalid, format!("csr: {e}")))?;
-    let csr_bytes = match i.snapshot.files.get(&csr_path) {
-        None => {
-            return Err(one(
-                Code::CsrMissing,
-                format!("CSR file {csr_path} is not in the commit"),
-            ));
-        }
-        Some(e) => blob(e).map_err(|(c, m)| one(c, format!("{csr_path}: {m}")))?,
+    let csr_bytes = csr_blob(i, id, &csr_path)?;
+    check_parsed(
+        i, id, &req, yaml, &csr_path, csr_bytes, i.policies, live_keys,
+    )
+}
+
+fn csr_blob<'a>(i: &'a Inputs, id: &str, csr_path: &str) -> Result<&'a [u8], Vec<Finding>> {
+    let one = |code, msg: String| vec![Finding::new(code, id, msg)];
+    match i.snapshot.files.get(csr_path) {
+        None => Err(one(
+            Code::CsrMissing,
+            format!("CSR file {csr_path} is not in the commit"),
+        )),
+        Some(e) => blob(e).map_err(|(c, m)| one(c, format!("{csr_path}: {m}"))),
+    }
+}
+
+/// A tls.json entry: the layout's own rejections, then gitca's checks, under a gitca policy that
+/// selects the id if there is one, else the built-in serverless policy of its environment.
+fn check_layout_request(
+    i: &Inputs,
+    l: &LayoutRequest,
+    layout: &Layout,
+    live_keys: &BTreeMap<String, BTreeSet<String>>,
+) -> Checked {
+    let (Some(req), Some(csr)) = (&l.request, &l.csr) else {
+        return Err(l.rejections.clone());
     };
+    let (label, bytes) = match csr {
+        Csr::Path(p) => (p.clone(), csr_blob(i, &l.id, p)),
+        Csr::Inline(b) => (format!("{} base64_csr_data", l.file), Ok(b.as_slice())),
+    };
+    let policies = if i.policies.iter().any(|p| p.selects_path(&l.id)) {
+        i.policies
+    } else {
+        &layout.policies
+    };
+    let checked = bytes.and_then(|bytes| {
+        check_parsed(
+            i,
+            &l.id,
+            req,
+            &l.canonical(),
+            &label,
+            bytes,
+            policies,
+            live_keys,
+        )
+    });
+    match checked {
+        Ok(x) if l.rejections.is_empty() => Ok(x),
+        Ok(_) => Err(l.rejections.clone()),
+        Err(f) => Err(l.rejections.iter().cloned().chain(f).collect()),
+    }
+}
+
+/// gitca's checks of one request: its CSR, key reuse, its policy, the CA's lifetime.
+#[allow(clippy::too_many_arguments)]
+fn check_parsed(
+    i: &Inputs,
+    id: &str,
+    req: &RequestFile,
+    yaml: &[u8],
+    csr_path: &str,
+    csr_bytes: &[u8],
+    policies: &[Policy],
+    live_keys: &BTreeMap<String, BTreeSet<String>>,
+) -> Checked {
+    let one = |code, msg: String| vec![Finding::new(code, id, msg)];
     let csr: CheckedCsr =
         check_csr(csr_bytes).map_err(|(c, m)| one(c, format!("{csr_path}: {m}")))?;
     if csr.key_id == i.ca.key_id {
@@ -602,7 +794,7 @@ fn check_request(
             ),
         ));
     }
-    let policy = policy::select(i.policies, id, req.policy.as_deref()).map_err(|f| vec![f])?;
+    let policy = policy::select(policies, id, req.policy.as_deref()).map_err(|f| vec![f])?;
 
     let mut findings = Vec::new();
     let mut extensions = Vec::new();

@@ -44,6 +44,8 @@ pub enum CommonNameRule {
     #[default]
     MustBeSan,
     Drop,
+    /// Kept whether or not it is a SAN: what the serverless CA does.
+    Keep,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -111,6 +113,11 @@ impl Policy {
             .trim_end_matches(".yaml")
             .trim_end_matches(".yml")
             .to_string();
+        Policy::from_spec(name, file, spec)
+    }
+
+    /// A policy built in code (the serverless layout's), validated like a file.
+    pub fn from_spec(name: String, file: &str, spec: PolicyFile) -> Result<Policy, String> {
         let err = |m: String| format!("{file}: {m}");
         let globs = spec
             .select
@@ -349,6 +356,7 @@ pub fn evaluate(p: &Policy, request_id: &str, c: &Candidate, default_lifetime: S
     if let Some(cn) = &c.subject.common_name {
         match r.common_name {
             CommonNameRule::Drop => subject.common_name = None,
+            CommonNameRule::Keep => {}
             CommonNameRule::MustBeSan => {
                 if !c.sans.values().iter().any(|v| v.eq_ignore_ascii_case(cn)) {
                     f(

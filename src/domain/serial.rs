@@ -28,7 +28,8 @@ pub fn canonical_hex(h: &str) -> String {
     if t.is_empty() { "0".into() } else { t.into() }
 }
 
-fn decimal_to_hex(d: &str) -> String {
+/// Decimal digits (the serverless CA's `serial_number`) as canonical hex.
+pub fn decimal_to_hex(d: &str) -> String {
     // Big-number base conversion over bytes; serials are at most 20 bytes (~49 digits).
     let mut bytes: Vec<u8> = vec![0];
     for c in d.bytes() {

@@ -1474,7 +1474,7 @@ pub fn dedupe_revocations(
 }
 
 /// `int(serial_number)`: decimal digits (a string, or a JSON integer small enough to be exact).
-fn decimal_serial(v: Option<&Value>) -> Result<String, String> {
+pub fn decimal_serial(v: Option<&Value>) -> Result<String, String> {
     let text = match v {
         Some(Value::String(s)) => s.trim().to_string(),
         Some(Value::Number(n)) if n.is_u64() => n.to_string(),

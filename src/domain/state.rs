@@ -43,6 +43,21 @@ pub struct Index {
     /// Until when expiry events have been sent: thresholds crossed before it are not sent again.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub events_checked_at: Option<OffsetDateTime>,
+    /// Serials of the serverless CA's `revoked.json` that gitca did not issue but lists on its
+    /// CRL (`serverless.revoke_previous_serials`), by serial.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub previous_ca: BTreeMap<String, PreviousCaRevocation>,
+}
+
+/// A revocation of a certificate the previous CA issued with the same key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviousCaRevocation {
+    pub revoked: Revoked,
+    /// The certificate's notAfter is unknown; it is at most the previous CA's maximum lifetime
+    /// after the revocation was first seen, so the entry stays on the CRL until then.
+    #[serde(with = "time::serde::rfc3339")]
+    pub keep_until: OffsetDateTime,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -132,11 +147,29 @@ impl Index {
     /// Serials that belong on the CRL at `now`: revoked and not expired for more than one
     /// CRL lifetime (an entry stays on one CRL issued after the certificate expired).
     pub fn crl_serials(&self, now: OffsetDateTime, crl_lifetime: time::Duration) -> Vec<String> {
-        self.certs
+        let mut out: Vec<String> = self
+            .certs
             .iter()
             .filter(|(_, c)| c.revoked.is_some() && c.not_after + crl_lifetime > now)
             .map(|(s, _)| s.clone())
-            .collect()
+            .chain(
+                self.previous_ca
+                    .iter()
+                    .filter(|(_, p)| p.keep_until + crl_lifetime > now)
+                    .map(|(s, _)| s.clone()),
+            )
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// How a serial on the CRL was revoked (gitca's own certificates first).
+    pub fn revocation_of(&self, serial: &str) -> Option<&Revoked> {
+        match self.certs.get(serial) {
+            Some(c) => c.revoked.as_ref(),
+            None => self.previous_ca.get(serial).map(|p| &p.revoked),
+        }
     }
 }
 
