@@ -113,6 +113,9 @@ enum Command {
         /// Append this run's events (issued, renewed, rejected, revoked, expiring) as JSON Lines.
         #[arg(long)]
         events: Option<PathBuf>,
+        /// Read and check every request, not only what changed since the last reconcile.
+        #[arg(long)]
+        full_scan: bool,
         /// Testing only: reconcile as if it were this time (RFC 3339).
         #[arg(long, hide = true)]
         now: Option<String>,
@@ -299,9 +302,11 @@ async fn run(cli: Cli) -> Result<Exit, RunError> {
             hang_at,
             lease_ttl,
             events,
+            full_scan,
         } => {
             let opts = ApplyOptions {
                 push,
+                full_scan,
                 allow_history_rewrite,
                 now: parse_time(&now)?,
                 fail_at,
@@ -427,6 +432,16 @@ async fn run(cli: Cli) -> Result<Exit, RunError> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.log_format);
+    // CSR checks and local signing use every core unless GITCA_THREADS says otherwise.
+    if let Some(n) = std::env::var("GITCA_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+    {
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global();
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

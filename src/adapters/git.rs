@@ -143,7 +143,116 @@ impl GitRepo {
             commit_time: OffsetDateTime::from_unix_timestamp(t.seconds())
                 .map_err(|e| e.to_string())?,
             files,
+            carried: Default::default(),
         })
+    }
+
+    /// The commit without `requests/`, plus the request files in `load` and the CSRs they name
+    /// (an incremental reconcile reads only what it plans in full).
+    pub fn snapshot_partial(
+        &self,
+        commit: &str,
+        skip: &[String],
+        load: &std::collections::BTreeSet<String>,
+        csr_of: impl Fn(&str, &TreeEntry) -> Option<String>,
+    ) -> Result<Snapshot, String> {
+        let mut skip = skip.to_vec();
+        skip.push("requests".into());
+        let mut snap = self.snapshot(commit, &skip)?;
+        let tree = self.ca_tree(commit)?;
+        for id in load {
+            let Some(entry) = self.entry_at(&tree, id)? else {
+                continue;
+            };
+            if let Some(csr) = csr_of(id, &entry)
+                && !snap.files.contains_key(&csr)
+                && let Some(e) = self.entry_at(&tree, &csr)?
+            {
+                snap.files.insert(csr, e);
+            }
+            snap.files.insert(id.clone(), entry);
+        }
+        Ok(snap)
+    }
+
+    /// The CA folder's tree at `commit`.
+    fn ca_tree(&self, commit: &str) -> Result<git2::Tree<'_>, String> {
+        let c = self
+            .repo
+            .find_commit(Oid::from_str(commit).map_err(ge)?)
+            .map_err(ge)?;
+        let root = c.tree().map_err(ge)?;
+        if self.prefix.is_empty() {
+            return Ok(root);
+        }
+        let e = root
+            .get_path(Path::new(self.prefix.trim_end_matches('/')))
+            .map_err(|_| format!("commit {commit} has no folder {}", self.prefix))?;
+        self.repo
+            .find_tree(e.id())
+            .map_err(|_| format!("{} is not a folder", self.prefix))
+    }
+
+    /// One file of a tree, as the snapshot holds it; None if absent or a folder.
+    fn entry_at(&self, tree: &git2::Tree, path: &str) -> Result<Option<TreeEntry>, String> {
+        let Ok(e) = tree.get_path(Path::new(path)) else {
+            return Ok(None);
+        };
+        Ok(match e.kind() {
+            Some(ObjectType::Commit) => Some(TreeEntry::Submodule),
+            Some(ObjectType::Blob) if e.filemode() == 0o120000 => Some(TreeEntry::Symlink),
+            Some(ObjectType::Blob) => {
+                let b = self.repo.find_blob(e.id()).map_err(ge)?;
+                Some(if b.size() as u64 > blob_limit(path) {
+                    TreeEntry::TooLarge(b.size() as u64)
+                } else {
+                    TreeEntry::Blob(b.content().to_vec())
+                })
+            }
+            _ => None,
+        })
+    }
+
+    /// Paths of the CA folder that differ between two commits (outside `skip`).
+    pub fn changed_paths(
+        &self,
+        from: &str,
+        to: &str,
+        skip: &[String],
+    ) -> Result<Vec<crate::domain::incremental::Change>, String> {
+        let old = self.ca_tree(from)?;
+        let new = self.ca_tree(to)?;
+        let diff = self
+            .repo
+            .diff_tree_to_tree(Some(&old), Some(&new), None)
+            .map_err(ge)?;
+        let mut out = Vec::new();
+        for d in diff.deltas() {
+            let deleted = d.status() == git2::Delta::Deleted;
+            let file = if deleted { d.old_file() } else { d.new_file() };
+            let Some(p) = file.path().and_then(|p| p.to_str()) else {
+                continue;
+            };
+            if !skip
+                .iter()
+                .any(|s| p == s || p.starts_with(&format!("{s}/")))
+            {
+                out.push(crate::domain::incremental::Change {
+                    path: p.to_string(),
+                    deleted,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The tree id of a folder of the CA repository at `commit`, if it exists.
+    pub fn folder_id(&self, commit: &str, folder: &str) -> Result<Option<String>, String> {
+        let tree = self.ca_tree(commit)?;
+        Ok(tree
+            .get_path(Path::new(folder))
+            .ok()
+            .map(|e| e.id().to_string()))
     }
 
     /// Reads the work tree instead of a commit (`plan --worktree` only; never signed from).
@@ -186,6 +295,7 @@ impl GitRepo {
             commit: "worktree".into(),
             commit_time: OffsetDateTime::now_utc(),
             files,
+            carried: Default::default(),
         })
     }
 
@@ -273,6 +383,10 @@ impl GitRepo {
         if self.repo.workdir().is_some() {
             let mut co = git2::build::CheckoutBuilder::new();
             co.safe();
+            // Only the outputs changed: checking out just them keeps this fast in a large tree.
+            for path in files.keys() {
+                co.path(format!("{}{path}", self.prefix));
+            }
             self.repo
                 .checkout_tree(tree.as_object(), Some(&mut co))
                 .map_err(|e| format!("cannot update the work tree with the outputs: {}", ge(e)))?;

@@ -139,6 +139,9 @@ fn etag(e: Option<&str>) -> String {
     e.unwrap_or_default().to_string()
 }
 
+/// Requests in flight for batches of small objects (intents, records).
+const S3_CONCURRENCY: usize = 32;
+
 #[async_trait]
 impl StateStore for S3Store {
     fn describe(&self) -> String {
@@ -177,6 +180,26 @@ impl StateStore for S3Store {
             Ok(out) => Ok(etag(out.e_tag())),
             Err(e) => Err(self.err(key, &e)),
         }
+    }
+
+    async fn put_new_many(&self, items: &[(String, Vec<u8>)]) -> Vec<Result<String, StoreError>> {
+        let mut out = Vec::with_capacity(items.len());
+        for chunk in items.chunks(S3_CONCURRENCY) {
+            out.extend(
+                futures::future::join_all(chunk.iter().map(|(k, b)| self.put_new(k, b))).await,
+            );
+        }
+        out
+    }
+
+    async fn delete_many(&self, items: &[(String, String)]) -> Vec<Result<(), StoreError>> {
+        let mut out = Vec::with_capacity(items.len());
+        for chunk in items.chunks(S3_CONCURRENCY) {
+            out.extend(
+                futures::future::join_all(chunk.iter().map(|(k, v)| self.delete_if(k, v))).await,
+            );
+        }
+        out
     }
 
     async fn put_if(&self, key: &str, bytes: &[u8], expected: &str) -> Result<String, StoreError> {

@@ -31,6 +31,16 @@ pub trait Signer: Send + Sync {
     fn stats(&self) -> SignerStats {
         SignerStats::default()
     }
+    /// A signer that computes in-process can sign synchronously, so a batch uses every core;
+    /// a remote one returns `None` and is driven concurrently instead.
+    fn in_process(&self) -> Option<&dyn InProcessSigner> {
+        None
+    }
+}
+
+/// Signing without I/O: CPU work that may run on any thread.
+pub trait InProcessSigner: Sync {
+    fn sign_now(&self, tbs: &[u8]) -> Result<Vec<u8>, SignError>;
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -51,6 +61,42 @@ pub async fn sign_verified(s: &dyn Signer, tbs: &[u8]) -> Result<Vec<u8>, SignEr
     Ok(sig)
 }
 
+/// Signs every TBS, each checked like [`sign_verified`], results in input order. An in-process
+/// key signs on all cores (rayon); a remote signer gets every request at once and bounds how
+/// many are in flight itself. `tick` is called once per signature (progress).
+pub async fn sign_all(
+    s: &dyn Signer,
+    tbs: &[&[u8]],
+    tick: &(dyn Fn() + Sync),
+) -> Vec<Result<Vec<u8>, SignError>> {
+    use rayon::prelude::*;
+    match s.in_process() {
+        Some(local) => {
+            let (public_key, algorithm) = (s.public_key(), s.algorithm());
+            tbs.par_iter()
+                .map(|t| {
+                    let sig = local.sign_now(t)?;
+                    verify_signature(public_key, &algorithm, t, &sig).map_err(|e| {
+                        SignError::Fatal(format!(
+                            "the signer returned a signature that does not verify: {e}"
+                        ))
+                    })?;
+                    tick();
+                    Ok(sig)
+                })
+                .collect()
+        }
+        None => {
+            futures::future::join_all(tbs.iter().map(|t| async move {
+                let r = sign_verified(s, t).await;
+                tick();
+                r
+            }))
+            .await
+        }
+    }
+}
+
 /// The signature algorithm for a CA key: ECDSA with the curve's hash, RSA PKCS#1 v1.5 SHA-256.
 pub fn algorithm_for(kind: KeyKind) -> Result<AlgorithmIdentifierOwned, String> {
     let (oid, parameters) = match kind {
@@ -64,10 +110,10 @@ pub fn algorithm_for(kind: KeyKind) -> Result<AlgorithmIdentifierOwned, String> 
     Ok(AlgorithmIdentifierOwned { oid, parameters })
 }
 
+/// The key as AWS-LC holds it (freed and cleansed by AWS-LC on drop).
 enum LocalKey {
-    P256(p256::ecdsa::SigningKey),
-    P384(p384::ecdsa::SigningKey),
-    Rsa(Box<rsa::pkcs1v15::SigningKey<sha2::Sha256>>),
+    Ecdsa(aws_lc_rs::signature::EcdsaKeyPair),
+    Rsa(aws_lc_rs::signature::RsaKeyPair),
 }
 
 /// A software CA key (PKCS#8 PEM) for the embedded defaults.
@@ -144,20 +190,32 @@ impl LocalSigner {
     }
 
     pub fn from_pem(pem: &str) -> Result<LocalSigner, String> {
-        use pkcs8::DecodePrivateKey;
-        let key = if let Ok(k) = p256::ecdsa::SigningKey::from_pkcs8_pem(pem) {
-            LocalKey::P256(k)
-        } else if let Ok(k) = p384::ecdsa::SigningKey::from_pkcs8_pem(pem) {
-            LocalKey::P384(k)
-        } else if let Ok(k) = rsa::PrivateKey::from_pkcs8_pem(pem) {
-            LocalKey::Rsa(Box::new(rsa::pkcs1v15::SigningKey::new(k)))
-        } else {
-            return Err("not a PKCS#8 P-256, P-384 or RSA private key".into());
+        use aws_lc_rs::signature::{
+            ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P384_SHA384_ASN1_SIGNING, EcdsaKeyPair,
+            RsaKeyPair,
         };
-        let public_key = match &key {
-            LocalKey::P256(k) => spki_of(k.verifying_key())?,
-            LocalKey::P384(k) => spki_of(k.verifying_key())?,
-            LocalKey::Rsa(k) => spki_of(&signature::Keypair::verifying_key(k.as_ref()))?,
+        use pkcs8::DecodePrivateKey;
+        let not_a_key = || "not a PKCS#8 P-256, P-384 or RSA private key".to_string();
+        let (label, der) = der::pem::decode_vec(pem.trim().as_bytes()).map_err(|_| not_a_key())?;
+        let der = zeroize::Zeroizing::new(der);
+        if label != "PRIVATE KEY" {
+            return Err(not_a_key());
+        }
+        // The public key as RustCrypto encodes it (the same SPKI `init` wrote into the CA
+        // certificate); AWS-LC signs.
+        let (key, public_key) = if let Ok(k) = p256::ecdsa::SigningKey::from_pkcs8_pem(pem) {
+            let kp = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &der)
+                .map_err(|e| e.to_string())?;
+            (LocalKey::Ecdsa(kp), spki_of(k.verifying_key())?)
+        } else if let Ok(k) = p384::ecdsa::SigningKey::from_pkcs8_pem(pem) {
+            let kp = EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_ASN1_SIGNING, &der)
+                .map_err(|e| e.to_string())?;
+            (LocalKey::Ecdsa(kp), spki_of(k.verifying_key())?)
+        } else if let Ok(k) = rsa::PrivateKey::from_pkcs8_pem(pem) {
+            let kp = RsaKeyPair::from_pkcs8(&der).map_err(|e| e.to_string())?;
+            (LocalKey::Rsa(kp), spki_of(&k.to_public_key())?)
+        } else {
+            return Err(not_a_key());
         };
         let kind = KeyKind::of(&public_key)?;
         if let KeyKind::Rsa { bits } = kind
@@ -184,19 +242,28 @@ impl Signer for LocalSigner {
     }
 
     async fn sign(&self, tbs: &[u8]) -> Result<Vec<u8>, SignError> {
-        use signature::{SignatureEncoding, Signer as _};
-        let fatal = |e: signature::Error| SignError::Fatal(e.to_string());
-        Ok(match &self.key {
-            LocalKey::P256(k) => {
-                let s: p256::ecdsa::Signature = k.try_sign(tbs).map_err(fatal)?;
-                s.to_der().to_vec()
+        self.sign_now(tbs)
+    }
+
+    fn in_process(&self) -> Option<&dyn InProcessSigner> {
+        Some(self)
+    }
+}
+
+impl InProcessSigner for LocalSigner {
+    fn sign_now(&self, tbs: &[u8]) -> Result<Vec<u8>, SignError> {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let failed = |_| SignError::Fatal("the local key could not sign".into());
+        match &self.key {
+            // ASN.1 (DER) ECDSA signatures, with the curve's hash: what X.509 carries.
+            LocalKey::Ecdsa(k) => Ok(k.sign(&rng, tbs).map_err(failed)?.as_ref().to_vec()),
+            LocalKey::Rsa(k) => {
+                let mut sig = vec![0; k.public_modulus_len()];
+                k.sign(&aws_lc_rs::signature::RSA_PKCS1_SHA256, &rng, tbs, &mut sig)
+                    .map_err(failed)?;
+                Ok(sig)
             }
-            LocalKey::P384(k) => {
-                let s: p384::ecdsa::Signature = k.try_sign(tbs).map_err(fatal)?;
-                s.to_der().to_vec()
-            }
-            LocalKey::Rsa(k) => k.try_sign(tbs).map_err(fatal)?.to_vec(),
-        })
+        }
     }
 }
 

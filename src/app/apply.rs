@@ -5,11 +5,13 @@
 //! repository outputs are derived from the state alone. A crash at any step leaves a state that
 //! the next run completes without signing a second certificate for the same request.
 
-use super::context::{Context, RepoArgs, key_path};
+use super::context::{Context, RepoArgs, Scan, Scope, key_path};
 use super::index::IndexHandle;
 use super::{Exit, RunError, lease, outputs};
 use crate::adapters::kms::{self, KmsSigner};
-use crate::adapters::signer::{LocalSigner, Signer, SignerStats, check_matches, sign_verified};
+use crate::adapters::signer::{
+    LocalSigner, Signer, SignerStats, check_matches, sign_all, sign_verified,
+};
 use crate::adapters::state_store::StoreError;
 use crate::domain::crl::{self, CrlEntry};
 use crate::domain::plan::{self, Action, Inputs, Plan, RevocationAction};
@@ -101,6 +103,8 @@ pub struct ApplyOptions {
     pub events_file: Option<std::path::PathBuf>,
     /// `gitca crl --force`: re-sign the CRL even if it is current.
     pub force_crl: bool,
+    /// Plan every request instead of only what changed since the last reconcile.
+    pub full_scan: bool,
 }
 
 impl Default for ApplyOptions {
@@ -115,6 +119,7 @@ impl Default for ApplyOptions {
             lease_wait: Duration::from_secs(120),
             max_push_attempts: 5,
             crl_only: false,
+            full_scan: false,
             events_file: None,
             force_crl: false,
         }
@@ -150,6 +155,21 @@ pub struct ApplyOutcome {
     pub seconds: f64,
     /// Events sent (file, SNS, webhook).
     pub events: usize,
+    /// How much of the repository the plan read.
+    pub scan: ScanSummary,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ScanSummary {
+    /// `incremental` or `full`.
+    pub kind: &'static str,
+    /// Requests read and planned in full.
+    pub read: usize,
+    /// Requests carried unchanged from the last reconcile.
+    pub carried: usize,
+    /// Why the plan was not incremental.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl ApplyOutcome {
@@ -201,13 +221,17 @@ pub async fn open_signer(ctx: &Context) -> Result<Box<dyn Signer>, String> {
 
 pub async fn apply(args: &RepoArgs, opts: &ApplyOptions) -> Result<ApplyOutcome, RunError> {
     let started = std::time::Instant::now();
-    let first = Context::load(args, Some("HEAD")).await?;
+    // One time for the whole run: what is carried and what is planned must agree.
+    let mut opts = opts.clone();
+    let now = *opts.now.get_or_insert_with(OffsetDateTime::now_utc);
+    let opts = &opts;
+    let first = Context::load_scoped(args, Some("HEAD"), true, Scope::Minimal).await?;
     first.repo.current_branch()?;
     let signer = open_signer(&first).await?;
     let store = first.store.clone();
     let held = lease::acquire(store.as_ref(), opts.lease_ttl, opts.lease_wait).await?;
-    // Reload: another apply may have committed while this one waited for the lease.
-    let result = match Context::load(args, Some("HEAD")).await {
+    // Load under the lease: another apply may have committed while this one waited.
+    let result = match load_for_apply(args, opts, now).await {
         Ok(ctx) => apply_with_retries(args, opts, signer.as_ref(), ctx).await,
         Err(e) => Err(e.into()),
     };
@@ -246,8 +270,22 @@ async fn apply_with_retries(
             .unwrap_or_else(|| ctx.snapshot.commit.clone());
         let new_head = ctx.repo.reset_to_upstream(&ours, &ctx.snapshot.commit)?;
         tracing::info!(%new_head, attempt, "the remote moved; re-planning on its head");
-        ctx = Context::load(args, Some("HEAD")).await?;
+        let now = opts.now.unwrap_or_else(OffsetDateTime::now_utc);
+        ctx = load_for_apply(args, opts, now).await?;
     }
+}
+
+async fn load_for_apply(
+    args: &RepoArgs,
+    opts: &ApplyOptions,
+    now: OffsetDateTime,
+) -> Result<Context, String> {
+    let scope = if opts.full_scan {
+        Scope::Full
+    } else {
+        Scope::Incremental(now)
+    };
+    Context::load_scoped(args, Some("HEAD"), true, scope).await
 }
 
 fn urls(ctx: &Context) -> Urls {
@@ -362,13 +400,26 @@ async fn recover(
 }
 
 async fn put_record(ctx: &Context, rec: &CertRecord) -> Result<(), RunError> {
-    let bytes = serde_json::to_vec_pretty(rec).map_err(|e| e.to_string())?;
-    match ctx.store.put_new(&record_key(&rec.serial), &bytes).await {
-        Ok(_) => Ok(()),
-        // Written by an earlier attempt of this same serial: keep the first one.
-        Err(StoreError::Conflict(_)) => Ok(()),
-        Err(e) => Err(e.into()),
+    put_records(ctx, std::iter::once(rec)).await
+}
+
+/// Writes certificate records in one batch. A record an earlier attempt of the same serial
+/// wrote already is kept as it is.
+async fn put_records(
+    ctx: &Context,
+    recs: impl Iterator<Item = &CertRecord>,
+) -> Result<(), RunError> {
+    let items = recs
+        .map(|r| Ok((record_key(&r.serial), serde_json::to_vec(r)?)))
+        .collect::<Result<Vec<_>, serde_json::Error>>()
+        .map_err(|e| e.to_string())?;
+    for r in ctx.store.put_new_many(&items).await {
+        match r {
+            Ok(_) | Err(StoreError::Conflict(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
+    Ok(())
 }
 
 /// One reconcile of the commit in `ctx`. Idempotent: a second run on the same commit and state
@@ -386,7 +437,12 @@ pub async fn reconcile(
         .map_err(|e| e.to_string())?;
     let mut issuer = ctx.issuer()?;
     issuer.algorithm = signer.algorithm();
-    let mut h = IndexHandle::open(ctx.store.clone(), ctx.ca_facts().key_id).await?;
+    let mut h = IndexHandle::open_from(
+        ctx.store.clone(),
+        ctx.ca_facts().key_id,
+        ctx.index_at_load.lock().ok().and_then(|mut i| i.take()),
+    )
+    .await?;
 
     // A commit is new unless it is the last reconciled one or gitca's own outputs commit on it.
     let new_commit = match &h.index.last_reconciled {
@@ -418,39 +474,57 @@ pub async fn reconcile(
     let mut issued = Vec::new();
     if !opts.crl_only {
         let not_before = now - ctx.config.issuance.backdate.as_time();
+        let urls = urls(ctx);
+        // Build and lint every TBS on all cores (pure work, order kept).
+        let to_issue: Vec<&crate::domain::plan::RequestPlan> = plan.to_issue().collect();
+        let built: Vec<Result<_, String>> = {
+            use rayon::prelude::*;
+            to_issue
+                .par_iter()
+                .map(|rp| {
+                    let spec = rp.spec.as_ref().expect("planned issuance has a spec");
+                    let serial = new_serial()?;
+                    let unsigned = profile::leaf(spec, &issuer, &serial, not_before, &urls)
+                        .map_err(|e| {
+                            format!("{}: cannot build the certificate: {e}", spec.request_id)
+                        })?;
+                    profile::lint_leaf(&unsigned.tbs_der, &issuer, &serial, spec).map_err(|e| {
+                        format!(
+                            "{}: certificate fails the profile check: {e}",
+                            spec.request_id
+                        )
+                    })?;
+                    let rec = CertRecord {
+                        serial: hex::encode(serial),
+                        request_id: spec.request_id.clone(),
+                        request_hash: spec.request_hash.clone(),
+                        key_id: spec.key_id.clone(),
+                        tbs: Base64::encode_string(&unsigned.tbs_der),
+                        certificate: None,
+                    };
+                    let bytes = serde_json::to_vec(&rec).map_err(|e| e.to_string())?;
+                    Ok((rp.action, unsigned, rec, bytes))
+                })
+                .collect()
+        };
+        let built = built.into_iter().collect::<Result<Vec<_>, String>>()?;
+        // Every intent is durable before anything is signed (one barrier for the batch).
+        let intents: Vec<(String, Vec<u8>)> = built
+            .iter()
+            .map(|(_, _, rec, bytes)| (intent_key(&rec.serial), bytes.clone()))
+            .collect();
+        let versions = ctx.store.put_new_many(&intents).await;
         let mut pending = Vec::new();
-        for rp in plan.to_issue() {
-            let spec = rp.spec.as_ref().expect("planned issuance has a spec");
-            let serial = new_serial()?;
-            let unsigned = profile::leaf(spec, &issuer, &serial, not_before, &urls(ctx))
-                .map_err(|e| format!("{}: cannot build the certificate: {e}", spec.request_id))?;
-            profile::lint_leaf(&unsigned.tbs_der, &issuer, &serial, spec).map_err(|e| {
-                format!(
-                    "{}: certificate fails the profile check: {e}",
-                    spec.request_id
-                )
-            })?;
-            let rec = CertRecord {
-                serial: hex::encode(serial),
-                request_id: spec.request_id.clone(),
-                request_hash: spec.request_hash.clone(),
-                key_id: spec.key_id.clone(),
-                tbs: Base64::encode_string(&unsigned.tbs_der),
-                certificate: None,
-            };
-            let bytes = serde_json::to_vec_pretty(&rec).map_err(|e| e.to_string())?;
-            let v = ctx.store.put_new(&intent_key(&rec.serial), &bytes).await?;
-            pending.push((rp.action, unsigned, rec, v));
+        for ((action, unsigned, rec, _), v) in built.into_iter().zip(versions) {
+            pending.push((action, unsigned, rec, v?));
         }
         fail(opts, FailPoint::AfterIntent).await?;
-        // Sign concurrently; the signer bounds how many requests are in flight.
         let progress = Progress::new(pending.len());
-        let signatures_done = futures::future::join_all(pending.iter().map(|(_, u, _, _)| async {
-            let r = sign_verified(signer, &u.tbs_der).await;
-            progress.tick();
-            r
-        }))
-        .await;
+        let tbs: Vec<&[u8]> = pending
+            .iter()
+            .map(|(_, u, _, _)| u.tbs_der.as_slice())
+            .collect();
+        let signatures_done = sign_all(signer, &tbs, &|| progress.tick()).await;
         progress.finish();
         let mut signed = Vec::new();
         for ((action, unsigned, mut rec, v), sig) in pending.into_iter().zip(signatures_done) {
@@ -463,9 +537,7 @@ pub async fn reconcile(
             signed.push((action, rec, v));
         }
         fail(opts, FailPoint::AfterSign).await?;
-        for (_, rec, _) in &signed {
-            put_record(ctx, rec).await?;
-        }
+        put_records(ctx, signed.iter().map(|(_, rec, _)| rec)).await?;
         fail(opts, FailPoint::AfterRecord).await?;
         let summaries: Vec<(String, CertSummary)> = signed
             .iter()
@@ -478,8 +550,14 @@ pub async fn reconcile(
         })
         .await?;
         fail(opts, FailPoint::AfterState).await?;
-        for ((action, rec, v), (_, sum)) in signed.into_iter().zip(&summaries) {
-            ctx.store.delete_if(&intent_key(&rec.serial), &v).await?;
+        let done: Vec<(String, String)> = signed
+            .iter()
+            .map(|(_, rec, v)| (intent_key(&rec.serial), v.clone()))
+            .collect();
+        for r in ctx.store.delete_many(&done).await {
+            r?;
+        }
+        for ((action, rec, _), (_, sum)) in signed.into_iter().zip(&summaries) {
             issued.push(Issued {
                 request_id: rec.request_id,
                 serial: rec.serial,
@@ -677,7 +755,26 @@ pub async fn reconcile(
     }
 
     // Outputs and the commit.
-    let changes = outputs::changes(ctx, &head, &h.index).await?;
+    let out_dir = &ctx.config.output.dir;
+    let only = match &ctx.scan {
+        // The output folder is as the last reconcile left it: only what this run changed.
+        Scan::Incremental {
+            deleted,
+            outputs_tree,
+            ..
+        } if recovered == 0 && *outputs_tree == ctx.repo.folder_id(&head, out_dir)? => {
+            let mut ids = deleted.clone();
+            ids.extend(issued.iter().map(|i| i.request_id.clone()));
+            ids.extend(
+                revoked
+                    .iter()
+                    .filter_map(|s| h.index.certs.get(s).map(|c| c.request_id.clone())),
+            );
+            Some(ids)
+        }
+        _ => None,
+    };
+    let changes = outputs::changes(ctx, &head, &h.index, only.as_ref()).await?;
     fail(opts, FailPoint::AfterOutputs).await?;
     fail(opts, FailPoint::BeforeCommit).await?;
     let commit = if changes.is_empty() {
@@ -687,6 +784,13 @@ pub async fn reconcile(
         ctx.repo.commit_outputs(&head, &changes, &msg)?
     };
     let events = send_events(ctx, opts, &mut h, &plan, &issued, &revoked, new_commit, now).await;
+    if !opts.crl_only && ctx.config.serverless.is_none() {
+        let outputs_tree = ctx
+            .repo
+            .folder_id(commit.as_deref().unwrap_or(&head), out_dir)?;
+        record_basis(ctx, &head, outputs_tree, &plan).await;
+    }
+    let planned = plan.requests.len();
     Ok(ApplyOutcome {
         plan,
         issued,
@@ -701,6 +805,18 @@ pub async fn reconcile(
         published,
         seconds: 0.0,
         events,
+        scan: ScanSummary {
+            kind: match &ctx.scan {
+                Scan::Incremental { .. } => "incremental",
+                _ => "full",
+            },
+            read: planned - ctx.snapshot.carried.len(),
+            carried: ctx.snapshot.carried.len(),
+            reason: match &ctx.scan {
+                Scan::Full { reason } => reason.clone(),
+                _ => None,
+            },
+        },
     })
 }
 
@@ -789,6 +905,32 @@ async fn send_events(
         tracing::error!(error = %e, "could not post events to the webhook");
     }
     out.len()
+}
+
+/// Records what this run planned for every request, for the next incremental reconcile. A
+/// cache: a failure to write it costs the next run a full plan, nothing else.
+async fn record_basis(ctx: &Context, head: &str, outputs_tree: Option<String>, plan: &Plan) {
+    use crate::domain::incremental::{BASIS_KEY, Basis};
+    let basis = Basis {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        commit: head.to_string(),
+        outputs_tree,
+        requests: plan
+            .requests
+            .iter()
+            .filter_map(|r| r.carry.clone().map(|c| (r.id.clone(), c)))
+            .collect(),
+    };
+    let bytes = basis.render().into_bytes();
+    let written = match ctx.store.get(BASIS_KEY).await {
+        Ok(Some(v)) if v.bytes == bytes => Ok(String::new()),
+        Ok(Some(v)) => ctx.store.put_if(BASIS_KEY, &bytes, &v.version).await,
+        Ok(None) => ctx.store.put_new(BASIS_KEY, &bytes).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = written {
+        tracing::warn!("the plan basis was not recorded ({e}); the next run plans every request");
+    }
 }
 
 fn apply_marks(

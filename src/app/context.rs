@@ -95,6 +95,41 @@ pub struct Context {
     pub ca_cert: Certificate,
     pub chain: Vec<Certificate>,
     pub store: std::sync::Arc<dyn StateStore>,
+    /// How much of the repository was read.
+    pub scan: Scan,
+    /// The index as read while loading (an incremental load needs it), with its version;
+    /// taken by the reconcile so it is not read twice.
+    pub index_at_load: std::sync::Mutex<Option<(Index, Option<String>)>>,
+}
+
+/// What to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Every file of the commit.
+    Full,
+    /// Only what changed since the last reconcile (see `domain::incremental`), at this time;
+    /// the whole commit when that cannot be used.
+    Incremental(time::OffsetDateTime),
+    /// The configuration and CA certificates only (to open the signer and the store).
+    Minimal,
+}
+
+/// How much of the repository the snapshot holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scan {
+    Full {
+        /// Why not incremental, when it was asked for.
+        reason: Option<String>,
+    },
+    Incremental {
+        /// The commit the basis was recorded for.
+        basis_commit: String,
+        /// Requests of the basis deleted since.
+        deleted: std::collections::BTreeSet<String>,
+        /// The output folder's tree id when the basis was recorded.
+        outputs_tree: Option<String>,
+    },
+    Minimal,
 }
 
 impl std::fmt::Debug for Context {
@@ -114,7 +149,7 @@ fn file<'a>(snap: &'a Snapshot, path: &str) -> Result<&'a [u8], String> {
 impl Context {
     /// `rev` None means the work tree (`plan --worktree`).
     pub async fn load(args: &RepoArgs, rev: Option<&str>) -> Result<Context, String> {
-        Context::load_with(args, rev, true).await
+        Context::load_scoped(args, rev, true, Scope::Full).await
     }
 
     /// `with_state` false: plan against an empty state without touching the state store.
@@ -122,6 +157,15 @@ impl Context {
         args: &RepoArgs,
         rev: Option<&str>,
         with_state: bool,
+    ) -> Result<Context, String> {
+        Context::load_scoped(args, rev, with_state, Scope::Full).await
+    }
+
+    pub async fn load_scoped(
+        args: &RepoArgs,
+        rev: Option<&str>,
+        with_state: bool,
+        scope: Scope,
     ) -> Result<Context, String> {
         let repo = GitRepo::open(&args.repo, args.dir.as_deref())?;
         // Read the config first (from the same source) to learn which folders are outputs.
@@ -136,10 +180,52 @@ impl Context {
                 .map_err(|e| format!("{CONFIG_FILE}: {e}"))?,
         };
         let config = Config::parse(CONFIG_FILE, &String::from_utf8_lossy(&config_bytes))?;
+        let store: std::sync::Arc<dyn StateStore> = match &config.state.s3 {
+            _ if !with_state => std::sync::Arc::new(crate::adapters::state_store::EmptyStore),
+            Some(loc) => std::sync::Arc::new(crate::adapters::s3_store::S3Store::open(loc).await?),
+            None => std::sync::Arc::new(DirStore::open(&state_path(&config)?)?),
+        };
         let skip = vec![config.output.dir.clone()];
-        let snapshot = match rev {
-            Some(r) => repo.snapshot(&repo.resolve(r)?, &skip)?,
-            None => repo.worktree_snapshot(&skip)?,
+        let commit = rev.map(|r| repo.resolve(r)).transpose()?;
+        let mut index_at_load = None;
+        let (snapshot, scan) = match (scope, &commit) {
+            (_, None) => (repo.worktree_snapshot(&skip)?, Scan::Full { reason: None }),
+            (Scope::Full, Some(c)) => (repo.snapshot(c, &skip)?, Scan::Full { reason: None }),
+            (Scope::Minimal, Some(c)) => (
+                repo.snapshot_partial(c, &skip, &Default::default(), |_, _| None)?,
+                Scan::Minimal,
+            ),
+            (Scope::Incremental(now), Some(c)) => {
+                let ca = repo
+                    .read_file(c, &config.ca.certificate)?
+                    .ok_or_else(|| format!("{}: not found in commit {c}", config.ca.certificate))?;
+                let facts = ca_facts_of(&parse_cert(&config.ca.certificate, &ca)?);
+                let (index, version) = super::index::read(store.as_ref(), &facts.key_id).await?;
+                let loaded = incremental_snapshot(
+                    &repo,
+                    store.as_ref(),
+                    &config,
+                    c,
+                    &skip,
+                    &index,
+                    &facts,
+                    now,
+                )
+                .await?;
+                index_at_load = Some((index, version));
+                match loaded {
+                    Ok(x) => x,
+                    Err(reason) => {
+                        tracing::info!(%reason, "planning every request");
+                        (
+                            repo.snapshot(c, &skip)?,
+                            Scan::Full {
+                                reason: Some(reason),
+                            },
+                        )
+                    }
+                }
+            }
         };
         let mut policies = Vec::new();
         for (path, entry) in &snapshot.files {
@@ -161,11 +247,6 @@ impl Context {
             .iter()
             .map(|p| parse_cert(p, file(&snapshot, p)?))
             .collect::<Result<Vec<_>, _>>()?;
-        let store: std::sync::Arc<dyn StateStore> = match &config.state.s3 {
-            _ if !with_state => std::sync::Arc::new(crate::adapters::state_store::EmptyStore),
-            Some(loc) => std::sync::Arc::new(crate::adapters::s3_store::S3Store::open(loc).await?),
-            None => std::sync::Arc::new(DirStore::open(&state_path(&config)?)?),
-        };
         Ok(Context {
             repo,
             snapshot,
@@ -174,6 +255,8 @@ impl Context {
             ca_cert,
             chain,
             store,
+            scan,
+            index_at_load: std::sync::Mutex::new(index_at_load),
         })
     }
 
@@ -182,17 +265,80 @@ impl Context {
     }
 
     pub fn ca_facts(&self) -> CaFacts {
-        let tbs = self.ca_cert.tbs_certificate();
-        CaFacts {
-            key_id: key_id(tbs.subject_public_key_info()),
-            not_after: from_time(&tbs.validity().not_after),
-        }
+        ca_facts_of(&self.ca_cert)
     }
 
     /// The index, or a fresh one for a new CA. A state of another CA key is refused.
     pub async fn index(&self) -> Result<(Index, Option<String>), String> {
         super::index::read(self.store.as_ref(), &self.ca_facts().key_id).await
     }
+}
+
+pub fn ca_facts_of(cert: &Certificate) -> CaFacts {
+    let tbs = cert.tbs_certificate();
+    CaFacts {
+        key_id: key_id(tbs.subject_public_key_info()),
+        not_after: from_time(&tbs.validity().not_after),
+    }
+}
+
+/// The snapshot of an incremental reconcile, or why it cannot be one (`Ok(Err(reason))`).
+#[allow(clippy::too_many_arguments)]
+async fn incremental_snapshot(
+    repo: &GitRepo,
+    store: &dyn StateStore,
+    config: &Config,
+    commit: &str,
+    skip: &[String],
+    index: &Index,
+    facts: &CaFacts,
+    now: time::OffsetDateTime,
+) -> Result<Result<(Snapshot, Scan), String>, String> {
+    use crate::domain::incremental::{BASIS_KEY, Basis, needs_full_scan, triage};
+    let Some(v) = store.get(BASIS_KEY).await.map_err(|e| e.to_string())? else {
+        return Ok(Err("no reconcile has recorded a plan basis yet".into()));
+    };
+    let basis = match Basis::parse(&String::from_utf8_lossy(&v.bytes)) {
+        Ok(b) if b.version == env!("CARGO_PKG_VERSION") => b,
+        Ok(b) => {
+            return Ok(Err(format!(
+                "the plan basis was recorded by gitca {}",
+                b.version
+            )));
+        }
+        Err(e) => return Ok(Err(e)),
+    };
+    let changes = match repo.changed_paths(&basis.commit, commit, skip) {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(format!("cannot diff against {}: {e}", basis.commit))),
+    };
+    if let Some(reason) = needs_full_scan(&changes, config) {
+        return Ok(Err(reason));
+    }
+    let t = triage(&basis, &changes, index, config, facts, now);
+    let mut snapshot = repo.snapshot_partial(commit, skip, &t.load, |id, entry| {
+        let TreeEntry::Blob(b) = entry else {
+            return None;
+        };
+        let req = crate::domain::request::RequestFile::parse(&String::from_utf8_lossy(b)).ok()?;
+        crate::domain::names::join_relative(id, &req.csr).ok()
+    })?;
+    tracing::info!(
+        read = t.load.len(),
+        carried = t.carried.len(),
+        changed = changes.len(),
+        "incremental plan since {}",
+        basis.commit
+    );
+    snapshot.carried = t.carried;
+    Ok(Ok((
+        snapshot,
+        Scan::Incremental {
+            basis_commit: basis.commit,
+            deleted: t.deleted,
+            outputs_tree: basis.outputs_tree,
+        },
+    )))
 }
 
 /// Issuer facts of a CA certificate; its SKI is used as the AKI of everything it signs.

@@ -43,12 +43,24 @@ impl IndexHandle {
         store: Arc<dyn StateStore>,
         ca_key_id: String,
     ) -> Result<IndexHandle, RunError> {
+        IndexHandle::open_from(store, ca_key_id, None).await
+    }
+
+    /// Like `open`, starting from an index already read (with its version).
+    pub async fn open_from(
+        store: Arc<dyn StateStore>,
+        ca_key_id: String,
+        mut read_already: Option<(Index, Option<String>)>,
+    ) -> Result<IndexHandle, RunError> {
         loop {
-            let (index, version) = read(store.as_ref(), &ca_key_id).await?;
+            let (index, version) = match read_already.take() {
+                Some(r) if r.0.ca_key_id == ca_key_id => r,
+                _ => read(store.as_ref(), &ca_key_id).await?,
+            };
             let version = match version {
                 Some(v) => v,
                 None => {
-                    let bytes = serde_json::to_vec_pretty(&index).map_err(|e| e.to_string())?;
+                    let bytes = serde_json::to_vec(&index).map_err(|e| e.to_string())?;
                     match store.put_new(INDEX_KEY, &bytes).await {
                         Ok(v) => v,
                         // Another run created it first: read theirs.
@@ -75,7 +87,7 @@ impl IndexHandle {
             if next == self.index {
                 return Ok(());
             }
-            let bytes = serde_json::to_vec_pretty(&next).map_err(|e| e.to_string())?;
+            let bytes = serde_json::to_vec(&next).map_err(|e| e.to_string())?;
             match self.store.put_if(INDEX_KEY, &bytes, &self.version).await {
                 Ok(v) => {
                     self.index = next;

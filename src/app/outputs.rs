@@ -63,19 +63,42 @@ pub fn record_certificate(r: &CertRecord) -> Result<Vec<u8>, String> {
 }
 
 /// Computes the changes to the committed tree at `commit`: path -> new content (None deletes).
+/// `only`: the requests whose certificate may have changed, when the output folder is known to
+/// match the state for every other one (an incremental reconcile); None checks every file.
 pub async fn changes(
     ctx: &Context,
     commit: &str,
     index: &Index,
+    only: Option<&BTreeSet<String>>,
 ) -> Result<BTreeMap<String, Option<Vec<u8>>>, String> {
     let out_dir = &ctx.config.output.dir;
-    let existing = ctx.repo.files_under(commit, out_dir)?;
     let mut changes = BTreeMap::new();
     let mut wanted = BTreeSet::new();
     let ca = ca_pems(ctx)?;
+    let current = index.current_all();
+    let (ids, existing) = match only {
+        None => (
+            request_ids(&ctx.snapshot, &ctx.config)?,
+            ctx.repo.files_under(commit, out_dir)?,
+        ),
+        Some(only) => {
+            let present = request_ids(&ctx.snapshot, &ctx.config)?;
+            let mut existing = BTreeMap::new();
+            for id in only {
+                let (leaf, chain) = leaf_paths(out_dir, id);
+                for p in [leaf, chain] {
+                    if let Some(b) = ctx.repo.read_file(commit, &p)? {
+                        existing.insert(p, b);
+                    }
+                }
+            }
+            let ids = only.intersection(&present).cloned().collect();
+            (ids, existing)
+        }
+    };
 
-    for id in &request_ids(&ctx.snapshot, &ctx.config)? {
-        let Some((serial, _)) = index.current_for(id) else {
+    for id in &ids {
+        let Some((serial, _)) = current.get(id.as_str()).copied() else {
             continue;
         };
         let (leaf, chain) = leaf_paths(out_dir, id);

@@ -289,6 +289,17 @@ pub fn applied(o: &ApplyOutcome, f: Format) -> String {
                     o.signer.calls, o.signer.retries
                 ));
             }
+            s.push_str(&format!(
+                "  planned {} request(s) in full, carried {} unchanged ({} plan{})\n",
+                o.scan.read,
+                o.scan.carried,
+                o.scan.kind,
+                o.scan
+                    .reason
+                    .as_ref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            ));
             s.push_str(&format!("  {:.2}s\n", o.seconds));
             s
         }

@@ -64,11 +64,12 @@ pub async fn inventory(
         .repo
         .files_under(&ctx.snapshot.commit, &ctx.config.output.dir)?;
     let mut rows = Vec::new();
+    let current_all = index.current_all();
     for (serial, c) in &index.certs {
         let current = requests.contains(&c.request_id)
-            && index
-                .current_for(&c.request_id)
-                .is_some_and(|(s, _)| s == serial);
+            && current_all
+                .get(c.request_id.as_str())
+                .is_some_and(|(s, _)| *s == serial);
         let (leaf, _) = leaf_paths(&ctx.config.output.dir, &c.request_id);
         let from_repo = committed
             .get(&leaf)

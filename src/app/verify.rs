@@ -134,8 +134,9 @@ pub async fn audit(
     }
 
     // Current certificates the repository should have but does not.
+    let current = index.current_all();
     for id in &request_ids(&ctx.snapshot, &ctx.config)? {
-        if let Some((serial, _)) = index.current_for(id)
+        if let Some((serial, _)) = current.get(id.as_str()).copied()
             && !seen_serials.contains(serial)
         {
             out.push(f(

@@ -7,7 +7,7 @@ use const_oid::ObjectIdentifier;
 use const_oid::db::{rfc5280, rfc5912};
 use der::{Decode, Encode};
 use serde::Serialize;
-use sha2::{Digest, Sha256, Sha384, Sha512};
+use sha2::{Digest, Sha256};
 use spki::SubjectPublicKeyInfoOwned;
 use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, SubjectAltName};
 use x509_cert::name::Name;
@@ -90,89 +90,61 @@ pub fn verify_signature(
     msg: &[u8],
     sig: &[u8],
 ) -> Result<(), String> {
-    use signature::Verifier;
-    use signature::hazmat::PrehashVerifier;
-    use spki::DecodePublicKey;
-    let key_der = spki.to_der().map_err(|e| e.to_string())?;
+    use aws_lc_rs::signature as s;
     let a = alg.oid;
-    let digest = |a: ObjectIdentifier| -> Option<Vec<u8>> {
-        Some(match a {
-            x if x == rfc5912::ECDSA_WITH_SHA_256 || x == rfc5912::SHA_256_WITH_RSA_ENCRYPTION => {
-                Sha256::digest(msg).to_vec()
-            }
-            x if x == rfc5912::ECDSA_WITH_SHA_384 || x == rfc5912::SHA_384_WITH_RSA_ENCRYPTION => {
-                Sha384::digest(msg).to_vec()
-            }
-            x if x == rfc5912::ECDSA_WITH_SHA_512 || x == rfc5912::SHA_512_WITH_RSA_ENCRYPTION => {
-                Sha512::digest(msg).to_vec()
-            }
-            _ => return None,
-        })
+    let hash = match a {
+        x if x == rfc5912::ECDSA_WITH_SHA_256 || x == rfc5912::SHA_256_WITH_RSA_ENCRYPTION => 256,
+        x if x == rfc5912::ECDSA_WITH_SHA_384 || x == rfc5912::SHA_384_WITH_RSA_ENCRYPTION => 384,
+        x if x == rfc5912::ECDSA_WITH_SHA_512 || x == rfc5912::SHA_512_WITH_RSA_ENCRYPTION => 512,
+        _ => 0,
     };
-    let bad = |e: signature::Error| format!("signature does not verify: {e}");
-    match KeyKind::of(spki)? {
-        KeyKind::Rsa { .. } => {
-            let k = rsa::PublicKey::from_public_key_der(&key_der).map_err(|e| e.to_string())?;
-            let s = rsa::pkcs1v15::Signature::try_from(sig).map_err(bad)?;
-            match a {
-                x if x == rfc5912::SHA_256_WITH_RSA_ENCRYPTION => {
-                    rsa::pkcs1v15::VerifyingKey::<Sha256>::new(k).verify(msg, &s)
-                }
-                x if x == rfc5912::SHA_384_WITH_RSA_ENCRYPTION => {
-                    rsa::pkcs1v15::VerifyingKey::<Sha384>::new(k).verify(msg, &s)
-                }
-                x if x == rfc5912::SHA_512_WITH_RSA_ENCRYPTION => {
-                    rsa::pkcs1v15::VerifyingKey::<Sha512>::new(k).verify(msg, &s)
-                }
-                x => {
-                    return Err(format!(
-                        "signature algorithm {x} is not accepted for RSA keys"
-                    ));
-                }
+    let is_ecdsa = a.to_string().starts_with("1.2.840.10045.4.3");
+    let kind = KeyKind::of(spki)?;
+    let not_for = |what: &str| format!("signature algorithm {a} is not accepted for {what} keys");
+    let algorithm: &'static dyn s::VerificationAlgorithm = match kind {
+        KeyKind::Rsa { bits } => {
+            if bits > 8192 {
+                return Err(format!("RSA keys over 8192 bits are not accepted ({bits})"));
             }
-            .map_err(bad)
+            match (is_ecdsa, hash) {
+                (false, 256) => &s::RSA_PKCS1_2048_8192_SHA256,
+                (false, 384) => &s::RSA_PKCS1_2048_8192_SHA384,
+                (false, 512) => &s::RSA_PKCS1_2048_8192_SHA512,
+                _ => return Err(not_for("RSA")),
+            }
         }
-        kind @ (KeyKind::P256 | KeyKind::P384 | KeyKind::P521) => {
+        KeyKind::P256 | KeyKind::P384 | KeyKind::P521 => {
             if alg.parameters.is_some() {
                 return Err("ECDSA signature algorithm must have absent parameters".into());
             }
-            let d = digest(a)
-                .filter(|_| a.to_string().starts_with("1.2.840.10045.4.3"))
-                .ok_or_else(|| format!("signature algorithm {a} is not accepted for EC keys"))?;
-            match kind {
-                KeyKind::P256 => {
-                    let k = p256::ecdsa::VerifyingKey::from_public_key_der(&key_der)
-                        .map_err(|e| e.to_string())?;
-                    let s = p256::ecdsa::Signature::from_der(sig).map_err(bad)?;
-                    k.verify_prehash(&d, &s)
-                }
-                KeyKind::P384 => {
-                    let k = p384::ecdsa::VerifyingKey::from_public_key_der(&key_der)
-                        .map_err(|e| e.to_string())?;
-                    let s = p384::ecdsa::Signature::from_der(sig).map_err(bad)?;
-                    k.verify_prehash(&d, &s)
-                }
-                _ => {
-                    let k = p521::ecdsa::VerifyingKey::from_public_key_der(&key_der)
-                        .map_err(|e| e.to_string())?;
-                    let s = p521::ecdsa::Signature::from_der(sig).map_err(bad)?;
-                    k.verify_prehash(&d, &s)
-                }
+            match (kind, is_ecdsa, hash) {
+                (KeyKind::P256, true, 256) => &s::ECDSA_P256_SHA256_ASN1,
+                (KeyKind::P256, true, 384) => &s::ECDSA_P256_SHA384_ASN1,
+                (KeyKind::P256, true, 512) => &s::ECDSA_P256_SHA512_ASN1,
+                (KeyKind::P384, true, 256) => &s::ECDSA_P384_SHA256_ASN1,
+                (KeyKind::P384, true, 384) => &s::ECDSA_P384_SHA384_ASN1,
+                (KeyKind::P384, true, 512) => &s::ECDSA_P384_SHA512_ASN1,
+                (KeyKind::P521, true, 256) => &s::ECDSA_P521_SHA256_ASN1,
+                (KeyKind::P521, true, 384) => &s::ECDSA_P521_SHA384_ASN1,
+                (KeyKind::P521, true, 512) => &s::ECDSA_P521_SHA512_ASN1,
+                _ => return Err(not_for("EC")),
             }
-            .map_err(bad)
         }
         KeyKind::Ed25519 => {
             if a != ED25519 {
-                return Err(format!(
-                    "signature algorithm {a} is not accepted for Ed25519 keys"
-                ));
+                return Err(not_for("Ed25519"));
             }
-            let k = ed25519_dalek::VerifyingKey::from_public_key_der(&key_der)
-                .map_err(|e| e.to_string())?;
-            let s = ed25519_dalek::Signature::from_slice(sig).map_err(bad)?;
-            k.verify_strict(msg, &s).map_err(bad)
+            &s::ED25519
         }
-    }
+    };
+    // The BIT STRING's contents: an EC point, a PKCS#1 RSAPublicKey, or the Ed25519 key.
+    let key = spki
+        .subject_public_key
+        .as_bytes()
+        .ok_or("public key has unused bits")?;
+    s::UnparsedPublicKey::new(algorithm, key)
+        .verify(msg, sig)
+        .map_err(|_| "signature does not verify".to_string())
 }
 
 /// A CSR that decoded, whose self-signature verified and whose key is acceptable.

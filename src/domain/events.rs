@@ -66,8 +66,9 @@ pub fn expiring(
     ca: &str,
 ) -> Vec<Event> {
     let mut out = Vec::new();
+    let current = index.current_all();
     for id in requests {
-        let Some((serial, c)) = index.current_for(id) else {
+        let Some(&(serial, c)) = current.get(id.as_str()) else {
             continue;
         };
         for &d in thresholds {

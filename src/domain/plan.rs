@@ -4,12 +4,13 @@ use super::config::Config;
 use super::csr::{CheckedCsr, KeyKind, check_csr};
 use super::duration::Span;
 use super::finding::{Code, Finding};
+use super::incremental::Carried;
 use super::names::{Sans, join_relative};
 use super::policy::{self, Candidate, Policy};
 use super::request::{MAX_REQUEST_BYTES, RequestFile, usage_oid};
 use super::revocation::{self, Entry, Reason, Target};
 use super::serverless_layout::{self, Csr, Layout, LayoutRequest};
-use super::state::Index;
+use super::state::{CertSummary, Index};
 use const_oid::ObjectIdentifier;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -32,8 +33,12 @@ pub enum TreeEntry {
 pub struct Snapshot {
     pub commit: String,
     pub commit_time: OffsetDateTime,
-    /// Every file under the CA directory (paths relative to it), except outputs.
+    /// Every file under the CA directory (paths relative to it), except outputs; in an
+    /// incremental reconcile, without the request files of `carried`.
     pub files: BTreeMap<String, TreeEntry>,
+    /// Requests whose outcome the last reconcile fixed and nothing since has changed
+    /// (see `incremental`): planned from the state, their files not read.
+    pub carried: BTreeMap<String, Carried>,
 }
 
 /// What the plan needs to know about the issuing CA.
@@ -58,6 +63,8 @@ pub struct IssueSpec {
     pub extensions: Vec<x509_cert::ext::Extension>,
     pub policy: String,
     pub revoke_superseded: bool,
+    /// Where the CSR was read (recorded for the next incremental reconcile).
+    pub csr_path: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -100,6 +107,9 @@ pub struct RequestPlan {
     pub supersede: Vec<String>,
     #[serde(skip)]
     pub spec: Option<IssueSpec>,
+    /// What the next incremental reconcile may carry (request files only).
+    #[serde(skip)]
+    pub carry: Option<Carried>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -231,6 +241,7 @@ pub fn request_ids(snapshot: &Snapshot, config: &Config) -> Result<BTreeSet<Stri
         .files
         .keys()
         .filter(|p| is_request_file(p))
+        .chain(snapshot.carried.keys())
         .cloned()
         .collect();
     if let Some(c) = &config.serverless {
@@ -527,8 +538,9 @@ fn plan_revocations(
                     .filter(|(_, c)| &c.request_id == r)
                     .map(|(s, _)| s.clone())
                     .collect();
-                let exists =
-                    i.snapshot.files.contains_key(r) || layout.requests.iter().any(|l| &l.id == r);
+                let exists = i.snapshot.files.contains_key(r)
+                    || i.snapshot.carried.contains_key(r)
+                    || layout.requests.iter().any(|l| &l.id == r);
                 if serials.is_empty() && !exists {
                     reject(
                         &mut p,
@@ -561,9 +573,13 @@ fn plan_revocations(
 enum Source<'a> {
     File(&'a TreeEntry),
     Layout(&'a LayoutRequest),
+    /// Unchanged since the last reconcile, which accepted it (incremental).
+    Carried(&'a Carried),
 }
 
 fn plan_requests(i: &Inputs, layout: &Layout, blocked: &BTreeSet<String>) -> Vec<RequestPlan> {
+    use rayon::prelude::*;
+    let certs = CertsByRequest::new(i.index);
     // Keys of live certificates, for the reuse check.
     let mut live_keys: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for c in i.index.certs.values() {
@@ -574,16 +590,37 @@ fn plan_requests(i: &Inputs, layout: &Layout, blocked: &BTreeSet<String>) -> Vec
                 .insert(c.request_id.clone());
         }
     }
-    let mut out = Vec::new();
-    let sources = i
+    // Request files (read or carried) in id order, then the serverless layout's: the order of
+    // a full scan, which the key-reuse decisions depend on.
+    let mut sources: Vec<(&String, Source)> = i
         .snapshot
         .files
         .iter()
         .filter(|(id, _)| is_request_file(id))
         .map(|(id, e)| (id, Source::File(e)))
-        .chain(layout.requests.iter().map(|l| (&l.id, Source::Layout(l))));
-    for (id, source) in sources {
-        let current = i.index.current_for(id);
+        .chain(
+            i.snapshot
+                .carried
+                .iter()
+                .map(|(id, c)| (id, Source::Carried(c))),
+        )
+        .collect();
+    sources.sort_by(|a, b| a.0.cmp(b.0));
+    sources.extend(layout.requests.iter().map(|l| (&l.id, Source::Layout(l))));
+    // Reading and checking each CSR (its signature above all) is independent per request: all
+    // cores. The decisions that follow depend on each other (key reuse), in id order.
+    let prepared: Vec<Option<Prepared>> = sources
+        .par_iter()
+        .map(|(id, source)| match source {
+            Source::Carried(_) => None,
+            _ => Some(prepare(i, id, source)),
+        })
+        .collect();
+    let mut out = Vec::with_capacity(sources.len());
+    for ((id, source), prepared) in sources.iter().zip(prepared) {
+        let id: &String = id;
+        let mine = certs.of(id);
+        let current = CertsByRequest::current(mine);
         let mut rp = RequestPlan {
             id: id.clone(),
             action: Action::Rejected,
@@ -595,17 +632,53 @@ fn plan_requests(i: &Inputs, layout: &Layout, blocked: &BTreeSet<String>) -> Vec
             live_certificate_no_longer_allowed: false,
             supersede: vec![],
             spec: None,
+            // Rejected or blocked requests are planned in full next time (no hash).
+            carry: (!matches!(source, Source::Layout(_))).then(|| Carried {
+                csr: String::new(),
+                hash: String::new(),
+                lifetime_secs: 0,
+                policy: String::new(),
+            }),
         };
         if blocked.contains(id) {
             rp.action = Action::Revoked;
             out.push(rp);
             continue;
         }
-        let checked = match source {
-            Source::File(entry) => check_request(i, id, entry, &live_keys),
-            Source::Layout(l) => {
+        let newest = mine.iter().map(|(_, c)| *c).max_by_key(|c| c.not_before);
+        let checked = match (source, prepared) {
+            (Source::Carried(c), _) => {
+                // Triage carries only what a full plan leaves unchanged or revoked.
+                rp.policy = Some(c.policy.clone());
+                rp.action =
+                    if newest.is_some_and(|n| n.revoked.is_some() && n.request_hash == c.hash) {
+                        Action::Revoked
+                    } else {
+                        Action::Unchanged
+                    };
+                rp.carry = Some((*c).clone());
+                out.push(rp);
+                continue;
+            }
+            (_, None) => unreachable!("requests that are not carried are prepared"),
+            (Source::File(_), Some(prepared)) => {
+                prepared.and_then(|p| decide(i, id, p, i.policies, &certs, &live_keys))
+            }
+            (Source::Layout(l), Some(prepared)) => {
                 rp.warnings = l.warnings.clone();
-                check_layout_request(i, l, layout, &live_keys)
+                // A gitca policy selecting the id wins over the built-in serverless one.
+                let policies = if i.policies.iter().any(|p| p.selects_path(&l.id)) {
+                    i.policies
+                } else {
+                    &layout.policies
+                };
+                let decided = prepared.and_then(|p| decide(i, id, p, policies, &certs, &live_keys));
+                match decided {
+                    Ok(x) if l.rejections.is_empty() => Ok(x),
+                    Ok(_) => Err(l.rejections.clone()),
+                    Err(f) if f == l.rejections => Err(f),
+                    Err(f) => Err(l.rejections.iter().cloned().chain(f).collect()),
+                }
             }
         };
         match checked {
@@ -615,15 +688,17 @@ fn plan_requests(i: &Inputs, layout: &Layout, blocked: &BTreeSet<String>) -> Vec
                     current.is_some_and(|(_, c)| c.is_live(i.now));
             }
             Ok((spec, policy_name)) => {
+                if rp.carry.is_some() {
+                    rp.carry = Some(Carried {
+                        csr: spec.csr_path.clone(),
+                        hash: spec.request_hash.clone(),
+                        lifetime_secs: spec.lifetime.0.as_secs(),
+                        policy: policy_name.clone(),
+                    });
+                }
                 rp.policy = Some(policy_name);
                 // The newest certificate, revoked or not: a request whose certificate was revoked
                 // by serial gets no new one until the request itself changes.
-                let newest = i
-                    .index
-                    .certs
-                    .values()
-                    .filter(|c| &c.request_id == id)
-                    .max_by_key(|c| c.not_before);
                 rp.action = match current {
                     _ if newest.is_some_and(|n| {
                         n.revoked.is_some() && n.request_hash == spec.request_hash
@@ -642,14 +717,10 @@ fn plan_requests(i: &Inputs, layout: &Layout, blocked: &BTreeSet<String>) -> Vec
                     let keep = (rp.action == Action::Unchanged)
                         .then(|| rp.serial.clone())
                         .flatten();
-                    rp.supersede = i
-                        .index
-                        .certs
+                    rp.supersede = mine
                         .iter()
-                        .filter(|(s, c)| {
-                            &c.request_id == id && c.is_live(i.now) && Some(*s) != keep.as_ref()
-                        })
-                        .map(|(s, _)| s.clone())
+                        .filter(|(s, c)| c.is_live(i.now) && Some(*s) != keep.as_ref())
+                        .map(|(s, _)| (*s).clone())
                         .collect();
                 }
                 if !matches!(rp.action, Action::Unchanged | Action::Revoked) {
@@ -667,6 +738,49 @@ fn plan_requests(i: &Inputs, layout: &Layout, blocked: &BTreeSet<String>) -> Vec
     out
 }
 
+/// The index's certificates grouped by request, built once per plan (the index is keyed by
+/// serial), and the keys revoked for key compromise.
+struct CertsByRequest<'a> {
+    by_request: std::collections::HashMap<&'a str, Vec<(&'a String, &'a CertSummary)>>,
+    /// key id -> request hashes of certificates revoked for key compromise.
+    compromised: std::collections::HashMap<&'a str, Vec<&'a str>>,
+}
+
+impl<'a> CertsByRequest<'a> {
+    fn new(index: &'a Index) -> Self {
+        let mut by_request: std::collections::HashMap<&str, Vec<_>> = Default::default();
+        let mut compromised: std::collections::HashMap<&str, Vec<&str>> = Default::default();
+        for (s, c) in &index.certs {
+            by_request.entry(&c.request_id).or_default().push((s, c));
+            if c.revoked
+                .as_ref()
+                .is_some_and(|r| r.reason == Reason::KeyCompromise)
+            {
+                compromised
+                    .entry(&c.key_id)
+                    .or_default()
+                    .push(&c.request_hash);
+            }
+        }
+        CertsByRequest {
+            by_request,
+            compromised,
+        }
+    }
+
+    fn of(&self, id: &str) -> &[(&'a String, &'a CertSummary)] {
+        self.by_request.get(id).map_or(&[], |v| v.as_slice())
+    }
+
+    /// The newest unrevoked certificate (as `Index::current_for`).
+    fn current(mine: &[(&'a String, &'a CertSummary)]) -> Option<(&'a String, &'a CertSummary)> {
+        mine.iter()
+            .filter(|(_, c)| c.revoked.is_none())
+            .max_by_key(|(s, c)| (c.not_before, *s))
+            .copied()
+    }
+}
+
 /// Renew within `renew_before` of expiry, but never in the first two thirds of a certificate's
 /// life: short-lived certificates (a 1-day SVID with a 10-day renew_before) would otherwise be
 /// renewed on every run.
@@ -677,23 +791,58 @@ fn renewal_window(i: &Inputs, c: &super::state::CertSummary) -> time::Duration {
 
 type Checked = Result<(IssueSpec, String), Vec<Finding>>;
 
-/// Reads one request and its CSR from the snapshot, checks the CSR, applies its policy.
-fn check_request(
-    i: &Inputs,
-    id: &str,
-    entry: &TreeEntry,
-    live_keys: &BTreeMap<String, BTreeSet<String>>,
-) -> Checked {
+/// A request read and its CSR checked: the part of the plan that needs no other request.
+struct Ready<'a> {
+    req: std::borrow::Cow<'a, RequestFile>,
+    hash: String,
+    /// The CSR's path (or where an inline CSR comes from), for messages.
+    csr_path: String,
+    csr: CheckedCsr,
+}
+
+type Prepared<'a> = Result<Ready<'a>, Vec<Finding>>;
+
+fn prepare<'a>(i: &'a Inputs, id: &str, source: &Source<'a>) -> Prepared<'a> {
     let one = |code, msg: String| vec![Finding::new(code, id, msg)];
-    let yaml = blob(entry).map_err(|(c, m)| one(c, m))?;
-    let req = RequestFile::parse(&String::from_utf8_lossy(yaml))
-        .map_err(|e| one(Code::RequestInvalid, e))?;
-    let csr_path =
-        join_relative(id, &req.csr).map_err(|e| one(Code::RequestInvalid, format!("csr: {e}")))?;
-    let csr_bytes = csr_blob(i, id, &csr_path)?;
-    check_parsed(
-        i, id, &req, yaml, &csr_path, csr_bytes, i.policies, live_keys,
-    )
+    let (req, yaml, csr_path, csr_bytes) = match source {
+        Source::File(entry) => {
+            let yaml = blob(entry).map_err(|(c, m)| one(c, m))?;
+            let req = RequestFile::parse(&String::from_utf8_lossy(yaml))
+                .map_err(|e| one(Code::RequestInvalid, e))?;
+            let csr_path = join_relative(id, &req.csr)
+                .map_err(|e| one(Code::RequestInvalid, format!("csr: {e}")))?;
+            let csr_bytes = csr_blob(i, id, &csr_path)?;
+            (
+                std::borrow::Cow::Owned(req),
+                std::borrow::Cow::Borrowed(yaml),
+                csr_path,
+                csr_bytes,
+            )
+        }
+        Source::Carried(_) => unreachable!("carried requests are not read"),
+        Source::Layout(l) => {
+            let (Some(req), Some(csr)) = (&l.request, &l.csr) else {
+                return Err(l.rejections.clone());
+            };
+            let (label, bytes) = match csr {
+                Csr::Path(p) => (p.clone(), csr_blob(i, &l.id, p)?),
+                Csr::Inline(b) => (format!("{} base64_csr_data", l.file), b.as_slice()),
+            };
+            (
+                std::borrow::Cow::Borrowed(req),
+                std::borrow::Cow::Owned(l.canonical()),
+                label,
+                bytes,
+            )
+        }
+    };
+    let csr = check_csr(csr_bytes).map_err(|(c, m)| one(c, format!("{csr_path}: {m}")))?;
+    Ok(Ready {
+        hash: request_hash(&yaml, csr_bytes),
+        req,
+        csr_path,
+        csr,
+    })
 }
 
 fn csr_blob<'a>(i: &'a Inputs, id: &str, csr_path: &str) -> Result<&'a [u8], Vec<Finding>> {
@@ -707,75 +856,35 @@ fn csr_blob<'a>(i: &'a Inputs, id: &str, csr_path: &str) -> Result<&'a [u8], Vec
     }
 }
 
-/// A tls.json entry: the layout's own rejections, then gitca's checks, under a gitca policy that
-/// selects the id if there is one, else the built-in serverless policy of its environment.
-fn check_layout_request(
-    i: &Inputs,
-    l: &LayoutRequest,
-    layout: &Layout,
-    live_keys: &BTreeMap<String, BTreeSet<String>>,
-) -> Checked {
-    let (Some(req), Some(csr)) = (&l.request, &l.csr) else {
-        return Err(l.rejections.clone());
-    };
-    let (label, bytes) = match csr {
-        Csr::Path(p) => (p.clone(), csr_blob(i, &l.id, p)),
-        Csr::Inline(b) => (format!("{} base64_csr_data", l.file), Ok(b.as_slice())),
-    };
-    let policies = if i.policies.iter().any(|p| p.selects_path(&l.id)) {
-        i.policies
-    } else {
-        &layout.policies
-    };
-    let checked = bytes.and_then(|bytes| {
-        check_parsed(
-            i,
-            &l.id,
-            req,
-            &l.canonical(),
-            &label,
-            bytes,
-            policies,
-            live_keys,
-        )
-    });
-    match checked {
-        Ok(x) if l.rejections.is_empty() => Ok(x),
-        Ok(_) => Err(l.rejections.clone()),
-        Err(f) => Err(l.rejections.iter().cloned().chain(f).collect()),
-    }
-}
-
-/// gitca's checks of one request: its CSR, key reuse, its policy, the CA's lifetime.
-#[allow(clippy::too_many_arguments)]
-fn check_parsed(
+/// gitca's decisions on one checked request: the CA's own key, compromised and reused keys,
+/// its policy, the CA's lifetime.
+fn decide(
     i: &Inputs,
     id: &str,
-    req: &RequestFile,
-    yaml: &[u8],
-    csr_path: &str,
-    csr_bytes: &[u8],
+    ready: Ready,
     policies: &[Policy],
+    certs: &CertsByRequest,
     live_keys: &BTreeMap<String, BTreeSet<String>>,
 ) -> Checked {
     let one = |code, msg: String| vec![Finding::new(code, id, msg)];
-    let csr: CheckedCsr =
-        check_csr(csr_bytes).map_err(|(c, m)| one(c, format!("{csr_path}: {m}")))?;
+    let Ready {
+        req,
+        hash,
+        csr_path,
+        csr,
+    } = ready;
     if csr.key_id == i.ca.key_id {
         return Err(one(
             Code::CsrKeyIsCaKey,
             format!("{csr_path}: the CSR's key is the CA's own key"),
         ));
     }
-    let hash = request_hash(yaml, csr_bytes);
     // An unchanged request of a revoked certificate is reported as revoked, not rejected.
-    if i.index.certs.values().any(|c| {
-        c.key_id == csr.key_id
-            && c.request_hash != hash
-            && c.revoked
-                .as_ref()
-                .is_some_and(|r| r.reason == Reason::KeyCompromise)
-    }) {
+    if certs
+        .compromised
+        .get(csr.key_id.as_str())
+        .is_some_and(|hashes| hashes.iter().any(|h| *h != hash))
+    {
         return Err(one(
             Code::KeyCompromised,
             format!(
@@ -863,6 +972,7 @@ fn check_parsed(
             extensions,
             policy: policy.name.clone(),
             revoke_superseded: req.revoke_superseded,
+            csr_path,
         },
         policy.name.clone(),
     ))

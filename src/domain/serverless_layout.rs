@@ -301,6 +301,7 @@ mod tests {
                 .iter()
                 .map(|(p, t)| (p.to_string(), TreeEntry::Blob(t.as_bytes().to_vec())))
                 .collect::<BTreeMap<_, _>>(),
+            carried: Default::default(),
         }
     }
 

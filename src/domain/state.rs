@@ -136,12 +136,25 @@ impl Index {
         }
     }
 
-    /// The newest unrevoked certificate of a request, if any (possibly expired).
+    /// The newest unrevoked certificate of a request, if any (possibly expired). One lookup
+    /// scans the index; for many, use [`Index::current_all`].
     pub fn current_for<'a>(&'a self, request_id: &str) -> Option<(&'a String, &'a CertSummary)> {
         self.certs
             .iter()
             .filter(|(_, c)| c.request_id == request_id && c.revoked.is_none())
             .max_by_key(|(s, c)| (c.not_before, *s))
+    }
+
+    /// `current_for` of every request at once, in one pass.
+    pub fn current_all(&self) -> std::collections::HashMap<&str, (&String, &CertSummary)> {
+        let mut out: std::collections::HashMap<&str, (&String, &CertSummary)> = Default::default();
+        for (s, c) in self.certs.iter().filter(|(_, c)| c.revoked.is_none()) {
+            let e = out.entry(c.request_id.as_str()).or_insert((s, c));
+            if (c.not_before, s) > (e.1.not_before, e.0) {
+                *e = (s, c);
+            }
+        }
+        out
     }
 
     /// Serials that belong on the CRL at `now`: revoked and not expired for more than one
