@@ -7,7 +7,7 @@
 //! ```text
 //! cargo bench --bench scale -- issuance [--n 10000]
 //! cargo bench --bench scale -- noop [--sizes 1000,10000,100000]
-//! cargo bench --bench scale -- kms --endpoint http://127.0.0.1:5000 [--n 1000]
+//! cargo bench --bench scale -- kms [--python .venv/bin/python] [--n 1000] [--rate 50]
 //! cargo bench --bench scale -- crl [--n 100000]
 //! ```
 
@@ -44,13 +44,15 @@ fn main() {
             noop(&sizes);
         }
         "kms" => kms(
-            &opt("--endpoint").expect("--endpoint URL of a moto server (tests/moto_launcher.py)"),
+            &opt("--python").unwrap_or_else(|| {
+                concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python").to_string()
+            }),
             n(1000),
             opt("--rate").map(|r| r.parse().expect("--rate N")),
         ),
         "crl" => crl(n(100_000)),
         _ => eprintln!(
-            "usage: cargo bench --bench scale -- issuance|noop|kms|crl [--n N] [--sizes ..] [--endpoint URL]"
+            "usage: cargo bench --bench scale -- issuance|noop|kms|crl [--n N] [--sizes ..] [--python P]"
         ),
     }
 }
@@ -505,9 +507,188 @@ fn median3(mut f: impl FnMut() -> Run) -> Run {
 // 4. KMS against moto
 // ---------------------------------------------------------------------------------------------
 
-fn kms(endpoint: &str, n: usize, rate: Option<u32>) {
-    let _ = (endpoint, n, rate);
-    println!("(kms: see below)");
+/// A moto server from tests/moto_launcher.py on a free port (optionally throttling Sign).
+struct Moto {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn moto(python: &str, rate: Option<u32>) -> Moto {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut c = Command::new(python);
+    c.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/moto_launcher.py"
+    ))
+    .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    if let Some(r) = rate {
+        c.args(["--kms-sign-rate", &r.to_string()]);
+    }
+    // Dropping the Moto kills and reaps the server.
+    let m = Moto {
+        child: c.spawn().expect("start tests/moto_launcher.py"),
+        endpoint: format!("http://127.0.0.1:{port}"),
+    };
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return m;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("moto did not start");
+}
+
+const AWS_ENV: [(&str, &str); 4] = [
+    ("AWS_ACCESS_KEY_ID", "testing"),
+    ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ("AWS_REGION", "us-east-1"),
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+];
+
+/// Two P-256 signing keys (root, issuing) and a bucket; returns (root, issuing, bucket).
+fn aws_setup(endpoint: &str) -> (String, String, String) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(endpoint)
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "testing", "testing", None, None, "bench",
+            ))
+            .load()
+            .await;
+        let kms = aws_sdk_kms::Client::new(&conf);
+        let mut keys = Vec::new();
+        for _ in 0..2 {
+            let k = kms
+                .create_key()
+                .key_spec(aws_sdk_kms::types::KeySpec::EccNistP256)
+                .key_usage(aws_sdk_kms::types::KeyUsageType::SignVerify)
+                .send()
+                .await
+                .unwrap();
+            keys.push(k.key_metadata.unwrap().arn.unwrap());
+        }
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&conf)
+                .force_path_style(true)
+                .build(),
+        );
+        let bucket = format!("bench-{}", std::process::id());
+        let _ = s3.create_bucket().bucket(&bucket).send().await;
+        (keys.remove(0), keys.remove(0), bucket)
+    })
+}
+
+fn kms_run(python: &str, n: usize, in_flight: usize, rate: Option<u32>) -> (f64, f64, u64, u64) {
+    let m = moto(python, rate);
+    let (root, issuing, bucket) = aws_setup(&m.endpoint);
+    let pool = csrs("p256", n);
+    let tmp = tempfile::Builder::new()
+        .prefix("gitca-kms")
+        .tempdir_in(cache())
+        .unwrap();
+    let repo = tmp.path().join("repo");
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(repo.join("policies")).unwrap();
+    std::fs::write(
+        repo.join("gitca.yaml"),
+        format!(
+            "ca: {{name: bench, certificate: ca/ca.pem, chain: [ca/root.pem]}}\n\
+             output: {{dir: issued, crl: crl/bench.crl, bundle: ca/bundle.pem}}\n\
+             signer:\n  kms:\n    key: {issuing}\n    root_key: {root}\n    max_in_flight: {in_flight}\n    max_retries: 50\n\
+             state:\n  s3:\n    bucket: {bucket}\n    prefix: state/bench\n    force_path_style: true\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        repo.join("policies/bench.yaml"),
+        "select: {paths: [\"requests/**\"]}\n\
+         rules:\n  dns: {subdomains_of: [bench.example.com]}\n  max_lifetime: 90d\n  \
+         key_types: [p256, rsa]\n  usages: [server_auth]\n",
+    )
+    .unwrap();
+    for i in 0..n {
+        write_request(&repo, &pool, i, "");
+    }
+    sh(&repo, "git", &["init", "-q", "-b", "main"]);
+    sh(&repo, "git", &["config", "user.name", "bench"]);
+    sh(&repo, "git", &["config", "user.email", "bench@example.com"]);
+    sh(&repo, "git", &["add", "-A"]);
+    sh(&repo, "git", &["commit", "-q", "-m", "requests"]);
+    let with_aws = |mut c: Command| {
+        c.env("AWS_ENDPOINT_URL", &m.endpoint);
+        for (k, v) in AWS_ENV {
+            c.env(k, v);
+        }
+        c
+    };
+    let init = gitca(&repo, &data, &["init"]);
+    run(with_aws(init));
+    let r = run(with_aws(gitca(
+        &repo,
+        &data,
+        &["apply", "--format", "json"],
+    )));
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["issued"].as_array().unwrap().len(), n);
+    let sign_secs = v["sign_seconds"].as_f64().unwrap();
+    (
+        r.secs,
+        sign_secs,
+        v["signer"]["calls"].as_u64().unwrap(),
+        v["signer"]["retries"].as_u64().unwrap(),
+    )
+}
+
+fn kms(python: &str, n: usize, rate: Option<u32>) {
+    let mut t = format!(
+        "### KMS signer against moto: {n} certificates, `gitca apply` end to end (state in moto S3)\n\n\
+         | signatures in flight | apply | signing | signatures/s | KMS calls | retried |\n\
+         | --- | --- | --- | --- | --- | --- |\n"
+    );
+    for in_flight in [1, 4, 16, 64] {
+        let (secs, sign, calls, retries) = kms_run(python, n, in_flight, None);
+        writeln!(
+            t,
+            "| {in_flight} | {secs:.1} s | {sign:.1} s | {:.0} | {calls} | {retries} |",
+            n as f64 / sign
+        )
+        .unwrap();
+        eprintln!("kms x{in_flight}: {:.0}/s", n as f64 / sign);
+    }
+    writeln!(
+        t,
+        "\n### KMS under throttling: moto answers ThrottlingException above the limit; 16 in flight\n\n\
+         | limit (Sign/s) | signing | achieved signatures/s | of the limit | KMS calls | retried |\n\
+         | --- | --- | --- | --- | --- | --- |"
+    )
+    .unwrap();
+    for limit in rate.map_or(vec![50, 100], |r| vec![r]) {
+        let (_, sign, calls, retries) = kms_run(python, n, 16, Some(limit));
+        let achieved = n as f64 / sign;
+        writeln!(
+            t,
+            "| {limit} | {sign:.1} s | {achieved:.1} | {:.0}% | {calls} | {retries} |",
+            100.0 * achieved / limit as f64
+        )
+        .unwrap();
+        eprintln!("kms throttled at {limit}/s: {achieved:.1}/s");
+    }
+    println!("{t}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -515,6 +696,82 @@ fn kms(endpoint: &str, n: usize, rate: Option<u32>) {
 // ---------------------------------------------------------------------------------------------
 
 fn crl(n: usize) {
-    let _ = n;
-    println!("(crl: see below)");
+    use gitca::domain::crl::{self, CrlEntry};
+    use gitca::domain::profile::{self, CaParams, Urls};
+    use gitca::domain::revocation::Reason;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (signer, _) = LocalSigner::generate(KeyAlgorithm::P256).unwrap();
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap();
+    let params = CaParams {
+        subject: gitca::domain::names::Subject {
+            common_name: Some("bench CA".into()),
+            ..Default::default()
+        }
+        .to_name()
+        .unwrap(),
+        public_key: signer.public_key().clone(),
+        self_algorithm: signer.algorithm(),
+        serial: vec![0x11; 20],
+        not_before: now,
+        not_after: now + time::Duration::days(30),
+        path_len: None,
+    };
+    let unsigned = profile::ca(&params, None, &Urls::default()).unwrap();
+    let sig = rt
+        .block_on(sign_verified(&signer, &unsigned.tbs_der))
+        .unwrap();
+    let ca = unsigned.assemble(&sig).unwrap();
+    let issuer = gitca::app::context::issuer_of(&ca).unwrap();
+    let entries: Vec<CrlEntry> = (0..n as u64)
+        .map(|i| CrlEntry {
+            serial_hex: format!("{:040x}", (1u128 << 120) + i as u128 * 7919),
+            date: now,
+            reason: Reason::KeyCompromise,
+        })
+        .collect();
+    let mut times = Vec::new();
+    let mut der = Vec::new();
+    for _ in 0..3 {
+        let start = Instant::now();
+        let tbs = crl::tbs(&issuer, 1, now, now + time::Duration::days(7), &entries).unwrap();
+        let built = start.elapsed().as_secs_f64();
+        let sig = rt.block_on(sign_verified(&signer, &tbs)).unwrap();
+        der = crl::assemble(&tbs, &signer.algorithm(), &sig).unwrap();
+        times.push((built, start.elapsed().as_secs_f64()));
+    }
+    times.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let (built, total) = times[1];
+    // The same CRL through openssl: parse and verify, as a relying party would.
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("crl.der"), &der).unwrap();
+    {
+        use der::EncodePem;
+        std::fs::write(
+            tmp.path().join("ca.pem"),
+            ca.to_pem(der::pem::LineEnding::LF).unwrap(),
+        )
+        .unwrap();
+    }
+    let start = Instant::now();
+    let out = sh(
+        tmp.path(),
+        "openssl",
+        &[
+            "crl", "-inform", "DER", "-in", "crl.der", "-CAfile", "ca.pem", "-noout",
+        ],
+    );
+    let openssl = start.elapsed().as_secs_f64();
+    let _ = out;
+    println!(
+        "### CRL of {n} revoked certificates (P-256 CA, in process; median of 3)\n\n\
+         | entries | build TBS | build + sign + verify + assemble | DER size | `openssl crl -CAfile` (parse + verify) |\n\
+         | --- | --- | --- | --- | --- |\n\
+         | {n} | {:.0} ms | {:.0} ms | {:.1} MiB | {:.0} ms |\n",
+        built * 1e3,
+        total * 1e3,
+        der.len() as f64 / 1048576.0,
+        openssl * 1e3
+    );
 }

@@ -30,23 +30,22 @@ fn assert_converged(env: &Env, expect_requests: usize) {
         per_request.values().all(|n| *n == 1),
         "a request got two certificates: {per_request:?}"
     );
-    let records: BTreeSet<String> = std::fs::read_dir(env.state("example-ca").join("certs"))
-        .unwrap()
-        .map(|e| {
-            e.unwrap()
-                .file_name()
-                .to_string_lossy()
-                .trim_end_matches(".json")
-                .to_string()
-        })
+    // The local store shards per-certificate folders (certs/ab/ab….json).
+    let files_under = |dir: &str| -> Vec<String> {
+        walkdir::WalkDir::new(env.state("example-ca").join(dir))
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_file())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let records: BTreeSet<String> = files_under("certs")
+        .iter()
+        .map(|n| n.trim_end_matches(".json").to_string())
         .collect();
     let indexed: BTreeSet<String> = idx["certs"].as_object().unwrap().keys().cloned().collect();
     assert_eq!(records, indexed, "records and index agree");
-    let intents = env.state("example-ca").join("intents");
-    assert!(
-        !intents.exists() || std::fs::read_dir(&intents).unwrap().next().is_none(),
-        "intents left behind"
-    );
+    assert!(files_under("intents").is_empty(), "intents left behind");
     let leaves = leaf_files(&env.path("issued"));
     assert_eq!(leaves.len(), expect_requests);
     // Each repo certificate is the one the state says is current.

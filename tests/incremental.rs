@@ -55,6 +55,12 @@ fn step(env: &Env, at: &str) -> Value {
         "incremental and full plans differ at {at} (scan {})",
         applied["scan"]
     );
+    // gitca updated the work tree and the index for exactly what it committed.
+    assert_eq!(
+        env.git(&["status", "--porcelain"]),
+        "",
+        "work tree clean after apply"
+    );
     let v = env.gitca(&["verify"]);
     assert_eq!(
         v.status.code(),

@@ -41,6 +41,13 @@ fn ge(e: git2::Error) -> String {
 
 impl GitRepo {
     pub fn open(path: &Path, dir: Option<&str>) -> Result<GitRepo, String> {
+        // libgit2 caches trees only up to 4 KiB; a folder of a thousand requests is a tree of
+        // ~100 KiB, re-read and inflated on every path lookup without this.
+        static CACHE: std::sync::Once = std::sync::Once::new();
+        CACHE.call_once(|| {
+            // SAFETY: called once, before any repository is opened in this process.
+            let _ = unsafe { git2::opts::set_cache_object_limit(ObjectType::Tree, 64 << 20) };
+        });
         let repo = Repository::open(path)
             .map_err(|e| format!("{}: not a git repository: {}", path.display(), ge(e)))?;
         let prefix = match dir {
@@ -378,18 +385,10 @@ impl GitRepo {
             .repo
             .commit(None, &sig, &sig, message, &tree, &[&parent])
             .map_err(|e| format!("cannot commit the outputs: {}", ge(e)))?;
-        // Update the work tree while HEAD still names the parent (so a safe checkout sees what
-        // changed), then move the branch only if it still points at the parent.
-        if self.repo.workdir().is_some() {
-            let mut co = git2::build::CheckoutBuilder::new();
-            co.safe();
-            // Only the outputs changed: checking out just them keeps this fast in a large tree.
-            for path in files.keys() {
-                co.path(format!("{}{path}", self.prefix));
-            }
-            self.repo
-                .checkout_tree(tree.as_object(), Some(&mut co))
-                .map_err(|e| format!("cannot update the work tree with the outputs: {}", ge(e)))?;
+        // Update the work tree and the index while HEAD still names the parent, then move the
+        // branch only if it still points at the parent.
+        if let Some(workdir) = self.repo.workdir() {
+            self.write_worktree(workdir, &base, files)?;
         }
         let branch = self.current_branch()?;
         self.repo
@@ -401,6 +400,68 @@ impl GitRepo {
                 )
             })?;
         Ok(Some(id.to_string()))
+    }
+
+    /// Writes the changed outputs into the work tree and the index, as a checkout of only those
+    /// paths would (libgit2's checkout costs about a hundred system calls per file: attribute
+    /// files, path resolution). Like a safe checkout, it refuses to overwrite or delete a file
+    /// with uncommitted changes.
+    fn write_worktree(
+        &self,
+        workdir: &Path,
+        base: &git2::Tree,
+        files: &BTreeMap<String, Option<Vec<u8>>>,
+    ) -> Result<(), String> {
+        use std::os::unix::fs::MetadataExt;
+        let mut index = self.repo.index().map_err(ge)?;
+        for path in files.keys() {
+            let rel = format!("{}{path}", self.prefix);
+            let abs = workdir.join(&rel);
+            let committed = base.get_path(Path::new(&rel)).ok().map(|e| e.id());
+            if let Ok(current) = std::fs::read(&abs) {
+                let id = Oid::hash_object(ObjectType::Blob, &current).map_err(ge)?;
+                if Some(id) != committed {
+                    return Err(format!(
+                        "{rel} has uncommitted changes in the work tree; gitca will not overwrite it"
+                    ));
+                }
+            }
+            match &files[path] {
+                Some(content) => {
+                    let id = Oid::hash_object(ObjectType::Blob, content).map_err(ge)?;
+                    if let Some(dir) = abs.parent() {
+                        std::fs::create_dir_all(dir).map_err(|e| format!("{rel}: {e}"))?;
+                    }
+                    std::fs::write(&abs, content).map_err(|e| format!("{rel}: {e}"))?;
+                    let m = std::fs::metadata(&abs).map_err(|e| format!("{rel}: {e}"))?;
+                    index
+                        .add(&git2::IndexEntry {
+                            ctime: git2::IndexTime::new(m.ctime() as i32, m.ctime_nsec() as u32),
+                            mtime: git2::IndexTime::new(m.mtime() as i32, m.mtime_nsec() as u32),
+                            dev: m.dev() as u32,
+                            ino: m.ino() as u32,
+                            mode: 0o100644,
+                            uid: m.uid(),
+                            gid: m.gid(),
+                            file_size: m.size() as u32,
+                            id,
+                            flags: rel.len().min(0xfff) as u16,
+                            flags_extended: 0,
+                            path: rel.clone().into_bytes(),
+                        })
+                        .map_err(ge)?;
+                }
+                None => {
+                    match std::fs::remove_file(&abs) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(format!("{rel}: {e}")),
+                    }
+                    let _ = index.remove_path(Path::new(&rel));
+                }
+            }
+        }
+        index.write().map_err(ge)
     }
 
     /// Pushes the current branch to its upstream with the git CLI, so credential helpers and the

@@ -94,7 +94,27 @@ impl DirStore {
         {
             return Err(StoreError::Fatal(format!("invalid state key {key:?}")));
         }
-        Ok(self.root.join(key))
+        Ok(self
+            .root
+            .join(sharded(key).unwrap_or_else(|| key.to_string())))
+    }
+
+    /// Where an unsharded store (before sharding) kept a sharded key.
+    fn legacy(&self, key: &str) -> Option<PathBuf> {
+        sharded(key).map(|_| self.root.join(key))
+    }
+
+    /// Reads a key, falling back to its unsharded place.
+    fn read(&self, key: &str) -> Result<Option<(PathBuf, Vec<u8>)>, StoreError> {
+        let path = self.path(key)?;
+        for p in std::iter::once(path).chain(self.legacy(key)) {
+            match fs::read(&p) {
+                Ok(b) => return Ok(Some((p, b))),
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(io(key, e)),
+            }
+        }
+        Ok(None)
     }
 
     /// Writes `bytes` to a synced temp file in `dir`.
@@ -147,6 +167,17 @@ impl DirStore {
         }
     }
 
+    /// Deletes `key` if its version is `expected`; the caller holds the lock.
+    fn delete_locked(&self, key: &str, expected: &str) -> Result<(), StoreError> {
+        match self.read(key)? {
+            Some((_, b)) if version_of(&b) != expected => {
+                Err(StoreError::Conflict(key.to_string()))
+            }
+            Some((path, _)) => fs::remove_file(&path).map_err(|e| io(key, e)),
+            None => Ok(()),
+        }
+    }
+
     fn lock(&self) -> Result<File, StoreError> {
         let f = OpenOptions::new()
             .create(true)
@@ -157,6 +188,22 @@ impl DirStore {
         f.lock().map_err(|e| io(".lock", e))?;
         Ok(f)
     }
+}
+
+/// Folders holding one object per certificate are split by the first two characters of the
+/// name: a folder of 100,000 files makes every create and lookup slow on file systems without
+/// directory indexes.
+const SHARDED: [&str; 2] = ["certs", "intents"];
+const SHARD: usize = 2;
+
+/// `certs/ab12….json` -> `certs/ab/ab12….json`.
+fn sharded(key: &str) -> Option<String> {
+    let (dir, name) = key.split_once('/')?;
+    (SHARDED.contains(&dir)
+        && !name.contains('/')
+        && name.len() > SHARD
+        && name.is_char_boundary(SHARD))
+    .then(|| format!("{dir}/{}/{name}", &name[..SHARD]))
 }
 
 fn clone_err(e: &StoreError) -> StoreError {
@@ -180,17 +227,16 @@ impl StateStore for DirStore {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
-        match fs::read(self.path(key)?) {
-            Ok(bytes) => Ok(Some(Versioned {
-                version: version_of(&bytes),
-                bytes,
-            })),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io(key, e)),
-        }
+        Ok(self.read(key)?.map(|(_, bytes)| Versioned {
+            version: version_of(&bytes),
+            bytes,
+        }))
     }
 
     async fn put_new(&self, key: &str, bytes: &[u8]) -> Result<String, StoreError> {
+        if self.legacy(key).is_some_and(|p| p.exists()) {
+            return Err(StoreError::Conflict(key.to_string()));
+        }
         let path = self.path(key)?;
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         let t = self.temp(&dir, key, bytes)?;
@@ -228,14 +274,8 @@ impl StateStore for DirStore {
     }
 
     async fn delete_if(&self, key: &str, expected: &str) -> Result<(), StoreError> {
-        let path = self.path(key)?;
         let _guard = self.lock()?;
-        match fs::read(&path) {
-            Ok(b) if version_of(&b) != expected => Err(StoreError::Conflict(key.to_string())),
-            Ok(_) => fs::remove_file(&path).map_err(|e| io(key, e)),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io(key, e)),
-        }
+        self.delete_locked(key, expected)
     }
 
     async fn put_new_many(&self, items: &[(String, Vec<u8>)]) -> Vec<Result<String, StoreError>> {
@@ -260,6 +300,9 @@ impl StateStore for DirStore {
             .zip(items)
             .map(|(t, (key, bytes))| {
                 let (t, path) = t?;
+                if self.legacy(key).is_some_and(|p| p.exists()) {
+                    return Err(StoreError::Conflict(key.to_string()));
+                }
                 match fs::hard_link(t.path(), &path) {
                     Ok(()) => Ok(version_of(bytes)),
                     Err(e) if e.kind() == ErrorKind::AlreadyExists => {
@@ -282,17 +325,7 @@ impl StateStore for DirStore {
         };
         items
             .iter()
-            .map(|(key, expected)| {
-                let path = self.path(key)?;
-                match fs::read(&path) {
-                    Ok(b) if version_of(&b) != *expected => {
-                        Err(StoreError::Conflict(key.to_string()))
-                    }
-                    Ok(_) => fs::remove_file(&path).map_err(|e| io(key, e)),
-                    Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-                    Err(e) => Err(io(key, e)),
-                }
-            })
+            .map(|(key, expected)| self.delete_locked(key, expected))
             .collect()
     }
 
@@ -304,14 +337,26 @@ impl StateStore for DirStore {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(out),
             Err(e) => return Err(io(prefix, e)),
         };
+        let prefix = prefix.trim_end_matches('/');
         for e in rd {
             let e = e.map_err(|e| io(prefix, e))?;
             let name = e.file_name().to_string_lossy().into_owned();
-            if !name.starts_with(".tmp-") && e.file_type().map(|t| t.is_file()).unwrap_or(false) {
-                out.push(format!("{}/{name}", prefix.trim_end_matches('/')));
+            let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
+            if is_dir && SHARDED.contains(&prefix) && name.len() == SHARD {
+                // A shard folder: its files are keys of `prefix`.
+                for f in fs::read_dir(e.path()).map_err(|e| io(prefix, e))? {
+                    let f = f.map_err(|e| io(prefix, e))?;
+                    let n = f.file_name().to_string_lossy().into_owned();
+                    if !n.starts_with(".tmp-") && f.file_type().is_ok_and(|t| t.is_file()) {
+                        out.push(format!("{prefix}/{n}"));
+                    }
+                }
+            } else if !name.starts_with(".tmp-") && e.file_type().is_ok_and(|t| t.is_file()) {
+                out.push(format!("{prefix}/{name}"));
             }
         }
         out.sort();
+        out.dedup();
         Ok(out)
     }
 }
@@ -375,5 +420,43 @@ mod tests {
         s.delete_if("a/b.json", &v2).await.unwrap();
         assert!(s.get("a/b.json").await.unwrap().is_none());
         assert!(s.get("../x").await.is_err());
+    }
+
+    /// Per-certificate folders are sharded; a store written before sharding still reads,
+    /// lists, refuses to overwrite and deletes its objects; batches behave like single calls.
+    #[tokio::test]
+    async fn sharded_folders_and_batches() {
+        let d = tempfile::tempdir().unwrap();
+        let s = DirStore::open(d.path()).unwrap();
+        std::fs::create_dir_all(d.path().join("certs")).unwrap();
+        std::fs::write(d.path().join("certs/0aold.json"), b"old").unwrap();
+        let items: Vec<(String, Vec<u8>)> = ["certs/1a.json", "certs/2b.json", "certs/0aold.json"]
+            .iter()
+            .map(|k| (k.to_string(), b"new".to_vec()))
+            .collect();
+        let r = s.put_new_many(&items).await;
+        assert!(r[0].is_ok() && r[1].is_ok());
+        assert!(
+            matches!(r[2], Err(StoreError::Conflict(_))),
+            "legacy object kept"
+        );
+        assert!(d.path().join("certs/1a/1a.json").exists());
+        assert_eq!(
+            s.list("certs").await.unwrap(),
+            vec!["certs/0aold.json", "certs/1a.json", "certs/2b.json"]
+        );
+        let old = s.get("certs/0aold.json").await.unwrap().unwrap();
+        assert_eq!(old.bytes, b"old");
+        let v = s.get("certs/1a.json").await.unwrap().unwrap().version;
+        let r = s
+            .delete_many(&[
+                ("certs/1a.json".into(), v),
+                ("certs/0aold.json".into(), old.version),
+                ("certs/2b.json".into(), "stale".into()),
+            ])
+            .await;
+        assert!(r[0].is_ok() && r[1].is_ok());
+        assert!(matches!(r[2], Err(StoreError::Conflict(_))));
+        assert_eq!(s.list("certs").await.unwrap(), vec!["certs/2b.json"]);
     }
 }

@@ -153,6 +153,8 @@ pub struct ApplyOutcome {
     /// Objects uploaded to the publication bucket.
     pub published: Vec<String>,
     pub seconds: f64,
+    /// Of which signing the certificates took (sign and verify, all in flight).
+    pub sign_seconds: f64,
     /// Events sent (file, SNS, webhook).
     pub events: usize,
     /// How much of the repository the plan read.
@@ -429,6 +431,7 @@ pub async fn reconcile(
     signer: &dyn Signer,
     opts: &ApplyOptions,
 ) -> Result<ApplyOutcome, RunError> {
+    let phase = std::time::Instant::now();
     let head = ctx.snapshot.commit.clone();
     let now = opts
         .now
@@ -469,9 +472,11 @@ pub async fn reconcile(
 
     let (recovered, abandoned, mut signatures) = recover(ctx, signer, &issuer, &mut h, now).await?;
     let plan = make_plan(ctx, &h.index, now)?;
+    tracing::debug!(elapsed = ?phase.elapsed(), "planned");
 
     // Issue: intent, sign, record, index.
     let mut issued = Vec::new();
+    let mut sign_seconds = 0.0;
     if !opts.crl_only {
         let not_before = now - ctx.config.issuance.backdate.as_time();
         let urls = urls(ctx);
@@ -508,6 +513,7 @@ pub async fn reconcile(
                 .collect()
         };
         let built = built.into_iter().collect::<Result<Vec<_>, String>>()?;
+        tracing::debug!(elapsed = ?phase.elapsed(), "certificates built and linted");
         // Every intent is durable before anything is signed (one barrier for the batch).
         let intents: Vec<(String, Vec<u8>)> = built
             .iter()
@@ -519,12 +525,15 @@ pub async fn reconcile(
             pending.push((action, unsigned, rec, v?));
         }
         fail(opts, FailPoint::AfterIntent).await?;
+        tracing::debug!(elapsed = ?phase.elapsed(), "intents recorded");
         let progress = Progress::new(pending.len());
         let tbs: Vec<&[u8]> = pending
             .iter()
             .map(|(_, u, _, _)| u.tbs_der.as_slice())
             .collect();
+        let sign_started = std::time::Instant::now();
         let signatures_done = sign_all(signer, &tbs, &|| progress.tick()).await;
+        sign_seconds = sign_started.elapsed().as_secs_f64();
         progress.finish();
         let mut signed = Vec::new();
         for ((action, unsigned, mut rec, v), sig) in pending.into_iter().zip(signatures_done) {
@@ -537,8 +546,10 @@ pub async fn reconcile(
             signed.push((action, rec, v));
         }
         fail(opts, FailPoint::AfterSign).await?;
+        tracing::debug!(elapsed = ?phase.elapsed(), "signed");
         put_records(ctx, signed.iter().map(|(_, rec, _)| rec)).await?;
         fail(opts, FailPoint::AfterRecord).await?;
+        tracing::debug!(elapsed = ?phase.elapsed(), "records written");
         let summaries: Vec<(String, CertSummary)> = signed
             .iter()
             .map(|(_, r, _)| Ok((r.serial.clone(), summary_of(r)?)))
@@ -550,6 +561,7 @@ pub async fn reconcile(
         })
         .await?;
         fail(opts, FailPoint::AfterState).await?;
+        tracing::debug!(elapsed = ?phase.elapsed(), "index updated");
         let done: Vec<(String, String)> = signed
             .iter()
             .map(|(_, rec, v)| (intent_key(&rec.serial), v.clone()))
@@ -775,6 +787,7 @@ pub async fn reconcile(
         _ => None,
     };
     let changes = outputs::changes(ctx, &head, &h.index, only.as_ref()).await?;
+    tracing::debug!(elapsed = ?phase.elapsed(), "outputs computed");
     fail(opts, FailPoint::AfterOutputs).await?;
     fail(opts, FailPoint::BeforeCommit).await?;
     let commit = if changes.is_empty() {
@@ -784,6 +797,7 @@ pub async fn reconcile(
         ctx.repo.commit_outputs(&head, &changes, &msg)?
     };
     let events = send_events(ctx, opts, &mut h, &plan, &issued, &revoked, new_commit, now).await;
+    tracing::debug!(elapsed = ?phase.elapsed(), "committed, events sent");
     if !opts.crl_only && ctx.config.serverless.is_none() {
         let outputs_tree = ctx
             .repo
@@ -804,6 +818,7 @@ pub async fn reconcile(
         signer: SignerStats::default(),
         published,
         seconds: 0.0,
+        sign_seconds,
         events,
         scan: ScanSummary {
             kind: match &ctx.scan {
