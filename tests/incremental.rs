@@ -261,3 +261,31 @@ fn incremental_plans_equal_full_plans_through_a_sequence_of_changes() {
     assert_eq!(scan(&full).0, "full");
     assert_eq!(decisions(&full["plan"]), decisions(&planned));
 }
+
+/// Like a safe checkout, apply refuses to overwrite an output file with uncommitted changes in
+/// the work tree, and refuses before writing anything.
+#[test]
+fn uncommitted_changes_to_outputs_are_not_overwritten() {
+    let env = Env::from(EXAMPLE, &[]);
+    env.init(&[]);
+    env.ok(&["apply", "--now", "2026-12-01T00:00:00Z"], 3);
+    let y = env.read("requests/servers/web-01.yaml");
+    std::fs::write(
+        env.path("requests/servers/web-01.yaml"),
+        y.replace("lifetime: 60d", "lifetime: 45d"),
+    )
+    .unwrap();
+    env.git(&["add", "requests/servers/web-01.yaml"]);
+    env.git(&["commit", "-q", "-m", "web-01 shorter"]);
+    std::fs::write(env.path("issued/servers/web-01.pem"), "my local edit\n").unwrap();
+    let chain_before = env.read("issued/servers/web-01.chain.pem");
+    let o = env.gitca(&["apply", "--now", "2026-12-02T00:00:00Z"]);
+    assert_ne!(o.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("issued/servers/web-01.pem") && err.contains("uncommitted"),
+        "{err}"
+    );
+    assert_eq!(env.read("issued/servers/web-01.pem"), "my local edit\n");
+    assert_eq!(env.read("issued/servers/web-01.chain.pem"), chain_before);
+}

@@ -163,9 +163,9 @@ impl GitRepo {
         load: &std::collections::BTreeSet<String>,
         csr_of: impl Fn(&str, &TreeEntry) -> Option<String>,
     ) -> Result<Snapshot, String> {
-        let mut skip = skip.to_vec();
-        skip.push("requests".into());
-        let mut snap = self.snapshot(commit, &skip)?;
+        let mut without_requests = skip.to_vec();
+        without_requests.push("requests".into());
+        let mut snap = self.snapshot(commit, &without_requests)?;
         let tree = self.ca_tree(commit)?;
         for id in load {
             let Some(entry) = self.entry_at(&tree, id)? else {
@@ -173,6 +173,10 @@ impl GitRepo {
             };
             if let Some(csr) = csr_of(id, &entry)
                 && !snap.files.contains_key(&csr)
+                // A full scan never reads the outputs either.
+                && !skip
+                    .iter()
+                    .any(|s| csr == *s || csr.starts_with(&format!("{s}/")))
                 && let Some(e) = self.entry_at(&tree, &csr)?
             {
                 snap.files.insert(csr, e);
@@ -413,19 +417,47 @@ impl GitRepo {
         files: &BTreeMap<String, Option<Vec<u8>>>,
     ) -> Result<(), String> {
         use std::os::unix::fs::MetadataExt;
+        // Check every path before writing any, so a refusal leaves the work tree untouched.
+        let mut safe_dirs = std::collections::HashSet::new();
+        for path in files.keys() {
+            let rel = format!("{}{path}", self.prefix);
+            let abs = workdir.join(&rel);
+            // Never write through a symbolic link (it could point outside the work tree).
+            let mut dir = abs.parent();
+            while let Some(d) = dir.filter(|d| d.starts_with(workdir) && *d != workdir) {
+                if !safe_dirs.insert(d.to_path_buf()) {
+                    break;
+                }
+                if std::fs::symlink_metadata(d).is_ok_and(|m| !m.is_dir()) {
+                    return Err(format!(
+                        "{}: not a plain folder in the work tree; gitca will not write through it",
+                        d.display()
+                    ));
+                }
+                dir = d.parent();
+            }
+            match std::fs::symlink_metadata(&abs) {
+                Ok(m) if !m.is_file() => {
+                    return Err(format!(
+                        "{rel} is not a regular file in the work tree; gitca will not replace it"
+                    ));
+                }
+                Ok(_) => {
+                    let current = std::fs::read(&abs).map_err(|e| format!("{rel}: {e}"))?;
+                    let id = Oid::hash_object(ObjectType::Blob, &current).map_err(ge)?;
+                    if Some(id) != base.get_path(Path::new(&rel)).ok().map(|e| e.id()) {
+                        return Err(format!(
+                            "{rel} has uncommitted changes in the work tree; gitca will not overwrite it"
+                        ));
+                    }
+                }
+                Err(_) => {}
+            }
+        }
         let mut index = self.repo.index().map_err(ge)?;
         for path in files.keys() {
             let rel = format!("{}{path}", self.prefix);
             let abs = workdir.join(&rel);
-            let committed = base.get_path(Path::new(&rel)).ok().map(|e| e.id());
-            if let Ok(current) = std::fs::read(&abs) {
-                let id = Oid::hash_object(ObjectType::Blob, &current).map_err(ge)?;
-                if Some(id) != committed {
-                    return Err(format!(
-                        "{rel} has uncommitted changes in the work tree; gitca will not overwrite it"
-                    ));
-                }
-            }
             match &files[path] {
                 Some(content) => {
                     let id = Oid::hash_object(ObjectType::Blob, content).map_err(ge)?;

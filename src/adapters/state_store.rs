@@ -315,6 +315,17 @@ impl StateStore for DirStore {
         if let Err(e) = self.barrier(&[]) {
             return items.iter().map(|_| Err(clone_err(&e))).collect();
         }
+        #[cfg(not(target_os = "linux"))]
+        {
+            // The links are durable once their folders are synced.
+            let dirs: std::collections::BTreeSet<PathBuf> = items
+                .iter()
+                .filter_map(|(k, _)| self.path(k).ok()?.parent().map(Path::to_path_buf))
+                .collect();
+            for d in dirs {
+                sync_dir(&d);
+            }
+        }
         out
     }
 

@@ -225,7 +225,10 @@ pub async fn apply(args: &RepoArgs, opts: &ApplyOptions) -> Result<ApplyOutcome,
     let started = std::time::Instant::now();
     // One time for the whole run: what is carried and what is planned must agree.
     let mut opts = opts.clone();
-    let now = *opts.now.get_or_insert_with(OffsetDateTime::now_utc);
+    let now = *opts.now.get_or_insert_with(|| {
+        let t = OffsetDateTime::now_utc();
+        t.replace_nanosecond(0).unwrap_or(t)
+    });
     let opts = &opts;
     let first = Context::load_scoped(args, Some("HEAD"), true, Scope::Minimal).await?;
     first.repo.current_branch()?;
@@ -472,6 +475,11 @@ pub async fn reconcile(
 
     let (recovered, abandoned, mut signatures) = recover(ctx, signer, &issuer, &mut h, now).await?;
     let plan = make_plan(ctx, &h.index, now)?;
+    if plan.has_changes() || recovered + abandoned > 0 {
+        // The state is about to change: until this run records a new basis, the old one must
+        // not vouch for the outputs (a run failing before its commit would leave them behind).
+        forget_basis(ctx).await?;
+    }
     tracing::debug!(elapsed = ?phase.elapsed(), "planned");
 
     // Issue: intent, sign, record, index.
@@ -920,6 +928,17 @@ async fn send_events(
         tracing::error!(error = %e, "could not post events to the webhook");
     }
     out.len()
+}
+
+async fn forget_basis(ctx: &Context) -> Result<(), RunError> {
+    use crate::domain::incremental::BASIS_KEY;
+    if let Some(v) = ctx.store.get(BASIS_KEY).await? {
+        match ctx.store.delete_if(BASIS_KEY, &v.version).await {
+            Ok(()) | Err(StoreError::Conflict(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Records what this run planned for every request, for the next incremental reconcile. A

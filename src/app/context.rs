@@ -295,6 +295,16 @@ async fn incremental_snapshot(
     now: time::OffsetDateTime,
 ) -> Result<Result<(Snapshot, Scan), String>, String> {
     use crate::domain::incremental::{BASIS_KEY, Basis, needs_full_scan, triage};
+    // An interrupted run's intents are completed before planning and change the state the
+    // triage would read: plan in full.
+    if !store
+        .list("intents/")
+        .await
+        .map_err(|e| e.to_string())?
+        .is_empty()
+    {
+        return Ok(Err("an interrupted run left intents to complete".into()));
+    }
     let Some(v) = store.get(BASIS_KEY).await.map_err(|e| e.to_string())? else {
         return Ok(Err("no reconcile has recorded a plan basis yet".into()));
     };
