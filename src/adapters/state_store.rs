@@ -280,19 +280,20 @@ impl StateStore for DirStore {
 
     async fn put_new_many(&self, items: &[(String, Vec<u8>)]) -> Vec<Result<String, StoreError>> {
         // Write every temp file, one barrier, link each into place (create-only), one barrier.
-        let temps: Vec<Result<(tempfile::NamedTempFile, PathBuf), StoreError>> = items
+        // Each temp file is closed once written (a batch may be far larger than the open-file
+        // limit); on Linux one syncfs makes them all durable, elsewhere each is synced first.
+        let temps: Vec<Result<(tempfile::TempPath, PathBuf), StoreError>> = items
             .iter()
             .map(|(key, bytes)| {
                 let path = self.path(key)?;
                 let dir = path.parent().unwrap_or(&self.root).to_path_buf();
-                Ok((self.temp_unsynced(&dir, key, bytes)?, path))
+                let t = self.temp_unsynced(&dir, key, bytes)?;
+                #[cfg(not(target_os = "linux"))]
+                t.as_file().sync_all().map_err(|e| io(key, e))?;
+                Ok((t.into_temp_path(), path))
             })
             .collect();
-        let files: Vec<&File> = temps
-            .iter()
-            .filter_map(|t| t.as_ref().ok().map(|(t, _)| t.as_file()))
-            .collect();
-        if let Err(e) = self.barrier(&files) {
+        if let Err(e) = self.barrier(&[]) {
             return items.iter().map(|_| Err(clone_err(&e))).collect();
         }
         let out: Vec<Result<String, StoreError>> = temps
@@ -303,7 +304,7 @@ impl StateStore for DirStore {
                 if self.legacy(key).is_some_and(|p| p.exists()) {
                     return Err(StoreError::Conflict(key.to_string()));
                 }
-                match fs::hard_link(t.path(), &path) {
+                match fs::hard_link(&t, &path) {
                     Ok(()) => Ok(version_of(bytes)),
                     Err(e) if e.kind() == ErrorKind::AlreadyExists => {
                         Err(StoreError::Conflict(key.to_string()))
@@ -431,6 +432,41 @@ mod tests {
         s.delete_if("a/b.json", &v2).await.unwrap();
         assert!(s.get("a/b.json").await.unwrap().is_none());
         assert!(s.get("../x").await.is_err());
+    }
+
+    /// A batch larger than the open-file limit: temp files are closed as they are written
+    /// (100,000 intents once failed with EMFILE).
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn batches_larger_than_the_open_file_limit() {
+        let d = tempfile::tempdir().unwrap();
+        let s = DirStore::open(d.path()).unwrap();
+        let items: Vec<(String, Vec<u8>)> = (0..1500)
+            .map(|i| (format!("intents/{i:06x}.json"), b"{}".to_vec()))
+            .collect();
+        let mut old = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: plain getrlimit/setrlimit on valid structs; the soft limit is restored below.
+        unsafe {
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut old);
+            let low = libc::rlimit {
+                rlim_cur: 1024.min(old.rlim_max),
+                rlim_max: old.rlim_max,
+            };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &low);
+        }
+        let r = s.put_new_many(&items).await;
+        unsafe {
+            libc::setrlimit(libc::RLIMIT_NOFILE, &old);
+        }
+        assert!(
+            r.iter().all(|r| r.is_ok()),
+            "{:?}",
+            r.iter().find(|r| r.is_err())
+        );
+        assert_eq!(s.list("intents").await.unwrap().len(), 1500);
     }
 
     /// Per-certificate folders are sharded; a store written before sharding still reads,
