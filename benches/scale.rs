@@ -244,6 +244,22 @@ struct Repo {
 
 impl Repo {
     fn new(n: usize, csr_kind: &str, ca_alg: &str) -> Repo {
+        let r = Repo::committed(
+            n,
+            csr_kind,
+            "ca: {name: bench, certificate: ca/ca.pem}\n\
+             output: {dir: issued, crl: crl/bench.crl, bundle: ca/bundle.pem}\n",
+        );
+        run(gitca(
+            &r.repo,
+            &r.data,
+            &["init", "--single", "--key-algorithm", ca_alg],
+        ));
+        r
+    }
+
+    /// `n` requests, a policy allowing them and `gitca_yaml`, committed; no CA yet.
+    fn committed(n: usize, csr_kind: &str, gitca_yaml: &str) -> Repo {
         let pool = csrs(csr_kind, n);
         let tmp = tempfile::Builder::new()
             .prefix("gitca-bench")
@@ -252,12 +268,7 @@ impl Repo {
         let repo = tmp.path().join("repo");
         let data = tmp.path().join("data");
         std::fs::create_dir_all(repo.join("policies")).unwrap();
-        std::fs::write(
-            repo.join("gitca.yaml"),
-            "ca: {name: bench, certificate: ca/ca.pem}\n\
-             output: {dir: issued, crl: crl/bench.crl, bundle: ca/bundle.pem}\n",
-        )
-        .unwrap();
+        std::fs::write(repo.join("gitca.yaml"), gitca_yaml).unwrap();
         std::fs::write(
             repo.join("policies/bench.yaml"),
             "select: {paths: [\"requests/**\"]}\n\
@@ -273,11 +284,6 @@ impl Repo {
         sh(&repo, "git", &["config", "user.email", "bench@example.com"]);
         sh(&repo, "git", &["add", "-A"]);
         sh(&repo, "git", &["commit", "-q", "-m", "requests"]);
-        run(gitca(
-            &repo,
-            &data,
-            &["init", "--single", "--key-algorithm", ca_alg],
-        ));
         Repo {
             _tmp: tmp,
             repo,
@@ -596,39 +602,17 @@ fn aws_setup(endpoint: &str) -> (String, String, String) {
 fn kms_run(python: &str, n: usize, in_flight: usize, rate: Option<u32>) -> (f64, f64, u64, u64) {
     let m = moto(python, rate);
     let (root, issuing, bucket) = aws_setup(&m.endpoint);
-    let pool = csrs("p256", n);
-    let tmp = tempfile::Builder::new()
-        .prefix("gitca-kms")
-        .tempdir_in(cache())
-        .unwrap();
-    let repo = tmp.path().join("repo");
-    let data = tmp.path().join("data");
-    std::fs::create_dir_all(repo.join("policies")).unwrap();
-    std::fs::write(
-        repo.join("gitca.yaml"),
-        format!(
+    let r = Repo::committed(
+        n,
+        "p256",
+        &format!(
             "ca: {{name: bench, certificate: ca/ca.pem, chain: [ca/root.pem]}}\n\
              output: {{dir: issued, crl: crl/bench.crl, bundle: ca/bundle.pem}}\n\
              signer:\n  kms:\n    key: {issuing}\n    root_key: {root}\n    max_in_flight: {in_flight}\n    max_retries: 50\n\
              state:\n  s3:\n    bucket: {bucket}\n    prefix: state/bench\n    force_path_style: true\n"
         ),
-    )
-    .unwrap();
-    std::fs::write(
-        repo.join("policies/bench.yaml"),
-        "select: {paths: [\"requests/**\"]}\n\
-         rules:\n  dns: {subdomains_of: [bench.example.com]}\n  max_lifetime: 90d\n  \
-         key_types: [p256, rsa]\n  usages: [server_auth]\n",
-    )
-    .unwrap();
-    for i in 0..n {
-        write_request(&repo, &pool, i, "");
-    }
-    sh(&repo, "git", &["init", "-q", "-b", "main"]);
-    sh(&repo, "git", &["config", "user.name", "bench"]);
-    sh(&repo, "git", &["config", "user.email", "bench@example.com"]);
-    sh(&repo, "git", &["add", "-A"]);
-    sh(&repo, "git", &["commit", "-q", "-m", "requests"]);
+    );
+    let (repo, data) = (&r.repo, &r.data);
     let with_aws = |mut c: Command| {
         c.env("AWS_ENDPOINT_URL", &m.endpoint);
         for (k, v) in AWS_ENV {
@@ -636,18 +620,13 @@ fn kms_run(python: &str, n: usize, in_flight: usize, rate: Option<u32>) -> (f64,
         }
         c
     };
-    let init = gitca(&repo, &data, &["init"]);
-    run(with_aws(init));
-    let r = run(with_aws(gitca(
-        &repo,
-        &data,
-        &["apply", "--format", "json"],
-    )));
-    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    run(with_aws(gitca(repo, data, &["init"])));
+    let applied = run(with_aws(gitca(repo, data, &["apply", "--format", "json"])));
+    let v: serde_json::Value = serde_json::from_str(&applied.stdout).unwrap();
     assert_eq!(v["issued"].as_array().unwrap().len(), n);
     let sign_secs = v["sign_seconds"].as_f64().unwrap();
     (
-        r.secs,
+        applied.secs,
         sign_secs,
         v["signer"]["calls"].as_u64().unwrap(),
         v["signer"]["retries"].as_u64().unwrap(),

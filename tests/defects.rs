@@ -18,17 +18,7 @@ struct ExpectedRevocation {
 }
 
 fn codes(v: &serde_json::Value) -> Vec<String> {
-    let mut c: Vec<String> = v["findings"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|f| f["code"].as_str().unwrap().to_string())
-                .collect()
-        })
-        .unwrap_or_default();
-    c.sort();
-    c.dedup();
-    c
+    codes_in(v, "findings").into_iter().collect()
 }
 
 #[test]

@@ -92,17 +92,7 @@ impl GitRepo {
             .repo
             .find_commit(Oid::from_str(commit).map_err(ge)?)
             .map_err(ge)?;
-        let root = c.tree().map_err(ge)?;
-        let tree = if self.prefix.is_empty() {
-            root
-        } else {
-            let e = root
-                .get_path(Path::new(self.prefix.trim_end_matches('/')))
-                .map_err(|_| format!("commit {commit} has no folder {}", self.prefix))?;
-            self.repo
-                .find_tree(e.id())
-                .map_err(|_| format!("{} is not a folder", self.prefix))?
-        };
+        let tree = self.ca_tree(commit)?;
         let odb = self.repo.odb().map_err(ge)?;
         let mut files = BTreeMap::new();
         let mut err = None;
@@ -114,30 +104,16 @@ impl GitRepo {
             {
                 return git2::TreeWalkResult::Skip;
             }
-            let mode = entry.filemode();
-            let item = match entry.kind() {
-                Some(ObjectType::Tree) => return git2::TreeWalkResult::Ok,
-                Some(ObjectType::Commit) => TreeEntry::Submodule,
-                Some(ObjectType::Blob) if mode == 0o120000 => TreeEntry::Symlink,
-                Some(ObjectType::Blob) => match odb.read_header(entry.id()) {
-                    Ok((size, _)) if size as u64 > blob_limit(&path) => {
-                        TreeEntry::TooLarge(size as u64)
-                    }
-                    Ok(_) => match self.repo.find_blob(entry.id()) {
-                        Ok(b) => TreeEntry::Blob(b.content().to_vec()),
-                        Err(e) => {
-                            err = Some(format!("{path}: {}", ge(e)));
-                            return git2::TreeWalkResult::Abort;
-                        }
-                    },
-                    Err(e) => {
-                        err = Some(format!("{path}: {}", ge(e)));
-                        return git2::TreeWalkResult::Abort;
-                    }
-                },
-                _ => return git2::TreeWalkResult::Ok,
-            };
-            files.insert(path, item);
+            match self.tree_entry(&odb, &path, entry) {
+                Ok(Some(item)) => {
+                    files.insert(path, item);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    err = Some(e);
+                    return git2::TreeWalkResult::Abort;
+                }
+            }
             git2::TreeWalkResult::Ok
         })
         .map_err(ge)?;
@@ -206,18 +182,35 @@ impl GitRepo {
 
     /// One file of a tree, as the snapshot holds it; None if absent or a folder.
     fn entry_at(&self, tree: &git2::Tree, path: &str) -> Result<Option<TreeEntry>, String> {
-        let Ok(e) = tree.get_path(Path::new(path)) else {
-            return Ok(None);
-        };
+        match tree.get_path(Path::new(path)) {
+            Ok(e) => self.tree_entry(&self.repo.odb().map_err(ge)?, path, &e),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// A tree entry as the snapshot holds it: folders are None, an oversized blob is not read.
+    fn tree_entry(
+        &self,
+        odb: &git2::Odb,
+        path: &str,
+        e: &git2::TreeEntry,
+    ) -> Result<Option<TreeEntry>, String> {
+        let fail = |err: git2::Error| format!("{path}: {}", ge(err));
         Ok(match e.kind() {
             Some(ObjectType::Commit) => Some(TreeEntry::Submodule),
             Some(ObjectType::Blob) if e.filemode() == 0o120000 => Some(TreeEntry::Symlink),
             Some(ObjectType::Blob) => {
-                let b = self.repo.find_blob(e.id()).map_err(ge)?;
-                Some(if b.size() as u64 > blob_limit(path) {
-                    TreeEntry::TooLarge(b.size() as u64)
+                let (size, _) = odb.read_header(e.id()).map_err(fail)?;
+                Some(if size as u64 > blob_limit(path) {
+                    TreeEntry::TooLarge(size as u64)
                 } else {
-                    TreeEntry::Blob(b.content().to_vec())
+                    TreeEntry::Blob(
+                        self.repo
+                            .find_blob(e.id())
+                            .map_err(fail)?
+                            .content()
+                            .to_vec(),
+                    )
                 })
             }
             _ => None,

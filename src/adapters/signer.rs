@@ -53,12 +53,21 @@ pub struct SignerStats {
 /// faulty signer can never put a bad signature into a certificate.
 pub async fn sign_verified(s: &dyn Signer, tbs: &[u8]) -> Result<Vec<u8>, SignError> {
     let sig = s.sign(tbs).await?;
-    verify_signature(s.public_key(), &s.algorithm(), tbs, &sig).map_err(|e| {
+    check_signature(s.public_key(), &s.algorithm(), tbs, &sig)?;
+    Ok(sig)
+}
+
+fn check_signature(
+    public_key: &SubjectPublicKeyInfoOwned,
+    algorithm: &AlgorithmIdentifierOwned,
+    tbs: &[u8],
+    sig: &[u8],
+) -> Result<(), SignError> {
+    verify_signature(public_key, algorithm, tbs, sig).map_err(|e| {
         SignError::Fatal(format!(
             "the signer returned a signature that does not verify: {e}"
         ))
-    })?;
-    Ok(sig)
+    })
 }
 
 /// Signs every TBS, each checked like [`sign_verified`], results in input order. An in-process
@@ -76,11 +85,7 @@ pub async fn sign_all(
             tbs.par_iter()
                 .map(|t| {
                     let sig = local.sign_now(t)?;
-                    verify_signature(public_key, &algorithm, t, &sig).map_err(|e| {
-                        SignError::Fatal(format!(
-                            "the signer returned a signature that does not verify: {e}"
-                        ))
-                    })?;
+                    check_signature(public_key, &algorithm, t, &sig)?;
                     tick();
                     Ok(sig)
                 })

@@ -145,11 +145,12 @@ impl DirStore {
     }
 
     /// One durability barrier for everything written so far: syncfs(2) on Linux, which costs
-    /// one flush instead of one per file; elsewhere each file is synced by the caller's fallback.
-    fn barrier(&self, files: &[&File]) -> Result<(), StoreError> {
+    /// one flush instead of one per file. Elsewhere the caller syncs each file as it writes it,
+    /// and this syncs the folders (`dirs`) so new links are durable too.
+    fn barrier(&self, dirs: &std::collections::BTreeSet<PathBuf>) -> Result<(), StoreError> {
         #[cfg(target_os = "linux")]
         {
-            let _ = files;
+            let _ = dirs;
             let root = File::open(&self.root).map_err(|e| io("state", e))?;
             // SAFETY: a valid open file descriptor for the call's duration.
             let r = unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&root)) };
@@ -160,8 +161,8 @@ impl DirStore {
         }
         #[cfg(not(target_os = "linux"))]
         {
-            for f in files {
-                f.sync_all().map_err(|e| io("state", e))?;
+            for d in dirs {
+                sync_dir(d);
             }
             Ok(())
         }
@@ -293,7 +294,7 @@ impl StateStore for DirStore {
                 Ok((t.into_temp_path(), path))
             })
             .collect();
-        if let Err(e) = self.barrier(&[]) {
+        if let Err(e) = self.barrier(&Default::default()) {
             return items.iter().map(|_| Err(clone_err(&e))).collect();
         }
         let out: Vec<Result<String, StoreError>> = temps
@@ -313,19 +314,12 @@ impl StateStore for DirStore {
                 }
             })
             .collect();
-        if let Err(e) = self.barrier(&[]) {
+        let dirs = items
+            .iter()
+            .filter_map(|(k, _)| self.path(k).ok()?.parent().map(Path::to_path_buf))
+            .collect();
+        if let Err(e) = self.barrier(&dirs) {
             return items.iter().map(|_| Err(clone_err(&e))).collect();
-        }
-        #[cfg(not(target_os = "linux"))]
-        {
-            // The links are durable once their folders are synced.
-            let dirs: std::collections::BTreeSet<PathBuf> = items
-                .iter()
-                .filter_map(|(k, _)| self.path(k).ok()?.parent().map(Path::to_path_buf))
-                .collect();
-            for d in dirs {
-                sync_dir(&d);
-            }
         }
         out
     }

@@ -5,7 +5,7 @@
 //! repository outputs are derived from the state alone. A crash at any step leaves a state that
 //! the next run completes without signing a second certificate for the same request.
 
-use super::context::{Context, RepoArgs, Scan, Scope, key_path};
+use super::context::{BasisSeen, Context, RepoArgs, Scan, Scope, key_path};
 use super::index::IndexHandle;
 use super::{Exit, RunError, lease, outputs};
 use crate::adapters::kms::{self, KmsSigner};
@@ -25,6 +25,7 @@ use crate::domain::state::{
 use base64ct::{Base64, Encoding};
 use der::{Decode, Encode};
 use serde::Serialize;
+use sha2::Digest;
 use std::time::Duration;
 use time::OffsetDateTime;
 use x509_cert::certificate::TbsCertificate;
@@ -475,10 +476,11 @@ pub async fn reconcile(
 
     let (recovered, abandoned, mut signatures) = recover(ctx, signer, &issuer, &mut h, now).await?;
     let plan = make_plan(ctx, &h.index, now)?;
+    let mut basis_seen = ctx.basis_at_load.clone();
     if plan.has_changes() || recovered + abandoned > 0 {
         // The state is about to change: until this run records a new basis, the old one must
         // not vouch for the outputs (a run failing before its commit would leave them behind).
-        forget_basis(ctx).await?;
+        forget_basis(ctx, &mut basis_seen).await?;
     }
     tracing::debug!(elapsed = ?phase.elapsed(), "planned");
 
@@ -794,7 +796,8 @@ pub async fn reconcile(
         }
         _ => None,
     };
-    let changes = outputs::changes(ctx, &head, &h.index, only.as_ref()).await?;
+    let present = plan.request_ids();
+    let changes = outputs::changes(ctx, &head, &h.index, &present, only.as_ref()).await?;
     tracing::debug!(elapsed = ?phase.elapsed(), "outputs computed");
     fail(opts, FailPoint::AfterOutputs).await?;
     fail(opts, FailPoint::BeforeCommit).await?;
@@ -810,7 +813,7 @@ pub async fn reconcile(
         let outputs_tree = ctx
             .repo
             .folder_id(commit.as_deref().unwrap_or(&head), out_dir)?;
-        record_basis(ctx, &head, outputs_tree, &plan).await;
+        record_basis(ctx, &head, outputs_tree, &plan, basis_seen).await;
     }
     let planned = plan.requests.len();
     Ok(ApplyOutcome {
@@ -894,8 +897,7 @@ async fn send_events(
         e.request = h.index.certs.get(s).map(|c| c.request_id.clone());
         out.push(e);
     }
-    // The plan has read the same snapshot successfully already.
-    let requests = plan::request_ids(&ctx.snapshot, &ctx.config).unwrap_or_default();
+    let requests = plan.request_ids();
     let since = h.index.events_checked_at.unwrap_or(now);
     out.extend(events::expiring(
         &h.index,
@@ -930,20 +932,33 @@ async fn send_events(
     out.len()
 }
 
-async fn forget_basis(ctx: &Context) -> Result<(), RunError> {
+/// Deletes the stored basis (`seen`: as the load saw it, None when unknown); after it, the
+/// basis is known to be absent.
+async fn forget_basis(ctx: &Context, seen: &mut Option<BasisSeen>) -> Result<(), RunError> {
     use crate::domain::incremental::BASIS_KEY;
-    if let Some(v) = ctx.store.get(BASIS_KEY).await? {
-        match ctx.store.delete_if(BASIS_KEY, &v.version).await {
+    let version = match seen.take() {
+        Some(known) => known.map(|(v, _)| v),
+        None => ctx.store.get(BASIS_KEY).await?.map(|v| v.version),
+    };
+    if let Some(v) = version {
+        match ctx.store.delete_if(BASIS_KEY, &v).await {
             Ok(()) | Err(StoreError::Conflict(_)) => {}
             Err(e) => return Err(e.into()),
         }
     }
+    *seen = Some(None);
     Ok(())
 }
 
 /// Records what this run planned for every request, for the next incremental reconcile. A
 /// cache: a failure to write it costs the next run a full plan, nothing else.
-async fn record_basis(ctx: &Context, head: &str, outputs_tree: Option<String>, plan: &Plan) {
+async fn record_basis(
+    ctx: &Context,
+    head: &str,
+    outputs_tree: Option<String>,
+    plan: &Plan,
+    seen: Option<BasisSeen>,
+) {
     use crate::domain::incremental::{BASIS_KEY, Basis};
     let basis = Basis {
         version: env!("CARGO_PKG_VERSION").to_string(),
@@ -956,9 +971,18 @@ async fn record_basis(ctx: &Context, head: &str, outputs_tree: Option<String>, p
             .collect(),
     };
     let bytes = basis.render().into_bytes();
-    let written = match ctx.store.get(BASIS_KEY).await {
-        Ok(Some(v)) if v.bytes == bytes => Ok(String::new()),
-        Ok(Some(v)) => ctx.store.put_if(BASIS_KEY, &bytes, &v.version).await,
+    let digest = sha2::Sha256::digest(&bytes).to_vec();
+    let seen = match seen {
+        Some(known) => Ok(known),
+        None => ctx
+            .store
+            .get(BASIS_KEY)
+            .await
+            .map(|v| v.map(|v| (v.version, sha2::Sha256::digest(&v.bytes).to_vec()))),
+    };
+    let written = match seen {
+        Ok(Some((_, d))) if d == digest => Ok(String::new()),
+        Ok(Some((v, _))) => ctx.store.put_if(BASIS_KEY, &bytes, &v).await,
         Ok(None) => ctx.store.put_new(BASIS_KEY, &bytes).await,
         Err(e) => Err(e),
     };

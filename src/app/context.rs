@@ -9,6 +9,7 @@ use crate::domain::policy::Policy;
 use crate::domain::profile::{Issuer, from_time, key_identifier};
 use crate::domain::state::Index;
 use der::{Decode, DecodePem};
+use sha2::Digest;
 use std::path::{Path, PathBuf};
 use x509_cert::Certificate;
 use x509_cert::ext::pkix::SubjectKeyIdentifier;
@@ -100,7 +101,13 @@ pub struct Context {
     /// The index as read while loading (an incremental load needs it), with its version;
     /// taken by the reconcile so it is not read twice.
     pub index_at_load: std::sync::Mutex<Option<(Index, Option<String>)>>,
+    /// The plan basis as seen while loading (None: not read), so the run that records the next
+    /// one need not read it again.
+    pub basis_at_load: Option<BasisSeen>,
 }
+
+/// A stored plan basis: None when absent, else its version and the SHA-256 of its bytes.
+pub type BasisSeen = Option<(String, Vec<u8>)>;
 
 /// What to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,6 +195,7 @@ impl Context {
         let skip = vec![config.output.dir.clone()];
         let commit = rev.map(|r| repo.resolve(r)).transpose()?;
         let mut index_at_load = None;
+        let mut basis_at_load = None;
         let (snapshot, scan) = match (scope, &commit) {
             (_, None) => (repo.worktree_snapshot(&skip)?, Scan::Full { reason: None }),
             (Scope::Full, Some(c)) => (repo.snapshot(c, &skip)?, Scan::Full { reason: None }),
@@ -210,6 +218,7 @@ impl Context {
                     &index,
                     &facts,
                     now,
+                    &mut basis_at_load,
                 )
                 .await?;
                 index_at_load = Some((index, version));
@@ -257,6 +266,7 @@ impl Context {
             store,
             scan,
             index_at_load: std::sync::Mutex::new(index_at_load),
+            basis_at_load,
         })
     }
 
@@ -293,6 +303,7 @@ async fn incremental_snapshot(
     index: &Index,
     facts: &CaFacts,
     now: time::OffsetDateTime,
+    seen: &mut Option<BasisSeen>,
 ) -> Result<Result<(Snapshot, Scan), String>, String> {
     use crate::domain::incremental::{BASIS_KEY, Basis, needs_full_scan, triage};
     // An interrupted run's intents are completed before planning and change the state the
@@ -305,7 +316,13 @@ async fn incremental_snapshot(
     {
         return Ok(Err("an interrupted run left intents to complete".into()));
     }
-    let Some(v) = store.get(BASIS_KEY).await.map_err(|e| e.to_string())? else {
+    let stored = store.get(BASIS_KEY).await.map_err(|e| e.to_string())?;
+    *seen = Some(
+        stored
+            .as_ref()
+            .map(|v| (v.version.clone(), sha2::Sha256::digest(&v.bytes).to_vec())),
+    );
+    let Some(v) = stored else {
         return Ok(Err("no reconcile has recorded a plan basis yet".into()));
     };
     let basis = match Basis::parse(&String::from_utf8_lossy(&v.bytes)) {

@@ -2,7 +2,6 @@
 //! a crash writes what is missing without signing again.
 
 use super::context::{Context, parse_cert};
-use crate::domain::plan::request_ids;
 use crate::domain::state::{CertRecord, Index, crl_key, record_key};
 use base64ct::Encoding;
 use der::Encode;
@@ -63,12 +62,14 @@ pub fn record_certificate(r: &CertRecord) -> Result<Vec<u8>, String> {
 }
 
 /// Computes the changes to the committed tree at `commit`: path -> new content (None deletes).
-/// `only`: the requests whose certificate may have changed, when the output folder is known to
-/// match the state for every other one (an incremental reconcile); None checks every file.
+/// `present`: the requests of the commit (the plan's). `only`: the requests whose certificate
+/// may have changed, when the output folder is known to match the state for every other one
+/// (an incremental reconcile); None checks every file.
 pub async fn changes(
     ctx: &Context,
     commit: &str,
     index: &Index,
+    present: &BTreeSet<String>,
     only: Option<&BTreeSet<String>>,
 ) -> Result<BTreeMap<String, Option<Vec<u8>>>, String> {
     let out_dir = &ctx.config.output.dir;
@@ -77,12 +78,8 @@ pub async fn changes(
     let ca = ca_pems(ctx)?;
     let current = index.current_all();
     let (ids, existing) = match only {
-        None => (
-            request_ids(&ctx.snapshot, &ctx.config)?,
-            ctx.repo.files_under(commit, out_dir)?,
-        ),
+        None => (present.clone(), ctx.repo.files_under(commit, out_dir)?),
         Some(only) => {
-            let present = request_ids(&ctx.snapshot, &ctx.config)?;
             let mut existing = BTreeMap::new();
             for id in only {
                 let (leaf, chain) = leaf_paths(out_dir, id);
@@ -92,7 +89,7 @@ pub async fn changes(
                     }
                 }
             }
-            let ids = only.intersection(&present).cloned().collect();
+            let ids = only.intersection(present).cloned().collect();
             (ids, existing)
         }
     };

@@ -9,8 +9,7 @@
 
 use super::config::Config;
 use super::plan::{CaFacts, is_request_file, is_revocation_file};
-use super::revocation::Reason;
-use super::state::{CertSummary, Index};
+use super::state::{ByRequest, Index};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use time::OffsetDateTime;
 
@@ -176,71 +175,34 @@ pub fn triage(
         }
     }
 
-    let mut certs: HashMap<&str, Vec<(&String, &CertSummary)>> = HashMap::new();
-    let mut live_keys: HashMap<&str, BTreeSet<&str>> = HashMap::new();
-    let mut compromised: HashMap<&str, Vec<&str>> = HashMap::new();
-    for (s, c) in &index.certs {
-        certs.entry(&c.request_id).or_default().push((s, c));
-        if c.is_live(now) {
-            live_keys
-                .entry(&c.key_id)
-                .or_default()
-                .insert(&c.request_id);
-        }
-        if c.revoked
-            .as_ref()
-            .is_some_and(|r| r.reason == Reason::KeyCompromise)
-        {
-            compromised
-                .entry(&c.key_id)
-                .or_default()
-                .push(&c.request_hash);
-        }
-    }
+    let certs = ByRequest::new(index);
+    let live_keys = certs.live_keys(now);
     let backdate = config.issuance.backdate.as_time();
     let renew_before = config.issuance.renew_before.as_time();
     for (id, carried) in &basis.requests {
         if touched.contains(id) || t.load.contains(id) {
             continue;
         }
-        let mine = certs.get(id.as_str()).map_or(&[][..], |v| v.as_slice());
-        let keeps = !carried.hash.is_empty() && {
-            let newest = mine
-                .iter()
-                .max_by_key(|(_, c)| c.not_before)
-                .map(|(_, c)| *c);
-            let revoked_as_is =
-                newest.filter(|n| n.revoked.is_some() && n.request_hash == carried.hash);
-            let current = mine
-                .iter()
-                .filter(|(_, c)| c.revoked.is_none())
-                .max_by_key(|(s, c)| (c.not_before, *s))
-                .filter(|(_, c)| c.request_hash == carried.hash);
-            // The checks the full plan makes on every request, whatever its certificates.
-            let checks_pass = |key_id: &str| {
-                let lifetime = time::Duration::seconds(carried.lifetime_secs as i64);
-                now - backdate + lifetime <= ca.not_after
-                    && !compromised
-                        .get(key_id)
-                        .is_some_and(|h| h.iter().any(|h| *h != carried.hash))
+        let mine = certs.of(id);
+        // Carried only when the full plan would say `unchanged`: the current certificate is
+        // of this very request, not due, the only live one (nothing to supersede), and the
+        // checks the plan makes on every request pass. A request whose newest certificate
+        // was revoked as it is is read: a new request planned before it could take its key.
+        let revoked_as_is = ByRequest::newest(mine)
+            .is_some_and(|n| n.revoked.is_some() && n.request_hash == carried.hash);
+        let lifetime = time::Duration::seconds(carried.lifetime_secs as i64);
+        let keeps = !carried.hash.is_empty()
+            && !revoked_as_is
+            && ByRequest::current(mine).is_some_and(|(serial, c)| {
+                c.request_hash == carried.hash
+                    && !c.renewal_due(now, renew_before)
+                    && mine.iter().all(|(s, o)| *s == serial || !o.is_live(now))
+                    && now - backdate + lifetime <= ca.not_after
+                    && !certs.compromised(&c.key_id, &carried.hash)
                     && live_keys
-                        .get(key_id)
+                        .get(&c.key_id)
                         .is_none_or(|ids| ids.iter().all(|r| r == id))
-            };
-            match (revoked_as_is, current) {
-                // A new request planned before it could take its key (key reuse depends on
-                // the order of the whole plan): read it.
-                (Some(_), _) => false,
-                (None, Some((serial, c))) => {
-                    let window = renew_before.min((c.not_after - c.not_before) / 3);
-                    c.not_after - window > now
-                        // No other live certificate: nothing to supersede.
-                        && mine.iter().all(|(s, o)| s == serial || !o.is_live(now))
-                        && checks_pass(&c.key_id)
-                }
-                (None, None) => false,
-            }
-        };
+            });
         if keeps {
             t.carried.insert(id.clone(), carried.clone());
         } else {
@@ -253,7 +215,8 @@ pub fn triage(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::state::Revoked;
+    use crate::domain::revocation::Reason;
+    use crate::domain::state::{CertSummary, Revoked};
     use time::macros::datetime;
 
     fn carried(hash: &str) -> Carried {

@@ -10,7 +10,7 @@ use super::policy::{self, Candidate, Policy};
 use super::request::{MAX_REQUEST_BYTES, RequestFile, usage_oid};
 use super::revocation::{self, Entry, Reason, Target};
 use super::serverless_layout::{self, Csr, Layout, LayoutRequest};
-use super::state::{CertSummary, Index};
+use super::state::{ByRequest, Index};
 use const_oid::ObjectIdentifier;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -212,6 +212,11 @@ impl Plan {
             || self.crl_due.is_some()
     }
 
+    /// The requests of the planned commit.
+    pub fn request_ids(&self) -> BTreeSet<String> {
+        self.requests.iter().map(|r| r.id.clone()).collect()
+    }
+
     pub fn to_issue(&self) -> impl Iterator<Item = &RequestPlan> {
         self.requests
             .iter()
@@ -237,22 +242,19 @@ pub fn is_request_file(path: &str) -> bool {
 /// Every request id of the snapshot: request files, and tls.json entries when the serverless
 /// layout is read in place.
 pub fn request_ids(snapshot: &Snapshot, config: &Config) -> Result<BTreeSet<String>, String> {
-    let mut ids: BTreeSet<String> = snapshot
-        .files
-        .keys()
-        .filter(|p| is_request_file(p))
-        .chain(snapshot.carried.keys())
-        .cloned()
-        .collect();
-    if let Some(c) = &config.serverless {
-        ids.extend(
-            serverless_layout::read(snapshot, c)?
-                .requests
-                .into_iter()
-                .map(|r| r.id),
-        );
+    let layout = layout_of(snapshot, config)?;
+    Ok(request_sources(snapshot, &layout)
+        .into_iter()
+        .map(|(id, _)| id.clone())
+        .collect())
+}
+
+/// The serverless layout when `gitca.yaml` asks for it.
+fn layout_of(snapshot: &Snapshot, config: &Config) -> Result<Layout, String> {
+    match &config.serverless {
+        Some(c) => serverless_layout::read(snapshot, c),
+        None => Ok(Layout::default()),
     }
-    Ok(ids)
 }
 
 /// The request hash of every request that can be read from the snapshot, by id: what a
@@ -261,32 +263,15 @@ pub fn request_hashes(
     snapshot: &Snapshot,
     config: &Config,
 ) -> Result<BTreeMap<String, String>, String> {
-    let blob_at = |p: &str| match snapshot.files.get(p) {
-        Some(TreeEntry::Blob(b)) => Some(b.as_slice()),
-        _ => None,
-    };
-    let mut out = BTreeMap::new();
-    for id in snapshot.files.keys().filter(|p| is_request_file(p)) {
-        let hash = blob_at(id).and_then(|yaml| {
-            let req = RequestFile::parse(&String::from_utf8_lossy(yaml)).ok()?;
-            let csr = blob_at(&join_relative(id, &req.csr).ok()?)?;
-            Some(request_hash(yaml, csr))
-        });
-        out.extend(hash.map(|h| (id.clone(), h)));
-    }
-    if let Some(c) = &config.serverless {
-        for l in serverless_layout::read(snapshot, c)?.requests {
-            let csr = match &l.csr {
-                Some(Csr::Path(p)) => blob_at(p),
-                Some(Csr::Inline(b)) => Some(b.as_slice()),
-                None => None,
-            };
-            if let Some(csr) = csr {
-                out.insert(l.id.clone(), request_hash(&l.canonical(), csr));
-            }
-        }
-    }
-    Ok(out)
+    let layout = layout_of(snapshot, config)?;
+    Ok(request_sources(snapshot, &layout)
+        .iter()
+        .filter(|(_, source)| !matches!(source, Source::Carried(_)))
+        .filter_map(|(id, source)| {
+            let (_, yaml, _, csr) = read_source(snapshot, id, source).ok()?;
+            Some(((*id).clone(), request_hash(&yaml, csr)))
+        })
+        .collect())
 }
 
 pub fn is_revocation_file(path: &str) -> bool {
@@ -303,10 +288,7 @@ pub fn request_hash(yaml: &[u8], csr: &[u8]) -> String {
 }
 
 pub fn plan(i: &Inputs) -> Result<Plan, PlanError> {
-    let layout = match &i.config.serverless {
-        Some(c) => serverless_layout::read(i.snapshot, c).map_err(PlanError)?,
-        None => Layout::default(),
-    };
+    let layout = layout_of(i.snapshot, i.config).map_err(PlanError)?;
     let (revocations, blocked_requests) = plan_revocations(i, &layout)?;
     let requests = plan_requests(i, &layout, &blocked_requests);
     let present: BTreeSet<&str> = requests.iter().map(|r| r.id.as_str()).collect();
@@ -569,6 +551,29 @@ fn plan_revocations(
     Ok((out, blocked))
 }
 
+/// Request files (read or carried) in id order, then the serverless layout's: the order of a
+/// full scan, which the key-reuse decisions depend on.
+fn request_sources<'a>(
+    snapshot: &'a Snapshot,
+    layout: &'a Layout,
+) -> Vec<(&'a String, Source<'a>)> {
+    let mut sources: Vec<(&String, Source)> = snapshot
+        .files
+        .iter()
+        .filter(|(id, _)| is_request_file(id))
+        .map(|(id, e)| (id, Source::File(e)))
+        .chain(
+            snapshot
+                .carried
+                .iter()
+                .map(|(id, c)| (id, Source::Carried(c))),
+        )
+        .collect();
+    sources.sort_by(|a, b| a.0.cmp(b.0));
+    sources.extend(layout.requests.iter().map(|l| (&l.id, Source::Layout(l))));
+    sources
+}
+
 /// Where a request comes from: a request file, or an entry of the serverless layout.
 enum Source<'a> {
     File(&'a TreeEntry),
@@ -579,34 +584,9 @@ enum Source<'a> {
 
 fn plan_requests(i: &Inputs, layout: &Layout, blocked: &BTreeSet<String>) -> Vec<RequestPlan> {
     use rayon::prelude::*;
-    let certs = CertsByRequest::new(i.index);
-    // Keys of live certificates, for the reuse check.
-    let mut live_keys: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for c in i.index.certs.values() {
-        if c.is_live(i.now) {
-            live_keys
-                .entry(c.key_id.clone())
-                .or_default()
-                .insert(c.request_id.clone());
-        }
-    }
-    // Request files (read or carried) in id order, then the serverless layout's: the order of
-    // a full scan, which the key-reuse decisions depend on.
-    let mut sources: Vec<(&String, Source)> = i
-        .snapshot
-        .files
-        .iter()
-        .filter(|(id, _)| is_request_file(id))
-        .map(|(id, e)| (id, Source::File(e)))
-        .chain(
-            i.snapshot
-                .carried
-                .iter()
-                .map(|(id, c)| (id, Source::Carried(c))),
-        )
-        .collect();
-    sources.sort_by(|a, b| a.0.cmp(b.0));
-    sources.extend(layout.requests.iter().map(|l| (&l.id, Source::Layout(l))));
+    let certs = ByRequest::new(i.index);
+    let mut live_keys = certs.live_keys(i.now);
+    let sources = request_sources(i.snapshot, layout);
     // Reading and checking each CSR (its signature above all) is independent per request: all
     // cores. The decisions that follow depend on each other (key reuse), in id order.
     let prepared: Vec<Option<Prepared>> = sources
@@ -620,7 +600,7 @@ fn plan_requests(i: &Inputs, layout: &Layout, blocked: &BTreeSet<String>) -> Vec
     for ((id, source), prepared) in sources.iter().zip(prepared) {
         let id: &String = id;
         let mine = certs.of(id);
-        let current = CertsByRequest::current(mine);
+        let current = ByRequest::current(mine);
         let mut rp = RequestPlan {
             id: id.clone(),
             action: Action::Rejected,
@@ -645,17 +625,11 @@ fn plan_requests(i: &Inputs, layout: &Layout, blocked: &BTreeSet<String>) -> Vec
             out.push(rp);
             continue;
         }
-        let newest = mine.iter().map(|(_, c)| *c).max_by_key(|c| c.not_before);
         let checked = match (source, prepared) {
             (Source::Carried(c), _) => {
-                // Triage carries only what a full plan leaves unchanged or revoked.
+                // Triage carries only what a full plan leaves unchanged.
                 rp.policy = Some(c.policy.clone());
-                rp.action =
-                    if newest.is_some_and(|n| n.revoked.is_some() && n.request_hash == c.hash) {
-                        Action::Revoked
-                    } else {
-                        Action::Unchanged
-                    };
+                rp.action = Action::Unchanged;
                 rp.carry = Some((*c).clone());
                 out.push(rp);
                 continue;
@@ -699,6 +673,7 @@ fn plan_requests(i: &Inputs, layout: &Layout, blocked: &BTreeSet<String>) -> Vec
                 rp.policy = Some(policy_name);
                 // The newest certificate, revoked or not: a request whose certificate was revoked
                 // by serial gets no new one until the request itself changes.
+                let newest = ByRequest::newest(mine);
                 rp.action = match current {
                     _ if newest.is_some_and(|n| {
                         n.revoked.is_some() && n.request_hash == spec.request_hash
@@ -708,7 +683,11 @@ fn plan_requests(i: &Inputs, layout: &Layout, blocked: &BTreeSet<String>) -> Vec
                     }
                     None => Action::Issue,
                     Some((_, c)) if c.request_hash != spec.request_hash => Action::Reissue,
-                    Some((_, c)) if c.not_after - renewal_window(i, c) <= i.now => Action::Renew,
+                    Some((_, c))
+                        if c.renewal_due(i.now, i.config.issuance.renew_before.as_time()) =>
+                    {
+                        Action::Renew
+                    }
                     Some(_) => Action::Unchanged,
                 };
                 if spec.revoke_superseded && rp.action != Action::Revoked {
@@ -738,57 +717,6 @@ fn plan_requests(i: &Inputs, layout: &Layout, blocked: &BTreeSet<String>) -> Vec
     out
 }
 
-/// The index's certificates grouped by request, built once per plan (the index is keyed by
-/// serial), and the keys revoked for key compromise.
-struct CertsByRequest<'a> {
-    by_request: std::collections::HashMap<&'a str, Vec<(&'a String, &'a CertSummary)>>,
-    /// key id -> request hashes of certificates revoked for key compromise.
-    compromised: std::collections::HashMap<&'a str, Vec<&'a str>>,
-}
-
-impl<'a> CertsByRequest<'a> {
-    fn new(index: &'a Index) -> Self {
-        let mut by_request: std::collections::HashMap<&str, Vec<_>> = Default::default();
-        let mut compromised: std::collections::HashMap<&str, Vec<&str>> = Default::default();
-        for (s, c) in &index.certs {
-            by_request.entry(&c.request_id).or_default().push((s, c));
-            if c.revoked
-                .as_ref()
-                .is_some_and(|r| r.reason == Reason::KeyCompromise)
-            {
-                compromised
-                    .entry(&c.key_id)
-                    .or_default()
-                    .push(&c.request_hash);
-            }
-        }
-        CertsByRequest {
-            by_request,
-            compromised,
-        }
-    }
-
-    fn of(&self, id: &str) -> &[(&'a String, &'a CertSummary)] {
-        self.by_request.get(id).map_or(&[], |v| v.as_slice())
-    }
-
-    /// The newest unrevoked certificate (as `Index::current_for`).
-    fn current(mine: &[(&'a String, &'a CertSummary)]) -> Option<(&'a String, &'a CertSummary)> {
-        mine.iter()
-            .filter(|(_, c)| c.revoked.is_none())
-            .max_by_key(|(s, c)| (c.not_before, *s))
-            .copied()
-    }
-}
-
-/// Renew within `renew_before` of expiry, but never in the first two thirds of a certificate's
-/// life: short-lived certificates (a 1-day SVID with a 10-day renew_before) would otherwise be
-/// renewed on every run.
-fn renewal_window(i: &Inputs, c: &super::state::CertSummary) -> time::Duration {
-    let third = (c.not_after - c.not_before) / 3;
-    i.config.issuance.renew_before.as_time().min(third)
-}
-
 type Checked = Result<(IssueSpec, String), Vec<Finding>>;
 
 /// A request read and its CSR checked: the part of the plan that needs no other request.
@@ -804,14 +732,38 @@ type Prepared<'a> = Result<Ready<'a>, Vec<Finding>>;
 
 fn prepare<'a>(i: &'a Inputs, id: &str, source: &Source<'a>) -> Prepared<'a> {
     let one = |code, msg: String| vec![Finding::new(code, id, msg)];
-    let (req, yaml, csr_path, csr_bytes) = match source {
+    let (req, yaml, csr_path, csr_bytes) = read_source(i.snapshot, id, source)?;
+    let csr = check_csr(csr_bytes).map_err(|(c, m)| one(c, format!("{csr_path}: {m}")))?;
+    Ok(Ready {
+        hash: request_hash(&yaml, csr_bytes),
+        req,
+        csr_path,
+        csr,
+    })
+}
+
+/// A request's file (or layout entry), the bytes its hash covers, its CSR's path and bytes.
+type SourceRead<'a> = (
+    std::borrow::Cow<'a, RequestFile>,
+    std::borrow::Cow<'a, [u8]>,
+    String,
+    &'a [u8],
+);
+
+fn read_source<'a>(
+    snapshot: &'a Snapshot,
+    id: &str,
+    source: &Source<'a>,
+) -> Result<SourceRead<'a>, Vec<Finding>> {
+    let one = |code, msg: String| vec![Finding::new(code, id, msg)];
+    Ok(match source {
         Source::File(entry) => {
             let yaml = blob(entry).map_err(|(c, m)| one(c, m))?;
             let req = RequestFile::parse(&String::from_utf8_lossy(yaml))
                 .map_err(|e| one(Code::RequestInvalid, e))?;
             let csr_path = join_relative(id, &req.csr)
                 .map_err(|e| one(Code::RequestInvalid, format!("csr: {e}")))?;
-            let csr_bytes = csr_blob(i, id, &csr_path)?;
+            let csr_bytes = csr_blob(snapshot, id, &csr_path)?;
             (
                 std::borrow::Cow::Owned(req),
                 std::borrow::Cow::Borrowed(yaml),
@@ -825,7 +777,7 @@ fn prepare<'a>(i: &'a Inputs, id: &str, source: &Source<'a>) -> Prepared<'a> {
                 return Err(l.rejections.clone());
             };
             let (label, bytes) = match csr {
-                Csr::Path(p) => (p.clone(), csr_blob(i, &l.id, p)?),
+                Csr::Path(p) => (p.clone(), csr_blob(snapshot, &l.id, p)?),
                 Csr::Inline(b) => (format!("{} base64_csr_data", l.file), b.as_slice()),
             };
             (
@@ -835,19 +787,16 @@ fn prepare<'a>(i: &'a Inputs, id: &str, source: &Source<'a>) -> Prepared<'a> {
                 bytes,
             )
         }
-    };
-    let csr = check_csr(csr_bytes).map_err(|(c, m)| one(c, format!("{csr_path}: {m}")))?;
-    Ok(Ready {
-        hash: request_hash(&yaml, csr_bytes),
-        req,
-        csr_path,
-        csr,
     })
 }
 
-fn csr_blob<'a>(i: &'a Inputs, id: &str, csr_path: &str) -> Result<&'a [u8], Vec<Finding>> {
+fn csr_blob<'a>(
+    snapshot: &'a Snapshot,
+    id: &str,
+    csr_path: &str,
+) -> Result<&'a [u8], Vec<Finding>> {
     let one = |code, msg: String| vec![Finding::new(code, id, msg)];
-    match i.snapshot.files.get(csr_path) {
+    match snapshot.files.get(csr_path) {
         None => Err(one(
             Code::CsrMissing,
             format!("CSR file {csr_path} is not in the commit"),
@@ -863,7 +812,7 @@ fn decide(
     id: &str,
     ready: Ready,
     policies: &[Policy],
-    certs: &CertsByRequest,
+    certs: &ByRequest,
     live_keys: &BTreeMap<String, BTreeSet<String>>,
 ) -> Checked {
     let one = |code, msg: String| vec![Finding::new(code, id, msg)];
@@ -880,11 +829,7 @@ fn decide(
         ));
     }
     // An unchanged request of a revoked certificate is reported as revoked, not rejected.
-    if certs
-        .compromised
-        .get(csr.key_id.as_str())
-        .is_some_and(|hashes| hashes.iter().any(|h| *h != hash))
-    {
+    if certs.compromised(&csr.key_id, &hash) {
         return Err(one(
             Code::KeyCompromised,
             format!(

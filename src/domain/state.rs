@@ -3,7 +3,7 @@
 
 use super::revocation::Reason;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use time::OffsetDateTime;
 
 pub const INDEX_KEY: &str = "index.json";
@@ -126,6 +126,85 @@ impl CertSummary {
     pub fn is_live(&self, now: OffsetDateTime) -> bool {
         self.revoked.is_none() && self.not_after > now
     }
+
+    /// Within `renew_before` of expiry, but never in the first two thirds of its life:
+    /// short-lived certificates (a 1-day SVID with a 10-day renew_before) would otherwise be
+    /// renewed on every run.
+    pub fn renewal_due(&self, now: OffsetDateTime, renew_before: time::Duration) -> bool {
+        let window = renew_before.min((self.not_after - self.not_before) / 3);
+        self.not_after - window <= now
+    }
+}
+
+/// The index's certificates grouped by request (the index is keyed by serial), built once per
+/// run, with the keys revoked for key compromise.
+pub struct ByRequest<'a> {
+    by_request: HashMap<&'a str, Vec<(&'a String, &'a CertSummary)>>,
+    /// key id -> request hashes of certificates revoked for key compromise.
+    compromised: HashMap<&'a str, Vec<&'a str>>,
+    index: &'a Index,
+}
+
+impl<'a> ByRequest<'a> {
+    pub fn new(index: &'a Index) -> Self {
+        let mut by_request: HashMap<&str, Vec<_>> = HashMap::new();
+        let mut compromised: HashMap<&str, Vec<&str>> = HashMap::new();
+        for (s, c) in &index.certs {
+            by_request.entry(&c.request_id).or_default().push((s, c));
+            if c.revoked
+                .as_ref()
+                .is_some_and(|r| r.reason == Reason::KeyCompromise)
+            {
+                compromised
+                    .entry(&c.key_id)
+                    .or_default()
+                    .push(&c.request_hash);
+            }
+        }
+        ByRequest {
+            by_request,
+            compromised,
+            index,
+        }
+    }
+
+    /// The certificates of one request.
+    pub fn of(&self, id: &str) -> &[(&'a String, &'a CertSummary)] {
+        self.by_request.get(id).map_or(&[], |v| v.as_slice())
+    }
+
+    /// The newest unrevoked certificate (possibly expired): the one the repository serves.
+    pub fn current(
+        mine: &[(&'a String, &'a CertSummary)],
+    ) -> Option<(&'a String, &'a CertSummary)> {
+        mine.iter()
+            .filter(|(_, c)| c.revoked.is_none())
+            .max_by_key(|(s, c)| (c.not_before, *s))
+            .copied()
+    }
+
+    /// The newest certificate, revoked or not.
+    pub fn newest(mine: &[(&'a String, &'a CertSummary)]) -> Option<&'a CertSummary> {
+        mine.iter().map(|(_, c)| *c).max_by_key(|c| c.not_before)
+    }
+
+    /// Was a certificate for `key_id` revoked for key compromise under another request hash?
+    pub fn compromised(&self, key_id: &str, request_hash: &str) -> bool {
+        self.compromised
+            .get(key_id)
+            .is_some_and(|hashes| hashes.iter().any(|h| *h != request_hash))
+    }
+
+    /// key id -> the requests with a live certificate for it (the key-reuse check).
+    pub fn live_keys(&self, now: OffsetDateTime) -> BTreeMap<String, BTreeSet<String>> {
+        let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for c in self.index.certs.values().filter(|c| c.is_live(now)) {
+            out.entry(c.key_id.clone())
+                .or_default()
+                .insert(c.request_id.clone());
+        }
+        out
+    }
 }
 
 impl Index {
@@ -136,25 +215,13 @@ impl Index {
         }
     }
 
-    /// The newest unrevoked certificate of a request, if any (possibly expired). One lookup
-    /// scans the index; for many, use [`Index::current_all`].
-    pub fn current_for<'a>(&'a self, request_id: &str) -> Option<(&'a String, &'a CertSummary)> {
-        self.certs
-            .iter()
-            .filter(|(_, c)| c.request_id == request_id && c.revoked.is_none())
-            .max_by_key(|(s, c)| (c.not_before, *s))
-    }
-
-    /// `current_for` of every request at once, in one pass.
-    pub fn current_all(&self) -> std::collections::HashMap<&str, (&String, &CertSummary)> {
-        let mut out: std::collections::HashMap<&str, (&String, &CertSummary)> = Default::default();
-        for (s, c) in self.certs.iter().filter(|(_, c)| c.revoked.is_none()) {
-            let e = out.entry(c.request_id.as_str()).or_insert((s, c));
-            if (c.not_before, s) > (e.1.not_before, e.0) {
-                *e = (s, c);
-            }
-        }
-        out
+    /// The current certificate of every request that has one (see [`ByRequest::current`]).
+    pub fn current_all(&self) -> HashMap<&str, (&String, &CertSummary)> {
+        ByRequest::new(self)
+            .by_request
+            .into_iter()
+            .filter_map(|(id, mine)| Some((id, ByRequest::current(&mine)?)))
+            .collect()
     }
 
     /// Serials that belong on the CRL at `now`: revoked and not expired for more than one
@@ -233,7 +300,8 @@ mod tests {
             .insert("0b".into(), cert(now + time::Duration::days(20), false));
         i.certs
             .insert("0c".into(), cert(now + time::Duration::days(40), true));
-        assert_eq!(i.current_for("requests/a.yaml").unwrap().0, "0b");
-        assert!(i.current_for("requests/b.yaml").is_none());
+        let current = i.current_all();
+        assert_eq!(current["requests/a.yaml"].0, "0b");
+        assert!(!current.contains_key("requests/b.yaml"));
     }
 }

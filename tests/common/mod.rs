@@ -171,6 +171,16 @@ impl Env {
     }
 }
 
+/// The distinct finding codes of a plan entry's `field` (`findings` or `warnings`), sorted.
+pub fn codes_in(entry: &serde_json::Value, field: &str) -> std::collections::BTreeSet<String> {
+    entry[field]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| f["code"].as_str().unwrap().to_string())
+        .collect()
+}
+
 /// The entry of request `id` in a `plan --format json` document.
 pub fn plan_request<'a>(plan: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
     plan["requests"]
