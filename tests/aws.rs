@@ -461,6 +461,11 @@ async fn stale_index_write_is_a_conflict_and_retries_from_fresh_state() {
         b"2",
         "nothing overwritten"
     );
+    // The quiet path reads versions alone (HEAD): the same ETag a GET gives, None if absent.
+    let got = store.get("x.json").await.unwrap().unwrap().version;
+    assert_eq!(store.version("x.json").await.unwrap(), Some(got));
+    assert_ne!(store.version("x.json").await.unwrap(), Some(v1.clone()));
+    assert_eq!(store.version("absent.json").await.unwrap(), None);
 
     let mut a = IndexHandle::open(store.clone(), "ca".into()).await.unwrap();
     let mut b = IndexHandle::open(store.clone(), "ca".into()).await.unwrap();

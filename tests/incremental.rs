@@ -288,3 +288,118 @@ fn uncommitted_changes_to_outputs_are_not_overwritten() {
     assert_eq!(env.read("issued/servers/web-01.pem"), "my local edit\n");
     assert_eq!(env.read("issued/servers/web-01.chain.pem"), chain_before);
 }
+
+/// Applies at `at` (exit 0 expected) and returns its JSON.
+fn apply_at(env: &Env, args: &[&str], at: &str) -> Value {
+    let mut a = vec!["apply", "--format", "json", "--now", at];
+    a.extend_from_slice(args);
+    serde_json::from_str(&env.ok(&a, 0)).unwrap()
+}
+
+/// The full plan at `at` has nothing to do: every request unchanged (or revoked), no CRL due.
+fn full_plan_is_noop(env: &Env, at: &str) -> bool {
+    let (p, code) = env.plan_json(&["--at", at]);
+    code == 0
+        && p["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["action"] == "unchanged" || r["action"] == "revoked")
+}
+
+/// A run that found nothing to do leaves a quiet record; the next runs on the same tree and
+/// state read nothing, until the deadline it computed (checked against the full plan just
+/// before it), a state change by another command, or any change to the tree.
+#[test]
+fn quiet_runs_read_nothing_until_something_changes() {
+    let env = Env::from(EXAMPLE, &[]);
+    env.init(&[]);
+    // A plan with rejections reports them on every run, so it never goes quiet: keep only the
+    // acceptable requests.
+    let (p, _) = env.plan_json(&[]);
+    for r in p["requests"].as_array().unwrap() {
+        if r["action"] == "rejected" {
+            std::fs::remove_file(env.path(r["id"].as_str().unwrap())).unwrap();
+        }
+    }
+    env.commit_all("only acceptable requests");
+    let t = |m: u32| format!("2026-12-01T00:{m:02}:00Z");
+
+    let a = step(&env, &t(0));
+    assert_eq!(scan(&a).0, "full");
+    assert!(!issued(&a).is_empty());
+    let total = requests(&a);
+    // Nothing to do, found by planning: this run writes the quiet record.
+    let a = step(&env, &t(1));
+    assert_eq!(scan(&a).0, "incremental", "{}", a["scan"]);
+    assert!(issued(&a).is_empty());
+
+    // Quiet: no request is read or listed, and the full plan agrees there is nothing to do.
+    let q = apply_at(&env, &[], &t(2));
+    assert_eq!(scan(&q), ("quiet", 0, total), "{}", q["scan"]);
+    assert_eq!(requests(&q), 0);
+    assert!(full_plan_is_noop(&env, &t(2)));
+    assert_eq!(env.git(&["status", "--porcelain"]), "");
+
+    // The deadline is the first moment something is due: the full plan a second before it
+    // still has nothing to do, and the run at it plans (and finds the due work).
+    let reason = q["scan"]["reason"].as_str().unwrap();
+    let until = reason.rsplit(' ').next().unwrap();
+    let until_t =
+        time::OffsetDateTime::parse(until, &time::format_description::well_known::Rfc3339).unwrap();
+    let before = (until_t - time::Duration::seconds(1))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    assert!(full_plan_is_noop(&env, &before), "due before {until}");
+    assert_eq!(apply_at(&env, &[], &before)["scan"]["kind"], "quiet");
+    let (at_until, _) = env.plan_json(&["--at", until]);
+    assert!(
+        at_until["crl_due"].is_string()
+            || at_until["requests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["action"] == "renew"),
+        "nothing was due at the quiet deadline {until}: {at_until}"
+    );
+    let a = step(&env, until);
+    assert_ne!(scan(&a).0, "quiet");
+
+    // Quiet again after a run that did nothing; then another command changes the state (a
+    // forced CRL): the index moved, so the next run plans.
+    let later = (until_t + time::Duration::minutes(1))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let later2 = (until_t + time::Duration::minutes(2))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    if scan(&step(&env, &later)).0 != "quiet" {
+        assert_eq!(apply_at(&env, &[], &later)["scan"]["kind"], "quiet");
+    }
+    env.ok(&["crl", "--force", "--now", &later], 0);
+    let a = step(&env, &later2);
+    assert_eq!(scan(&a).0, "incremental", "{}", a["scan"]);
+
+    // A file no request names: the tree changed, so the run plans; then quiet again.
+    std::fs::write(env.path("NOTES.md"), "notes\n").unwrap();
+    env.commit_all("notes");
+    let a = step(&env, &later2);
+    assert_eq!(scan(&a).0, "incremental", "{}", a["scan"]);
+    assert_eq!(apply_at(&env, &[], &later2)["scan"]["kind"], "quiet");
+
+    // A hand-edited output: planned, and put back.
+    std::fs::write(env.path("issued/servers/web-01.pem"), "tampered\n").unwrap();
+    env.commit_all("hand edit");
+    let a = step(&env, &later2);
+    assert_ne!(scan(&a).0, "quiet");
+    assert!(
+        env.read("issued/servers/web-01.pem")
+            .contains("BEGIN CERTIFICATE")
+    );
+
+    // Put back, the tree is the one the quiet record was written for, and the state did not
+    // move (outputs are derived from it): quiet again. `--full-scan` never is.
+    assert_eq!(apply_at(&env, &[], &later2)["scan"]["kind"], "quiet");
+    let f = apply_at(&env, &["--full-scan"], &later2);
+    assert_eq!(f["scan"]["kind"], "full");
+}

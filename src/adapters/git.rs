@@ -226,28 +226,79 @@ impl GitRepo {
     ) -> Result<Vec<crate::domain::incremental::Change>, String> {
         let old = self.ca_tree(from)?;
         let new = self.ca_tree(to)?;
-        let diff = self
-            .repo
-            .diff_tree_to_tree(Some(&old), Some(&new), None)
-            .map_err(ge)?;
         let mut out = Vec::new();
-        for d in diff.deltas() {
-            let deleted = d.status() == git2::Delta::Deleted;
-            let file = if deleted { d.old_file() } else { d.new_file() };
-            let Some(p) = file.path().and_then(|p| p.to_str()) else {
+        self.diff_trees(Some(&old), Some(&new), "", skip, &mut out)?;
+        Ok(out)
+    }
+
+    /// Files that differ between two trees. Subtrees with the same id are not entered, so the
+    /// cost follows the change, not the repository (libgit2's tree diff walks every entry).
+    fn diff_trees(
+        &self,
+        old: Option<&git2::Tree>,
+        new: Option<&git2::Tree>,
+        prefix: &str,
+        skip: &[String],
+        out: &mut Vec<crate::domain::incremental::Change>,
+    ) -> Result<(), String> {
+        use crate::domain::incremental::Change;
+        let entries = |t: Option<&git2::Tree>| -> BTreeMap<Vec<u8>, (Oid, i32)> {
+            t.into_iter()
+                .flat_map(|t| t.iter())
+                .map(|e| (e.name_bytes().to_vec(), (e.id(), e.filemode())))
+                .collect()
+        };
+        let (a, b) = (entries(old), entries(new));
+        let names: std::collections::BTreeSet<&Vec<u8>> = a.keys().chain(b.keys()).collect();
+        let is_tree = |mode: i32| mode == i32::from(git2::FileMode::Tree);
+        for name in names {
+            let Ok(name_str) = std::str::from_utf8(name) else {
                 continue;
             };
-            if !skip
+            let path = format!("{prefix}{name_str}");
+            if skip
                 .iter()
-                .any(|s| p == s || p.starts_with(&format!("{s}/")))
+                .any(|s| path == *s || path.starts_with(&format!("{s}/")))
             {
-                out.push(crate::domain::incremental::Change {
-                    path: p.to_string(),
-                    deleted,
+                continue;
+            }
+            let (x, y) = (a.get(name), b.get(name));
+            if x == y {
+                continue;
+            }
+            let tree_of = |e: Option<&(Oid, i32)>| -> Result<Option<git2::Tree>, String> {
+                match e {
+                    Some((id, mode)) if is_tree(*mode) => {
+                        self.repo.find_tree(*id).map(Some).map_err(ge)
+                    }
+                    _ => Ok(None),
+                }
+            };
+            let (tx, ty) = (tree_of(x)?, tree_of(y)?);
+            if tx.is_some() || ty.is_some() {
+                self.diff_trees(tx.as_ref(), ty.as_ref(), &format!("{path}/"), skip, out)?;
+            }
+            // A file on either side (a file replaced by a folder is a deletion plus additions).
+            let file_x = x.is_some_and(|(_, m)| !is_tree(*m));
+            let file_y = y.is_some_and(|(_, m)| !is_tree(*m));
+            if file_y {
+                out.push(Change {
+                    path: path.clone(),
+                    deleted: false,
+                });
+            } else if file_x {
+                out.push(Change {
+                    path,
+                    deleted: true,
                 });
             }
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// The CA folder's tree id at `commit`: equal ids, equal content.
+    pub fn tree_id(&self, commit: &str) -> Result<String, String> {
+        Ok(self.ca_tree(commit)?.id().to_string())
     }
 
     /// The tree id of a folder of the CA repository at `commit`, if it exists.

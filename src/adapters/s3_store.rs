@@ -175,6 +175,21 @@ impl StateStore for S3Store {
         }
     }
 
+    async fn version(&self, key: &str) -> Result<Option<String>, StoreError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.key(key))
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(etag(out.e_tag()))),
+            Err(e) if classify(&e) == ErrorClass::NotFound => Ok(None),
+            Err(e) => Err(self.err(key, &e)),
+        }
+    }
+
     async fn put_new(&self, key: &str, bytes: &[u8]) -> Result<String, StoreError> {
         match self.put(key, bytes).if_none_match("*").send().await {
             Ok(out) => Ok(etag(out.e_tag())),

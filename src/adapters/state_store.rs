@@ -30,6 +30,10 @@ pub struct Versioned {
 pub trait StateStore: Send + Sync {
     fn describe(&self) -> String;
     async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError>;
+    /// The version of `key` alone (S3 answers it with a HEAD request).
+    async fn version(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.get(key).await?.map(|v| v.version))
+    }
     /// Creates `key`; `Conflict` if it exists.
     async fn put_new(&self, key: &str, bytes: &[u8]) -> Result<String, StoreError>;
     /// Replaces `key` only if its version is still `expected`; `Conflict` otherwise.

@@ -164,13 +164,14 @@ pub struct ApplyOutcome {
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ScanSummary {
-    /// `incremental` or `full`.
+    /// `full`, `incremental`, or `quiet` (nothing changed since a reconcile that had nothing
+    /// to do: nothing was read).
     pub kind: &'static str,
     /// Requests read and planned in full.
     pub read: usize,
     /// Requests carried unchanged from the last reconcile.
     pub carried: usize,
-    /// Why the plan was not incremental.
+    /// Why the plan was full, or why nothing was planned (quiet).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
@@ -237,9 +238,13 @@ pub async fn apply(args: &RepoArgs, opts: &ApplyOptions) -> Result<ApplyOutcome,
     let store = first.store.clone();
     let held = lease::acquire(store.as_ref(), opts.lease_ttl, opts.lease_wait).await?;
     // Load under the lease: another apply may have committed while this one waited.
-    let result = match load_for_apply(args, opts, now).await {
-        Ok(ctx) => apply_with_retries(args, opts, signer.as_ref(), ctx).await,
-        Err(e) => Err(e.into()),
+    let result = match super::quiet::check(&first, opts, now).await {
+        Ok(Some(quiet)) => Ok(quiet),
+        Ok(None) => match load_for_apply(args, opts, now).await {
+            Ok(ctx) => apply_with_retries(args, opts, signer.as_ref(), ctx).await,
+            Err(e) => Err(e.into()),
+        },
+        Err(e) => Err(e),
     };
     lease::release(store.as_ref(), held).await;
     let mut outcome = result?;
@@ -669,11 +674,15 @@ pub async fn reconcile(
             .collect();
     }
     let lifetime = ctx.config.crl.lifetime.as_time();
-    let crl_due = {
-        let mut after = h.index.clone();
-        apply_marks(&mut after, &marks, &published, &previous);
-        crl_due(&after, now, lifetime, ctx.config.crl.overlap.as_time()) || opts.force_crl
-    };
+    let overlap = ctx.config.crl.overlap.as_time();
+    let crl_due = opts.force_crl
+        || if marks.is_empty() && published.is_empty() && previous.is_empty() {
+            crl_due(&h.index, now, lifetime, overlap)
+        } else {
+            let mut after = h.index.clone();
+            apply_marks(&mut after, &marks, &published, &previous);
+            crl_due(&after, now, lifetime, overlap)
+        };
     // An accepted rewrite moves the reconciled commit onto the new history.
     let changed = !issued.is_empty()
         || !marks.is_empty()
@@ -814,6 +823,17 @@ pub async fn reconcile(
             .repo
             .folder_id(commit.as_deref().unwrap_or(&head), out_dir)?;
         record_basis(ctx, &head, outputs_tree, &plan, basis_seen).await;
+    }
+    let did_nothing = issued.is_empty()
+        && revoked.is_empty()
+        && crl_number.is_none()
+        && commit.is_none()
+        && recovered + abandoned == 0
+        && published.is_empty()
+        && events == 0
+        && !rewritten;
+    if did_nothing {
+        super::quiet::record(ctx, &h, &plan, now).await;
     }
     let planned = plan.requests.len();
     Ok(ApplyOutcome {
@@ -1025,6 +1045,9 @@ pub fn crl_due(
     }
 }
 
+/// How many issued or revoked certificates a commit message lists by name.
+const COMMIT_MESSAGE_LINES: usize = 200;
+
 fn commit_message(
     source: &str,
     issued: &[Issued],
@@ -1047,13 +1070,21 @@ fn commit_message(
         subject.push("write outputs".into());
     }
     let mut m = format!("gitca: {}\n\n", subject.join(", "));
-    for i in issued {
-        m.push_str(
-            &format!("- {:?} {} serial {}\n", i.action, i.request_id, i.serial).to_lowercase(),
-        );
+    // A bounded list: every run reads this commit back, and `git log` should stay readable
+    // after a mass issuance; the state and `gitca status` hold the full list.
+    let lines = issued
+        .iter()
+        .map(|i| format!("- {:?} {} serial {}\n", i.action, i.request_id, i.serial).to_lowercase())
+        .chain(revoked.iter().map(|s| format!("- revoke serial {s}\n")));
+    let total = issued.len() + revoked.len();
+    for l in lines.take(COMMIT_MESSAGE_LINES) {
+        m.push_str(&l);
     }
-    for s in revoked {
-        m.push_str(&format!("- revoke serial {s}\n"));
+    if total > COMMIT_MESSAGE_LINES {
+        m.push_str(&format!(
+            "- and {} more (see `gitca status`)\n",
+            total - COMMIT_MESSAGE_LINES
+        ));
     }
     let removed = changes.values().filter(|v| v.is_none()).count();
     if removed > 0 {

@@ -325,7 +325,7 @@ async fn incremental_snapshot(
     let Some(v) = stored else {
         return Ok(Err("no reconcile has recorded a plan basis yet".into()));
     };
-    let basis = match Basis::parse(&String::from_utf8_lossy(&v.bytes)) {
+    let mut basis = match Basis::parse(&String::from_utf8_lossy(&v.bytes)) {
         Ok(b) if b.version == env!("CARGO_PKG_VERSION") => b,
         Ok(b) => {
             return Ok(Err(format!(
@@ -342,7 +342,7 @@ async fn incremental_snapshot(
     if let Some(reason) = needs_full_scan(&changes, config) {
         return Ok(Err(reason));
     }
-    let t = triage(&basis, &changes, index, config, facts, now);
+    let t = triage(&mut basis, &changes, index, config, facts, now);
     let mut snapshot = repo.snapshot_partial(commit, skip, &t.load, |id, entry| {
         let TreeEntry::Blob(b) = entry else {
             return None;

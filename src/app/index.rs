@@ -79,6 +79,11 @@ impl IndexHandle {
         }
     }
 
+    /// The version of the index as this run last read or wrote it.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
     /// Applies `change` by compare-and-swap; on a lost race re-reads and re-applies it.
     pub async fn update(&mut self, change: impl Fn(&mut Index)) -> Result<(), RunError> {
         for _ in 0..20 {

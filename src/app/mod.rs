@@ -7,6 +7,7 @@ pub mod index;
 pub mod init;
 pub mod lease;
 pub mod outputs;
+pub mod quiet;
 pub mod render;
 pub mod status;
 pub mod verify;

@@ -76,7 +76,7 @@ pub async fn changes(
     let mut changes = BTreeMap::new();
     let mut wanted = BTreeSet::new();
     let ca = ca_pems(ctx)?;
-    let current = index.current_all();
+    let certs = crate::domain::state::ByRequest::new(index);
     let (ids, existing) = match only {
         None => (present.clone(), ctx.repo.files_under(commit, out_dir)?),
         Some(only) => {
@@ -95,7 +95,7 @@ pub async fn changes(
     };
 
     for id in &ids {
-        let Some((serial, _)) = current.get(id.as_str()).copied() else {
+        let Some((serial, _)) = crate::domain::state::ByRequest::current(certs.of(id)) else {
             continue;
         };
         let (leaf, chain) = leaf_paths(out_dir, id);

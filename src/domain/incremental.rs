@@ -8,7 +8,7 @@
 //! conflict, the CA's lifetime) is planned in full, so both ways give the same plan.
 
 use super::config::Config;
-use super::plan::{CaFacts, is_request_file, is_revocation_file};
+use super::plan::{Action, CaFacts, Plan, RevocationAction, is_request_file, is_revocation_file};
 use super::state::{ByRequest, Index};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use time::OffsetDateTime;
@@ -103,6 +103,159 @@ impl Basis {
     }
 }
 
+/// The state object holding the [`Quiet`] record.
+pub const QUIET_KEY: &str = "reconcile-quiet.txt";
+const QUIET_HEADER: &str = "gitca-reconcile-quiet 1";
+
+/// Left by a reconcile that found nothing to do: until `until`, a run on the same tree against
+/// the same index would find nothing to do either, so it need not read the requests, the index
+/// or the basis at all. Every input of the plan is pinned: the tree (requests, policies,
+/// config, CA certificates and outputs alike), the index version (any state change moves it),
+/// and time (the first renewal, expiry, CRL refresh or expiry event; see [`quiet_until`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quiet {
+    /// The gitca version that wrote it.
+    pub version: String,
+    /// The CA folder's tree id in the reconciled commit.
+    pub tree: String,
+    /// The index version after that reconcile.
+    pub index_version: String,
+    pub until: OffsetDateTime,
+    /// The index's last reconciled commit (a rewritten history is still refused).
+    pub last_reconciled: Option<String>,
+    /// How many requests that plan had, for the report.
+    pub requests: usize,
+}
+
+impl Quiet {
+    pub fn render(&self) -> String {
+        format!(
+            "{QUIET_HEADER}\nversion\t{}\ntree\t{}\nindex\t{}\nuntil\t{}\nlast\t{}\nrequests\t{}\n",
+            self.version,
+            self.tree,
+            self.index_version,
+            self.until.unix_timestamp(),
+            self.last_reconciled.as_deref().unwrap_or("-"),
+            self.requests
+        )
+    }
+
+    pub fn parse(text: &str) -> Result<Quiet, String> {
+        let mut lines = text.lines();
+        if lines.next() != Some(QUIET_HEADER) {
+            return Err("not a quiet record of this format".into());
+        }
+        let mut field = |name: &str| -> Result<String, String> {
+            lines
+                .next()
+                .and_then(|l| l.strip_prefix(name))
+                .and_then(|r| r.strip_prefix('\t'))
+                .map(str::to_string)
+                .ok_or_else(|| format!("quiet record: expected {name}"))
+        };
+        let version = field("version")?;
+        let tree = field("tree")?;
+        let index_version = field("index")?;
+        let until = field("until")?
+            .parse::<i64>()
+            .ok()
+            .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
+            .ok_or("quiet record: bad until")?;
+        let last = field("last")?;
+        let requests = field("requests")?
+            .parse()
+            .map_err(|_| "quiet record: bad requests")?;
+        Ok(Quiet {
+            version,
+            tree,
+            index_version,
+            until,
+            last_reconciled: (last != "-").then_some(last),
+            requests,
+        })
+    }
+}
+
+/// Until when a plan that found nothing to do stays so, with the same tree and index: the
+/// first moment a decision of the plan, the CRL or the expiry events depends on time. None when
+/// the plan has anything to do or report (changes, rejections, orphans, warnings): such a plan
+/// is made again on every run.
+pub fn quiet_until(
+    plan: &Plan,
+    index: &Index,
+    config: &Config,
+    ca: &CaFacts,
+    now: OffsetDateTime,
+) -> Option<OffsetDateTime> {
+    let noop_revocations = plan.revocations.iter().all(|r| {
+        matches!(
+            r.action,
+            RevocationAction::AlreadyRevoked | RevocationAction::PreviousCa
+        )
+    });
+    if plan.has_changes()
+        || plan.has_rejections()
+        || !plan.orphans.is_empty()
+        || !plan.warnings.is_empty()
+        || !noop_revocations
+    {
+        return None;
+    }
+    let backdate = config.issuance.backdate.as_time();
+    let renew_before = config.issuance.renew_before.as_time();
+    let crl_lifetime = config.crl.lifetime.as_time();
+    let days = |d: &u32| time::Duration::days(i64::from(*d));
+    let certs = ByRequest::new(index);
+    // The CA's own end changes everything.
+    let mut until = ca.not_after;
+    for r in &plan.requests {
+        match r.action {
+            Action::Unchanged => {}
+            // Blocked by a revocation, or revoked as it is: stays so while nothing changes.
+            Action::Revoked => continue,
+            _ => return None,
+        }
+        let carry = r.carry.as_ref().filter(|c| !c.hash.is_empty())?;
+        if !r.warnings.is_empty() {
+            return None;
+        }
+        // A new certificate would no longer fit in the CA's lifetime.
+        let lifetime = time::Duration::seconds(carry.lifetime_secs as i64);
+        until = until.min(ca.not_after + backdate - lifetime);
+        let (_, current) = ByRequest::current(certs.of(&r.id))?;
+        let window = renew_before.min((current.not_after - current.not_before) / 3);
+        until = until.min(current.not_after - window);
+    }
+    for c in index.certs.values() {
+        if c.is_live(now) {
+            // Its expiry frees its key, and every expiry threshold before it sends an event.
+            until = until.min(c.not_after);
+            for at in config
+                .events
+                .expiry_days
+                .iter()
+                .map(|d| c.not_after - days(d))
+            {
+                if at > now {
+                    until = until.min(at);
+                }
+            }
+        }
+        if c.revoked.is_some() && c.not_after + crl_lifetime > now {
+            // It leaves the CRL.
+            until = until.min(c.not_after + crl_lifetime);
+        }
+    }
+    for p in index.previous_ca.values() {
+        if p.keep_until + crl_lifetime > now {
+            until = until.min(p.keep_until + crl_lifetime);
+        }
+    }
+    let crl = index.crl.as_ref()?;
+    until = until.min(crl.next_update - config.crl.overlap.as_time());
+    (until > now).then_some(until)
+}
+
 /// A path that changed between the basis commit and the reviewed commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
@@ -140,10 +293,11 @@ pub fn needs_full_scan(changes: &[Change], config: &Config) -> Option<String> {
         .map(|c| format!("{} changed", c.path))
 }
 
-/// Splits the requests of the reviewed commit into carried and to-read. `changes` must not
-/// call for a full scan (see [`needs_full_scan`]).
+/// Splits the requests of the reviewed commit into carried and to-read, taking the basis's
+/// requests (carried ones are moved, not copied). `changes` must not call for a full scan
+/// (see [`needs_full_scan`]).
 pub fn triage(
-    basis: &Basis,
+    basis: &mut Basis,
     changes: &[Change],
     index: &Index,
     config: &Config,
@@ -151,26 +305,28 @@ pub fn triage(
     now: OffsetDateTime,
 ) -> Triage {
     let mut t = Triage::default();
-    let mut by_csr: HashMap<&str, Vec<&str>> = HashMap::new();
-    for (id, c) in &basis.requests {
-        by_csr.entry(c.csr.as_str()).or_default().push(id);
-    }
     let mut touched: BTreeSet<String> = BTreeSet::new();
-    for c in changes {
-        if is_request_file(&c.path) {
-            if c.deleted {
-                if basis.requests.contains_key(&c.path) {
-                    t.deleted.insert(c.path.clone());
-                }
-            } else {
-                t.load.insert(c.path.clone());
-            }
-            touched.insert(c.path.clone());
+    {
+        let mut by_csr: HashMap<&str, Vec<&str>> = HashMap::new();
+        for (id, c) in &basis.requests {
+            by_csr.entry(c.csr.as_str()).or_default().push(id);
         }
-        // A changed CSR (or any file a request names as its CSR) re-plans those requests.
-        for id in by_csr.get(c.path.as_str()).into_iter().flatten() {
-            if !t.deleted.contains(*id) && !touched.contains(*id) {
-                t.load.insert(id.to_string());
+        for c in changes {
+            if is_request_file(&c.path) {
+                if c.deleted {
+                    if basis.requests.contains_key(&c.path) {
+                        t.deleted.insert(c.path.clone());
+                    }
+                } else {
+                    t.load.insert(c.path.clone());
+                }
+                touched.insert(c.path.clone());
+            }
+            // A changed CSR (or any file a request names as its CSR) re-plans those requests.
+            for id in by_csr.get(c.path.as_str()).into_iter().flatten() {
+                if !t.deleted.contains(*id) && !touched.contains(*id) {
+                    t.load.insert(id.to_string());
+                }
             }
         }
     }
@@ -179,11 +335,12 @@ pub fn triage(
     let live_keys = certs.live_keys(now);
     let backdate = config.issuance.backdate.as_time();
     let renew_before = config.issuance.renew_before.as_time();
-    for (id, carried) in &basis.requests {
-        if touched.contains(id) || t.load.contains(id) {
+    let mut carried_requests = Vec::with_capacity(basis.requests.len());
+    for (id, carried) in std::mem::take(&mut basis.requests) {
+        if touched.contains(&id) || t.load.contains(&id) {
             continue;
         }
-        let mine = certs.of(id);
+        let mine = certs.of(&id);
         // Carried only when the full plan would say `unchanged`: the current certificate is
         // of this very request, not due, the only live one (nothing to supersede), and the
         // checks the plan makes on every request pass. A request whose newest certificate
@@ -199,16 +356,16 @@ pub fn triage(
                     && mine.iter().all(|(s, o)| *s == serial || !o.is_live(now))
                     && now - backdate + lifetime <= ca.not_after
                     && !certs.compromised(&c.key_id, &carried.hash)
-                    && live_keys
-                        .get(&c.key_id)
-                        .is_none_or(|ids| ids.iter().all(|r| r == id))
+                    && live_keys.other_than(&c.key_id, &id).is_none()
             });
         if keeps {
-            t.carried.insert(id.clone(), carried.clone());
+            carried_requests.push((id, carried));
         } else {
-            t.load.insert(id.clone());
+            t.load.insert(id);
         }
     }
+    // In id order already: the map is built in bulk.
+    t.carried = carried_requests.into_iter().collect();
     t
 }
 
@@ -303,7 +460,7 @@ mod tests {
                 deleted: true,
             },
         ];
-        let t = triage(&basis, &changes, &index, &config(), &ca, now);
+        let t = triage(&mut basis.clone(), &changes, &index, &config(), &ca, now);
         let carried: Vec<&str> = t.carried.keys().map(String::as_str).collect();
         assert_eq!(carried, vec!["requests/a.yaml"]);
         let load: Vec<&str> = t.load.iter().map(String::as_str).collect();
@@ -324,8 +481,108 @@ mod tests {
             key_id: "ca".into(),
             not_after: now + time::Duration::days(10),
         };
-        let t = triage(&basis, &[], &index, &config(), &short, now);
+        let t = triage(&mut basis.clone(), &[], &index, &config(), &short, now);
         assert!(!t.carried.contains_key(&ids[0]));
+    }
+
+    #[test]
+    fn quiet_record_round_trips() {
+        let q = Quiet {
+            version: "0.1.0".into(),
+            tree: "t".into(),
+            index_version: "v".into(),
+            until: datetime!(2026-12-03 21:37:15 UTC),
+            last_reconciled: Some("c".into()),
+            requests: 7,
+        };
+        assert_eq!(Quiet::parse(&q.render()).unwrap(), q);
+        let none = Quiet {
+            last_reconciled: None,
+            ..q
+        };
+        assert_eq!(Quiet::parse(&none.render()).unwrap(), none);
+        assert!(Quiet::parse("gitca-reconcile-quiet 1\nversion\t1\n").is_err());
+    }
+
+    #[test]
+    fn quiet_until_is_the_first_thing_due_and_none_with_anything_to_report() {
+        use crate::domain::finding::{Code, Finding};
+        use crate::domain::plan::RequestPlan;
+        use crate::domain::state::CrlInfo;
+        let now = datetime!(2026-11-28 00:00 UTC);
+        let ca = CaFacts {
+            key_id: "ca".into(),
+            not_after: now + time::Duration::days(3650),
+        };
+        let mut index = Index::new("ca".into());
+        // A 30-day certificate 5 days old: due at not_after - 10 days (renew_before is longer
+        // than a third of its life).
+        let mut c = cert("requests/a.yaml", "h", "k", now + time::Duration::days(25));
+        c.not_before = now - time::Duration::days(5);
+        index.certs.insert("01".into(), c);
+        index.crl = Some(CrlInfo {
+            number: 1,
+            this_update: now,
+            next_update: now + time::Duration::days(30),
+            serials: vec![],
+        });
+        let request = RequestPlan {
+            id: "requests/a.yaml".into(),
+            action: Action::Unchanged,
+            policy: Some("p".into()),
+            serial: Some("01".into()),
+            not_after: None,
+            findings: vec![],
+            warnings: vec![],
+            live_certificate_no_longer_allowed: false,
+            supersede: vec![],
+            spec: None,
+            carry: Some(carried("h")),
+        };
+        let mut plan = Plan {
+            commit: "c".into(),
+            requests: vec![request],
+            revocations: vec![],
+            orphans: vec![],
+            crl_due: None,
+            crl_serials: vec![],
+            warnings: vec![],
+        };
+        let mut cfg = config();
+        cfg.events.expiry_days = vec![];
+        let renew = now + time::Duration::days(15);
+        assert_eq!(quiet_until(&plan, &index, &cfg, &ca, now), Some(renew));
+        // An expiry event (15 days before the end) comes first.
+        cfg.events.expiry_days = vec![15];
+        assert_eq!(
+            quiet_until(&plan, &index, &cfg, &ca, now),
+            Some(now + time::Duration::days(10))
+        );
+        cfg.events.expiry_days = vec![];
+        // A CA ending within a new certificate's lifetime of the renewal moves it earlier.
+        let short = CaFacts {
+            key_id: "ca".into(),
+            not_after: now + time::Duration::days(31),
+        };
+        assert_eq!(
+            quiet_until(&plan, &index, &cfg, &short, now),
+            Some(now + time::Duration::days(1) + cfg.issuance.backdate.as_time())
+        );
+        // The CRL refresh (next update minus the overlap) comes first.
+        index.crl.as_mut().unwrap().next_update = now + time::Duration::days(7);
+        assert_eq!(
+            quiet_until(&plan, &index, &cfg, &ca, now),
+            Some(now + time::Duration::days(7) - cfg.crl.overlap.as_time())
+        );
+        // Already due, or anything to do or report: no quiet.
+        assert_eq!(quiet_until(&plan, &index, &cfg, &ca, renew), None);
+        plan.requests[0].action = Action::Rejected;
+        plan.requests[0].findings = vec![Finding::new(Code::KeyReuse, "requests/a.yaml", "x")];
+        assert_eq!(quiet_until(&plan, &index, &cfg, &ca, now), None);
+        plan.requests[0].action = Action::Unchanged;
+        plan.requests[0].findings.clear();
+        index.crl = None;
+        assert_eq!(quiet_until(&plan, &index, &cfg, &ca, now), None);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use super::policy::{self, Candidate, Policy};
 use super::request::{MAX_REQUEST_BYTES, RequestFile, usage_oid};
 use super::revocation::{self, Entry, Reason, Target};
 use super::serverless_layout::{self, Csr, Layout, LayoutRequest};
-use super::state::{ByRequest, Index};
+use super::state::{ByRequest, Index, LiveKeys};
 use const_oid::ObjectIdentifier;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -704,10 +704,7 @@ fn plan_requests(i: &Inputs, layout: &Layout, blocked: &BTreeSet<String>) -> Vec
                 }
                 if !matches!(rp.action, Action::Unchanged | Action::Revoked) {
                     // Later requests in this plan may not take the same key.
-                    live_keys
-                        .entry(spec.key_id.clone())
-                        .or_default()
-                        .insert(id.clone());
+                    live_keys.plan(&spec.key_id, id);
                     rp.spec = Some(spec);
                 }
             }
@@ -813,7 +810,7 @@ fn decide(
     ready: Ready,
     policies: &[Policy],
     certs: &ByRequest,
-    live_keys: &BTreeMap<String, BTreeSet<String>>,
+    live_keys: &LiveKeys,
 ) -> Checked {
     let one = |code, msg: String| vec![Finding::new(code, id, msg)];
     let Ready {
@@ -837,10 +834,7 @@ fn decide(
             ),
         ));
     }
-    if let Some(other) = live_keys
-        .get(&csr.key_id)
-        .and_then(|s| s.iter().find(|r| *r != id))
-    {
+    if let Some(other) = live_keys.other_than(&csr.key_id, id) {
         return Err(one(
             Code::KeyReuse,
             format!(
