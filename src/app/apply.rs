@@ -833,7 +833,7 @@ pub async fn reconcile(
         && events == 0
         && !rewritten;
     if did_nothing {
-        super::quiet::record(ctx, &h, &plan, now).await;
+        super::quiet::record(ctx, opts, &h, &plan, now).await;
     }
     let planned = plan.requests.len();
     Ok(ApplyOutcome {

@@ -39,6 +39,10 @@ pub async fn check(
         Some("written by another gitca version")
     } else if now >= quiet.until {
         Some("its deadline has passed")
+    } else if now < quiet.at {
+        Some("this run's time is before the run that wrote it")
+    } else if opts.events_file.is_some() != quiet.events_file {
+        Some("events go to a file in one run and not the other")
     } else if ctx.repo.tree_id(&head)? != quiet.tree {
         Some("the tree changed")
     } else if ctx.store.version(INDEX_KEY).await?.as_deref() != Some(&quiet.index_version) {
@@ -107,7 +111,13 @@ pub async fn check(
 
 /// After a run that did nothing: records until when the same tree and index stay quiet. A
 /// cache: failing to write it costs the next run a plan, nothing else.
-pub async fn record(ctx: &Context, h: &IndexHandle, plan: &Plan, now: OffsetDateTime) {
+pub async fn record(
+    ctx: &Context,
+    opts: &ApplyOptions,
+    h: &IndexHandle,
+    plan: &Plan,
+    now: OffsetDateTime,
+) {
     let Some(until) = quiet_until(plan, &h.index, &ctx.config, &ctx.ca_facts(), now) else {
         return;
     };
@@ -119,6 +129,8 @@ pub async fn record(ctx: &Context, h: &IndexHandle, plan: &Plan, now: OffsetDate
             until,
             last_reconciled: h.index.last_reconciled.clone(),
             requests: plan.requests.len(),
+            at: now,
+            events_file: opts.events_file.is_some(),
         };
         let bytes = quiet.render().into_bytes();
         match ctx.store.version(QUIET_KEY).await? {

@@ -105,7 +105,7 @@ impl Basis {
 
 /// The state object holding the [`Quiet`] record.
 pub const QUIET_KEY: &str = "reconcile-quiet.txt";
-const QUIET_HEADER: &str = "gitca-reconcile-quiet 1";
+const QUIET_HEADER: &str = "gitca-reconcile-quiet 2";
 
 /// Left by a reconcile that found nothing to do: until `until`, a run on the same tree against
 /// the same index would find nothing to do either, so it need not read the requests, the index
@@ -125,18 +125,26 @@ pub struct Quiet {
     pub last_reconciled: Option<String>,
     /// How many requests that plan had, for the report.
     pub requests: usize,
+    /// When that reconcile ran: an earlier time (another runner's clock, `--now`) may find
+    /// certificates live again, so it plans.
+    pub at: OffsetDateTime,
+    /// Whether that run sent events to a file (`apply --events`, the one event target outside
+    /// the tree): without one, expiry thresholds crossed were not sent and stay pending.
+    pub events_file: bool,
 }
 
 impl Quiet {
     pub fn render(&self) -> String {
         format!(
-            "{QUIET_HEADER}\nversion\t{}\ntree\t{}\nindex\t{}\nuntil\t{}\nlast\t{}\nrequests\t{}\n",
+            "{QUIET_HEADER}\nversion\t{}\ntree\t{}\nindex\t{}\nuntil\t{}\nlast\t{}\nrequests\t{}\nat\t{}\nevents\t{}\n",
             self.version,
             self.tree,
             self.index_version,
             self.until.unix_timestamp(),
             self.last_reconciled.as_deref().unwrap_or("-"),
-            self.requests
+            self.requests,
+            self.at.unix_timestamp(),
+            u8::from(self.events_file)
         )
     }
 
@@ -156,15 +164,23 @@ impl Quiet {
         let version = field("version")?;
         let tree = field("tree")?;
         let index_version = field("index")?;
-        let until = field("until")?
-            .parse::<i64>()
-            .ok()
-            .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
-            .ok_or("quiet record: bad until")?;
+        let time = |v: String, name: &str| {
+            v.parse::<i64>()
+                .ok()
+                .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
+                .ok_or(format!("quiet record: bad {name}"))
+        };
+        let until = time(field("until")?, "until")?;
         let last = field("last")?;
         let requests = field("requests")?
             .parse()
             .map_err(|_| "quiet record: bad requests")?;
+        let at = time(field("at")?, "at")?;
+        let events_file = match field("events")?.as_str() {
+            "0" => false,
+            "1" => true,
+            _ => return Err("quiet record: bad events".into()),
+        };
         Ok(Quiet {
             version,
             tree,
@@ -172,6 +188,8 @@ impl Quiet {
             until,
             last_reconciled: (last != "-").then_some(last),
             requests,
+            at,
+            events_file,
         })
     }
 }
@@ -211,8 +229,16 @@ pub fn quiet_until(
     for r in &plan.requests {
         match r.action {
             Action::Unchanged => {}
-            // Blocked by a revocation, or revoked as it is: stays so while nothing changes.
-            Action::Revoked => continue,
+            Action::Revoked => {
+                // Blocked by a revocation, or revoked as it is: stays so while nothing changes,
+                // except that a request read in full is still checked against the CA's
+                // lifetime, and rejected once a new certificate would outlive the CA.
+                if let Some(c) = r.carry.as_ref().filter(|c| !c.hash.is_empty()) {
+                    let lifetime = time::Duration::seconds(c.lifetime_secs as i64);
+                    until = until.min(ca.not_after + backdate - lifetime);
+                }
+                continue;
+            }
             _ => return None,
         }
         let carry = r.carry.as_ref().filter(|c| !c.hash.is_empty())?;
@@ -494,10 +520,13 @@ mod tests {
             until: datetime!(2026-12-03 21:37:15 UTC),
             last_reconciled: Some("c".into()),
             requests: 7,
+            at: datetime!(2026-11-28 21:37:15 UTC),
+            events_file: true,
         };
         assert_eq!(Quiet::parse(&q.render()).unwrap(), q);
         let none = Quiet {
             last_reconciled: None,
+            events_file: false,
             ..q
         };
         assert_eq!(Quiet::parse(&none.render()).unwrap(), none);
@@ -574,6 +603,13 @@ mod tests {
             quiet_until(&plan, &index, &cfg, &ca, now),
             Some(now + time::Duration::days(7) - cfg.crl.overlap.as_time())
         );
+        // A request revoked as it is still meets the CA-lifetime check of a full plan.
+        plan.requests[0].action = Action::Revoked;
+        assert_eq!(
+            quiet_until(&plan, &index, &cfg, &short, now),
+            Some(now + time::Duration::days(1) + cfg.issuance.backdate.as_time())
+        );
+        plan.requests[0].action = Action::Unchanged;
         // Already due, or anything to do or report: no quiet.
         assert_eq!(quiet_until(&plan, &index, &cfg, &ca, renew), None);
         plan.requests[0].action = Action::Rejected;
