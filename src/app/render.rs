@@ -181,8 +181,22 @@ fn plan_markdown(p: &Plan) -> String {
         &p.commit.chars().take(12).collect::<String>(),
         counts(p)
     );
-    s.push_str("| Action | Request | Policy | Details |\n| --- | --- | --- | --- |\n");
-    for r in &p.requests {
+    // Unchanged requests are counted above, not listed: a PR comment is cut at 60,000
+    // characters, and in a large repository the unchanged rows would push the changes out.
+    let mut listed: Vec<_> = p
+        .requests
+        .iter()
+        .filter(|r| {
+            r.action != Action::Unchanged || !r.findings.is_empty() || !r.warnings.is_empty()
+        })
+        .collect();
+    // Rejections first: they fail the check, and must not be cut off by a long list.
+    listed.sort_by_key(|r| r.action != Action::Rejected);
+    if !listed.is_empty() {
+        s.push_str("| Action | Request | Policy | Details |\n| --- | --- | --- | --- |\n");
+    }
+    let unlisted = p.requests.len() - listed.len();
+    for r in listed {
         let mut detail = r
             .findings
             .iter()
@@ -211,6 +225,11 @@ fn plan_markdown(p: &Plan) -> String {
             "| {icon} | `{}` | {} | {detail} |\n",
             r.id,
             r.policy.clone().unwrap_or_default()
+        ));
+    }
+    if unlisted > 0 {
+        s.push_str(&format!(
+            "\n{unlisted} unchanged request(s) not listed (`gitca plan` shows them all).\n"
         ));
     }
     if !p.revocations.is_empty() {
@@ -309,4 +328,55 @@ pub fn applied(o: &ApplyOutcome, f: Format) -> String {
 pub fn rfc3339(t: time::OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| t.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::plan::RequestPlan;
+
+    fn request(id: &str, action: Action) -> RequestPlan {
+        RequestPlan {
+            id: id.into(),
+            action,
+            policy: Some("p".into()),
+            serial: None,
+            not_after: None,
+            findings: vec![],
+            warnings: vec![],
+            live_certificate_no_longer_allowed: false,
+            supersede: vec![],
+            spec: None,
+            carry: None,
+        }
+    }
+
+    #[test]
+    fn markdown_lists_changes_and_counts_unchanged_requests() {
+        let mut requests: Vec<RequestPlan> = (0..5000)
+            .map(|n| request(&format!("requests/a/r{n:05}.yaml"), Action::Unchanged))
+            .collect();
+        requests.push(request("requests/y/new.yaml", Action::Issue));
+        requests.push(request("requests/z/bad.yaml", Action::Rejected));
+        let p = Plan {
+            commit: "0123456789abcdef".into(),
+            requests,
+            revocations: vec![],
+            orphans: vec![],
+            crl_due: None,
+            crl_serials: vec![],
+            warnings: vec![],
+        };
+        let md = plan(&p, Format::Markdown);
+        let (bad, new) = (
+            md.find("requests/z/bad.yaml"),
+            md.find("requests/y/new.yaml"),
+        );
+        assert!(bad.is_some() && bad < new, "rejections listed first: {md}");
+        assert!(!md.contains("r00000"), "unchanged rows are not listed");
+        assert!(md.contains("5000 unchanged request(s) not listed"), "{md}");
+        assert!(md.len() < 60_000, "fits a PR comment: {}", md.len());
+        // The text table still lists every request.
+        assert!(plan(&p, Format::Text).contains("requests/a/r00000.yaml"));
+    }
 }
