@@ -340,6 +340,12 @@ fn quiet_runs_read_nothing_until_something_changes() {
     assert_eq!(requests(&q), 0);
     assert!(full_plan_is_noop(&env, &t(2)));
     assert_eq!(env.git(&["status", "--porcelain"]), "");
+    // It does not read the plan basis: a quiet run does not notice a damaged one.
+    let basis = env.state("example-ca").join("plan-basis.txt");
+    let good = std::fs::read(&basis).unwrap();
+    std::fs::write(&basis, "damaged\n").unwrap();
+    assert_eq!(apply_at(&env, &[], &t(2))["scan"]["kind"], "quiet");
+    std::fs::write(&basis, good).unwrap();
 
     // What the record does not pin plans: a time before the run that wrote it (another
     // runner's clock), and events sent to a file when the recording run sent none (expiry
