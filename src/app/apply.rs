@@ -136,7 +136,7 @@ pub struct Issued {
     pub not_after: OffsetDateTime,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub struct ApplyOutcome {
     pub plan: Plan,
     pub issued: Vec<Issued>,

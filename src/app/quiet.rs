@@ -7,7 +7,6 @@ use super::RunError;
 use super::apply::{ApplyOptions, ApplyOutcome, ScanSummary};
 use super::context::Context;
 use super::index::IndexHandle;
-use crate::adapters::signer::SignerStats;
 use crate::domain::incremental::{QUIET_KEY, Quiet, quiet_until};
 use crate::domain::plan::Plan;
 use crate::domain::state::INDEX_KEY;
@@ -76,26 +75,9 @@ pub async fn check(
     Ok(Some(ApplyOutcome {
         plan: Plan {
             commit: head,
-            requests: vec![],
-            revocations: vec![],
-            orphans: vec![],
-            crl_due: None,
-            crl_serials: vec![],
-            warnings: vec![],
+            ..Default::default()
         },
-        issued: vec![],
-        revoked: vec![],
-        crl_number: None,
-        commit: None,
         pushed,
-        recovered: 0,
-        abandoned: 0,
-        signatures: 0,
-        signer: SignerStats::default(),
-        published: vec![],
-        seconds: 0.0,
-        sign_seconds: 0.0,
-        events: 0,
         scan: ScanSummary {
             kind: "quiet",
             read: 0,
@@ -106,6 +88,7 @@ pub async fn check(
                 super::render::rfc3339(quiet.until)
             )),
         },
+        ..Default::default()
     }))
 }
 

@@ -337,17 +337,8 @@ mod tests {
 
     fn request(id: &str, action: Action) -> RequestPlan {
         RequestPlan {
-            id: id.into(),
-            action,
             policy: Some("p".into()),
-            serial: None,
-            not_after: None,
-            findings: vec![],
-            warnings: vec![],
-            live_certificate_no_longer_allowed: false,
-            supersede: vec![],
-            spec: None,
-            carry: None,
+            ..RequestPlan::new(id.into(), action)
         }
     }
 
@@ -361,11 +352,7 @@ mod tests {
         let p = Plan {
             commit: "0123456789abcdef".into(),
             requests,
-            revocations: vec![],
-            orphans: vec![],
-            crl_due: None,
-            crl_serials: vec![],
-            warnings: vec![],
+            ..Default::default()
         };
         let md = plan(&p, Format::Markdown);
         let (bad, new) = (

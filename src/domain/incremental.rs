@@ -18,7 +18,7 @@ pub const BASIS_KEY: &str = "plan-basis.txt";
 const HEADER: &str = "gitca-plan-basis 1";
 
 /// What the last reconcile planned for one request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Carried {
     /// The CSR's path in the commit.
     pub csr: String,
@@ -27,6 +27,14 @@ pub struct Carried {
     /// The lifetime a new certificate would get (the CA-lifetime check depends on the date).
     pub lifetime_secs: u64,
     pub policy: String,
+}
+
+impl Carried {
+    /// The last moment a new certificate of this request still ends within the CA's lifetime
+    /// (the plan rejects it after).
+    pub fn last_issuable(&self, ca: &CaFacts, backdate: time::Duration) -> OffsetDateTime {
+        ca.not_after + backdate - time::Duration::seconds(self.lifetime_secs as i64)
+    }
 }
 
 /// Every request of one reconciled commit.
@@ -66,13 +74,7 @@ impl Basis {
         if lines.next() != Some(HEADER) {
             return Err("not a plan basis of this format".into());
         }
-        let mut field = |name: &str| -> Result<String, String> {
-            let l = lines.next().unwrap_or_default();
-            l.strip_prefix(name)
-                .and_then(|r| r.strip_prefix('\t'))
-                .map(str::to_string)
-                .ok_or_else(|| format!("plan basis: expected {name}"))
-        };
+        let mut field = |name: &str| header_field(&mut lines, name, "plan basis");
         let version = field("version")?;
         let commit = field("commit")?;
         let outputs = field("outputs")?;
@@ -101,6 +103,16 @@ impl Basis {
             requests,
         })
     }
+}
+
+/// The next line of a record's header, `name<TAB>value`: the value.
+fn header_field(lines: &mut std::str::Lines, name: &str, record: &str) -> Result<String, String> {
+    lines
+        .next()
+        .and_then(|l| l.strip_prefix(name))
+        .and_then(|r| r.strip_prefix('\t'))
+        .map(str::to_string)
+        .ok_or_else(|| format!("{record}: expected {name}"))
 }
 
 /// The state object holding the [`Quiet`] record.
@@ -153,14 +165,7 @@ impl Quiet {
         if lines.next() != Some(QUIET_HEADER) {
             return Err("not a quiet record of this format".into());
         }
-        let mut field = |name: &str| -> Result<String, String> {
-            lines
-                .next()
-                .and_then(|l| l.strip_prefix(name))
-                .and_then(|r| r.strip_prefix('\t'))
-                .map(str::to_string)
-                .ok_or_else(|| format!("quiet record: expected {name}"))
-        };
+        let mut field = |name: &str| header_field(&mut lines, name, "quiet record");
         let version = field("version")?;
         let tree = field("tree")?;
         let index_version = field("index")?;
@@ -227,30 +232,22 @@ pub fn quiet_until(
     // The CA's own end changes everything.
     let mut until = ca.not_after;
     for r in &plan.requests {
-        match r.action {
-            Action::Unchanged => {}
-            Action::Revoked => {
-                // Blocked by a revocation, or revoked as it is: stays so while nothing changes,
-                // except that a request read in full is still checked against the CA's
-                // lifetime, and rejected once a new certificate would outlive the CA.
-                if let Some(c) = r.carry.as_ref().filter(|c| !c.hash.is_empty()) {
-                    let lifetime = time::Duration::seconds(c.lifetime_secs as i64);
-                    until = until.min(ca.not_after + backdate - lifetime);
-                }
-                continue;
-            }
-            _ => return None,
-        }
-        let carry = r.carry.as_ref().filter(|c| !c.hash.is_empty())?;
-        if !r.warnings.is_empty() {
+        if !matches!(r.action, Action::Unchanged | Action::Revoked) {
             return None;
         }
-        // A new certificate would no longer fit in the CA's lifetime.
-        let lifetime = time::Duration::seconds(carry.lifetime_secs as i64);
-        until = until.min(ca.not_after + backdate - lifetime);
+        // A request read in full (even one revoked as it is) is rejected once a new
+        // certificate would outlive the CA.
+        let carry = r.carry.as_ref().filter(|c| !c.hash.is_empty());
+        if let Some(c) = carry {
+            until = until.min(c.last_issuable(ca, backdate));
+        }
+        if r.action == Action::Revoked {
+            // Blocked by a revocation, or revoked as it is: stays so while nothing changes.
+            continue;
+        }
+        carry?;
         let (_, current) = ByRequest::current(certs.of(&r.id))?;
-        let window = renew_before.min((current.not_after - current.not_before) / 3);
-        until = until.min(current.not_after - window);
+        until = until.min(current.renewal_at(renew_before));
     }
     for c in index.certs.values() {
         if c.is_live(now) {
@@ -373,14 +370,13 @@ pub fn triage(
         // was revoked as it is is read: a new request planned before it could take its key.
         let revoked_as_is = ByRequest::newest(mine)
             .is_some_and(|n| n.revoked.is_some() && n.request_hash == carried.hash);
-        let lifetime = time::Duration::seconds(carried.lifetime_secs as i64);
         let keeps = !carried.hash.is_empty()
             && !revoked_as_is
             && ByRequest::current(mine).is_some_and(|(serial, c)| {
                 c.request_hash == carried.hash
                     && !c.renewal_due(now, renew_before)
                     && mine.iter().all(|(s, o)| *s == serial || !o.is_live(now))
-                    && now - backdate + lifetime <= ca.not_after
+                    && now <= carried.last_issuable(ca, backdate)
                     && !certs.compromised(&c.key_id, &carried.hash)
                     && live_keys.other_than(&c.key_id, &id).is_none()
             });
@@ -556,26 +552,15 @@ mod tests {
             serials: vec![],
         });
         let request = RequestPlan {
-            id: "requests/a.yaml".into(),
-            action: Action::Unchanged,
             policy: Some("p".into()),
             serial: Some("01".into()),
-            not_after: None,
-            findings: vec![],
-            warnings: vec![],
-            live_certificate_no_longer_allowed: false,
-            supersede: vec![],
-            spec: None,
             carry: Some(carried("h")),
+            ..RequestPlan::new("requests/a.yaml".into(), Action::Unchanged)
         };
         let mut plan = Plan {
             commit: "c".into(),
             requests: vec![request],
-            revocations: vec![],
-            orphans: vec![],
-            crl_due: None,
-            crl_serials: vec![],
-            warnings: vec![],
+            ..Default::default()
         };
         let mut cfg = config();
         cfg.events.expiry_days = vec![];

@@ -147,6 +147,25 @@ pub struct RevocationPlan {
     pub parsed: Option<Entry>,
 }
 
+impl RequestPlan {
+    /// A request with this outcome and nothing else known yet.
+    pub fn new(id: String, action: Action) -> RequestPlan {
+        RequestPlan {
+            id,
+            action,
+            policy: None,
+            serial: None,
+            not_after: None,
+            findings: vec![],
+            warnings: vec![],
+            live_certificate_no_longer_allowed: false,
+            supersede: vec![],
+            spec: None,
+            carry: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Orphan {
     pub request_id: String,
@@ -155,7 +174,7 @@ pub struct Orphan {
     pub revoke: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Plan {
     pub commit: String,
     pub requests: Vec<RequestPlan>,
@@ -602,23 +621,11 @@ fn plan_requests(i: &Inputs, layout: &Layout, blocked: &BTreeSet<String>) -> Vec
         let mine = certs.of(id);
         let current = ByRequest::current(mine);
         let mut rp = RequestPlan {
-            id: id.clone(),
-            action: Action::Rejected,
-            policy: None,
             serial: current.map(|(s, _)| s.clone()),
             not_after: current.map(|(_, c)| c.not_after),
-            findings: vec![],
-            warnings: vec![],
-            live_certificate_no_longer_allowed: false,
-            supersede: vec![],
-            spec: None,
             // Rejected or blocked requests are planned in full next time (no hash).
-            carry: (!matches!(source, Source::Layout(_))).then(|| Carried {
-                csr: String::new(),
-                hash: String::new(),
-                lifetime_secs: 0,
-                policy: String::new(),
-            }),
+            carry: (!matches!(source, Source::Layout(_))).then(Carried::default),
+            ..RequestPlan::new(id.clone(), Action::Rejected)
         };
         if blocked.contains(id) {
             rp.action = Action::Revoked;

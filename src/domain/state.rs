@@ -131,8 +131,13 @@ impl CertSummary {
     /// short-lived certificates (a 1-day SVID with a 10-day renew_before) would otherwise be
     /// renewed on every run.
     pub fn renewal_due(&self, now: OffsetDateTime, renew_before: time::Duration) -> bool {
+        self.renewal_at(renew_before) <= now
+    }
+
+    /// When [`CertSummary::renewal_due`] turns true.
+    pub fn renewal_at(&self, renew_before: time::Duration) -> OffsetDateTime {
         let window = renew_before.min((self.not_after - self.not_before) / 3);
-        self.not_after - window <= now
+        self.not_after - window
     }
 }
 
