@@ -125,6 +125,9 @@ enum Command {
         /// Testing only: hang after this step (to be killed).
         #[arg(long, hide = true, value_enum)]
         hang_at: Option<FailPoint>,
+        /// Testing only: certificates issued per round of intents, signatures and records.
+        #[arg(long, hide = true, default_value_t = gitca::app::apply::ISSUE_CHUNK)]
+        issue_chunk: usize,
         /// Testing only: lease time-to-live.
         #[arg(long, hide = true, default_value = "600s")]
         lease_ttl: Span,
@@ -303,6 +306,7 @@ async fn run(cli: Cli) -> Result<Exit, RunError> {
             lease_ttl,
             events,
             full_scan,
+            issue_chunk,
         } => {
             let opts = ApplyOptions {
                 push,
@@ -314,6 +318,7 @@ async fn run(cli: Cli) -> Result<Exit, RunError> {
                 events_file: events,
                 lease_ttl: lease_ttl.0,
                 lease_wait: lease_wait.0,
+                issue_chunk,
                 ..Default::default()
             };
             let o = apply::apply(&args, &opts).await?;

@@ -136,6 +136,41 @@ fn a_crash_after_any_step_converges_without_double_issuance() {
     }
 }
 
+/// Issuance runs in rounds (intents, signatures, records per round; the index after the last).
+/// A crash in the last round leaves earlier rounds recorded but not indexed and the last round
+/// at any step: the rerun indexes the recorded certificates, signs only what has no record, and
+/// issues nothing twice.
+#[test]
+fn a_crash_in_the_last_round_of_issuance_converges_without_double_issuance() {
+    have("openssl");
+    // Seven requests in rounds of 3, 3 and 1.
+    for (step, signed_again) in [("after-intent", 1), ("after-sign", 1), ("after-record", 0)] {
+        let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+        env.init(&[]);
+        let o = env.gitca(&["apply", "--issue-chunk", "3", "--fail-at", step]);
+        assert_eq!(o.status.code(), Some(1), "{step}: injected failure");
+        let records = walkdir::WalkDir::new(env.state("example-ca").join("certs"))
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_file())
+            .count();
+        assert_eq!(
+            records,
+            7 - 1 + (1 - signed_again),
+            "{step}: records of the rounds done"
+        );
+        let out = env.ok(&["apply", "--issue-chunk", "3"], 3);
+        assert!(out.contains("completed 7"), "{step}: {out}");
+        // The certificates left unsigned, then the CRL.
+        assert!(
+            out.contains(&format!("{} signature(s)", signed_again + 1)),
+            "{step}: {out}"
+        );
+        assert_eq!(out.matches("\n  issue ").count(), 0, "{step}: {out}");
+        assert_converged(&env, 7);
+    }
+}
+
 /// An intent whose request changed before the rerun is dropped unsigned; the new version is issued.
 #[test]
 fn an_intent_for_a_changed_request_is_abandoned() {

@@ -197,6 +197,14 @@ impl StateStore for S3Store {
         }
     }
 
+    async fn get_many(&self, keys: &[String]) -> Vec<Result<Option<Versioned>, StoreError>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(S3_CONCURRENCY) {
+            out.extend(futures::future::join_all(chunk.iter().map(|k| self.get(k))).await);
+        }
+        out
+    }
+
     async fn put_new_many(&self, items: &[(String, Vec<u8>)]) -> Vec<Result<String, StoreError>> {
         let mut out = Vec::with_capacity(items.len());
         for chunk in items.chunks(S3_CONCURRENCY) {

@@ -42,6 +42,14 @@ pub trait StateStore: Send + Sync {
     async fn delete_if(&self, key: &str, expected: &str) -> Result<(), StoreError>;
     /// Keys under `prefix`, sorted.
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+    /// Reads many objects, each like `get`; results in input order.
+    async fn get_many(&self, keys: &[String]) -> Vec<Result<Option<Versioned>, StoreError>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            out.push(self.get(k).await);
+        }
+        out
+    }
     /// Creates many objects, each like `put_new` (failing alone); results in input order.
     /// When it returns, every created object is durable.
     async fn put_new_many(&self, items: &[(String, Vec<u8>)]) -> Vec<Result<String, StoreError>> {

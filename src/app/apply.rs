@@ -106,6 +106,8 @@ pub struct ApplyOptions {
     pub force_crl: bool,
     /// Plan every request instead of only what changed since the last reconcile.
     pub full_scan: bool,
+    /// Certificates issued per round (intents, signatures, records); tests make it small.
+    pub issue_chunk: usize,
 }
 
 impl Default for ApplyOptions {
@@ -123,6 +125,7 @@ impl Default for ApplyOptions {
             full_scan: false,
             events_file: None,
             force_crl: false,
+            issue_chunk: ISSUE_CHUNK,
         }
     }
 }
@@ -491,107 +494,12 @@ pub async fn reconcile(
 
     // Issue: intent, sign, record, index.
     let mut issued = Vec::new();
+    let mut fresh = FreshCertificates::default();
     let mut sign_seconds = 0.0;
     if !opts.crl_only {
-        let not_before = now - ctx.config.issuance.backdate.as_time();
-        let urls = urls(ctx);
-        // Build and lint every TBS on all cores (pure work, order kept).
-        let to_issue: Vec<&crate::domain::plan::RequestPlan> = plan.to_issue().collect();
-        let built: Vec<Result<_, String>> = {
-            use rayon::prelude::*;
-            to_issue
-                .par_iter()
-                .map(|rp| {
-                    let spec = rp.spec.as_ref().expect("planned issuance has a spec");
-                    let serial = new_serial()?;
-                    let unsigned = profile::leaf(spec, &issuer, &serial, not_before, &urls)
-                        .map_err(|e| {
-                            format!("{}: cannot build the certificate: {e}", spec.request_id)
-                        })?;
-                    profile::lint_leaf(&unsigned.tbs_der, &issuer, &serial, spec).map_err(|e| {
-                        format!(
-                            "{}: certificate fails the profile check: {e}",
-                            spec.request_id
-                        )
-                    })?;
-                    let rec = CertRecord {
-                        serial: hex::encode(serial),
-                        request_id: spec.request_id.clone(),
-                        request_hash: spec.request_hash.clone(),
-                        key_id: spec.key_id.clone(),
-                        tbs: Base64::encode_string(&unsigned.tbs_der),
-                        certificate: None,
-                    };
-                    let bytes = serde_json::to_vec(&rec).map_err(|e| e.to_string())?;
-                    Ok((rp.action, unsigned, rec, bytes))
-                })
-                .collect()
-        };
-        let built = built.into_iter().collect::<Result<Vec<_>, String>>()?;
-        tracing::debug!(elapsed = ?phase.elapsed(), "certificates built and linted");
-        // Every intent is durable before anything is signed (one barrier for the batch).
-        let intents: Vec<(String, Vec<u8>)> = built
-            .iter()
-            .map(|(_, _, rec, bytes)| (intent_key(&rec.serial), bytes.clone()))
-            .collect();
-        let versions = ctx.store.put_new_many(&intents).await;
-        let mut pending = Vec::new();
-        for ((action, unsigned, rec, _), v) in built.into_iter().zip(versions) {
-            pending.push((action, unsigned, rec, v?));
-        }
-        fail(opts, FailPoint::AfterIntent).await?;
-        tracing::debug!(elapsed = ?phase.elapsed(), "intents recorded");
-        let progress = Progress::new(pending.len());
-        let tbs: Vec<&[u8]> = pending
-            .iter()
-            .map(|(_, u, _, _)| u.tbs_der.as_slice())
-            .collect();
-        let sign_started = std::time::Instant::now();
-        let signatures_done = sign_all(signer, &tbs, &|| progress.tick()).await;
-        sign_seconds = sign_started.elapsed().as_secs_f64();
-        progress.finish();
-        let mut signed = Vec::new();
-        for ((action, unsigned, mut rec, v), sig) in pending.into_iter().zip(signatures_done) {
-            let sig = sig?;
-            signatures += 1;
-            let cert = unsigned.assemble(&sig)?;
-            rec.certificate = Some(Base64::encode_string(
-                &cert.to_der().map_err(|e| e.to_string())?,
-            ));
-            signed.push((action, rec, v));
-        }
-        fail(opts, FailPoint::AfterSign).await?;
-        tracing::debug!(elapsed = ?phase.elapsed(), "signed");
-        put_records(ctx, signed.iter().map(|(_, rec, _)| rec)).await?;
-        fail(opts, FailPoint::AfterRecord).await?;
-        tracing::debug!(elapsed = ?phase.elapsed(), "records written");
-        let summaries: Vec<(String, CertSummary)> = signed
-            .iter()
-            .map(|(_, r, _)| Ok((r.serial.clone(), summary_of(r)?)))
-            .collect::<Result<_, String>>()?;
-        h.update(|i| {
-            for (s, c) in &summaries {
-                i.certs.entry(s.clone()).or_insert(c.clone());
-            }
-        })
-        .await?;
-        fail(opts, FailPoint::AfterState).await?;
-        tracing::debug!(elapsed = ?phase.elapsed(), "index updated");
-        let done: Vec<(String, String)> = signed
-            .iter()
-            .map(|(_, rec, v)| (intent_key(&rec.serial), v.clone()))
-            .collect();
-        for r in ctx.store.delete_many(&done).await {
-            r?;
-        }
-        for ((action, rec, _), (_, sum)) in signed.into_iter().zip(&summaries) {
-            issued.push(Issued {
-                request_id: rec.request_id,
-                serial: rec.serial,
-                action,
-                not_after: sum.not_after,
-            });
-        }
+        let run = issue(ctx, signer, opts, &issuer, &plan, now, &mut h).await?;
+        (issued, fresh, sign_seconds) = (run.issued, run.certificates, run.sign_seconds);
+        signatures += issued.len();
     }
 
     // Revocations, orphans, CRL.
@@ -806,7 +714,7 @@ pub async fn reconcile(
         _ => None,
     };
     let present = plan.request_ids();
-    let changes = outputs::changes(ctx, &head, &h.index, &present, only.as_ref()).await?;
+    let changes = outputs::changes(ctx, &head, &h.index, &present, only.as_ref(), fresh).await?;
     tracing::debug!(elapsed = ?phase.elapsed(), "outputs computed");
     fail(opts, FailPoint::AfterOutputs).await?;
     fail(opts, FailPoint::BeforeCommit).await?;
@@ -864,6 +772,152 @@ pub async fn reconcile(
             },
         },
     })
+}
+
+/// Requests signed per round of intents, signatures and records: bounds the memory of a large
+/// first issuance (about 5 KB per certificate in flight) while keeping one durable-write barrier
+/// per round.
+pub const ISSUE_CHUNK: usize = 4096;
+
+/// Certificates this run signed, DER by serial: the outputs use them instead of reading each
+/// record back from the state (one GET per certificate on S3).
+pub type FreshCertificates = std::collections::HashMap<String, Vec<u8>>;
+
+struct IssueRun {
+    issued: Vec<Issued>,
+    certificates: FreshCertificates,
+    sign_seconds: f64,
+}
+
+/// Issues every certificate the plan asks for, in rounds of `ISSUE_CHUNK`: build and lint the
+/// TBS (all cores), record the intents durably, sign, record the certificates. The index points
+/// at them only after the last round, then the intents go; a crash in between leaves intents
+/// that `recover` completes.
+async fn issue(
+    ctx: &Context,
+    signer: &dyn Signer,
+    opts: &ApplyOptions,
+    issuer: &Issuer,
+    plan: &Plan,
+    now: OffsetDateTime,
+    h: &mut IndexHandle,
+) -> Result<IssueRun, RunError> {
+    let phase = std::time::Instant::now();
+    let not_before = now - ctx.config.issuance.backdate.as_time();
+    let urls = urls(ctx);
+    let to_issue: Vec<&crate::domain::plan::RequestPlan> = plan.to_issue().collect();
+    let progress = Progress::new(to_issue.len());
+    let mut run = IssueRun {
+        issued: Vec::with_capacity(to_issue.len()),
+        certificates: FreshCertificates::with_capacity(to_issue.len()),
+        sign_seconds: 0.0,
+    };
+    let mut summaries: Vec<(String, CertSummary)> = Vec::with_capacity(to_issue.len());
+    let mut intents_done: Vec<(String, String)> = Vec::with_capacity(to_issue.len());
+    let rounds = to_issue.len().div_ceil(opts.issue_chunk.max(1));
+    for (round, chunk) in to_issue.chunks(opts.issue_chunk.max(1)).enumerate() {
+        // Test fail points stop the last round: earlier rounds are then recorded but not
+        // indexed, the state a crash mid-issuance leaves.
+        let last = round + 1 == rounds;
+        let built: Vec<Result<_, String>> = {
+            use rayon::prelude::*;
+            chunk
+                .par_iter()
+                .map(|rp| {
+                    let spec = rp.spec.as_ref().expect("planned issuance has a spec");
+                    let serial = new_serial()?;
+                    let unsigned = profile::leaf(spec, issuer, &serial, not_before, &urls)
+                        .map_err(|e| {
+                            format!("{}: cannot build the certificate: {e}", spec.request_id)
+                        })?;
+                    profile::lint_leaf(&unsigned.tbs_der, issuer, &serial, spec).map_err(|e| {
+                        format!(
+                            "{}: certificate fails the profile check: {e}",
+                            spec.request_id
+                        )
+                    })?;
+                    let rec = CertRecord {
+                        serial: hex::encode(serial),
+                        request_id: spec.request_id.clone(),
+                        request_hash: spec.request_hash.clone(),
+                        key_id: spec.key_id.clone(),
+                        tbs: Base64::encode_string(&unsigned.tbs_der),
+                        certificate: None,
+                    };
+                    let intent = serde_json::to_vec(&rec).map_err(|e| e.to_string())?;
+                    let key = intent_key(&rec.serial);
+                    Ok((rp.action, unsigned, rec, (key, intent)))
+                })
+                .collect()
+        };
+        let mut built = built.into_iter().collect::<Result<Vec<_>, String>>()?;
+        tracing::debug!(elapsed = ?phase.elapsed(), n = built.len(), "certificates built and linted");
+        // Every intent of the round is durable before any of it is signed (one barrier).
+        let intents: Vec<(String, Vec<u8>)> = built
+            .iter_mut()
+            .map(|(_, _, _, intent)| std::mem::take(intent))
+            .collect();
+        let versions = ctx.store.put_new_many(&intents).await;
+        drop(intents);
+        let mut pending = Vec::with_capacity(built.len());
+        for ((action, unsigned, rec, _), v) in built.into_iter().zip(versions) {
+            pending.push((action, unsigned, rec, v?));
+        }
+        if last {
+            fail(opts, FailPoint::AfterIntent).await?;
+        }
+        tracing::debug!(elapsed = ?phase.elapsed(), "intents recorded");
+        let tbs: Vec<&[u8]> = pending
+            .iter()
+            .map(|(_, u, _, _)| u.tbs_der.as_slice())
+            .collect();
+        let sign_started = std::time::Instant::now();
+        let signatures = sign_all(signer, &tbs, &|| progress.tick()).await;
+        run.sign_seconds += sign_started.elapsed().as_secs_f64();
+        let mut signed = Vec::with_capacity(pending.len());
+        for ((action, unsigned, mut rec, v), sig) in pending.into_iter().zip(signatures) {
+            let der = unsigned
+                .assemble(&sig?)?
+                .to_der()
+                .map_err(|e| e.to_string())?;
+            rec.certificate = Some(Base64::encode_string(&der));
+            signed.push((action, rec, v, der));
+        }
+        if last {
+            fail(opts, FailPoint::AfterSign).await?;
+        }
+        tracing::debug!(elapsed = ?phase.elapsed(), "signed");
+        put_records(ctx, signed.iter().map(|(_, rec, _, _)| rec)).await?;
+        if last {
+            fail(opts, FailPoint::AfterRecord).await?;
+        }
+        tracing::debug!(elapsed = ?phase.elapsed(), "records written");
+        for (action, rec, v, der) in signed {
+            let summary = summary_of(&rec)?;
+            run.issued.push(Issued {
+                request_id: rec.request_id,
+                serial: rec.serial.clone(),
+                action,
+                not_after: summary.not_after,
+            });
+            intents_done.push((intent_key(&rec.serial), v));
+            run.certificates.insert(rec.serial.clone(), der);
+            summaries.push((rec.serial, summary));
+        }
+    }
+    progress.finish();
+    h.update(|i| {
+        for (s, c) in &summaries {
+            i.certs.entry(s.clone()).or_insert(c.clone());
+        }
+    })
+    .await?;
+    fail(opts, FailPoint::AfterState).await?;
+    tracing::debug!(elapsed = ?phase.elapsed(), "index updated");
+    for r in ctx.store.delete_many(&intents_done).await {
+        r?;
+    }
+    Ok(run)
 }
 
 /// Builds this run's events and sends them to the file, SNS and webhook configured. A failed

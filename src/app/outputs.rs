@@ -38,19 +38,28 @@ pub fn ca_pems(ctx: &Context) -> Result<String, String> {
 }
 
 pub async fn load_record(ctx: &Context, serial: &str) -> Result<CertRecord, String> {
-    let v = ctx
-        .store
-        .get(&record_key(serial))
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| {
-            format!(
-                "state record of serial {serial} is missing in {}",
-                ctx.store.describe()
-            )
-        })?;
-    serde_json::from_slice(&v.bytes)
-        .map_err(|e| format!("state record of serial {serial} is corrupt: {e}"))
+    let mut one = load_records(ctx, &[serial]).await?;
+    Ok(one.remove(0))
+}
+
+/// The records of many serials, in order, fetched together (concurrently on S3).
+pub async fn load_records(ctx: &Context, serials: &[&str]) -> Result<Vec<CertRecord>, String> {
+    let keys: Vec<String> = serials.iter().map(|s| record_key(s)).collect();
+    let got = ctx.store.get_many(&keys).await;
+    serials
+        .iter()
+        .zip(got)
+        .map(|(serial, v)| {
+            let v = v.map_err(|e| e.to_string())?.ok_or_else(|| {
+                format!(
+                    "state record of serial {serial} is missing in {}",
+                    ctx.store.describe()
+                )
+            })?;
+            serde_json::from_slice(&v.bytes)
+                .map_err(|e| format!("state record of serial {serial} is corrupt: {e}"))
+        })
+        .collect()
 }
 
 pub fn record_certificate(r: &CertRecord) -> Result<Vec<u8>, String> {
@@ -71,6 +80,7 @@ pub async fn changes(
     index: &Index,
     present: &BTreeSet<String>,
     only: Option<&BTreeSet<String>>,
+    mut fresh: super::apply::FreshCertificates,
 ) -> Result<BTreeMap<String, Option<Vec<u8>>>, String> {
     let out_dir = &ctx.config.output.dir;
     let mut changes = BTreeMap::new();
@@ -94,6 +104,7 @@ pub async fn changes(
         }
     };
 
+    let mut stale = Vec::new();
     for id in &ids {
         let Some((serial, _)) = crate::domain::state::ByRequest::current(certs.of(id)) else {
             continue;
@@ -109,12 +120,28 @@ pub async fn changes(
                     == serial.trim_start_matches('0')
             })
             && existing.contains_key(&chain);
-        if up_to_date {
-            continue;
+        if !up_to_date {
+            stale.push((leaf, chain, serial));
         }
-        let der = record_certificate(&load_record(ctx, serial).await?)?;
+    }
+    // Certificates this run did not sign come from their records, fetched together.
+    let from_store: Vec<&str> = stale
+        .iter()
+        .map(|(_, _, serial)| serial.as_str())
+        .filter(|serial| !fresh.contains_key(*serial))
+        .collect();
+    let mut loaded = BTreeMap::new();
+    for (serial, rec) in from_store.iter().zip(load_records(ctx, &from_store).await?) {
+        loaded.insert(*serial, record_certificate(&rec)?);
+    }
+    for (leaf, chain, serial) in stale {
+        // Taken out, so each certificate is held once: as DER or as its PEM files.
+        let der = fresh
+            .remove(serial)
+            .or_else(|| loaded.remove(serial.as_str()));
+        let der = der.expect("every stale output's certificate was fetched");
         let leaf_pem = pem("CERTIFICATE", &der)?;
-        changes.insert(chain.clone(), Some(format!("{leaf_pem}{ca}").into_bytes()));
+        changes.insert(chain, Some(format!("{leaf_pem}{ca}").into_bytes()));
         changes.insert(leaf, Some(leaf_pem.into_bytes()));
     }
     for path in existing.keys() {
