@@ -583,32 +583,26 @@ pub async fn reconcile(
     }
     let lifetime = ctx.config.crl.lifetime.as_time();
     let overlap = ctx.config.crl.overlap.as_time();
-    let crl_due = opts.force_crl
-        || if marks.is_empty() && published.is_empty() && previous.is_empty() {
-            crl_due(&h.index, now, lifetime, overlap)
-        } else {
-            let mut after = h.index.clone();
-            apply_marks(&mut after, &marks, &published, &previous);
-            crl_due(&after, now, lifetime, overlap)
-        };
+    let revoking = !marks.is_empty() || !published.is_empty() || !previous.is_empty();
+    // With revocations the index changes anyway; whether the CRL is due is decided on the
+    // marked index inside the update (no copy of the whole index just to ask).
+    let mut crl_due = opts.force_crl || (!revoking && crl_due(&h.index, now, lifetime, overlap));
     // An accepted rewrite moves the reconciled commit onto the new history.
-    let changed = !issued.is_empty()
-        || !marks.is_empty()
-        || !previous.is_empty()
-        || !published.is_empty()
-        || crl_due
-        || rewritten;
+    let changed = !issued.is_empty() || revoking || crl_due || rewritten;
     let mut crl_number = None;
     if changed {
         let head2 = head.clone();
+        let due = std::cell::Cell::new(crl_due);
         h.update(|i| {
             apply_marks(i, &marks, &published, &previous);
             i.last_reconciled = Some(head2.clone());
-            if crl_due {
+            due.set(opts.force_crl || self::crl_due(i, now, lifetime, overlap));
+            if due.get() {
                 i.crl_number += 1;
             }
         })
         .await?;
+        crl_due = due.get();
     }
     if crl_due {
         let number = h.index.crl_number;
