@@ -641,6 +641,19 @@ impl GitRepo {
         commit: &str,
         folder: &str,
     ) -> Result<BTreeMap<String, Vec<u8>>, String> {
+        self.blobs_under(commit, folder)?
+            .into_iter()
+            .map(|(path, id)| Ok((path, self.blob(&id)?)))
+            .collect()
+    }
+
+    /// Every blob id under `folder` (CA-relative) in `commit`, by CA-relative path: what a
+    /// full check of the outputs walks, reading each file only when it needs it.
+    pub fn blobs_under(
+        &self,
+        commit: &str,
+        folder: &str,
+    ) -> Result<BTreeMap<String, String>, String> {
         let c = self
             .repo
             .find_commit(Oid::from_str(commit).map_err(ge)?)
@@ -654,17 +667,35 @@ impl GitRepo {
             return Ok(out);
         };
         tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
-            if entry.kind() == Some(ObjectType::Blob)
-                && let Ok(b) = self.repo.find_blob(entry.id())
-            {
+            if entry.kind() == Some(ObjectType::Blob) {
                 out.insert(
                     format!("{folder}/{dir}{}", entry.name().unwrap_or("?")),
-                    b.content().to_vec(),
+                    entry.id().to_string(),
                 );
             }
             git2::TreeWalkResult::Ok
         })
         .map_err(ge)?;
         Ok(out)
+    }
+
+    /// The blob id at `path` (CA-relative) in `commit`, if a blob is there.
+    pub fn blob_at(&self, commit: &str, path: &str) -> Result<Option<String>, String> {
+        let c = self
+            .repo
+            .find_commit(Oid::from_str(commit).map_err(ge)?)
+            .map_err(ge)?;
+        let tree = c.tree().map_err(ge)?;
+        Ok(tree
+            .get_path(Path::new(&format!("{}{path}", self.prefix)))
+            .ok()
+            .filter(|e| e.kind() == Some(ObjectType::Blob))
+            .map(|e| e.id().to_string()))
+    }
+
+    /// The content of a blob.
+    pub fn blob(&self, id: &str) -> Result<Vec<u8>, String> {
+        let id = Oid::from_str(id).map_err(ge)?;
+        Ok(self.repo.find_blob(id).map_err(ge)?.content().to_vec())
     }
 }
