@@ -460,7 +460,6 @@ impl GitRepo {
         base: &git2::Tree,
         files: &BTreeMap<String, Option<Vec<u8>>>,
     ) -> Result<(), String> {
-        use std::os::unix::fs::MetadataExt;
         // Check every path before writing any, so a refusal leaves the work tree untouched.
         let mut safe_dirs = std::collections::HashSet::new();
         for path in files.keys() {
@@ -498,34 +497,22 @@ impl GitRepo {
                 Err(_) => {}
             }
         }
-        let mut index = self.repo.index().map_err(ge)?;
-        for path in files.keys() {
+        // The index gets exactly the committed blob ids, through `git update-index --index-info`:
+        // libgit2 reads and rewrites the whole index three times slower than git (0.8 s against
+        // 0.25 s for 400,000 entries), whatever the number of paths changed. Those entries carry
+        // no file stat yet; git's next status or diff re-hashes the files once and records it.
+        let mut info = Vec::new();
+        for (path, content) in files {
             let rel = format!("{}{path}", self.prefix);
             let abs = workdir.join(&rel);
-            match &files[path] {
+            match content {
                 Some(content) => {
-                    let id = Oid::hash_object(ObjectType::Blob, content).map_err(ge)?;
                     if let Some(dir) = abs.parent() {
                         std::fs::create_dir_all(dir).map_err(|e| format!("{rel}: {e}"))?;
                     }
                     std::fs::write(&abs, content).map_err(|e| format!("{rel}: {e}"))?;
-                    let m = std::fs::metadata(&abs).map_err(|e| format!("{rel}: {e}"))?;
-                    index
-                        .add(&git2::IndexEntry {
-                            ctime: git2::IndexTime::new(m.ctime() as i32, m.ctime_nsec() as u32),
-                            mtime: git2::IndexTime::new(m.mtime() as i32, m.mtime_nsec() as u32),
-                            dev: m.dev() as u32,
-                            ino: m.ino() as u32,
-                            mode: 0o100644,
-                            uid: m.uid(),
-                            gid: m.gid(),
-                            file_size: m.size() as u32,
-                            id,
-                            flags: rel.len().min(0xfff) as u16,
-                            flags_extended: 0,
-                            path: rel.clone().into_bytes(),
-                        })
-                        .map_err(ge)?;
+                    let id = Oid::hash_object(ObjectType::Blob, content).map_err(ge)?;
+                    info.extend_from_slice(format!("100644 {id}\t{rel}\0").as_bytes());
                 }
                 None => {
                     match std::fs::remove_file(&abs) {
@@ -533,11 +520,36 @@ impl GitRepo {
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                         Err(e) => return Err(format!("{rel}: {e}")),
                     }
-                    let _ = index.remove_path(Path::new(&rel));
+                    info.extend_from_slice(format!("0 {}\t{rel}\0", Oid::ZERO_SHA1).as_bytes());
                 }
             }
         }
-        index.write().map_err(ge)
+        self.git_with_input(&["update-index", "-z", "--index-info"], &info)
+    }
+
+    /// Runs the git CLI in the work tree with `input` on its standard input.
+    fn git_with_input(&self, args: &[&str], input: &[u8]) -> Result<(), String> {
+        use std::io::Write;
+        let what = format!("git {}", args[0]);
+        let mut child = self
+            .git()
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run {what} (gitca needs the git command): {e}"))?;
+        let written = child.stdin.take().expect("stdin is piped").write_all(input);
+        let out = child
+            .wait_with_output()
+            .map_err(|e| format!("{what}: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "{what} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        written.map_err(|e| format!("{what}: {e}"))
     }
 
     /// Pushes the current branch to its upstream with the git CLI, so credential helpers and the
