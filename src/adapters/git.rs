@@ -39,6 +39,31 @@ fn ge(e: git2::Error) -> String {
     e.message().to_string()
 }
 
+/// The content of a file to commit, the concatenation of shared parts: a certificate's chain
+/// file shares its leaf and the CA certificates instead of holding copies (at 100,000
+/// certificates the copies took 150 MB).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Content(Vec<std::sync::Arc<[u8]>>);
+
+impl Content {
+    pub fn join(parts: &[&std::sync::Arc<[u8]>]) -> Content {
+        Content(parts.iter().map(|p| std::sync::Arc::clone(p)).collect())
+    }
+
+    pub fn bytes(&self) -> std::borrow::Cow<'_, [u8]> {
+        match self.0.as_slice() {
+            [one] => std::borrow::Cow::Borrowed(one),
+            parts => std::borrow::Cow::Owned(parts.concat()),
+        }
+    }
+}
+
+impl From<Vec<u8>> for Content {
+    fn from(bytes: Vec<u8>) -> Content {
+        Content(vec![bytes.into()])
+    }
+}
+
 impl GitRepo {
     pub fn open(path: &Path, dir: Option<&str>) -> Result<GitRepo, String> {
         // libgit2 caches trees only up to 4 KiB; a folder of a thousand requests is a tree of
@@ -398,7 +423,7 @@ impl GitRepo {
     pub fn commit_outputs(
         &self,
         parent: &str,
-        files: &BTreeMap<String, Option<Vec<u8>>>,
+        files: &BTreeMap<String, Option<Content>>,
         message: &str,
     ) -> Result<Option<String>, String> {
         let parent = self
@@ -410,8 +435,8 @@ impl GitRepo {
         for (path, content) in files {
             let full = format!("{}{path}", self.prefix);
             match content {
-                Some(bytes) => {
-                    let oid = self.repo.blob(bytes).map_err(ge)?;
+                Some(content) => {
+                    let oid = self.repo.blob(&content.bytes()).map_err(ge)?;
                     b.upsert(full, oid, git2::FileMode::Blob);
                 }
                 None => {
@@ -458,7 +483,7 @@ impl GitRepo {
         &self,
         workdir: &Path,
         base: &git2::Tree,
-        files: &BTreeMap<String, Option<Vec<u8>>>,
+        files: &BTreeMap<String, Option<Content>>,
     ) -> Result<(), String> {
         // Check every path before writing any, so a refusal leaves the work tree untouched.
         let mut safe_dirs = std::collections::HashSet::new();
@@ -510,8 +535,9 @@ impl GitRepo {
                     if let Some(dir) = abs.parent() {
                         std::fs::create_dir_all(dir).map_err(|e| format!("{rel}: {e}"))?;
                     }
-                    std::fs::write(&abs, content).map_err(|e| format!("{rel}: {e}"))?;
-                    let id = Oid::hash_object(ObjectType::Blob, content).map_err(ge)?;
+                    let content = content.bytes();
+                    std::fs::write(&abs, &content).map_err(|e| format!("{rel}: {e}"))?;
+                    let id = Oid::hash_object(ObjectType::Blob, &content).map_err(ge)?;
                     info.extend_from_slice(format!("100644 {id}\t{rel}\0").as_bytes());
                 }
                 None => {

@@ -483,7 +483,7 @@ pub async fn reconcile(
     }
 
     let (recovered, abandoned, mut signatures) = recover(ctx, signer, &issuer, &mut h, now).await?;
-    let plan = make_plan(ctx, &h.index, now)?;
+    let mut plan = make_plan(ctx, &h.index, now)?;
     let mut basis_seen = ctx.basis_at_load.clone();
     if plan.has_changes() || recovered + abandoned > 0 {
         // The state is about to change: until this run records a new basis, the old one must
@@ -500,6 +500,10 @@ pub async fn reconcile(
         let run = issue(ctx, signer, opts, &issuer, &plan, now, &mut h).await?;
         (issued, fresh, sign_seconds) = (run.issued, run.certificates, run.sign_seconds);
         signatures += issued.len();
+        // Signed: the specs (keys, names, extensions; about 1 KB a request) are not needed again.
+        for r in &mut plan.requests {
+            r.spec = None;
+        }
     }
 
     // Revocations, orphans, CRL.
@@ -1101,7 +1105,7 @@ fn commit_message(
     issued: &[Issued],
     revoked: &[String],
     crl: Option<u64>,
-    changes: &std::collections::BTreeMap<String, Option<Vec<u8>>>,
+    changes: &std::collections::BTreeMap<String, Option<crate::adapters::git::Content>>,
     ctx: &Context,
 ) -> String {
     let mut subject = Vec::new();

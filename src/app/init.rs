@@ -178,6 +178,10 @@ pub async fn init(args: &RepoArgs, opts: &InitOptions) -> Result<InitOutcome, St
         .filter(|k| k.as_str() != CONFIG_FILE)
         .cloned()
         .collect();
+    let files = files
+        .into_iter()
+        .map(|(path, bytes)| (path, bytes.map(crate::adapters::git::Content::from)))
+        .collect();
     let commit = repo
         .commit_outputs(
             &head,

@@ -2,11 +2,13 @@
 //! a crash writes what is missing without signing again.
 
 use super::context::{Context, parse_cert};
+use crate::adapters::git::Content;
 use crate::domain::state::{CertRecord, Index, crl_key, record_key};
 use base64ct::Encoding;
 use der::Encode;
 use der::pem::LineEnding;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use x509_cert::Certificate;
 
 pub fn pem(label: &str, der: &[u8]) -> Result<String, String> {
@@ -81,11 +83,12 @@ pub async fn changes(
     present: &BTreeSet<String>,
     only: Option<&BTreeSet<String>>,
     mut fresh: super::apply::FreshCertificates,
-) -> Result<BTreeMap<String, Option<Vec<u8>>>, String> {
+) -> Result<BTreeMap<String, Option<Content>>, String> {
     let out_dir = &ctx.config.output.dir;
     let mut changes = BTreeMap::new();
     let mut wanted = BTreeSet::new();
     let ca = ca_pems(ctx)?;
+    let ca_parts: Arc<[u8]> = ca.as_bytes().into();
     let certs = crate::domain::state::ByRequest::new(index);
     // Output path -> blob id; a leaf is read only to check its serial, one at a time (all
     // 200,000 output files of 100,000 requests held at once took 400 MB).
@@ -143,9 +146,9 @@ pub async fn changes(
             .remove(serial)
             .or_else(|| loaded.remove(serial.as_str()));
         let der = der.expect("every stale output's certificate was fetched");
-        let leaf_pem = pem("CERTIFICATE", &der)?;
-        changes.insert(chain, Some(format!("{leaf_pem}{ca}").into_bytes()));
-        changes.insert(leaf, Some(leaf_pem.into_bytes()));
+        let leaf_pem: Arc<[u8]> = pem("CERTIFICATE", &der)?.into_bytes().into();
+        changes.insert(chain, Some(Content::join(&[&leaf_pem, &ca_parts])));
+        changes.insert(leaf, Some(Content::join(&[&leaf_pem])));
     }
     for path in existing.keys() {
         if !wanted.contains(path) {
@@ -155,7 +158,7 @@ pub async fn changes(
 
     let mut put_if_changed = |path: &str, bytes: Vec<u8>| -> Result<(), String> {
         if ctx.repo.read_file(commit, path)?.as_deref() != Some(&bytes[..]) {
-            changes.insert(path.to_string(), Some(bytes));
+            changes.insert(path.to_string(), Some(bytes.into()));
         }
         Ok(())
     };
