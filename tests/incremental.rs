@@ -289,6 +289,48 @@ fn uncommitted_changes_to_outputs_are_not_overwritten() {
     assert_eq!(env.read("issued/servers/web-01.chain.pem"), chain_before);
 }
 
+/// The index update after the outputs commit runs the git command. Without it the apply fails
+/// naming what is missing and moves no branch; the outputs it wrote into the work tree are what
+/// the rerun writes, so the rerun (with git) converges instead of refusing them as local edits.
+#[test]
+fn an_apply_without_the_git_command_fails_clearly_and_its_rerun_converges() {
+    let env = Env::from(EXAMPLE, &[]);
+    env.init(&[]);
+    env.ok(&["apply", "--now", "2026-12-01T00:00:00Z"], 3);
+    let y = env.read("requests/servers/web-01.yaml");
+    std::fs::write(
+        env.path("requests/servers/web-01.yaml"),
+        y.replace("lifetime: 60d", "lifetime: 45d"),
+    )
+    .unwrap();
+    let head = env.commit_all("web-01 shorter");
+    let no_git = env.tmp().join("no-git-bin");
+    std::fs::create_dir_all(&no_git).unwrap();
+    let o = env
+        .command_in(&env.path(""), &["apply", "--now", "2026-12-02T00:00:00Z"])
+        .env("PATH", &no_git)
+        .output()
+        .unwrap();
+    assert_ne!(o.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("git update-index") && err.contains("needs the git command"),
+        "{err}"
+    );
+    assert_eq!(env.head(), head, "no branch moved");
+    let out = env.ok(&["apply", "--now", "2026-12-02T00:00:00Z"], 3);
+    assert_ne!(env.head(), head, "{out}");
+    assert!(
+        env.git(&["status", "--porcelain"]).trim().is_empty(),
+        "work tree clean"
+    );
+    assert_eq!(
+        env.read("issued/servers/web-01.pem"),
+        env.git(&["show", "HEAD:issued/servers/web-01.pem"]),
+        "the work tree holds the committed certificate"
+    );
+}
+
 /// Applies at `at` (exit 0 expected) and returns its JSON.
 fn apply_at(env: &Env, args: &[&str], at: &str) -> Value {
     let mut a = vec!["apply", "--format", "json", "--now", at];

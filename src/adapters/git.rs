@@ -513,7 +513,12 @@ impl GitRepo {
                 Ok(_) => {
                     let current = std::fs::read(&abs).map_err(|e| format!("{rel}: {e}"))?;
                     let id = Oid::hash_object(ObjectType::Blob, &current).map_err(ge)?;
-                    if Some(id) != base.get_path(Path::new(&rel)).ok().map(|e| e.id()) {
+                    // Already what gitca would write: a run that stopped between the work tree
+                    // and the index (git missing, say) left it; its rerun converges.
+                    let ours = files[path]
+                        .as_ref()
+                        .is_some_and(|c| c.bytes().as_ref() == current.as_slice());
+                    if !ours && Some(id) != base.get_path(Path::new(&rel)).ok().map(|e| e.id()) {
                         return Err(format!(
                             "{rel} has uncommitted changes in the work tree; gitca will not overwrite it"
                         ));
