@@ -75,6 +75,9 @@ fn assert_converged(env: &Env, expect_requests: usize) {
         env.git(&["status", "--porcelain"]).trim().is_empty(),
         "work tree clean"
     );
+    // Plumbing does not refresh the index: the entries gitca wrote carry their file stat.
+    env.git(&["diff-files", "--quiet"]);
+    env.git(&["diff-index", "--quiet", "HEAD", "--"]);
 }
 
 #[test]

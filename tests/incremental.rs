@@ -320,6 +320,9 @@ fn an_apply_without_the_git_command_fails_clearly_and_its_rerun_converges() {
     assert_eq!(env.head(), head, "no branch moved");
     let out = env.ok(&["apply", "--now", "2026-12-02T00:00:00Z"], 3);
     assert_ne!(env.head(), head, "{out}");
+    // Plumbing does not refresh the index: the entries gitca wrote carry their file stat.
+    env.git(&["diff-files", "--quiet"]);
+    env.git(&["diff-index", "--quiet", "HEAD", "--"]);
     assert!(
         env.git(&["status", "--porcelain"]).trim().is_empty(),
         "work tree clean"
