@@ -105,8 +105,10 @@ pub struct RequestPlan {
     /// Live certificates of this request revoked as superseded (`revoke_superseded: true`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub supersede: Vec<String>,
+    /// Boxed: most requests of a large plan have none, and inline it tripled the size of every
+    /// entry (a full scan of 100,000 requests holds them all).
     #[serde(skip)]
-    pub spec: Option<IssueSpec>,
+    pub spec: Option<Box<IssueSpec>>,
     /// What the next incremental reconcile may carry (request files only).
     #[serde(skip)]
     pub carry: Option<Carried>,
@@ -607,119 +609,126 @@ fn plan_requests(i: &Inputs, layout: &Layout, blocked: &BTreeSet<String>) -> Vec
     let mut live_keys = certs.live_keys(i.now);
     let sources = request_sources(i.snapshot, layout);
     // Reading and checking each CSR (its signature above all) is independent per request: all
-    // cores. The decisions that follow depend on each other (key reuse), in id order.
-    let prepared: Vec<Option<Prepared>> = sources
-        .par_iter()
-        .map(|(id, source)| match source {
-            Source::Carried(_) => None,
-            _ => Some(prepare(i, id, source)),
-        })
-        .collect();
+    // cores. The decisions that follow depend on each other (key reuse), in id order. Prepared in
+    // rounds, so a full scan of 100,000 requests does not hold 100,000 checked CSRs at once.
     let mut out = Vec::with_capacity(sources.len());
-    for ((id, source), prepared) in sources.iter().zip(prepared) {
-        let id: &String = id;
-        let mine = certs.of(id);
-        let current = ByRequest::current(mine);
-        let mut rp = RequestPlan {
-            serial: current.map(|(s, _)| s.clone()),
-            not_after: current.map(|(_, c)| c.not_after),
-            // Rejected or blocked requests are planned in full next time (no hash).
-            carry: (!matches!(source, Source::Layout(_))).then(Carried::default),
-            ..RequestPlan::new(id.clone(), Action::Rejected)
-        };
-        if blocked.contains(id) {
-            rp.action = Action::Revoked;
-            out.push(rp);
-            continue;
-        }
-        let checked = match (source, prepared) {
-            (Source::Carried(c), _) => {
-                // Triage carries only what a full plan leaves unchanged.
-                rp.policy = Some(c.policy.clone());
-                rp.action = Action::Unchanged;
-                rp.carry = Some((*c).clone());
+    for round in sources.chunks(PREPARE_ROUND) {
+        let prepared: Vec<Option<Prepared>> = round
+            .par_iter()
+            .map(|(id, source)| match source {
+                Source::Carried(_) => None,
+                _ => Some(prepare(i, id, source)),
+            })
+            .collect();
+        for ((id, source), prepared) in round.iter().zip(prepared) {
+            let id: &String = id;
+            let mine = certs.of(id);
+            let current = ByRequest::current(mine);
+            let mut rp = RequestPlan {
+                serial: current.map(|(s, _)| s.clone()),
+                not_after: current.map(|(_, c)| c.not_after),
+                // Rejected or blocked requests are planned in full next time (no hash).
+                carry: (!matches!(source, Source::Layout(_))).then(Carried::default),
+                ..RequestPlan::new(id.clone(), Action::Rejected)
+            };
+            if blocked.contains(id) {
+                rp.action = Action::Revoked;
                 out.push(rp);
                 continue;
             }
-            (_, None) => unreachable!("requests that are not carried are prepared"),
-            (Source::File(_), Some(prepared)) => {
-                prepared.and_then(|p| decide(i, id, p, i.policies, &certs, &live_keys))
-            }
-            (Source::Layout(l), Some(prepared)) => {
-                rp.warnings = l.warnings.clone();
-                // A gitca policy selecting the id wins over the built-in serverless one.
-                let policies = if i.policies.iter().any(|p| p.selects_path(&l.id)) {
-                    i.policies
-                } else {
-                    &layout.policies
-                };
-                let decided = prepared.and_then(|p| decide(i, id, p, policies, &certs, &live_keys));
-                match decided {
-                    Ok(x) if l.rejections.is_empty() => Ok(x),
-                    Ok(_) => Err(l.rejections.clone()),
-                    Err(f) if f == l.rejections => Err(f),
-                    Err(f) => Err(l.rejections.iter().cloned().chain(f).collect()),
+            let checked = match (source, prepared) {
+                (Source::Carried(c), _) => {
+                    // Triage carries only what a full plan leaves unchanged.
+                    rp.policy = Some(c.policy.clone());
+                    rp.action = Action::Unchanged;
+                    rp.carry = Some((*c).clone());
+                    out.push(rp);
+                    continue;
                 }
-            }
-        };
-        match checked {
-            Err(f) => {
-                rp.findings = f;
-                rp.live_certificate_no_longer_allowed =
-                    current.is_some_and(|(_, c)| c.is_live(i.now));
-            }
-            Ok((spec, policy_name)) => {
-                if rp.carry.is_some() {
-                    rp.carry = Some(Carried {
-                        csr: spec.csr_path.clone(),
-                        hash: spec.request_hash.clone(),
-                        lifetime_secs: spec.lifetime.0.as_secs(),
-                        policy: policy_name.clone(),
-                    });
+                (_, None) => unreachable!("requests that are not carried are prepared"),
+                (Source::File(_), Some(prepared)) => {
+                    prepared.and_then(|p| decide(i, id, p, i.policies, &certs, &live_keys))
                 }
-                rp.policy = Some(policy_name);
-                // The newest certificate, revoked or not: a request whose certificate was revoked
-                // by serial gets no new one until the request itself changes.
-                let newest = ByRequest::newest(mine);
-                rp.action = match current {
-                    _ if newest.is_some_and(|n| {
-                        n.revoked.is_some() && n.request_hash == spec.request_hash
-                    }) =>
-                    {
-                        Action::Revoked
+                (Source::Layout(l), Some(prepared)) => {
+                    rp.warnings = l.warnings.clone();
+                    // A gitca policy selecting the id wins over the built-in serverless one.
+                    let policies = if i.policies.iter().any(|p| p.selects_path(&l.id)) {
+                        i.policies
+                    } else {
+                        &layout.policies
+                    };
+                    let decided =
+                        prepared.and_then(|p| decide(i, id, p, policies, &certs, &live_keys));
+                    match decided {
+                        Ok(x) if l.rejections.is_empty() => Ok(x),
+                        Ok(_) => Err(l.rejections.clone()),
+                        Err(f) if f == l.rejections => Err(f),
+                        Err(f) => Err(l.rejections.iter().cloned().chain(f).collect()),
                     }
-                    None => Action::Issue,
-                    Some((_, c)) if c.request_hash != spec.request_hash => Action::Reissue,
-                    Some((_, c))
-                        if c.renewal_due(i.now, i.config.issuance.renew_before.as_time()) =>
-                    {
-                        Action::Renew
-                    }
-                    Some(_) => Action::Unchanged,
-                };
-                if spec.revoke_superseded && rp.action != Action::Revoked {
-                    // Every live certificate but the one that stays current; recomputed on each
-                    // run, so a crash between issuing and revoking converges.
-                    let keep = (rp.action == Action::Unchanged)
-                        .then(|| rp.serial.clone())
-                        .flatten();
-                    rp.supersede = mine
-                        .iter()
-                        .filter(|(s, c)| c.is_live(i.now) && Some(*s) != keep.as_ref())
-                        .map(|(s, _)| (*s).clone())
-                        .collect();
                 }
-                if !matches!(rp.action, Action::Unchanged | Action::Revoked) {
-                    // Later requests in this plan may not take the same key.
-                    live_keys.plan(&spec.key_id, id);
-                    rp.spec = Some(spec);
+            };
+            match checked {
+                Err(f) => {
+                    rp.findings = f;
+                    rp.live_certificate_no_longer_allowed =
+                        current.is_some_and(|(_, c)| c.is_live(i.now));
+                }
+                Ok((spec, policy_name)) => {
+                    if rp.carry.is_some() {
+                        rp.carry = Some(Carried {
+                            csr: spec.csr_path.clone(),
+                            hash: spec.request_hash.clone(),
+                            lifetime_secs: spec.lifetime.0.as_secs(),
+                            policy: policy_name.clone(),
+                        });
+                    }
+                    rp.policy = Some(policy_name);
+                    // The newest certificate, revoked or not: a request whose certificate was revoked
+                    // by serial gets no new one until the request itself changes.
+                    let newest = ByRequest::newest(mine);
+                    rp.action = match current {
+                        _ if newest.is_some_and(|n| {
+                            n.revoked.is_some() && n.request_hash == spec.request_hash
+                        }) =>
+                        {
+                            Action::Revoked
+                        }
+                        None => Action::Issue,
+                        Some((_, c)) if c.request_hash != spec.request_hash => Action::Reissue,
+                        Some((_, c))
+                            if c.renewal_due(i.now, i.config.issuance.renew_before.as_time()) =>
+                        {
+                            Action::Renew
+                        }
+                        Some(_) => Action::Unchanged,
+                    };
+                    if spec.revoke_superseded && rp.action != Action::Revoked {
+                        // Every live certificate but the one that stays current; recomputed on each
+                        // run, so a crash between issuing and revoking converges.
+                        let keep = (rp.action == Action::Unchanged)
+                            .then(|| rp.serial.clone())
+                            .flatten();
+                        rp.supersede = mine
+                            .iter()
+                            .filter(|(s, c)| c.is_live(i.now) && Some(*s) != keep.as_ref())
+                            .map(|(s, _)| (*s).clone())
+                            .collect();
+                    }
+                    if !matches!(rp.action, Action::Unchanged | Action::Revoked) {
+                        // Later requests in this plan may not take the same key.
+                        live_keys.plan(&spec.key_id, id);
+                        rp.spec = Some(Box::new(spec));
+                    }
                 }
             }
+            out.push(rp);
         }
-        out.push(rp);
     }
     out
 }
+
+/// Requests prepared (read, CSR checked) per parallel round of the plan.
+const PREPARE_ROUND: usize = 4096;
 
 type Checked = Result<(IssueSpec, String), Vec<Finding>>;
 
