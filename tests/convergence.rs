@@ -30,15 +30,7 @@ fn assert_converged(env: &Env, expect_requests: usize) {
         per_request.values().all(|n| *n == 1),
         "a request got two certificates: {per_request:?}"
     );
-    // The local store shards per-certificate folders (certs/ab/ab….json).
-    let files_under = |dir: &str| -> Vec<String> {
-        walkdir::WalkDir::new(env.state("example-ca").join(dir))
-            .into_iter()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_type().is_file())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect()
-    };
+    let files_under = |dir: &str| state_files(env, dir);
     let records: BTreeSet<String> = files_under("certs")
         .iter()
         .map(|n| n.trim_end_matches(".json").to_string())
@@ -78,6 +70,17 @@ fn assert_converged(env: &Env, expect_requests: usize) {
     // Plumbing does not refresh the index: the entries gitca wrote carry their file stat.
     env.git(&["diff-files", "--quiet"]);
     env.git(&["diff-index", "--quiet", "HEAD", "--"]);
+}
+
+/// File names under a folder of the example CA's local state, which shards per-certificate
+/// folders (certs/ab/ab….json).
+fn state_files(env: &Env, dir: &str) -> Vec<String> {
+    walkdir::WalkDir::new(env.state("example-ca").join(dir))
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
 }
 
 #[test]
@@ -152,11 +155,7 @@ fn a_crash_in_the_last_round_of_issuance_converges_without_double_issuance() {
         env.init(&[]);
         let o = env.gitca(&["apply", "--issue-chunk", "3", "--fail-at", step]);
         assert_eq!(o.status.code(), Some(1), "{step}: injected failure");
-        let records = walkdir::WalkDir::new(env.state("example-ca").join("certs"))
-            .into_iter()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_type().is_file())
-            .count();
+        let records = state_files(&env, "certs").len();
         assert_eq!(
             records,
             7 - 1 + (1 - signed_again),

@@ -265,17 +265,7 @@ fn incremental_plans_equal_full_plans_through_a_sequence_of_changes() {
 /// the work tree, and refuses before writing anything.
 #[test]
 fn uncommitted_changes_to_outputs_are_not_overwritten() {
-    let env = Env::from(EXAMPLE, &[]);
-    env.init(&[]);
-    env.ok(&["apply", "--now", "2026-12-01T00:00:00Z"], 3);
-    let y = env.read("requests/servers/web-01.yaml");
-    std::fs::write(
-        env.path("requests/servers/web-01.yaml"),
-        y.replace("lifetime: 60d", "lifetime: 45d"),
-    )
-    .unwrap();
-    env.git(&["add", "requests/servers/web-01.yaml"]);
-    env.git(&["commit", "-q", "-m", "web-01 shorter"]);
+    let env = issued_then_web01_shortened();
     std::fs::write(env.path("issued/servers/web-01.pem"), "my local edit\n").unwrap();
     let chain_before = env.read("issued/servers/web-01.chain.pem");
     let o = env.gitca(&["apply", "--now", "2026-12-02T00:00:00Z"]);
@@ -294,16 +284,8 @@ fn uncommitted_changes_to_outputs_are_not_overwritten() {
 /// the rerun writes, so the rerun (with git) converges instead of refusing them as local edits.
 #[test]
 fn an_apply_without_the_git_command_fails_clearly_and_its_rerun_converges() {
-    let env = Env::from(EXAMPLE, &[]);
-    env.init(&[]);
-    env.ok(&["apply", "--now", "2026-12-01T00:00:00Z"], 3);
-    let y = env.read("requests/servers/web-01.yaml");
-    std::fs::write(
-        env.path("requests/servers/web-01.yaml"),
-        y.replace("lifetime: 60d", "lifetime: 45d"),
-    )
-    .unwrap();
-    let head = env.commit_all("web-01 shorter");
+    let env = issued_then_web01_shortened();
+    let head = env.head();
     let no_git = env.tmp().join("no-git-bin");
     std::fs::create_dir_all(&no_git).unwrap();
     let o = env
@@ -332,6 +314,22 @@ fn an_apply_without_the_git_command_fails_clearly_and_its_rerun_converges() {
         env.git(&["show", "HEAD:issued/servers/web-01.pem"]),
         "the work tree holds the committed certificate"
     );
+}
+
+/// The example applied on 2026-12-01, then web-01's lifetime shortened and committed: the next
+/// apply reissues web-01.
+fn issued_then_web01_shortened() -> Env {
+    let env = Env::from(EXAMPLE, &[]);
+    env.init(&[]);
+    env.ok(&["apply", "--now", "2026-12-01T00:00:00Z"], 3);
+    let y = env.read("requests/servers/web-01.yaml");
+    std::fs::write(
+        env.path("requests/servers/web-01.yaml"),
+        y.replace("lifetime: 60d", "lifetime: 45d"),
+    )
+    .unwrap();
+    env.commit_all("web-01 shorter");
+    env
 }
 
 /// Applies at `at` (exit 0 expected) and returns its JSON.

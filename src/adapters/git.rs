@@ -35,6 +35,17 @@ impl std::fmt::Debug for GitRepo {
     }
 }
 
+/// A git command's failure, with what it printed.
+fn succeeded(what: &str, out: &std::process::Output) -> Result<(), String> {
+    match out.status.success() {
+        true => Ok(()),
+        false => Err(format!(
+            "{what} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+    }
+}
+
 fn ge(e: git2::Error) -> String {
     e.message().to_string()
 }
@@ -188,12 +199,17 @@ impl GitRepo {
     }
 
     /// The CA folder's tree at `commit`.
-    fn ca_tree(&self, commit: &str) -> Result<git2::Tree<'_>, String> {
+    /// The root tree of `commit`.
+    fn commit_tree(&self, commit: &str) -> Result<git2::Tree<'_>, String> {
         let c = self
             .repo
             .find_commit(Oid::from_str(commit).map_err(ge)?)
             .map_err(ge)?;
-        let root = c.tree().map_err(ge)?;
+        c.tree().map_err(ge)
+    }
+
+    fn ca_tree(&self, commit: &str) -> Result<git2::Tree<'_>, String> {
+        let root = self.commit_tree(commit)?;
         if self.prefix.is_empty() {
             return Ok(root);
         }
@@ -405,11 +421,7 @@ impl GitRepo {
 
     /// The blob at `path` (CA-relative) in `commit`, if any.
     pub fn read_file(&self, commit: &str, path: &str) -> Result<Option<Vec<u8>>, String> {
-        let c = self
-            .repo
-            .find_commit(Oid::from_str(commit).map_err(ge)?)
-            .map_err(ge)?;
-        let tree = c.tree().map_err(ge)?;
+        let tree = self.commit_tree(commit)?;
         match tree.get_path(Path::new(&format!("{}{path}", self.prefix))) {
             Ok(e) => Ok(Some(
                 self.repo.find_blob(e.id()).map_err(ge)?.content().to_vec(),
@@ -512,13 +524,16 @@ impl GitRepo {
                 }
                 Ok(_) => {
                     let current = std::fs::read(&abs).map_err(|e| format!("{rel}: {e}"))?;
-                    let id = Oid::hash_object(ObjectType::Blob, &current).map_err(ge)?;
                     // Already what gitca would write: a run that stopped between the work tree
                     // and the index (git missing, say) left it; its rerun converges.
                     let ours = files[path]
                         .as_ref()
                         .is_some_and(|c| c.bytes().as_ref() == current.as_slice());
-                    if !ours && Some(id) != base.get_path(Path::new(&rel)).ok().map(|e| e.id()) {
+                    let committed = || -> Result<bool, String> {
+                        let id = Oid::hash_object(ObjectType::Blob, &current).map_err(ge)?;
+                        Ok(Some(id) == base.get_path(Path::new(&rel)).ok().map(|e| e.id()))
+                    };
+                    if !ours && !committed()? {
                         return Err(format!(
                             "{rel} has uncommitted changes in the work tree; gitca will not overwrite it"
                         ));
@@ -580,12 +595,7 @@ impl GitRepo {
         let out = child
             .wait_with_output()
             .map_err(|e| format!("{what}: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "{what} failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
+        succeeded(&what, &out)?;
         let said = String::from_utf8_lossy(&out.stderr);
         if !said.trim().is_empty() {
             tracing::warn!("{what}: {}", said.trim());
@@ -633,12 +643,7 @@ impl GitRepo {
             .args(["fetch", "--quiet", &remote, &format!("refs/heads/{branch}")])
             .output()
             .map_err(|e| format!("cannot run git fetch: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "git fetch failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
+        succeeded("git fetch", &out)?;
         let fetched = self.resolve("FETCH_HEAD")?;
         let head = self.resolve("HEAD")?;
         if head != ours && head != source {
@@ -710,11 +715,7 @@ impl GitRepo {
         commit: &str,
         folder: &str,
     ) -> Result<BTreeMap<String, String>, String> {
-        let c = self
-            .repo
-            .find_commit(Oid::from_str(commit).map_err(ge)?)
-            .map_err(ge)?;
-        let root = c.tree().map_err(ge)?;
+        let root = self.commit_tree(commit)?;
         let mut out = BTreeMap::new();
         let Ok(e) = root.get_path(Path::new(&format!("{}{folder}", self.prefix))) else {
             return Ok(out);
@@ -737,12 +738,8 @@ impl GitRepo {
 
     /// The blob id at `path` (CA-relative) in `commit`, if a blob is there.
     pub fn blob_at(&self, commit: &str, path: &str) -> Result<Option<String>, String> {
-        let c = self
-            .repo
-            .find_commit(Oid::from_str(commit).map_err(ge)?)
-            .map_err(ge)?;
-        let tree = c.tree().map_err(ge)?;
-        Ok(tree
+        Ok(self
+            .commit_tree(commit)?
             .get_path(Path::new(&format!("{}{path}", self.prefix)))
             .ok()
             .filter(|e| e.kind() == Some(ObjectType::Blob))

@@ -142,6 +142,18 @@ fn etag(e: Option<&str>) -> String {
 /// Requests in flight for batches of small objects (intents, records).
 const S3_CONCURRENCY: usize = 32;
 
+/// Runs `call` on every item, `S3_CONCURRENCY` requests at a time; results in input order.
+async fn in_flight<'a, T, R, F>(items: &'a [T], call: impl Fn(&'a T) -> F) -> Vec<R>
+where
+    F: std::future::Future<Output = R>,
+{
+    let mut out = Vec::with_capacity(items.len());
+    for chunk in items.chunks(S3_CONCURRENCY) {
+        out.extend(futures::future::join_all(chunk.iter().map(&call)).await);
+    }
+    out
+}
+
 #[async_trait]
 impl StateStore for S3Store {
     fn describe(&self) -> String {
@@ -198,31 +210,15 @@ impl StateStore for S3Store {
     }
 
     async fn get_many(&self, keys: &[String]) -> Vec<Result<Option<Versioned>, StoreError>> {
-        let mut out = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(S3_CONCURRENCY) {
-            out.extend(futures::future::join_all(chunk.iter().map(|k| self.get(k))).await);
-        }
-        out
+        in_flight(keys, |k| self.get(k)).await
     }
 
     async fn put_new_many(&self, items: &[(String, Vec<u8>)]) -> Vec<Result<String, StoreError>> {
-        let mut out = Vec::with_capacity(items.len());
-        for chunk in items.chunks(S3_CONCURRENCY) {
-            out.extend(
-                futures::future::join_all(chunk.iter().map(|(k, b)| self.put_new(k, b))).await,
-            );
-        }
-        out
+        in_flight(items, |(k, b)| self.put_new(k, b)).await
     }
 
     async fn delete_many(&self, items: &[(String, String)]) -> Vec<Result<(), StoreError>> {
-        let mut out = Vec::with_capacity(items.len());
-        for chunk in items.chunks(S3_CONCURRENCY) {
-            out.extend(
-                futures::future::join_all(chunk.iter().map(|(k, v)| self.delete_if(k, v))).await,
-            );
-        }
-        out
+        in_flight(items, |(k, v)| self.delete_if(k, v)).await
     }
 
     async fn put_if(&self, key: &str, bytes: &[u8], expected: &str) -> Result<String, StoreError> {

@@ -14,7 +14,7 @@ use crate::adapters::signer::{
 };
 use crate::adapters::state_store::StoreError;
 use crate::domain::crl::{self, CrlEntry};
-use crate::domain::plan::{self, Action, Inputs, Plan, RevocationAction};
+use crate::domain::plan::{self, Action, Inputs, IssueSpec, Plan, RevocationAction};
 use crate::domain::profile::{self, Issuer, Urls, from_time};
 use crate::domain::revocation::Reason;
 use crate::domain::serial::new_serial;
@@ -312,14 +312,19 @@ fn urls(ctx: &Context) -> Urls {
 fn summary_of(rec: &CertRecord) -> Result<CertSummary, String> {
     let tbs = TbsCertificate::from_der(&Base64::decode_vec(&rec.tbs).map_err(|e| e.to_string())?)
         .map_err(|e| format!("serial {}: recorded TBS does not decode: {e}", rec.serial))?;
-    Ok(CertSummary {
+    Ok(summary_from(rec, &tbs))
+}
+
+/// The index entry of a record whose TBS is at hand (decoded or just built).
+fn summary_from(rec: &CertRecord, tbs: &TbsCertificate) -> CertSummary {
+    CertSummary {
         request_id: rec.request_id.clone(),
         request_hash: rec.request_hash.clone(),
         key_id: rec.key_id.clone(),
         not_before: from_time(&tbs.validity().not_before),
         not_after: from_time(&tbs.validity().not_after),
         revoked: None,
-    })
+    }
 }
 
 fn make_plan(ctx: &Context, index: &Index, now: OffsetDateTime) -> Result<Plan, RunError> {
@@ -803,7 +808,13 @@ async fn issue(
     let phase = std::time::Instant::now();
     let not_before = now - ctx.config.issuance.backdate.as_time();
     let urls = urls(ctx);
-    let to_issue: Vec<&crate::domain::plan::RequestPlan> = plan.to_issue().collect();
+    let to_issue: Vec<(Action, &IssueSpec)> = plan
+        .to_issue()
+        .map(|rp| {
+            let spec = rp.spec.as_deref().expect("planned issuance has a spec");
+            (rp.action, spec)
+        })
+        .collect();
     let progress = Progress::new(to_issue.len());
     let mut run = IssueRun {
         issued: Vec::with_capacity(to_issue.len()),
@@ -812,8 +823,7 @@ async fn issue(
     };
     let mut summaries: Vec<(String, CertSummary)> = Vec::with_capacity(to_issue.len());
     let mut intents_done: Vec<(String, String)> = Vec::with_capacity(to_issue.len());
-    let build = |rp: &crate::domain::plan::RequestPlan| -> Result<_, String> {
-        let spec = rp.spec.as_ref().expect("planned issuance has a spec");
+    let build = |spec: &IssueSpec| -> Result<_, String> {
         let serial = new_serial()?;
         let unsigned = profile::leaf(spec, issuer, &serial, not_before, &urls)
             .map_err(|e| format!("{}: cannot build the certificate: {e}", spec.request_id))?;
@@ -823,14 +833,24 @@ async fn issue(
                 spec.request_id
             )
         })?;
-        Ok((serial, unsigned))
+        let rec = CertRecord {
+            serial: hex::encode(serial),
+            request_id: spec.request_id.clone(),
+            request_hash: spec.request_hash.clone(),
+            key_id: spec.key_id.clone(),
+            tbs: Base64::encode_string(&unsigned.tbs_der),
+            certificate: None,
+        };
+        Ok((unsigned, rec))
     };
     // Every certificate is built and checked before the first intent, so a request that cannot
     // be issued stops the run before anything is signed; the rounds only bound memory. (The
     // rounds build again with fresh serials: a tenth of a second per 10,000.)
     {
         use rayon::prelude::*;
-        to_issue.par_iter().try_for_each(|rp| build(rp).map(drop))?;
+        to_issue
+            .par_iter()
+            .try_for_each(|(_, spec)| build(spec).map(drop))?;
     }
     let rounds = to_issue.len().div_ceil(opts.issue_chunk.max(1));
     for (round, chunk) in to_issue.chunks(opts.issue_chunk.max(1)).enumerate() {
@@ -841,34 +861,21 @@ async fn issue(
             use rayon::prelude::*;
             chunk
                 .par_iter()
-                .map(|rp| {
-                    let (serial, unsigned) = build(rp)?;
-                    let spec = rp.spec.as_ref().expect("planned issuance has a spec");
-                    let rec = CertRecord {
-                        serial: hex::encode(serial),
-                        request_id: spec.request_id.clone(),
-                        request_hash: spec.request_hash.clone(),
-                        key_id: spec.key_id.clone(),
-                        tbs: Base64::encode_string(&unsigned.tbs_der),
-                        certificate: None,
-                    };
-                    let intent = serde_json::to_vec(&rec).map_err(|e| e.to_string())?;
-                    let key = intent_key(&rec.serial);
-                    Ok((rp.action, unsigned, rec, (key, intent)))
-                })
+                .map(|(action, spec)| Ok((*action, build(spec)?)))
                 .collect()
         };
-        let mut built = built.into_iter().collect::<Result<Vec<_>, String>>()?;
+        let built = built.into_iter().collect::<Result<Vec<_>, String>>()?;
         tracing::debug!(elapsed = ?phase.elapsed(), n = built.len(), "certificates built and linted");
         // Every intent of the round is durable before any of it is signed (one barrier).
-        let intents: Vec<(String, Vec<u8>)> = built
-            .iter_mut()
-            .map(|(_, _, _, intent)| std::mem::take(intent))
-            .collect();
+        let intents = built
+            .iter()
+            .map(|(_, (_, rec))| Ok((intent_key(&rec.serial), serde_json::to_vec(rec)?)))
+            .collect::<Result<Vec<_>, serde_json::Error>>()
+            .map_err(|e| e.to_string())?;
         let versions = ctx.store.put_new_many(&intents).await;
         drop(intents);
         let mut pending = Vec::with_capacity(built.len());
-        for ((action, unsigned, rec, _), v) in built.into_iter().zip(versions) {
+        for ((action, (unsigned, rec)), v) in built.into_iter().zip(versions) {
             pending.push((action, unsigned, rec, v?));
         }
         if last {
@@ -884,24 +891,22 @@ async fn issue(
         run.sign_seconds += sign_started.elapsed().as_secs_f64();
         let mut signed = Vec::with_capacity(pending.len());
         for ((action, unsigned, mut rec, v), sig) in pending.into_iter().zip(signatures) {
-            let der = unsigned
-                .assemble(&sig?)?
-                .to_der()
-                .map_err(|e| e.to_string())?;
+            let cert = unsigned.assemble(&sig?)?;
+            let summary = summary_from(&rec, cert.tbs_certificate());
+            let der = cert.to_der().map_err(|e| e.to_string())?;
             rec.certificate = Some(Base64::encode_string(&der));
-            signed.push((action, rec, v, der));
+            signed.push((action, rec, v, der, summary));
         }
         if last {
             fail(opts, FailPoint::AfterSign).await?;
         }
         tracing::debug!(elapsed = ?phase.elapsed(), "signed");
-        put_records(ctx, signed.iter().map(|(_, rec, _, _)| rec)).await?;
+        put_records(ctx, signed.iter().map(|(_, rec, _, _, _)| rec)).await?;
         if last {
             fail(opts, FailPoint::AfterRecord).await?;
         }
         tracing::debug!(elapsed = ?phase.elapsed(), "records written");
-        for (action, rec, v, der) in signed {
-            let summary = summary_of(&rec)?;
+        for (action, rec, v, der, summary) in signed {
             run.issued.push(Issued {
                 request_id: rec.request_id,
                 serial: rec.serial.clone(),

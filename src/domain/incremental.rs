@@ -316,6 +316,33 @@ pub fn needs_full_scan(changes: &[Change], config: &Config) -> Option<String> {
         .map(|c| format!("{} changed", c.path))
 }
 
+/// Puts the request files that changed into `t` (read, or deleted) with the requests naming a
+/// changed file as their CSR; returns the request files touched.
+fn take_changed(basis: &Basis, changes: &[Change], t: &mut Triage) -> BTreeSet<String> {
+    let mut touched = BTreeSet::new();
+    let mut by_csr: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (id, c) in &basis.requests {
+        by_csr.entry(c.csr.as_str()).or_default().push(id);
+    }
+    for c in changes {
+        if is_request_file(&c.path) {
+            if !c.deleted {
+                t.load.insert(c.path.clone());
+            } else if basis.requests.contains_key(&c.path) {
+                t.deleted.insert(c.path.clone());
+            }
+            touched.insert(c.path.clone());
+        }
+        // A changed CSR (or any file a request names as its CSR) re-plans those requests.
+        for id in by_csr.get(c.path.as_str()).into_iter().flatten() {
+            if !t.deleted.contains(*id) && !touched.contains(*id) {
+                t.load.insert(id.to_string());
+            }
+        }
+    }
+    touched
+}
+
 /// Splits the requests of the reviewed commit into carried and to-read, taking the basis's
 /// requests (carried ones are moved, not copied). `changes` must not call for a full scan
 /// (see [`needs_full_scan`]).
@@ -328,31 +355,7 @@ pub fn triage(
     now: OffsetDateTime,
 ) -> Triage {
     let mut t = Triage::default();
-    let mut touched: BTreeSet<String> = BTreeSet::new();
-    {
-        let mut by_csr: HashMap<&str, Vec<&str>> = HashMap::new();
-        for (id, c) in &basis.requests {
-            by_csr.entry(c.csr.as_str()).or_default().push(id);
-        }
-        for c in changes {
-            if is_request_file(&c.path) {
-                if c.deleted {
-                    if basis.requests.contains_key(&c.path) {
-                        t.deleted.insert(c.path.clone());
-                    }
-                } else {
-                    t.load.insert(c.path.clone());
-                }
-                touched.insert(c.path.clone());
-            }
-            // A changed CSR (or any file a request names as its CSR) re-plans those requests.
-            for id in by_csr.get(c.path.as_str()).into_iter().flatten() {
-                if !t.deleted.contains(*id) && !touched.contains(*id) {
-                    t.load.insert(id.to_string());
-                }
-            }
-        }
-    }
+    let touched = take_changed(basis, changes, &mut t);
 
     let certs = ByRequest::new(index);
     let live_keys = certs.live_keys(now);
@@ -398,6 +401,14 @@ mod tests {
     use crate::domain::state::{CertSummary, Revoked};
     use time::macros::datetime;
 
+    /// The CA's facts, ending at `not_after`.
+    fn ca_ending(not_after: OffsetDateTime) -> CaFacts {
+        CaFacts {
+            key_id: "ca".into(),
+            not_after,
+        }
+    }
+
     fn carried(hash: &str) -> Carried {
         Carried {
             csr: "requests/a.csr".into(),
@@ -439,10 +450,7 @@ mod tests {
     #[test]
     fn only_what_the_full_plan_would_leave_alone_is_carried() {
         let now = datetime!(2026-11-28 00:00 UTC);
-        let ca = CaFacts {
-            key_id: "ca".into(),
-            not_after: now + time::Duration::days(3650),
-        };
+        let ca = ca_ending(now + time::Duration::days(3650));
         let mut basis = Basis::default();
         let mut index = Index::new("ca".into());
         let ids = ["a", "b", "c", "d", "e", "f", "g"].map(|x| format!("requests/{x}.yaml"));
@@ -499,10 +507,7 @@ mod tests {
         assert!(t.deleted.contains(&ids[5]));
 
         // The CA's end comes within a new certificate's lifetime: planned in full.
-        let short = CaFacts {
-            key_id: "ca".into(),
-            not_after: now + time::Duration::days(10),
-        };
+        let short = ca_ending(now + time::Duration::days(10));
         let t = triage(&mut basis.clone(), &[], &index, &config(), &short, now);
         assert!(!t.carried.contains_key(&ids[0]));
     }
@@ -535,10 +540,7 @@ mod tests {
         use crate::domain::plan::RequestPlan;
         use crate::domain::state::CrlInfo;
         let now = datetime!(2026-11-28 00:00 UTC);
-        let ca = CaFacts {
-            key_id: "ca".into(),
-            not_after: now + time::Duration::days(3650),
-        };
+        let ca = ca_ending(now + time::Duration::days(3650));
         let mut index = Index::new("ca".into());
         // A 30-day certificate 5 days old: due at not_after - 10 days (renew_before is longer
         // than a third of its life).
@@ -574,10 +576,7 @@ mod tests {
         );
         cfg.events.expiry_days = vec![];
         // A CA ending within a new certificate's lifetime of the renewal moves it earlier.
-        let short = CaFacts {
-            key_id: "ca".into(),
-            not_after: now + time::Duration::days(31),
-        };
+        let short = ca_ending(now + time::Duration::days(31));
         assert_eq!(
             quiet_until(&plan, &index, &cfg, &short, now),
             Some(now + time::Duration::days(1) + cfg.issuance.backdate.as_time())

@@ -620,111 +620,126 @@ fn plan_requests(i: &Inputs, layout: &Layout, blocked: &BTreeSet<String>) -> Vec
                 _ => Some(prepare(i, id, source)),
             })
             .collect();
-        for ((id, source), prepared) in round.iter().zip(prepared) {
-            let id: &String = id;
-            let mine = certs.of(id);
-            let current = ByRequest::current(mine);
-            let mut rp = RequestPlan {
-                serial: current.map(|(s, _)| s.clone()),
-                not_after: current.map(|(_, c)| c.not_after),
-                // Rejected or blocked requests are planned in full next time (no hash).
-                carry: (!matches!(source, Source::Layout(_))).then(Carried::default),
-                ..RequestPlan::new(id.clone(), Action::Rejected)
-            };
-            if blocked.contains(id) {
-                rp.action = Action::Revoked;
-                out.push(rp);
-                continue;
-            }
-            let checked = match (source, prepared) {
-                (Source::Carried(c), _) => {
-                    // Triage carries only what a full plan leaves unchanged.
-                    rp.policy = Some(c.policy.clone());
-                    rp.action = Action::Unchanged;
-                    rp.carry = Some((*c).clone());
-                    out.push(rp);
-                    continue;
-                }
-                (_, None) => unreachable!("requests that are not carried are prepared"),
-                (Source::File(_), Some(prepared)) => {
-                    prepared.and_then(|p| decide(i, id, p, i.policies, &certs, &live_keys))
-                }
-                (Source::Layout(l), Some(prepared)) => {
-                    rp.warnings = l.warnings.clone();
-                    // A gitca policy selecting the id wins over the built-in serverless one.
-                    let policies = if i.policies.iter().any(|p| p.selects_path(&l.id)) {
-                        i.policies
-                    } else {
-                        &layout.policies
-                    };
-                    let decided =
-                        prepared.and_then(|p| decide(i, id, p, policies, &certs, &live_keys));
-                    match decided {
-                        Ok(x) if l.rejections.is_empty() => Ok(x),
-                        Ok(_) => Err(l.rejections.clone()),
-                        Err(f) if f == l.rejections => Err(f),
-                        Err(f) => Err(l.rejections.iter().cloned().chain(f).collect()),
-                    }
-                }
-            };
-            match checked {
-                Err(f) => {
-                    rp.findings = f;
-                    rp.live_certificate_no_longer_allowed =
-                        current.is_some_and(|(_, c)| c.is_live(i.now));
-                }
-                Ok((spec, policy_name)) => {
-                    if rp.carry.is_some() {
-                        rp.carry = Some(Carried {
-                            csr: spec.csr_path.clone(),
-                            hash: spec.request_hash.clone(),
-                            lifetime_secs: spec.lifetime.0.as_secs(),
-                            policy: policy_name.clone(),
-                        });
-                    }
-                    rp.policy = Some(policy_name);
-                    // The newest certificate, revoked or not: a request whose certificate was revoked
-                    // by serial gets no new one until the request itself changes.
-                    let newest = ByRequest::newest(mine);
-                    rp.action = match current {
-                        _ if newest.is_some_and(|n| {
-                            n.revoked.is_some() && n.request_hash == spec.request_hash
-                        }) =>
-                        {
-                            Action::Revoked
-                        }
-                        None => Action::Issue,
-                        Some((_, c)) if c.request_hash != spec.request_hash => Action::Reissue,
-                        Some((_, c))
-                            if c.renewal_due(i.now, i.config.issuance.renew_before.as_time()) =>
-                        {
-                            Action::Renew
-                        }
-                        Some(_) => Action::Unchanged,
-                    };
-                    if spec.revoke_superseded && rp.action != Action::Revoked {
-                        // Every live certificate but the one that stays current; recomputed on each
-                        // run, so a crash between issuing and revoking converges.
-                        let keep = (rp.action == Action::Unchanged)
-                            .then(|| rp.serial.clone())
-                            .flatten();
-                        rp.supersede = mine
-                            .iter()
-                            .filter(|(s, c)| c.is_live(i.now) && Some(*s) != keep.as_ref())
-                            .map(|(s, _)| (*s).clone())
-                            .collect();
-                    }
-                    if !matches!(rp.action, Action::Unchanged | Action::Revoked) {
-                        // Later requests in this plan may not take the same key.
-                        live_keys.plan(&spec.key_id, id);
-                        rp.spec = Some(Box::new(spec));
-                    }
-                }
-            }
-            out.push(rp);
+        for (entry, prepared) in round.iter().zip(prepared) {
+            out.push(plan_request(
+                i,
+                layout,
+                blocked,
+                &certs,
+                &mut live_keys,
+                entry,
+                prepared,
+            ));
         }
     }
     out
+}
+
+/// One request's plan, decided after every request before it in id order (key reuse).
+fn plan_request(
+    i: &Inputs,
+    layout: &Layout,
+    blocked: &BTreeSet<String>,
+    certs: &ByRequest,
+    live_keys: &mut LiveKeys,
+    (id, source): &(&String, Source),
+    prepared: Option<Prepared>,
+) -> RequestPlan {
+    let id: &String = id;
+    let mine = certs.of(id);
+    let current = ByRequest::current(mine);
+    let mut rp = RequestPlan {
+        serial: current.map(|(s, _)| s.clone()),
+        not_after: current.map(|(_, c)| c.not_after),
+        // Rejected or blocked requests are planned in full next time (no hash).
+        carry: (!matches!(source, Source::Layout(_))).then(Carried::default),
+        ..RequestPlan::new(id.clone(), Action::Rejected)
+    };
+    if blocked.contains(id) {
+        rp.action = Action::Revoked;
+        return rp;
+    }
+    let checked = match (source, prepared) {
+        (Source::Carried(c), _) => {
+            // Triage carries only what a full plan leaves unchanged.
+            rp.policy = Some(c.policy.clone());
+            rp.action = Action::Unchanged;
+            rp.carry = Some((*c).clone());
+            return rp;
+        }
+        (_, None) => unreachable!("requests that are not carried are prepared"),
+        (Source::File(_), Some(prepared)) => {
+            prepared.and_then(|p| decide(i, id, p, i.policies, certs, live_keys))
+        }
+        (Source::Layout(l), Some(prepared)) => {
+            rp.warnings = l.warnings.clone();
+            // A gitca policy selecting the id wins over the built-in serverless one.
+            let policies = if i.policies.iter().any(|p| p.selects_path(&l.id)) {
+                i.policies
+            } else {
+                &layout.policies
+            };
+            let decided = prepared.and_then(|p| decide(i, id, p, policies, certs, live_keys));
+            match decided {
+                Ok(x) if l.rejections.is_empty() => Ok(x),
+                Ok(_) => Err(l.rejections.clone()),
+                Err(f) if f == l.rejections => Err(f),
+                Err(f) => Err(l.rejections.iter().cloned().chain(f).collect()),
+            }
+        }
+    };
+    match checked {
+        Err(f) => {
+            rp.findings = f;
+            rp.live_certificate_no_longer_allowed = current.is_some_and(|(_, c)| c.is_live(i.now));
+        }
+        Ok((spec, policy_name)) => {
+            if rp.carry.is_some() {
+                rp.carry = Some(Carried {
+                    csr: spec.csr_path.clone(),
+                    hash: spec.request_hash.clone(),
+                    lifetime_secs: spec.lifetime.0.as_secs(),
+                    policy: policy_name.clone(),
+                });
+            }
+            rp.policy = Some(policy_name);
+            // The newest certificate, revoked or not: a request whose certificate was revoked
+            // by serial gets no new one until the request itself changes.
+            let newest = ByRequest::newest(mine);
+            rp.action = match current {
+                _ if newest.is_some_and(|n| {
+                    n.revoked.is_some() && n.request_hash == spec.request_hash
+                }) =>
+                {
+                    Action::Revoked
+                }
+                None => Action::Issue,
+                Some((_, c)) if c.request_hash != spec.request_hash => Action::Reissue,
+                Some((_, c)) if c.renewal_due(i.now, i.config.issuance.renew_before.as_time()) => {
+                    Action::Renew
+                }
+                Some(_) => Action::Unchanged,
+            };
+            if spec.revoke_superseded && rp.action != Action::Revoked {
+                // Every live certificate but the one that stays current; recomputed on each
+                // run, so a crash between issuing and revoking converges.
+                let keep = (rp.action == Action::Unchanged)
+                    .then(|| rp.serial.clone())
+                    .flatten();
+                rp.supersede = mine
+                    .iter()
+                    .filter(|(s, c)| c.is_live(i.now) && Some(*s) != keep.as_ref())
+                    .map(|(s, _)| (*s).clone())
+                    .collect();
+            }
+            if !matches!(rp.action, Action::Unchanged | Action::Revoked) {
+                // Later requests in this plan may not take the same key.
+                live_keys.plan(&spec.key_id, id);
+                rp.spec = Some(Box::new(spec));
+            }
+        }
+    }
+    rp
 }
 
 /// Requests prepared (read, CSR checked) per parallel round of the plan.
