@@ -264,7 +264,7 @@ async fn apply_with_retries(
 ) -> Result<ApplyOutcome, RunError> {
     let mut attempt = 1;
     loop {
-        let mut outcome = reconcile(&ctx, signer, opts).await?;
+        let mut outcome = reconcile(&mut ctx, signer, opts).await?;
         if !opts.push {
             return Ok(outcome);
         }
@@ -444,7 +444,7 @@ async fn put_records(
 /// One reconcile of the commit in `ctx`. Idempotent: a second run on the same commit and state
 /// signs nothing and commits nothing.
 pub async fn reconcile(
-    ctx: &Context,
+    ctx: &mut Context,
     signer: &dyn Signer,
     opts: &ApplyOptions,
 ) -> Result<ApplyOutcome, RunError> {
@@ -489,6 +489,10 @@ pub async fn reconcile(
 
     let (recovered, abandoned, mut signatures) = recover(ctx, signer, &issuer, &mut h, now).await?;
     let mut plan = make_plan(ctx, &h.index, now)?;
+    // Planned: the request files are not read again (the outputs come from the state), and a
+    // first issuance of 100,000 requests would hold them, about 140 MB, to its end.
+    ctx.snapshot.files = Default::default();
+    let ctx = &*ctx;
     let mut basis_seen = ctx.basis_at_load.clone();
     if plan.has_changes() || recovered + abandoned > 0 {
         // The state is about to change: until this run records a new basis, the old one must
@@ -502,13 +506,9 @@ pub async fn reconcile(
     let mut fresh = FreshCertificates::default();
     let mut sign_seconds = 0.0;
     if !opts.crl_only {
-        let run = issue(ctx, signer, opts, &issuer, &plan, now, &mut h).await?;
+        let run = issue(ctx, signer, opts, &issuer, &mut plan, now, &mut h).await?;
         (issued, fresh, sign_seconds) = (run.issued, run.certificates, run.sign_seconds);
         signatures += issued.len();
-        // Signed: the specs (keys, names, extensions; about 1 KB a request) are not needed again.
-        for r in &mut plan.requests {
-            r.spec = None;
-        }
     }
 
     // Revocations, orphans, CRL.
@@ -795,26 +795,21 @@ struct IssueRun {
 /// Issues every certificate the plan asks for, in rounds of `ISSUE_CHUNK`: build and lint the
 /// TBS (all cores), record the intents durably, sign, record the certificates. The index points
 /// at them only after the last round, then the intents go; a crash in between leaves intents
-/// that `recover` completes.
+/// that `recover` completes. Each round takes its specs out of the plan (keys, names,
+/// extensions: about 1.5 KB a request), so they are not all held to the end.
 async fn issue(
     ctx: &Context,
     signer: &dyn Signer,
     opts: &ApplyOptions,
     issuer: &Issuer,
-    plan: &Plan,
+    plan: &mut Plan,
     now: OffsetDateTime,
     h: &mut IndexHandle,
 ) -> Result<IssueRun, RunError> {
     let phase = std::time::Instant::now();
     let not_before = now - ctx.config.issuance.backdate.as_time();
     let urls = urls(ctx);
-    let to_issue: Vec<(Action, &IssueSpec)> = plan
-        .to_issue()
-        .map(|rp| {
-            let spec = rp.spec.as_deref().expect("planned issuance has a spec");
-            (rp.action, spec)
-        })
-        .collect();
+    let to_issue: Vec<usize> = plan.to_issue_indices().collect();
     let progress = Progress::new(to_issue.len());
     let mut run = IssueRun {
         issued: Vec::with_capacity(to_issue.len()),
@@ -848,22 +843,33 @@ async fn issue(
     // rounds build again with fresh serials: a tenth of a second per 10,000.)
     {
         use rayon::prelude::*;
-        to_issue
-            .par_iter()
-            .try_for_each(|(_, spec)| build(spec).map(drop))?;
+        let requests = &plan.requests;
+        to_issue.par_iter().try_for_each(|&i| {
+            let spec = requests[i].spec.as_deref();
+            build(spec.expect("planned issuance has a spec")).map(drop)
+        })?;
     }
     let rounds = to_issue.len().div_ceil(opts.issue_chunk.max(1));
     for (round, chunk) in to_issue.chunks(opts.issue_chunk.max(1)).enumerate() {
         // Test fail points stop the last round: earlier rounds are then recorded but not
         // indexed, the state a crash mid-issuance leaves.
         let last = round + 1 == rounds;
+        let specs: Vec<(Action, Box<IssueSpec>)> = chunk
+            .iter()
+            .map(|&i| {
+                let r = &mut plan.requests[i];
+                let spec = r.spec.take().expect("planned issuance has a spec");
+                (r.action, spec)
+            })
+            .collect();
         let built: Vec<Result<_, String>> = {
             use rayon::prelude::*;
-            chunk
+            specs
                 .par_iter()
                 .map(|(action, spec)| Ok((*action, build(spec)?)))
                 .collect()
         };
+        drop(specs);
         let built = built.into_iter().collect::<Result<Vec<_>, String>>()?;
         tracing::debug!(elapsed = ?phase.elapsed(), n = built.len(), "certificates built and linted");
         // Every intent of the round is durable before any of it is signed (one barrier).

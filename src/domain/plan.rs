@@ -79,6 +79,13 @@ pub enum Action {
     Revoked,
 }
 
+impl Action {
+    /// Whether the action signs a new certificate.
+    pub fn issues(self) -> bool {
+        matches!(self, Action::Issue | Action::Reissue | Action::Renew)
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct RequestPlan {
     pub id: String,
@@ -239,9 +246,14 @@ impl Plan {
     }
 
     pub fn to_issue(&self) -> impl Iterator<Item = &RequestPlan> {
-        self.requests
-            .iter()
-            .filter(|r| matches!(r.action, Action::Issue | Action::Reissue | Action::Renew))
+        self.requests.iter().filter(|r| r.action.issues())
+    }
+
+    /// The positions in `requests` of what `to_issue` yields.
+    pub fn to_issue_indices(&self) -> impl Iterator<Item = usize> + '_ {
+        (self.requests.iter().enumerate())
+            .filter(|(_, r)| r.action.issues())
+            .map(|(i, _)| i)
     }
 
     /// terraform-style detailed exit code: 0 nothing to do, 2 changes pending, 3 rejections.
