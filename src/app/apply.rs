@@ -504,10 +504,13 @@ pub async fn reconcile(
     // Issue: intent, sign, record, index.
     let mut issued = Vec::new();
     let mut fresh = FreshCertificates::default();
+    let mut summaries = Vec::new();
+    let mut intents_done = Vec::new();
     let mut sign_seconds = 0.0;
     if !opts.crl_only {
-        let run = issue(ctx, signer, opts, &issuer, &mut plan, now, &mut h).await?;
+        let run = issue(ctx, signer, opts, &issuer, &mut plan, now).await?;
         (issued, fresh, sign_seconds) = (run.issued, run.certificates, run.sign_seconds);
+        (summaries, intents_done) = (run.summaries, run.intents_done);
         signatures += issued.len();
     }
 
@@ -600,9 +603,14 @@ pub async fn reconcile(
     let changed = !issued.is_empty() || revoking || crl_due || rewritten;
     let mut crl_number = None;
     if changed {
+        // One write: the new certificates, the revocations (a reissue supersedes atomically),
+        // the reconciled commit and the CRL number. The 100,000-certificate index is 33 MB.
         let head2 = head.clone();
         let due = std::cell::Cell::new(crl_due);
         h.update(|i| {
+            for (s, c) in &summaries {
+                i.certs.entry(s.clone()).or_insert_with(|| c.clone());
+            }
             apply_marks(i, &marks, &published, &previous);
             i.last_reconciled = Some(head2.clone());
             due.set(opts.force_crl || self::crl_due(i, now, lifetime, overlap));
@@ -613,6 +621,12 @@ pub async fn reconcile(
         .await?;
         crl_due = due.get();
     }
+    tracing::debug!(elapsed = ?phase.elapsed(), "index updated");
+    fail(opts, FailPoint::AfterState).await?;
+    for r in ctx.store.delete_many(&intents_done).await {
+        r?;
+    }
+    drop((summaries, intents_done));
     if crl_due {
         let number = h.index.crl_number;
         let entries: Vec<CrlEntry> = h
@@ -789,13 +803,17 @@ pub type FreshCertificates = std::collections::HashMap<String, Vec<u8>>;
 struct IssueRun {
     issued: Vec<Issued>,
     certificates: FreshCertificates,
+    /// The index entries of the new certificates, for the run's index update.
+    summaries: Vec<(String, CertSummary)>,
+    /// The intents to delete once the index points at the certificates: (key, version).
+    intents_done: Vec<(String, String)>,
     sign_seconds: f64,
 }
 
 /// Issues every certificate the plan asks for, in rounds of `ISSUE_CHUNK`: build and lint the
-/// TBS (all cores), record the intents durably, sign, record the certificates. The index points
-/// at them only after the last round, then the intents go; a crash in between leaves intents
-/// that `recover` completes. Each round takes its specs out of the plan (keys, names,
+/// TBS (all cores), record the intents durably, sign, record the certificates. The caller
+/// points the index at them (with the run's other changes, in one write), then deletes the
+/// intents; a crash in between leaves intents that `recover` completes. Each round takes its specs out of the plan (keys, names,
 /// extensions: about 1.5 KB a request), so they are not all held to the end.
 async fn issue(
     ctx: &Context,
@@ -804,7 +822,6 @@ async fn issue(
     issuer: &Issuer,
     plan: &mut Plan,
     now: OffsetDateTime,
-    h: &mut IndexHandle,
 ) -> Result<IssueRun, RunError> {
     let phase = std::time::Instant::now();
     let not_before = now - ctx.config.issuance.backdate.as_time();
@@ -814,10 +831,10 @@ async fn issue(
     let mut run = IssueRun {
         issued: Vec::with_capacity(to_issue.len()),
         certificates: FreshCertificates::with_capacity(to_issue.len()),
+        summaries: Vec::with_capacity(to_issue.len()),
+        intents_done: Vec::with_capacity(to_issue.len()),
         sign_seconds: 0.0,
     };
-    let mut summaries: Vec<(String, CertSummary)> = Vec::with_capacity(to_issue.len());
-    let mut intents_done: Vec<(String, String)> = Vec::with_capacity(to_issue.len());
     let build = |spec: &IssueSpec| -> Result<_, String> {
         let serial = new_serial()?;
         let unsigned = profile::leaf(spec, issuer, &serial, not_before, &urls)
@@ -919,23 +936,12 @@ async fn issue(
                 action,
                 not_after: summary.not_after,
             });
-            intents_done.push((intent_key(&rec.serial), v));
+            run.intents_done.push((intent_key(&rec.serial), v));
             run.certificates.insert(rec.serial.clone(), der);
-            summaries.push((rec.serial, summary));
+            run.summaries.push((rec.serial, summary));
         }
     }
     progress.finish();
-    h.update(|i| {
-        for (s, c) in &summaries {
-            i.certs.entry(s.clone()).or_insert(c.clone());
-        }
-    })
-    .await?;
-    fail(opts, FailPoint::AfterState).await?;
-    tracing::debug!(elapsed = ?phase.elapsed(), "index updated");
-    for r in ctx.store.delete_many(&intents_done).await {
-        r?;
-    }
     Ok(run)
 }
 
