@@ -730,7 +730,7 @@ pub async fn reconcile(
         }
         _ => None,
     };
-    let present = plan.request_ids();
+    let present = plan.request_set();
     let changes = outputs::changes(ctx, &head, &h.index, &present, only.as_ref(), fresh).await?;
     tracing::debug!(elapsed = ?phase.elapsed(), "outputs computed");
     fail(opts, FailPoint::AfterOutputs).await?;

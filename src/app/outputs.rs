@@ -80,7 +80,7 @@ pub async fn changes(
     ctx: &Context,
     commit: &str,
     index: &Index,
-    present: &BTreeSet<String>,
+    present: &foldhash::HashSet<&str>,
     only: Option<&BTreeSet<String>>,
     mut fresh: super::apply::FreshCertificates,
 ) -> Result<BTreeMap<String, Option<Content>>, String> {
@@ -93,7 +93,11 @@ pub async fn changes(
     // Output path -> blob id; a leaf is read only to check its serial, one at a time (all
     // 200,000 output files of 100,000 requests held at once took 400 MB).
     let (ids, existing) = match only {
-        None => (present.clone(), ctx.repo.blobs_under(commit, out_dir)?),
+        None => {
+            let mut ids: Vec<&str> = present.iter().copied().collect();
+            ids.sort_unstable();
+            (ids, ctx.repo.blobs_under(commit, out_dir)?)
+        }
         Some(only) => {
             let mut existing = BTreeMap::new();
             for id in only {
@@ -104,7 +108,9 @@ pub async fn changes(
                     }
                 }
             }
-            let ids = only.intersection(present).cloned().collect();
+            let ids = (only.iter().map(String::as_str))
+                .filter(|id| present.contains(id))
+                .collect();
             (ids, existing)
         }
     };

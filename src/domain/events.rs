@@ -59,7 +59,7 @@ impl Event {
 /// falls in (since, now]: each threshold fires once, whatever the cron interval.
 pub fn expiring(
     index: &Index,
-    requests: &BTreeSet<String>,
+    requests: &BTreeSet<&str>,
     thresholds: &[u32],
     since: OffsetDateTime,
     now: OffsetDateTime,
@@ -68,14 +68,14 @@ pub fn expiring(
     let mut out = Vec::new();
     let current = index.current_all();
     for id in requests {
-        let Some(&(serial, c)) = current.get(id.as_str()) else {
+        let Some(&(serial, c)) = current.get(id) else {
             continue;
         };
         for &d in thresholds {
             let at = c.not_after - time::Duration::days(d as i64);
             if at > since && at <= now && c.not_after > now {
                 let mut e = Event::new(Kind::Expiring, ca, now);
-                e.request = Some(id.clone());
+                e.request = Some(id.to_string());
                 e.serial = Some(serial.clone());
                 e.not_after = Some(c.not_after);
                 e.days_left = Some(d);
@@ -107,7 +107,7 @@ mod tests {
                 revoked: None,
             },
         );
-        let reqs: BTreeSet<String> = ["requests/a.yaml".to_string()].into();
+        let reqs: BTreeSet<&str> = ["requests/a.yaml"].into();
         let t = [30, 15, 7, 1];
         let day = |d: i64| not_after - time::Duration::days(d);
         // A run 31 days before: nothing. Then 29.5 days before: the 30-day threshold.

@@ -240,9 +240,15 @@ impl Plan {
             || self.crl_due.is_some()
     }
 
-    /// The requests of the planned commit.
-    pub fn request_ids(&self) -> BTreeSet<String> {
-        self.requests.iter().map(|r| r.id.clone()).collect()
+    /// The requests of the planned commit, in id order.
+    pub fn request_ids(&self) -> BTreeSet<&str> {
+        self.requests.iter().map(|r| r.id.as_str()).collect()
+    }
+
+    /// The requests of the planned commit, to look up (no ordering to build: 100,000 ids
+    /// sorted into a set took 40 ms of a 10-changed run).
+    pub fn request_set(&self) -> foldhash::HashSet<&str> {
+        self.requests.iter().map(|r| r.id.as_str()).collect()
     }
 
     pub fn to_issue(&self) -> impl Iterator<Item = &RequestPlan> {
@@ -324,7 +330,8 @@ pub fn plan(i: &Inputs) -> Result<Plan, PlanError> {
     let layout = layout_of(i.snapshot, i.config).map_err(PlanError)?;
     let (revocations, blocked_requests) = plan_revocations(i, &layout)?;
     let requests = plan_requests(i, &layout, &blocked_requests);
-    let present: BTreeSet<&str> = requests.iter().map(|r| r.id.as_str()).collect();
+    // Looked up once per issued certificate: a hash set, not a tree of 100,000 ids.
+    let present: foldhash::HashSet<&str> = requests.iter().map(|r| r.id.as_str()).collect();
 
     let mut orphan_map: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (serial, c) in &i.index.certs {
@@ -473,12 +480,15 @@ fn plan_revocations(
         }
     }
 
-    let by_canonical: BTreeMap<String, &String> = i
-        .index
-        .certs
-        .keys()
-        .map(|k| (super::serial::canonical_hex(k), k))
-        .collect();
+    // Built only when an entry names a serial: it reads every issued serial.
+    let by_canonical: BTreeMap<String, &String> =
+        if (entries.iter()).any(|e| matches!(e.target, Target::Serial(_))) {
+            (i.index.certs.keys())
+                .map(|k| (super::serial::canonical_hex(k), k))
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
     let mut seen = BTreeSet::new();
     let mut blocked = BTreeSet::new();
     for e in entries {
