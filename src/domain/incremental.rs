@@ -10,7 +10,7 @@
 use super::config::Config;
 use super::plan::{Action, CaFacts, Plan, RevocationAction, is_request_file, is_revocation_file};
 use super::state::{ByRequest, Index};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use time::OffsetDateTime;
 
 /// The state object holding the basis.
@@ -320,10 +320,6 @@ pub fn needs_full_scan(changes: &[Change], config: &Config) -> Option<String> {
 /// changed file as their CSR; returns the request files touched.
 fn take_changed(basis: &Basis, changes: &[Change], t: &mut Triage) -> BTreeSet<String> {
     let mut touched = BTreeSet::new();
-    let mut by_csr: HashMap<&str, Vec<&str>> = HashMap::new();
-    for (id, c) in &basis.requests {
-        by_csr.entry(c.csr.as_str()).or_default().push(id);
-    }
     for c in changes {
         if is_request_file(&c.path) {
             if !c.deleted {
@@ -333,11 +329,13 @@ fn take_changed(basis: &Basis, changes: &[Change], t: &mut Triage) -> BTreeSet<S
             }
             touched.insert(c.path.clone());
         }
-        // A changed CSR (or any file a request names as its CSR) re-plans those requests.
-        for id in by_csr.get(c.path.as_str()).into_iter().flatten() {
-            if !t.deleted.contains(*id) && !touched.contains(*id) {
-                t.load.insert(id.to_string());
-            }
+    }
+    // A changed CSR (or any file a request names as its CSR) re-plans those requests. One pass
+    // over the basis against the few changed paths (a map of every CSR cost 100,000 entries).
+    let changed: BTreeSet<&str> = changes.iter().map(|c| c.path.as_str()).collect();
+    for (id, r) in &basis.requests {
+        if changed.contains(r.csr.as_str()) && !t.deleted.contains(id) && !touched.contains(id) {
+            t.load.insert(id.clone());
         }
     }
     touched
@@ -625,5 +623,33 @@ mod tests {
             deleted: false,
         }];
         assert!(needs_full_scan(&ch, &c).is_none());
+    }
+
+    #[test]
+    fn a_changed_csr_loads_the_requests_naming_it_unless_they_are_deleted() {
+        let mut basis = Basis::default();
+        for (id, csr) in [("a", "shared"), ("b", "b"), ("c", "shared"), ("d", "d")] {
+            let mut r = carried("h");
+            r.csr = format!("requests/{csr}.csr");
+            basis.requests.insert(format!("requests/{id}.yaml"), r);
+        }
+        let change = |path: &str, deleted| Change {
+            path: path.into(),
+            deleted,
+        };
+        // a and c share a CSR that changed; b's CSR and b itself are deleted; d is untouched.
+        let changes = [
+            change("requests/b.csr", true),
+            change("requests/b.yaml", true),
+            change("requests/shared.csr", false),
+        ];
+        let mut t = Triage::default();
+        let touched = take_changed(&basis, &changes, &mut t);
+        let set = |ids: &[&str]| -> BTreeSet<String> {
+            ids.iter().map(|i| format!("requests/{i}.yaml")).collect()
+        };
+        assert_eq!(t.load, set(&["a", "c"]));
+        assert_eq!(t.deleted, set(&["b"]));
+        assert_eq!(touched, set(&["b"]));
     }
 }
