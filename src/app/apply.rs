@@ -620,8 +620,8 @@ pub async fn reconcile(
         })
         .await?;
         crl_due = due.get();
+        tracing::debug!(elapsed = ?phase.elapsed(), "index updated");
     }
-    tracing::debug!(elapsed = ?phase.elapsed(), "index updated");
     fail(opts, FailPoint::AfterState).await?;
     for r in ctx.store.delete_many(&intents_done).await {
         r?;
