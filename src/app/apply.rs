@@ -501,7 +501,7 @@ pub async fn reconcile(
     }
     tracing::debug!(elapsed = ?phase.elapsed(), "planned");
 
-    // Issue: intent, sign, record, index.
+    // Issue: intent, sign, record. The index points at the new certificates in the write below.
     let mut issued = Vec::new();
     let mut fresh = FreshCertificates::default();
     let mut summaries = Vec::new();
@@ -813,8 +813,9 @@ struct IssueRun {
 /// Issues every certificate the plan asks for, in rounds of `ISSUE_CHUNK`: build and lint the
 /// TBS (all cores), record the intents durably, sign, record the certificates. The caller
 /// points the index at them (with the run's other changes, in one write), then deletes the
-/// intents; a crash in between leaves intents that `recover` completes. Each round takes its specs out of the plan (keys, names,
-/// extensions: about 1.5 KB a request), so they are not all held to the end.
+/// intents; a crash in between leaves intents that `recover` completes. Each round takes its
+/// specs out of the plan (keys, names, extensions: about 1.5 KB a request), so they are not all
+/// held to the end.
 async fn issue(
     ctx: &Context,
     signer: &dyn Signer,
