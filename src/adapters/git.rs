@@ -198,7 +198,6 @@ impl GitRepo {
         Ok(snap)
     }
 
-    /// The CA folder's tree at `commit`.
     /// The root tree of `commit`.
     fn commit_tree(&self, commit: &str) -> Result<git2::Tree<'_>, String> {
         let c = self
@@ -208,6 +207,7 @@ impl GitRepo {
         c.tree().map_err(ge)
     }
 
+    /// The CA folder's tree at `commit`.
     fn ca_tree(&self, commit: &str) -> Result<git2::Tree<'_>, String> {
         let root = self.commit_tree(commit)?;
         if self.prefix.is_empty() {

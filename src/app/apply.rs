@@ -502,17 +502,17 @@ pub async fn reconcile(
     tracing::debug!(elapsed = ?phase.elapsed(), "planned");
 
     // Issue: intent, sign, record. The index points at the new certificates in the write below.
-    let mut issued = Vec::new();
-    let mut fresh = FreshCertificates::default();
-    let mut summaries = Vec::new();
-    let mut intents_done = Vec::new();
-    let mut sign_seconds = 0.0;
-    if !opts.crl_only {
-        let run = issue(ctx, signer, opts, &issuer, &mut plan, now).await?;
-        (issued, fresh, sign_seconds) = (run.issued, run.certificates, run.sign_seconds);
-        (summaries, intents_done) = (run.summaries, run.intents_done);
-        signatures += issued.len();
-    }
+    let IssueRun {
+        issued,
+        certificates: fresh,
+        summaries,
+        intents_done,
+        sign_seconds,
+    } = match opts.crl_only {
+        true => IssueRun::default(),
+        false => issue(ctx, signer, opts, &issuer, &mut plan, now).await?,
+    };
+    signatures += issued.len();
 
     // Revocations, orphans, CRL.
     let mut revoked = Vec::new();
@@ -598,28 +598,28 @@ pub async fn reconcile(
     let revoking = !marks.is_empty() || !published.is_empty() || !previous.is_empty();
     // With revocations the index changes anyway; whether the CRL is due is decided on the
     // marked index inside the update (no copy of the whole index just to ask).
-    let mut crl_due = opts.force_crl || (!revoking && crl_due(&h.index, now, lifetime, overlap));
+    let mut crl_is_due = opts.force_crl || (!revoking && crl_due(&h.index, now, lifetime, overlap));
     // An accepted rewrite moves the reconciled commit onto the new history.
-    let changed = !issued.is_empty() || revoking || crl_due || rewritten;
+    let changed = !issued.is_empty() || revoking || crl_is_due || rewritten;
     let mut crl_number = None;
     if changed {
         // One write: the new certificates, the revocations (a reissue supersedes atomically),
         // the reconciled commit and the CRL number. The 100,000-certificate index is 33 MB.
         let head2 = head.clone();
-        let due = std::cell::Cell::new(crl_due);
+        let due = std::cell::Cell::new(crl_is_due);
         h.update(|i| {
             for (s, c) in &summaries {
                 i.certs.entry(s.clone()).or_insert_with(|| c.clone());
             }
             apply_marks(i, &marks, &published, &previous);
             i.last_reconciled = Some(head2.clone());
-            due.set(opts.force_crl || self::crl_due(i, now, lifetime, overlap));
+            due.set(opts.force_crl || crl_due(i, now, lifetime, overlap));
             if due.get() {
                 i.crl_number += 1;
             }
         })
         .await?;
-        crl_due = due.get();
+        crl_is_due = due.get();
         tracing::debug!(elapsed = ?phase.elapsed(), "index updated");
     }
     fail(opts, FailPoint::AfterState).await?;
@@ -627,7 +627,7 @@ pub async fn reconcile(
         r?;
     }
     drop((summaries, intents_done));
-    if crl_due {
+    if crl_is_due {
         let number = h.index.crl_number;
         let entries: Vec<CrlEntry> = h
             .index
@@ -800,6 +800,7 @@ pub const ISSUE_CHUNK: usize = 4096;
 /// record back from the state (one GET per certificate on S3).
 pub type FreshCertificates = std::collections::HashMap<String, Vec<u8>>;
 
+#[derive(Default)]
 struct IssueRun {
     issued: Vec<Issued>,
     certificates: FreshCertificates,
@@ -867,8 +868,9 @@ async fn issue(
             build(spec.expect("planned issuance has a spec")).map(drop)
         })?;
     }
-    let rounds = to_issue.len().div_ceil(opts.issue_chunk.max(1));
-    for (round, chunk) in to_issue.chunks(opts.issue_chunk.max(1)).enumerate() {
+    let chunk_size = opts.issue_chunk.max(1);
+    let rounds = to_issue.len().div_ceil(chunk_size);
+    for (round, chunk) in to_issue.chunks(chunk_size).enumerate() {
         // Test fail points stop the last round: earlier rounds are then recorded but not
         // indexed, the state a crash mid-issuance leaves.
         let last = round + 1 == rounds;

@@ -334,7 +334,8 @@ fn take_changed(basis: &Basis, changes: &[Change], t: &mut Triage) -> BTreeSet<S
     // over the basis against the few changed paths (a map of every CSR cost 100,000 entries).
     let changed: BTreeSet<&str> = changes.iter().map(|c| c.path.as_str()).collect();
     for (id, r) in &basis.requests {
-        if changed.contains(r.csr.as_str()) && !t.deleted.contains(id) && !touched.contains(id) {
+        // Deleted requests are among the touched ones.
+        if changed.contains(r.csr.as_str()) && !touched.contains(id) {
             t.load.insert(id.clone());
         }
     }

@@ -754,7 +754,7 @@ fn plan_request(
                     .map(|(s, _)| (*s).clone())
                     .collect();
             }
-            if !matches!(rp.action, Action::Unchanged | Action::Revoked) {
+            if rp.action.issues() {
                 // Later requests in this plan may not take the same key.
                 live_keys.plan(&spec.key_id, id);
                 rp.spec = Some(Box::new(spec));
