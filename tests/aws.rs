@@ -34,15 +34,12 @@ async fn setup(spec: KeySpec, exclude: &[&str]) -> Option<AwsCa> {
     create_bucket(&s3, &bucket).await;
     let mut env = Env::from(EXAMPLE, exclude);
     env.vars = aws_vars(&endpoint);
-    let cfg = env.read("gitca.yaml");
-    std::fs::write(
-        env.path("gitca.yaml"),
+    env.edit("gitca.yaml", |cfg| {
         format!(
             "{cfg}\n{}",
             kms_config(&issuing_key, &root_key, &bucket, "")
-        ),
-    )
-    .unwrap();
+        )
+    });
     env.commit_all("KMS and S3");
     env.init(&[]);
     Some(AwsCa {
@@ -580,12 +577,9 @@ async fn throttled_kms_is_retried_with_backoff() {
     create_bucket(&s3, &bucket).await;
     let mut env = Env::from(EXAMPLE, &["revocations.yaml"]);
     env.vars = aws_vars(&throttled.endpoint);
-    let cfg = env.read("gitca.yaml");
-    std::fs::write(
-        env.path("gitca.yaml"),
-        format!("{cfg}\n{}", kms_config(&issuing, &root, &bucket, "")),
-    )
-    .unwrap();
+    env.edit("gitca.yaml", |cfg| {
+        format!("{cfg}\n{}", kms_config(&issuing, &root, &bucket, ""))
+    });
     env.commit_all("KMS");
     env.init(&[]);
     let out = env.ok(&["apply"], 3);
@@ -618,12 +612,9 @@ async fn init_writes_an_issuing_ca_csr_for_an_external_root() {
     let issuing = create_key(&kms, KeySpec::EccNistP384).await;
     let mut env = Env::from(EXAMPLE, &[]);
     env.vars = aws_vars(&endpoint);
-    let cfg = env.read("gitca.yaml");
-    std::fs::write(
-        env.path("gitca.yaml"),
-        format!("{cfg}\nsigner:\n  kms:\n    key: {issuing}\n"),
-    )
-    .unwrap();
+    env.edit("gitca.yaml", |cfg| {
+        format!("{cfg}\nsigner:\n  kms:\n    key: {issuing}\n")
+    });
     let head = env.commit_all("KMS issuing key only");
     let csr = env.tmp().join("issuing.csr.pem");
     let out = env.ok(&["init", "--csr-out", csr.to_str().unwrap()], 0);

@@ -180,12 +180,9 @@ fn an_intent_for_a_changed_request_is_abandoned() {
     env.init(&[]);
     let o = env.gitca(&["apply", "--fail-at", "after-intent"]);
     assert_eq!(o.status.code(), Some(1));
-    let y = env.read("requests/servers/web-01.yaml");
-    std::fs::write(
-        env.path("requests/servers/web-01.yaml"),
-        format!("{y}\n# changed\n"),
-    )
-    .unwrap();
+    env.edit("requests/servers/web-01.yaml", |y| {
+        format!("{y}\n# changed\n")
+    });
     env.commit_all("change web-01");
     let out = env.ok(&["apply"], 3);
     assert!(out.contains("completed 6 and dropped 1"), "{out}");

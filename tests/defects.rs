@@ -189,11 +189,9 @@ fn revocation_removed_or_changed_is_refused() {
     env.init(&[]);
     env.ok(&["apply"], 3);
     let original = env.read("revocations.yaml");
-    std::fs::write(
-        env.path("revocations.yaml"),
-        original.replace("superseded", "key_compromise"),
-    )
-    .unwrap();
+    env.edit("revocations.yaml", |y| {
+        y.replace("superseded", "key_compromise")
+    });
     env.commit_all("change a published revocation");
     let o = env.gitca(&["apply"]);
     assert_eq!(o.status.code(), Some(1));
@@ -295,12 +293,9 @@ fn only_committed_requests_are_signed() {
 fn key_path_inside_the_repository_is_refused() {
     let env = Env::from(EXAMPLE, &["revocations.yaml"]);
     let inside = env.path("secret/ca.key");
-    let cfg = env.read("gitca.yaml");
-    std::fs::write(
-        env.path("gitca.yaml"),
-        format!("{cfg}\nsigner:\n  local:\n    key: {}\n", inside.display()),
-    )
-    .unwrap();
+    env.edit("gitca.yaml", |cfg| {
+        format!("{cfg}\nsigner:\n  local:\n    key: {}\n", inside.display())
+    });
     env.commit_all("key in repo");
     let o = env.gitca(&["init"]);
     assert_eq!(o.status.code(), Some(1));

@@ -51,12 +51,9 @@ fn events_of(path: &std::path::Path) -> Vec<serde_json::Value> {
 fn apply_writes_events_and_posts_them_to_a_webhook() {
     let (url, bodies) = http_sink();
     let env = Env::from(EXAMPLE, &["revocations.yaml"]);
-    let cfg = env.read("gitca.yaml");
-    std::fs::write(
-        env.path("gitca.yaml"),
-        format!("{cfg}\nevents:\n  webhook_url: {url}\n"),
-    )
-    .unwrap();
+    env.edit("gitca.yaml", |cfg| {
+        format!("{cfg}\nevents:\n  webhook_url: {url}\n")
+    });
     env.commit_all("events");
     env.init(&[]);
     let file = env.tmp().join("events.jsonl");
@@ -169,12 +166,9 @@ async fn events_are_published_to_sns() {
         .unwrap();
     let mut env = Env::from(EXAMPLE, &["revocations.yaml"]);
     env.vars = aws_vars(&endpoint);
-    let cfg = env.read("gitca.yaml");
-    std::fs::write(
-        env.path("gitca.yaml"),
-        format!("{cfg}\nevents:\n  sns_topic_arn: {topic}\n"),
-    )
-    .unwrap();
+    env.edit("gitca.yaml", |cfg| {
+        format!("{cfg}\nevents:\n  sns_topic_arn: {topic}\n")
+    });
     env.commit_all("events to SNS");
     env.init(&[]);
     env.ok(&["apply"], 3);

@@ -130,12 +130,9 @@ fn incremental_plans_equal_full_plans_through_a_sequence_of_changes() {
     );
 
     // An edited request is read and reissued; the rest stay carried.
-    let y = env.read("requests/servers/api.yaml");
-    std::fs::write(
-        env.path("requests/servers/api.yaml"),
-        y.replace("lifetime: 90d", "lifetime: 60d"),
-    )
-    .unwrap();
+    env.edit("requests/servers/api.yaml", |y| {
+        y.replace("lifetime: 90d", "lifetime: 60d")
+    });
     env.commit_all("shorter api lifetime");
     let a = step(&env, &day(3));
     assert_eq!(scan(&a).0, "incremental");
@@ -224,12 +221,9 @@ fn incremental_plans_equal_full_plans_through_a_sequence_of_changes() {
     );
 
     // A policy change is global: everything is planned in full.
-    let p = env.read("policies/internal-tls.yaml");
-    std::fs::write(
-        env.path("policies/internal-tls.yaml"),
-        p.replace("max_lifetime: 90d", "max_lifetime: 45d"),
-    )
-    .unwrap();
+    env.edit("policies/internal-tls.yaml", |p| {
+        p.replace("max_lifetime: 90d", "max_lifetime: 45d")
+    });
     env.commit_all("tighter policy");
     let a = step(&env, "2027-01-26T00:00:00Z");
     assert_eq!(scan(&a).0, "full");
@@ -322,12 +316,9 @@ fn issued_then_web01_shortened() -> Env {
     let env = Env::from(EXAMPLE, &[]);
     env.init(&[]);
     env.ok(&["apply", "--now", "2026-12-01T00:00:00Z"], 3);
-    let y = env.read("requests/servers/web-01.yaml");
-    std::fs::write(
-        env.path("requests/servers/web-01.yaml"),
-        y.replace("lifetime: 60d", "lifetime: 45d"),
-    )
-    .unwrap();
+    env.edit("requests/servers/web-01.yaml", |y| {
+        y.replace("lifetime: 60d", "lifetime: 45d")
+    });
     env.commit_all("web-01 shorter");
     env
 }

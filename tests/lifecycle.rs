@@ -35,11 +35,9 @@ fn changed_request_is_reissued_and_removed_request_is_orphaned() {
     env.init(&[]);
     env.ok(&["apply"], 3);
     let y = env.read("requests/servers/api.yaml");
-    std::fs::write(
-        env.path("requests/servers/api.yaml"),
-        y.replace("lifetime: 90d", "lifetime: 60d"),
-    )
-    .unwrap();
+    env.edit("requests/servers/api.yaml", |y| {
+        y.replace("lifetime: 90d", "lifetime: 60d")
+    });
     assert_ne!(
         env.read("requests/servers/api.yaml"),
         y,
@@ -69,12 +67,9 @@ fn changed_request_is_reissued_and_removed_request_is_orphaned() {
     );
 
     // With orphans.revoke, the orphan is revoked (cessation of operation) and listed on the CRL.
-    let cfg = env.read("gitca.yaml");
-    std::fs::write(
-        env.path("gitca.yaml"),
-        cfg.replace("revoke: false", "revoke: true"),
-    )
-    .unwrap();
+    env.edit("gitca.yaml", |cfg| {
+        cfg.replace("revoke: false", "revoke: true")
+    });
     env.commit_all("revoke orphans");
     let (plan, _) = env.plan_json(&[]);
     assert_eq!(plan["orphans"][0]["revoke"], true);
@@ -511,12 +506,9 @@ fn revoke_superseded_revokes_the_replaced_certificate() {
     env.ok(&["apply"], 3);
     let old = env.tmp().join("api-old.pem");
     std::fs::copy(env.path("issued/servers/api.pem"), &old).unwrap();
-    let y = env.read("requests/servers/api.yaml");
-    std::fs::write(
-        env.path("requests/servers/api.yaml"),
-        format!("{y}\nrevoke_superseded: true\n"),
-    )
-    .unwrap();
+    env.edit("requests/servers/api.yaml", |y| {
+        format!("{y}\nrevoke_superseded: true\n")
+    });
     env.commit_all("api: revoke what a new certificate supersedes");
     let (plan, _) = env.plan_json(&[]);
     let api = plan_request(&plan, "requests/servers/api.yaml");

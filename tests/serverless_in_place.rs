@@ -278,12 +278,9 @@ fn revoked_json_serials_of_the_previous_ca_and_of_gitca() {
     }
 
     // gitca takes over the serverless CA's key: its revoked serials go on gitca's CRL.
-    let cfg = env.read("gitca.yaml");
-    std::fs::write(
-        env.path("gitca.yaml"),
-        format!("{cfg}  revoke_previous_serials: true\n"),
-    )
-    .unwrap();
+    env.edit("gitca.yaml", |cfg| {
+        format!("{cfg}  revoke_previous_serials: true\n")
+    });
     // And a certificate gitca issued in place is revoked through revoked.json, as before.
     let idx = env.index("sl");
     let (serial, _) = idx["certs"]

@@ -161,6 +161,12 @@ impl Env {
         std::fs::read_to_string(self.path(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
     }
 
+    /// Rewrites a file of the repository's work tree with `change` of its content.
+    pub fn edit(&self, rel: &str, change: impl FnOnce(String) -> String) {
+        let changed = change(self.read(rel));
+        std::fs::write(self.path(rel), changed).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    }
+
     pub fn state(&self, ca: &str) -> PathBuf {
         self.data.join(ca).join("state")
     }
