@@ -161,6 +161,11 @@ fn a_crash_in_the_last_round_of_issuance_converges_without_double_issuance() {
             7 - 1 + (1 - signed_again),
             "{step}: records of the rounds done"
         );
+        assert_eq!(
+            state_files(&env, "intents").len(),
+            3,
+            "{step}: one intent object per round"
+        );
         let out = env.ok(&["apply", "--issue-chunk", "3"], 3);
         assert!(out.contains("completed 7"), "{step}: {out}");
         // The certificates left unsigned, then the CRL.
@@ -171,6 +176,34 @@ fn a_crash_in_the_last_round_of_issuance_converges_without_double_issuance() {
         assert_eq!(out.matches("\n  issue ").count(), 0, "{step}: {out}");
         assert_converged(&env, 7);
     }
+}
+
+/// Intents left one object per certificate (as gitca wrote them before a round shared one
+/// object) are completed all the same.
+#[tokio::test(flavor = "multi_thread")]
+async fn intents_left_one_per_certificate_are_completed() {
+    use gitca::adapters::state_store::{DirStore, StateStore};
+    use gitca::domain::state::{intent_key, intents_of};
+    have("openssl");
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    env.init(&[]);
+    let o = env.gitca(&["apply", "--fail-at", "after-intent"]);
+    assert_eq!(o.status.code(), Some(1));
+    let store = DirStore::open(&env.state("example-ca")).unwrap();
+    let rounds = store.list("intents/").await.unwrap();
+    assert_eq!(rounds.len(), 1, "{rounds:?}");
+    let round = store.get(&rounds[0]).await.unwrap().unwrap();
+    // The round is named by its first serial, as that certificate's own intent would be.
+    store.delete_if(&rounds[0], &round.version).await.unwrap();
+    for rec in intents_of(&round.bytes).unwrap() {
+        let one = serde_json::to_vec(&rec).unwrap();
+        store.put_new(&intent_key(&rec.serial), &one).await.unwrap();
+    }
+    assert_eq!(state_files(&env, "intents").len(), 7);
+    let out = env.ok(&["apply"], 3);
+    assert!(out.contains("completed 7"), "{out}");
+    assert_eq!(out.matches("\n  issue ").count(), 0, "{out}");
+    assert_converged(&env, 7);
 }
 
 /// An intent whose request changed before the rerun is dropped unsigned; the new version is issued.

@@ -20,7 +20,7 @@ use crate::domain::revocation::Reason;
 use crate::domain::serial::new_serial;
 use crate::domain::state::{
     CertRecord, CertSummary, CrlInfo, Index, PreviousCaRevocation, PublishedRevocation, Revoked,
-    crl_key, intent_key, record_key,
+    crl_key, intent_key, intents_of, record_key,
 };
 use base64ct::{Base64, Encoding};
 use der::{Decode, Encode};
@@ -340,7 +340,11 @@ fn make_plan(ctx: &Context, index: &Index, now: OffsetDateTime) -> Result<Plan, 
     .map_err(|e| RunError::NeedsHuman(e.0))
 }
 
-/// Completes or abandons the intents an interrupted run left behind.
+/// Completes or abandons the intents an interrupted run left behind, one intent object (one
+/// round) at a time: certificates already recorded are indexed, intents whose request is
+/// unchanged in the reviewed commit are signed as recorded (same serial and TBS), and the others
+/// are moved to `abandoned/` unsigned. The object is deleted once the index holds its
+/// certificates, so a crash during recovery is recovered again.
 async fn recover(
     ctx: &Context,
     signer: &dyn Signer,
@@ -353,59 +357,79 @@ async fn recover(
         return Ok((0, 0, 0));
     }
     let prelim = make_plan(ctx, &h.index, now)?;
+    // What the reviewed commit would issue, by request (one lookup per intent, not a scan).
+    let specs: std::collections::HashMap<&str, &IssueSpec> = prelim
+        .requests
+        .iter()
+        .filter_map(|r| Some((r.id.as_str(), r.spec.as_deref()?)))
+        .collect();
     let (mut recovered, mut abandoned, mut signatures) = (0, 0, 0);
     for key in keys {
         let Some(v) = ctx.store.get(&key).await? else {
             continue;
         };
-        let rec: CertRecord =
-            serde_json::from_slice(&v.bytes).map_err(|e| format!("{key}: corrupt intent: {e}"))?;
-        if !h.index.certs.contains_key(&rec.serial) {
-            let signed = match ctx.store.get(&record_key(&rec.serial)).await? {
-                Some(r) => Some(
-                    serde_json::from_slice::<CertRecord>(&r.bytes).map_err(|e| e.to_string())?,
-                ),
-                None => None,
-            };
-            let signed = match signed {
-                Some(r) => Some(r),
-                None => {
-                    let unchanged = prelim.requests.iter().find_map(|r| {
-                        r.spec.as_ref().filter(|s| {
-                            r.id == rec.request_id && s.request_hash == rec.request_hash
-                        })
-                    });
-                    if let Some(spec) = unchanged {
-                        let tbs = Base64::decode_vec(&rec.tbs).map_err(|e| e.to_string())?;
-                        let serial = hex::decode(&rec.serial).map_err(|e| e.to_string())?;
-                        profile::lint_leaf(&tbs, issuer, &serial, spec)
-                            .map_err(|e| format!("{key}: {e}"))?;
-                        let sig = sign_verified(signer, &tbs).await?;
-                        signatures += 1;
-                        let der = profile::assemble_from_tbs(&tbs, &signer.algorithm(), &sig)?;
-                        let mut done = rec.clone();
-                        done.certificate = Some(Base64::encode_string(&der));
-                        put_record(ctx, &done).await?;
-                        Some(done)
-                    } else {
-                        let _ = ctx
-                            .store
-                            .put_new(&format!("abandoned/{}.json", rec.serial), &v.bytes)
-                            .await;
-                        abandoned += 1;
-                        None
-                    }
+        let open: Vec<CertRecord> = intents_of(&v.bytes)
+            .map_err(|e| format!("{key}: corrupt intent: {e}"))?
+            .into_iter()
+            .filter(|rec| !h.index.certs.contains_key(&rec.serial))
+            .collect();
+        let record_keys: Vec<String> = open.iter().map(|r| record_key(&r.serial)).collect();
+        let stored = ctx.store.get_many(&record_keys).await;
+        let mut done = Vec::new();
+        let mut to_sign = Vec::new();
+        for ((rec, got), rkey) in open.into_iter().zip(stored).zip(&record_keys) {
+            if let Some(r) = got? {
+                done.push(
+                    serde_json::from_slice::<CertRecord>(&r.bytes)
+                        .map_err(|e| format!("{rkey}: corrupt record: {e}"))?,
+                );
+                continue;
+            }
+            let unchanged = specs
+                .get(rec.request_id.as_str())
+                .filter(|s| s.request_hash == rec.request_hash);
+            match unchanged {
+                Some(spec) => {
+                    let tbs = Base64::decode_vec(&rec.tbs).map_err(|e| e.to_string())?;
+                    let serial = hex::decode(&rec.serial).map_err(|e| e.to_string())?;
+                    profile::lint_leaf(&tbs, issuer, &serial, spec)
+                        .map_err(|e| format!("{key}: serial {}: {e}", rec.serial))?;
+                    to_sign.push((rec, tbs));
                 }
-            };
-            if let Some(done) = signed {
-                let s = summary_of(&done)?;
-                h.update(|i| {
-                    i.certs.entry(done.serial.clone()).or_insert(s.clone());
-                })
-                .await?;
-                recovered += 1;
+                None => {
+                    let bytes = serde_json::to_vec(&rec).map_err(|e| e.to_string())?;
+                    let _ = ctx
+                        .store
+                        .put_new(&format!("abandoned/{}.json", rec.serial), &bytes)
+                        .await;
+                    abandoned += 1;
+                }
             }
         }
+        let tbs: Vec<&[u8]> = to_sign.iter().map(|(_, t)| t.as_slice()).collect();
+        let sigs = sign_all(signer, &tbs, &|| {}).await;
+        let mut signed = Vec::with_capacity(to_sign.len());
+        for ((mut rec, tbs), sig) in to_sign.into_iter().zip(sigs) {
+            let der = profile::assemble_from_tbs(&tbs, &signer.algorithm(), &sig?)?;
+            signatures += 1;
+            rec.certificate = Some(Base64::encode_string(&der));
+            signed.push(rec);
+        }
+        put_records(ctx, signed.iter()).await?;
+        done.extend(signed);
+        let summaries = done
+            .iter()
+            .map(|r| Ok((r.serial.clone(), summary_of(r)?)))
+            .collect::<Result<Vec<_>, String>>()?;
+        if !summaries.is_empty() {
+            h.update(|i| {
+                for (s, c) in &summaries {
+                    i.certs.entry(s.clone()).or_insert_with(|| c.clone());
+                }
+            })
+            .await?;
+        }
+        recovered += summaries.len();
         ctx.store.delete_if(&key, &v.version).await?;
     }
     if recovered + abandoned > 0 {
@@ -416,10 +440,6 @@ async fn recover(
         );
     }
     Ok((recovered, abandoned, signatures))
-}
-
-async fn put_record(ctx: &Context, rec: &CertRecord) -> Result<(), RunError> {
-    put_records(ctx, std::iter::once(rec)).await
 }
 
 /// Writes certificate records in one batch. A record an earlier attempt of the same serial
@@ -806,7 +826,8 @@ struct IssueRun {
     certificates: FreshCertificates,
     /// The index entries of the new certificates, for the run's index update.
     summaries: Vec<(String, CertSummary)>,
-    /// The intents to delete once the index points at the certificates: (key, version).
+    /// The intent objects (one per round) to delete once the index points at the
+    /// certificates: (key, version).
     intents_done: Vec<(String, String)>,
     sign_seconds: f64,
 }
@@ -834,7 +855,7 @@ async fn issue(
         issued: Vec::with_capacity(to_issue.len()),
         certificates: FreshCertificates::with_capacity(to_issue.len()),
         summaries: Vec::with_capacity(to_issue.len()),
-        intents_done: Vec::with_capacity(to_issue.len()),
+        intents_done: Vec::new(),
         sign_seconds: 0.0,
     };
     let build = |spec: &IssueSpec| -> Result<_, String> {
@@ -892,54 +913,53 @@ async fn issue(
         drop(specs);
         let built = built.into_iter().collect::<Result<Vec<_>, String>>()?;
         tracing::debug!(elapsed = ?phase.elapsed(), n = built.len(), "certificates built and linted");
-        // Every intent of the round is durable before any of it is signed (one barrier).
-        let intents = built
-            .iter()
-            .map(|(_, (_, rec))| Ok((intent_key(&rec.serial), serde_json::to_vec(rec)?)))
-            .collect::<Result<Vec<_>, serde_json::Error>>()
-            .map_err(|e| e.to_string())?;
-        let versions = ctx.store.put_new_many(&intents).await;
+        // Every intent of the round is durable before any of it is signed: one object.
+        let key = intent_key(&built[0].1.1.serial);
+        let records: Vec<&CertRecord> = built.iter().map(|(_, (_, rec))| rec).collect();
+        let intents = serde_json::to_vec(&records).map_err(|e| e.to_string())?;
+        drop(records);
+        let version = ctx.store.put_new(&key, &intents).await?;
         drop(intents);
-        let mut pending = Vec::with_capacity(built.len());
-        for ((action, (unsigned, rec)), v) in built.into_iter().zip(versions) {
-            pending.push((action, unsigned, rec, v?));
-        }
+        run.intents_done.push((key, version));
+        let pending: Vec<_> = built
+            .into_iter()
+            .map(|(action, (unsigned, rec))| (action, unsigned, rec))
+            .collect();
         if last {
             fail(opts, FailPoint::AfterIntent).await?;
         }
         tracing::debug!(elapsed = ?phase.elapsed(), "intents recorded");
         let tbs: Vec<&[u8]> = pending
             .iter()
-            .map(|(_, u, _, _)| u.tbs_der.as_slice())
+            .map(|(_, u, _)| u.tbs_der.as_slice())
             .collect();
         let sign_started = std::time::Instant::now();
         let signatures = sign_all(signer, &tbs, &|| progress.tick()).await;
         run.sign_seconds += sign_started.elapsed().as_secs_f64();
         let mut signed = Vec::with_capacity(pending.len());
-        for ((action, unsigned, mut rec, v), sig) in pending.into_iter().zip(signatures) {
+        for ((action, unsigned, mut rec), sig) in pending.into_iter().zip(signatures) {
             let cert = unsigned.assemble(&sig?)?;
             let summary = summary_from(&rec, cert.tbs_certificate());
             let der = cert.to_der().map_err(|e| e.to_string())?;
             rec.certificate = Some(Base64::encode_string(&der));
-            signed.push((action, rec, v, der, summary));
+            signed.push((action, rec, der, summary));
         }
         if last {
             fail(opts, FailPoint::AfterSign).await?;
         }
         tracing::debug!(elapsed = ?phase.elapsed(), "signed");
-        put_records(ctx, signed.iter().map(|(_, rec, _, _, _)| rec)).await?;
+        put_records(ctx, signed.iter().map(|(_, rec, _, _)| rec)).await?;
         if last {
             fail(opts, FailPoint::AfterRecord).await?;
         }
         tracing::debug!(elapsed = ?phase.elapsed(), "records written");
-        for (action, rec, v, der, summary) in signed {
+        for (action, rec, der, summary) in signed {
             run.issued.push(Issued {
                 request_id: rec.request_id,
                 serial: rec.serial.clone(),
                 action,
                 not_after: summary.not_after,
             });
-            run.intents_done.push((intent_key(&rec.serial), v));
             run.certificates.insert(rec.serial.clone(), der);
             run.summaries.push((rec.serial, summary));
         }

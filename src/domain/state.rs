@@ -8,8 +8,19 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use time::OffsetDateTime;
 
 pub const INDEX_KEY: &str = "index.json";
-pub fn intent_key(serial: &str) -> String {
-    format!("intents/{serial}.json")
+/// One round of issuance's intents, named by the round's first serial: one object per round,
+/// not per certificate, so a round costs one durable write (one PUT) and one delete.
+pub fn intent_key(first_serial: &str) -> String {
+    format!("intents/{first_serial}.json")
+}
+
+/// The records an intent object holds: a round's (a JSON array), or the one certificate of an
+/// intent written before rounds shared an object (a JSON object).
+pub fn intents_of(bytes: &[u8]) -> Result<Vec<CertRecord>, serde_json::Error> {
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[') => serde_json::from_slice(bytes),
+        _ => serde_json::from_slice(bytes).map(|one| vec![one]),
+    }
 }
 pub fn record_key(serial: &str) -> String {
     format!("certs/{serial}.json")
@@ -345,6 +356,25 @@ mod tests {
         i.certs
             .insert("04".into(), cert(now + time::Duration::days(3), false));
         assert_eq!(i.crl_serials(now, week), vec!["01", "02"]);
+    }
+
+    #[test]
+    fn an_intent_object_holds_a_round_or_one_older_single_intent() {
+        let rec = |serial: &str| CertRecord {
+            serial: serial.into(),
+            request_id: "requests/a.yaml".into(),
+            request_hash: "h".into(),
+            key_id: "k".into(),
+            tbs: "MAA=".into(),
+            certificate: None,
+        };
+        let round = vec![rec("0a"), rec("0b")];
+        let bytes = serde_json::to_vec(&round).unwrap();
+        assert_eq!(intents_of(&bytes).unwrap(), round);
+        let single = serde_json::to_vec(&rec("0c")).unwrap();
+        assert_eq!(intents_of(&single).unwrap(), vec![rec("0c")]);
+        assert!(intents_of(b" [{\"serial\": 1}]").is_err());
+        assert!(intents_of(b"").is_err());
     }
 
     #[test]
