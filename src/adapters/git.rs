@@ -443,12 +443,31 @@ impl GitRepo {
             .find_commit(Oid::from_str(parent).map_err(ge)?)
             .map_err(ge)?;
         let base = parent.tree().map_err(ge)?;
+        // The blobs are written on all cores, through a repository handle per worker (one is
+        // not shared across threads): each is a zlib stream and a new loose object file.
+        let blobs: Vec<Option<Oid>> = {
+            use rayon::prelude::*;
+            let contents: Vec<Option<&Content>> = files.values().map(Option::as_ref).collect();
+            let git_dir = self.repo.path();
+            contents
+                .par_iter()
+                .map_init(
+                    || Repository::open(git_dir),
+                    |repo, content| -> Result<Option<Oid>, String> {
+                        let Some(content) = content else {
+                            return Ok(None);
+                        };
+                        let repo = repo.as_ref().map_err(|e| e.message().to_string())?;
+                        repo.blob(&content.bytes()).map(Some).map_err(ge)
+                    },
+                )
+                .collect::<Result<_, _>>()?
+        };
         let mut b = git2::build::TreeUpdateBuilder::new();
-        for (path, content) in files {
+        for (path, blob) in files.keys().zip(blobs) {
             let full = format!("{}{path}", self.prefix);
-            match content {
-                Some(content) => {
-                    let oid = self.repo.blob(&content.bytes()).map_err(ge)?;
+            match blob {
+                Some(oid) => {
                     b.upsert(full, oid, git2::FileMode::Blob);
                 }
                 None => {
@@ -548,23 +567,32 @@ impl GitRepo {
         // just written, so the entries carry their stat and plumbing such as `git diff-index`
         // sees a clean tree; the ids are the committed ones unless the repository configures a
         // clean filter for the output folder, which then shows as a change, not silently.
-        let mut paths = Vec::new();
-        for (path, content) in files {
-            let rel = format!("{}{path}", self.prefix);
-            let abs = workdir.join(&rel);
-            match content {
-                Some(content) => {
-                    if let Some(dir) = abs.parent() {
-                        std::fs::create_dir_all(dir).map_err(|e| format!("{rel}: {e}"))?;
+        // Written on all cores: creating a file is most of the cost (inode allocation).
+        let rels: Vec<(String, &Option<Content>)> = files
+            .iter()
+            .map(|(path, content)| (format!("{}{path}", self.prefix), content))
+            .collect();
+        {
+            use rayon::prelude::*;
+            rels.par_iter().try_for_each(|(rel, content)| {
+                let abs = workdir.join(rel);
+                match content {
+                    Some(content) => {
+                        if let Some(dir) = abs.parent() {
+                            std::fs::create_dir_all(dir).map_err(|e| format!("{rel}: {e}"))?;
+                        }
+                        std::fs::write(&abs, content.bytes()).map_err(|e| format!("{rel}: {e}"))
                     }
-                    std::fs::write(&abs, content.bytes()).map_err(|e| format!("{rel}: {e}"))?;
+                    None => match std::fs::remove_file(&abs) {
+                        Ok(()) => Ok(()),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                        Err(e) => Err(format!("{rel}: {e}")),
+                    },
                 }
-                None => match std::fs::remove_file(&abs) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(format!("{rel}: {e}")),
-                },
-            }
+            })?;
+        }
+        let mut paths = Vec::new();
+        for (rel, _) in &rels {
             paths.extend_from_slice(rel.as_bytes());
             paths.push(0);
         }
