@@ -32,7 +32,12 @@ fn main() {
             .cloned()
     };
     let n = |default: usize| opt("--n").map_or(default, |v| v.parse().expect("--n N"));
+    if let Some(d) = opt("--work-dir") {
+        std::fs::create_dir_all(&d).unwrap();
+        WORK_DIR.set(PathBuf::from(d)).unwrap();
+    }
     println!("{}", machine());
+    println!("Repositories and states in {}", describe_dir(&work_dir()));
     match what {
         "issuance" => issuance(n(10_000)),
         "noop" => {
@@ -52,7 +57,7 @@ fn main() {
         ),
         "crl" => crl(n(100_000)),
         _ => eprintln!(
-            "usage: cargo bench --bench scale -- issuance|noop|kms|crl [--n N] [--sizes ..] [--python P]"
+            "usage: cargo bench --bench scale -- issuance|noop|kms|crl [--n N] [--sizes ..] [--python P] [--work-dir DIR]"
         ),
     }
 }
@@ -176,6 +181,26 @@ fn cache() -> PathBuf {
     d
 }
 
+/// Where the repositories and states are made (`--work-dir`; the CSR cache stays in the target
+/// folder): the file system's cost of creating files is a large share of an apply, so the same
+/// run on tmpfs tells gitca's share apart from the disk's.
+static WORK_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+fn work_dir() -> PathBuf {
+    WORK_DIR.get().cloned().unwrap_or_else(cache)
+}
+
+/// The folder and its file system type, for the report.
+fn describe_dir(d: &Path) -> String {
+    let fs = Command::new("stat")
+        .args(["-f", "-c", "%T"])
+        .arg(d)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    format!("{} ({fs})", d.display())
+}
+
 /// `n` CSRs with distinct keys (`p256` or `rsa2048`), `r{i}.bench.example.com`, cached.
 fn csrs(kind: &str, n: usize) -> PathBuf {
     let dir = cache().join(format!("csrs-{kind}"));
@@ -263,7 +288,7 @@ impl Repo {
         let pool = csrs(csr_kind, n);
         let tmp = tempfile::Builder::new()
             .prefix("gitca-bench")
-            .tempdir_in(cache())
+            .tempdir_in(work_dir())
             .unwrap();
         let repo = tmp.path().join("repo");
         let data = tmp.path().join("data");
@@ -350,7 +375,7 @@ fn openssl_speed(alg: &str) -> (f64, f64) {
 
 /// Certificates per second of a shell loop of `openssl x509 -req` over the same CSRs.
 fn openssl_loop(pool: &Path, ca_alg: &str, count: usize) -> f64 {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir_in(work_dir()).unwrap();
     let d = tmp.path();
     let newkey = match ca_alg {
         "p256" => "ec:-pkeyopt ec_paramgen_curve:P-256".to_string(),
