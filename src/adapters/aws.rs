@@ -64,6 +64,23 @@ where
     }
 }
 
+/// The service asked the client to slow down (as opposed to failing).
+pub fn is_throttling<E: ProvideErrorMetadata + std::fmt::Debug, R>(e: &SdkError<E, R>) -> bool
+where
+    R: HasStatus,
+{
+    match e {
+        SdkError::ServiceError(se) => {
+            let code = se.err().code().unwrap_or_default();
+            se.raw().status_code() == 429
+                || code.contains("Throttl")
+                || code == "SlowDown"
+                || code == "RequestLimitExceeded"
+        }
+        _ => false,
+    }
+}
+
 /// A short, human message for an SDK error: code and message, not the whole debug dump.
 pub fn describe<E: ProvideErrorMetadata + std::fmt::Debug, R>(e: &SdkError<E, R>) -> String {
     match e {

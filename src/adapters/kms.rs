@@ -2,7 +2,8 @@
 //! the private key never leaves KMS. Every signature is verified locally before use
 //! (`signer::sign_verified`).
 
-use super::aws::{ErrorClass, backoff, classify, describe};
+use super::aws::{ErrorClass, backoff, classify, describe, is_throttling};
+use super::pace::Pace;
 use super::signer::{SignError, Signer, SignerStats, algorithm_for};
 use crate::domain::csr::KeyKind;
 use async_trait::async_trait;
@@ -23,6 +24,8 @@ pub struct KmsSigner {
     public_key: SubjectPublicKeyInfoOwned,
     kind: KeyKind,
     in_flight: Semaphore,
+    /// The send rate all signatures in flight share once KMS throttles.
+    pace: Pace,
     max_retries: u32,
     calls: AtomicU64,
     retries: AtomicU64,
@@ -86,6 +89,7 @@ impl KmsSigner {
             public_key,
             kind,
             in_flight: Semaphore::new(max_in_flight.max(1)),
+            pace: Pace::default(),
             max_retries,
             calls: AtomicU64::new(0),
             retries: AtomicU64::new(0),
@@ -125,6 +129,11 @@ impl Signer for KmsSigner {
         let spec = spec_for(self.kind).map_err(SignError::Fatal)?;
         let mut attempt = 0;
         loop {
+            let now = std::time::Instant::now();
+            let slot = self.pace.slot(now);
+            if slot > now {
+                tokio::time::sleep_until(slot.into()).await;
+            }
             self.calls.fetch_add(1, Ordering::Relaxed);
             let r = self
                 .client
@@ -137,6 +146,7 @@ impl Signer for KmsSigner {
                 .await;
             match r {
                 Ok(out) => {
+                    self.pace.success(std::time::Instant::now());
                     return out.signature().map(|b| b.as_ref().to_vec()).ok_or_else(|| {
                         SignError::Fatal(format!("KMS key {}: no signature returned", self.key))
                     });
@@ -144,8 +154,14 @@ impl Signer for KmsSigner {
                 Err(e) if classify(&e) == ErrorClass::Retryable && attempt < self.max_retries => {
                     attempt += 1;
                     self.retries.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(key = %self.key, attempt, error = %describe(&e), "KMS Sign throttled or failed; backing off");
-                    tokio::time::sleep(backoff(attempt)).await;
+                    if is_throttling(&e) {
+                        // The shared pace slows down; the next slot is the wait.
+                        self.pace.throttled(std::time::Instant::now());
+                        tracing::debug!(key = %self.key, attempt, rate = ?self.pace.rate(), "KMS Sign throttled; pacing");
+                    } else {
+                        tracing::debug!(key = %self.key, attempt, error = %describe(&e), "KMS Sign failed; backing off");
+                        tokio::time::sleep(backoff(attempt)).await;
+                    }
                 }
                 Err(e) if classify(&e) == ErrorClass::Retryable => {
                     return Err(SignError::Retryable(format!(

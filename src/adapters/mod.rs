@@ -4,6 +4,7 @@ pub mod aws;
 pub mod git;
 pub mod kms;
 pub mod notify;
+pub mod pace;
 pub mod publish;
 pub mod s3_store;
 pub mod signer;
