@@ -564,9 +564,10 @@ async fn aws_misconfiguration_is_a_clear_error_and_writes_nothing() {
     assert_error(&env2.gitca(&["plan"]), "access denied");
 }
 
-/// KMS answering ThrottlingException above a rate: apply backs off, retries, and finishes.
+/// KMS answering ThrottlingException above a rate: apply slows its shared send rate, retries,
+/// and finishes.
 #[tokio::test(flavor = "multi_thread")]
-async fn throttled_kms_is_retried_with_backoff() {
+async fn throttled_kms_is_paced_retried_and_finishes() {
     let Some(_) = moto::endpoint() else { return };
     let throttled = moto::start_moto(&["--kms-sign-rate", "3"]);
     let kms = moto::kms(&throttled.endpoint).await;

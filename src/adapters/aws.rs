@@ -42,13 +42,7 @@ where
                 || code == "ConditionalRequestConflict"
             {
                 ErrorClass::Conflict
-            } else if status == 429
-                || status >= 500
-                || code.contains("Throttl")
-                || code == "SlowDown"
-                || code == "RequestLimitExceeded"
-                || code == "KMSInternalException"
-            {
+            } else if is_throttling(e) || status >= 500 || code == "KMSInternalException" {
                 ErrorClass::Retryable
             } else if status == 404
                 || code == "NoSuchKey"

@@ -1,8 +1,8 @@
 //! One send rate shared by every signature in flight to a throttling service (KMS): it starts
-//! unpaced, drops to what was getting through at the first ThrottlingException, and then grows
-//! slowly and shrinks on each new throttle (additive increase, multiplicative decrease, as TCP
-//! does). Signatures that each backed off on their own, with full jitter up to seconds, left the
-//! quota idle at the end of a batch while all of them slept.
+//! unpaced, drops to four fifths of what was getting through at the first ThrottlingException,
+//! then grows a little with each success and is cut by a fifth on each new throttle, never from
+//! more than what is getting through. Signatures that each backed off on their own, with full
+//! jitter up to seconds, left the quota idle at the end of a batch while all of them slept.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 /// Each throttle cuts the rate by this factor.
 const DECREASE: f64 = 0.8;
 /// Each success adds this many sends per second, so the rate grows by about 5% a second; at
-/// low rates it adds 1/rate instead (one more send per second, each second), so a rate cut
-/// low by a throttle at the very start recovers in seconds, not minutes.
+/// low rates it adds 1/rate instead (one more send per second, each second).
 const INCREASE: f64 = 0.05;
 /// Throttles this close to the last cut answer the same burst: they do not cut again.
 const SAME_BURST: Duration = Duration::from_millis(100);
 const MIN_RATE: f64 = 0.5;
+/// What is "getting through": the successes (or, when none, the attempts) of the last second.
 const WINDOW: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Default)]
@@ -30,28 +30,43 @@ struct State {
     rate: Option<f64>,
     next_slot: Option<Instant>,
     last_cut: Option<Instant>,
-    /// Successes in the last [`WINDOW`]: the rate that was getting through.
-    recent: VecDeque<Instant>,
+    /// Attempts and successes in the last [`WINDOW`].
+    sent: VecDeque<Instant>,
+    ok: VecDeque<Instant>,
+}
+
+/// Drops the times older than [`WINDOW`] (tasks report out of order: never a negative age).
+fn in_window(q: &mut VecDeque<Instant>, now: Instant) -> usize {
+    while q
+        .front()
+        .is_some_and(|t| now.saturating_duration_since(*t) > WINDOW)
+    {
+        q.pop_front();
+    }
+    q.len()
 }
 
 impl Pace {
     /// When the next attempt may be sent; the slot is taken.
     pub fn slot(&self, now: Instant) -> Instant {
         let mut s = self.state.lock().expect("pace lock");
-        let Some(rate) = s.rate else {
-            return now;
+        let at = match s.rate {
+            None => now,
+            Some(rate) => {
+                let at = s.next_slot.map_or(now, |n| n.max(now));
+                s.next_slot = Some(at + Duration::from_secs_f64(1.0 / rate));
+                at
+            }
         };
-        let at = s.next_slot.map_or(now, |n| n.max(now));
-        s.next_slot = Some(at + Duration::from_secs_f64(1.0 / rate));
+        s.sent.push_back(at);
+        in_window(&mut s.sent, now);
         at
     }
 
     pub fn success(&self, now: Instant) {
         let mut s = self.state.lock().expect("pace lock");
-        s.recent.push_back(now);
-        while s.recent.front().is_some_and(|t| now - *t > WINDOW) {
-            s.recent.pop_front();
-        }
+        s.ok.push_back(now);
+        in_window(&mut s.ok, now);
         if let Some(r) = &mut s.rate {
             *r += INCREASE.max(1.0 / *r);
         }
@@ -59,11 +74,18 @@ impl Pace {
 
     pub fn throttled(&self, now: Instant) {
         let mut s = self.state.lock().expect("pace lock");
-        if s.last_cut.is_some_and(|t| now - t < SAME_BURST) {
+        if s.last_cut
+            .is_some_and(|t| now.saturating_duration_since(t) < SAME_BURST)
+        {
             return;
         }
-        let through = s.recent.iter().filter(|t| now - **t <= WINDOW).count() as f64;
-        let base = s.rate.unwrap_or(through);
+        // Nothing got through (the first call was throttled): the attempts are the estimate,
+        // so a start against a quota another client spent is not cut to the floor at once.
+        let through = match in_window(&mut s.ok, now) {
+            0 => in_window(&mut s.sent, now),
+            n => n,
+        } as f64;
+        let base = s.rate.map_or(through, |r| r.min(through.max(1.0)));
         s.rate = Some((base * DECREASE).max(MIN_RATE));
         s.last_cut = Some(now);
     }
@@ -105,6 +127,7 @@ mod tests {
         assert_eq!(p.slot(t0), t0 + gap * 2);
         let later = t0 + Duration::from_secs(10);
         assert_eq!(p.slot(later), later);
+        assert_eq!(p.slot(later), later + gap);
     }
 
     #[test]
@@ -137,6 +160,34 @@ mod tests {
     }
 
     #[test]
+    fn when_nothing_got_through_the_attempts_seed_the_rate() {
+        let p = Pace::default();
+        let t0 = Instant::now();
+        for _ in 0..16 {
+            assert_eq!(p.slot(t0), t0);
+        }
+        p.throttled(t0);
+        assert_eq!(p.rate(), Some(16.0 * DECREASE));
+    }
+
+    #[test]
+    fn a_cut_starts_from_what_gets_through_when_the_rate_outgrew_it() {
+        let p = Pace::default();
+        let t0 = Instant::now();
+        for _ in 0..100 {
+            p.success(t0);
+        }
+        p.throttled(t0);
+        assert_eq!(p.rate(), Some(80.0));
+        let later = t0 + Duration::from_secs(5);
+        for _ in 0..10 {
+            p.success(later);
+        }
+        p.throttled(later + Duration::from_millis(500));
+        assert_eq!(p.rate(), Some(8.0));
+    }
+
+    #[test]
     fn the_rate_never_reaches_zero() {
         let p = Pace::default();
         let t0 = Instant::now();
@@ -144,6 +195,8 @@ mod tests {
             p.throttled(t0 + Duration::from_secs(i));
         }
         assert_eq!(p.rate(), Some(MIN_RATE));
-        assert!(p.slot(t0) >= t0);
+        let at = t0 + Duration::from_secs(60);
+        assert_eq!(p.slot(at), at);
+        assert_eq!(p.slot(at), at + Duration::from_secs(2));
     }
 }
