@@ -178,6 +178,45 @@ fn a_crash_in_the_last_round_of_issuance_converges_without_double_issuance() {
     }
 }
 
+/// An intent object some of whose certificates were recorded (signed) and some not, as a run
+/// whose signer failed part of a round leaves it: the recorded ones are indexed as they are, only
+/// the others are signed.
+#[test]
+fn an_intent_object_partly_recorded_is_completed_without_signing_the_recorded_again() {
+    have("openssl");
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    env.init(&[]);
+    let o = env.gitca(&["apply", "--fail-at", "after-record"]);
+    assert_eq!(o.status.code(), Some(1));
+    let records: Vec<std::path::PathBuf> =
+        walkdir::WalkDir::new(env.state("example-ca").join("certs"))
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_file())
+            .map(|e| e.into_path())
+            .collect();
+    assert_eq!(records.len(), 7);
+    let kept: BTreeSet<String> = records[3..]
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    for p in &records[..3] {
+        std::fs::remove_file(p).unwrap();
+    }
+    let out = env.ok(&["apply"], 3);
+    assert!(out.contains("completed 7"), "{out}");
+    // The three unrecorded certificates, then the CRL.
+    assert!(out.contains("4 signature(s)"), "{out}");
+    assert_eq!(out.matches("\n  issue ").count(), 0, "{out}");
+    assert_converged(&env, 7);
+    for p in &records[3..] {
+        assert!(
+            kept.contains(&std::fs::read_to_string(p).unwrap()),
+            "a recorded certificate was signed again"
+        );
+    }
+}
+
 /// Intents left one object per certificate (as gitca wrote them before a round shared one
 /// object) are completed all the same.
 #[tokio::test(flavor = "multi_thread")]

@@ -390,18 +390,20 @@ async fn recover(
                 .filter(|s| s.request_hash == rec.request_hash);
             match unchanged {
                 Some(spec) => {
-                    let tbs = Base64::decode_vec(&rec.tbs).map_err(|e| e.to_string())?;
-                    let serial = hex::decode(&rec.serial).map_err(|e| e.to_string())?;
-                    profile::lint_leaf(&tbs, issuer, &serial, spec)
-                        .map_err(|e| format!("{key}: serial {}: {e}", rec.serial))?;
+                    let which = |e: String| format!("{key}: serial {}: {e}", rec.serial);
+                    let tbs = Base64::decode_vec(&rec.tbs).map_err(|e| which(e.to_string()))?;
+                    let serial = hex::decode(&rec.serial).map_err(|e| which(e.to_string()))?;
+                    profile::lint_leaf(&tbs, issuer, &serial, spec).map_err(which)?;
                     to_sign.push((rec, tbs));
                 }
                 None => {
                     let bytes = serde_json::to_vec(&rec).map_err(|e| e.to_string())?;
-                    let _ = ctx
-                        .store
-                        .put_new(&format!("abandoned/{}.json", rec.serial), &bytes)
-                        .await;
+                    let kept = format!("abandoned/{}.json", rec.serial);
+                    // Kept for the record before its intent is deleted; already there is fine.
+                    match ctx.store.put_new(&kept, &bytes).await {
+                        Ok(_) | Err(StoreError::Conflict(_)) => {}
+                        Err(e) => return Err(e.into()),
+                    }
                     abandoned += 1;
                 }
             }
@@ -409,13 +411,27 @@ async fn recover(
         let tbs: Vec<&[u8]> = to_sign.iter().map(|(_, t)| t.as_slice()).collect();
         let sigs = sign_all(signer, &tbs, &|| {}).await;
         let mut signed = Vec::with_capacity(to_sign.len());
+        let mut failed = None;
         for ((mut rec, tbs), sig) in to_sign.into_iter().zip(sigs) {
-            let der = profile::assemble_from_tbs(&tbs, &signer.algorithm(), &sig?)?;
+            let sig = match sig {
+                Ok(sig) => sig,
+                Err(e) => {
+                    failed.get_or_insert(e);
+                    continue;
+                }
+            };
+            let der = profile::assemble_from_tbs(&tbs, &signer.algorithm(), &sig)
+                .map_err(|e| format!("{key}: serial {}: {e}", rec.serial))?;
             signatures += 1;
             rec.certificate = Some(Base64::encode_string(&der));
             signed.push(rec);
         }
+        // What was signed is recorded even when another signature failed: the rerun indexes it
+        // instead of signing it again.
         put_records(ctx, signed.iter()).await?;
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
         done.extend(signed);
         let summaries = done
             .iter()
@@ -452,6 +468,9 @@ async fn put_records(
         .map(|r| Ok((record_key(&r.serial), serde_json::to_vec(r)?)))
         .collect::<Result<Vec<_>, serde_json::Error>>()
         .map_err(|e| e.to_string())?;
+    if items.is_empty() {
+        return Ok(());
+    }
     for r in ctx.store.put_new_many(&items).await {
         match r {
             Ok(_) | Err(StoreError::Conflict(_)) => {}
@@ -937,8 +956,16 @@ async fn issue(
         let signatures = sign_all(signer, &tbs, &|| progress.tick()).await;
         run.sign_seconds += sign_started.elapsed().as_secs_f64();
         let mut signed = Vec::with_capacity(pending.len());
+        let mut failed = None;
         for ((action, unsigned, mut rec), sig) in pending.into_iter().zip(signatures) {
-            let cert = unsigned.assemble(&sig?)?;
+            let sig = match sig {
+                Ok(sig) => sig,
+                Err(e) => {
+                    failed.get_or_insert(e);
+                    continue;
+                }
+            };
+            let cert = unsigned.assemble(&sig)?;
             let summary = summary_from(&rec, cert.tbs_certificate());
             let der = cert.to_der().map_err(|e| e.to_string())?;
             rec.certificate = Some(Base64::encode_string(&der));
@@ -948,7 +975,13 @@ async fn issue(
             fail(opts, FailPoint::AfterSign).await?;
         }
         tracing::debug!(elapsed = ?phase.elapsed(), "signed");
+        // What was signed is recorded even when another signature failed (KMS retries spent,
+        // say): the rerun completes the round's intents from the records instead of signing
+        // them again.
         put_records(ctx, signed.iter().map(|(_, rec, _, _)| rec)).await?;
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
         if last {
             fail(opts, FailPoint::AfterRecord).await?;
         }
