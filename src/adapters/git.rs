@@ -451,13 +451,21 @@ impl GitRepo {
             let git_dir = self.repo.path();
             contents
                 .par_iter()
+                // Chunks of at least 256 blobs: each opens a repository handle once.
+                .with_min_len(256)
                 .map_init(
                     || Repository::open(git_dir),
                     |repo, content| -> Result<Option<Oid>, String> {
                         let Some(content) = content else {
                             return Ok(None);
                         };
-                        let repo = repo.as_ref().map_err(|e| e.message().to_string())?;
+                        let repo = repo.as_ref().map_err(|e| {
+                            format!(
+                                "{}: cannot open the repository: {}",
+                                git_dir.display(),
+                                e.message()
+                            )
+                        })?;
                         repo.blob(&content.bytes()).map(Some).map_err(ge)
                     },
                 )
@@ -567,29 +575,31 @@ impl GitRepo {
         // just written, so the entries carry their stat and plumbing such as `git diff-index`
         // sees a clean tree; the ids are the committed ones unless the repository configures a
         // clean filter for the output folder, which then shows as a change, not silently.
-        // Written on all cores: creating a file is most of the cost (inode allocation).
+        // Written on all cores: creating a file is most of the cost (inode allocation). Deletions
+        // go first, so a file removed where a new folder goes (`a.pem` becoming `a.pem/b.pem`)
+        // is gone before the folder is made.
         let rels: Vec<(String, &Option<Content>)> = files
             .iter()
             .map(|(path, content)| (format!("{}{path}", self.prefix), content))
             .collect();
         {
             use rayon::prelude::*;
-            rels.par_iter().try_for_each(|(rel, content)| {
-                let abs = workdir.join(rel);
-                match content {
-                    Some(content) => {
-                        if let Some(dir) = abs.parent() {
-                            std::fs::create_dir_all(dir).map_err(|e| format!("{rel}: {e}"))?;
-                        }
-                        std::fs::write(&abs, content.bytes()).map_err(|e| format!("{rel}: {e}"))
+            rels.par_iter()
+                .filter(|(_, content)| content.is_none())
+                .try_for_each(|(rel, _)| match std::fs::remove_file(workdir.join(rel)) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(format!("{rel}: {e}")),
+                })?;
+            rels.par_iter()
+                .filter_map(|(rel, content)| Some((rel, content.as_ref()?)))
+                .try_for_each(|(rel, content)| {
+                    let abs = workdir.join(rel);
+                    if let Some(dir) = abs.parent() {
+                        std::fs::create_dir_all(dir).map_err(|e| format!("{rel}: {e}"))?;
                     }
-                    None => match std::fs::remove_file(&abs) {
-                        Ok(()) => Ok(()),
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                        Err(e) => Err(format!("{rel}: {e}")),
-                    },
-                }
-            })?;
+                    std::fs::write(&abs, content.bytes()).map_err(|e| format!("{rel}: {e}"))
+                })?;
         }
         let mut paths = Vec::new();
         for (rel, _) in &rels {
