@@ -129,10 +129,8 @@ impl Signer for KmsSigner {
         let spec = spec_for(self.kind).map_err(SignError::Fatal)?;
         let mut attempt = 0;
         loop {
-            let now = std::time::Instant::now();
-            let slot = self.pace.slot(now);
-            if slot > now {
-                tokio::time::sleep_until(slot.into()).await;
+            while let Err(wait) = self.pace.try_send(std::time::Instant::now()) {
+                tokio::time::sleep(wait).await;
             }
             self.calls.fetch_add(1, Ordering::Relaxed);
             let r = self
@@ -155,7 +153,7 @@ impl Signer for KmsSigner {
                     attempt += 1;
                     self.retries.fetch_add(1, Ordering::Relaxed);
                     if is_throttling(&e) {
-                        // The shared pace slows down; the next slot is the wait.
+                        // The shared pace slows down; the loop above waits for it.
                         self.pace.throttled(std::time::Instant::now());
                         tracing::debug!(key = %self.key, attempt, rate = ?self.pace.rate(), "KMS Sign throttled; pacing");
                     } else {

@@ -28,7 +28,7 @@ pub struct Pace {
 struct State {
     /// Sends per second; None until the first throttle.
     rate: Option<f64>,
-    next_slot: Option<Instant>,
+    last_send: Option<Instant>,
     last_cut: Option<Instant>,
     /// Attempts and successes in the last [`WINDOW`].
     sent: VecDeque<Instant>,
@@ -47,20 +47,20 @@ fn in_window(q: &mut VecDeque<Instant>, now: Instant) -> usize {
 }
 
 impl Pace {
-    /// When the next attempt may be sent; the slot is taken.
-    pub fn slot(&self, now: Instant) -> Instant {
+    /// Sends now, or says how long to wait before asking again. Nothing is reserved ahead: a
+    /// waiter asks again when it wakes, so a rate that grew meanwhile lets it go sooner.
+    pub fn try_send(&self, now: Instant) -> Result<(), Duration> {
         let mut s = self.state.lock().expect("pace lock");
-        let at = match s.rate {
-            None => now,
-            Some(rate) => {
-                let at = s.next_slot.map_or(now, |n| n.max(now));
-                s.next_slot = Some(at + Duration::from_secs_f64(1.0 / rate));
-                at
+        if let (Some(rate), Some(last)) = (s.rate, s.last_send) {
+            let due = last + Duration::from_secs_f64(1.0 / rate);
+            if now < due {
+                return Err(due - now);
             }
-        };
-        s.sent.push_back(at);
+        }
+        s.last_send = Some(now);
+        s.sent.push_back(now);
         in_window(&mut s.sent, now);
-        at
+        Ok(())
     }
 
     pub fn success(&self, now: Instant) {
@@ -104,7 +104,8 @@ mod tests {
     fn unpaced_until_the_first_throttle_then_what_got_through_less_a_fifth() {
         let p = Pace::default();
         let t0 = Instant::now();
-        assert_eq!(p.slot(t0), t0);
+        assert_eq!(p.try_send(t0), Ok(()));
+        assert_eq!(p.try_send(t0), Ok(()));
         for i in 0..100 {
             p.success(t0 + Duration::from_millis(5 * i));
         }
@@ -114,7 +115,7 @@ mod tests {
     }
 
     #[test]
-    fn slots_are_spaced_by_the_rate_and_never_in_the_past() {
+    fn sends_are_spaced_by_the_rate_and_a_waiter_is_told_how_long() {
         let p = Pace::default();
         let t0 = Instant::now();
         p.success(t0);
@@ -122,12 +123,31 @@ mod tests {
         p.throttled(t0);
         // Two successes got through: 1.6 per second.
         let gap = Duration::from_secs_f64(1.0 / 1.6);
-        assert_eq!(p.slot(t0), t0);
-        assert_eq!(p.slot(t0), t0 + gap);
-        assert_eq!(p.slot(t0), t0 + gap * 2);
+        assert_eq!(p.try_send(t0), Ok(()));
+        assert_eq!(p.try_send(t0), Err(gap));
+        assert_eq!(p.try_send(t0 + gap / 2), Err(gap / 2));
+        assert_eq!(p.try_send(t0 + gap), Ok(()));
+        assert_eq!(p.try_send(t0 + gap), Err(gap));
         let later = t0 + Duration::from_secs(10);
-        assert_eq!(p.slot(later), later);
-        assert_eq!(p.slot(later), later + gap);
+        assert_eq!(p.try_send(later), Ok(()));
+    }
+
+    #[test]
+    fn a_rate_that_grew_lets_a_waiter_go_sooner() {
+        let p = Pace::default();
+        let t0 = Instant::now();
+        p.throttled(t0);
+        assert_eq!(p.try_send(t0), Ok(()));
+        let Err(before) = p.try_send(t0) else {
+            panic!("paced at the floor");
+        };
+        for _ in 0..10 {
+            p.success(t0);
+        }
+        let Err(after) = p.try_send(t0) else {
+            panic!("still paced");
+        };
+        assert!(after < before / 4, "{after:?} against {before:?}");
     }
 
     #[test]
@@ -164,7 +184,7 @@ mod tests {
         let p = Pace::default();
         let t0 = Instant::now();
         for _ in 0..16 {
-            assert_eq!(p.slot(t0), t0);
+            assert_eq!(p.try_send(t0), Ok(()));
         }
         p.throttled(t0);
         assert_eq!(p.rate(), Some(16.0 * DECREASE));
@@ -196,7 +216,7 @@ mod tests {
         }
         assert_eq!(p.rate(), Some(MIN_RATE));
         let at = t0 + Duration::from_secs(60);
-        assert_eq!(p.slot(at), at);
-        assert_eq!(p.slot(at), at + Duration::from_secs(2));
+        assert_eq!(p.try_send(at), Ok(()));
+        assert_eq!(p.try_send(at), Err(Duration::from_secs(2)));
     }
 }
