@@ -74,12 +74,20 @@ fn assert_converged(env: &Env, expect_requests: usize) {
 
 /// File names under a folder of the example CA's local state, which shards per-certificate
 /// folders (certs/ab/ab….json).
-fn state_files(env: &Env, dir: &str) -> Vec<String> {
+/// The files of a state folder (sharded into subfolders).
+fn state_paths(env: &Env, dir: &str) -> Vec<std::path::PathBuf> {
     walkdir::WalkDir::new(env.state("example-ca").join(dir))
         .into_iter()
         .filter_map(|e| e.ok())
         .filter(|e| e.file_type().is_file())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .map(|e| e.into_path())
+        .collect()
+}
+
+fn state_files(env: &Env, dir: &str) -> Vec<String> {
+    state_paths(env, dir)
+        .iter()
+        .filter_map(|p| Some(p.file_name()?.to_string_lossy().into_owned()))
         .collect()
 }
 
@@ -188,13 +196,7 @@ fn an_intent_object_partly_recorded_is_completed_without_signing_the_recorded_ag
     env.init(&[]);
     let o = env.gitca(&["apply", "--fail-at", "after-record"]);
     assert_eq!(o.status.code(), Some(1));
-    let records: Vec<std::path::PathBuf> =
-        walkdir::WalkDir::new(env.state("example-ca").join("certs"))
-            .into_iter()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_type().is_file())
-            .map(|e| e.into_path())
-            .collect();
+    let records = state_paths(&env, "certs");
     assert_eq!(records.len(), 7);
     let kept: BTreeSet<String> = records[3..]
         .iter()

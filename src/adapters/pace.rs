@@ -100,6 +100,17 @@ impl Pace {
 mod tests {
     use super::*;
 
+    /// 100 successes at `t0`, then a throttle: paced at 80 a second.
+    fn cut_after_100(t0: Instant) -> Pace {
+        let p = Pace::default();
+        for _ in 0..100 {
+            p.success(t0);
+        }
+        p.throttled(t0);
+        assert_eq!(p.rate(), Some(80.0));
+        p
+    }
+
     #[test]
     fn unpaced_until_the_first_throttle_then_what_got_through_less_a_fifth() {
         let p = Pace::default();
@@ -152,12 +163,8 @@ mod tests {
 
     #[test]
     fn one_burst_of_throttles_cuts_once_and_successes_grow_the_rate() {
-        let p = Pace::default();
         let t0 = Instant::now();
-        for _ in 0..100 {
-            p.success(t0);
-        }
-        p.throttled(t0);
+        let p = cut_after_100(t0);
         p.throttled(t0 + Duration::from_millis(50));
         assert_eq!(p.rate(), Some(80.0));
         p.throttled(t0 + Duration::from_millis(150));
@@ -192,13 +199,8 @@ mod tests {
 
     #[test]
     fn a_cut_starts_from_what_gets_through_when_the_rate_outgrew_it() {
-        let p = Pace::default();
         let t0 = Instant::now();
-        for _ in 0..100 {
-            p.success(t0);
-        }
-        p.throttled(t0);
-        assert_eq!(p.rate(), Some(80.0));
+        let p = cut_after_100(t0);
         let later = t0 + Duration::from_secs(5);
         for _ in 0..10 {
             p.success(later);

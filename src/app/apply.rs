@@ -10,7 +10,7 @@ use super::index::IndexHandle;
 use super::{Exit, RunError, lease, outputs};
 use crate::adapters::kms::{self, KmsSigner};
 use crate::adapters::signer::{
-    LocalSigner, Signer, SignerStats, check_matches, sign_all, sign_verified,
+    LocalSigner, SignError, Signer, SignerStats, check_matches, sign_all, sign_verified,
 };
 use crate::adapters::state_store::StoreError;
 use crate::domain::crl::{self, CrlEntry};
@@ -410,24 +410,15 @@ async fn recover(
         }
         let tbs: Vec<&[u8]> = to_sign.iter().map(|(_, t)| t.as_slice()).collect();
         let sigs = sign_all(signer, &tbs, &|| {}).await;
-        let mut signed = Vec::with_capacity(to_sign.len());
-        let mut failed = None;
-        for ((mut rec, tbs), sig) in to_sign.into_iter().zip(sigs) {
-            let sig = match sig {
-                Ok(sig) => sig,
-                Err(e) => {
-                    failed.get_or_insert(e);
-                    continue;
-                }
-            };
+        let (with_sigs, failed) = signed_and_first_failure(to_sign, sigs);
+        let mut signed = Vec::with_capacity(with_sigs.len());
+        for ((mut rec, tbs), sig) in with_sigs {
             let der = profile::assemble_from_tbs(&tbs, &signer.algorithm(), &sig)
                 .map_err(|e| format!("{key}: serial {}: {e}", rec.serial))?;
             signatures += 1;
             rec.certificate = Some(Base64::encode_string(&der));
             signed.push(rec);
         }
-        // What was signed is recorded even when another signature failed: the rerun indexes it
-        // instead of signing it again.
         put_records(ctx, signed.iter()).await?;
         if let Some(e) = failed {
             return Err(e.into());
@@ -438,12 +429,7 @@ async fn recover(
             .map(|r| Ok((r.serial.clone(), summary_of(r)?)))
             .collect::<Result<Vec<_>, String>>()?;
         if !summaries.is_empty() {
-            h.update(|i| {
-                for (s, c) in &summaries {
-                    i.certs.entry(s.clone()).or_insert_with(|| c.clone());
-                }
-            })
-            .await?;
+            h.update(|i| index_certs(i, &summaries)).await?;
         }
         recovered += summaries.len();
         ctx.store.delete_if(&key, &v.version).await?;
@@ -647,9 +633,7 @@ pub async fn reconcile(
         let head2 = head.clone();
         let due = std::cell::Cell::new(crl_is_due);
         h.update(|i| {
-            for (s, c) in &summaries {
-                i.certs.entry(s.clone()).or_insert_with(|| c.clone());
-            }
+            index_certs(i, &summaries);
             apply_marks(i, &marks, &published, &previous);
             i.last_reconciled = Some(head2.clone());
             due.set(opts.force_crl || crl_due(i, now, lifetime, overlap));
@@ -936,35 +920,23 @@ async fn issue(
         let key = intent_key(&built[0].1.1.serial);
         let records: Vec<&CertRecord> = built.iter().map(|(_, (_, rec))| rec).collect();
         let intents = serde_json::to_vec(&records).map_err(|e| e.to_string())?;
-        drop(records);
         let version = ctx.store.put_new(&key, &intents).await?;
         drop(intents);
         run.intents_done.push((key, version));
-        let pending: Vec<_> = built
-            .into_iter()
-            .map(|(action, (unsigned, rec))| (action, unsigned, rec))
-            .collect();
         if last {
             fail(opts, FailPoint::AfterIntent).await?;
         }
         tracing::debug!(elapsed = ?phase.elapsed(), "intents recorded");
-        let tbs: Vec<&[u8]> = pending
+        let tbs: Vec<&[u8]> = built
             .iter()
-            .map(|(_, u, _)| u.tbs_der.as_slice())
+            .map(|(_, (u, _))| u.tbs_der.as_slice())
             .collect();
         let sign_started = std::time::Instant::now();
         let signatures = sign_all(signer, &tbs, &|| progress.tick()).await;
         run.sign_seconds += sign_started.elapsed().as_secs_f64();
-        let mut signed = Vec::with_capacity(pending.len());
-        let mut failed = None;
-        for ((action, unsigned, mut rec), sig) in pending.into_iter().zip(signatures) {
-            let sig = match sig {
-                Ok(sig) => sig,
-                Err(e) => {
-                    failed.get_or_insert(e);
-                    continue;
-                }
-            };
+        let (with_sigs, failed) = signed_and_first_failure(built, signatures);
+        let mut signed = Vec::with_capacity(with_sigs.len());
+        for ((action, (unsigned, mut rec)), sig) in with_sigs {
             let cert = unsigned.assemble(&sig)?;
             let summary = summary_from(&rec, cert.tbs_certificate());
             let der = cert.to_der().map_err(|e| e.to_string())?;
@@ -975,9 +947,7 @@ async fn issue(
             fail(opts, FailPoint::AfterSign).await?;
         }
         tracing::debug!(elapsed = ?phase.elapsed(), "signed");
-        // What was signed is recorded even when another signature failed (KMS retries spent,
-        // say): the rerun completes the round's intents from the records instead of signing
-        // them again.
+        // Recorded even when another signature failed (KMS retries spent, say).
         put_records(ctx, signed.iter().map(|(_, rec, _, _)| rec)).await?;
         if let Some(e) = failed {
             return Err(e.into());
@@ -1146,6 +1116,32 @@ async fn record_basis(
     }
 }
 
+/// Points the index at new certificates; one already there is kept as it is.
+fn index_certs(i: &mut Index, summaries: &[(String, CertSummary)]) {
+    for (s, c) in summaries {
+        i.certs.entry(s.clone()).or_insert_with(|| c.clone());
+    }
+}
+
+/// Pairs each item with its signature, keeping those that got one, and the first failure: what
+/// was signed is recorded before the failure ends the run, so the rerun does not sign it again.
+fn signed_and_first_failure<T>(
+    items: Vec<T>,
+    signatures: Vec<Result<Vec<u8>, SignError>>,
+) -> (Vec<(T, Vec<u8>)>, Option<SignError>) {
+    let mut signed = Vec::with_capacity(items.len());
+    let mut failed = None;
+    for (item, sig) in items.into_iter().zip(signatures) {
+        match sig {
+            Ok(sig) => signed.push((item, sig)),
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    (signed, failed)
+}
+
 fn apply_marks(
     i: &mut Index,
     marks: &[(String, Revoked)],
@@ -1232,4 +1228,25 @@ fn commit_message(
         ctx.store.describe()
     ));
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signed_are_kept_with_their_signatures_and_the_first_failure_is_reported() {
+        let sigs = vec![
+            Ok(vec![1]),
+            Err(SignError::Retryable("first".into())),
+            Ok(vec![3]),
+            Err(SignError::Fatal("second".into())),
+        ];
+        let (signed, failed) = signed_and_first_failure(vec!["a", "b", "c", "d"], sigs);
+        assert_eq!(signed, vec![("a", vec![1]), ("c", vec![3])]);
+        assert!(matches!(failed, Some(SignError::Retryable(m)) if m == "first"));
+        let (signed, failed) = signed_and_first_failure(vec!["a"], vec![Ok(vec![1])]);
+        assert_eq!(signed, vec![("a", vec![1])]);
+        assert!(failed.is_none());
+    }
 }
