@@ -10,7 +10,7 @@ use super::policy::{self, Candidate, Policy};
 use super::request::{MAX_REQUEST_BYTES, RequestFile, usage_oid};
 use super::revocation::{self, Entry, Reason, Target};
 use super::serverless_layout::{self, Csr, Layout, LayoutRequest};
-use super::state::{ByRequest, Index, LiveKeys};
+use super::state::{ByRequest, CertSummary, Index, LiveKeys};
 use const_oid::ObjectIdentifier;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -633,28 +633,65 @@ fn plan_requests(i: &Inputs, layout: &Layout, blocked: &BTreeSet<String>) -> Vec
     // Reading and checking each CSR (its signature above all) is independent per request: all
     // cores. The decisions that follow depend on each other (key reuse), in id order. Prepared in
     // rounds, so a full scan of 100,000 requests does not hold 100,000 checked CSRs at once.
+    // Carried requests depend on no other request either: they are planned in that step too.
     let mut out = Vec::with_capacity(sources.len());
     for round in sources.chunks(PREPARE_ROUND) {
-        let prepared: Vec<Option<Prepared>> = round
+        let steps: Vec<Step> = round
             .par_iter()
             .map(|(id, source)| match source {
-                Source::Carried(_) => None,
-                _ => Some(prepare(i, id, source)),
+                Source::Carried(c) => Step::Planned(plan_carried(id, c, blocked, &certs)),
+                _ => Step::Prepared(prepare(i, id, source)),
             })
             .collect();
-        for (entry, prepared) in round.iter().zip(prepared) {
-            out.push(plan_request(
-                i,
-                layout,
-                blocked,
-                &certs,
-                &mut live_keys,
-                entry,
-                prepared,
-            ));
+        for (entry, step) in round.iter().zip(steps) {
+            out.push(match step {
+                Step::Planned(rp) => rp,
+                Step::Prepared(prepared) => {
+                    plan_request(i, layout, blocked, &certs, &mut live_keys, entry, prepared)
+                }
+            });
         }
     }
     out
+}
+
+/// A request after the parallel step of the plan. Held for one round only (4,096 of them, under
+/// 3 MB), so the sizes of the variants need not match.
+#[allow(clippy::large_enum_variant)]
+enum Step<'a> {
+    /// Carried: its plan is known already.
+    Planned(RequestPlan),
+    /// Read and checked, to be decided in id order.
+    Prepared(Prepared<'a>),
+}
+
+/// What every request's plan starts from: its current certificate, rejected until decided.
+fn plan_start(id: &str, current: Option<(&String, &CertSummary)>, source: &Source) -> RequestPlan {
+    RequestPlan {
+        serial: current.map(|(s, _)| s.clone()),
+        not_after: current.map(|(_, c)| c.not_after),
+        // Rejected or blocked requests are planned in full next time (no hash).
+        carry: (!matches!(source, Source::Layout(_))).then(Carried::default),
+        ..RequestPlan::new(id.to_string(), Action::Rejected)
+    }
+}
+
+/// A carried request: triage carries only what a full plan leaves unchanged.
+fn plan_carried(
+    id: &str,
+    c: &Carried,
+    blocked: &BTreeSet<String>,
+    certs: &ByRequest,
+) -> RequestPlan {
+    let mut rp = plan_start(id, ByRequest::current(certs.of(id)), &Source::Carried(c));
+    if blocked.contains(id) {
+        rp.action = Action::Revoked;
+    } else {
+        rp.policy = Some(c.policy.clone());
+        rp.action = Action::Unchanged;
+        rp.carry = Some(c.clone());
+    }
+    rp
 }
 
 /// One request's plan, decided after every request before it in id order (key reuse).
@@ -665,35 +702,20 @@ fn plan_request(
     certs: &ByRequest,
     live_keys: &mut LiveKeys,
     (id, source): &(&String, Source),
-    prepared: Option<Prepared>,
+    prepared: Prepared,
 ) -> RequestPlan {
     let id: &String = id;
     let mine = certs.of(id);
     let current = ByRequest::current(mine);
-    let mut rp = RequestPlan {
-        serial: current.map(|(s, _)| s.clone()),
-        not_after: current.map(|(_, c)| c.not_after),
-        // Rejected or blocked requests are planned in full next time (no hash).
-        carry: (!matches!(source, Source::Layout(_))).then(Carried::default),
-        ..RequestPlan::new(id.clone(), Action::Rejected)
-    };
+    let mut rp = plan_start(id, current, source);
     if blocked.contains(id) {
         rp.action = Action::Revoked;
         return rp;
     }
-    let checked = match (source, prepared) {
-        (Source::Carried(c), _) => {
-            // Triage carries only what a full plan leaves unchanged.
-            rp.policy = Some(c.policy.clone());
-            rp.action = Action::Unchanged;
-            rp.carry = Some((*c).clone());
-            return rp;
-        }
-        (_, None) => unreachable!("requests that are not carried are prepared"),
-        (Source::File(_), Some(prepared)) => {
-            prepared.and_then(|p| decide(i, id, p, i.policies, certs, live_keys))
-        }
-        (Source::Layout(l), Some(prepared)) => {
+    let checked = match source {
+        Source::Carried(_) => unreachable!("carried requests are planned in the parallel step"),
+        Source::File(_) => prepared.and_then(|p| decide(i, id, p, i.policies, certs, live_keys)),
+        Source::Layout(l) => {
             rp.warnings = l.warnings.clone();
             // A gitca policy selecting the id wins over the built-in serverless one.
             let policies = if i.policies.iter().any(|p| p.selects_path(&l.id)) {
