@@ -4,6 +4,7 @@ use crate::adapters::git::GitRepo;
 use crate::adapters::state_store::{DirStore, StateStore};
 use crate::domain::config::Config;
 use crate::domain::csr::{KeyKind, key_id};
+use crate::domain::incremental::{Basis, Change, triage};
 use crate::domain::plan::{CaFacts, Snapshot, TreeEntry};
 use crate::domain::policy::Policy;
 use crate::domain::profile::{Issuer, from_time, key_identifier};
@@ -208,19 +209,30 @@ impl Context {
                     .read_file(c, &config.ca.certificate)?
                     .ok_or_else(|| format!("{}: not found in commit {c}", config.ca.certificate))?;
                 let facts = ca_facts_of(&parse_cert(&config.ca.certificate, &ca)?);
-                let (index, version) = super::index::read(store.as_ref(), &facts.key_id).await?;
-                let loaded = incremental_snapshot(
+                // The index (tens of MB at 100,000 certificates) is read and parsed on another
+                // core while the basis is read and the commits diffed.
+                let index_read = {
+                    let (store, key_id) = (store.clone(), facts.key_id.clone());
+                    tokio::spawn(async move { super::index::read(store.as_ref(), &key_id).await })
+                };
+                let since_basis = changes_since_basis(
                     &repo,
                     store.as_ref(),
                     &config,
                     c,
                     &skip,
-                    &index,
-                    &facts,
-                    now,
                     &mut basis_at_load,
                 )
-                .await?;
+                .await;
+                let (index, version) = index_read
+                    .await
+                    .map_err(|e| format!("reading the state index: {e}"))??;
+                let loaded = match since_basis? {
+                    Ok((mut basis, changes)) => Ok(incremental_snapshot(
+                        &repo, &skip, c, &mut basis, &changes, &index, &config, &facts, now,
+                    )?),
+                    Err(reason) => Err(reason),
+                };
                 index_at_load = Some((index, version));
                 match loaded {
                     Ok(x) => x,
@@ -292,20 +304,17 @@ pub fn ca_facts_of(cert: &Certificate) -> CaFacts {
     }
 }
 
-/// The snapshot of an incremental reconcile, or why it cannot be one (`Ok(Err(reason))`).
-#[allow(clippy::too_many_arguments)]
-async fn incremental_snapshot(
+/// The recorded plan basis and the paths changed since its commit, or why this run cannot
+/// plan incrementally (`Ok(Err(reason))`).
+async fn changes_since_basis(
     repo: &GitRepo,
     store: &dyn StateStore,
     config: &Config,
     commit: &str,
     skip: &[String],
-    index: &Index,
-    facts: &CaFacts,
-    now: time::OffsetDateTime,
     seen: &mut Option<BasisSeen>,
-) -> Result<Result<(Snapshot, Scan), String>, String> {
-    use crate::domain::incremental::{BASIS_KEY, Basis, needs_full_scan, triage};
+) -> Result<Result<(Basis, Vec<Change>), String>, String> {
+    use crate::domain::incremental::{BASIS_KEY, needs_full_scan};
     // An interrupted run's intents are completed before planning and change the state the
     // triage would read: plan in full.
     if !store
@@ -325,7 +334,7 @@ async fn incremental_snapshot(
     let Some(v) = stored else {
         return Ok(Err("no reconcile has recorded a plan basis yet".into()));
     };
-    let mut basis = match Basis::parse(&String::from_utf8_lossy(&v.bytes)) {
+    let basis = match Basis::parse(&String::from_utf8_lossy(&v.bytes)) {
         Ok(b) if b.version == env!("CARGO_PKG_VERSION") => b,
         Ok(b) => {
             return Ok(Err(format!(
@@ -342,7 +351,23 @@ async fn incremental_snapshot(
     if let Some(reason) = needs_full_scan(&changes, config) {
         return Ok(Err(reason));
     }
-    let t = triage(&mut basis, &changes, index, config, facts, now);
+    Ok(Ok((basis, changes)))
+}
+
+/// The snapshot of an incremental reconcile: the requests triage cannot carry are read.
+#[allow(clippy::too_many_arguments)]
+fn incremental_snapshot(
+    repo: &GitRepo,
+    skip: &[String],
+    commit: &str,
+    basis: &mut Basis,
+    changes: &[Change],
+    index: &Index,
+    config: &Config,
+    facts: &CaFacts,
+    now: time::OffsetDateTime,
+) -> Result<(Snapshot, Scan), String> {
+    let t = triage(basis, changes, index, config, facts, now);
     let mut snapshot = repo.snapshot_partial(commit, skip, &t.load, |id, entry| {
         let TreeEntry::Blob(b) = entry else {
             return None;
@@ -358,14 +383,14 @@ async fn incremental_snapshot(
         basis.commit
     );
     snapshot.carried = t.carried;
-    Ok(Ok((
+    Ok((
         snapshot,
         Scan::Incremental {
-            basis_commit: basis.commit,
+            basis_commit: std::mem::take(&mut basis.commit),
             deleted: t.deleted,
-            outputs_tree: basis.outputs_tree,
+            outputs_tree: basis.outputs_tree.take(),
         },
-    )))
+    ))
 }
 
 /// Issuer facts of a CA certificate; its SKI is used as the AKI of everything it signs.
