@@ -323,7 +323,9 @@ async fn run(cli: Cli) -> Result<Exit, RunError> {
             };
             let o = apply::apply(&args, &opts).await?;
             print!("{}", render::applied(&o, format));
-            Ok(o.exit())
+            let exit = o.exit();
+            gitca::app::free_in_background(o);
+            Ok(exit)
         }
         Command::Status {
             format,

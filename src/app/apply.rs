@@ -244,7 +244,11 @@ pub async fn apply(args: &RepoArgs, opts: &ApplyOptions) -> Result<ApplyOutcome,
     let result = match super::quiet::check(&first, opts, now).await {
         Ok(Some(quiet)) => Ok(quiet),
         Ok(None) => match load_for_apply(args, opts, now).await {
-            Ok(ctx) => apply_with_retries(args, opts, signer.as_ref(), ctx).await,
+            Ok(mut ctx) => {
+                let applied = apply_with_retries(args, opts, signer.as_ref(), &mut ctx).await;
+                super::free_in_background(ctx);
+                applied
+            }
             Err(e) => Err(e.into()),
         },
         Err(e) => Err(e),
@@ -260,11 +264,11 @@ async fn apply_with_retries(
     args: &RepoArgs,
     opts: &ApplyOptions,
     signer: &dyn Signer,
-    mut ctx: Context,
+    ctx: &mut Context,
 ) -> Result<ApplyOutcome, RunError> {
     let mut attempt = 1;
     loop {
-        let mut outcome = reconcile(&mut ctx, signer, opts).await?;
+        let mut outcome = reconcile(ctx, signer, opts).await?;
         if !opts.push {
             return Ok(outcome);
         }
@@ -285,7 +289,7 @@ async fn apply_with_retries(
         let new_head = ctx.repo.reset_to_upstream(&ours, &ctx.snapshot.commit)?;
         tracing::info!(%new_head, attempt, "the remote moved; re-planning on its head");
         let now = opts.now.unwrap_or_else(OffsetDateTime::now_utc);
-        ctx = load_for_apply(args, opts, now).await?;
+        *ctx = load_for_apply(args, opts, now).await?;
     }
 }
 
@@ -783,6 +787,7 @@ pub async fn reconcile(
     if did_nothing {
         super::quiet::record(ctx, opts, &h, &plan, now).await;
     }
+    super::free_in_background(std::mem::take(&mut h.index));
     let planned = plan.requests.len();
     Ok(ApplyOutcome {
         plan,
@@ -1096,6 +1101,7 @@ async fn record_basis(
             .collect(),
     };
     let bytes = basis.render().into_bytes();
+    super::free_in_background(basis);
     let digest = sha2::Sha256::digest(&bytes).to_vec();
     let seen = match seen {
         Some(known) => Ok(known),

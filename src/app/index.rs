@@ -95,7 +95,7 @@ impl IndexHandle {
             let bytes = serde_json::to_vec(&next).map_err(|e| e.to_string())?;
             match self.store.put_if(INDEX_KEY, &bytes, &self.version).await {
                 Ok(v) => {
-                    self.index = next;
+                    super::free_in_background(std::mem::replace(&mut self.index, next));
                     self.version = v;
                     return Ok(());
                 }
