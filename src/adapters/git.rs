@@ -629,10 +629,17 @@ impl GitRepo {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .map_err(|e| format!("cannot run {what} (gitca needs the git command): {e}"))?;
-        let written = child.stdin.take().expect("stdin is piped").write_all(input);
-        let out = child
-            .wait_with_output()
-            .map_err(|e| format!("{what}: {e}"))?;
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        // The input is written from another thread while standard error is read: git may warn
+        // once per path (line-ending conversion, say), and with both pipes full each side would
+        // wait on the other for ever.
+        let (written, out) = std::thread::scope(|s| {
+            let writer = s.spawn(move || stdin.write_all(input));
+            let out = child.wait_with_output();
+            (writer.join(), out)
+        });
+        let written = written.map_err(|_| format!("{what}: writing its input panicked"))?;
+        let out = out.map_err(|e| format!("{what}: {e}"))?;
         succeeded(&what, &out)?;
         let said = String::from_utf8_lossy(&out.stderr);
         if !said.trim().is_empty() {
@@ -788,5 +795,75 @@ impl GitRepo {
     pub fn blob(&self, id: &str) -> Result<Vec<u8>, String> {
         let id = Oid::from_str(id).map_err(ge)?;
         Ok(self.repo.find_blob(id).map_err(ge)?.content().to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git(dir: &Path, args: &[&str]) {
+        let status = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .status()
+            .expect("git runs");
+        assert!(status.success(), "git {args:?}");
+    }
+
+    /// With `core.autocrlf`, `git update-index` warns once per file on standard error. The
+    /// 4,000 paths here are about 250 KB of input and the warnings about 400 KB: each fills
+    /// its pipe, so gitca must read the warnings while it writes the paths.
+    #[test]
+    fn an_outputs_commit_that_git_warns_about_per_file_finishes() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        git(root, &["init", "-q", "-b", "main"]);
+        for (k, v) in [
+            ("core.autocrlf", "true"),
+            ("core.safecrlf", "warn"),
+            ("user.name", "test"),
+            ("user.email", "test@example.com"),
+        ] {
+            git(root, &["config", k, v]);
+        }
+        std::fs::write(root.join("README"), "x\n").unwrap();
+        git(root, &["add", "README"]);
+        git(root, &["commit", "-q", "-m", "init"]);
+        let repo = GitRepo::open(root, None).unwrap();
+        let head = repo.resolve("HEAD").unwrap();
+        let files: BTreeMap<String, Option<Content>> = (0..4000)
+            .map(|i| {
+                let path = format!("issued/requests/team-{:02}/svc-{i:05}/cert.pem", i / 100);
+                (path, Some(Content::from(b"one\ntwo\n".to_vec())))
+            })
+            .collect();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(repo.commit_outputs(&head, &files, "outputs"));
+        });
+        let committed = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the commit finished instead of gitca and git waiting on each other");
+        assert!(committed.unwrap().is_some(), "a commit was made");
+        let listed = Command::new("git")
+            .args(["ls-files", "issued"])
+            .current_dir(root)
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&listed.stdout).lines().count(),
+            4000
+        );
+        let status = Command::new("git")
+            .args(["status", "--porcelain"])
+            .current_dir(root)
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&status.stdout),
+            "",
+            "index and work tree agree"
+        );
     }
 }
