@@ -1090,18 +1090,16 @@ async fn record_basis(
     seen: Option<BasisSeen>,
 ) {
     use crate::domain::incremental::{BASIS_KEY, Basis};
-    let basis = Basis {
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        commit: head.to_string(),
-        outputs_tree,
-        requests: plan
-            .requests
+    let bytes = Basis::render_from(
+        env!("CARGO_PKG_VERSION"),
+        head,
+        outputs_tree.as_deref(),
+        plan.requests.len(),
+        plan.requests
             .iter()
-            .filter_map(|r| r.carry.clone().map(|c| (r.id.clone(), c)))
-            .collect(),
-    };
-    let bytes = basis.render().into_bytes();
-    super::free_in_background(basis);
+            .filter_map(|r| r.carry.as_ref().map(|c| (r.id.as_str(), c))),
+    )
+    .into_bytes();
     let digest = sha2::Sha256::digest(&bytes).to_vec();
     let seen = match seen {
         Some(known) => Ok(known),

@@ -52,14 +52,30 @@ pub struct Basis {
 impl Basis {
     /// One line per request, tab-separated: small to store and fast to read at 100,000.
     pub fn render(&self) -> String {
+        Basis::render_from(
+            &self.version,
+            &self.commit,
+            self.outputs_tree.as_deref(),
+            self.requests.len(),
+            self.requests.iter().map(|(id, c)| (id.as_str(), c)),
+        )
+    }
+
+    /// The text of a basis with these fields, from borrowed requests (a plan's, without
+    /// copying 100,000 of them into a map first).
+    pub fn render_from<'a>(
+        version: &str,
+        commit: &str,
+        outputs_tree: Option<&str>,
+        count: usize,
+        requests: impl Iterator<Item = (&'a str, &'a Carried)>,
+    ) -> String {
         let mut s = format!(
-            "{HEADER}\nversion\t{}\ncommit\t{}\noutputs\t{}\n",
-            self.version,
-            self.commit,
-            self.outputs_tree.as_deref().unwrap_or("-")
+            "{HEADER}\nversion\t{version}\ncommit\t{commit}\noutputs\t{}\n",
+            outputs_tree.unwrap_or("-")
         );
-        s.reserve(self.requests.len() * 120);
-        for (id, c) in &self.requests {
+        s.reserve(count * 120);
+        for (id, c) in requests {
             for f in [id, &c.csr, &c.hash, &c.lifetime_secs.to_string(), &c.policy] {
                 s.push_str(f);
                 s.push('\t');
