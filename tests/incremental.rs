@@ -38,10 +38,22 @@ fn decisions(plan: &Value) -> Value {
 }
 
 /// Plans in full and applies (incrementally when possible) at the same instant; asserts both
-/// decide the same; returns the apply's JSON.
+/// decide the same; returns the apply's JSON. The full plan runs on one thread and the apply
+/// on four: the decisions must not depend on the thread count either.
 fn step(env: &Env, at: &str) -> Value {
-    let (full, _) = env.plan_json(&["--at", at]);
-    let o = env.gitca(&["apply", "--format", "json", "--now", at]);
+    let o = env
+        .command_in(&env.repo, &["plan", "--format", "json", "--at", at])
+        .env("GITCA_THREADS", "1")
+        .output()
+        .unwrap();
+    let full: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!("plan: {e}: {}", String::from_utf8_lossy(&o.stderr));
+    });
+    let o = env
+        .command_in(&env.repo, &["apply", "--format", "json", "--now", at])
+        .env("GITCA_THREADS", "4")
+        .output()
+        .unwrap();
     assert!(
         matches!(o.status.code(), Some(0) | Some(3)),
         "apply: {}{}",
