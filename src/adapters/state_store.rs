@@ -80,6 +80,23 @@ fn version_of(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// The version of the file at `path`, read in pieces: a compare-and-swap only needs the
+/// digest, not the 33 MB of a 100,000-certificate index in memory.
+fn version_of_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut file = File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 18];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => return Ok(hex::encode(hasher.finalize())),
+            Ok(n) => hasher.update(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn io(key: &str, e: std::io::Error) -> StoreError {
     StoreError::Fatal(format!("{key}: {e}"))
 }
@@ -180,12 +197,23 @@ impl DirStore {
         }
     }
 
+    /// Where `key` is (its path, or where an older layout put it) and its version.
+    fn locate(&self, key: &str) -> Result<Option<(PathBuf, String)>, StoreError> {
+        let path = self.path(key)?;
+        for p in std::iter::once(path).chain(self.legacy(key)) {
+            match version_of_file(&p) {
+                Ok(v) => return Ok(Some((p, v))),
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(io(key, e)),
+            }
+        }
+        Ok(None)
+    }
+
     /// Deletes `key` if its version is `expected`; the caller holds the lock.
     fn delete_locked(&self, key: &str, expected: &str) -> Result<(), StoreError> {
-        match self.read(key)? {
-            Some((_, b)) if version_of(&b) != expected => {
-                Err(StoreError::Conflict(key.to_string()))
-            }
+        match self.locate(key)? {
+            Some((_, v)) if v != expected => Err(StoreError::Conflict(key.to_string())),
             Some((path, _)) => fs::remove_file(&path).map_err(|e| io(key, e)),
             None => Ok(()),
         }
@@ -239,6 +267,10 @@ impl StateStore for DirStore {
         format!("dir:{}", self.root.display())
     }
 
+    async fn version(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.locate(key)?.map(|(_, v)| v))
+    }
+
     async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
         Ok(self.read(key)?.map(|(_, bytes)| Versioned {
             version: version_of(&bytes),
@@ -270,8 +302,10 @@ impl StateStore for DirStore {
         let path = self.path(key)?;
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         let _guard = self.lock()?;
-        let current = match fs::read(&path) {
-            Ok(b) => version_of(&b),
+        // The two digests at once, on two cores: 20 ms each for a 33 MB index.
+        let (current, new_version) = rayon::join(|| version_of_file(&path), || version_of(bytes));
+        let current = match current {
+            Ok(v) => v,
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 return Err(StoreError::Conflict(key.to_string()));
             }
@@ -283,7 +317,7 @@ impl StateStore for DirStore {
         let t = self.temp(&dir, key, bytes)?;
         t.persist(&path).map_err(|e| io(key, e.error))?;
         sync_dir(&dir);
-        Ok(version_of(bytes))
+        Ok(new_version)
     }
 
     async fn delete_if(&self, key: &str, expected: &str) -> Result<(), StoreError> {
