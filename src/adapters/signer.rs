@@ -49,6 +49,13 @@ pub struct SignerStats {
     pub retries: u64,
 }
 
+/// Seeds aws-lc's random generator on another thread. Its first use gathers CPU-jitter entropy
+/// (about 40 ms of CPU here), which would otherwise delay the first signature of a run; started
+/// when a run plans, it overlaps the loading of the state.
+pub fn warm_up_random() {
+    let _ = std::thread::Builder::new().spawn(|| aws_lc_rs::rand::fill(&mut [0u8; 1]));
+}
+
 /// Signs and then verifies the signature locally against the signer's public key, so a
 /// faulty signer can never put a bad signature into a certificate.
 pub async fn sign_verified(s: &dyn Signer, tbs: &[u8]) -> Result<Vec<u8>, SignError> {

@@ -243,14 +243,18 @@ pub async fn apply(args: &RepoArgs, opts: &ApplyOptions) -> Result<ApplyOutcome,
     // Load under the lease: another apply may have committed while this one waited.
     let result = match super::quiet::check(&first, opts, now).await {
         Ok(Some(quiet)) => Ok(quiet),
-        Ok(None) => match load_for_apply(args, opts, now).await {
-            Ok(mut ctx) => {
-                let applied = apply_with_retries(args, opts, signer.as_ref(), &mut ctx).await;
-                super::free_in_background(ctx);
-                applied
+        Ok(None) => {
+            // This run plans: the random generator is seeded while the state loads.
+            crate::adapters::signer::warm_up_random();
+            match load_for_apply(args, opts, now).await {
+                Ok(mut ctx) => {
+                    let applied = apply_with_retries(args, opts, signer.as_ref(), &mut ctx).await;
+                    super::free_in_background(ctx);
+                    applied
+                }
+                Err(e) => Err(e.into()),
             }
-            Err(e) => Err(e.into()),
-        },
+        }
         Err(e) => Err(e),
     };
     lease::release(store.as_ref(), held).await;
