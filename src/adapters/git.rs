@@ -642,8 +642,17 @@ impl GitRepo {
         let out = out.map_err(|e| format!("{what}: {e}"))?;
         succeeded(&what, &out)?;
         let said = String::from_utf8_lossy(&out.stderr);
-        if !said.trim().is_empty() {
-            tracing::warn!("{what}: {}", said.trim());
+        let lines: Vec<&str> = said.lines().filter(|l| !l.trim().is_empty()).collect();
+        if !lines.is_empty() {
+            // git may warn once per file: the first few, and how many more.
+            const SHOWN: usize = 5;
+            let more = lines.len().saturating_sub(SHOWN);
+            let more = (more > 0).then(|| format!(" (and {more} more lines)"));
+            tracing::warn!(
+                "{what}: {}{}",
+                lines[..lines.len().min(SHOWN)].join("; "),
+                more.unwrap_or_default()
+            );
         }
         written.map_err(|e| format!("{what}: {e}"))
     }

@@ -164,7 +164,7 @@ impl DirStore {
         key: &str,
         bytes: &[u8],
     ) -> Result<tempfile::NamedTempFile, StoreError> {
-        fs::create_dir_all(dir).map_err(|e| io(key, e))?;
+        create_dirs_durably(dir).map_err(|e| io(key, e))?;
         let mut t = tempfile::Builder::new()
             .prefix(".tmp-")
             .tempfile_in(dir)
@@ -194,7 +194,7 @@ impl DirStore {
         }
         let _ = per_file;
         for d in dirs {
-            sync_dir(d);
+            sync_dir(d).map_err(|e| io(&d.display().to_string(), e))?;
         }
         Ok(())
     }
@@ -233,12 +233,12 @@ impl DirStore {
     }
 }
 
+/// Batches up to this size sync each file; larger ones use one syncfs (on Linux).
+const SYNC_EACH_UP_TO: usize = 64;
+
 /// Folders holding one object per certificate are split by the first two characters of the
 /// name: a folder of 100,000 files makes every create and lookup slow on file systems without
 /// directory indexes.
-/// Batches up to this size sync each file; larger ones use one syncfs.
-const SYNC_EACH_UP_TO: usize = 64;
-
 const SHARDED: [&str; 2] = ["certs", "intents"];
 const SHARD: usize = 2;
 
@@ -260,10 +260,36 @@ fn clone_err(e: &StoreError) -> StoreError {
     }
 }
 
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
+/// Makes the entries of `dir` (new links, renames, folders) durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    return File::open(dir)?.sync_all();
+    // Elsewhere a folder cannot be opened to sync it; its entries go with the file system's
+    // own ordering.
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
     }
+}
+
+/// Creates `dir` and its missing parents, syncing the parent of each folder it creates: a new
+/// folder's own entry lives in its parent, which syncing the new folder does not cover.
+fn create_dirs_durably(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) else {
+        return fs::create_dir_all(dir);
+    };
+    create_dirs_durably(parent)?;
+    match fs::create_dir(dir) {
+        Ok(()) => {}
+        // Made by another writer of the same batch: its entry is synced below all the same.
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    sync_dir(parent)
 }
 
 #[async_trait]
@@ -293,7 +319,7 @@ impl StateStore for DirStore {
         // link(2) fails if the target exists: an atomic create-only write.
         match fs::hard_link(t.path(), &path) {
             Ok(()) => {
-                sync_dir(&dir);
+                sync_dir(&dir).map_err(|e| io(key, e))?;
                 Ok(version_of(bytes))
             }
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {
@@ -321,7 +347,7 @@ impl StateStore for DirStore {
         }
         let t = self.temp(&dir, key, bytes)?;
         t.persist(&path).map_err(|e| io(key, e.error))?;
-        sync_dir(&dir);
+        sync_dir(&dir).map_err(|e| io(key, e))?;
         Ok(new_version)
     }
 

@@ -15,7 +15,7 @@ pub mod verify;
 /// Frees a large value (a 100,000-certificate index, a plan) on another thread: freeing takes
 /// tens of milliseconds nobody waits for. At the end of a run the process may exit first.
 pub fn free_in_background<T: Send + 'static>(value: T) {
-    // If no thread can be started, the value comes back with the error and is freed here.
+    // If no thread can be started, the value is freed here, inside `spawn`.
     let _ = std::thread::Builder::new().spawn(move || drop(value));
 }
 
