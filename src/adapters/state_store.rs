@@ -153,18 +153,25 @@ impl DirStore {
         key: &str,
         bytes: &[u8],
     ) -> Result<tempfile::NamedTempFile, StoreError> {
-        let t = self.temp_unsynced(dir, key, bytes)?;
+        let t = self.temp_unsynced(dir, key, bytes, true)?;
         t.as_file().sync_all().map_err(|e| io(key, e))?;
         Ok(t)
     }
 
+    /// Writes `bytes` to a temp file in `dir`, creating the folder if needed (made durable in
+    /// its parent when `durable_dirs`; a syncfs to come covers it otherwise).
     fn temp_unsynced(
         &self,
         dir: &Path,
         key: &str,
         bytes: &[u8],
+        durable_dirs: bool,
     ) -> Result<tempfile::NamedTempFile, StoreError> {
-        create_dirs_durably(dir).map_err(|e| io(key, e))?;
+        if durable_dirs {
+            create_dirs_durably(dir).map_err(|e| io(key, e))?;
+        } else {
+            fs::create_dir_all(dir).map_err(|e| io(key, e))?;
+        }
         let mut t = tempfile::Builder::new()
             .prefix(".tmp-")
             .tempfile_in(dir)
@@ -370,7 +377,7 @@ impl StateStore for DirStore {
             .map(|(key, bytes)| {
                 let path = self.path(key)?;
                 let dir = path.parent().unwrap_or(&self.root).to_path_buf();
-                let t = self.temp_unsynced(&dir, key, bytes)?;
+                let t = self.temp_unsynced(&dir, key, bytes, per_file)?;
                 if per_file {
                     t.as_file().sync_all().map_err(|e| io(key, e))?;
                 }
