@@ -470,3 +470,43 @@ fn quiet_runs_read_nothing_until_something_changes() {
     let f = apply_at(&env, &["--full-scan"], &later2);
     assert_eq!(f["scan"]["kind"], "full");
 }
+
+/// A request reissued without `revoke_superseded` leaves its old certificate live. The next
+/// runs carry it like any other (the full plan leaves it unchanged, nothing to supersede)
+/// instead of reading it in full until the old certificate expires.
+#[test]
+fn a_reissued_request_whose_old_certificate_stays_live_is_carried() {
+    let env = Env::from(EXAMPLE, &[]);
+    env.init(&[]);
+    step(&env, "2026-12-01T00:00:00Z");
+    env.edit("requests/servers/api.yaml", |y| {
+        y.replace("lifetime: 90d", "lifetime: 60d")
+    });
+    env.commit_all("shorter api lifetime");
+    let at = "2026-12-02T00:00:00Z";
+    let a = step(&env, at);
+    assert!(issued(&a).contains(&"requests/servers/api.yaml"), "{a}");
+    let index = env.index("example-ca");
+    let live_api = index["certs"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|c| c["request_id"] == "requests/servers/api.yaml" && c["revoked"].is_null())
+        .count();
+    assert_eq!(live_api, 2, "the old api certificate stays live");
+
+    // An unrelated commit, planned at the same instant: nothing is due, so only the requests
+    // the basis cannot carry (rejected, or blocked by a revocation) are read.
+    std::fs::write(env.path("NOTES.md"), "unrelated\n").unwrap();
+    env.commit_all("notes");
+    let a = step(&env, at);
+    let (kind, read, _) = scan(&a);
+    assert_eq!(kind, "incremental", "{a}");
+    let must_read = a["plan"]["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| matches!(r["action"].as_str(), Some("rejected" | "revoked")))
+        .count() as u64;
+    assert_eq!(read, must_read, "{}", a["scan"]);
+}

@@ -1,9 +1,9 @@
 //! Incremental reconciles: the cost of a run follows what changed, not the size of the
 //! repository. A successful apply records a [`Basis`]: for every request of the reconciled
-//! commit, the hash, CSR path, lifetime and policy it was planned with. The next run diffs the
-//! reviewed commit against that commit and [`triage`] decides, from the basis and the index
-//! alone, which requests keep their outcome (carried: no file read, no CSR check) and which are
-//! read and planned in full. A request is carried only when the full plan would certainly say
+//! commit, the hash, CSR path, lifetime, policy and `revoke_superseded` it was planned with.
+//! The next run diffs the reviewed commit against that commit and [`triage`] decides, from the
+//! basis and the index alone, which requests keep their outcome (carried: no file read, no CSR
+//! check) and which are read and planned in full. A request is carried only when the full plan would certainly say
 //! `unchanged` or `revoked` for it; anything else (a change, a renewal, a rejection, a key
 //! conflict, the CA's lifetime) is planned in full, so both ways give the same plan.
 
@@ -16,7 +16,9 @@ use time::OffsetDateTime;
 
 /// The state object holding the basis.
 pub const BASIS_KEY: &str = "plan-basis.txt";
-const HEADER: &str = "gitca-plan-basis 1";
+// Version 2 added `revoke_superseded`; a basis of another version is not read (the next run
+// plans in full and records a new one).
+const HEADER: &str = "gitca-plan-basis 2";
 
 /// What the last reconcile planned for one request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -28,6 +30,9 @@ pub struct Carried {
     /// The lifetime a new certificate would get (the CA-lifetime check depends on the date).
     pub lifetime_secs: u64,
     pub policy: String,
+    /// The request revokes its superseded certificates: while an older one is live, the full
+    /// plan would revoke it, so the request is not carried.
+    pub revoke_superseded: bool,
 }
 
 impl Carried {
@@ -76,7 +81,15 @@ impl Basis {
         );
         s.reserve(count * 120);
         for (id, c) in requests {
-            for f in [id, &c.csr, &c.hash, &c.lifetime_secs.to_string(), &c.policy] {
+            let revokes = if c.revoke_superseded { "1" } else { "0" };
+            for f in [
+                id,
+                &c.csr,
+                &c.hash,
+                &c.lifetime_secs.to_string(),
+                &c.policy,
+                revokes,
+            ] {
                 s.push_str(f);
                 s.push('\t');
             }
@@ -98,8 +111,13 @@ impl Basis {
         let mut requests = BTreeMap::new();
         for l in lines {
             let f: Vec<&str> = l.split('\t').collect();
-            let [id, csr, hash, lifetime, policy] = f[..] else {
+            let [id, csr, hash, lifetime, policy, revokes] = f[..] else {
                 return Err(format!("plan basis: bad line {l:?}"));
+            };
+            let revoke_superseded = match revokes {
+                "0" => false,
+                "1" => true,
+                _ => return Err(format!("plan basis: bad revoke_superseded in {l:?}")),
             };
             requests.insert(
                 id.to_string(),
@@ -110,6 +128,7 @@ impl Basis {
                         .parse()
                         .map_err(|_| format!("plan basis: bad lifetime in {l:?}"))?,
                     policy: policy.to_string(),
+                    revoke_superseded,
                 },
             );
         }
@@ -387,9 +406,10 @@ pub fn triage(
         .map(|(id, carried)| {
             let mine = certs.of(id);
             // Carried only when the full plan would say `unchanged`: the current certificate is
-            // of this very request, not due, the only live one (nothing to supersede), and the
-            // checks the plan makes on every request pass. A request whose newest certificate
-            // was revoked as it is is read: a new request planned before it could take its key.
+            // of this very request, not due, nothing to supersede (the only live one, or older
+            // ones left live because the request does not revoke them), and the checks the plan
+            // makes on every request pass. A request whose newest certificate was revoked as it
+            // is is read: a new request planned before it could take its key.
             let revoked_as_is = ByRequest::newest(mine)
                 .is_some_and(|n| n.revoked.is_some() && n.request_hash == carried.hash);
             !carried.hash.is_empty()
@@ -397,7 +417,8 @@ pub fn triage(
                 && ByRequest::current(mine).is_some_and(|(serial, c)| {
                     c.request_hash == carried.hash
                         && !c.renewal_due(now, renew_before)
-                        && mine.iter().all(|(s, o)| *s == serial || !o.is_live(now))
+                        && (!carried.revoke_superseded
+                            || mine.iter().all(|(s, o)| *s == serial || !o.is_live(now)))
                         && now <= carried.last_issuable(ca, backdate)
                         && !certs.compromised(&c.key_id, &carried.hash)
                         && live_keys.other_than(&c.key_id, id).is_none()
@@ -438,6 +459,7 @@ mod tests {
             hash: hash.into(),
             lifetime_secs: 30 * 86400,
             policy: "p".into(),
+            revoke_superseded: false,
         }
     }
 
@@ -466,7 +488,19 @@ mod tests {
         };
         b.requests.insert("requests/a.yaml".into(), carried("h1"));
         b.requests.insert("requests/b.yaml".into(), carried(""));
+        b.requests.insert(
+            "requests/c.yaml".into(),
+            Carried {
+                revoke_superseded: true,
+                ..carried("h3")
+            },
+        );
         assert_eq!(Basis::parse(&b.render()).unwrap(), b);
+        // A basis of the previous format (no revoke_superseded) is not read.
+        let v1 = b
+            .render()
+            .replace("gitca-plan-basis 2", "gitca-plan-basis 1");
+        assert!(Basis::parse(&v1).is_err());
         assert!(Basis::parse("something else").is_err());
     }
 
@@ -514,8 +548,8 @@ mod tests {
             },
         ];
         let t = triage(&mut basis.clone(), &changes, &index, &config(), &ca, now);
-        let carried: Vec<&str> = t.carried.keys().map(String::as_str).collect();
-        assert_eq!(carried, vec!["requests/a.yaml"]);
+        let kept: Vec<&str> = t.carried.keys().map(String::as_str).collect();
+        assert_eq!(kept, vec!["requests/a.yaml"]);
         let load: Vec<&str> = t.load.iter().map(String::as_str).collect();
         assert_eq!(
             load,
@@ -528,6 +562,33 @@ mod tests {
             ]
         );
         assert!(t.deleted.contains(&ids[5]));
+
+        // Reissued, with the old certificate still live: carried when the request leaves
+        // superseded certificates live (the full plan says `unchanged`), read when it revokes
+        // them (the full plan would revoke the old one).
+        for revoke_superseded in [false, true] {
+            let id = "requests/h.yaml".to_string();
+            let mut basis = Basis::default();
+            let mut index = Index::new("ca".into());
+            basis.requests.insert(
+                id.clone(),
+                Carried {
+                    revoke_superseded,
+                    ..carried("new")
+                },
+            );
+            let old = cert(&id, "old", "k-old", now + time::Duration::days(10));
+            let new = cert(&id, "new", "k-new", now + time::Duration::days(20));
+            index.certs.insert("a0".into(), old);
+            index.certs.insert("b0".into(), new);
+            let t = triage(&mut basis, &[], &index, &config(), &ca, now);
+            assert_eq!(
+                t.carried.contains_key(&id),
+                !revoke_superseded,
+                "revoke_superseded: {revoke_superseded}"
+            );
+            assert_eq!(t.load.contains(&id), revoke_superseded);
+        }
 
         // The CA's end comes within a new certificate's lifetime: planned in full.
         let short = ca_ending(now + time::Duration::days(10));

@@ -744,6 +744,7 @@ fn plan_request(
                     hash: spec.request_hash.clone(),
                     lifetime_secs: spec.lifetime.0.as_secs(),
                     policy: policy_name.clone(),
+                    revoke_superseded: spec.revoke_superseded,
                 });
             }
             rp.policy = Some(policy_name);
