@@ -811,13 +811,15 @@ impl GitRepo {
 mod tests {
     use super::*;
 
-    fn git(dir: &Path, args: &[&str]) {
-        let status = Command::new("git")
+    /// Runs git in `dir`, asserting it succeeds; its standard output.
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
             .args(args)
             .current_dir(dir)
-            .status()
+            .output()
             .expect("git runs");
-        assert!(status.success(), "git {args:?}");
+        assert!(out.status.success(), "git {args:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// With `core.autocrlf`, `git update-index` warns once per file on standard error. The
@@ -855,22 +857,9 @@ mod tests {
             .recv_timeout(std::time::Duration::from_secs(60))
             .expect("the commit finished instead of gitca and git waiting on each other");
         assert!(committed.unwrap().is_some(), "a commit was made");
-        let listed = Command::new("git")
-            .args(["ls-files", "issued"])
-            .current_dir(root)
-            .output()
-            .unwrap();
+        assert_eq!(git(root, &["ls-files", "issued"]).lines().count(), 4000);
         assert_eq!(
-            String::from_utf8_lossy(&listed.stdout).lines().count(),
-            4000
-        );
-        let status = Command::new("git")
-            .args(["status", "--porcelain"])
-            .current_dir(root)
-            .output()
-            .unwrap();
-        assert_eq!(
-            String::from_utf8_lossy(&status.stdout),
+            git(root, &["status", "--porcelain"]),
             "",
             "index and work tree agree"
         );

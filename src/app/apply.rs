@@ -1098,7 +1098,6 @@ async fn record_basis(
         env!("CARGO_PKG_VERSION"),
         head,
         outputs_tree.as_deref(),
-        plan.requests.len(),
         plan.requests
             .iter()
             .filter_map(|r| r.carry.as_ref().map(|c| (r.id.as_str(), c))),

@@ -61,7 +61,6 @@ impl Basis {
             &self.version,
             &self.commit,
             self.outputs_tree.as_deref(),
-            self.requests.len(),
             self.requests.iter().map(|(id, c)| (id.as_str(), c)),
         )
     }
@@ -72,14 +71,14 @@ impl Basis {
         version: &str,
         commit: &str,
         outputs_tree: Option<&str>,
-        count: usize,
         requests: impl Iterator<Item = (&'a str, &'a Carried)>,
     ) -> String {
         let mut s = format!(
             "{HEADER}\nversion\t{version}\ncommit\t{commit}\noutputs\t{}\n",
             outputs_tree.unwrap_or("-")
         );
-        s.reserve(count * 120);
+        let (least, most) = requests.size_hint();
+        s.reserve(most.unwrap_or(least) * 120);
         for (id, c) in requests {
             let revokes = if c.revoke_superseded { "1" } else { "0" };
             for f in [
