@@ -322,6 +322,53 @@ fn an_apply_without_the_git_command_fails_clearly_and_its_rerun_converges() {
     );
 }
 
+/// The plan basis is recorded while git updates its index, before the branch moves. When the
+/// index update then fails (git holds its lock), the basis names an output tree the branch never
+/// got: the rerun must notice and commit every output, not only what it issued itself (nothing).
+#[test]
+fn an_outputs_commit_that_fails_after_the_basis_was_recorded_converges() {
+    let env = issued_then_web01_shortened();
+    let head = env.head();
+    let lock = env.path(".git/index.lock");
+    std::fs::write(&lock, "").unwrap();
+    let o = env.gitca(&["apply", "--now", "2026-12-02T00:00:00Z"]);
+    assert_ne!(o.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("git update-index") && err.contains("index.lock"),
+        "{err}"
+    );
+    assert_eq!(env.head(), head, "no branch moved");
+    // The failed run signed and wrote web-01's new certificate into the work tree.
+    let signed = env.read("issued/servers/web-01.pem");
+    assert_ne!(signed, env.git(&["show", "HEAD:issued/servers/web-01.pem"]));
+    std::fs::remove_file(&lock).unwrap();
+    let applied: Value = serde_json::from_str(&env.ok(
+        &["apply", "--format", "json", "--now", "2026-12-02T00:00:00Z"],
+        3,
+    ))
+    .unwrap();
+    assert_eq!(scan(&applied).0, "incremental", "{}", applied["scan"]);
+    assert!(
+        issued(&applied).is_empty(),
+        "signed by the failed run already"
+    );
+    assert_ne!(env.head(), head, "the rerun committed the outputs");
+    assert_eq!(
+        env.git(&["show", "HEAD:issued/servers/web-01.pem"]),
+        signed,
+        "HEAD holds the certificate the failed run signed"
+    );
+    assert!(env.git(&["status", "--porcelain"]).trim().is_empty());
+    let v = env.gitca(&["verify"]);
+    assert_eq!(
+        v.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&v.stdout)
+    );
+}
+
 /// The example applied on 2026-12-01, then web-01's lifetime shortened and committed: the next
 /// apply reissues web-01.
 fn issued_then_web01_shortened() -> Env {
