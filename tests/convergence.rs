@@ -331,3 +331,36 @@ fn push_race_against_a_bare_remote_is_retried() {
     assert!(log.lines().next().unwrap().starts_with("gitca:"), "{log}");
     assert!(log.contains("late request"));
 }
+
+/// An output's git object missing from the repository (a damaged object store): the run says
+/// which file it could not read and writes it again from the state, which restores the object.
+#[test]
+fn an_output_blob_missing_from_git_is_reported_and_written_again() {
+    let env = Env::from(EXAMPLE, &[]);
+    env.init(&[]);
+    env.ok(&["apply", "--now", "2026-12-01T00:00:00Z"], 3);
+    let leaf = "issued/servers/web-01.pem";
+    let blob = env.git(&["rev-parse", &format!("HEAD:{leaf}")]);
+    let blob = blob.trim();
+    let object = env.path(&format!(".git/objects/{}/{}", &blob[..2], &blob[2..]));
+    std::fs::remove_file(&object).expect("the blob is a loose object");
+    let o = env.gitca(&["apply", "--full-scan", "--now", "2026-12-01T01:00:00Z"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        matches!(o.status.code(), Some(0) | Some(3)),
+        "{err}{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(
+        err.contains(leaf) && err.contains("cannot read blob"),
+        "the damaged file is named: {err}"
+    );
+    env.git(&["cat-file", "-e", blob]);
+    let v = env.gitca(&["verify"]);
+    assert_eq!(
+        v.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&v.stdout)
+    );
+}

@@ -125,7 +125,16 @@ pub async fn changes(
         wanted.insert(chain.clone());
         let up_to_date = existing
             .get(&leaf)
-            .and_then(|id| ctx.repo.blob(id).ok())
+            .and_then(|id| match ctx.repo.blob(id) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    // Written again from the state, which restores the object too.
+                    tracing::warn!(
+                        "{leaf}: cannot read blob {id} from the repository ({e}); writing it again"
+                    );
+                    None
+                }
+            })
             .and_then(|b| parse_cert(&leaf, &b).ok())
             .is_some_and(|c: Certificate| {
                 hex::encode(c.tbs_certificate().serial_number().as_bytes()).trim_start_matches('0')
