@@ -9,6 +9,7 @@
 //! cargo bench --bench scale -- noop [--sizes 1000,10000,100000]
 //! cargo bench --bench scale -- kms [--python .venv/bin/python] [--n 1000] [--rate 50]
 //! cargo bench --bench scale -- crl [--n 100000]
+//! cargo bench --bench scale -- state [--n 100000]
 //! ```
 
 use gitca::adapters::signer::{KeyAlgorithm, LocalSigner, Signer, sign_verified};
@@ -56,8 +57,9 @@ fn main() {
             opt("--rate").map(|r| r.parse().expect("--rate N")),
         ),
         "crl" => crl(n(100_000)),
+        "state" => state(n(100_000)),
         _ => eprintln!(
-            "usage: cargo bench --bench scale -- issuance|noop|kms|crl [--n N] [--sizes ..] [--python P] [--work-dir DIR]"
+            "usage: cargo bench --bench scale -- issuance|noop|kms|crl|state [--n N] [--sizes ..] [--python P] [--work-dir DIR]"
         ),
     }
 }
@@ -797,5 +799,89 @@ fn crl(n: usize) {
         total * 1e3,
         der.len() as f64 / 1048576.0,
         openssl * 1e3
+    );
+}
+
+/// The state every incremental reconcile reads and writes in full: the index (`index.json`) and
+/// the plan basis, parsed and serialized in process for `n` certificates and requests.
+fn state(n: usize) {
+    use gitca::domain::incremental::{Basis, Carried};
+    use gitca::domain::state::{CertSummary, Index};
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap();
+    let hex = |i: usize, salt: u8| {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(
+            [&i.to_be_bytes()[..], &[salt]].concat(),
+        ))
+    };
+    let mut index = Index::new(hex(0, 0));
+    let mut basis = Basis {
+        version: "bench".into(),
+        commit: hex(0, 1)[..40].to_string(),
+        outputs_tree: Some(hex(0, 2)[..40].to_string()),
+        requests: Default::default(),
+    };
+    for i in 0..n {
+        let id = format!("{}.yaml", request_path(i));
+        index.certs.insert(
+            hex(i, 3)[..40].to_string(),
+            CertSummary {
+                request_id: id.clone(),
+                request_hash: hex(i, 4),
+                key_id: hex(i, 5),
+                not_before: now,
+                not_after: now + time::Duration::days(30),
+                revoked: None,
+            },
+        );
+        basis.requests.insert(
+            id,
+            Carried {
+                csr: format!("{}.csr", request_path(i)),
+                hash: hex(i, 4),
+                lifetime_secs: 30 * 86400,
+                policy: "bench".into(),
+                revoke_superseded: false,
+            },
+        );
+    }
+    let median = |f: &mut dyn FnMut()| {
+        let mut t: Vec<f64> = (0..5)
+            .map(|_| {
+                let start = Instant::now();
+                f();
+                start.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        t.sort_by(f64::total_cmp);
+        t[2]
+    };
+    let json = serde_json::to_vec(&index).unwrap();
+    let text = basis.render();
+    let index_parse = median(&mut || {
+        let i: Index = serde_json::from_slice(&json).unwrap();
+        assert_eq!(i.certs.len(), n);
+    });
+    let index_write = median(&mut || {
+        let mut bytes = Vec::with_capacity(4096 + 400 * n);
+        serde_json::to_writer(&mut bytes, &index).unwrap();
+        assert_eq!(bytes.len(), json.len());
+    });
+    let basis_parse = median(&mut || {
+        assert_eq!(Basis::parse(&text).unwrap().requests.len(), n);
+    });
+    let basis_render = median(&mut || {
+        assert_eq!(basis.render().len(), text.len());
+    });
+    println!(
+        "### State read and written by every incremental reconcile ({n} certificates and requests, in process; median of 5)\n\n\
+         | object | size | parse | serialize |\n\
+         | --- | --- | --- | --- |\n\
+         | `index.json` | {:.1} MB | {index_parse:.0} ms | {index_write:.0} ms |\n\
+         | `plan-basis.txt` | {:.1} MB | {basis_parse:.0} ms | {basis_render:.0} ms |\n",
+        json.len() as f64 / 1e6,
+        text.len() as f64 / 1e6,
     );
 }

@@ -39,7 +39,7 @@ pub struct Index {
     #[serde(default)]
     pub last_reconciled: Option<String>,
     /// Issued certificates by serial (lower-case hex).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "certs_in_bulk")]
     pub certs: BTreeMap<String, CertSummary>,
     /// Revocation entries that have been published, by entry key; append-only.
     #[serde(default)]
@@ -59,6 +59,46 @@ pub struct Index {
     /// CRL (`serverless.revoke_previous_serials`), by serial.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub previous_ca: BTreeMap<String, PreviousCaRevocation>,
+}
+
+/// A map built in one pass when its keys come sorted and unique (as written); otherwise one
+/// insert at a time, the last of a repeated key winning, as a map read entry by entry does.
+pub fn map_from_pairs<K: Ord, V>(pairs: Vec<(K, V)>) -> BTreeMap<K, V> {
+    if pairs.windows(2).all(|w| w[0].0 < w[1].0) {
+        pairs.into_iter().collect()
+    } else {
+        let mut map = BTreeMap::new();
+        for (k, v) in pairs {
+            map.insert(k, v);
+        }
+        map
+    }
+}
+
+/// The index's certificates, read into a list and built into the map in one pass: inserting
+/// 100,000 serials one at a time into a tree costs a fifth of the index's parse.
+fn certs_in_bulk<'de, D>(d: D) -> Result<BTreeMap<String, CertSummary>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Pairs;
+    impl<'de> serde::de::Visitor<'de> for Pairs {
+        type Value = Vec<(String, CertSummary)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a map of serials to certificates")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut m: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut pairs = Vec::with_capacity(m.size_hint().unwrap_or(0));
+            while let Some(pair) = m.next_entry()? {
+                pairs.push(pair);
+            }
+            Ok(pairs)
+        }
+    }
+    d.deserialize_map(Pairs).map(map_from_pairs)
 }
 
 /// A revocation of a certificate the previous CA issued with the same key.
@@ -375,6 +415,37 @@ mod tests {
         assert_eq!(intents_of(&single).unwrap(), vec![rec("0c")]);
         assert!(intents_of(b" [{\"serial\": 1}]").is_err());
         assert!(intents_of(b"").is_err());
+    }
+
+    /// Read in bulk, the certificates map is the one inserting entry by entry gives, a repeated
+    /// serial included (the last wins), and so is the basis's.
+    #[test]
+    fn maps_read_in_bulk_equal_maps_read_entry_by_entry() {
+        let sorted = vec![("a", 1), ("b", 2), ("c", 3)];
+        let repeated = vec![("b", 1), ("a", 2), ("b", 3)];
+        for pairs in [sorted, repeated] {
+            let one_by_one: BTreeMap<_, _> =
+                pairs
+                    .iter()
+                    .copied()
+                    .fold(BTreeMap::new(), |mut m, (k, v)| {
+                        m.insert(k, v);
+                        m
+                    });
+            assert_eq!(map_from_pairs(pairs), one_by_one);
+        }
+        let json = r#"{"ca_key_id":"k","certs":{"02":C,"01":C,"02":D}}"#
+            .replace(
+                "C",
+                &serde_json::to_string(&cert(datetime!(2026-11-28 00:00 UTC), false)).unwrap(),
+            )
+            .replace(
+                "D",
+                &serde_json::to_string(&cert(datetime!(2026-12-28 00:00 UTC), true)).unwrap(),
+            );
+        let i: Index = serde_json::from_str(&json).unwrap();
+        assert_eq!(i.certs.keys().collect::<Vec<_>>(), ["01", "02"]);
+        assert!(i.certs["02"].revoked.is_some(), "the last 02 wins");
     }
 
     #[test]
