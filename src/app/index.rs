@@ -92,10 +92,7 @@ impl IndexHandle {
             if next == self.index {
                 return Ok(());
             }
-            // Sized up front (an entry is about 330 bytes): growing a 33 MB buffer by doubling
-            // copies it about twenty times.
-            let mut bytes = Vec::with_capacity(4096 + 400 * next.certs.len());
-            serde_json::to_writer(&mut bytes, &next).map_err(|e| e.to_string())?;
+            let bytes = next.to_json();
             match self.store.put_if(INDEX_KEY, &bytes, &self.version).await {
                 Ok(v) => {
                     super::free_in_background(std::mem::replace(&mut self.index, next));
