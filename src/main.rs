@@ -279,7 +279,7 @@ async fn run(cli: Cli) -> Result<Exit, RunError> {
             let (index, _) = ctx.index().await?;
             let now = parse_time(&at)?.unwrap_or_else(OffsetDateTime::now_utc);
             let facts = ctx.ca_facts();
-            let p = plan::plan(&Inputs {
+            let mut p = plan::plan(&Inputs {
                 snapshot: &ctx.snapshot,
                 config: &ctx.config,
                 policies: &ctx.policies,
@@ -288,7 +288,7 @@ async fn run(cli: Cli) -> Result<Exit, RunError> {
                 now,
             })
             .map_err(|e| RunError::NeedsHuman(e.0))?;
-            print!("{}", render::plan(&p, format));
+            print!("{}", render::plan(&mut p, format));
             Ok(match p.exit_code() {
                 0 => Exit::Clean,
                 2 => Exit::Changes,
@@ -321,8 +321,8 @@ async fn run(cli: Cli) -> Result<Exit, RunError> {
                 issue_chunk,
                 ..Default::default()
             };
-            let o = apply::apply(&args, &opts).await?;
-            print!("{}", render::applied(&o, format));
+            let mut o = apply::apply(&args, &opts).await?;
+            print!("{}", render::applied(&mut o, format));
             let exit = o.exit();
             gitca::app::free_in_background(o);
             Ok(exit)

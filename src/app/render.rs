@@ -1,7 +1,7 @@
 //! Plan and apply output: a human table, JSON for machines, Markdown for PR comments.
 
 use super::apply::ApplyOutcome;
-use crate::domain::plan::{Action, Plan, RevocationAction};
+use crate::domain::plan::{Action, Plan, RequestPlan, RevocationAction};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -53,9 +53,54 @@ fn counts(p: &Plan) -> String {
     )
 }
 
-pub fn plan(p: &Plan, f: Format) -> String {
+/// Pretty JSON of `value` (holding `requests` at `depth`), byte for byte what
+/// `serde_json::to_string_pretty` writes. At 100,000 requests the listing is most of the output
+/// (22 MB), so a long one is rendered in pieces on all cores: `value` is rendered with the
+/// requests taken out, and they are spliced back in.
+fn pretty_with_requests<T: serde::Serialize>(
+    value: &mut T,
+    requests: impl Fn(&mut T) -> &mut Vec<RequestPlan>,
+    depth: usize,
+) -> String {
+    use rayon::prelude::*;
+    /// Requests per piece.
+    const PIECE: usize = 8192;
+    if requests(value).len() < 2 * PIECE {
+        return serde_json::to_string_pretty(value).unwrap_or_default();
+    }
+    let list = std::mem::take(requests(value));
+    let rest = serde_json::to_string_pretty(value).unwrap_or_default();
+    *requests(value) = list;
+    // The plan's commit id is the only string before the requests; it cannot hold this.
+    const EMPTY: &str = "\"requests\": []";
+    let Some(at) = rest.find(EMPTY).map(|i| i + EMPTY.len() - 2) else {
+        return serde_json::to_string_pretty(value).unwrap_or_default();
+    };
+    // A piece is a whole array, `[\n  {..},\n  {..}\n]`: its elements, indented `depth` levels
+    // deeper. No newline occurs inside a JSON string, so each one starts a line.
+    let indent = "  ".repeat(depth);
+    let newline = format!("\n{indent}");
+    let pieces: Vec<String> = requests(value)
+        .par_chunks(PIECE)
+        .map(|piece| {
+            let text = serde_json::to_string_pretty(piece).unwrap_or_default();
+            let elements = &text[2..text.len() - 2];
+            format!("{indent}{}", elements.replace('\n', &newline))
+        })
+        .collect();
+    let mut out = String::with_capacity(rest.len() + pieces.iter().map(String::len).sum::<usize>());
+    out.push_str(&rest[..at]);
+    out.push_str("[\n");
+    out.push_str(&pieces.join(",\n"));
+    out.push_str(&newline);
+    out.push(']');
+    out.push_str(&rest[at + 2..]);
+    out
+}
+
+pub fn plan(p: &mut Plan, f: Format) -> String {
     match f {
-        Format::Json => serde_json::to_string_pretty(p).unwrap_or_default(),
+        Format::Json => pretty_with_requests(p, |p| &mut p.requests, 1),
         Format::Text => plan_text(p),
         Format::Markdown => plan_markdown(p),
     }
@@ -264,11 +309,11 @@ fn plan_markdown(p: &Plan) -> String {
     s
 }
 
-pub fn applied(o: &ApplyOutcome, f: Format) -> String {
+pub fn applied(o: &mut ApplyOutcome, f: Format) -> String {
     match f {
-        Format::Json => serde_json::to_string_pretty(o).unwrap_or_default(),
+        Format::Json => pretty_with_requests(o, |o| &mut o.plan.requests, 2),
         _ => {
-            let mut s = plan(&o.plan, f);
+            let mut s = plan(&mut o.plan, f);
             s.push_str("\nApplied:\n");
             for i in &o.issued {
                 s.push_str(&format!(
@@ -342,6 +387,56 @@ mod tests {
         }
     }
 
+    /// Rendered in pieces, the JSON of a plan and of an apply is what serde writes, byte for
+    /// byte: below, at and above the size where the listing is split, with findings, warnings,
+    /// superseded serials and the fields after the requests set.
+    #[test]
+    fn json_rendered_in_pieces_is_the_json_serde_writes() {
+        use crate::domain::finding::{Code, Finding};
+        use crate::domain::plan::Orphan;
+        for n in [0, 1, 16_383, 16_384, 16_385, 40_000] {
+            let requests: Vec<RequestPlan> = (0..n)
+                .map(|k| {
+                    let mut r = request(&format!("requests/a/r{k:06}.yaml"), Action::Unchanged);
+                    if k % 5 == 0 {
+                        r.action = Action::Rejected;
+                        r.findings =
+                            vec![Finding::new(Code::KeyReuse, &r.id, "a \"quoted\"\nline")];
+                    }
+                    if k % 7 == 0 {
+                        r.warnings = vec![Finding::new(Code::KeyReuse, &r.id, "w")];
+                        r.supersede = vec!["0a".into(), "0b".into()];
+                        r.serial = Some(format!("{k:040x}"));
+                        r.not_after = Some(time::macros::datetime!(2026-12-01 00:00 UTC));
+                    }
+                    r
+                })
+                .collect();
+            let mut p = Plan {
+                commit: "0123456789abcdef".into(),
+                requests,
+                orphans: vec![Orphan {
+                    request_id: "requests/gone.yaml".into(),
+                    serials: vec!["0c".into()],
+                    revoke: true,
+                }],
+                crl_due: Some("first CRL".into()),
+                ..Default::default()
+            };
+            let expected = serde_json::to_string_pretty(&p).unwrap();
+            assert!(plan(&mut p, Format::Json) == expected, "plan of {n}");
+            assert_eq!(p.requests.len(), n, "the requests are put back");
+            let mut o = ApplyOutcome {
+                plan: p,
+                revoked: vec!["0d".into()],
+                commit: Some("abc".into()),
+                ..Default::default()
+            };
+            let expected = serde_json::to_string_pretty(&o).unwrap();
+            assert!(applied(&mut o, Format::Json) == expected, "apply of {n}");
+        }
+    }
+
     #[test]
     fn markdown_lists_changes_and_counts_unchanged_requests() {
         let mut requests: Vec<RequestPlan> = (0..5000)
@@ -349,12 +444,12 @@ mod tests {
             .collect();
         requests.push(request("requests/y/new.yaml", Action::Issue));
         requests.push(request("requests/z/bad.yaml", Action::Rejected));
-        let p = Plan {
+        let mut p = Plan {
             commit: "0123456789abcdef".into(),
             requests,
             ..Default::default()
         };
-        let md = plan(&p, Format::Markdown);
+        let md = plan(&mut p, Format::Markdown);
         let (bad, new) = (
             md.find("requests/z/bad.yaml"),
             md.find("requests/y/new.yaml"),
@@ -364,6 +459,6 @@ mod tests {
         assert!(md.contains("5000 unchanged request(s) not listed"), "{md}");
         assert!(md.len() < 60_000, "fits a PR comment: {}", md.len());
         // The text table still lists every request.
-        assert!(plan(&p, Format::Text).contains("requests/a/r00000.yaml"));
+        assert!(plan(&mut p, Format::Text).contains("requests/a/r00000.yaml"));
     }
 }
