@@ -762,7 +762,10 @@ pub async fn reconcile(
         }
         _ => None,
     };
-    let present = plan.request_set();
+    let present = match &only {
+        Some(ids) => plan.present_among(ids),
+        None => plan.request_set(),
+    };
     let changes = outputs::changes(ctx, &head, &h.index, &present, only.as_ref(), fresh).await?;
     tracing::debug!(elapsed = ?phase.elapsed(), "outputs computed");
     fail(opts, FailPoint::AfterOutputs).await?;

@@ -89,7 +89,10 @@ pub async fn changes(
     let mut wanted = BTreeSet::new();
     let ca = ca_pems(ctx)?;
     let ca_parts: Arc<[u8]> = ca.as_bytes().into();
-    let certs = crate::domain::state::ByRequest::new(index);
+    let certs = match only {
+        None => crate::domain::state::ByRequest::new(index),
+        Some(only) => crate::domain::state::ByRequest::of_requests(index, only),
+    };
     // Output path -> blob id; a leaf is read only to check its serial, one at a time (all
     // 200,000 output files of 100,000 requests held at once took 400 MB).
     let (ids, existing) = match only {

@@ -251,6 +251,28 @@ impl Plan {
         self.requests.iter().map(|r| r.id.as_str()).collect()
     }
 
+    /// Which of `ids` are requests of the planned commit: the few an incremental run touched,
+    /// found by binary search in the id-ordered requests instead of hashing all of them.
+    pub fn present_among<'a>(&'a self, ids: &'a BTreeSet<String>) -> foldhash::HashSet<&'a str> {
+        let sorted = self.requests.windows(2).all(|w| w[0].id < w[1].id);
+        if !sorted {
+            let all = self.request_set();
+            return ids
+                .iter()
+                .map(String::as_str)
+                .filter(|id| all.contains(id))
+                .collect();
+        }
+        ids.iter()
+            .map(String::as_str)
+            .filter(|id| {
+                self.requests
+                    .binary_search_by(|r| r.id.as_str().cmp(id))
+                    .is_ok()
+            })
+            .collect()
+    }
+
     pub fn to_issue(&self) -> impl Iterator<Item = &RequestPlan> {
         self.requests.iter().filter(|r| r.action.issues())
     }
@@ -1033,3 +1055,30 @@ fn custom_extension(
 }
 
 use der::Decode;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The requests among a few ids are found in an id-ordered plan and in one that is not.
+    #[test]
+    fn present_among_finds_the_planned_requests_in_any_order() {
+        let ids: BTreeSet<String> = ["requests/b.yaml", "requests/d.yaml", "requests/zz.yaml"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let mut p = Plan {
+            requests: ["a", "b", "c", "d", "e"]
+                .iter()
+                .map(|n| RequestPlan::new(format!("requests/{n}.yaml"), Action::Unchanged))
+                .collect(),
+            ..Default::default()
+        };
+        let expected: foldhash::HashSet<&str> =
+            ["requests/b.yaml", "requests/d.yaml"].into_iter().collect();
+        assert_eq!(p.present_among(&ids), expected);
+        p.requests.reverse();
+        let ids_again = ids.clone();
+        assert_eq!(p.present_among(&ids_again), expected, "not in id order");
+    }
+}

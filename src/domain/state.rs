@@ -231,6 +231,34 @@ impl<'a> ByRequest<'a> {
         }
     }
 
+    /// Like [`ByRequest::new`], holding only the certificates of `ids` (and only their key
+    /// compromises): for the few requests a run touched, one pass instead of a map of all.
+    pub fn of_requests(index: &'a Index, ids: &BTreeSet<String>) -> Self {
+        let mut by_request: foldhash::HashMap<&str, Certs> = foldhash::HashMap::new();
+        let mut compromised = Vec::new();
+        for (s, c) in &index.certs {
+            if !ids.contains(c.request_id.as_str()) {
+                continue;
+            }
+            by_request
+                .entry(c.request_id.as_str())
+                .or_default()
+                .push((s, c));
+            if c.revoked
+                .as_ref()
+                .is_some_and(|r| r.reason == Reason::KeyCompromise)
+            {
+                compromised.push((c.key_id.as_str(), c.request_hash.as_str()));
+            }
+        }
+        compromised.sort_unstable();
+        ByRequest {
+            by_request,
+            compromised,
+            index,
+        }
+    }
+
     /// The certificates of one request.
     pub fn of(&self, id: &str) -> &[(&'a String, &'a CertSummary)] {
         self.by_request.get(id).map_or(&[], |v| v.as_slice())
@@ -542,6 +570,40 @@ mod tests {
             assert!(i.to_json() == expected, "{n} certificates");
             assert_eq!(i, before, "the certificates are put back");
         }
+    }
+
+    /// Built for a few requests, the certificates by request are those of the full map.
+    #[test]
+    fn certificates_of_a_few_requests_are_those_of_all() {
+        let now = datetime!(2026-11-28 00:00 UTC);
+        let mut i = Index::new("ca".into());
+        for k in 0..50u32 {
+            let mut c = cert(now + time::Duration::days(i64::from(k)), k % 3 == 0);
+            c.request_id = format!("requests/r{}.yaml", k % 10);
+            i.certs.insert(format!("{k:02x}"), c);
+        }
+        let ids: BTreeSet<String> = ["requests/r3.yaml", "requests/r7.yaml", "requests/none.yaml"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let (all, few) = (ByRequest::new(&i), ByRequest::of_requests(&i, &ids));
+        for id in &ids {
+            let serials = |v: &[(&String, &CertSummary)]| {
+                let mut s: Vec<String> = v.iter().map(|(s, _)| (*s).clone()).collect();
+                s.sort();
+                s
+            };
+            assert_eq!(serials(few.of(id)), serials(all.of(id)), "{id}");
+            assert_eq!(
+                ByRequest::current(few.of(id)),
+                ByRequest::current(all.of(id))
+            );
+        }
+        assert!(
+            few.of("requests/r1.yaml").is_empty(),
+            "only the requests asked for"
+        );
+        assert_eq!(few.groups().count(), 2);
     }
 
     #[test]
