@@ -410,8 +410,7 @@ pub fn triage(
     let mut t = Triage::default();
     let touched = take_changed(basis, changes, &mut t);
 
-    let certs = ByRequest::new(index);
-    let live_keys = certs.live_keys(now);
+    let (certs, live_keys) = ByRequest::with_live_keys(index, now);
     let backdate = config.issuance.backdate.as_time();
     let renew_before = config.issuance.renew_before.as_time();
     let candidates: Vec<(String, Carried)> = std::mem::take(&mut basis.requests)

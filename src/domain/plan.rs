@@ -649,8 +649,7 @@ enum Source<'a> {
 
 fn plan_requests(i: &Inputs, layout: &Layout, blocked: &BTreeSet<String>) -> Vec<RequestPlan> {
     use rayon::prelude::*;
-    let certs = ByRequest::new(i.index);
-    let mut live_keys = certs.live_keys(i.now);
+    let (certs, mut live_keys) = ByRequest::with_live_keys(i.index, i.now);
     let sources = request_sources(i.snapshot, layout);
     // Reading and checking each CSR (its signature above all) is independent per request: all
     // cores. The decisions that follow depend on each other (key reuse), in id order. Prepared in
