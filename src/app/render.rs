@@ -80,18 +80,30 @@ fn pretty_with_requests<T: serde::Serialize>(
     // deeper. No newline occurs inside a JSON string, so each one starts a line.
     let indent = "  ".repeat(depth);
     let newline = format!("\n{indent}");
-    let pieces: Vec<String> = requests(value)
-        .par_chunks(PIECE)
-        .map(|piece| {
-            let text = serde_json::to_string_pretty(piece).unwrap_or_default();
-            let elements = &text[2..text.len() - 2];
-            format!("{indent}{}", elements.replace('\n', &newline))
-        })
-        .collect();
-    let mut out = String::with_capacity(rest.len() + pieces.iter().map(String::len).sum::<usize>());
+    let list = requests(value);
+    // Sized up front (a request is about 230 bytes).
+    let mut out = String::with_capacity(rest.len() + 250 * list.len());
     out.push_str(&rest[..at]);
     out.push_str("[\n");
-    out.push_str(&pieces.join(",\n"));
+    // A piece per core at a time, appended as it comes: the pieces of the whole listing held
+    // at once would double the memory of the output.
+    let batch = PIECE * rayon::current_num_threads().max(1);
+    for (b, requests) in list.chunks(batch).enumerate() {
+        let pieces: Vec<String> = requests
+            .par_chunks(PIECE)
+            .map(|piece| {
+                let text = serde_json::to_string_pretty(piece).unwrap_or_default();
+                let elements = &text[2..text.len() - 2];
+                format!("{indent}{}", elements.replace('\n', &newline))
+            })
+            .collect();
+        for (n, piece) in pieces.iter().enumerate() {
+            if b + n > 0 {
+                out.push_str(",\n");
+            }
+            out.push_str(piece);
+        }
+    }
     out.push_str(&newline);
     out.push(']');
     out.push_str(&rest[at + 2..]);
