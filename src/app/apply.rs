@@ -779,12 +779,18 @@ pub async fn reconcile(
     // The basis is recorded while git updates its index on another core (a quarter of a second
     // at 100,000 requests). Should the branch then not move, the basis names an output tree the
     // branch does not have, and the next run computes every output again.
+    // Nothing in between may end the run: git would be left updating the index on its own.
     if !opts.crl_only && ctx.config.serverless.is_none() {
         let written = pending.as_ref().map(PendingCommit::id);
-        let outputs_tree = ctx
+        match ctx
             .repo
-            .folder_id(written.as_deref().unwrap_or(&head), out_dir)?;
-        record_basis(ctx, &head, outputs_tree, &plan, basis_seen).await;
+            .folder_id(written.as_deref().unwrap_or(&head), out_dir)
+        {
+            Ok(outputs_tree) => record_basis(ctx, &head, outputs_tree, &plan, basis_seen).await,
+            Err(e) => tracing::warn!(
+                "the plan basis was not recorded ({e}); the next run plans every request"
+            ),
+        }
     }
     let commit = pending
         .map(|p| ctx.repo.finish_outputs_commit(p))
