@@ -288,7 +288,10 @@ async fn run(cli: Cli) -> Result<Exit, RunError> {
                 now,
             })
             .map_err(|e| RunError::NeedsHuman(e.0))?;
-            print!("{}", render::plan(&mut p, format));
+            let mut stdout = std::io::stdout().lock();
+            render::write_plan(&mut p, format, &mut stdout)
+                .and_then(|()| std::io::Write::flush(&mut stdout))
+                .map_err(|e| format!("cannot write the plan: {e}"))?;
             Ok(match p.exit_code() {
                 0 => Exit::Clean,
                 2 => Exit::Changes,
@@ -322,7 +325,10 @@ async fn run(cli: Cli) -> Result<Exit, RunError> {
                 ..Default::default()
             };
             let mut o = apply::apply(&args, &opts).await?;
-            print!("{}", render::applied(&mut o, format));
+            let mut stdout = std::io::stdout().lock();
+            render::write_applied(&mut o, format, &mut stdout)
+                .and_then(|()| std::io::Write::flush(&mut stdout))
+                .map_err(|e| format!("cannot write the outcome: {e}"))?;
             let exit = o.exit();
             gitca::app::free_in_background(o);
             Ok(exit)

@@ -2,6 +2,7 @@
 
 use super::apply::ApplyOutcome;
 use crate::domain::plan::{Action, Plan, RequestPlan, RevocationAction};
+use std::io::Write;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -53,68 +54,85 @@ fn counts(p: &Plan) -> String {
     )
 }
 
-/// Pretty JSON of `value` (holding `requests` at `depth`), byte for byte what
-/// `serde_json::to_string_pretty` writes. At 100,000 requests the listing is most of the output
+/// Writes the pretty JSON of `value` (holding `requests` at `depth`), byte for byte what
+/// `serde_json::to_writer_pretty` writes. At 100,000 requests the listing is most of the output
 /// (22 MB), so a long one is rendered in pieces on all cores: `value` is rendered with the
-/// requests taken out, and they are spliced back in.
-fn pretty_with_requests<T: serde::Serialize>(
+/// requests taken out, and they are written in its place as they come, never all held at once.
+fn write_pretty_with_requests<T: serde::Serialize>(
     value: &mut T,
     requests: impl Fn(&mut T) -> &mut Vec<RequestPlan>,
     depth: usize,
-) -> String {
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
     use rayon::prelude::*;
     /// Requests per piece.
     const PIECE: usize = 8192;
+    let whole = |value: &T, out: &mut dyn Write| {
+        serde_json::to_writer_pretty(out, value).map_err(std::io::Error::other)
+    };
     if requests(value).len() < 2 * PIECE {
-        return serde_json::to_string_pretty(value).unwrap_or_default();
+        return whole(value, out);
     }
     let list = std::mem::take(requests(value));
-    let rest = serde_json::to_string_pretty(value).unwrap_or_default();
+    let rest = serde_json::to_string_pretty(value).map_err(std::io::Error::other);
     *requests(value) = list;
+    let rest = rest?;
     // The plan's commit id is the only string before the requests; it cannot hold this.
     const EMPTY: &str = "\"requests\": []";
     let Some(at) = rest.find(EMPTY).map(|i| i + EMPTY.len() - 2) else {
-        return serde_json::to_string_pretty(value).unwrap_or_default();
+        return whole(value, out);
     };
     // A piece is a whole array, `[\n  {..},\n  {..}\n]`: its elements, indented `depth` levels
     // deeper. No newline occurs inside a JSON string, so each one starts a line.
     let indent = "  ".repeat(depth);
     let newline = format!("\n{indent}");
-    let list = requests(value);
-    // Sized up front (a request is about 230 bytes).
-    let mut out = String::with_capacity(rest.len() + 250 * list.len());
-    out.push_str(&rest[..at]);
-    out.push_str("[\n");
-    // A piece per core at a time, appended as it comes: the pieces of the whole listing held
-    // at once would double the memory of the output.
+    out.write_all(&rest.as_bytes()[..at])?;
+    out.write_all(b"[\n")?;
+    // A piece per core at a time.
     let batch = PIECE * rayon::current_num_threads().max(1);
-    for (b, requests) in list.chunks(batch).enumerate() {
-        let pieces: Vec<String> = requests
+    for (b, requests) in requests(value).chunks(batch).enumerate() {
+        let pieces: Vec<std::io::Result<String>> = requests
             .par_chunks(PIECE)
             .map(|piece| {
-                let text = serde_json::to_string_pretty(piece).unwrap_or_default();
+                let text = serde_json::to_string_pretty(piece).map_err(std::io::Error::other)?;
                 let elements = &text[2..text.len() - 2];
-                format!("{indent}{}", elements.replace('\n', &newline))
+                Ok(format!("{indent}{}", elements.replace('\n', &newline)))
             })
             .collect();
-        for (n, piece) in pieces.iter().enumerate() {
+        for (n, piece) in pieces.into_iter().enumerate() {
             if b + n > 0 {
-                out.push_str(",\n");
+                out.write_all(b",\n")?;
             }
-            out.push_str(piece);
+            out.write_all(piece?.as_bytes())?;
         }
     }
-    out.push_str(&newline);
-    out.push(']');
-    out.push_str(&rest[at + 2..]);
-    out
+    out.write_all(newline.as_bytes())?;
+    out.write_all(b"]")?;
+    out.write_all(&rest.as_bytes()[at + 2..])
+}
+
+/// What a writer into memory got, as text (JSON is UTF-8).
+fn written(write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> String {
+    let mut bytes = Vec::new();
+    match write(&mut bytes) {
+        Ok(()) => String::from_utf8(bytes).unwrap_or_default(),
+        Err(_) => String::new(),
+    }
 }
 
 pub fn plan(p: &mut Plan, f: Format) -> String {
     match f {
-        Format::Json => pretty_with_requests(p, |p| &mut p.requests, 1),
+        Format::Json => written(|out| write_plan(p, f, out)),
         Format::Text => plan_text(p),
         Format::Markdown => plan_markdown(p),
+    }
+}
+
+/// Writes the plan to `out`; JSON without holding all of it in memory.
+pub fn write_plan(p: &mut Plan, f: Format, out: &mut dyn Write) -> std::io::Result<()> {
+    match f {
+        Format::Json => write_pretty_with_requests(p, |p| &mut p.requests, 1, out),
+        _ => out.write_all(plan(p, f).as_bytes()),
     }
 }
 
@@ -321,9 +339,17 @@ fn plan_markdown(p: &Plan) -> String {
     s
 }
 
+/// Writes the outcome to `out`; JSON without holding all of it in memory.
+pub fn write_applied(o: &mut ApplyOutcome, f: Format, out: &mut dyn Write) -> std::io::Result<()> {
+    match f {
+        Format::Json => write_pretty_with_requests(o, |o| &mut o.plan.requests, 2, out),
+        _ => out.write_all(applied(o, f).as_bytes()),
+    }
+}
+
 pub fn applied(o: &mut ApplyOutcome, f: Format) -> String {
     match f {
-        Format::Json => pretty_with_requests(o, |o| &mut o.plan.requests, 2),
+        Format::Json => written(|out| write_applied(o, f, out)),
         _ => {
             let mut s = plan(&mut o.plan, f);
             s.push_str("\nApplied:\n");
