@@ -870,7 +870,7 @@ fn state(n: usize) {
         assert_eq!(bytes.len(), json.len());
     });
     let index_write = median(&mut || {
-        assert_eq!(index.to_json().len(), json.len());
+        assert_eq!(index.to_json().unwrap().len(), json.len());
     });
     let basis_parse = median(&mut || {
         assert_eq!(Basis::parse(&text).unwrap().requests.len(), n);

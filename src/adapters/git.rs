@@ -677,7 +677,9 @@ impl GitRepo {
 }
 
 /// An outputs commit written, its work tree in place and git updating the index: pass it to
-/// [`GitRepo::finish_outputs_commit`]. Dropped instead, the branch stays where it was.
+/// [`GitRepo::finish_outputs_commit`], which waits for git and moves the branch. Dropped instead,
+/// the branch stays where it was, git runs on unattended, and the next run converges.
+#[must_use = "finish_outputs_commit moves the branch"]
 pub struct PendingCommit {
     id: Oid,
     parent: Oid,

@@ -92,7 +92,7 @@ impl IndexHandle {
             if next == self.index {
                 return Ok(());
             }
-            let bytes = next.to_json();
+            let bytes = next.to_json().map_err(|e| e.to_string())?;
             match self.store.put_if(INDEX_KEY, &bytes, &self.version).await {
                 Ok(v) => {
                     super::free_in_background(std::mem::replace(&mut self.index, next));

@@ -128,12 +128,12 @@ pub async fn changes(
         wanted.insert(chain.clone());
         let up_to_date = existing
             .get(&leaf)
-            .and_then(|id| match ctx.repo.blob(id) {
+            .and_then(|blob| match ctx.repo.blob(blob) {
                 Ok(b) => Some(b),
                 Err(e) => {
                     // Written again from the state, which restores the object too.
                     tracing::warn!(
-                        "{leaf}: cannot read blob {id} from the repository ({e}); writing it again"
+                        "{leaf}: cannot read blob {blob} from the repository ({e}); writing it again"
                     );
                     None
                 }

@@ -521,6 +521,36 @@ mod tests {
         assert!(Basis::parse("something else").is_err());
     }
 
+    /// Lines out of order or repeated read as inserting them one by one (the last wins); a line
+    /// with five or seven fields is refused, naming it.
+    #[test]
+    fn basis_lines_in_any_order_read_as_inserted_one_by_one() {
+        let header = "gitca-plan-basis 2\nversion\t0.1.0\ncommit\tabc\noutputs\t-\n";
+        let line = |id: &str, hash: &str| format!("{id}\t{id}.csr\t{hash}\t60\tp\t0\n");
+        let text = format!(
+            "{header}{}{}{}",
+            line("requests/b", "h1"),
+            line("requests/a", "h2"),
+            line("requests/b", "h3")
+        );
+        let b = Basis::parse(&text).unwrap();
+        assert_eq!(
+            b.requests.keys().collect::<Vec<_>>(),
+            ["requests/a", "requests/b"]
+        );
+        assert_eq!(b.requests["requests/b"].hash, "h3", "the last line wins");
+        for bad in [
+            "requests/c\tc.csr\th\t60\tp\n",
+            "requests/c\tc.csr\th\t60\tp\t0\tx\n",
+        ] {
+            let err = Basis::parse(&format!("{header}{bad}")).unwrap_err();
+            assert!(
+                err.contains("bad line") && err.contains("requests/c"),
+                "{err}"
+            );
+        }
+    }
+
     #[test]
     fn only_what_the_full_plan_would_leave_alone_is_carried() {
         let now = datetime!(2026-11-28 00:00 UTC);

@@ -252,7 +252,8 @@ impl Plan {
     }
 
     /// Which of `ids` are requests of the planned commit: the few an incremental run touched,
-    /// found by binary search in the id-ordered requests instead of hashing all of them.
+    /// found by binary search in the id-ordered requests (checking the order is one pass of
+    /// comparisons) instead of a hash set of all of them.
     pub fn present_among<'a>(&'a self, ids: &'a BTreeSet<String>) -> foldhash::HashSet<&'a str> {
         let sorted = self.requests.windows(2).all(|w| w[0].id < w[1].id);
         if !sorted {
