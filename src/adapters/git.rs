@@ -893,6 +893,43 @@ mod tests {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The branch moves (another commit lands) while gitca's outputs commit is under way: the
+    /// finish refuses to move the branch over it and leaves it where the other writer put it.
+    #[test]
+    fn an_outputs_commit_does_not_move_a_branch_that_moved_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        git(root, &["init", "-q", "-b", "main"]);
+        git(root, &["config", "user.name", "test"]);
+        git(root, &["config", "user.email", "test@example.com"]);
+        std::fs::write(root.join("README"), "x\n").unwrap();
+        git(root, &["add", "README"]);
+        git(root, &["commit", "-q", "-m", "init"]);
+        let repo = GitRepo::open(root, None).unwrap();
+        let head = repo.resolve("HEAD").unwrap();
+        let files: BTreeMap<String, Option<Content>> = [(
+            "issued/a.pem".to_string(),
+            Some(Content::from(b"cert\n".to_vec())),
+        )]
+        .into_iter()
+        .collect();
+        let pending = repo
+            .start_outputs_commit(&head, &files, "outputs")
+            .unwrap()
+            .expect("the tree changes");
+        // Plumbing that leaves the index alone (gitca's `git update-index` may hold its lock).
+        let tree = format!("{head}^{{tree}}");
+        let theirs = git(
+            root,
+            &["commit-tree", &tree, "-p", &head, "-m", "someone else"],
+        );
+        let theirs = theirs.trim();
+        git(root, &["update-ref", "refs/heads/main", theirs]);
+        let err = repo.finish_outputs_commit(pending).unwrap_err();
+        assert!(err.contains("the branch moved"), "{err}");
+        assert_eq!(git(root, &["rev-parse", "HEAD"]).trim(), theirs);
+    }
+
     /// With `core.autocrlf`, `git update-index` warns once per file on standard error. The
     /// 4,000 paths here are about 250 KB of input and the warnings about 400 KB: each fills
     /// its pipe, so gitca must read the warnings while it writes the paths.
