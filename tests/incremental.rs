@@ -360,13 +360,7 @@ fn an_outputs_commit_that_fails_after_the_basis_was_recorded_converges() {
         "HEAD holds the certificate the failed run signed"
     );
     assert!(env.git(&["status", "--porcelain"]).trim().is_empty());
-    let v = env.gitca(&["verify"]);
-    assert_eq!(
-        v.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&v.stdout)
-    );
+    env.ok(&["verify"], 0);
 }
 
 /// The example applied on 2026-12-01, then web-01's lifetime shortened and committed: the next

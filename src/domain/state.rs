@@ -211,37 +211,25 @@ type Certs<'a> = smallvec::SmallVec<[(&'a String, &'a CertSummary); 1]>;
 
 impl<'a> ByRequest<'a> {
     pub fn new(index: &'a Index) -> Self {
-        let mut by_request: foldhash::HashMap<&str, Certs> =
-            foldhash::HashMap::with_capacity(index.certs.len());
-        let mut compromised = Vec::new();
-        for (s, c) in &index.certs {
-            by_request
-                .entry(c.request_id.as_str())
-                .or_default()
-                .push((s, c));
-            if c.revoked
-                .as_ref()
-                .is_some_and(|r| r.reason == Reason::KeyCompromise)
-            {
-                compromised.push((c.key_id.as_str(), c.request_hash.as_str()));
-            }
-        }
-        compromised.sort_unstable();
-        ByRequest {
-            by_request,
-            compromised,
-        }
+        ByRequest::of_certs(index.certs.iter(), index.certs.len())
     }
 
     /// Like [`ByRequest::new`], holding only the certificates of `ids` (and only their key
     /// compromises): for the few requests a run touched, one pass instead of a map of all.
     pub fn of_requests(index: &'a Index, ids: &BTreeSet<String>) -> Self {
-        let mut by_request: foldhash::HashMap<&str, Certs> = foldhash::HashMap::new();
+        let mine = (index.certs.iter()).filter(|(_, c)| ids.contains(c.request_id.as_str()));
+        ByRequest::of_certs(mine, ids.len())
+    }
+
+    /// Groups `certs` by request (room for `requests` of them up front).
+    fn of_certs(
+        certs: impl Iterator<Item = (&'a String, &'a CertSummary)>,
+        requests: usize,
+    ) -> Self {
+        let mut by_request: foldhash::HashMap<&str, Certs> =
+            foldhash::HashMap::with_capacity(requests);
         let mut compromised = Vec::new();
-        for (s, c) in &index.certs {
-            if !ids.contains(c.request_id.as_str()) {
-                continue;
-            }
+        for (s, c) in certs {
             by_request
                 .entry(c.request_id.as_str())
                 .or_default()
