@@ -363,6 +363,71 @@ fn an_outputs_commit_that_fails_after_the_basis_was_recorded_converges() {
     env.ok(&["verify"], 0);
 }
 
+/// With no CRL due, an apply starts its outputs commit before the state write, so git updates
+/// its index meanwhile. Stopped at any step of that order, the failed run moves no branch, and
+/// the rerun converges without signing web-01 twice.
+#[test]
+fn an_issue_stopped_at_any_step_before_its_commit_converges() {
+    let at = "2026-12-02T00:00:00Z";
+    for step in [
+        "after-intent",
+        "after-sign",
+        "after-record",
+        "after-outputs",
+        "before-commit",
+        "after-state",
+    ] {
+        let env = issued_then_web01_shortened();
+        let head = env.head();
+        let o = env.gitca(&["apply", "--now", at, "--fail-at", step]);
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "{step}: the injected failure is an error"
+        );
+        assert_eq!(env.head(), head, "{step}: no branch moved");
+        let committed = env.git(&["show", "HEAD:issued/servers/web-01.pem"]);
+        if step == "after-state" {
+            // The outputs went first: the certificate is in the work tree, not committed.
+            assert_ne!(env.read("issued/servers/web-01.pem"), committed, "{step}");
+        }
+        let applied = apply_at_code(&env, at, 3);
+        assert!(issued(&applied).len() <= 1, "{step}: {}", applied["issued"]);
+        let in_work_tree = env.read("issued/servers/web-01.pem");
+        assert_ne!(in_work_tree, committed, "{step}: web-01 reissued");
+        assert_eq!(
+            env.git(&["show", "HEAD:issued/servers/web-01.pem"]),
+            in_work_tree,
+            "{step}: the rerun committed it"
+        );
+        assert!(
+            env.git(&["status", "--porcelain"]).trim().is_empty(),
+            "{step}"
+        );
+        env.git(&["diff-files", "--quiet"]);
+        let certs = env.index("example-ca")["certs"].clone();
+        let web01 = certs
+            .as_object()
+            .unwrap()
+            .values()
+            .filter(|c| c["request_id"] == "requests/servers/web-01.yaml")
+            .count();
+        assert_eq!(web01, 2, "{step}: the first certificate and one reissue");
+        env.ok(&["verify"], 0);
+        // Exit 3: the example keeps a rejected request.
+        let again = apply_at_code(&env, at, 3);
+        assert!(
+            issued(&again).is_empty(),
+            "{step}: the third run is a no-op"
+        );
+    }
+}
+
+/// Applies at `at`, expecting exit `code`, and returns its JSON.
+fn apply_at_code(env: &Env, at: &str, code: i32) -> Value {
+    serde_json::from_str(&env.ok(&["apply", "--format", "json", "--now", at], code)).unwrap()
+}
+
 /// The example applied on 2026-12-01, then web-01's lifetime shortened and committed: the next
 /// apply reissues web-01.
 fn issued_then_web01_shortened() -> Env {

@@ -526,8 +526,8 @@ impl GitRepo {
 
     /// Waits for git to update the index, then moves the branch to the commit if it still
     /// points at the parent. Returns the commit id.
-    pub fn finish_outputs_commit(&self, pending: PendingCommit) -> Result<String, String> {
-        if let Some(run) = pending.index_update {
+    pub fn finish_outputs_commit(&self, mut pending: PendingCommit) -> Result<String, String> {
+        if let Some(run) = pending.index_update.take() {
             run.wait()?;
         }
         let branch = self.current_branch()?;
@@ -677,8 +677,9 @@ impl GitRepo {
 }
 
 /// An outputs commit written, its work tree in place and git updating the index: pass it to
-/// [`GitRepo::finish_outputs_commit`], which waits for git and moves the branch. Dropped instead,
-/// the branch stays where it was, git runs on unattended, and the next run converges.
+/// [`GitRepo::finish_outputs_commit`], which waits for git and moves the branch. Dropped instead
+/// (an error between the start and the finish), it waits for git and leaves the branch where it
+/// was; the next run converges.
 #[must_use = "finish_outputs_commit moves the branch"]
 pub struct PendingCommit {
     id: Oid,
@@ -689,6 +690,17 @@ pub struct PendingCommit {
 impl PendingCommit {
     pub fn id(&self) -> String {
         self.id.to_string()
+    }
+}
+
+impl Drop for PendingCommit {
+    fn drop(&mut self) {
+        // Never leave git writing the index unattended: the run may be about to exit.
+        if let Some(run) = self.index_update.take()
+            && let Err(e) = run.wait()
+        {
+            tracing::warn!("{e}");
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 //! the next run completes without signing a second certificate for the same request.
 
 use super::context::{BasisSeen, Context, RepoArgs, Scan, Scope, key_path};
-use super::index::IndexHandle;
+use super::index::{IndexHandle, Staged};
 use super::{Exit, RunError, lease, outputs};
 use crate::adapters::git::PendingCommit;
 use crate::adapters::kms::{self, KmsSigner};
@@ -636,21 +636,45 @@ pub async fn reconcile(
     // An accepted rewrite moves the reconciled commit onto the new history.
     let changed = !issued.is_empty() || revoking || crl_is_due || rewritten;
     let mut crl_number = None;
+    let mut fresh = Some(fresh);
+    // Set once the outputs are computed: the commit under way, if they changed anything.
+    let mut outputs: Option<Option<PendingCommit>> = None;
     if changed {
         // One write: the new certificates, the revocations (a reissue supersedes atomically),
         // the reconciled commit and the CRL number. The 100,000-certificate index is 33 MB.
-        let head2 = head.clone();
         let due = std::cell::Cell::new(crl_is_due);
-        h.update(|i| {
+        let change = |i: &mut Index| {
             index_certs(i, &summaries);
             apply_marks(i, &marks, &published, &previous);
-            i.last_reconciled = Some(head2.clone());
+            i.last_reconciled = Some(head.clone());
             due.set(opts.force_crl || crl_due(i, now, lifetime, overlap));
             if due.get() {
                 i.crl_number += 1;
             }
-        })
-        .await?;
+        };
+        h.stage(&change);
+        // With no CRL to sign or publish, this write is the run's last state change before its
+        // commit: the outputs come from the staged index, and git updates its index (a quarter
+        // of a second at 100,000 requests) while the state is written. Should the write fail,
+        // the commit under way is dropped, which waits for git and leaves the branch.
+        if !due.get() && !publication_pending(ctx, &h.index) {
+            let inputs = OutputInputs {
+                issued: &issued,
+                revoked: &revoked,
+                recovered,
+                crl_number: None,
+            };
+            let fresh = fresh.take().unwrap_or_default();
+            outputs = Some(start_outputs(ctx, opts, &h.index, &plan, inputs, fresh).await?);
+        }
+        let stored = h.write_staged(&change).await?;
+        if stored == Staged::Reapplied && outputs.is_some() {
+            return Err(RunError::Retryable(
+                "the state index moved while this run committed its outputs; the state is \
+                 saved, run apply again"
+                    .into(),
+            ));
+        }
         crl_is_due = due.get();
         tracing::debug!(elapsed = ?phase.elapsed(), "index updated");
     }
@@ -742,49 +766,28 @@ pub async fn reconcile(
             .await?;
     }
 
-    // Outputs and the commit.
-    let out_dir = &ctx.config.output.dir;
-    let only = match &ctx.scan {
-        // The output folder is as the last reconcile left it: only what this run changed.
-        Scan::Incremental {
-            deleted,
-            outputs_tree,
-            ..
-        } if recovered == 0 && *outputs_tree == ctx.repo.folder_id(&head, out_dir)? => {
-            let mut ids = deleted.clone();
-            ids.extend(issued.iter().map(|i| i.request_id.clone()));
-            ids.extend(
-                revoked
-                    .iter()
-                    .filter_map(|s| h.index.certs.get(s).map(|c| c.request_id.clone())),
-            );
-            Some(ids)
+    // Outputs and the commit, unless under way already.
+    let pending = match outputs {
+        Some(started) => started,
+        None => {
+            let inputs = OutputInputs {
+                issued: &issued,
+                revoked: &revoked,
+                recovered,
+                crl_number,
+            };
+            let fresh = fresh.take().unwrap_or_default();
+            start_outputs(ctx, opts, &h.index, &plan, inputs, fresh).await?
         }
-        _ => None,
-    };
-    let present = match &only {
-        Some(ids) => plan.present_among(ids),
-        None => plan.request_set(),
-    };
-    let changes = outputs::changes(ctx, &head, &h.index, &present, only.as_ref(), fresh).await?;
-    tracing::debug!(elapsed = ?phase.elapsed(), "outputs computed");
-    fail(opts, FailPoint::AfterOutputs).await?;
-    fail(opts, FailPoint::BeforeCommit).await?;
-    let pending = if changes.is_empty() {
-        None
-    } else {
-        let msg = commit_message(&head, &issued, &revoked, crl_number, &changes, ctx);
-        ctx.repo.start_outputs_commit(&head, &changes, &msg)?
     };
     // The basis is recorded while git updates its index on another core (a quarter of a second
     // at 100,000 requests). Should the branch then not move, the basis names an output tree the
     // branch does not have, and the next run computes every output again.
-    // Nothing in between may end the run: git would be left updating the index on its own.
     if !opts.crl_only && ctx.config.serverless.is_none() {
         let written = pending.as_ref().map(PendingCommit::id);
         match ctx
             .repo
-            .folder_id(written.as_deref().unwrap_or(&head), out_dir)
+            .folder_id(written.as_deref().unwrap_or(&head), &ctx.config.output.dir)
         {
             Ok(outputs_tree) => record_basis(ctx, &head, outputs_tree, &plan, basis_seen).await,
             Err(e) => tracing::warn!(
@@ -838,6 +841,69 @@ pub async fn reconcile(
             },
         },
     })
+}
+
+/// What a run changed, for its outputs and commit message.
+struct OutputInputs<'a> {
+    issued: &'a [Issued],
+    revoked: &'a [String],
+    recovered: usize,
+    crl_number: Option<u64>,
+}
+
+/// Computes the changes to the output folder from `index` and, if there are any, starts their
+/// commit (see [`crate::adapters::git::GitRepo::start_outputs_commit`]).
+async fn start_outputs(
+    ctx: &Context,
+    opts: &ApplyOptions,
+    index: &Index,
+    plan: &Plan,
+    run: OutputInputs<'_>,
+    fresh: FreshCertificates,
+) -> Result<Option<PendingCommit>, RunError> {
+    let head = &ctx.snapshot.commit;
+    let only = match &ctx.scan {
+        // The output folder is as the last reconcile left it: only what this run changed.
+        Scan::Incremental {
+            deleted,
+            outputs_tree,
+            ..
+        } if run.recovered == 0
+            && *outputs_tree == ctx.repo.folder_id(head, &ctx.config.output.dir)? =>
+        {
+            let mut ids = deleted.clone();
+            ids.extend(run.issued.iter().map(|i| i.request_id.clone()));
+            ids.extend(
+                run.revoked
+                    .iter()
+                    .filter_map(|s| index.certs.get(s).map(|c| c.request_id.clone())),
+            );
+            Some(ids)
+        }
+        _ => None,
+    };
+    let present = match &only {
+        Some(ids) => plan.present_among(ids),
+        None => plan.request_set(),
+    };
+    let changes = outputs::changes(ctx, head, index, &present, only.as_ref(), fresh).await?;
+    tracing::debug!("outputs computed");
+    fail(opts, FailPoint::AfterOutputs).await?;
+    fail(opts, FailPoint::BeforeCommit).await?;
+    if changes.is_empty() {
+        return Ok(None);
+    }
+    let msg = commit_message(head, run.issued, run.revoked, run.crl_number, &changes, ctx);
+    Ok(ctx.repo.start_outputs_commit(head, &changes, &msg)?)
+}
+
+/// A CRL is signed but not yet published where the configuration publishes.
+fn publication_pending(ctx: &Context, index: &Index) -> bool {
+    ctx.config.publish.s3.is_some()
+        && index
+            .crl
+            .as_ref()
+            .is_some_and(|c| c.number > index.published_crl_number)
 }
 
 /// Requests signed per round of intents, signatures and records: bounds the memory of a large

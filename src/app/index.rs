@@ -84,9 +84,11 @@ impl IndexHandle {
         &self.version
     }
 
-    /// Applies `change` by compare-and-swap; on a lost race re-reads and re-applies it.
+    /// Applies `change` by compare-and-swap; on a lost race re-reads and re-applies it. The
+    /// index in memory changes only once the change is stored, and a change that changes
+    /// nothing writes nothing.
     pub async fn update(&mut self, change: impl Fn(&mut Index)) -> Result<(), RunError> {
-        for _ in 0..20 {
+        for _ in 0..MAX_RACES {
             let mut next = self.index.clone();
             change(&mut next);
             if next == self.index {
@@ -99,17 +101,65 @@ impl IndexHandle {
                     self.version = v;
                     return Ok(());
                 }
+                Err(StoreError::Conflict(_)) => self.reread().await?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(kept_changing())
+    }
+
+    /// Applies `change` to the index in memory only, without the copy and comparison of
+    /// `update` (a tenth of a second at 100,000 certificates), for a change that is known to
+    /// change the index. The store keeps the index as it was until [`IndexHandle::write_staged`].
+    pub fn stage(&mut self, change: &impl Fn(&mut Index)) {
+        change(&mut self.index);
+    }
+
+    /// Stores the staged index by compare-and-swap. On a lost race it re-reads the index and
+    /// re-applies `change` (the staged one), and says so: what was taken from the staged index
+    /// meanwhile may be stale. After an error the index in memory is not the stored one.
+    pub async fn write_staged(&mut self, change: &impl Fn(&mut Index)) -> Result<Staged, RunError> {
+        let mut outcome = Staged::Written;
+        for _ in 0..MAX_RACES {
+            let bytes = self.index.to_json().map_err(|e| e.to_string())?;
+            match self.store.put_if(INDEX_KEY, &bytes, &self.version).await {
+                Ok(v) => {
+                    self.version = v;
+                    return Ok(outcome);
+                }
                 Err(StoreError::Conflict(_)) => {
-                    tracing::info!("the state index moved; re-reading it");
-                    let conflicts = self.conflicts + 1;
-                    *self = IndexHandle::open(self.store.clone(), self.ca_key_id.clone()).await?;
-                    self.conflicts = conflicts;
+                    self.reread().await?;
+                    change(&mut self.index);
+                    outcome = Staged::Reapplied;
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(RunError::Retryable(
-            "the state index kept changing under this run".into(),
-        ))
+        Err(kept_changing())
     }
+
+    /// After a lost race: the index as another writer left it.
+    async fn reread(&mut self) -> Result<(), RunError> {
+        tracing::info!("the state index moved; re-reading it");
+        let conflicts = self.conflicts + 1;
+        *self = IndexHandle::open(self.store.clone(), self.ca_key_id.clone()).await?;
+        self.conflicts = conflicts;
+        Ok(())
+    }
+}
+
+/// How a staged index was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Staged {
+    /// As staged.
+    Written,
+    /// Another writer changed the index first: the change was re-applied to theirs.
+    Reapplied,
+}
+
+/// Lost races before a write gives up.
+const MAX_RACES: usize = 20;
+
+fn kept_changing() -> RunError {
+    RunError::Retryable("the state index kept changing under this run".into())
 }
