@@ -1209,7 +1209,9 @@ async fn record_basis(
 /// Points the index at new certificates; one already there is kept as it is.
 fn index_certs(i: &mut Index, summaries: &[(String, CertSummary)]) {
     for (s, c) in summaries {
-        i.certs.entry(s.clone()).or_insert_with(|| c.clone());
+        if !i.certs.contains_key(s) {
+            i.certs.insert(s.clone(), c.clone());
+        }
     }
 }
 

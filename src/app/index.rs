@@ -6,26 +6,121 @@ use crate::adapters::state_store::{StateStore, StoreError};
 use crate::domain::state::{INDEX_KEY, Index};
 use std::sync::Arc;
 
-/// The index, or a fresh one for a new CA. A state of another CA key is refused.
+/// The index, or a fresh one for a new CA, with its certificates from its base if it names
+/// one. A state of another CA key is refused.
 pub async fn read(
     store: &dyn StateStore,
     ca_key_id: &str,
 ) -> Result<(Index, Option<String>), String> {
-    match store.get(INDEX_KEY).await.map_err(|e| e.to_string())? {
-        None => Ok((Index::new(ca_key_id.to_string()), None)),
-        Some(v) => {
-            let idx: Index = serde_json::from_slice(&v.bytes)
-                .map_err(|e| format!("{}: {INDEX_KEY} is corrupt: {e}", store.describe()))?;
-            if idx.ca_key_id != ca_key_id {
+    let mut attempts = 0;
+    loop {
+        let Some(v) = store.get(INDEX_KEY).await.map_err(|e| e.to_string())? else {
+            return Ok((Index::new(ca_key_id.to_string()), None));
+        };
+        let mut idx = parse(store, INDEX_KEY, &v.bytes, ca_key_id)?;
+        let Some(key) = idx.base.clone() else {
+            return Ok((idx, Some(v.version)));
+        };
+        match store.get(&key).await.map_err(|e| e.to_string())? {
+            Some(b) => {
+                idx.merge_base(parse(store, &key, &b.bytes, ca_key_id)?)
+                    .map_err(|e| format!("{}: {key}: {e}", store.describe()))?;
+                return Ok((idx, Some(v.version)));
+            }
+            // A writer replaced the base since the index was read, and deleted the old one.
+            None if attempts < MAX_RACES => {
+                attempts += 1;
+                tracing::info!("the index's base {key} was replaced; reading the index again");
+            }
+            None => {
                 return Err(format!(
-                    "the state at {} belongs to another CA key; refusing to mix states",
+                    "{}: {INDEX_KEY} names its base {key}, which is missing",
                     store.describe()
                 ));
             }
-            Ok((idx, Some(v.version)))
         }
     }
 }
+
+fn parse(
+    store: &dyn StateStore,
+    key: &str,
+    bytes: &[u8],
+    ca_key_id: &str,
+) -> Result<Index, String> {
+    let idx: Index = serde_json::from_slice(bytes)
+        .map_err(|e| format!("{}: {key} is corrupt: {e}", store.describe()))?;
+    if idx.ca_key_id != ca_key_id {
+        return Err(format!(
+            "the state at {} belongs to another CA key; refusing to mix states",
+            store.describe()
+        ));
+    }
+    Ok(idx)
+}
+
+/// How a compare-and-swap write of the index ended.
+enum Put {
+    Written(String),
+    /// Another writer moved the index first; with the base this write had written for it
+    /// (key, version), which the index may name even so (see [`IndexHandle::after_lost_race`]).
+    Lost(Option<(String, String)>),
+}
+
+/// Writes `index` by compare-and-swap on `version`, first moving its certificates to a new base
+/// when it stores too many itself.
+async fn put_index(
+    store: &dyn StateStore,
+    version: &str,
+    index: &mut Index,
+) -> Result<Put, RunError> {
+    let old_base = index.base.clone();
+    let mut new_base = None;
+    if index.wants_base() {
+        let bytes = index.base_json().map_err(|e| e.to_string())?;
+        // Named at random, never by content: no later index can name a base deleted as old.
+        let mut id = [0u8; 16];
+        getrandom::fill(&mut id).map_err(|e| format!("OS random source failed: {e}"))?;
+        let key = format!("{BASE_PREFIX}{}.json", hex::encode(id));
+        let base_version = match store.put_new(&key, &bytes).await {
+            Ok(v) => v,
+            // Under a random name, only this write's own earlier attempt (a retried PUT).
+            Err(StoreError::Conflict(_)) => store.version(&key).await?.unwrap_or_default(),
+            Err(e) => return Err(e.into()),
+        };
+        index.rebased(key.clone());
+        new_base = Some((key, base_version));
+    }
+    let bytes = index.to_json().map_err(|e| e.to_string())?;
+    match store.put_if(INDEX_KEY, &bytes, version).await {
+        Ok(v) => {
+            // Named by no index any more: a writer that read the one naming it loses its race.
+            if let (Some(_), Some(old)) = (new_base, old_base) {
+                delete_base(store, &old, None).await;
+            }
+            Ok(Put::Written(v))
+        }
+        Err(StoreError::Conflict(_)) => Ok(Put::Lost(new_base)),
+        // Perhaps written even so (a timeout): the new base stays, as the index may name it.
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Deletes a base no index names; a failure only leaves the object behind.
+async fn delete_base(store: &dyn StateStore, key: &str, version: Option<String>) {
+    let version = match version {
+        Some(v) => Some(v),
+        None => store.version(key).await.unwrap_or_default(),
+    };
+    if let Some(v) = version
+        && let Err(e) = store.delete_if(key, &v).await
+    {
+        tracing::warn!("the index base {key}, named by no index, was not deleted: {e}");
+    }
+}
+
+/// Where bases are stored (see [`Index::base`]).
+pub const BASE_PREFIX: &str = "index-base/";
 
 /// The index with the version it was read at.
 pub struct IndexHandle {
@@ -94,15 +189,13 @@ impl IndexHandle {
             if next == self.index {
                 return Ok(());
             }
-            let bytes = next.to_json().map_err(|e| e.to_string())?;
-            match self.store.put_if(INDEX_KEY, &bytes, &self.version).await {
-                Ok(v) => {
+            match put_index(self.store.as_ref(), &self.version, &mut next).await? {
+                Put::Written(v) => {
                     super::free_in_background(std::mem::replace(&mut self.index, next));
                     self.version = v;
                     return Ok(());
                 }
-                Err(StoreError::Conflict(_)) => self.reread().await?,
-                Err(e) => return Err(e.into()),
+                Put::Lost(orphan) => self.after_lost_race(orphan).await?,
             }
         }
         Err(kept_changing())
@@ -121,29 +214,34 @@ impl IndexHandle {
     pub async fn write_staged(&mut self, change: &impl Fn(&mut Index)) -> Result<Staged, RunError> {
         let mut outcome = Staged::Written;
         for _ in 0..MAX_RACES {
-            let bytes = self.index.to_json().map_err(|e| e.to_string())?;
-            match self.store.put_if(INDEX_KEY, &bytes, &self.version).await {
-                Ok(v) => {
+            match put_index(self.store.as_ref(), &self.version, &mut self.index).await? {
+                Put::Written(v) => {
                     self.version = v;
                     return Ok(outcome);
                 }
-                Err(StoreError::Conflict(_)) => {
-                    self.reread().await?;
+                Put::Lost(orphan) => {
+                    self.after_lost_race(orphan).await?;
                     change(&mut self.index);
                     outcome = Staged::Reapplied;
                 }
-                Err(e) => return Err(e.into()),
             }
         }
         Err(kept_changing())
     }
 
-    /// After a lost race: the index as another writer left it.
-    async fn reread(&mut self) -> Result<(), RunError> {
+    /// After a lost race: the index as another writer left it. The base the lost write had
+    /// written is deleted unless that index names it: a retried PUT can find its own first
+    /// attempt's write and report it lost.
+    async fn after_lost_race(&mut self, orphan: Option<(String, String)>) -> Result<(), RunError> {
         tracing::info!("the state index moved; re-reading it");
         let conflicts = self.conflicts + 1;
         *self = IndexHandle::open(self.store.clone(), self.ca_key_id.clone()).await?;
         self.conflicts = conflicts;
+        if let Some((key, version)) = orphan
+            && self.index.base.as_deref() != Some(key.as_str())
+        {
+            delete_base(self.store.as_ref(), &key, Some(version)).await;
+        }
         Ok(())
     }
 }
@@ -162,4 +260,88 @@ const MAX_RACES: usize = 20;
 
 fn kept_changing() -> RunError {
     RunError::Retryable("the state index kept changing under this run".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::state_store::{DirStore, Versioned};
+    use crate::domain::state::{BASE_MIN, CertSummary};
+
+    /// A real local store whose index writes land but report a lost race the first time, as a
+    /// PUT retried after a lost response finds its own first attempt.
+    struct LandsButReportsLost {
+        inner: DirStore,
+        reported: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl StateStore for LandsButReportsLost {
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
+            self.inner.get(key).await
+        }
+        async fn put_new(&self, key: &str, bytes: &[u8]) -> Result<String, StoreError> {
+            self.inner.put_new(key, bytes).await
+        }
+        async fn put_if(
+            &self,
+            key: &str,
+            bytes: &[u8],
+            expected: &str,
+        ) -> Result<String, StoreError> {
+            let v = self.inner.put_if(key, bytes, expected).await?;
+            match self
+                .reported
+                .swap(true, std::sync::atomic::Ordering::SeqCst)
+            {
+                false => Err(StoreError::Conflict(key.into())),
+                true => Ok(v),
+            }
+        }
+        async fn delete_if(&self, key: &str, expected: &str) -> Result<(), StoreError> {
+            self.inner.delete_if(key, expected).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+            self.inner.list(prefix).await
+        }
+    }
+
+    /// A write reported lost although it landed keeps the base its index names.
+    #[tokio::test]
+    async fn a_write_reported_lost_that_landed_keeps_its_base() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(LandsButReportsLost {
+            inner: DirStore::open(dir.path()).unwrap(),
+            reported: false.into(),
+        });
+        let mut h = IndexHandle::open(store.clone(), "ca".into()).await.unwrap();
+        let t = time::OffsetDateTime::UNIX_EPOCH;
+        // As apply indexes certificates: the change re-applied to the landed write is none.
+        h.update(|i| {
+            for k in 0..BASE_MIN {
+                if i.certs.contains_key(&format!("{k:040x}")) {
+                    continue;
+                }
+                let c = CertSummary {
+                    request_id: format!("r{k}"),
+                    request_hash: "h".into(),
+                    key_id: format!("k{k}"),
+                    not_before: t,
+                    not_after: t,
+                    revoked: None,
+                };
+                i.certs.insert(format!("{k:040x}"), c);
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(h.conflicts, 1, "the landed write was reported lost");
+        let base = h.index.base.clone().unwrap();
+        assert!(store.get(&base).await.unwrap().is_some(), "{base} kept");
+        let (back, _) = read(store.as_ref(), "ca").await.unwrap();
+        assert_eq!(back.certs.len(), BASE_MIN);
+    }
 }

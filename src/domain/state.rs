@@ -39,8 +39,8 @@ pub struct Index {
     #[serde(default)]
     pub last_reconciled: Option<String>,
     /// Issued certificates by serial (lower-case hex).
-    #[serde(default, deserialize_with = "certs_in_bulk")]
-    pub certs: BTreeMap<String, CertSummary>,
+    #[serde(default)]
+    pub certs: Certs,
     /// Revocation entries that have been published, by entry key; append-only.
     #[serde(default)]
     pub revocations: BTreeMap<String, PublishedRevocation>,
@@ -59,7 +59,96 @@ pub struct Index {
     /// CRL (`serverless.revoke_previous_serials`), by serial.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub previous_ca: BTreeMap<String, PreviousCaRevocation>,
+    /// The state key of the base: an index object written whole now and then, which holds the
+    /// certificates this one does not store itself. Between two bases a run writes only the
+    /// certificates changed since the last, not all of them. An index without one stores every
+    /// certificate (small CAs, and every index before bases existed). gitca versions before
+    /// bases refuse an index that names one (an unknown field), rather than miss certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
 }
+
+/// The index's certificates by serial, and which of them the index object stores itself.
+/// Read through `Deref`; changed only through `insert` and `get_mut`, which keep that record,
+/// so no change can miss the next write.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Certs {
+    map: BTreeMap<String, CertSummary>,
+    /// None: the index object stores every certificate. Some (the index names a base): the
+    /// ones it stores, read from it or changed since; the base holds the others.
+    own: Option<BTreeSet<String>>,
+}
+
+impl std::ops::Deref for Certs {
+    type Target = BTreeMap<String, CertSummary>;
+    fn deref(&self) -> &Self::Target {
+        &self.map
+    }
+}
+
+impl<'a> IntoIterator for &'a Certs {
+    type Item = (&'a String, &'a CertSummary);
+    type IntoIter = std::collections::btree_map::Iter<'a, String, CertSummary>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.map.iter()
+    }
+}
+
+impl Certs {
+    pub fn insert(&mut self, serial: String, cert: CertSummary) -> Option<CertSummary> {
+        if let Some(own) = &mut self.own {
+            own.insert(serial.clone());
+        }
+        self.map.insert(serial, cert)
+    }
+
+    pub fn get_mut(&mut self, serial: &str) -> Option<&mut CertSummary> {
+        if let Some(own) = &mut self.own
+            && self.map.contains_key(serial)
+        {
+            own.insert(serial.to_string());
+        }
+        self.map.get_mut(serial)
+    }
+
+    /// How many certificates the index object stores itself.
+    pub fn stored_len(&self) -> usize {
+        self.own.as_ref().map_or(self.map.len(), BTreeSet::len)
+    }
+
+    /// The certificates the index object stores itself, in serial order.
+    fn stored(&self) -> Vec<(&String, &CertSummary)> {
+        match &self.own {
+            None => self.map.iter().collect(),
+            Some(own) => own
+                .iter()
+                .filter_map(|s| self.map.get_key_value(s))
+                .collect(),
+        }
+    }
+}
+
+impl Serialize for Certs {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match &self.own {
+            None => s.collect_map(&self.map),
+            Some(_) => s.collect_map(self.stored()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Certs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Certs {
+            map: certs_in_bulk(d)?,
+            own: None,
+        })
+    }
+}
+
+/// An index object stores at most this many certificates itself, or an eighth of all if more,
+/// before they go to a new base: below it an index is one object, as before bases.
+pub const BASE_MIN: usize = 4096;
 
 /// Certificates per piece of an index written on all cores: small enough to share the work,
 /// large enough to be worth a task.
@@ -201,13 +290,13 @@ impl CertSummary {
 /// revoked for key compromise. Borrowed, in a fast hash map of inline vectors (most requests
 /// have one certificate): at 100,000 certificates it is built in a few milliseconds.
 pub struct ByRequest<'a> {
-    by_request: foldhash::HashMap<&'a str, Certs<'a>>,
+    by_request: foldhash::HashMap<&'a str, Mine<'a>>,
     /// (key id, request hash) of certificates revoked for key compromise, sorted.
     compromised: Vec<(&'a str, &'a str)>,
 }
 
 /// The certificates of one request, in serial order; most requests have one.
-type Certs<'a> = smallvec::SmallVec<[(&'a String, &'a CertSummary); 1]>;
+type Mine<'a> = smallvec::SmallVec<[(&'a String, &'a CertSummary); 1]>;
 
 impl<'a> ByRequest<'a> {
     pub fn new(index: &'a Index) -> Self {
@@ -226,7 +315,7 @@ impl<'a> ByRequest<'a> {
         certs: impl Iterator<Item = (&'a String, &'a CertSummary)>,
         requests: usize,
     ) -> Self {
-        let mut by_request: foldhash::HashMap<&str, Certs> =
+        let mut by_request: foldhash::HashMap<&str, Mine> =
             foldhash::HashMap::with_capacity(requests);
         let mut compromised = Vec::new();
         for (s, c) in certs {
@@ -351,21 +440,52 @@ impl Index {
     /// rendered in pieces on all cores and spliced in (the map is taken out meanwhile and put
     /// back).
     pub fn to_json(&mut self) -> serde_json::Result<Vec<u8>> {
-        if self.certs.len() < 2 * CERTS_PER_PIECE {
+        if self.certs.stored_len() < 2 * CERTS_PER_PIECE {
             // Sized up front (an entry is about 330 bytes): growing by doubling copies it.
-            let mut out = Vec::with_capacity(4096 + 400 * self.certs.len());
+            let mut out = Vec::with_capacity(4096 + 400 * self.certs.stored_len());
             serde_json::to_writer(&mut out, self)?;
             return Ok(out);
         }
         let certs = std::mem::take(&mut self.certs);
-        let json = self.to_json_around(&certs);
+        let json = self.to_json_around(&certs.stored());
         self.certs = certs;
         json
     }
 
-    /// This index (its certificates taken out) as JSON, with `certs` rendered in pieces on all
-    /// cores and spliced in where its empty map was written.
-    fn to_json_around(&self, certs: &BTreeMap<String, CertSummary>) -> serde_json::Result<Vec<u8>> {
+    /// Whether the certificates the index object stores itself should go to a new base before
+    /// it is written (see [`BASE_MIN`]).
+    pub fn wants_base(&self) -> bool {
+        let n = self.certs.stored_len();
+        n >= BASE_MIN && n > self.certs.len() / 8
+    }
+
+    /// The base object of this index: every certificate, and the CA key they belong to.
+    pub fn base_json(&self) -> serde_json::Result<Vec<u8>> {
+        let entries: Vec<(&String, &CertSummary)> = self.certs.iter().collect();
+        Index::new(self.ca_key_id.clone()).to_json_around(&entries)
+    }
+
+    /// Once its base is stored under `key`: the index object stores no certificate itself
+    /// until one changes.
+    pub fn rebased(&mut self, key: String) {
+        self.base = Some(key);
+        self.certs.own = Some(BTreeSet::new());
+    }
+
+    /// Puts the certificates of `base` (read from [`Index::base`]) under this index's own.
+    pub fn merge_base(&mut self, base: Index) -> Result<(), String> {
+        if base.ca_key_id != self.ca_key_id || base.base.is_some() {
+            return Err("the index's base belongs to another CA key or names a base itself".into());
+        }
+        let own = std::mem::replace(&mut self.certs.map, base.certs.map);
+        self.certs.own = Some(own.keys().cloned().collect());
+        self.certs.map.extend(own);
+        Ok(())
+    }
+
+    /// This index (its certificates taken out) as JSON, with `entries` as its certificates,
+    /// rendered in pieces on all cores and spliced in where its empty map was written.
+    fn to_json_around(&self, entries: &[(&String, &CertSummary)]) -> serde_json::Result<Vec<u8>> {
         use rayon::prelude::*;
         use serde::ser::Error;
         // Certificates are the third field: no string before them can hold this unescaped.
@@ -377,7 +497,6 @@ impl Index {
             .ok_or_else(|| serde_json::Error::custom("the certificates' key is not written"))?
             + EMPTY.len()
             - 1;
-        let entries: Vec<(&String, &CertSummary)> = certs.iter().collect();
         // Sized up front (an entry is about 330 bytes): growing 33 MB by doubling copies it.
         let mut out = Vec::with_capacity(rest.len() + 400 * entries.len());
         out.extend_from_slice(&rest[..at]);
@@ -536,6 +655,52 @@ mod tests {
         let i: Index = serde_json::from_str(&json).unwrap();
         assert_eq!(i.certs.keys().collect::<Vec<_>>(), ["01", "02"]);
         assert!(i.certs["02"].revoked.is_some(), "the last 02 wins");
+    }
+
+    /// With a base, the index object stores only the certificates changed since (in pieces
+    /// too when they are many, byte for byte serde's JSON), and reads back whole over its base.
+    #[test]
+    fn an_index_with_a_base_stores_what_changed_since() {
+        let now = datetime!(2026-11-28 00:00 UTC);
+        let mut i = Index::new("ca".into());
+        for k in 0..40_000 {
+            i.certs.insert(format!("{k:040x}"), cert(now, false));
+        }
+        assert!(i.wants_base());
+        let base: Index = serde_json::from_slice(&i.base_json().unwrap()).unwrap();
+        assert!(base.certs.iter().eq(i.certs.iter()) && base.base.is_none());
+        i.rebased("index-base/b.json".into());
+        assert!(!i.wants_base());
+        let empty: Index = serde_json::from_slice(&i.to_json().unwrap()).unwrap();
+        assert!(empty.certs.is_empty());
+        assert_eq!(empty.base.as_deref(), Some("index-base/b.json"));
+        // Inserted or changed through get_mut: stored; read only: not.
+        i.certs.insert("ff".into(), cert(now, true));
+        i.certs.get_mut(&format!("{:040x}", 7)).unwrap().request_id = "requests/b.yaml".into();
+        assert!(i.certs.get(&format!("{:040x}", 8)).is_some());
+        assert!(i.certs.get_mut("absent").is_none());
+        let json = i.to_json().unwrap();
+        let mut own: Index = serde_json::from_slice(&json).unwrap();
+        let serials: Vec<&String> = own.certs.keys().collect();
+        assert_eq!(serials, [&format!("{:040x}", 7), "ff"]);
+        own.merge_base(base.clone()).unwrap();
+        assert!(own.certs.iter().eq(i.certs.iter()), "read back whole");
+        assert_eq!(own.certs.stored_len(), 2);
+        // Many changed since the base: written in pieces, as serde writes them.
+        for k in (0..40_000).step_by(2) {
+            i.certs.get_mut(&format!("{k:040x}")).unwrap().key_id = "k2".into();
+        }
+        assert_eq!(i.certs.stored_len(), 20_002);
+        assert!(i.wants_base());
+        let expected = serde_json::to_vec(&i).unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        assert!(pool.install(|| i.to_json()).unwrap() == expected);
+        // A base of another CA key is refused.
+        let mut other = Index::new("other".into());
+        assert!(other.merge_base(base).is_err());
     }
 
     /// Rendered in pieces, the index is the JSON serde writes, byte for byte: below, at and
