@@ -802,8 +802,9 @@ fn crl(n: usize) {
     );
 }
 
-/// The state every incremental reconcile reads and writes in full: the index (`index.json`) and
-/// the plan basis, parsed and serialized in process for `n` certificates and requests.
+/// The state every incremental reconcile reads in full: the index (`index.json` and its base) and
+/// the plan basis, parsed and serialized in process for `n` certificates and requests. A run
+/// writes the basis whole, and of the index the certificates changed since its base.
 fn state(n: usize) {
     use gitca::domain::incremental::{Basis, Carried};
     use gitca::domain::state::{CertSummary, Index};
@@ -872,6 +873,20 @@ fn state(n: usize) {
     let index_write = median(&mut || {
         assert_eq!(index.to_json().unwrap().len(), json.len());
     });
+    // Beside its base, the index object holds the certificates changed since: ten here.
+    index.rebased("index-base/bench.json".into());
+    for i in 0..10 {
+        let c = index.certs.get_mut(&hex(i * 997, 3)[..40]).unwrap();
+        c.not_after += time::Duration::seconds(1);
+    }
+    let own = index.to_json().unwrap();
+    let own_parse = median(&mut || {
+        let i: Index = serde_json::from_slice(&own).unwrap();
+        assert_eq!(i.certs.len(), 10);
+    });
+    let own_write = median(&mut || {
+        assert_eq!(index.to_json().unwrap().len(), own.len());
+    });
     let basis_parse = median(&mut || {
         assert_eq!(Basis::parse(&text).unwrap().requests.len(), n);
     });
@@ -882,9 +897,11 @@ fn state(n: usize) {
         "### State read and written by every incremental reconcile ({n} certificates and requests, in process; median of 5)\n\n\
          | object | size | parse | serialize | serialize on one core |\n\
          | --- | --- | --- | --- | --- |\n\
-         | `index.json` | {:.1} MB | {index_parse:.0} ms | {index_write:.0} ms | {index_write_one_core:.0} ms |\n\
+         | `index.json` whole, or its base | {:.1} MB | {index_parse:.0} ms | {index_write:.0} ms | {index_write_one_core:.0} ms |\n\
+         | `index.json` beside its base, 10 certificates changed since | {:.1} KB | {own_parse:.1} ms | {own_write:.1} ms | |\n\
          | `plan-basis.txt` | {:.1} MB | {basis_parse:.0} ms | {basis_render:.0} ms | |\n",
         json.len() as f64 / 1e6,
+        own.len() as f64 / 1e3,
         text.len() as f64 / 1e6,
     );
 }
