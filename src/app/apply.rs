@@ -667,13 +667,16 @@ pub async fn reconcile(
             let fresh = fresh.take().unwrap_or_default();
             outputs = Some(start_outputs(ctx, opts, &h.index, &plan, inputs, fresh).await?);
         }
-        let stored = h.write_staged(&change).await?;
-        if stored == Staged::Reapplied && outputs.is_some() {
-            return Err(RunError::Retryable(
-                "the state index moved while this run committed its outputs; the state is \
-                 saved, run apply again"
-                    .into(),
-            ));
+        if h.write_staged(&change).await? == Staged::Reapplied {
+            // Another writer changed the index the outputs came from.
+            if let Some(Some(_)) = outputs {
+                return Err(RunError::Retryable(
+                    "the state index moved while this run committed its outputs; the state is \
+                     saved, run apply again"
+                        .into(),
+                ));
+            }
+            outputs = None;
         }
         crl_is_due = due.get();
         tracing::debug!(elapsed = ?phase.elapsed(), "index updated");
@@ -1244,8 +1247,9 @@ fn apply_marks(
         i.previous_ca.entry(s.clone()).or_insert(p.clone());
     }
     for (s, r) in marks {
-        if let Some(c) = i.certs.get_mut(s)
-            && c.revoked.is_none()
+        // Looked up first: `get_mut` has the index object store the certificate again.
+        if i.certs.get(s).is_some_and(|c| c.revoked.is_none())
+            && let Some(c) = i.certs.get_mut(s)
         {
             c.revoked = Some(r.clone());
         }

@@ -21,6 +21,12 @@ pub async fn read(
         let Some(key) = idx.base.clone() else {
             return Ok((idx, Some(v.version)));
         };
+        if !is_base_key(&key) {
+            return Err(format!(
+                "{}: {INDEX_KEY} names {key:?} as its base, which is not a base's key",
+                store.describe()
+            ));
+        }
         match store.get(&key).await.map_err(|e| e.to_string())? {
             Some(b) => {
                 idx.merge_base(parse(store, &key, &b.bytes, ca_key_id)?)
@@ -62,9 +68,18 @@ fn parse(
 /// How a compare-and-swap write of the index ended.
 enum Put {
     Written(String),
-    /// Another writer moved the index first; with the base this write had written for it
-    /// (key, version), which the index may name even so (see [`IndexHandle::after_lost_race`]).
-    Lost(Option<(String, String)>),
+    /// Another writer moved the index first, or so the store says (see
+    /// [`IndexHandle::after_lost_race`]).
+    Lost(Lost),
+}
+
+/// A write reported lost.
+#[derive(Default)]
+struct Lost {
+    /// The base the write had written first (key, version), if it wrote one.
+    new_base: Option<(String, String)>,
+    /// The base the index named before the write.
+    old_base: Option<String>,
 }
 
 /// Writes `index` by compare-and-swap on `version`, first moving its certificates to a new base
@@ -100,7 +115,7 @@ async fn put_index(
             }
             Ok(Put::Written(v))
         }
-        Err(StoreError::Conflict(_)) => Ok(Put::Lost(new_base)),
+        Err(StoreError::Conflict(_)) => Ok(Put::Lost(Lost { new_base, old_base })),
         // Perhaps written even so (a timeout): the new base stays, as the index may name it.
         Err(e) => Err(e.into()),
     }
@@ -109,18 +124,29 @@ async fn put_index(
 /// Deletes a base no index names; a failure only leaves the object behind.
 async fn delete_base(store: &dyn StateStore, key: &str, version: Option<String>) {
     let version = match version {
-        Some(v) => Some(v),
-        None => store.version(key).await.unwrap_or_default(),
+        Some(v) => Ok(Some(v)),
+        None => store.version(key).await,
     };
-    if let Some(v) = version
-        && let Err(e) = store.delete_if(key, &v).await
-    {
+    let deleted = match version {
+        Ok(Some(v)) => store.delete_if(key, &v).await,
+        Ok(None) => Ok(()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = deleted {
         tracing::warn!("the index base {key}, named by no index, was not deleted: {e}");
     }
 }
 
 /// Where bases are stored (see [`Index::base`]).
 pub const BASE_PREFIX: &str = "index-base/";
+
+/// Bases are named `index-base/<32 hex digits>.json`: an index naming another object (a
+/// hand-edited one) is refused, as gitca deletes a base once it is replaced.
+fn is_base_key(key: &str) -> bool {
+    key.strip_prefix(BASE_PREFIX)
+        .and_then(|k| k.strip_suffix(".json"))
+        .is_some_and(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+}
 
 /// The index with the version it was read at.
 pub struct IndexHandle {
@@ -195,7 +221,7 @@ impl IndexHandle {
                     self.version = v;
                     return Ok(());
                 }
-                Put::Lost(orphan) => self.after_lost_race(orphan).await?,
+                Put::Lost(lost) => self.after_lost_race(lost).await?,
             }
         }
         Err(kept_changing())
@@ -219,8 +245,14 @@ impl IndexHandle {
                     self.version = v;
                     return Ok(outcome);
                 }
-                Put::Lost(orphan) => {
-                    self.after_lost_race(orphan).await?;
+                Put::Lost(lost) => {
+                    let staged = std::mem::take(&mut self.index);
+                    self.after_lost_race(lost).await?;
+                    // The index is the one staged: this write landed after all (a PUT retried
+                    // after a lost response finds its own first attempt).
+                    if self.index == staged {
+                        return Ok(outcome);
+                    }
                     change(&mut self.index);
                     outcome = Staged::Reapplied;
                 }
@@ -229,18 +261,20 @@ impl IndexHandle {
         Err(kept_changing())
     }
 
-    /// After a lost race: the index as another writer left it. The base the lost write had
-    /// written is deleted unless that index names it: a retried PUT can find its own first
-    /// attempt's write and report it lost.
-    async fn after_lost_race(&mut self, orphan: Option<(String, String)>) -> Result<(), RunError> {
+    /// After a lost race: the index as another writer left it. A retried PUT can find its own
+    /// first attempt's write and report it lost, so the base the write had written is deleted
+    /// only if that index does not name it; if it does, the write landed and the old base goes.
+    async fn after_lost_race(&mut self, lost: Lost) -> Result<(), RunError> {
         tracing::info!("the state index moved; re-reading it");
         let conflicts = self.conflicts + 1;
         *self = IndexHandle::open(self.store.clone(), self.ca_key_id.clone()).await?;
         self.conflicts = conflicts;
-        if let Some((key, version)) = orphan
-            && self.index.base.as_deref() != Some(key.as_str())
-        {
-            delete_base(self.store.as_ref(), &key, Some(version)).await;
+        if let Some((key, version)) = lost.new_base {
+            if self.index.base.as_deref() != Some(key.as_str()) {
+                delete_base(self.store.as_ref(), &key, Some(version)).await;
+            } else if let Some(old) = lost.old_base {
+                delete_base(self.store.as_ref(), &old, None).await;
+            }
         }
         Ok(())
     }
@@ -267,12 +301,23 @@ mod tests {
     use super::*;
     use crate::adapters::state_store::{DirStore, Versioned};
     use crate::domain::state::{BASE_MIN, CertSummary};
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// A real local store whose index writes land but report a lost race the first time, as a
-    /// PUT retried after a lost response finds its own first attempt.
+    /// A real local store whose `n`-th index write (from 1) lands but reports a lost race, as
+    /// a PUT retried after a lost response finds its own first attempt.
     struct LandsButReportsLost {
         inner: DirStore,
-        reported: std::sync::atomic::AtomicBool,
+        n: usize,
+        writes: AtomicUsize,
+    }
+
+    impl LandsButReportsLost {
+        fn at(n: usize) -> (tempfile::TempDir, Arc<LandsButReportsLost>) {
+            let dir = tempfile::tempdir().unwrap();
+            let inner = DirStore::open(dir.path()).unwrap();
+            let writes = AtomicUsize::new(0);
+            (dir, Arc::new(LandsButReportsLost { inner, n, writes }))
+        }
     }
 
     #[async_trait::async_trait]
@@ -293,12 +338,9 @@ mod tests {
             expected: &str,
         ) -> Result<String, StoreError> {
             let v = self.inner.put_if(key, bytes, expected).await?;
-            match self
-                .reported
-                .swap(true, std::sync::atomic::Ordering::SeqCst)
-            {
-                false => Err(StoreError::Conflict(key.into())),
-                true => Ok(v),
+            match self.writes.fetch_add(1, Ordering::SeqCst) + 1 == self.n {
+                true => Err(StoreError::Conflict(key.into())),
+                false => Ok(v),
             }
         }
         async fn delete_if(&self, key: &str, expected: &str) -> Result<(), StoreError> {
@@ -309,39 +351,81 @@ mod tests {
         }
     }
 
-    /// A write reported lost although it landed keeps the base its index names.
+    /// As apply indexes certificates: only those not there yet, so the change re-applied to a
+    /// write that landed is none.
+    fn index_certs(i: &mut Index, serials: std::ops::Range<usize>) {
+        let t = time::OffsetDateTime::UNIX_EPOCH;
+        for k in serials {
+            if i.certs.contains_key(&format!("{k:040x}")) {
+                continue;
+            }
+            let c = CertSummary {
+                request_id: format!("r{k}"),
+                request_hash: "h".into(),
+                key_id: format!("k{k}"),
+                not_before: t,
+                not_after: t,
+                revoked: None,
+            };
+            i.certs.insert(format!("{k:040x}"), c);
+        }
+    }
+
+    /// A write reported lost although it landed keeps the base its index names, and deletes
+    /// the base it replaced.
     #[tokio::test]
     async fn a_write_reported_lost_that_landed_keeps_its_base() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(LandsButReportsLost {
-            inner: DirStore::open(dir.path()).unwrap(),
-            reported: false.into(),
-        });
+        let (_dir, store) = LandsButReportsLost::at(2);
         let mut h = IndexHandle::open(store.clone(), "ca".into()).await.unwrap();
-        let t = time::OffsetDateTime::UNIX_EPOCH;
-        // As apply indexes certificates: the change re-applied to the landed write is none.
-        h.update(|i| {
-            for k in 0..BASE_MIN {
-                if i.certs.contains_key(&format!("{k:040x}")) {
-                    continue;
-                }
-                let c = CertSummary {
-                    request_id: format!("r{k}"),
-                    request_hash: "h".into(),
-                    key_id: format!("k{k}"),
-                    not_before: t,
-                    not_after: t,
-                    revoked: None,
-                };
-                i.certs.insert(format!("{k:040x}"), c);
-            }
-        })
-        .await
-        .unwrap();
+        h.update(|i| index_certs(i, 0..BASE_MIN)).await.unwrap();
+        let first = h.index.base.clone().unwrap();
+        h.update(|i| index_certs(i, BASE_MIN..2 * BASE_MIN))
+            .await
+            .unwrap();
         assert_eq!(h.conflicts, 1, "the landed write was reported lost");
-        let base = h.index.base.clone().unwrap();
-        assert!(store.get(&base).await.unwrap().is_some(), "{base} kept");
+        let second = h.index.base.clone().unwrap();
+        assert_ne!(second, first);
+        assert_eq!(store.list(BASE_PREFIX).await.unwrap(), vec![second]);
         let (back, _) = read(store.as_ref(), "ca").await.unwrap();
-        assert_eq!(back.certs.len(), BASE_MIN);
+        assert_eq!(back.certs.len(), 2 * BASE_MIN);
+    }
+
+    /// A staged write reported lost although it landed is reported written: nothing was
+    /// re-applied on another writer's index.
+    #[tokio::test]
+    async fn a_staged_write_reported_lost_that_landed_is_written() {
+        let (_dir, store) = LandsButReportsLost::at(1);
+        let mut h = IndexHandle::open(store.clone(), "ca".into()).await.unwrap();
+        let change = |i: &mut Index| index_certs(i, 0..BASE_MIN);
+        h.stage(&change);
+        assert_eq!(h.write_staged(&change).await.unwrap(), Staged::Written);
+        assert_eq!(h.conflicts, 1);
+        assert_eq!(read(store.as_ref(), "ca").await.unwrap().0, h.index);
+    }
+
+    /// An index naming another object as its base is refused, not merged (gitca would delete
+    /// it once replaced).
+    #[tokio::test]
+    async fn an_index_naming_a_base_outside_the_base_folder_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::open(dir.path()).unwrap();
+        let index = br#"{"ca_key_id":"ca","base":"index-backup.json"}"#;
+        store.put_new(INDEX_KEY, index).await.unwrap();
+        store
+            .put_new("index-backup.json", br#"{"ca_key_id":"ca"}"#)
+            .await
+            .unwrap();
+        let err = read(&store, "ca").await.err().unwrap();
+        assert!(
+            err.contains("\"index-backup.json\"") && err.contains("not a base"),
+            "{err}"
+        );
+        assert!(is_base_key(
+            "index-base/0123456789abcdef0123456789abcdef.json"
+        ));
+        assert!(!is_base_key("index-base/../index.json"));
+        assert!(!is_base_key(
+            "index-base/0123456789abcdef0123456789abcdef.json.bak"
+        ));
     }
 }
