@@ -894,7 +894,7 @@ fn state(n: usize) {
         assert_eq!(basis.render().len(), text.len());
     });
     println!(
-        "### State read and written by every incremental reconcile ({n} certificates and requests, in process; median of 5)\n\n\
+        "### State every incremental reconcile reads whole ({n} certificates and requests, in process; median of 5)\n\n\
          | object | size | parse | serialize | serialize on one core |\n\
          | --- | --- | --- | --- | --- |\n\
          | `index.json` whole, or its base | {:.1} MB | {index_parse:.0} ms | {index_write:.0} ms | {index_write_one_core:.0} ms |\n\
