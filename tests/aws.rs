@@ -414,28 +414,14 @@ async fn killed_holder_lease_is_taken_over_and_converges() {
 /// A stale index write gets 412; the update re-reads and re-applies; nothing is overwritten.
 #[tokio::test(flavor = "multi_thread")]
 async fn stale_index_write_is_a_conflict_and_retries_from_fresh_state() {
-    use gitca::adapters::s3_store::S3Store;
-    use gitca::adapters::state_store::{StateStore, StoreError};
+    use gitca::adapters::state_store::StoreError;
     use gitca::app::index::IndexHandle;
-    use gitca::domain::config::S3Location;
     use gitca::domain::state::INDEX_KEY;
-    use std::sync::Arc;
     let Some(endpoint) = moto::endpoint() else {
         return;
     };
     let s3 = moto::s3(&endpoint).await;
-    let bucket = unique("gitca-cas");
-    create_bucket(&s3, &bucket).await;
-    let loc = S3Location {
-        bucket: bucket.clone(),
-        prefix: "p".into(),
-        region: None,
-        endpoint: None,
-        force_path_style: true,
-        sse_kms_key_id: None,
-    };
-    let store: Arc<dyn StateStore> =
-        Arc::new(S3Store::with_client(s3.clone(), &loc).await.unwrap());
+    let store = moto::state_store(&s3, "gitca-cas", "p").await;
 
     let v1 = store.put_new("x.json", b"1").await.unwrap();
     assert!(

@@ -3,7 +3,7 @@
 //! on a local directory and on S3 (moto), through the real stores.
 
 mod common;
-use common::moto::{self, create_bucket, unique};
+use common::moto;
 use gitca::adapters::state_store::{DirStore, StateStore};
 use gitca::app::index::{BASE_PREFIX, IndexHandle, read};
 use gitca::domain::state::{BASE_MIN, CertSummary, INDEX_KEY};
@@ -150,22 +150,10 @@ async fn on_a_local_directory() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn on_s3() {
-    use gitca::adapters::s3_store::S3Store;
-    use gitca::domain::config::S3Location;
     let Some(endpoint) = moto::endpoint() else {
         return;
     };
     let s3 = moto::s3(&endpoint).await;
-    let bucket = unique("gitca-base");
-    create_bucket(&s3, &bucket).await;
-    let loc = S3Location {
-        bucket,
-        prefix: "state/ca".into(),
-        region: None,
-        endpoint: None,
-        force_path_style: true,
-        sse_kms_key_id: None,
-    };
-    let store: Arc<dyn StateStore> = Arc::new(S3Store::with_client(s3, &loc).await.unwrap());
+    let store = moto::state_store(&s3, "gitca-base", "state/ca").await;
     an_index_past_base_min_writes_only_what_changed(store).await;
 }

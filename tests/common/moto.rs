@@ -90,6 +90,28 @@ pub async fn create_bucket(s3: &aws_sdk_s3::Client, name: &str) {
         .expect("CreateBucket");
 }
 
+/// gitca's S3 state store on a new bucket (named from `bucket_prefix`), under `prefix`.
+pub async fn state_store(
+    s3: &aws_sdk_s3::Client,
+    bucket_prefix: &str,
+    prefix: &str,
+) -> std::sync::Arc<dyn gitca::adapters::state_store::StateStore> {
+    let bucket = unique(bucket_prefix);
+    create_bucket(s3, &bucket).await;
+    let loc = gitca::domain::config::S3Location {
+        bucket,
+        prefix: prefix.into(),
+        region: None,
+        endpoint: None,
+        force_path_style: true,
+        sse_kms_key_id: None,
+    };
+    let store = gitca::adapters::s3_store::S3Store::with_client(s3.clone(), &loc)
+        .await
+        .unwrap();
+    std::sync::Arc::new(store)
+}
+
 pub async fn keys(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Vec<String> {
     let out = s3
         .list_objects_v2()
