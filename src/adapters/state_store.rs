@@ -30,6 +30,11 @@ pub struct Versioned {
 pub trait StateStore: Send + Sync {
     fn describe(&self) -> String;
     async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError>;
+    /// The bytes of `key` without its version, for an object never replaced in place (an index
+    /// base): the local store then does not hash it (20 ms for a 34 MB base).
+    async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.get(key).await?.map(|v| v.bytes))
+    }
     /// The version of `key` alone (S3 answers it with a HEAD request).
     async fn version(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(self.get(key).await?.map(|v| v.version))
@@ -314,6 +319,10 @@ impl StateStore for DirStore {
             version: version_of(&bytes),
             bytes,
         }))
+    }
+
+    async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.read(key)?.map(|(_, bytes)| bytes))
     }
 
     async fn put_new(&self, key: &str, bytes: &[u8]) -> Result<String, StoreError> {

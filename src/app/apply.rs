@@ -637,6 +637,11 @@ pub async fn reconcile(
     let changed = !issued.is_empty() || revoking || crl_is_due || rewritten;
     let mut crl_number = None;
     let mut fresh = Some(fresh);
+    let run = OutputInputs {
+        issued: &issued,
+        revoked: &revoked,
+        recovered,
+    };
     // Set once the outputs are computed: the commit under way, if they changed anything.
     let mut outputs: Option<Option<PendingCommit>> = None;
     if changed {
@@ -658,14 +663,8 @@ pub async fn reconcile(
         // of a second at 100,000 requests) while the state is written. Should the write fail,
         // the commit under way is dropped, which waits for git and leaves the branch.
         if !due.get() && !publication_pending(ctx, &h.index) {
-            let inputs = OutputInputs {
-                issued: &issued,
-                revoked: &revoked,
-                recovered,
-                crl_number: None,
-            };
             let fresh = fresh.take().unwrap_or_default();
-            outputs = Some(start_outputs(ctx, opts, &h.index, &plan, inputs, fresh).await?);
+            outputs = Some(start_outputs(ctx, opts, &h.index, &plan, &run, None, fresh).await?);
         }
         if h.write_staged(&change).await? == Staged::Reapplied {
             // Another writer changed the index the outputs came from.
@@ -773,14 +772,8 @@ pub async fn reconcile(
     let pending = match outputs {
         Some(started) => started,
         None => {
-            let inputs = OutputInputs {
-                issued: &issued,
-                revoked: &revoked,
-                recovered,
-                crl_number,
-            };
             let fresh = fresh.take().unwrap_or_default();
-            start_outputs(ctx, opts, &h.index, &plan, inputs, fresh).await?
+            start_outputs(ctx, opts, &h.index, &plan, &run, crl_number, fresh).await?
         }
     };
     // The basis is recorded while git updates its index on another core (a quarter of a second
@@ -851,7 +844,6 @@ struct OutputInputs<'a> {
     issued: &'a [Issued],
     revoked: &'a [String],
     recovered: usize,
-    crl_number: Option<u64>,
 }
 
 /// Computes the changes to the output folder from `index` and, if there are any, starts their
@@ -861,7 +853,8 @@ async fn start_outputs(
     opts: &ApplyOptions,
     index: &Index,
     plan: &Plan,
-    run: OutputInputs<'_>,
+    run: &OutputInputs<'_>,
+    crl_number: Option<u64>,
     fresh: FreshCertificates,
 ) -> Result<Option<PendingCommit>, RunError> {
     let head = &ctx.snapshot.commit;
@@ -896,7 +889,7 @@ async fn start_outputs(
     if changes.is_empty() {
         return Ok(None);
     }
-    let msg = commit_message(head, run.issued, run.revoked, run.crl_number, &changes, ctx);
+    let msg = commit_message(head, run.issued, run.revoked, crl_number, &changes, ctx);
     Ok(ctx.repo.start_outputs_commit(head, &changes, &msg)?)
 }
 

@@ -27,9 +27,9 @@ pub async fn read(
                 store.describe()
             ));
         }
-        match store.get(&key).await.map_err(|e| e.to_string())? {
-            Some(b) => {
-                idx.merge_base(parse(store, &key, &b.bytes, ca_key_id)?)
+        match store.get_bytes(&key).await.map_err(|e| e.to_string())? {
+            Some(bytes) => {
+                idx.merge_base(parse(store, &key, &bytes, ca_key_id)?)
                     .map_err(|e| format!("{}: {key}: {e}", store.describe()))?;
                 return Ok((idx, Some(v.version)));
             }

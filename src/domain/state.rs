@@ -474,8 +474,14 @@ impl Index {
 
     /// Puts the certificates of `base` (read from [`Index::base`]) under this index's own.
     pub fn merge_base(&mut self, base: Index) -> Result<(), String> {
-        if base.ca_key_id != self.ca_key_id || base.base.is_some() {
-            return Err("the index's base belongs to another CA key or names a base itself".into());
+        if base.ca_key_id != self.ca_key_id {
+            return Err(format!(
+                "the base belongs to CA key {}, the index to {}",
+                base.ca_key_id, self.ca_key_id
+            ));
+        }
+        if let Some(other) = &base.base {
+            return Err(format!("a base cannot name a base itself ({other})"));
         }
         let own = std::mem::replace(&mut self.certs.map, base.certs.map);
         self.certs.own = Some(own.keys().cloned().collect());
