@@ -457,34 +457,10 @@ impl GitRepo {
             .find_commit(Oid::from_str(parent).map_err(ge)?)
             .map_err(ge)?;
         let base = parent.tree().map_err(ge)?;
-        // The blobs are written on all cores, through a repository handle per worker (one is
-        // not shared across threads): each is a zlib stream and a new loose object file.
-        let blobs: Vec<Option<Oid>> = {
-            use rayon::prelude::*;
-            let contents: Vec<Option<&Content>> = files.values().map(Option::as_ref).collect();
-            let git_dir = self.repo.path();
-            contents
-                .par_iter()
-                // Chunks of at least 256 blobs: each opens a repository handle once.
-                .with_min_len(256)
-                .map_init(
-                    || Repository::open(git_dir),
-                    |repo, content| -> Result<Option<Oid>, String> {
-                        let Some(content) = content else {
-                            return Ok(None);
-                        };
-                        let repo = repo.as_ref().map_err(|e| {
-                            format!(
-                                "{}: cannot open the repository: {}",
-                                git_dir.display(),
-                                e.message()
-                            )
-                        })?;
-                        repo.blob(&content.bytes()).map(Some).map_err(ge)
-                    },
-                )
-                .collect::<Result<_, _>>()?
-        };
+        let started = std::time::Instant::now();
+        let contents: Vec<Option<&Content>> = files.values().map(Option::as_ref).collect();
+        let blobs = self.write_blobs(&contents)?;
+        tracing::debug!(elapsed = ?started.elapsed(), n = files.len(), "blobs written");
         let mut b = git2::build::TreeUpdateBuilder::new();
         for (path, blob) in files.keys().zip(blobs) {
             let full = format!("{}{path}", self.prefix);
@@ -513,10 +489,12 @@ impl GitRepo {
             .map_err(|e| format!("cannot commit the outputs: {}", ge(e)))?;
         // Update the work tree and the index while HEAD still names the parent; the branch
         // moves in `finish_outputs_commit`, only if it still points at the parent.
+        tracing::debug!(elapsed = ?started.elapsed(), "commit written");
         let index_update = match self.repo.workdir() {
             Some(workdir) => Some(self.write_worktree(workdir, &base, files)?),
             None => None,
         };
+        tracing::debug!(elapsed = ?started.elapsed(), "work tree written");
         Ok(Some(PendingCommit {
             id,
             parent: parent.id(),
@@ -546,6 +524,30 @@ impl GitRepo {
                 )
             })?;
         Ok(pending.id.to_string())
+    }
+
+    /// Writes the new blobs; None (a deletion) stays None. Many go into one pack, a few are
+    /// written loose.
+    fn write_blobs(&self, contents: &[Option<&Content>]) -> Result<Vec<Option<Oid>>, String> {
+        let new: Vec<&Content> = contents.iter().flatten().copied().collect();
+        if new.len() >= super::git_pack::PACK_FROM {
+            let objects = self.repo.commondir().join("objects");
+            let mut ids = super::git_pack::write_blobs(&objects, &new, |c| c.bytes())?.into_iter();
+            // libgit2 looks for new packs only when it misses an object: tell it now.
+            self.repo.odb().and_then(|o| o.refresh()).map_err(ge)?;
+            return Ok(contents
+                .iter()
+                .map(|c| c.and_then(|_| ids.next()))
+                .collect());
+        }
+        // A few: one loose object each.
+        contents
+            .iter()
+            .map(|c| {
+                c.map(|c| self.repo.blob(&c.bytes()).map_err(ge))
+                    .transpose()
+            })
+            .collect()
     }
 
     /// Writes the changed outputs into the work tree and the index, as a checkout of only those
@@ -940,6 +942,52 @@ mod tests {
         let err = repo.finish_outputs_commit(pending).unwrap_err();
         assert!(err.contains("the branch moved"), "{err}");
         assert_eq!(git(root, &["rev-parse", "HEAD"]).trim(), theirs);
+    }
+
+    /// An outputs commit of many files writes their blobs as one pack: git finds the
+    /// repository whole, the work tree and index match the commit, and every file reads back.
+    #[test]
+    fn an_outputs_commit_of_many_files_is_one_pack_git_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        git(root, &["init", "-q", "-b", "main"]);
+        git(root, &["config", "user.name", "test"]);
+        git(root, &["config", "user.email", "test@example.com"]);
+        std::fs::write(root.join("README"), "x\n").unwrap();
+        git(root, &["add", "README"]);
+        git(root, &["commit", "-q", "-m", "init"]);
+        let repo = GitRepo::open(root, None).unwrap();
+        let head = repo.resolve("HEAD").unwrap();
+        let n = super::super::git_pack::PACK_FROM + 50;
+        let files: BTreeMap<String, Option<Content>> = (0..n)
+            .map(|i| {
+                let body = format!("certificate {i}\n").repeat(i % 7 + 1);
+                (
+                    format!("issued/{i:04}.pem"),
+                    Some(Content::from(body.into_bytes())),
+                )
+            })
+            .collect();
+        assert!(
+            repo.commit_outputs(&head, &files, "outputs")
+                .unwrap()
+                .is_some()
+        );
+        let packs = std::fs::read_dir(root.join(".git/objects/pack"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension() == Some("pack".as_ref()))
+            .count();
+        assert_eq!(packs, 1);
+        git(root, &["fsck", "--strict", "--no-dangling"]);
+        assert_eq!(git(root, &["status", "--porcelain"]), "");
+        for (path, content) in &files {
+            let shown = git(root, &["show", &format!("HEAD:{path}")]);
+            assert_eq!(
+                shown.as_bytes(),
+                &*content.as_ref().unwrap().bytes(),
+                "{path}"
+            );
+        }
     }
 
     /// With `core.autocrlf`, `git update-index` warns once per file on standard error. The

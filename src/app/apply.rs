@@ -791,6 +791,7 @@ pub async fn reconcile(
             ),
         }
     }
+    tracing::debug!(elapsed = ?phase.elapsed(), "outputs commit written, basis recorded");
     let commit = pending
         .map(|p| ctx.repo.finish_outputs_commit(p))
         .transpose()?;
