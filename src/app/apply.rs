@@ -970,18 +970,26 @@ async fn issue(
         };
         Ok((unsigned, rec))
     };
+    let chunk_size = opts.issue_chunk.max(1);
     // Every certificate is built and checked before the first intent, so a request that cannot
-    // be issued stops the run before anything is signed; the rounds only bound memory. (The
-    // rounds build again with fresh serials: a tenth of a second per 10,000.)
-    {
+    // be issued stops the run before anything is signed; the rounds only bound memory. The
+    // first round's are kept; later rounds build theirs again, with fresh serials (a tenth of a
+    // second per 10,000), rather than hold every one.
+    let first_round = {
         use rayon::prelude::*;
         let requests = &plan.requests;
-        to_issue.par_iter().try_for_each(|&i| {
+        let build_at = |&i: &usize| {
             let spec = requests[i].spec.as_deref();
-            build(spec.expect("planned issuance has a spec")).map(drop)
-        })?;
-    }
-    let chunk_size = opts.issue_chunk.max(1);
+            build(spec.expect("planned issuance has a spec"))
+        };
+        let (first, rest) = to_issue.split_at(chunk_size.min(to_issue.len()));
+        rest.par_iter().try_for_each(|i| build_at(i).map(drop))?;
+        first
+            .par_iter()
+            .map(build_at)
+            .collect::<Result<Vec<_>, String>>()?
+    };
+    let mut first_round = Some(first_round);
     let rounds = to_issue.len().div_ceil(chunk_size);
     for (round, chunk) in to_issue.chunks(chunk_size).enumerate() {
         // Test fail points stop the last round: earlier rounds are then recorded but not
@@ -995,12 +1003,19 @@ async fn issue(
                 (r.action, spec)
             })
             .collect();
-        let built: Vec<Result<_, String>> = {
-            use rayon::prelude::*;
-            specs
-                .par_iter()
-                .map(|(action, spec)| Ok((*action, build(spec)?)))
-                .collect()
+        let built: Vec<Result<_, String>> = match first_round.take() {
+            Some(kept) => specs
+                .iter()
+                .zip(kept)
+                .map(|((action, _), built)| Ok((*action, built)))
+                .collect(),
+            None => {
+                use rayon::prelude::*;
+                specs
+                    .par_iter()
+                    .map(|(action, spec)| Ok((*action, build(spec)?)))
+                    .collect()
+            }
         };
         drop(specs);
         let built = built.into_iter().collect::<Result<Vec<_>, String>>()?;
