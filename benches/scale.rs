@@ -316,6 +316,8 @@ impl Repo {
         sh(&repo, "git", &["config", "maintenance.auto", "false"]);
         sh(&repo, "git", &["add", "-A"]);
         sh(&repo, "git", &["commit", "-q", "-m", "requests"]);
+        // Packed, as the clone a CI job runs on is, instead of a loose object per file.
+        sh(&repo, "git", &["repack", "-adq"]);
         Repo {
             _tmp: tmp,
             repo,
