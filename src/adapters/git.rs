@@ -494,9 +494,9 @@ impl GitRepo {
             .repo
             .commit(None, &sig, &sig, message, &tree, &[&parent])
             .map_err(|e| format!("cannot commit the outputs: {}", ge(e)))?;
+        tracing::debug!(elapsed = ?started.elapsed(), "commit written");
         // Update the work tree and the index while HEAD still names the parent; the branch
         // moves in `finish_outputs_commit`, only if it still points at the parent.
-        tracing::debug!(elapsed = ?started.elapsed(), "commit written");
         let index_update = match self.repo.workdir() {
             Some(workdir) => Some(self.write_worktree(workdir, &base, files)?),
             None => None,

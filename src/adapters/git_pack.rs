@@ -92,13 +92,15 @@ pub fn write_blobs<T: Sync>(
     idx_file
         .write_all(&index_v2(entries, &pack_sum))
         .map_err(fail)?;
-    // Pack files are read-only, as git and libgit2 leave them.
+    // Read-only and synced to disk before they are named, as git leaves its packs: a crash
+    // must not leave an index naming objects a torn pack does not hold.
     let name = dir.join(format!("pack-{}", hex::encode(pack_sum)));
     for (file, ext) in [(pack_file, "pack"), (idx_file, "idx")] {
         use std::os::unix::fs::PermissionsExt;
         let to = name.with_extension(ext);
         file.as_file()
             .set_permissions(std::fs::Permissions::from_mode(0o444))
+            .and_then(|()| file.as_file().sync_all())
             .map_err(fail)?;
         file.persist(&to)
             .map_err(|e| format!("{}: {}", to.display(), e.error))?;
