@@ -914,12 +914,8 @@ mod tests {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// The branch moves (another commit lands) while gitca's outputs commit is under way: the
-    /// finish refuses to move the branch over it and leaves it where the other writer put it.
-    #[test]
-    fn an_outputs_commit_does_not_move_a_branch_that_moved_meanwhile() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
+    /// A repository at `root` with one commit (a README), opened, and its HEAD.
+    fn repo_with_a_commit(root: &Path) -> (GitRepo, String) {
         git(root, &["init", "-q", "-b", "main"]);
         git(root, &["config", "user.name", "test"]);
         git(root, &["config", "user.email", "test@example.com"]);
@@ -928,6 +924,16 @@ mod tests {
         git(root, &["commit", "-q", "-m", "init"]);
         let repo = GitRepo::open(root, None).unwrap();
         let head = repo.resolve("HEAD").unwrap();
+        (repo, head)
+    }
+
+    /// The branch moves (another commit lands) while gitca's outputs commit is under way: the
+    /// finish refuses to move the branch over it and leaves it where the other writer put it.
+    #[test]
+    fn an_outputs_commit_does_not_move_a_branch_that_moved_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let (repo, head) = repo_with_a_commit(root);
         let files: BTreeMap<String, Option<Content>> = [(
             "issued/a.pem".to_string(),
             Some(Content::from(b"cert\n".to_vec())),
@@ -957,14 +963,7 @@ mod tests {
     fn an_outputs_commit_of_many_files_is_one_pack_git_reads() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        git(root, &["init", "-q", "-b", "main"]);
-        git(root, &["config", "user.name", "test"]);
-        git(root, &["config", "user.email", "test@example.com"]);
-        std::fs::write(root.join("README"), "x\n").unwrap();
-        git(root, &["add", "README"]);
-        git(root, &["commit", "-q", "-m", "init"]);
-        let repo = GitRepo::open(root, None).unwrap();
-        let head = repo.resolve("HEAD").unwrap();
+        let (repo, head) = repo_with_a_commit(root);
         let n = super::super::git_pack::PACK_FROM + 50;
         let files: BTreeMap<String, Option<Content>> = (0..n)
             .map(|i| {
