@@ -3,11 +3,11 @@
 //! A loose object costs a zlib stream set up and a file created: a first issuance of 10,000
 //! certificates wrote 20,000 of them. A pack holds them in one file, beside its `.idx`. Neither
 //! of libgit2's pack writers fits: its pack builder always searches for deltas (which costs more
-//! than it saves on certificates, mostly random bytes), and its indexer inflates and hashes every
-//! object again on one core, with a memory map per object (half a second for 20,000). So both files are
-//! written here, in git's documented formats (gitformat-pack(5)): every object whole, compressed
-//! on all cores, with the ids computed once. The tests have git itself check them (`fsck`,
-//! `verify-pack`) and read every object back.
+//! than it saves on certificates, mostly random bytes), and its indexer inflates and hashes
+//! every object again on one core, with a memory map per object (half a second for 20,000). So
+//! both files are written here, in git's documented formats (gitformat-pack(5)): every object
+//! whole, compressed on all cores, with the ids computed once. The tests have git itself check
+//! them (`fsck`, `verify-pack`) and read every object back.
 
 use git2::{ObjectType, Oid};
 use rayon::prelude::*;
@@ -103,7 +103,7 @@ pub fn write_blobs<T: Sync>(
             .and_then(|()| file.as_file().sync_all())
             .map_err(fail)?;
         file.persist(&to)
-            .map_err(|e| format!("{}: {}", to.display(), e.error))?;
+            .map_err(|e| format!("{}: cannot name the pack: {}", to.display(), e.error))?;
     }
     Ok(ids)
 }

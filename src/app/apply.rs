@@ -975,7 +975,7 @@ async fn issue(
     // be issued stops the run before anything is signed; the rounds only bound memory. The
     // first round's are kept; later rounds build theirs again, with fresh serials (a tenth of a
     // second per 10,000), rather than hold every one.
-    let first_round = {
+    let mut first_round = Some({
         use rayon::prelude::*;
         let requests = &plan.requests;
         let build_at = |&i: &usize| {
@@ -988,8 +988,7 @@ async fn issue(
             .par_iter()
             .map(build_at)
             .collect::<Result<Vec<_>, String>>()?
-    };
-    let mut first_round = Some(first_round);
+    });
     let rounds = to_issue.len().div_ceil(chunk_size);
     for (round, chunk) in to_issue.chunks(chunk_size).enumerate() {
         // Test fail points stop the last round: earlier rounds are then recorded but not
@@ -1003,22 +1002,17 @@ async fn issue(
                 (r.action, spec)
             })
             .collect();
-        let built: Vec<Result<_, String>> = match first_round.take() {
-            Some(kept) => specs
-                .iter()
-                .zip(kept)
-                .map(|((action, _), built)| Ok((*action, built)))
-                .collect(),
+        let built: Vec<_> = match first_round.take() {
+            Some(kept) => specs.iter().map(|(action, _)| *action).zip(kept).collect(),
             None => {
                 use rayon::prelude::*;
                 specs
                     .par_iter()
                     .map(|(action, spec)| Ok((*action, build(spec)?)))
-                    .collect()
+                    .collect::<Result<_, String>>()?
             }
         };
         drop(specs);
-        let built = built.into_iter().collect::<Result<Vec<_>, String>>()?;
         tracing::debug!(elapsed = ?phase.elapsed(), n = built.len(), "certificates built and linted");
         // Every intent of the round is durable before any of it is signed: one object.
         let key = intent_key(&built[0].1.1.serial);

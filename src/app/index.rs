@@ -247,7 +247,11 @@ impl IndexHandle {
                 }
                 Put::Lost(lost) => {
                     let staged = std::mem::take(&mut self.index);
-                    self.after_lost_race(lost).await?;
+                    if let Err(e) = self.after_lost_race(lost).await {
+                        // The handle keeps the index it staged, not an empty one.
+                        self.index = staged;
+                        return Err(e);
+                    }
                     // The index is the one staged: this write landed after all (a PUT retried
                     // after a lost response finds its own first attempt).
                     if self.index == staged {
