@@ -157,33 +157,51 @@ fn a_crash_after_any_step_converges_without_double_issuance() {
 #[test]
 fn a_crash_in_the_last_round_of_issuance_converges_without_double_issuance() {
     have("openssl");
-    // Seven requests in rounds of 3, 3 and 1.
-    for (step, signed_again) in [("after-intent", 1), ("after-sign", 1), ("after-record", 0)] {
-        let env = Env::from(EXAMPLE, &["revocations.yaml"]);
-        env.init(&[]);
-        let o = env.gitca(&["apply", "--issue-chunk", "3", "--fail-at", step]);
-        assert_eq!(o.status.code(), Some(1), "{step}: injected failure");
-        let records = state_files(&env, "certs").len();
-        assert_eq!(
-            records,
-            7 - 1 + (1 - signed_again),
-            "{step}: records of the rounds done"
-        );
-        assert_eq!(
-            state_files(&env, "intents").len(),
-            3,
-            "{step}: one intent object per round"
-        );
-        let out = env.ok(&["apply", "--issue-chunk", "3"], 3);
-        assert!(out.contains("completed 7"), "{step}: {out}");
-        // The certificates left unsigned, then the CRL.
-        assert!(
-            out.contains(&format!("{} signature(s)", signed_again + 1)),
-            "{step}: {out}"
-        );
-        assert_eq!(out.matches("\n  issue ").count(), 0, "{step}: {out}");
-        assert_converged(&env, 7);
+    // Seven requests in rounds of 3, 3 and 1, and in seven rounds of one: the first three
+    // rounds sign what the check before them built, later rounds build again.
+    for (chunk, rounds) in [("3", 3), ("1", 7)] {
+        for (step, signed_again) in [("after-intent", 1), ("after-sign", 1), ("after-record", 0)] {
+            crash_in_the_last_round_converges(chunk, rounds, step, signed_again);
+        }
     }
+}
+
+fn crash_in_the_last_round_converges(chunk: &str, rounds: usize, step: &str, signed_again: usize) {
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    env.init(&[]);
+    let o = env.gitca(&["apply", "--issue-chunk", chunk, "--fail-at", step]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "rounds of {chunk}, {step}: injected failure"
+    );
+    let records = state_files(&env, "certs").len();
+    assert_eq!(
+        records,
+        7 - 1 + (1 - signed_again),
+        "rounds of {chunk}, {step}: records of the rounds done"
+    );
+    assert_eq!(
+        state_files(&env, "intents").len(),
+        rounds,
+        "rounds of {chunk}, {step}: one intent object per round"
+    );
+    let out = env.ok(&["apply", "--issue-chunk", chunk], 3);
+    assert!(
+        out.contains("completed 7"),
+        "rounds of {chunk}, {step}: {out}"
+    );
+    // The certificates left unsigned, then the CRL.
+    assert!(
+        out.contains(&format!("{} signature(s)", signed_again + 1)),
+        "rounds of {chunk}, {step}: {out}"
+    );
+    assert_eq!(
+        out.matches("\n  issue ").count(),
+        0,
+        "rounds of {chunk}, {step}: {out}"
+    );
+    assert_converged(&env, 7);
 }
 
 /// An intent object some of whose certificates were recorded (signed) and some not, as a run

@@ -908,6 +908,11 @@ fn publication_pending(ctx: &Context, index: &Index) -> bool {
 /// per round.
 pub const ISSUE_CHUNK: usize = 4096;
 
+/// Rounds whose certificates the check before the first intent builds once and keeps for
+/// signing (about 2.7 KB each, 33 MB at most): a first issuance of 10,000 builds each once.
+/// Later rounds build theirs again rather than hold every one.
+const KEPT_ROUNDS: usize = 3;
+
 /// Certificates this run signed, DER by serial: the outputs use them instead of reading each
 /// record back from the state (one GET per certificate on S3).
 pub type FreshCertificates = std::collections::HashMap<String, Vec<u8>>;
@@ -973,22 +978,24 @@ async fn issue(
     let chunk_size = opts.issue_chunk.max(1);
     // Every certificate is built and checked before the first intent, so a request that cannot
     // be issued stops the run before anything is signed; the rounds only bound memory. The
-    // first round's are kept; later rounds build theirs again, with fresh serials (a tenth of a
-    // second per 10,000), rather than hold every one.
-    let mut first_round = Some({
+    // first `KEPT_ROUNDS` rounds' are kept; later rounds build theirs again, with fresh serials
+    // (a tenth of a second per 10,000), rather than hold every one.
+    let mut kept = {
         use rayon::prelude::*;
         let requests = &plan.requests;
         let build_at = |&i: &usize| {
             let spec = requests[i].spec.as_deref();
             build(spec.expect("planned issuance has a spec"))
         };
-        let (first, rest) = to_issue.split_at(chunk_size.min(to_issue.len()));
+        let held = chunk_size.saturating_mul(KEPT_ROUNDS).min(to_issue.len());
+        let (ahead, rest) = to_issue.split_at(held);
         rest.par_iter().try_for_each(|i| build_at(i).map(drop))?;
-        first
+        ahead
             .par_iter()
             .map(build_at)
             .collect::<Result<Vec<_>, String>>()?
-    });
+            .into_iter()
+    };
     let rounds = to_issue.len().div_ceil(chunk_size);
     for (round, chunk) in to_issue.chunks(chunk_size).enumerate() {
         // Test fail points stop the last round: earlier rounds are then recorded but not
@@ -1002,15 +1009,15 @@ async fn issue(
                 (r.action, spec)
             })
             .collect();
-        let built: Vec<_> = match first_round.take() {
-            Some(kept) => specs.iter().map(|(action, _)| *action).zip(kept).collect(),
-            None => {
-                use rayon::prelude::*;
-                specs
-                    .par_iter()
-                    .map(|(action, spec)| Ok((*action, build(spec)?)))
-                    .collect::<Result<_, String>>()?
-            }
+        let built: Vec<_> = if round < KEPT_ROUNDS {
+            let actions = specs.iter().map(|(action, _)| *action);
+            actions.zip(kept.by_ref().take(specs.len())).collect()
+        } else {
+            use rayon::prelude::*;
+            specs
+                .par_iter()
+                .map(|(action, spec)| Ok((*action, build(spec)?)))
+                .collect::<Result<_, String>>()?
         };
         drop(specs);
         tracing::debug!(elapsed = ?phase.elapsed(), n = built.len(), "certificates built and linted");
