@@ -157,8 +157,8 @@ fn a_crash_after_any_step_converges_without_double_issuance() {
 #[test]
 fn a_crash_in_the_last_round_of_issuance_converges_without_double_issuance() {
     have("openssl");
-    // Seven requests in rounds of 3, 3 and 1, and in seven rounds of one: the first three
-    // rounds sign what the check before them built, later rounds build again.
+    // Seven requests in rounds of 3, 3 and 1, each signing what the check before them built,
+    // and in seven rounds of one, where only the first does and later rounds build again.
     for (chunk, rounds) in [("3", 3), ("1", 7)] {
         for (step, signed_again) in [("after-intent", 1), ("after-sign", 1), ("after-record", 0)] {
             crash_in_the_last_round_converges(chunk, rounds, step, signed_again);

@@ -908,9 +908,10 @@ fn publication_pending(ctx: &Context, index: &Index) -> bool {
 /// per round.
 pub const ISSUE_CHUNK: usize = 4096;
 
-/// Rounds whose certificates the check before the first intent builds once and keeps for
-/// signing (about 2.7 KB each, 33 MB at most): a first issuance of 10,000 builds each once.
-/// Later rounds build theirs again rather than hold every one.
+/// An issuance of at most this many rounds keeps every certificate the check before its first
+/// intent built (about 2.7 KB each, 33 MB at most), so a first issuance of 10,000 builds each
+/// once. A larger one keeps only the first round's and builds the others again: a first
+/// issuance of 100,000 that kept three rounds peaked at 480 MiB, against 445 MiB.
 const KEPT_ROUNDS: usize = 3;
 
 /// Certificates this run signed, DER by serial: the outputs use them instead of reading each
@@ -977,9 +978,13 @@ async fn issue(
     };
     let chunk_size = opts.issue_chunk.max(1);
     // Every certificate is built and checked before the first intent, so a request that cannot
-    // be issued stops the run before anything is signed; the rounds only bound memory. The
-    // first `KEPT_ROUNDS` rounds' are kept; later rounds build theirs again, with fresh serials
-    // (a tenth of a second per 10,000), rather than hold every one.
+    // be issued stops the run before anything is signed; the rounds only bound memory. Past
+    // `KEPT_ROUNDS`, only the first round's are kept; later rounds build theirs again, with
+    // fresh serials (a tenth of a second per 10,000), rather than hold every one.
+    let kept_rounds = match to_issue.len().div_ceil(chunk_size) {
+        n if n <= KEPT_ROUNDS => n,
+        _ => 1,
+    };
     let mut kept = {
         use rayon::prelude::*;
         let requests = &plan.requests;
@@ -987,7 +992,7 @@ async fn issue(
             let spec = requests[i].spec.as_deref();
             build(spec.expect("planned issuance has a spec"))
         };
-        let held = chunk_size.saturating_mul(KEPT_ROUNDS).min(to_issue.len());
+        let held = chunk_size.saturating_mul(kept_rounds).min(to_issue.len());
         let (ahead, rest) = to_issue.split_at(held);
         rest.par_iter().try_for_each(|i| build_at(i).map(drop))?;
         ahead
@@ -1009,7 +1014,7 @@ async fn issue(
                 (r.action, spec)
             })
             .collect();
-        let built: Vec<_> = if round < KEPT_ROUNDS {
+        let built: Vec<_> = if round < kept_rounds {
             let actions = specs.iter().map(|(action, _)| *action);
             actions.zip(kept.by_ref().take(specs.len())).collect()
         } else {
