@@ -1022,6 +1022,41 @@ mod tests {
         }
     }
 
+    /// An outputs commit of fewer than `PACK_FROM` new blobs writes them loose, as git keeps a
+    /// small fetch: many tiny packs would slow every lookup.
+    #[test]
+    fn an_outputs_commit_of_few_files_stays_loose() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let (repo, head) = repo_with_a_commit(root);
+        let before = git(root, &["count-objects", "-v"]);
+        let n = super::super::git_pack::PACK_FROM - 1;
+        let files: BTreeMap<String, Option<Content>> = (0..n)
+            .map(|i| {
+                (
+                    format!("issued/{i:04}.pem"),
+                    Some(Content::from(format!("{i}\n").into_bytes())),
+                )
+            })
+            .collect();
+        repo.commit_outputs(&head, &files, "outputs")
+            .unwrap()
+            .unwrap();
+        let count = |out: &str, key: &str| -> usize {
+            let line = out.lines().find(|l| l.starts_with(key)).unwrap();
+            line[key.len()..].trim().parse().unwrap()
+        };
+        let after = git(root, &["count-objects", "-v"]);
+        assert_eq!(count(&after, "packs:"), 0, "{after}");
+        // The blobs, one tree per folder touched (the root and issued/) and the commit.
+        assert_eq!(
+            count(&after, "count:") - count(&before, "count:"),
+            n + 3,
+            "{after}"
+        );
+        git(root, &["fsck", "--strict", "--no-dangling"]);
+    }
+
     /// An outputs commit of many new paths has git read both trees into the index first. The
     /// index then matches the commit for the outputs, with each file's stat (plumbing sees no
     /// change), and keeps the other paths' entries as they were: their stat, and a change

@@ -274,8 +274,8 @@ mod tests {
         assert_eq!(&idx[large + 36..], &own, "the index's own checksum");
     }
 
-    /// git itself checks the pack and its index and reads every object back: sizes of every length of the header (one to three size bytes), a repeated blob
-    /// stored once.
+    /// git itself checks the pack and its index and reads every object back: sizes of every
+    /// length of the header (one to three size bytes), a repeated blob stored once.
     #[test]
     fn a_pack_of_blobs_is_one_git_reads_back() {
         let dir = tempfile::tempdir().unwrap();
