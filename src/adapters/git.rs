@@ -1108,6 +1108,66 @@ mod tests {
         );
     }
 
+    /// `git read-tree` refuses an index with a conflict: `git update-index` then adds the
+    /// outputs alone, and the conflict stays for its owner to resolve.
+    #[test]
+    fn an_outputs_commit_into_an_index_with_a_conflict_is_indexed_without_read_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let (_, _) = repo_with_a_commit(root);
+        let blob = git(root, &["hash-object", "-w", "README"]);
+        let blob = blob.trim();
+        let unmerged = format!("100644 {blob} 1\tother\n100644 {blob} 2\tother\n");
+        let out = Command::new("git")
+            .args(["update-index", "--index-info"])
+            .current_dir(root)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(unmerged.as_bytes())?;
+                c.wait()
+            })
+            .unwrap();
+        assert!(out.success());
+        let refused = Command::new("git")
+            .args(["read-tree", "-m", "HEAD", "HEAD"])
+            .current_dir(root)
+            .output()
+            .unwrap();
+        assert!(
+            !refused.status.success(),
+            "read-tree must refuse this index"
+        );
+        let mut repo = GitRepo::open(root, None).unwrap();
+        let head = repo.resolve("HEAD").unwrap();
+        repo.read_tree_from = 1;
+        let files: BTreeMap<String, Option<Content>> = (0..3)
+            .map(|i| {
+                (
+                    format!("issued/{i}.pem"),
+                    Some(Content::from(format!("{i}\n").into_bytes())),
+                )
+            })
+            .collect();
+        repo.commit_outputs(&head, &files, "outputs")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            git(root, &["ls-files", "issued"]),
+            "issued/0.pem\nissued/1.pem\nissued/2.pem\n"
+        );
+        assert_eq!(git(root, &["diff-files", "--name-only", "issued"]), "");
+        assert_eq!(
+            git(
+                root,
+                &["diff-index", "--cached", "--name-only", "HEAD", "issued"]
+            ),
+            ""
+        );
+        assert_eq!(git(root, &["ls-files", "--unmerged"]).lines().count(), 2);
+    }
+
     /// With `core.autocrlf`, `git update-index` warns once per file on standard error. The
     /// 4,000 paths here are about 250 KB of input and the warnings about 400 KB: each fills
     /// its pipe, so gitca must read the warnings while it writes the paths.
