@@ -1022,6 +1022,16 @@ mod tests {
         }
     }
 
+    /// `issued/0000.pem`, `issued/0001.pem`, ..., each holding its number.
+    fn numbered_outputs(n: usize) -> BTreeMap<String, Option<Content>> {
+        (0..n)
+            .map(|i| {
+                let body = format!("{i}\n").into_bytes();
+                (format!("issued/{i:04}.pem"), Some(Content::from(body)))
+            })
+            .collect()
+    }
+
     /// An outputs commit of fewer than `PACK_FROM` new blobs writes them loose, as git keeps a
     /// small fetch: many tiny packs would slow every lookup.
     #[test]
@@ -1031,14 +1041,7 @@ mod tests {
         let (repo, head) = repo_with_a_commit(root);
         let before = git(root, &["count-objects", "-v"]);
         let n = super::super::git_pack::PACK_FROM - 1;
-        let files: BTreeMap<String, Option<Content>> = (0..n)
-            .map(|i| {
-                (
-                    format!("issued/{i:04}.pem"),
-                    Some(Content::from(format!("{i}\n").into_bytes())),
-                )
-            })
-            .collect();
+        let files = numbered_outputs(n);
         repo.commit_outputs(&head, &files, "outputs")
             .unwrap()
             .unwrap();
@@ -1142,20 +1145,13 @@ mod tests {
         let mut repo = GitRepo::open(root, None).unwrap();
         let head = repo.resolve("HEAD").unwrap();
         repo.read_tree_from = 1;
-        let files: BTreeMap<String, Option<Content>> = (0..3)
-            .map(|i| {
-                (
-                    format!("issued/{i}.pem"),
-                    Some(Content::from(format!("{i}\n").into_bytes())),
-                )
-            })
-            .collect();
+        let files = numbered_outputs(3);
         repo.commit_outputs(&head, &files, "outputs")
             .unwrap()
             .unwrap();
         assert_eq!(
             git(root, &["ls-files", "issued"]),
-            "issued/0.pem\nissued/1.pem\nissued/2.pem\n"
+            "issued/0000.pem\nissued/0001.pem\nissued/0002.pem\n"
         );
         assert_eq!(git(root, &["diff-files", "--name-only", "issued"]), "");
         assert_eq!(
