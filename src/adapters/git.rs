@@ -926,17 +926,21 @@ impl GitRepo {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// Runs git in `dir`, asserting it succeeds; its standard output.
-    fn git(dir: &Path, args: &[&str]) -> String {
+    pub(in crate::adapters) fn git(dir: &Path, args: &[&str]) -> String {
         let out = Command::new("git")
             .args(args)
             .current_dir(dir)
             .output()
             .expect("git runs");
-        assert!(out.status.success(), "git {args:?}");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -1068,7 +1072,7 @@ mod tests {
     fn an_outputs_commit_read_into_the_index_keeps_what_is_staged_elsewhere() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        let (_, _) = repo_with_a_commit(root);
+        let (mut repo, _) = repo_with_a_commit(root);
         std::fs::create_dir(root.join("issued")).unwrap();
         for (path, body) in [("issued/old.pem", "old\n"), ("issued/gone.pem", "gone\n")] {
             std::fs::write(root.join(path), body).unwrap();
@@ -1077,7 +1081,6 @@ mod tests {
         git(root, &["commit", "-q", "-m", "outputs"]);
         std::fs::write(root.join("README"), "staged\n").unwrap();
         git(root, &["add", "README"]);
-        let mut repo = GitRepo::open(root, None).unwrap();
         let head = repo.resolve("HEAD").unwrap();
         repo.read_tree_from = 3;
         let mut files: BTreeMap<String, Option<Content>> = (0..3)
@@ -1117,33 +1120,19 @@ mod tests {
     fn an_outputs_commit_into_an_index_with_a_conflict_is_indexed_without_read_tree() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        let (_, _) = repo_with_a_commit(root);
+        let (mut repo, head) = repo_with_a_commit(root);
+        let run = |args: &[&str], input: String| {
+            repo.spawn_with_input(args, input.into_bytes())
+                .and_then(GitRun::wait)
+        };
         let blob = git(root, &["hash-object", "-w", "README"]);
         let blob = blob.trim();
         let unmerged = format!("100644 {blob} 1\tother\n100644 {blob} 2\tother\n");
-        let out = Command::new("git")
-            .args(["update-index", "--index-info"])
-            .current_dir(root)
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut c| {
-                use std::io::Write;
-                c.stdin.take().unwrap().write_all(unmerged.as_bytes())?;
-                c.wait()
-            })
-            .unwrap();
-        assert!(out.success());
-        let refused = Command::new("git")
-            .args(["read-tree", "-m", "HEAD", "HEAD"])
-            .current_dir(root)
-            .output()
-            .unwrap();
+        run(&["update-index", "--index-info"], unmerged).unwrap();
         assert!(
-            !refused.status.success(),
+            run(&["read-tree", "-m", "HEAD", "HEAD"], String::new()).is_err(),
             "read-tree must refuse this index"
         );
-        let mut repo = GitRepo::open(root, None).unwrap();
-        let head = repo.resolve("HEAD").unwrap();
         repo.read_tree_from = 1;
         let files = numbered_outputs(3);
         repo.commit_outputs(&head, &files, "outputs")

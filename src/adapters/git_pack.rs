@@ -211,20 +211,7 @@ fn index_v2(mut entries: Vec<IndexEntry>, pack_sum: &[u8; 20]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn git(dir: &std::path::Path, args: &[&str]) -> String {
-        let out = std::process::Command::new("git")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("git runs");
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
+    use crate::adapters::git::tests::git;
 
     /// Offsets past 2 GiB go to the table of 64-bit offsets, named by their position in it
     /// with the high bit set; the others stay in the 32-bit table.

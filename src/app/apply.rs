@@ -981,10 +981,8 @@ async fn issue(
     // be issued stops the run before anything is signed; the rounds only bound memory. Past
     // `KEPT_ROUNDS`, only the first round's are kept; later rounds build theirs again, with
     // fresh serials (a tenth of a second per 10,000), rather than hold every one.
-    let kept_rounds = match to_issue.len().div_ceil(chunk_size) {
-        n if n <= KEPT_ROUNDS => n,
-        _ => 1,
-    };
+    let rounds = to_issue.len().div_ceil(chunk_size);
+    let kept_rounds = if rounds <= KEPT_ROUNDS { rounds } else { 1 };
     let mut kept = {
         use rayon::prelude::*;
         let requests = &plan.requests;
@@ -1001,7 +999,6 @@ async fn issue(
             .collect::<Result<Vec<_>, String>>()?
             .into_iter()
     };
-    let rounds = to_issue.len().div_ceil(chunk_size);
     for (round, chunk) in to_issue.chunks(chunk_size).enumerate() {
         // Test fail points stop the last round: earlier rounds are then recorded but not
         // indexed, the state a crash mid-issuance leaves.
