@@ -845,6 +845,8 @@ fn state(n: usize) {
                 not_before: now,
                 not_after: now + time::Duration::days(30),
                 revoked: None,
+                // As apply writes them: one round per 4,096 certificates.
+                round: Some(hex(i / 4096, 6)[..40].to_string()),
             },
         );
         basis.requests.insert(

@@ -3,7 +3,7 @@
 
 mod common;
 use aws_sdk_kms::types::KeySpec;
-use common::moto::{self, aws_vars, create_bucket, create_key, keys, unique};
+use common::moto::{self, aws_vars, create_bucket, create_key, keys, record_serials, unique};
 use common::*;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -102,7 +102,14 @@ async fn full_apply(spec: KeySpec) {
         state.contains(&"state/example-ca/index.json".to_string()),
         "{state:?}"
     );
-    assert_eq!(state.iter().filter(|k| k.contains("/certs/")).count(), 7);
+    // One round: its seven records in one object.
+    let rounds: Vec<_> = state.iter().filter(|k| k.contains("/certs/")).collect();
+    assert!(
+        rounds.len() == 1 && rounds[0].contains("/certs/rounds/"),
+        "{rounds:?}"
+    );
+    let serials = record_serials(&ca.s3, &ca.bucket, "state/example-ca/certs/").await;
+    assert_eq!(serials.len(), 7, "{serials:?}");
     assert!(
         !state
             .iter()
@@ -311,8 +318,15 @@ async fn concurrent_applies_issue_exactly_once() {
     }
     let signed: usize = outs.iter().map(|o| o.matches("\n  issue ").count()).sum();
     assert_eq!(signed, 7, "seven issuances across all runners: {outs:#?}");
-    let state = keys(&ca.s3, &ca.bucket, "state/example-ca/certs/").await;
-    assert_eq!(state.len(), 7, "{state:?}");
+    let serials = record_serials(&ca.s3, &ca.bucket, "state/example-ca/certs/").await;
+    serials
+        .windows(2)
+        .for_each(|w| assert_ne!(w[0], w[1], "recorded twice"));
+    assert_eq!(
+        serials.len(),
+        7,
+        "each certificate recorded once: {serials:?}"
+    );
     let idx: serde_json::Value = {
         let o = ca
             .s3
@@ -398,7 +412,7 @@ async fn killed_holder_lease_is_taken_over_and_converges() {
     );
     assert!(out.contains("completed 7"), "{out}");
     assert_eq!(
-        keys(&ca.s3, &ca.bucket, "state/example-ca/certs/")
+        record_serials(&ca.s3, &ca.bucket, "state/example-ca/certs/")
             .await
             .len(),
         7

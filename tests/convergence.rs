@@ -31,10 +31,13 @@ fn assert_converged(env: &Env, expect_requests: usize) {
         "a request got two certificates: {per_request:?}"
     );
     let files_under = |dir: &str| state_files(env, dir);
-    let records: BTreeSet<String> = files_under("certs")
-        .iter()
-        .map(|n| n.trim_end_matches(".json").to_string())
-        .collect();
+    let recorded = recorded_serials(env);
+    let records: BTreeSet<String> = recorded.iter().cloned().collect();
+    assert_eq!(
+        records.len(),
+        recorded.len(),
+        "a certificate recorded twice"
+    );
     let indexed: BTreeSet<String> = idx["certs"].as_object().unwrap().keys().cloned().collect();
     assert_eq!(records, indexed, "records and index agree");
     assert!(files_under("intents").is_empty(), "intents left behind");
@@ -82,6 +85,28 @@ fn state_paths(env: &Env, dir: &str) -> Vec<std::path::PathBuf> {
         .filter(|e| e.file_type().is_file())
         .map(|e| e.into_path())
         .collect()
+}
+
+/// The records in a round object (`certs/rounds/…`), or the one record of a file from before
+/// rounds.
+fn records_in(path: &std::path::Path) -> Vec<serde_json::Value> {
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    match path.parent().unwrap().ends_with("certs/rounds") {
+        true => v.as_array().unwrap().clone(),
+        false => vec![v],
+    }
+}
+
+/// The serial of every certificate record in the state, once per record.
+fn recorded_serials(env: &Env) -> Vec<String> {
+    let mut serials = Vec::new();
+    for p in state_paths(env, "certs") {
+        for r in records_in(&p) {
+            assert!(r["certificate"].is_string(), "{p:?}: a record is signed");
+            serials.push(r["serial"].as_str().unwrap().to_string());
+        }
+    }
+    serials
 }
 
 fn state_files(env: &Env, dir: &str) -> Vec<String> {
@@ -175,7 +200,7 @@ fn crash_in_the_last_round_converges(chunk: &str, rounds: usize, step: &str, sig
         Some(1),
         "rounds of {chunk}, {step}: injected failure"
     );
-    let records = state_files(&env, "certs").len();
+    let records = recorded_serials(&env).len();
     assert_eq!(
         records,
         7 - 1 + (1 - signed_again),
@@ -214,27 +239,82 @@ fn an_intent_object_partly_recorded_is_completed_without_signing_the_recorded_ag
     env.init(&[]);
     let o = env.gitca(&["apply", "--fail-at", "after-record"]);
     assert_eq!(o.status.code(), Some(1));
-    let records = state_paths(&env, "certs");
+    let rounds = state_paths(&env, "certs");
+    assert_eq!(rounds.len(), 1, "one round object: {rounds:?}");
+    let records = records_in(&rounds[0]);
     assert_eq!(records.len(), 7);
-    let kept: BTreeSet<String> = records[3..]
-        .iter()
-        .map(|p| std::fs::read_to_string(p).unwrap())
-        .collect();
-    for p in &records[..3] {
-        std::fs::remove_file(p).unwrap();
-    }
+    // The round object as a signer that failed three signatures leaves it.
+    let kept = &records[3..];
+    std::fs::write(&rounds[0], serde_json::to_vec(kept).unwrap()).unwrap();
     let out = env.ok(&["apply"], 3);
     assert!(out.contains("completed 7"), "{out}");
     // The three unrecorded certificates, then the CRL.
     assert!(out.contains("4 signature(s)"), "{out}");
     assert_eq!(out.matches("\n  issue ").count(), 0, "{out}");
     assert_converged(&env, 7);
-    for p in &records[3..] {
-        assert!(
-            kept.contains(&std::fs::read_to_string(p).unwrap()),
-            "a recorded certificate was signed again"
-        );
+    let after = records_in(&rounds[0]);
+    assert_eq!(&after[..4], kept, "a recorded certificate was signed again");
+    assert_eq!(after.len(), 7);
+}
+
+/// Records one object per certificate (as gitca wrote them before a round's records shared one
+/// object), beside a round object holding the others: recovery indexes both without signing,
+/// and the state is read from both (the outputs, `verify`, `status`).
+#[tokio::test(flavor = "multi_thread")]
+async fn records_left_one_per_certificate_are_indexed_beside_a_round() {
+    use gitca::adapters::state_store::{DirStore, StateStore};
+    use gitca::domain::state::record_key;
+    have("openssl");
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    env.init(&[]);
+    let o = env.gitca(&["apply", "--fail-at", "after-record"]);
+    assert_eq!(o.status.code(), Some(1));
+    let rounds = state_paths(&env, "certs");
+    let records = records_in(&rounds[0]);
+    std::fs::write(&rounds[0], serde_json::to_vec(&records[3..]).unwrap()).unwrap();
+    let store = DirStore::open(&env.state("example-ca")).unwrap();
+    for r in &records[..3] {
+        let key = record_key(r["serial"].as_str().unwrap());
+        store
+            .put_new(&key, &serde_json::to_vec(r).unwrap())
+            .await
+            .unwrap();
     }
+    let out = env.ok(&["apply"], 3);
+    assert!(out.contains("completed 7"), "{out}");
+    assert!(
+        out.contains("1 signature(s)"),
+        "only the CRL is signed: {out}"
+    );
+    assert_converged(&env, 7);
+    let idx = env.index("example-ca");
+    let own = |r: &serde_json::Value| idx["certs"][r["serial"].as_str().unwrap()]["round"].clone();
+    assert!(records[..3].iter().all(|r| own(r).is_null()), "{idx}");
+    assert!(records[3..].iter().all(|r| own(r).is_string()), "{idx}");
+    // Every output is written again from the state, from both kinds of record.
+    std::fs::remove_dir_all(env.path("issued")).unwrap();
+    env.commit_all("drop the outputs");
+    env.ok(&["apply"], 3);
+    assert_eq!(leaf_files(&env.path("issued")).len(), 7);
+    env.ok(&["verify"], 0);
+    // Superseded certificates are described from their records.
+    env.edit("requests/servers/web-01.yaml", |y| {
+        format!("{y}\n# changed\n")
+    });
+    env.commit_all("change web-01");
+    env.ok(&["apply"], 3);
+    let status = env.ok(&["status", "--format", "json"], 0);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&status).unwrap();
+    assert_eq!(rows.len(), 8, "{status}");
+    let superseded: Vec<_> = rows.iter().filter(|r| r["current"] == false).collect();
+    assert_eq!(superseded.len(), 1, "{status}");
+    assert_eq!(superseded[0]["request"], "requests/servers/web-01.yaml");
+    assert!(
+        superseded[0]["sans"]
+            .as_array()
+            .is_some_and(|s| s.contains(&"web-01.internal.example.com".into())),
+        "{status}"
+    );
 }
 
 /// Intents left one object per certificate (as gitca wrote them before a round shared one

@@ -23,6 +23,7 @@ fn cert(k: usize) -> CertSummary {
         not_before: t,
         not_after: t + time::Duration::days(30),
         revoked: None,
+        round: None,
     }
 }
 

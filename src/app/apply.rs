@@ -21,7 +21,7 @@ use crate::domain::revocation::Reason;
 use crate::domain::serial::new_serial;
 use crate::domain::state::{
     CertRecord, CertSummary, CrlInfo, Index, PreviousCaRevocation, PublishedRevocation, Revoked,
-    crl_key, intent_key, intents_of, record_key,
+    crl_key, intent_key, intents_of, record_key, records_of, round_key,
 };
 use base64ct::{Base64, Encoding};
 use der::{Decode, Encode};
@@ -318,14 +318,15 @@ fn urls(ctx: &Context) -> Urls {
     }
 }
 
-fn summary_of(rec: &CertRecord) -> Result<CertSummary, String> {
+/// The index entry of a record; `round`: the round object that holds it (None: its own).
+fn summary_of(rec: &CertRecord, round: Option<&str>) -> Result<CertSummary, String> {
     let tbs = TbsCertificate::from_der(&Base64::decode_vec(&rec.tbs).map_err(|e| e.to_string())?)
         .map_err(|e| format!("serial {}: recorded TBS does not decode: {e}", rec.serial))?;
-    Ok(summary_from(rec, &tbs))
+    Ok(summary_from(rec, &tbs, round))
 }
 
 /// The index entry of a record whose TBS is at hand (decoded or just built).
-fn summary_from(rec: &CertRecord, tbs: &TbsCertificate) -> CertSummary {
+fn summary_from(rec: &CertRecord, tbs: &TbsCertificate, round: Option<&str>) -> CertSummary {
     CertSummary {
         request_id: rec.request_id.clone(),
         request_hash: rec.request_hash.clone(),
@@ -333,6 +334,7 @@ fn summary_from(rec: &CertRecord, tbs: &TbsCertificate) -> CertSummary {
         not_before: from_time(&tbs.validity().not_before),
         not_after: from_time(&tbs.validity().not_after),
         revoked: None,
+        round: round.map(str::to_string),
     }
 }
 
@@ -377,21 +379,48 @@ async fn recover(
         let Some(v) = ctx.store.get(&key).await? else {
             continue;
         };
-        let open: Vec<CertRecord> = intents_of(&v.bytes)
-            .map_err(|e| format!("{key}: corrupt intent: {e}"))?
+        let intents = intents_of(&v.bytes).map_err(|e| format!("{key}: corrupt intent: {e}"))?;
+        // The round is named by its first serial, as its intent object is.
+        let round = intents
+            .first()
+            .map(|r| r.serial.clone())
+            .unwrap_or_default();
+        let open: Vec<CertRecord> = intents
             .into_iter()
             .filter(|rec| !h.index.certs.contains_key(&rec.serial))
             .collect();
+        // Records already written: in the round's object, or (by a gitca from before rounds)
+        // one object each.
+        let rkey = round_key(&round);
+        let written = match open.is_empty() {
+            true => None,
+            false => ctx.store.get(&rkey).await?,
+        };
+        let in_round = match &written {
+            Some(w) => records_of(&w.bytes).map_err(|e| format!("{rkey}: corrupt records: {e}"))?,
+            None => Vec::new(),
+        };
+        let by_serial: std::collections::HashMap<&str, &CertRecord> =
+            in_round.iter().map(|r| (r.serial.as_str(), r)).collect();
+        let mut done: Vec<(CertRecord, Option<&str>)> = Vec::new();
+        let open: Vec<CertRecord> = open
+            .into_iter()
+            .filter(|rec| match by_serial.get(rec.serial.as_str()) {
+                Some(r) => {
+                    done.push(((*r).clone(), Some(round.as_str())));
+                    false
+                }
+                None => true,
+            })
+            .collect();
         let record_keys: Vec<String> = open.iter().map(|r| record_key(&r.serial)).collect();
         let stored = ctx.store.get_many(&record_keys).await;
-        let mut done = Vec::new();
         let mut to_sign = Vec::new();
         for ((rec, got), rkey) in open.into_iter().zip(stored).zip(&record_keys) {
             if let Some(r) = got? {
-                done.push(
-                    serde_json::from_slice::<CertRecord>(&r.bytes)
-                        .map_err(|e| format!("{rkey}: corrupt record: {e}"))?,
-                );
+                let r = serde_json::from_slice::<CertRecord>(&r.bytes)
+                    .map_err(|e| format!("{rkey}: corrupt record: {e}"))?;
+                done.push((r, None));
                 continue;
             }
             let unchanged = specs
@@ -428,14 +457,16 @@ async fn recover(
             rec.certificate = Some(Base64::encode_string(&der));
             signed.push(rec);
         }
-        put_records(ctx, signed.iter()).await?;
+        // The round's object keeps what it holds and gains the new records.
+        let previous = written.as_ref().map(|w| w.version.as_str());
+        put_round(ctx, &round, previous, in_round.iter().chain(&signed)).await?;
         if let Some(e) = failed {
             return Err(e.into());
         }
-        done.extend(signed);
+        done.extend(signed.into_iter().map(|r| (r, Some(round.as_str()))));
         let summaries = done
             .iter()
-            .map(|r| Ok((r.serial.clone(), summary_of(r)?)))
+            .map(|(r, round)| Ok((r.serial.clone(), summary_of(r, *round)?)))
             .collect::<Result<Vec<_>, String>>()?;
         if !summaries.is_empty() {
             h.update(|i| index_certs(i, &summaries)).await?;
@@ -453,25 +484,25 @@ async fn recover(
     Ok((recovered, abandoned, signatures))
 }
 
-/// Writes certificate records in one batch. A record an earlier attempt of the same serial
-/// wrote already is kept as it is.
-async fn put_records(
+/// Writes a round's records as its one object: create-only, or (`previous`: the version read)
+/// by compare-and-swap. A conflict is retryable: the rerun's recovery reads what landed and
+/// keeps it, so a record once written is never replaced by another signature.
+async fn put_round<'a>(
     ctx: &Context,
-    recs: impl Iterator<Item = &CertRecord>,
+    round: &str,
+    previous: Option<&str>,
+    recs: impl Iterator<Item = &'a CertRecord>,
 ) -> Result<(), RunError> {
-    let items = recs
-        .map(|r| Ok((record_key(&r.serial), serde_json::to_vec(r)?)))
-        .collect::<Result<Vec<_>, serde_json::Error>>()
-        .map_err(|e| e.to_string())?;
-    if items.is_empty() {
+    let recs: Vec<&CertRecord> = recs.collect();
+    if recs.is_empty() {
         return Ok(());
     }
-    for r in ctx.store.put_new_many(&items).await {
-        match r {
-            Ok(_) | Err(StoreError::Conflict(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
+    let bytes = serde_json::to_vec(&recs).map_err(|e| e.to_string())?;
+    let key = round_key(round);
+    match previous {
+        None => ctx.store.put_new(&key, &bytes).await?,
+        Some(v) => ctx.store.put_if(&key, &bytes, v).await?,
+    };
     Ok(())
 }
 
@@ -1024,7 +1055,8 @@ async fn issue(
         drop(specs);
         tracing::debug!(elapsed = ?phase.elapsed(), n = built.len(), "certificates built and linted");
         // Every intent of the round is durable before any of it is signed: one object.
-        let key = intent_key(&built[0].1.1.serial);
+        let round = built[0].1.1.serial.clone();
+        let key = intent_key(&round);
         let records: Vec<&CertRecord> = built.iter().map(|(_, (_, rec))| rec).collect();
         let intents = serde_json::to_vec(&records).map_err(|e| e.to_string())?;
         let version = ctx.store.put_new(&key, &intents).await?;
@@ -1045,7 +1077,7 @@ async fn issue(
         let mut signed = Vec::with_capacity(with_sigs.len());
         for ((action, (unsigned, mut rec)), sig) in with_sigs {
             let cert = unsigned.assemble(&sig)?;
-            let summary = summary_from(&rec, cert.tbs_certificate());
+            let summary = summary_from(&rec, cert.tbs_certificate(), Some(&round));
             let der = cert.to_der().map_err(|e| e.to_string())?;
             rec.certificate = Some(Base64::encode_string(&der));
             signed.push((action, rec, der, summary));
@@ -1055,7 +1087,7 @@ async fn issue(
         }
         tracing::debug!(elapsed = ?phase.elapsed(), "signed");
         // Recorded even when another signature failed (KMS retries spent, say).
-        put_records(ctx, signed.iter().map(|(_, rec, _, _)| rec)).await?;
+        put_round(ctx, &round, None, signed.iter().map(|(_, rec, _, _)| rec)).await?;
         if let Some(e) = failed {
             return Err(e.into());
         }

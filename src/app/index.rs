@@ -370,6 +370,7 @@ mod tests {
                 not_before: t,
                 not_after: t,
                 revoked: None,
+                round: None,
             };
             i.certs.insert(format!("{k:040x}"), c);
         }

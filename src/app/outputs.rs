@@ -3,11 +3,11 @@
 
 use super::context::{Context, parse_cert};
 use crate::adapters::git::Content;
-use crate::domain::state::{CertRecord, Index, crl_key, record_key};
+use crate::domain::state::{CertRecord, Index, crl_key, record_key, records_of, round_key};
 use base64ct::Encoding;
 use der::Encode;
 use der::pem::LineEnding;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use x509_cert::Certificate;
 
@@ -39,29 +39,64 @@ pub fn ca_pems(ctx: &Context) -> Result<String, String> {
     Ok(s)
 }
 
-pub async fn load_record(ctx: &Context, serial: &str) -> Result<CertRecord, String> {
-    let mut one = load_records(ctx, &[serial]).await?;
-    Ok(one.remove(0))
-}
+/// Round objects read at a time: each is up to about 10 MB (4,096 records), and only the asked
+/// records are kept from it.
+const ROUNDS_AT_ONCE: usize = 4;
 
-/// The records of many serials, in order, fetched together (concurrently on S3).
-pub async fn load_records(ctx: &Context, serials: &[&str]) -> Result<Vec<CertRecord>, String> {
-    let keys: Vec<String> = serials.iter().map(|s| record_key(s)).collect();
-    let got = ctx.store.get_many(&keys).await;
-    serials
-        .iter()
-        .zip(got)
-        .map(|(serial, v)| {
-            let v = v.map_err(|e| e.to_string())?.ok_or_else(|| {
-                format!(
-                    "state record of serial {serial} is missing in {}",
-                    ctx.store.describe()
-                )
-            })?;
-            serde_json::from_slice(&v.bytes)
-                .map_err(|e| format!("state record of serial {serial} is corrupt: {e}"))
-        })
-        .collect()
+/// The records of many serials, by serial, fetched together (concurrently on S3): each round
+/// object once, however many of its certificates are asked for, and the records from before
+/// rounds one object each.
+pub async fn load_records(
+    ctx: &Context,
+    index: &Index,
+    serials: &[&str],
+) -> Result<HashMap<String, CertRecord>, String> {
+    let missing = |serial: &str, key: &str| {
+        format!(
+            "state record of serial {serial} is missing in {} ({key})",
+            ctx.store.describe()
+        )
+    };
+    let mut by_round: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    let mut own: Vec<&str> = Vec::new();
+    for &serial in serials {
+        match index.certs.get(serial).and_then(|c| c.round.as_deref()) {
+            Some(round) => _ = by_round.entry(round).or_default().insert(serial),
+            None => own.push(serial),
+        }
+    }
+    let mut found = HashMap::with_capacity(serials.len());
+    let keys: Vec<String> = own.iter().map(|s| record_key(s)).collect();
+    for ((serial, key), v) in own.iter().zip(&keys).zip(ctx.store.get_many(&keys).await) {
+        let v = v
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| missing(serial, key))?;
+        let rec: CertRecord = serde_json::from_slice(&v.bytes)
+            .map_err(|e| format!("state record of serial {serial} is corrupt ({key}): {e}"))?;
+        found.insert(serial.to_string(), rec);
+    }
+    let rounds: Vec<(&str, BTreeSet<&str>)> = by_round.into_iter().collect();
+    for group in rounds.chunks(ROUNDS_AT_ONCE) {
+        let keys: Vec<String> = group.iter().map(|(r, _)| round_key(r)).collect();
+        for (((_, wanted), key), v) in group.iter().zip(&keys).zip(ctx.store.get_many(&keys).await)
+        {
+            let first = wanted.first().copied().unwrap_or_default();
+            let v = v
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| missing(first, key))?;
+            let recs = records_of(&v.bytes)
+                .map_err(|e| format!("state records of round {key} are corrupt: {e}"))?;
+            for rec in recs {
+                if wanted.contains(rec.serial.as_str()) {
+                    found.insert(rec.serial.clone(), rec);
+                }
+            }
+            if let Some(absent) = wanted.iter().find(|s| !found.contains_key(**s)) {
+                return Err(missing(absent, key));
+            }
+        }
+    }
+    Ok(found)
 }
 
 pub fn record_certificate(r: &CertRecord) -> Result<Vec<u8>, String> {
@@ -155,8 +190,8 @@ pub async fn changes(
         .filter(|serial| !fresh.contains_key(*serial))
         .collect();
     let mut loaded = BTreeMap::new();
-    for (serial, rec) in from_store.iter().zip(load_records(ctx, &from_store).await?) {
-        loaded.insert(*serial, record_certificate(&rec)?);
+    for (serial, rec) in load_records(ctx, index, &from_store).await? {
+        loaded.insert(serial, record_certificate(&rec)?);
     }
     for (leaf, chain, serial) in stale {
         // Taken out, so each certificate is held once: as DER or as its PEM files.

@@ -2,7 +2,7 @@
 //! and spreadsheets (CSV); `--expiring-within` turns it into an alert for cron.
 
 use super::context::{Context, parse_cert};
-use super::outputs::{leaf_paths, load_record, record_certificate};
+use super::outputs::{leaf_paths, load_records, record_certificate};
 use crate::domain::names::Sans;
 use crate::domain::plan::request_ids;
 use crate::domain::state::Index;
@@ -65,26 +65,44 @@ pub async fn inventory(
         .files_under(&ctx.snapshot.commit, &ctx.config.output.dir)?;
     let mut rows = Vec::new();
     let current_all = index.current_all();
+    // Certificates the repository does not serve (superseded, expired, revoked) are described
+    // from their records, fetched together: each round object is read once.
+    let mut from_repo = Vec::with_capacity(index.certs.len());
+    let mut need = Vec::new();
     for (serial, c) in &index.certs {
-        let current = requests.contains(&c.request_id)
-            && current_all
-                .get(c.request_id.as_str())
-                .is_some_and(|(s, _)| *s == serial);
         let (leaf, _) = leaf_paths(&ctx.config.output.dir, &c.request_id);
-        let from_repo = committed
+        let described = committed
             .get(&leaf)
             .and_then(|b| parse_cert(&leaf, b).ok())
             .filter(|cert| {
                 hex::encode(cert.tbs_certificate().serial_number().as_bytes())
                     .trim_start_matches('0')
                     == serial.trim_start_matches('0')
-            });
-        let cert = match from_repo {
-            Some(c) => c,
-            None => Certificate::from_der(&record_certificate(&load_record(ctx, serial).await?)?)
-                .map_err(|e| e.to_string())?,
+            })
+            .map(|cert| describe(&cert));
+        if described.is_none() {
+            need.push(serial.as_str());
+        }
+        from_repo.push(described);
+    }
+    let mut records = load_records(ctx, index, &need).await?;
+    for ((serial, c), described) in index.certs.iter().zip(from_repo) {
+        let current = requests.contains(&c.request_id)
+            && current_all
+                .get(c.request_id.as_str())
+                .is_some_and(|(s, _)| *s == serial);
+        let (subject, sans) = match described {
+            Some(d) => d,
+            None => {
+                let rec = records
+                    .remove(serial.as_str())
+                    .expect("load_records returns every serial asked");
+                describe(
+                    &Certificate::from_der(&record_certificate(&rec)?)
+                        .map_err(|e| e.to_string())?,
+                )
+            }
         };
-        let (subject, sans) = describe(&cert);
         let state = if c.revoked.is_some() {
             CertState::Revoked
         } else if c.not_after <= now {

@@ -2,7 +2,7 @@
 //! publishes against the CA key and the state, and reports every disagreement.
 
 use super::context::{Context, parse_cert};
-use super::outputs::{leaf_paths, load_record, record_certificate};
+use super::outputs::{leaf_paths, load_records, record_certificate};
 use crate::domain::csr::verify_signature;
 use crate::domain::plan::{is_revocation_file, request_hashes, request_ids};
 use crate::domain::profile::from_time;
@@ -41,6 +41,7 @@ pub async fn audit(
     let out_dir = &ctx.config.output.dir;
     let committed = ctx.repo.files_under(&ctx.snapshot.commit, out_dir)?;
     let mut seen_serials = BTreeSet::new();
+    let mut against_state = Vec::new();
     let hashes = request_hashes(&ctx.snapshot, &ctx.config)?;
 
     for (path, bytes) in &committed {
@@ -88,16 +89,11 @@ pub async fn audit(
                 ),
             ));
         }
-        let record = record_certificate(&load_record(ctx, &serial).await?)?;
-        if record != cert.to_der().map_err(|e| e.to_string())?
-            || !bytes.starts_with(b"-----BEGIN CERTIFICATE-----")
-        {
-            out.push(f(
-                "cert-hand-edited",
-                path,
-                "differs from the certificate in the state",
-            ));
-        }
+        // Compared with the state below, once every record is fetched; the finding keeps its
+        // place among this file's.
+        let der = cert.to_der().map_err(|e| e.to_string())?;
+        let pem = bytes.starts_with(b"-----BEGIN CERTIFICATE-----");
+        against_state.push((out.len(), path, serial.clone(), der, pem));
         match committed
             .get(&chain)
             .map(|c| x509_cert::Certificate::load_pem_chain(c))
@@ -130,6 +126,20 @@ pub async fn audit(
                 ),
             )),
             Some(_) => {}
+        }
+    }
+    let serials: Vec<&str> = against_state.iter().map(|c| c.2.as_str()).collect();
+    let records = load_records(ctx, index, &serials).await?;
+    for (at, path, serial, der, pem) in against_state.into_iter().rev() {
+        if record_certificate(&records[&serial])? != der || !pem {
+            out.insert(
+                at,
+                f(
+                    "cert-hand-edited",
+                    path,
+                    "differs from the certificate in the state",
+                ),
+            );
         }
     }
 

@@ -105,6 +105,7 @@ mod tests {
                 not_before: not_after - time::Duration::days(90),
                 not_after,
                 revoked: None,
+                round: None,
             },
         );
         let reqs: BTreeSet<&str> = ["requests/a.yaml"].into();

@@ -488,6 +488,7 @@ mod tests {
             not_before: not_after - time::Duration::days(30),
             not_after,
             revoked: None,
+            round: None,
         }
     }
 

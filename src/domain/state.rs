@@ -22,8 +22,20 @@ pub fn intents_of(bytes: &[u8]) -> Result<Vec<CertRecord>, serde_json::Error> {
         _ => serde_json::from_slice(bytes).map(|one| vec![one]),
     }
 }
+/// The record of one certificate, as gitca wrote them before a round's records shared one
+/// object; still read for the certificates whose index entry names no round.
 pub fn record_key(serial: &str) -> String {
     format!("certs/{serial}.json")
+}
+/// The records of one round of issuance (a JSON array), named like its intent object by the
+/// round's first serial: a round of 4,096 certificates costs one durable write (one PUT), not
+/// 4,096.
+pub fn round_key(round: &str) -> String {
+    format!("certs/rounds/{round}.json")
+}
+/// The records a round object holds.
+pub fn records_of(bytes: &[u8]) -> Result<Vec<CertRecord>, serde_json::Error> {
+    serde_json::from_slice(bytes)
 }
 pub fn crl_key(number: u64) -> String {
     format!("crls/{number:020}.crl")
@@ -217,6 +229,11 @@ pub struct CertSummary {
     pub not_after: OffsetDateTime,
     #[serde(default)]
     pub revoked: Option<Revoked>,
+    /// The round whose object (`round_key`) holds this certificate's record; None: the record
+    /// is its own object (`record_key`), as before rounds. gitca versions before rounds refuse
+    /// an index with this field (an unknown field) rather than look for the record elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -594,6 +611,7 @@ mod tests {
                 date: not_after - time::Duration::days(10),
                 by: "serial:01".into(),
             }),
+            round: None,
         }
     }
 

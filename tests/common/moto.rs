@@ -130,6 +130,33 @@ pub async fn keys(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Vec<St
     v
 }
 
+/// The serials of the certificate records under a state prefix (`…/certs/`): each round
+/// object's, and each record from before rounds.
+pub async fn record_serials(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Vec<String> {
+    let mut serials = Vec::new();
+    for key in keys(s3, bucket, prefix).await {
+        let o = s3
+            .get_object()
+            .bucket(bucket)
+            .key(&key)
+            .send()
+            .await
+            .unwrap();
+        let body = o.body.collect().await.unwrap().into_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let recs = match key.contains("/certs/rounds/") {
+            true => v.as_array().unwrap().clone(),
+            false => vec![v],
+        };
+        for r in recs {
+            assert!(r["certificate"].is_string(), "{key}: a record is signed");
+            serials.push(r["serial"].as_str().unwrap().to_string());
+        }
+    }
+    serials.sort();
+    serials
+}
+
 /// A second moto server that enforces IAM auth (every request with the test credentials is
 /// denied), for access-denied tests. Killed on drop.
 pub struct AuthMoto {
