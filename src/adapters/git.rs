@@ -649,14 +649,21 @@ impl GitRepo {
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
                     Err(e) => Err(format!("{rel}: {e}")),
                 })?;
+            // Each folder once, not a lookup per file.
+            let dirs: std::collections::BTreeSet<&Path> = rels
+                .iter()
+                .filter(|(_, content)| content.is_some())
+                .filter_map(|(rel, _)| Path::new(rel).parent())
+                .collect();
+            for dir in dirs {
+                std::fs::create_dir_all(workdir.join(dir))
+                    .map_err(|e| format!("{}: {e}", dir.display()))?;
+            }
             rels.par_iter()
                 .filter_map(|(rel, content)| Some((rel, content.as_ref()?)))
                 .try_for_each(|(rel, content)| {
-                    let abs = workdir.join(rel);
-                    if let Some(dir) = abs.parent() {
-                        std::fs::create_dir_all(dir).map_err(|e| format!("{rel}: {e}"))?;
-                    }
-                    std::fs::write(&abs, content.bytes()).map_err(|e| format!("{rel}: {e}"))
+                    std::fs::write(workdir.join(rel), content.bytes())
+                        .map_err(|e| format!("{rel}: {e}"))
                 })?;
         }
         // Many new paths: git first reads both trees into the index (a two-tree merge, linear;
