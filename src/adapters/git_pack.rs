@@ -107,11 +107,11 @@ pub fn write_blobs<T: Sync>(
     Ok(ids)
 }
 
-/// A blob's object id, SHA-1 over its header and content (gitformat-object(5)). Computed with
-/// the CPU's SHA instructions, three times faster than libgit2's collision-detecting SHA-1 (a
-/// sixtieth of a 10,000 issuance): the content is gitca's own output, each certificate starting
-/// with a serial from the CSPRNG, which no one can choose a colliding prefix for; git's own
-/// `fsck` checks the ids with collision detection in the tests.
+/// A blob's object id, SHA-1 over its header and content (gitformat-object(5)), with the CPU's
+/// SHA instructions: libgit2's collision-detecting SHA-1 took 50 ms of a 10,000 issuance (perf),
+/// and the blobs were written in 272-274 ms against 238-244 ms now. The content is gitca's own
+/// output, each certificate with a serial from the CSPRNG early on, which no one can choose a
+/// colliding prefix for; in the tests, git's `fsck` checks the ids with collision detection.
 fn blob_id(content: &[u8]) -> Result<Oid, String> {
     let mut h = Sha1::new();
     h.update(format!("blob {}\0", content.len()));
