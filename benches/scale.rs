@@ -846,7 +846,7 @@ fn state(n: usize) {
                 not_after: now + time::Duration::days(30),
                 revoked: None,
                 // As apply writes them: one round per 4,096 certificates.
-                round: Some(hex(i / 4096, 6)[..40].to_string()),
+                round: Some(hex(i / 4096, 6)[..40].into()),
             },
         );
         basis.requests.insert(

@@ -368,3 +368,45 @@ fn crl_command_resigns_only_when_due() {
     assert!(out.contains("CRL number 2"), "{out}");
     assert!(e.git(&["log", "-1", "--format=%B"]).contains("CRL 2"));
 }
+
+/// `verify` compares every published certificate with its record in the state: one stored as
+/// DER instead of PEM is reported as hand-edited, in the file's place among the findings (before
+/// its chain's).
+#[test]
+fn verify_reports_certificates_that_differ_from_the_state_in_place() {
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    env.init(&[]);
+    env.ok(&["apply"], 3);
+    let leaves = leaf_files(&env.path("issued"));
+    let rel = |p: &Path| {
+        p.strip_prefix(env.path(""))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+    let (a, b) = (&leaves[0], &leaves[1]);
+    for leaf in [a, b] {
+        std::fs::write(leaf, pem_der(leaf)).unwrap();
+    }
+    let chain_of_b = b.with_extension("chain.pem");
+    std::fs::remove_file(&chain_of_b).unwrap();
+    env.commit_all("hand-edited certificates");
+    let o = env.gitca(&["verify", "--format", "json"]);
+    assert_eq!(o.status.code(), Some(2), "findings are changes");
+    let findings: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let got: Vec<(String, String)> = findings
+        .iter()
+        .map(|f| {
+            (
+                f["code"].as_str().unwrap().into(),
+                f["file"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let want = vec![
+        ("cert-hand-edited".to_string(), rel(a)),
+        ("cert-hand-edited".to_string(), rel(b)),
+        ("chain-mismatch".to_string(), rel(&chain_of_b)),
+    ];
+    assert_eq!(got, want, "{findings:#?}");
+}

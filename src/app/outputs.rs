@@ -43,14 +43,14 @@ pub fn ca_pems(ctx: &Context) -> Result<String, String> {
 /// records are kept from it.
 const ROUNDS_AT_ONCE: usize = 4;
 
-/// The records of many serials, by serial, fetched together (concurrently on S3): each round
-/// object once, however many of its certificates are asked for, and the records from before
-/// rounds one object each.
-pub async fn load_records(
+/// The certificates (DER) of many serials, by serial, from their records, fetched together
+/// (concurrently on S3): each round object once, however many of its certificates are asked
+/// for, and the records from before rounds one object each. Only the certificates are kept.
+pub async fn load_certificates(
     ctx: &Context,
     index: &Index,
     serials: &[&str],
-) -> Result<HashMap<String, CertRecord>, String> {
+) -> Result<HashMap<String, Vec<u8>>, String> {
     let missing = |serial: &str, key: &str| {
         format!(
             "state record of serial {serial} is missing in {} ({key})",
@@ -73,7 +73,7 @@ pub async fn load_records(
             .ok_or_else(|| missing(serial, key))?;
         let rec: CertRecord = serde_json::from_slice(&v.bytes)
             .map_err(|e| format!("state record of serial {serial} is corrupt ({key}): {e}"))?;
-        found.insert(serial.to_string(), rec);
+        found.insert(serial.to_string(), record_certificate(&rec)?);
     }
     let rounds: Vec<(&str, BTreeSet<&str>)> = by_round.into_iter().collect();
     for group in rounds.chunks(ROUNDS_AT_ONCE) {
@@ -88,7 +88,7 @@ pub async fn load_records(
                 .map_err(|e| format!("state records of round {key} are corrupt: {e}"))?;
             for rec in recs {
                 if wanted.contains(rec.serial.as_str()) {
-                    found.insert(rec.serial.clone(), rec);
+                    found.insert(rec.serial.clone(), record_certificate(&rec)?);
                 }
             }
             if let Some(absent) = wanted.iter().find(|s| !found.contains_key(**s)) {
@@ -189,10 +189,7 @@ pub async fn changes(
         .map(|(_, _, serial)| serial.as_str())
         .filter(|serial| !fresh.contains_key(*serial))
         .collect();
-    let mut loaded = BTreeMap::new();
-    for (serial, rec) in load_records(ctx, index, &from_store).await? {
-        loaded.insert(serial, record_certificate(&rec)?);
-    }
+    let mut loaded = load_certificates(ctx, index, &from_store).await?;
     for (leaf, chain, serial) in stale {
         // Taken out, so each certificate is held once: as DER or as its PEM files.
         let der = fresh

@@ -2,7 +2,7 @@
 //! and spreadsheets (CSV); `--expiring-within` turns it into an alert for cron.
 
 use super::context::{Context, parse_cert};
-use super::outputs::{leaf_paths, load_records, record_certificate};
+use super::outputs::{leaf_paths, load_certificates};
 use crate::domain::names::Sans;
 use crate::domain::plan::request_ids;
 use crate::domain::state::Index;
@@ -85,7 +85,7 @@ pub async fn inventory(
         }
         from_repo.push(described);
     }
-    let mut records = load_records(ctx, index, &need).await?;
+    let mut recorded = load_certificates(ctx, index, &need).await?;
     for ((serial, c), described) in index.certs.iter().zip(from_repo) {
         let current = requests.contains(&c.request_id)
             && current_all
@@ -94,13 +94,10 @@ pub async fn inventory(
         let (subject, sans) = match described {
             Some(d) => d,
             None => {
-                let rec = records
+                let der = recorded
                     .remove(serial.as_str())
-                    .expect("load_records returns every serial asked");
-                describe(
-                    &Certificate::from_der(&record_certificate(&rec)?)
-                        .map_err(|e| e.to_string())?,
-                )
+                    .expect("load_certificates returns every serial asked");
+                describe(&Certificate::from_der(&der).map_err(|e| e.to_string())?)
             }
         };
         let state = if c.revoked.is_some() {

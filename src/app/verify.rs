@@ -2,7 +2,7 @@
 //! publishes against the CA key and the state, and reports every disagreement.
 
 use super::context::{Context, parse_cert};
-use super::outputs::{leaf_paths, load_records, record_certificate};
+use super::outputs::{leaf_paths, load_certificates};
 use crate::domain::csr::verify_signature;
 use crate::domain::plan::{is_revocation_file, request_hashes, request_ids};
 use crate::domain::profile::from_time;
@@ -129,9 +129,9 @@ pub async fn audit(
         }
     }
     let serials: Vec<&str> = against_state.iter().map(|c| c.2.as_str()).collect();
-    let records = load_records(ctx, index, &serials).await?;
+    let recorded = load_certificates(ctx, index, &serials).await?;
     for (at, path, serial, der, pem) in against_state.into_iter().rev() {
-        if record_certificate(&records[&serial])? != der || !pem {
+        if recorded[&serial] != der || !pem {
             out.insert(
                 at,
                 f(

@@ -232,8 +232,9 @@ pub struct CertSummary {
     /// The round whose object (`round_key`) holds this certificate's record; None: the record
     /// is its own object (`record_key`), as before rounds. gitca versions before rounds refuse
     /// an index with this field (an unknown field) rather than look for the record elsewhere.
+    /// Shared: the certificates a run issues hold one copy per round, not one each.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub round: Option<String>,
+    pub round: Option<std::sync::Arc<str>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
