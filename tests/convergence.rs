@@ -109,6 +109,15 @@ fn recorded_serials(env: &Env) -> Vec<String> {
     serials
 }
 
+/// The example CA, its first apply stopped by the injected failure at `step`.
+fn stopped_at(step: &str) -> Env {
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    env.init(&[]);
+    let o = env.gitca(&["apply", "--fail-at", step]);
+    assert_eq!(o.status.code(), Some(1), "{step}: injected failure");
+    env
+}
+
 fn state_files(env: &Env, dir: &str) -> Vec<String> {
     state_paths(env, dir)
         .iter()
@@ -235,10 +244,7 @@ fn crash_in_the_last_round_converges(chunk: &str, rounds: usize, step: &str, sig
 #[test]
 fn an_intent_object_partly_recorded_is_completed_without_signing_the_recorded_again() {
     have("openssl");
-    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
-    env.init(&[]);
-    let o = env.gitca(&["apply", "--fail-at", "after-record"]);
-    assert_eq!(o.status.code(), Some(1));
+    let env = stopped_at("after-record");
     let rounds = state_paths(&env, "certs");
     assert_eq!(rounds.len(), 1, "one round object: {rounds:?}");
     let records = records_in(&rounds[0]);
@@ -265,10 +271,7 @@ async fn records_left_one_per_certificate_are_indexed_beside_a_round() {
     use gitca::adapters::state_store::{DirStore, StateStore};
     use gitca::domain::state::record_key;
     have("openssl");
-    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
-    env.init(&[]);
-    let o = env.gitca(&["apply", "--fail-at", "after-record"]);
-    assert_eq!(o.status.code(), Some(1));
+    let env = stopped_at("after-record");
     let rounds = state_paths(&env, "certs");
     let records = records_in(&rounds[0]);
     std::fs::write(&rounds[0], serde_json::to_vec(&records[3..]).unwrap()).unwrap();
@@ -324,10 +327,7 @@ async fn intents_left_one_per_certificate_are_completed() {
     use gitca::adapters::state_store::{DirStore, StateStore};
     use gitca::domain::state::{intent_key, intents_of};
     have("openssl");
-    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
-    env.init(&[]);
-    let o = env.gitca(&["apply", "--fail-at", "after-intent"]);
-    assert_eq!(o.status.code(), Some(1));
+    let env = stopped_at("after-intent");
     let store = DirStore::open(&env.state("example-ca")).unwrap();
     let rounds = store.list("intents/").await.unwrap();
     assert_eq!(rounds.len(), 1, "{rounds:?}");
@@ -348,10 +348,7 @@ async fn intents_left_one_per_certificate_are_completed() {
 /// An intent whose request changed before the rerun is dropped unsigned; the new version is issued.
 #[test]
 fn an_intent_for_a_changed_request_is_abandoned() {
-    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
-    env.init(&[]);
-    let o = env.gitca(&["apply", "--fail-at", "after-intent"]);
-    assert_eq!(o.status.code(), Some(1));
+    let env = stopped_at("after-intent");
     env.edit("requests/servers/web-01.yaml", |y| {
         format!("{y}\n# changed\n")
     });
