@@ -370,10 +370,11 @@ fn crl_command_resigns_only_when_due() {
 }
 
 /// `verify` compares every published certificate with its record in the state: one stored as
-/// DER instead of PEM is reported as hand-edited, in the file's place among the findings (before
-/// its chain's).
+/// DER instead of PEM, and one signed again with the CA key (same serial, another validity), are
+/// reported as hand-edited, each in the file's place among the findings (before its chain's).
 #[test]
 fn verify_reports_certificates_that_differ_from_the_state_in_place() {
+    have("openssl");
     let env = Env::from(EXAMPLE, &["revocations.yaml"]);
     env.init(&[]);
     env.ok(&["apply"], 3);
@@ -390,6 +391,36 @@ fn verify_reports_certificates_that_differ_from_the_state_in_place() {
     }
     let chain_of_b = b.with_extension("chain.pem");
     std::fs::remove_file(&chain_of_b).unwrap();
+    // Re-signed by the CA key itself: a valid signature over bytes the state never signed.
+    let c = &leaves[2];
+    let serial = openssl(&["x509", "-noout", "-serial", "-in", &c.to_string_lossy()]);
+    let (key, resigned) = (env.path("subject-key.pem"), env.path("resigned.pem"));
+    let text = |p: &Path| p.to_string_lossy().into_owned();
+    std::fs::write(
+        &key,
+        openssl(&["x509", "-noout", "-pubkey", "-in", &text(c)]),
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-new",
+        "-subj",
+        "/CN=edited",
+        "-force_pubkey",
+        &text(&key),
+        "-CA",
+        &text(&env.path("ca/issuing-ca.pem")),
+        "-CAkey",
+        &text(&env.data.join("example-ca/issuing-ca.key")),
+        "-set_serial",
+        &format!("0x{}", serial.trim().trim_start_matches("serial=")),
+        "-days",
+        "5",
+        "-out",
+        &text(&resigned),
+    ]);
+    std::fs::rename(&resigned, c).unwrap();
+    std::fs::remove_file(&key).unwrap();
     env.commit_all("hand-edited certificates");
     let o = env.gitca(&["verify", "--format", "json"]);
     assert_eq!(o.status.code(), Some(2), "findings are changes");
@@ -407,6 +438,24 @@ fn verify_reports_certificates_that_differ_from_the_state_in_place() {
         ("cert-hand-edited".to_string(), rel(a)),
         ("cert-hand-edited".to_string(), rel(b)),
         ("chain-mismatch".to_string(), rel(&chain_of_b)),
+        ("cert-hand-edited".to_string(), rel(c)),
+        (
+            "chain-mismatch".to_string(),
+            rel(&c.with_extension("chain.pem")),
+        ),
     ];
     assert_eq!(got, want, "{findings:#?}");
+}
+
+fn openssl(args: &[&str]) -> String {
+    let o = std::process::Command::new("openssl")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
 }

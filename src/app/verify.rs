@@ -10,6 +10,7 @@ use crate::domain::revocation;
 use crate::domain::state::Index;
 use der::{Decode, Encode};
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use time::OffsetDateTime;
 use x509_cert::crl::CertificateList;
@@ -89,11 +90,11 @@ pub async fn audit(
                 ),
             ));
         }
-        // Compared with the state below, once every record is fetched; the finding keeps its
-        // place among this file's.
+        // Compared with the state below, once every record is fetched (by digest, so 100,000
+        // certificates are not held twice); the finding keeps its place among this file's.
         let der = cert.to_der().map_err(|e| e.to_string())?;
         let pem = bytes.starts_with(b"-----BEGIN CERTIFICATE-----");
-        against_state.push((out.len(), path, serial.clone(), der, pem));
+        against_state.push((out.len(), path, serial.clone(), Sha256::digest(der), pem));
         match committed
             .get(&chain)
             .map(|c| x509_cert::Certificate::load_pem_chain(c))
@@ -130,8 +131,8 @@ pub async fn audit(
     }
     let serials: Vec<&str> = against_state.iter().map(|c| c.2.as_str()).collect();
     let recorded = load_certificates(ctx, index, &serials).await?;
-    for (at, path, serial, der, pem) in against_state.into_iter().rev() {
-        if recorded[&serial] != der || !pem {
+    for (at, path, serial, digest, pem) in against_state.into_iter().rev() {
+        if Sha256::digest(&recorded[&serial]) != digest || !pem {
             out.insert(
                 at,
                 f(
