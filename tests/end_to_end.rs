@@ -393,6 +393,7 @@ fn verify_reports_certificates_that_differ_from_the_state_in_place() {
     std::fs::remove_file(&chain_of_b).unwrap();
     // Re-signed by the CA key itself: a valid signature over bytes the state never signed.
     let c = &leaves[2];
+    let openssl = |args: &[&str]| tool_in("openssl", &env.path(""), args);
     let serial = openssl(&["x509", "-noout", "-serial", "-in", &c.to_string_lossy()]);
     let (key, resigned) = (env.path("subject-key.pem"), env.path("resigned.pem"));
     let text = |p: &Path| p.to_string_lossy().into_owned();
@@ -445,17 +446,4 @@ fn verify_reports_certificates_that_differ_from_the_state_in_place() {
         ),
     ];
     assert_eq!(got, want, "{findings:#?}");
-}
-
-fn openssl(args: &[&str]) -> String {
-    let o = std::process::Command::new("openssl")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
 }

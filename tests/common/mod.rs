@@ -206,14 +206,19 @@ pub fn plan_request<'a>(plan: &'a serde_json::Value, id: &str) -> &'a serde_json
 }
 
 pub fn git_in(dir: &Path, args: &[&str]) -> String {
-    let o = Command::new("git")
+    tool_in("git", dir, args)
+}
+
+/// The output of `tool args` run in `dir`, which must succeed.
+pub fn tool_in(tool: &str, dir: &Path, args: &[&str]) -> String {
+    let o = Command::new(tool)
         .args(args)
         .current_dir(dir)
         .output()
         .unwrap();
     assert!(
         o.status.success(),
-        "git {args:?} failed: {}",
+        "{tool} {args:?} failed: {}",
         String::from_utf8_lossy(&o.stderr)
     );
     String::from_utf8_lossy(&o.stdout).into_owned()
