@@ -374,7 +374,9 @@ fn crl_command_resigns_only_when_due() {
 /// reported as hand-edited, each in the file's place among the findings (before its chain's).
 #[test]
 fn verify_reports_certificates_that_differ_from_the_state_in_place() {
-    have("openssl");
+    if !have("openssl") {
+        return;
+    }
     let env = Env::from(EXAMPLE, &["revocations.yaml"]);
     env.init(&[]);
     env.ok(&["apply"], 3);

@@ -213,10 +213,6 @@ impl StateStore for S3Store {
         in_flight(keys, |k| self.get(k)).await
     }
 
-    async fn put_new_many(&self, items: &[(String, Vec<u8>)]) -> Vec<Result<String, StoreError>> {
-        in_flight(items, |(k, b)| self.put_new(k, b)).await
-    }
-
     async fn delete_many(&self, items: &[(String, String)]) -> Vec<Result<(), StoreError>> {
         in_flight(items, |(k, v)| self.delete_if(k, v)).await
     }

@@ -55,15 +55,6 @@ pub trait StateStore: Send + Sync {
         }
         out
     }
-    /// Creates many objects, each like `put_new` (failing alone); results in input order.
-    /// When it returns, every created object is durable.
-    async fn put_new_many(&self, items: &[(String, Vec<u8>)]) -> Vec<Result<String, StoreError>> {
-        let mut out = Vec::with_capacity(items.len());
-        for (k, b) in items {
-            out.push(self.put_new(k, b).await);
-        }
-        out
-    }
     /// Deletes many objects, each like `delete_if`; results in input order.
     async fn delete_many(&self, items: &[(String, String)]) -> Vec<Result<(), StoreError>> {
         let mut out = Vec::with_capacity(items.len());
@@ -151,64 +142,22 @@ impl DirStore {
         Ok(None)
     }
 
-    /// Writes `bytes` to a synced temp file in `dir`.
+    /// Writes `bytes` to a synced temp file in `dir`, creating the folder if needed (made
+    /// durable in its parent).
     fn temp(
         &self,
         dir: &Path,
         key: &str,
         bytes: &[u8],
     ) -> Result<tempfile::NamedTempFile, StoreError> {
-        let t = self.temp_unsynced(dir, key, bytes, true)?;
-        t.as_file().sync_all().map_err(|e| io(key, e))?;
-        Ok(t)
-    }
-
-    /// Writes `bytes` to a temp file in `dir`, creating the folder if needed (made durable in
-    /// its parent when `durable_dirs`; a syncfs to come covers it otherwise).
-    fn temp_unsynced(
-        &self,
-        dir: &Path,
-        key: &str,
-        bytes: &[u8],
-        durable_dirs: bool,
-    ) -> Result<tempfile::NamedTempFile, StoreError> {
-        if durable_dirs {
-            create_dirs_durably(dir).map_err(|e| io(key, e))?;
-        } else {
-            fs::create_dir_all(dir).map_err(|e| io(key, e))?;
-        }
+        create_dirs_durably(dir).map_err(|e| io(key, e))?;
         let mut t = tempfile::Builder::new()
             .prefix(".tmp-")
             .tempfile_in(dir)
             .map_err(|e| io(key, e))?;
         t.write_all(bytes).map_err(|e| io(key, e))?;
+        t.as_file().sync_all().map_err(|e| io(key, e))?;
         Ok(t)
-    }
-
-    /// One durability barrier for everything written so far. A large batch on Linux: one
-    /// syncfs(2), which costs one flush instead of one per file. Otherwise (`per_file`) the
-    /// caller synced each file as it wrote it, and this syncs the folders (`dirs`) so new links
-    /// are durable too.
-    fn barrier(
-        &self,
-        dirs: &std::collections::BTreeSet<PathBuf>,
-        per_file: bool,
-    ) -> Result<(), StoreError> {
-        #[cfg(target_os = "linux")]
-        if !per_file {
-            let root = File::open(&self.root).map_err(|e| io("state", e))?;
-            // SAFETY: a valid open file descriptor for the call's duration.
-            let r = unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&root)) };
-            if r != 0 {
-                return Err(io("state", std::io::Error::last_os_error()));
-            }
-            return Ok(());
-        }
-        let _ = per_file;
-        for d in dirs {
-            sync_dir(d).map_err(|e| io(&d.display().to_string(), e))?;
-        }
-        Ok(())
     }
 
     /// Where `key` is (its path, or where an older layout put it) and its version.
@@ -244,9 +193,6 @@ impl DirStore {
         Ok(f)
     }
 }
-
-/// Batches up to this size sync each file; larger ones use one syncfs (on Linux).
-const SYNC_EACH_UP_TO: usize = 64;
 
 /// Folders holding one object per certificate are split by the first two characters of the
 /// name: a folder of 100,000 files makes every create and lookup slow on file systems without
@@ -372,57 +318,6 @@ impl StateStore for DirStore {
         self.delete_locked(key, expected)
     }
 
-    async fn put_new_many(&self, items: &[(String, Vec<u8>)]) -> Vec<Result<String, StoreError>> {
-        // Write every temp file, one barrier, link each into place (create-only), one barrier.
-        // Each temp file is closed once written (a batch may be far larger than the open-file
-        // limit); for a large batch on Linux one syncfs makes them all durable, otherwise each
-        // is synced first (syncfs also flushes whatever else is dirty on the file system, such
-        // as the last run's 33 MB index: 40 ms for the ten records of a small run).
-        // Files are created and linked on all cores: inode allocation is most of the cost.
-        use rayon::prelude::*;
-        let per_file = !cfg!(target_os = "linux") || items.len() <= SYNC_EACH_UP_TO;
-        let temps: Vec<Result<(tempfile::TempPath, PathBuf), StoreError>> = items
-            .par_iter()
-            .map(|(key, bytes)| {
-                let path = self.path(key)?;
-                let dir = path.parent().unwrap_or(&self.root).to_path_buf();
-                let t = self.temp_unsynced(&dir, key, bytes, per_file)?;
-                if per_file {
-                    t.as_file().sync_all().map_err(|e| io(key, e))?;
-                }
-                Ok((t.into_temp_path(), path))
-            })
-            .collect();
-        if let Err(e) = self.barrier(&Default::default(), per_file) {
-            return items.iter().map(|_| Err(clone_err(&e))).collect();
-        }
-        let out: Vec<Result<String, StoreError>> = temps
-            .into_par_iter()
-            .zip(items)
-            .map(|(t, (key, bytes))| {
-                let (t, path) = t?;
-                if self.legacy(key).is_some_and(|p| p.exists()) {
-                    return Err(StoreError::Conflict(key.to_string()));
-                }
-                match fs::hard_link(&t, &path) {
-                    Ok(()) => Ok(version_of(bytes)),
-                    Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                        Err(StoreError::Conflict(key.to_string()))
-                    }
-                    Err(e) => Err(io(key, e)),
-                }
-            })
-            .collect();
-        let dirs = items
-            .iter()
-            .filter_map(|(k, _)| self.path(k).ok()?.parent().map(Path::to_path_buf))
-            .collect();
-        if let Err(e) = self.barrier(&dirs, per_file) {
-            return items.iter().map(|_| Err(clone_err(&e))).collect();
-        }
-        out
-    }
-
     async fn delete_many(&self, items: &[(String, String)]) -> Vec<Result<(), StoreError>> {
         let _guard = match self.lock() {
             Ok(g) => g,
@@ -527,54 +422,19 @@ mod tests {
         assert!(s.get("../x").await.is_err());
     }
 
-    /// A batch larger than the open-file limit: temp files are closed as they are written
-    /// (100,000 intents once failed with EMFILE).
-    #[cfg(target_os = "linux")]
-    #[tokio::test]
-    async fn batches_larger_than_the_open_file_limit() {
-        let d = tempfile::tempdir().unwrap();
-        let s = DirStore::open(d.path()).unwrap();
-        let items: Vec<(String, Vec<u8>)> = (0..1500)
-            .map(|i| (format!("intents/{i:06x}.json"), b"{}".to_vec()))
-            .collect();
-        let mut old = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: plain getrlimit/setrlimit on valid structs; the soft limit is restored below.
-        unsafe {
-            libc::getrlimit(libc::RLIMIT_NOFILE, &mut old);
-            let low = libc::rlimit {
-                rlim_cur: 1024.min(old.rlim_max),
-                rlim_max: old.rlim_max,
-            };
-            libc::setrlimit(libc::RLIMIT_NOFILE, &low);
-        }
-        let r = s.put_new_many(&items).await;
-        unsafe {
-            libc::setrlimit(libc::RLIMIT_NOFILE, &old);
-        }
-        assert!(
-            r.iter().all(|r| r.is_ok()),
-            "{:?}",
-            r.iter().find(|r| r.is_err())
-        );
-        assert_eq!(s.list("intents").await.unwrap().len(), 1500);
-    }
-
     /// Per-certificate folders are sharded; a store written before sharding still reads,
-    /// lists, refuses to overwrite and deletes its objects; batches behave like single calls.
+    /// lists, refuses to overwrite and deletes its objects; deletions in a batch behave like
+    /// single calls.
     #[tokio::test]
-    async fn sharded_folders_and_batches() {
+    async fn sharded_folders_and_batched_deletions() {
         let d = tempfile::tempdir().unwrap();
         let s = DirStore::open(d.path()).unwrap();
         std::fs::create_dir_all(d.path().join("certs")).unwrap();
         std::fs::write(d.path().join("certs/0aold.json"), b"old").unwrap();
-        let items: Vec<(String, Vec<u8>)> = ["certs/1a.json", "certs/2b.json", "certs/0aold.json"]
-            .iter()
-            .map(|k| (k.to_string(), b"new".to_vec()))
-            .collect();
-        let r = s.put_new_many(&items).await;
+        let mut r = Vec::new();
+        for key in ["certs/1a.json", "certs/2b.json", "certs/0aold.json"] {
+            r.push(s.put_new(key, b"new").await);
+        }
         assert!(r[0].is_ok() && r[1].is_ok());
         assert!(
             matches!(r[2], Err(StoreError::Conflict(_))),

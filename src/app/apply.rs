@@ -401,16 +401,14 @@ async fn recover(
         let by_serial: std::collections::HashMap<&str, &CertRecord> =
             in_round.iter().map(|r| (r.serial.as_str(), r)).collect();
         let mut done: Vec<(CertRecord, Option<&Arc<str>>)> = Vec::new();
-        let open: Vec<CertRecord> = open
-            .into_iter()
-            .filter(|rec| match by_serial.get(rec.serial.as_str()) {
-                Some(r) => {
-                    done.push(((*r).clone(), Some(&round)));
-                    false
-                }
-                None => true,
-            })
-            .collect();
+        let mut unrecorded = Vec::new();
+        for rec in open {
+            match by_serial.get(rec.serial.as_str()) {
+                Some(r) => done.push(((*r).clone(), Some(&round))),
+                None => unrecorded.push(rec),
+            }
+        }
+        let open = unrecorded;
         let record_keys: Vec<String> = open.iter().map(|r| record_key(&r.serial)).collect();
         let stored = ctx.store.get_many(&record_keys).await;
         let mut to_sign = Vec::new();
@@ -495,13 +493,7 @@ async fn put_round<'a>(
     if recs.is_empty() {
         return Ok(());
     }
-    // Sized up front rather than grown by doubling (a round of 10 MB would reserve 16 MB).
-    let size: usize = recs
-        .iter()
-        .map(|r| r.tbs.len() + r.certificate.as_ref().map_or(0, String::len) + 512)
-        .sum();
-    let mut bytes = Vec::with_capacity(size);
-    serde_json::to_writer(&mut bytes, &recs).map_err(|e| e.to_string())?;
+    let bytes = serde_json::to_vec(&recs).map_err(|e| e.to_string())?;
     let key = round_key(round);
     match previous {
         None => ctx.store.put_new(&key, &bytes).await?,
