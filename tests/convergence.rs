@@ -46,17 +46,7 @@ fn assert_converged(env: &Env, expect_requests: usize) {
     // Each repo certificate is the one the state says is current.
     let repo_serials: BTreeSet<String> = leaves
         .iter()
-        .map(|p| {
-            let o = std::process::Command::new("openssl")
-                .args(["x509", "-noout", "-serial", "-in"])
-                .arg(p)
-                .output()
-                .unwrap();
-            String::from_utf8_lossy(&o.stdout)
-                .trim()
-                .trim_start_matches("serial=")
-                .to_lowercase()
-        })
+        .map(|p| openssl_serial(p).to_lowercase())
         .collect();
     let canon = |s: &str| s.trim_start_matches('0').to_string();
     assert_eq!(

@@ -396,7 +396,7 @@ fn verify_reports_certificates_that_differ_from_the_state_in_place() {
     // Re-signed by the CA key itself: a valid signature over bytes the state never signed.
     let c = &leaves[2];
     let openssl = |args: &[&str]| tool_in("openssl", &env.path(""), args);
-    let serial = openssl(&["x509", "-noout", "-serial", "-in", &c.to_string_lossy()]);
+    let serial = openssl_serial(c);
     let (key, resigned) = (env.path("subject-key.pem"), env.path("resigned.pem"));
     let text = |p: &Path| p.to_string_lossy().into_owned();
     std::fs::write(
@@ -416,7 +416,7 @@ fn verify_reports_certificates_that_differ_from_the_state_in_place() {
         "-CAkey",
         &text(&env.data.join("example-ca/issuing-ca.key")),
         "-set_serial",
-        &format!("0x{}", serial.trim().trim_start_matches("serial=")),
+        &format!("0x{serial}"),
         "-days",
         "5",
         "-out",

@@ -209,18 +209,6 @@ fn every_command_has_help() {
     }
 }
 
-fn openssl_serial(path: &std::path::Path) -> String {
-    let o = std::process::Command::new("openssl")
-        .args(["x509", "-noout", "-serial", "-in"])
-        .arg(path)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&o.stdout)
-        .trim()
-        .trim_start_matches("serial=")
-        .to_string()
-}
-
 /// Revocations by serial, as openssl prints it (hex) and as decimal, in a revocations/ folder.
 #[test]
 fn revoke_by_hex_and_decimal_serial_from_a_revocations_folder() {

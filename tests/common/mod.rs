@@ -209,6 +209,16 @@ pub fn git_in(dir: &Path, args: &[&str]) -> String {
     tool_in("git", dir, args)
 }
 
+/// A certificate file's serial as openssl prints it (upper-case hex, no `serial=`).
+pub fn openssl_serial(path: &Path) -> String {
+    let out = tool_in(
+        "openssl",
+        Path::new("."),
+        &["x509", "-noout", "-serial", "-in", &path.to_string_lossy()],
+    );
+    out.trim().trim_start_matches("serial=").to_string()
+}
+
 /// The output of `tool args` run in `dir`, which must succeed.
 pub fn tool_in(tool: &str, dir: &Path, args: &[&str]) -> String {
     let o = Command::new(tool)
