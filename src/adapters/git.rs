@@ -76,6 +76,22 @@ impl Content {
             parts => std::borrow::Cow::Owned(parts.concat()),
         }
     }
+
+    /// The one part of content that is not assembled.
+    fn only_part(&self) -> Option<&[u8]> {
+        match self.0.as_slice() {
+            [one] => Some(one),
+            _ => None,
+        }
+    }
+
+    /// The first part of content assembled from more than one.
+    fn first_of_many(&self) -> Option<&[u8]> {
+        match self.0.as_slice() {
+            [first, _, ..] => Some(first),
+            _ => None,
+        }
+    }
 }
 
 impl From<Vec<u8>> for Content {
@@ -552,7 +568,19 @@ impl GitRepo {
         let new: Vec<&Content> = contents.iter().flatten().copied().collect();
         if new.len() >= super::git_pack::PACK_FROM {
             let objects = self.repo.commondir().join("objects");
-            let mut ids = super::git_pack::write_blobs(&objects, &new, |c| c.bytes())?.into_iter();
+            // A chain file begins with its leaf, the same part: a delta on the leaf's blob.
+            let single: std::collections::HashMap<usize, usize> = new
+                .iter()
+                .enumerate()
+                .filter_map(|(i, c)| Some((c.only_part()?.as_ptr().addr(), i)))
+                .collect();
+            let prefix = |i: usize| {
+                single
+                    .get(&new[i].first_of_many()?.as_ptr().addr())
+                    .copied()
+            };
+            let mut ids =
+                super::git_pack::write_blobs(&objects, &new, |c| c.bytes(), prefix)?.into_iter();
             // libgit2 looks for new packs only when it misses an object: tell it now.
             self.repo.odb().and_then(|o| o.refresh()).map_err(ge)?;
             return Ok(contents
@@ -994,34 +1022,43 @@ pub(super) mod tests {
         assert_eq!(git(root, &["rev-parse", "HEAD"]).trim(), theirs);
     }
 
-    /// An outputs commit of many files writes their blobs as one pack: git finds the
-    /// repository whole, the work tree and index match the commit, and every file reads back.
+    /// An outputs commit of many files writes their blobs as one pack, each chain file a delta
+    /// on its leaf: git finds the repository whole, the work tree and index match the commit,
+    /// and every file reads back.
     #[test]
     fn an_outputs_commit_of_many_files_is_one_pack_git_reads() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         let (repo, head) = repo_with_a_commit(root);
-        let n = super::super::git_pack::PACK_FROM + 50;
-        let files: BTreeMap<String, Option<Content>> = (0..n)
-            .map(|i| {
-                let body = format!("certificate {i}\n").repeat(i % 7 + 1);
-                (
-                    format!("issued/{i:04}.pem"),
-                    Some(Content::from(body.into_bytes())),
-                )
-            })
-            .collect();
+        let n = super::super::git_pack::PACK_FROM / 2 + 25;
+        let ca: std::sync::Arc<[u8]> = b"the CA certificate\n".repeat(9).into();
+        let mut files = BTreeMap::new();
+        for i in 0..n {
+            let leaf: std::sync::Arc<[u8]> = format!("certificate {i}\n")
+                .repeat(i % 7 + 1)
+                .into_bytes()
+                .into();
+            let chain = Content::join(&[&leaf, &ca]);
+            files.insert(format!("issued/{i:04}.chain.pem"), Some(chain));
+            files.insert(format!("issued/{i:04}.pem"), Some(Content::join(&[&leaf])));
+        }
         assert!(
             repo.commit_outputs(&head, &files, "outputs")
                 .unwrap()
                 .is_some()
         );
-        let packs = std::fs::read_dir(root.join(".git/objects/pack"))
+        let packs: Vec<_> = std::fs::read_dir(root.join(".git/objects/pack"))
             .unwrap()
-            .filter(|e| e.as_ref().unwrap().path().extension() == Some("pack".as_ref()))
-            .count();
-        assert_eq!(packs, 1);
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension() == Some("pack".as_ref()))
+            .collect();
+        assert_eq!(packs.len(), 1);
         git(root, &["fsck", "--strict", "--no-dangling"]);
+        let listed = git(root, &["verify-pack", "-v", packs[0].to_str().unwrap()]);
+        assert!(
+            listed.contains(&format!("chain length = 1: {n} objects")),
+            "a delta per chain file: {listed}"
+        );
         assert_eq!(git(root, &["status", "--porcelain"]), "");
         for (path, content) in &files {
             let shown = git(root, &["show", &format!("HEAD:{path}")]);
