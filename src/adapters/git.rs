@@ -609,6 +609,7 @@ impl GitRepo {
         tree: &git2::Tree,
         files: &BTreeMap<String, Option<Content>>,
     ) -> Result<GitRun, String> {
+        let started = std::time::Instant::now();
         // Check every path before writing any, so a refusal leaves the work tree untouched.
         let mut safe_dirs = std::collections::HashSet::new();
         let mut new_paths = 0;
@@ -664,6 +665,7 @@ impl GitRepo {
         // Written on all cores: creating a file is most of the cost (inode allocation). Deletions
         // go first, so a file removed where a new folder goes (`a.pem` becoming `a.pem/b.pem`)
         // is gone before the folder is made.
+        tracing::debug!(elapsed = ?started.elapsed(), "work tree checked");
         let rels: Vec<(String, &Option<Content>)> = files
             .iter()
             .map(|(path, content)| (format!("{}{path}", self.prefix), content))
@@ -694,6 +696,7 @@ impl GitRepo {
                         .map_err(|e| format!("{rel}: {e}"))
                 })?;
         }
+        tracing::debug!(elapsed = ?started.elapsed(), "work tree files written");
         // Many new paths: git first reads both trees into the index (a two-tree merge, linear;
         // the entries of other paths and anything staged for them are kept), so that `git
         // update-index` then only replaces entries. Should it refuse (an index with conflicts,
@@ -704,6 +707,7 @@ impl GitRepo {
             if let Err(e) = read.and_then(GitRun::wait) {
                 tracing::debug!("{e}; git update-index adds every path");
             }
+            tracing::debug!(elapsed = ?started.elapsed(), "trees read into the index");
         }
         let mut paths = Vec::new();
         for (rel, _) in &rels {
