@@ -541,8 +541,9 @@ impl GitRepo {
     /// Waits for git to update the index, then moves the branch to the commit if it still
     /// points at the parent. Returns the commit id.
     pub fn finish_outputs_commit(&self, mut pending: PendingCommit) -> Result<String, String> {
-        if let Some(run) = pending.index_update.take() {
-            run.wait()?;
+        if let Some(update) = pending.index_update.take() {
+            update.run.wait()?;
+            tracing::debug!(trees_read = update.trees_read, "git index updated");
         }
         let branch = self.current_branch()?;
         self.repo
@@ -608,7 +609,7 @@ impl GitRepo {
         base: &git2::Tree,
         tree: &git2::Tree,
         files: &BTreeMap<String, Option<Content>>,
-    ) -> Result<GitRun, String> {
+    ) -> Result<IndexUpdate, String> {
         let started = std::time::Instant::now();
         // Check every path before writing any, so a refusal leaves the work tree untouched.
         let mut safe_dirs = std::collections::HashSet::new();
@@ -656,72 +657,144 @@ impl GitRepo {
                 Err(_) => new_paths += usize::from(files[path].is_some()),
             }
         }
+        tracing::debug!(elapsed = ?started.elapsed(), "work tree checked");
         // The index is updated by `git update-index` for the paths written: libgit2 reads and
         // rewrites the whole index three times slower than git (0.8 s against 0.25 s for
         // 400,000 entries), whatever the number of paths changed. git stats and hashes the files
         // just written, so the entries carry their stat and plumbing such as `git diff-index`
         // sees a clean tree; the ids are the committed ones unless the repository configures a
         // clean filter for the output folder, which then shows as a change, not silently.
-        // Written on all cores: creating a file is most of the cost (inode allocation). Deletions
-        // go first, so a file removed where a new folder goes (`a.pem` becoming `a.pem/b.pem`)
-        // is gone before the folder is made.
-        tracing::debug!(elapsed = ?started.elapsed(), "work tree checked");
+        //
+        // Many new paths: git first reads both trees into the index (a two-tree merge, linear;
+        // the entries of other paths and anything staged for them are kept), so that `git
+        // update-index` then only replaces entries. It runs before any file is written: it
+        // refuses to move a path whose file no longer matches the index, as a replaced
+        // certificate's or CRL's would. Should it refuse anyway (an index with conflicts, say),
+        // `git update-index` does the whole job.
+        let mut trees_read = false;
+        if new_paths >= self.read_tree_from {
+            let (from, to) = (base.id().to_string(), tree.id().to_string());
+            let read = self.spawn_with_input(&["read-tree", "-m", &from, &to], None);
+            match read.and_then(GitRun::wait) {
+                Ok(()) => trees_read = true,
+                Err(e) => tracing::debug!("{e}; git update-index adds every path"),
+            }
+            tracing::debug!(elapsed = ?started.elapsed(), "trees read into the index");
+        }
+        // git hashes each file as soon as it is written, on another core, while the next
+        // are written.
+        let (written, paths) = std::sync::mpsc::channel();
+        let update = self.spawn_with_input(
+            &["update-index", "-z", "--add", "--remove", "--stdin"],
+            Some(paths),
+        )?;
+        // The paths git was sent, to take back should a write fail.
+        let sent = std::sync::Mutex::new(Vec::new());
+        let done = |rel: &str| {
+            let mut path = Vec::with_capacity(rel.len() + 1);
+            path.extend_from_slice(rel.as_bytes());
+            path.push(0);
+            sent.lock().expect("not poisoned").push(path.clone());
+            // The receiver lives as long as git reads: a send fails only once it has stopped.
+            let _ = written.send(path);
+        };
+        let wrote = self.write_files(workdir, files, &done);
+        drop(written);
+        match wrote {
+            Ok(()) => {
+                tracing::debug!(elapsed = ?started.elapsed(), "work tree files written");
+                Ok(IndexUpdate {
+                    run: update,
+                    trees_read,
+                })
+            }
+            Err(e) => {
+                // Back to the parent's entries for the paths git changed, as before the run
+                // (`git reset` with paths leaves the work tree alone): every output's after
+                // `git read-tree`, else those sent to `git update-index`.
+                let restored = update.wait().and_then(|()| {
+                    let (paths, input) = std::sync::mpsc::channel();
+                    let sent = sent.into_inner().expect("not poisoned");
+                    if trees_read {
+                        for rel in files.keys() {
+                            let _ = paths.send(format!("{}{rel}\0", self.prefix).into_bytes());
+                        }
+                    } else {
+                        sent.into_iter().for_each(|p| drop(paths.send(p)));
+                    }
+                    drop(paths);
+                    let base = base.id().to_string();
+                    let args = [
+                        "reset",
+                        "-q",
+                        &base,
+                        "--pathspec-from-file=-",
+                        "--pathspec-file-nul",
+                    ];
+                    self.spawn_with_input(&args, Some(input))
+                        .and_then(GitRun::wait)
+                });
+                if let Err(r) = restored {
+                    tracing::warn!("the git index keeps some of the outputs staged: {r}");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes the outputs into the work tree on all cores (creating a file is most of the
+    /// cost: inode allocation), and calls `done` with each path once its file is in place or
+    /// gone. Deletions go first, so a file removed where a new folder goes (`a.pem`
+    /// becoming `a.pem/b.pem`) is gone before the folder is made.
+    fn write_files(
+        &self,
+        workdir: &Path,
+        files: &BTreeMap<String, Option<Content>>,
+        done: &(dyn Fn(&str) + Sync),
+    ) -> Result<(), String> {
+        use rayon::prelude::*;
         let rels: Vec<(String, &Option<Content>)> = files
             .iter()
             .map(|(path, content)| (format!("{}{path}", self.prefix), content))
             .collect();
-        {
-            use rayon::prelude::*;
-            rels.par_iter()
-                .filter(|(_, content)| content.is_none())
-                .try_for_each(|(rel, _)| match std::fs::remove_file(workdir.join(rel)) {
-                    Ok(()) => Ok(()),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                    Err(e) => Err(format!("{rel}: {e}")),
-                })?;
-            // Each folder once, not a lookup per file.
-            let dirs: std::collections::BTreeSet<&Path> = rels
-                .iter()
-                .filter(|(_, content)| content.is_some())
-                .filter_map(|(rel, _)| Path::new(rel).parent())
-                .collect();
-            for dir in dirs {
-                std::fs::create_dir_all(workdir.join(dir))
-                    .map_err(|e| format!("{}: {e}", dir.display()))?;
-            }
-            rels.par_iter()
-                .filter_map(|(rel, content)| Some((rel, content.as_ref()?)))
-                .try_for_each(|(rel, content)| {
-                    std::fs::write(workdir.join(rel), content.bytes())
-                        .map_err(|e| format!("{rel}: {e}"))
-                })?;
+        rels.par_iter()
+            .filter(|(_, content)| content.is_none())
+            .try_for_each(|(rel, _)| {
+                match std::fs::remove_file(workdir.join(rel)) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(format!("{rel}: {e}")),
+                }
+                done(rel);
+                Ok(())
+            })?;
+        // Each folder once, not a lookup per file.
+        let dirs: std::collections::BTreeSet<&Path> = rels
+            .iter()
+            .filter(|(_, content)| content.is_some())
+            .filter_map(|(rel, _)| Path::new(rel).parent())
+            .collect();
+        for dir in dirs {
+            std::fs::create_dir_all(workdir.join(dir))
+                .map_err(|e| format!("{}: {e}", dir.display()))?;
         }
-        tracing::debug!(elapsed = ?started.elapsed(), "work tree files written");
-        // Many new paths: git first reads both trees into the index (a two-tree merge, linear;
-        // the entries of other paths and anything staged for them are kept), so that `git
-        // update-index` then only replaces entries. Should it refuse (an index with conflicts,
-        // say), `git update-index` does the whole job.
-        if new_paths >= self.read_tree_from {
-            let (from, to) = (base.id().to_string(), tree.id().to_string());
-            let read = self.spawn_with_input(&["read-tree", "-m", &from, &to], Vec::new());
-            if let Err(e) = read.and_then(GitRun::wait) {
-                tracing::debug!("{e}; git update-index adds every path");
-            }
-            tracing::debug!(elapsed = ?started.elapsed(), "trees read into the index");
-        }
-        let mut paths = Vec::new();
-        for (rel, _) in &rels {
-            paths.extend_from_slice(rel.as_bytes());
-            paths.push(0);
-        }
-        self.spawn_with_input(
-            &["update-index", "-z", "--add", "--remove", "--stdin"],
-            paths,
-        )
+        rels.par_iter()
+            .filter_map(|(rel, content)| Some((rel, content.as_ref()?)))
+            .try_for_each(|(rel, content)| {
+                std::fs::write(workdir.join(rel), content.bytes())
+                    .map_err(|e| format!("{rel}: {e}"))?;
+                done(rel);
+                Ok(())
+            })
     }
 
-    /// Starts the git CLI in the work tree with `input` on its standard input.
-    fn spawn_with_input(&self, args: &[&str], input: Vec<u8>) -> Result<GitRun, String> {
+    /// Starts the git CLI in the work tree with what `input` receives on its standard input,
+    /// as it arrives, until every sender is dropped.
+    fn spawn_with_input(
+        &self,
+        args: &[&str],
+        input: Option<std::sync::mpsc::Receiver<Vec<u8>>>,
+    ) -> Result<GitRun, String> {
         use std::io::Write;
         let what = format!("git {}", args[0]);
         // This repository and its own index, whatever GIT_DIR or GIT_INDEX_FILE the caller's
@@ -730,6 +803,8 @@ impl GitRepo {
             .git()
             .args(args)
             .env("GIT_DIR", self.repo.path())
+            // Paths are paths, not patterns.
+            .env("GIT_LITERAL_PATHSPECS", "1")
             .env_remove("GIT_INDEX_FILE")
             .env_remove("GIT_WORK_TREE")
             .stdin(std::process::Stdio::piped())
@@ -740,8 +815,25 @@ impl GitRepo {
         let mut stdin = child.stdin.take().expect("stdin is piped");
         // The input is written from another thread while standard error is read: git may warn
         // once per path (line-ending conversion, say), and with both pipes full each side would
-        // wait on the other for ever.
-        let writer = std::thread::spawn(move || stdin.write_all(&input));
+        // wait on the other for ever. What arrived meanwhile goes in one write.
+        let writer = std::thread::spawn(move || -> std::io::Result<()> {
+            let Some(input) = input else {
+                return Ok(());
+            };
+            let mut batch = Vec::new();
+            while let Ok(first) = input.recv() {
+                batch.extend_from_slice(&first);
+                while batch.len() < 1 << 16 {
+                    match input.try_recv() {
+                        Ok(more) => batch.extend_from_slice(&more),
+                        Err(_) => break,
+                    }
+                }
+                stdin.write_all(&batch)?;
+                batch.clear();
+            }
+            Ok(())
+        });
         Ok(GitRun {
             what,
             child,
@@ -758,20 +850,34 @@ impl GitRepo {
 pub struct PendingCommit {
     id: Oid,
     parent: Oid,
-    index_update: Option<GitRun>,
+    index_update: Option<IndexUpdate>,
+}
+
+/// git updating the index for an outputs commit.
+struct IndexUpdate {
+    run: GitRun,
+    /// Whether `git read-tree` read both trees into the index first.
+    trees_read: bool,
 }
 
 impl PendingCommit {
     pub fn id(&self) -> String {
         self.id.to_string()
     }
+
+    /// Whether `git read-tree` read the parent's and the commit's trees into the index before
+    /// `git update-index` (see `write_worktree`).
+    #[cfg(test)]
+    fn trees_read(&self) -> bool {
+        self.index_update.as_ref().is_some_and(|u| u.trees_read)
+    }
 }
 
 impl Drop for PendingCommit {
     fn drop(&mut self) {
         // Never leave git writing the index unattended: the run may be about to exit.
-        if let Some(run) = self.index_update.take()
-            && let Err(e) = run.wait()
+        if let Some(update) = self.index_update.take()
+            && let Err(e) = update.run.wait()
         {
             tracing::warn!("{e}");
         }
@@ -1144,10 +1250,13 @@ pub(super) mod tests {
             Some(Content::from(b"new\n".to_vec())),
         );
         files.insert("issued/gone.pem".into(), None);
-        let id = repo
-            .commit_outputs(&head, &files, "outputs")
+        let pending = repo
+            .start_outputs_commit(&head, &files, "outputs")
             .unwrap()
             .unwrap();
+        // Read before the replaced file was written, which it would refuse after.
+        assert!(pending.trees_read(), "git read-tree read both trees");
+        let id = repo.finish_outputs_commit(pending).unwrap();
         assert_eq!(git(root, &["rev-parse", "HEAD"]).trim(), id);
         // Stat only (no refresh): every entry's stat matches its file.
         assert_eq!(git(root, &["diff-files", "--name-status"]), "");
@@ -1162,6 +1271,28 @@ pub(super) mod tests {
         );
     }
 
+    /// A file that cannot be written (a name longer than the file system takes) after git read
+    /// the trees into the index: the error names it, the branch stays, and the index is back
+    /// to the parent's entries, with nothing of the outputs staged.
+    #[test]
+    fn an_outputs_commit_that_cannot_write_a_file_leaves_the_index_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let (mut repo, head) = repo_with_a_commit(root);
+        repo.read_tree_from = 1;
+        let mut files = numbered_outputs(3);
+        let long = format!("issued/{}.pem", "x".repeat(300));
+        files.insert(long.clone(), Some(Content::from(b"long\n".to_vec())));
+        let err = repo.commit_outputs(&head, &files, "outputs").unwrap_err();
+        assert!(err.starts_with(&format!("{long}: ")), "{err}");
+        assert_eq!(git(root, &["rev-parse", "HEAD"]).trim(), head);
+        assert_eq!(git(root, &["ls-files", "--stage"]).lines().count(), 1);
+        assert_eq!(
+            git(root, &["diff-index", "--cached", "--name-only", "HEAD"]),
+            ""
+        );
+    }
+
     /// `git read-tree` refuses an index with a conflict: `git update-index` then adds the
     /// outputs alone, and the conflict stays for its owner to resolve.
     #[test]
@@ -1170,8 +1301,10 @@ pub(super) mod tests {
         let root = dir.path();
         let (mut repo, head) = repo_with_a_commit(root);
         let run = |args: &[&str], input: String| {
-            repo.spawn_with_input(args, input.into_bytes())
-                .and_then(GitRun::wait)
+            let (tx, rx) = std::sync::mpsc::channel();
+            tx.send(input.into_bytes()).unwrap();
+            drop(tx);
+            repo.spawn_with_input(args, Some(rx)).and_then(GitRun::wait)
         };
         let blob = git(root, &["hash-object", "-w", "README"]);
         let blob = blob.trim();
