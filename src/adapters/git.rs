@@ -27,7 +27,7 @@ pub struct GitRepo {
     repo: Repository,
     /// The CA repository's folder inside the git repository ("" for the root).
     prefix: String,
-    /// New paths from which an outputs commit reads its tree into the index before
+    /// Paths written from which an outputs commit reads its tree into the index before
     /// `git update-index` (see `write_worktree`); tests lower it.
     read_tree_from: usize,
 }
@@ -35,7 +35,9 @@ pub struct GitRepo {
 /// From about this many new paths, `git update-index` alone costs more than reading the trees
 /// into the index first: it inserts each new path into its sorted index by moving every entry
 /// after it (at 16,384 both cost about the same with 40,000 entries and with 400,000; 200,000
-/// new paths into 200,000 entries took 9.2 s alone, 2.3 s after `git read-tree`).
+/// new paths into 200,000 entries took 9.2 s alone, 2.3 s after `git read-tree`). It counts
+/// every path written, as whether a path is new is known only once the work tree is checked,
+/// which `git read-tree` runs beside.
 const READ_TREE_FROM: usize = 16_384;
 
 impl std::fmt::Debug for GitRepo {
@@ -613,8 +615,8 @@ impl GitRepo {
         let started = std::time::Instant::now();
         // Many paths: git first reads both trees into the index (see below), while the paths
         // are checked here.
-        let written = files.values().filter(|c| c.is_some()).count();
-        let read_tree = (written >= self.read_tree_from).then(|| {
+        let to_write = files.values().filter(|c| c.is_some()).count();
+        let read_tree = (to_write >= self.read_tree_from).then(|| {
             let (from, to) = (base.id().to_string(), tree.id().to_string());
             self.spawn_with_input(&["read-tree", "-m", &from, &to], None)
         });
@@ -656,13 +658,15 @@ impl GitRepo {
             &["update-index", "-z", "--add", "--remove", "--stdin"],
             Some(paths),
         )?;
-        // The paths git was sent, to take back should a write fail.
-        let sent = std::sync::Mutex::new(Vec::new());
+        // Without the trees read, the paths git was sent, to take back should a write fail.
+        let sent = (!trees_read).then(|| std::sync::Mutex::new(Vec::new()));
         let done = |rel: &str| {
             let mut path = Vec::with_capacity(rel.len() + 1);
             path.extend_from_slice(rel.as_bytes());
             path.push(0);
-            sent.lock().expect("not poisoned").push(rel.to_string());
+            if let Some(sent) = &sent {
+                sent.lock().expect("not poisoned").push(rel.to_string());
+            }
             // The receiver lives as long as git reads: a send fails only once it has stopped.
             let _ = written.send(path);
         };
@@ -682,8 +686,11 @@ impl GitRepo {
                 if let Err(e) = update.wait() {
                     tracing::warn!("{e}");
                 }
-                let sent = sent.into_inner().expect("not poisoned");
-                self.reset_index(base, if trees_read { self.rels(files) } else { sent });
+                let rels = match sent {
+                    Some(sent) => sent.into_inner().expect("not poisoned"),
+                    None => self.rels(files),
+                };
+                self.reset_index(base, rels);
                 Err(e)
             }
         }
