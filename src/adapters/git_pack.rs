@@ -32,11 +32,7 @@ const OBJ_BLOB: u8 = 3;
 /// The pack object type of a delta on an object earlier in the same pack.
 const OBJ_OFS_DELTA: u8 = 6;
 
-/// Entries are stored, not compressed: PEM is base64, which the fastest zlib level shrank by a
-/// sixth only, for a fifth of the issuance's pack time, and the chain files, two thirds of the
-/// bytes, are deltas now. `git gc` compresses them later as it packs the repository; a push
-/// sends them as they are. The zlib wrapper is written here: zlib-rs clears its 128 KiB hash
-/// table for every stream, even one it only stores (2% of an issuance's samples in `perf`).
+/// The largest stored deflate block: its length is 16 bits.
 const STORED_BLOCK: usize = 0xffff;
 
 /// Writes `blobs` as one pack (each distinct blob once) into `objects` (the repository's
@@ -213,6 +209,12 @@ fn entry(kind: u8, data: &[u8], base: Option<usize>) -> Entry {
 /// `data` as a zlib stream (RFC 1950) of stored deflate blocks (RFC 1951, 3.2.4): the
 /// two-byte header, each block's final bit and type, its length and the length's complement,
 /// its bytes, then the Adler-32 of `data`.
+///
+/// Entries are stored, not compressed: PEM is base64, which the fastest zlib level shrank by a
+/// sixth only, for a fifth of the issuance's pack time, and the chain files, two thirds of the
+/// bytes, are deltas. `git gc` compresses them later as it repacks; a push sends them as they
+/// are. The wrapper is written here because zlib-rs clears its 128 KiB hash table at every
+/// stream, even one it only stores (2% of an issuance's samples in `perf`).
 fn stored_zlib(data: &[u8]) -> Vec<u8> {
     let blocks = data.len().div_ceil(STORED_BLOCK).max(1);
     let mut out = Vec::with_capacity(2 + blocks * 5 + data.len() + 4);
