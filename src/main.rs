@@ -291,10 +291,7 @@ async fn run(cli: Cli) -> Result<Exit, RunError> {
                 now,
             })
             .map_err(|e| RunError::NeedsHuman(e.0))?;
-            let mut stdout = buffered_stdout();
-            render::write_plan(&mut p, format, &mut stdout)
-                .and_then(|()| std::io::Write::flush(&mut stdout))
-                .map_err(|e| format!("cannot write the plan: {e}"))?;
+            write_stdout("the plan", |out| render::write_plan(&mut p, format, out))?;
             Ok(match p.exit_code() {
                 0 => Exit::Clean,
                 2 => Exit::Changes,
@@ -328,10 +325,9 @@ async fn run(cli: Cli) -> Result<Exit, RunError> {
                 ..Default::default()
             };
             let mut o = apply::apply(&args, &opts).await?;
-            let mut stdout = buffered_stdout();
-            render::write_applied(&mut o, format, &mut stdout)
-                .and_then(|()| std::io::Write::flush(&mut stdout))
-                .map_err(|e| format!("cannot write the outcome: {e}"))?;
+            write_stdout("the outcome", |out| {
+                render::write_applied(&mut o, format, out)
+            })?;
             let exit = o.exit();
             gitca::app::free_in_background(o);
             Ok(exit)
@@ -477,8 +473,14 @@ fn main() -> ExitCode {
     }
 }
 
-/// Standard output in 64 KiB writes: it is line-buffered, and a plan or outcome of 10,000
-/// requests in JSON is 110,000 lines, a system call each.
-fn buffered_stdout() -> std::io::BufWriter<std::io::StdoutLock<'static>> {
-    std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock())
+/// Writes `what` to standard output in 64 KiB writes: it is line-buffered, and a plan or
+/// outcome of 10,000 requests in JSON is 110,000 lines, a system call each.
+fn write_stdout(
+    what: &str,
+    write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> Result<(), String> {
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    write(&mut out)
+        .and_then(|()| std::io::Write::flush(&mut out))
+        .map_err(|e| format!("cannot write {what}: {e}"))
 }

@@ -661,14 +661,11 @@ impl GitRepo {
         // Without the trees read, the paths git was sent, to take back should a write fail.
         let sent = (!trees_read).then(|| std::sync::Mutex::new(Vec::new()));
         let done = |rel: &str| {
-            let mut path = Vec::with_capacity(rel.len() + 1);
-            path.extend_from_slice(rel.as_bytes());
-            path.push(0);
             if let Some(sent) = &sent {
                 sent.lock().expect("not poisoned").push(rel.to_string());
             }
             // The receiver lives as long as git reads: a send fails only once it has stopped.
-            let _ = written.send(path);
+            let _ = written.send(nul_terminated(rel));
         };
         let wrote = self.write_files(workdir, files, &done);
         drop(written);
@@ -761,11 +758,7 @@ impl GitRepo {
     /// Sets the index entries of `rels` back to the parent's (`git reset` with paths leaves the
     /// work tree alone); a failure is logged, as the run is failing already.
     fn reset_index(&self, base: &git2::Tree, rels: Vec<String>) {
-        let (send, input) = std::sync::mpsc::channel();
-        for rel in rels {
-            let _ = send.send([rel.as_bytes(), b"\0"].concat());
-        }
-        drop(send);
+        let input = all_sent(rels.iter().map(|rel| nul_terminated(rel)));
         let base = base.id().to_string();
         let args = [
             "reset",
@@ -793,10 +786,8 @@ impl GitRepo {
         done: &(dyn Fn(&str) + Sync),
     ) -> Result<(), String> {
         use rayon::prelude::*;
-        let rels: Vec<(String, &Option<Content>)> = files
-            .iter()
-            .map(|(path, content)| (format!("{}{path}", self.prefix), content))
-            .collect();
+        let rels: Vec<(String, &Option<Content>)> =
+            self.rels(files).into_iter().zip(files.values()).collect();
         rels.par_iter()
             .filter(|(_, content)| content.is_none())
             .try_for_each(|(rel, _)| {
@@ -957,6 +948,20 @@ impl GitRun {
         }
         written.map_err(|e| format!("{what}: {e}"))
     }
+}
+
+/// A path as `git update-index -z` and `--pathspec-file-nul` read it.
+fn nul_terminated(rel: &str) -> Vec<u8> {
+    [rel.as_bytes(), b"\0"].concat()
+}
+
+/// Input for [`GitRepo::spawn_with_input`] that is all known already.
+fn all_sent(chunks: impl IntoIterator<Item = Vec<u8>>) -> std::sync::mpsc::Receiver<Vec<u8>> {
+    let (send, input) = std::sync::mpsc::channel();
+    for chunk in chunks {
+        send.send(chunk).expect("the receiver is held here");
+    }
+    input
 }
 
 impl GitRepo {
@@ -1342,7 +1347,7 @@ pub(super) mod tests {
     fn an_outputs_commit_refused_leaves_the_work_tree_and_the_index_as_they_were() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        let (_, _) = repo_with_a_commit(root);
+        repo_with_a_commit(root);
         std::fs::create_dir_all(root.join("ca/issued")).unwrap();
         std::fs::write(root.join("ca/issued/0001.pem"), "1\n").unwrap();
         git(root, &["add", "ca"]);
@@ -1374,10 +1379,9 @@ pub(super) mod tests {
         let root = dir.path();
         let (mut repo, head) = repo_with_a_commit(root);
         let run = |args: &[&str], input: String| {
-            let (tx, rx) = std::sync::mpsc::channel();
-            tx.send(input.into_bytes()).unwrap();
-            drop(tx);
-            repo.spawn_with_input(args, Some(rx)).and_then(GitRun::wait)
+            let input = all_sent([input.into_bytes()]);
+            repo.spawn_with_input(args, Some(input))
+                .and_then(GitRun::wait)
         };
         let blob = git(root, &["hash-object", "-w", "README"]);
         let blob = blob.trim();
