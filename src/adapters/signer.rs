@@ -51,9 +51,12 @@ pub struct SignerStats {
 
 /// Seeds aws-lc's random generator on another thread. Its first use gathers CPU-jitter entropy
 /// (about 40 ms of CPU here), which would otherwise delay the first signature of a run; started
-/// when a run plans, it overlaps the loading of the state.
+/// when a run plans, it overlaps the loading of the state. `main` waits for it before the
+/// process exits (see `background`).
 pub fn warm_up_random() {
-    let _ = std::thread::Builder::new().spawn(|| aws_lc_rs::rand::fill(&mut [0u8; 1]));
+    crate::background::spawn(|| {
+        let _ = aws_lc_rs::rand::fill(&mut [0u8; 1]);
+    });
 }
 
 /// Signs and then verifies the signature locally against the signer's public key, so a

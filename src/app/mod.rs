@@ -13,10 +13,9 @@ pub mod status;
 pub mod verify;
 
 /// Frees a large value (a 100,000-certificate index, a plan) on another thread: freeing takes
-/// tens of milliseconds nobody waits for. At the end of a run the process may exit first.
+/// tens of milliseconds nobody waits for until the process exits.
 pub fn free_in_background<T: Send + 'static>(value: T) {
-    // If no thread can be started, the value is freed here, inside `spawn`.
-    let _ = std::thread::Builder::new().spawn(move || drop(value));
+    crate::background::spawn(move || drop(value));
 }
 
 /// How a command ended, mapped to the documented exit codes.

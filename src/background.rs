@@ -1,0 +1,48 @@
+//! Threads for work no one waits for during a run: freeing a large value, seeding the random
+//! generator. `main` waits for them before the process exits, because a thread still inside
+//! aws-lc while the C library runs its exit handlers aborts the process: aws-lc's destructor
+//! tears down the lock its random generator takes.
+
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+
+static RUNNING: Mutex<Vec<JoinHandle<()>>> = Mutex::new(Vec::new());
+
+/// Runs `work` on a thread of its own. If no thread can be started, `work` is dropped unrun:
+/// what is passed here must be safe to skip (a value it owns is then freed here).
+pub fn spawn(work: impl FnOnce() + Send + 'static) {
+    if let Ok(thread) = std::thread::Builder::new().spawn(work) {
+        let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+        running.retain(|t| !t.is_finished());
+        running.push(thread);
+    }
+}
+
+/// Waits for every thread `spawn` started. Called by `main` before it returns.
+pub fn finish() {
+    let running = std::mem::take(&mut *RUNNING.lock().unwrap_or_else(|e| e.into_inner()));
+    for thread in running {
+        let _ = thread.join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    #[test]
+    fn finish_waits_for_every_thread_spawned() {
+        let done = Arc::new(AtomicUsize::new(0));
+        for _ in 0..3 {
+            let done = done.clone();
+            super::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                done.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        super::finish();
+        assert_eq!(done.load(Ordering::SeqCst), 3);
+    }
+}
