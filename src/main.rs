@@ -14,6 +14,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use time::OffsetDateTime;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "gitca",
