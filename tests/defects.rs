@@ -60,6 +60,14 @@ fn every_defect_gets_its_code_and_good_requests_are_issued() {
             }
         }
     }
+    // A key off its curve is named as such, not as a signature that failed.
+    let off_curve = by_id["requests/csr-key-not-on-curve.yaml"]["findings"][0]["message"]
+        .as_str()
+        .unwrap();
+    assert!(
+        off_curve.contains("P256 public key is not valid"),
+        "{off_curve}"
+    );
     let revs = plan["revocations"].as_array().unwrap();
     assert_eq!(revs.len(), expected.revocations.len());
     for e in &expected.revocations {

@@ -1,7 +1,7 @@
 //! The CA key behind a small async trait: it signs to-be-signed bytes and tells its public key.
 //! The local signer holds a software key on disk (embedded defaults); KMS plugs in here too.
 
-use crate::domain::csr::{KeyKind, verify_signature};
+use crate::domain::csr::{KeyKind, SignatureVerifier, verify_signature};
 use async_trait::async_trait;
 use const_oid::db::rfc5912;
 use der::{Any, Encode};
@@ -9,7 +9,7 @@ use spki::{AlgorithmIdentifierOwned, EncodePublicKey, SubjectPublicKeyInfoOwned}
 use std::fmt;
 use std::path::Path;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum SignError {
     /// Worth retrying (throttling, a 5xx, a timeout).
     #[error("signer temporarily unavailable: {0}")]
@@ -73,11 +73,13 @@ fn check_signature(
     tbs: &[u8],
     sig: &[u8],
 ) -> Result<(), SignError> {
-    verify_signature(public_key, algorithm, tbs, sig).map_err(|e| {
-        SignError::Fatal(format!(
-            "the signer returned a signature that does not verify: {e}"
-        ))
-    })
+    verify_signature(public_key, algorithm, tbs, sig).map_err(returned_bad_signature)
+}
+
+fn returned_bad_signature(e: String) -> SignError {
+    SignError::Fatal(format!(
+        "the signer returned a signature that does not verify: {e}"
+    ))
 }
 
 /// Signs every TBS, each checked like [`sign_verified`], results in input order. An in-process
@@ -91,11 +93,17 @@ pub async fn sign_all(
     use rayon::prelude::*;
     match s.in_process() {
         Some(local) => {
-            let (public_key, algorithm) = (s.public_key(), s.algorithm());
+            let verifier = match SignatureVerifier::new(s.public_key(), &s.algorithm()) {
+                Ok(v) => v,
+                Err(e) => {
+                    let e = SignError::Fatal(format!("the signer's public key: {e}"));
+                    return tbs.iter().map(|_| Err(e.clone())).collect();
+                }
+            };
             tbs.par_iter()
                 .map(|t| {
                     let sig = local.sign_now(t)?;
-                    check_signature(public_key, &algorithm, t, &sig)?;
+                    verifier.verify(t, &sig).map_err(returned_bad_signature)?;
                     tick();
                     Ok(sig)
                 })

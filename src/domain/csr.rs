@@ -90,61 +90,88 @@ pub fn verify_signature(
     msg: &[u8],
     sig: &[u8],
 ) -> Result<(), String> {
-    use aws_lc_rs::signature as s;
-    let a = alg.oid;
-    let hash = match a {
-        x if x == rfc5912::ECDSA_WITH_SHA_256 || x == rfc5912::SHA_256_WITH_RSA_ENCRYPTION => 256,
-        x if x == rfc5912::ECDSA_WITH_SHA_384 || x == rfc5912::SHA_384_WITH_RSA_ENCRYPTION => 384,
-        x if x == rfc5912::ECDSA_WITH_SHA_512 || x == rfc5912::SHA_512_WITH_RSA_ENCRYPTION => 512,
-        _ => 0,
-    };
-    let is_ecdsa = a.to_string().starts_with("1.2.840.10045.4.3");
-    let kind = KeyKind::of(spki)?;
-    let not_for = |what: &str| format!("signature algorithm {a} is not accepted for {what} keys");
-    let algorithm: &'static dyn s::VerificationAlgorithm = match kind {
-        KeyKind::Rsa { bits } => {
-            if bits > 8192 {
-                return Err(format!("RSA keys over 8192 bits are not accepted ({bits})"));
+    SignatureVerifier::new(spki, alg)?.verify(msg, sig)
+}
+
+/// Checks signatures by one key under one X.509 signature algorithm. The key is parsed, and
+/// an EC point checked to lie on its curve, once: the signer's key checks every signature of
+/// a run.
+pub struct SignatureVerifier(aws_lc_rs::signature::ParsedPublicKey);
+
+impl SignatureVerifier {
+    pub fn new(
+        spki: &SubjectPublicKeyInfoOwned,
+        alg: &spki::AlgorithmIdentifierOwned,
+    ) -> Result<SignatureVerifier, String> {
+        use aws_lc_rs::signature as s;
+        let a = alg.oid;
+        let hash = match a {
+            x if x == rfc5912::ECDSA_WITH_SHA_256 || x == rfc5912::SHA_256_WITH_RSA_ENCRYPTION => {
+                256
             }
-            match (is_ecdsa, hash) {
-                (false, 256) => &s::RSA_PKCS1_2048_8192_SHA256,
-                (false, 384) => &s::RSA_PKCS1_2048_8192_SHA384,
-                (false, 512) => &s::RSA_PKCS1_2048_8192_SHA512,
-                _ => return Err(not_for("RSA")),
+            x if x == rfc5912::ECDSA_WITH_SHA_384 || x == rfc5912::SHA_384_WITH_RSA_ENCRYPTION => {
+                384
             }
-        }
-        KeyKind::P256 | KeyKind::P384 | KeyKind::P521 => {
-            if alg.parameters.is_some() {
-                return Err("ECDSA signature algorithm must have absent parameters".into());
+            x if x == rfc5912::ECDSA_WITH_SHA_512 || x == rfc5912::SHA_512_WITH_RSA_ENCRYPTION => {
+                512
             }
-            match (kind, is_ecdsa, hash) {
-                (KeyKind::P256, true, 256) => &s::ECDSA_P256_SHA256_ASN1,
-                (KeyKind::P256, true, 384) => &s::ECDSA_P256_SHA384_ASN1,
-                (KeyKind::P256, true, 512) => &s::ECDSA_P256_SHA512_ASN1,
-                (KeyKind::P384, true, 256) => &s::ECDSA_P384_SHA256_ASN1,
-                (KeyKind::P384, true, 384) => &s::ECDSA_P384_SHA384_ASN1,
-                (KeyKind::P384, true, 512) => &s::ECDSA_P384_SHA512_ASN1,
-                (KeyKind::P521, true, 256) => &s::ECDSA_P521_SHA256_ASN1,
-                (KeyKind::P521, true, 384) => &s::ECDSA_P521_SHA384_ASN1,
-                (KeyKind::P521, true, 512) => &s::ECDSA_P521_SHA512_ASN1,
-                _ => return Err(not_for("EC")),
+            _ => 0,
+        };
+        let is_ecdsa = a.to_string().starts_with("1.2.840.10045.4.3");
+        let kind = KeyKind::of(spki)?;
+        let not_for =
+            |what: &str| format!("signature algorithm {a} is not accepted for {what} keys");
+        let algorithm: &'static dyn s::VerificationAlgorithm = match kind {
+            KeyKind::Rsa { bits } => {
+                if bits > 8192 {
+                    return Err(format!("RSA keys over 8192 bits are not accepted ({bits})"));
+                }
+                match (is_ecdsa, hash) {
+                    (false, 256) => &s::RSA_PKCS1_2048_8192_SHA256,
+                    (false, 384) => &s::RSA_PKCS1_2048_8192_SHA384,
+                    (false, 512) => &s::RSA_PKCS1_2048_8192_SHA512,
+                    _ => return Err(not_for("RSA")),
+                }
             }
-        }
-        KeyKind::Ed25519 => {
-            if a != ED25519 {
-                return Err(not_for("Ed25519"));
+            KeyKind::P256 | KeyKind::P384 | KeyKind::P521 => {
+                if alg.parameters.is_some() {
+                    return Err("ECDSA signature algorithm must have absent parameters".into());
+                }
+                match (kind, is_ecdsa, hash) {
+                    (KeyKind::P256, true, 256) => &s::ECDSA_P256_SHA256_ASN1,
+                    (KeyKind::P256, true, 384) => &s::ECDSA_P256_SHA384_ASN1,
+                    (KeyKind::P256, true, 512) => &s::ECDSA_P256_SHA512_ASN1,
+                    (KeyKind::P384, true, 256) => &s::ECDSA_P384_SHA256_ASN1,
+                    (KeyKind::P384, true, 384) => &s::ECDSA_P384_SHA384_ASN1,
+                    (KeyKind::P384, true, 512) => &s::ECDSA_P384_SHA512_ASN1,
+                    (KeyKind::P521, true, 256) => &s::ECDSA_P521_SHA256_ASN1,
+                    (KeyKind::P521, true, 384) => &s::ECDSA_P521_SHA384_ASN1,
+                    (KeyKind::P521, true, 512) => &s::ECDSA_P521_SHA512_ASN1,
+                    _ => return Err(not_for("EC")),
+                }
             }
-            &s::ED25519
-        }
-    };
-    // The BIT STRING's contents: an EC point, a PKCS#1 RSAPublicKey, or the Ed25519 key.
-    let key = spki
-        .subject_public_key
-        .as_bytes()
-        .ok_or("public key has unused bits")?;
-    s::UnparsedPublicKey::new(algorithm, key)
-        .verify(msg, sig)
-        .map_err(|_| "signature does not verify".to_string())
+            KeyKind::Ed25519 => {
+                if a != ED25519 {
+                    return Err(not_for("Ed25519"));
+                }
+                &s::ED25519
+            }
+        };
+        // The BIT STRING's contents: an EC point, a PKCS#1 RSAPublicKey, or the Ed25519 key.
+        let key = spki
+            .subject_public_key
+            .as_bytes()
+            .ok_or("public key has unused bits")?;
+        s::ParsedPublicKey::new(algorithm, key)
+            .map(SignatureVerifier)
+            .map_err(|e| format!("the {} public key is not valid: {e}", kind.describe()))
+    }
+
+    pub fn verify(&self, msg: &[u8], sig: &[u8]) -> Result<(), String> {
+        self.0
+            .verify_sig(msg, sig)
+            .map_err(|_| "signature does not verify".to_string())
+    }
 }
 
 /// A CSR that decoded, whose self-signature verified and whose key is acceptable.
