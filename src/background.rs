@@ -1,7 +1,8 @@
 //! Threads for work no one waits for during a run: freeing a large value, seeding the random
 //! generator. `main` waits for them before the process exits, because a thread still inside
-//! aws-lc while the C library runs its exit handlers aborts the process: aws-lc's destructor
-//! tears down the lock its random generator takes.
+//! aws-lc while the C library runs its exit handlers aborts the process: aws-lc's exit-time
+//! destructor takes and clears every thread's random-generator state, and a thread still
+//! seeding its own aborts (`SIGABRT` in `CRYPTO_MUTEX_lock_read`).
 
 use std::sync::Mutex;
 use std::thread::JoinHandle;
@@ -12,17 +13,32 @@ static RUNNING: Mutex<Vec<JoinHandle<()>>> = Mutex::new(Vec::new());
 /// what is passed here must be safe to skip (a value it owns is then freed here).
 pub fn spawn(work: impl FnOnce() + Send + 'static) {
     if let Ok(thread) = std::thread::Builder::new().spawn(work) {
-        let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
-        running.retain(|t| !t.is_finished());
-        running.push(thread);
+        let done = {
+            let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+            let (done, still): (Vec<_>, Vec<_>) = running.drain(..).partition(|t| t.is_finished());
+            *running = still;
+            running.push(thread);
+            done
+        };
+        // Joined, not dropped: a finished closure's thread may still run its thread-local
+        // destructors (aws-lc's among them).
+        for thread in done {
+            let _ = thread.join();
+        }
     }
 }
 
-/// Waits for every thread `spawn` started. Called by `main` before it returns.
+/// Waits for every thread `spawn` started, including any started while it waits. Called by
+/// `main` before it returns.
 pub fn finish() {
-    let running = std::mem::take(&mut *RUNNING.lock().unwrap_or_else(|e| e.into_inner()));
-    for thread in running {
-        let _ = thread.join();
+    loop {
+        let running = std::mem::take(&mut *RUNNING.lock().unwrap_or_else(|e| e.into_inner()));
+        if running.is_empty() {
+            return;
+        }
+        for thread in running {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -33,7 +49,7 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn finish_waits_for_every_thread_spawned() {
+    fn finish_waits_for_every_thread_spawned_even_while_it_waits() {
         let done = Arc::new(AtomicUsize::new(0));
         for _ in 0..3 {
             let done = done.clone();
@@ -44,5 +60,19 @@ mod tests {
         }
         super::finish();
         assert_eq!(done.load(Ordering::SeqCst), 3);
+
+        // A thread started by one `finish` is waiting for, as dropping a value may start one.
+        let outer = done.clone();
+        super::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            let inner = outer.clone();
+            super::spawn(move || {
+                std::thread::sleep(Duration::from_millis(30));
+                inner.fetch_add(1, Ordering::SeqCst);
+            });
+            outer.fetch_add(1, Ordering::SeqCst);
+        });
+        super::finish();
+        assert_eq!(done.load(Ordering::SeqCst), 5);
     }
 }

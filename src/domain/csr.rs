@@ -164,7 +164,12 @@ impl SignatureVerifier {
             .ok_or("public key has unused bits")?;
         s::ParsedPublicKey::new(algorithm, key)
             .map(SignatureVerifier)
-            .map_err(|e| format!("the {} public key is not valid: {e}", kind.describe()))
+            .map_err(|e| {
+                format!(
+                    "the {} public key is not valid (aws-lc: {e})",
+                    kind.describe()
+                )
+            })
     }
 
     pub fn verify(&self, msg: &[u8], sig: &[u8]) -> Result<(), String> {
