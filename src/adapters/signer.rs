@@ -1,7 +1,7 @@
 //! The CA key behind a small async trait: it signs to-be-signed bytes and tells its public key.
 //! The local signer holds a software key on disk (embedded defaults); KMS plugs in here too.
 
-use crate::domain::csr::{KeyKind, SignatureVerifier, verify_signature};
+use crate::domain::csr::{KeyKind, SignatureVerifier};
 use async_trait::async_trait;
 use const_oid::db::rfc5912;
 use der::{Any, Encode};
@@ -9,7 +9,7 @@ use spki::{AlgorithmIdentifierOwned, EncodePublicKey, SubjectPublicKeyInfoOwned}
 use std::fmt;
 use std::path::Path;
 
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum SignError {
     /// Worth retrying (throttling, a 5xx, a timeout).
     #[error("signer temporarily unavailable: {0}")]
@@ -62,24 +62,32 @@ pub fn warm_up_random() {
 /// Signs and then verifies the signature locally against the signer's public key, so a
 /// faulty signer can never put a bad signature into a certificate.
 pub async fn sign_verified(s: &dyn Signer, tbs: &[u8]) -> Result<Vec<u8>, SignError> {
+    let verifier = verifier_of(s).map_err(SignError::Fatal)?;
+    sign_checked(s, &verifier, tbs).await
+}
+
+/// Checks the signer's signatures: its key is parsed once, however many it signs.
+fn verifier_of(s: &dyn Signer) -> Result<SignatureVerifier, String> {
+    SignatureVerifier::new(s.public_key(), &s.algorithm())
+        .map_err(|e| format!("the signer's public key: {e}"))
+}
+
+async fn sign_checked(
+    s: &dyn Signer,
+    verifier: &SignatureVerifier,
+    tbs: &[u8],
+) -> Result<Vec<u8>, SignError> {
     let sig = s.sign(tbs).await?;
-    check_signature(s.public_key(), &s.algorithm(), tbs, &sig)?;
+    check(verifier, tbs, &sig)?;
     Ok(sig)
 }
 
-fn check_signature(
-    public_key: &SubjectPublicKeyInfoOwned,
-    algorithm: &AlgorithmIdentifierOwned,
-    tbs: &[u8],
-    sig: &[u8],
-) -> Result<(), SignError> {
-    verify_signature(public_key, algorithm, tbs, sig).map_err(returned_bad_signature)
-}
-
-fn returned_bad_signature(e: String) -> SignError {
-    SignError::Fatal(format!(
-        "the signer returned a signature that does not verify: {e}"
-    ))
+fn check(verifier: &SignatureVerifier, tbs: &[u8], sig: &[u8]) -> Result<(), SignError> {
+    verifier.verify(tbs, sig).map_err(|e| {
+        SignError::Fatal(format!(
+            "the signer returned a signature that does not verify: {e}"
+        ))
+    })
 }
 
 /// Signs every TBS, each checked like [`sign_verified`], results in input order. An in-process
@@ -91,27 +99,30 @@ pub async fn sign_all(
     tick: &(dyn Fn() + Sync),
 ) -> Vec<Result<Vec<u8>, SignError>> {
     use rayon::prelude::*;
-    match s.in_process() {
-        Some(local) => {
-            let verifier = match SignatureVerifier::new(s.public_key(), &s.algorithm()) {
-                Ok(v) => v,
-                Err(e) => {
-                    let e = SignError::Fatal(format!("the signer's public key: {e}"));
-                    return tbs.iter().map(|_| Err(e.clone())).collect();
-                }
-            };
-            tbs.par_iter()
-                .map(|t| {
-                    let sig = local.sign_now(t)?;
-                    verifier.verify(t, &sig).map_err(returned_bad_signature)?;
-                    tick();
-                    Ok(sig)
-                })
-                .collect()
+    let verifier = match verifier_of(s) {
+        Ok(v) => v,
+        // Nothing is signed that could not be checked.
+        Err(e) => {
+            return tbs
+                .iter()
+                .map(|_| Err(SignError::Fatal(e.clone())))
+                .collect();
         }
+    };
+    let verifier = &verifier;
+    match s.in_process() {
+        Some(local) => tbs
+            .par_iter()
+            .map(|t| {
+                let sig = local.sign_now(t)?;
+                check(verifier, t, &sig)?;
+                tick();
+                Ok(sig)
+            })
+            .collect(),
         None => {
             futures::future::join_all(tbs.iter().map(|t| async move {
-                let r = sign_verified(s, t).await;
+                let r = sign_checked(s, verifier, t).await;
                 tick();
                 r
             }))
@@ -304,4 +315,100 @@ pub fn check_matches(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A real local key whose signatures of a TBS starting with `bad` come back with a bit
+    /// flipped, as from a faulty signer; remote (driven concurrently) or in-process.
+    struct Faulty {
+        key: LocalSigner,
+        public_key: SubjectPublicKeyInfoOwned,
+        in_process: bool,
+        signed: AtomicUsize,
+    }
+
+    impl Faulty {
+        fn new(in_process: bool) -> Faulty {
+            let (key, _) = LocalSigner::generate(KeyAlgorithm::P256).unwrap();
+            let public_key = key.public_key().clone();
+            Faulty {
+                key,
+                public_key,
+                in_process,
+                signed: AtomicUsize::new(0),
+            }
+        }
+    }
+
+    impl InProcessSigner for Faulty {
+        fn sign_now(&self, tbs: &[u8]) -> Result<Vec<u8>, SignError> {
+            self.signed.fetch_add(1, Ordering::SeqCst);
+            let mut sig = self.key.sign_now(tbs)?;
+            if tbs.starts_with(b"bad") {
+                *sig.last_mut().unwrap() ^= 1;
+            }
+            Ok(sig)
+        }
+    }
+
+    #[async_trait]
+    impl Signer for Faulty {
+        fn public_key(&self) -> &SubjectPublicKeyInfoOwned {
+            &self.public_key
+        }
+        fn algorithm(&self) -> AlgorithmIdentifierOwned {
+            self.key.algorithm()
+        }
+        async fn sign(&self, tbs: &[u8]) -> Result<Vec<u8>, SignError> {
+            self.sign_now(tbs)
+        }
+        fn in_process(&self) -> Option<&dyn InProcessSigner> {
+            self.in_process.then_some(self as &dyn InProcessSigner)
+        }
+    }
+
+    fn refused_as_bad(r: &Result<Vec<u8>, SignError>) -> bool {
+        matches!(r, Err(SignError::Fatal(e)) if e.contains("does not verify"))
+    }
+
+    #[tokio::test]
+    async fn a_signature_that_does_not_verify_is_refused_in_process_and_remote() {
+        for in_process in [true, false] {
+            let s = Faulty::new(in_process);
+            let tbs: [&[u8]; 3] = [b"good 1", b"bad", b"good 2"];
+            let ticks = AtomicUsize::new(0);
+            let out = sign_all(&s, &tbs, &|| {
+                ticks.fetch_add(1, Ordering::SeqCst);
+            })
+            .await;
+            assert!(out[0].is_ok() && out[2].is_ok(), "{in_process}: {out:?}");
+            assert!(refused_as_bad(&out[1]), "{in_process}: {out:?}");
+            assert!(refused_as_bad(&sign_verified(&s, b"bad").await));
+            assert!(sign_verified(&s, b"good").await.is_ok());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_signer_whose_key_does_not_parse_signs_nothing() {
+        for in_process in [true, false] {
+            let mut s = Faulty::new(in_process);
+            // The uncompressed point's last byte of Y: off the curve.
+            let mut point = s.public_key.subject_public_key.raw_bytes().to_vec();
+            *point.last_mut().unwrap() ^= 1;
+            s.public_key.subject_public_key = der::asn1::BitString::from_bytes(&point).unwrap();
+            let out = sign_all(&s, &[b"a", b"b"], &|| {}).await;
+            assert!(
+                out.iter().all(
+                    |r| matches!(r, Err(SignError::Fatal(e)) if e.contains("signer's public key"))
+                ),
+                "{in_process}: {out:?}"
+            );
+            assert!(sign_verified(&s, b"a").await.is_err());
+            assert_eq!(s.signed.load(Ordering::SeqCst), 0, "nothing signed");
+        }
+    }
 }
