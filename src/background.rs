@@ -11,20 +11,15 @@ static RUNNING: Mutex<Vec<JoinHandle<()>>> = Mutex::new(Vec::new());
 
 /// Runs `work` on a thread of its own. If no thread can be started, `work` is dropped unrun:
 /// what is passed here must be safe to skip (a value it owns is then freed here).
+///
+/// A run starts a handful (the random warm-up, each index it replaces, its context), so every
+/// handle is kept until `finish` joins it, finished or not.
 pub fn spawn(work: impl FnOnce() + Send + 'static) {
     if let Ok(thread) = std::thread::Builder::new().spawn(work) {
-        let done = {
-            let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
-            let (done, still): (Vec<_>, Vec<_>) = running.drain(..).partition(|t| t.is_finished());
-            *running = still;
-            running.push(thread);
-            done
-        };
-        // Joined, not dropped: a finished closure's thread may still run its thread-local
-        // destructors (aws-lc's among them).
-        for thread in done {
-            let _ = thread.join();
-        }
+        RUNNING
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(thread);
     }
 }
 

@@ -38,10 +38,10 @@ const STORED_BLOCK: usize = 0xffff;
 /// Writes `blobs` as one pack (each distinct blob once) into `objects` (the repository's
 /// object folder) and returns their ids, in order. `bytes` gives a blob's content: it is called
 /// twice per blob, and once more for a delta's base per delta on it, so content assembled
-/// from parts is never held all at once. `prefix` may name another blob that this one begins with, which makes it a
-/// delta on that one; the claim is checked, and a blob it does not hold for is stored whole. The
-/// `.idx` is renamed into place last: until then no reader sees the pack, and a failure leaves
-/// only a temporary file, removed on drop.
+/// from parts is never held all at once. `prefix` may name another blob that this one begins
+/// with, which makes it a delta on that one; the claim is checked, and a blob it does not hold
+/// for is stored whole. The `.idx` is renamed into place last: until then no reader sees the
+/// pack, and a failure leaves only a temporary file, removed on drop.
 pub fn write_blobs<T: Sync>(
     objects: &Path,
     blobs: &[T],
