@@ -770,7 +770,8 @@ fn crl(n: usize) {
     let sig = rt
         .block_on(sign_verified(&signer, &unsigned.tbs_der))
         .unwrap();
-    let ca = unsigned.assemble(&sig).unwrap();
+    let ca_der = unsigned.assemble(&sig).unwrap();
+    let ca = <x509_cert::Certificate as der::Decode>::from_der(&ca_der).unwrap();
     let issuer = gitca::app::context::issuer_of(&ca).unwrap();
     let entries: Vec<CrlEntry> = (0..n as u64)
         .map(|i| CrlEntry {

@@ -225,7 +225,8 @@ async fn large_crl_is_signed_through_the_digest_path() {
         };
         let unsigned = profile::ca(&params, None, &Urls::default()).unwrap();
         let sig = sign_verified(&signer, &unsigned.tbs_der).await.unwrap();
-        let ca = unsigned.assemble(&sig).unwrap();
+        let ca_der = unsigned.assemble(&sig).unwrap();
+        let ca = <x509_cert::Certificate as der::Decode>::from_der(&ca_der).unwrap();
         let issuer = gitca::app::context::issuer_of(&ca).unwrap();
         let entries: Vec<CrlEntry> = (0..200u32)
             .map(|i| CrlEntry {

@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 use x509_cert::certificate::TbsCertificate;
+use x509_cert::time::Validity;
 
 /// Signing progress: a bar on a terminal, a plain line every 10% otherwise (CI logs).
 struct Progress {
@@ -323,17 +324,17 @@ fn urls(ctx: &Context) -> Urls {
 fn summary_of(rec: &CertRecord, round: Option<&Arc<str>>) -> Result<CertSummary, String> {
     let tbs = TbsCertificate::from_der(&Base64::decode_vec(&rec.tbs).map_err(|e| e.to_string())?)
         .map_err(|e| format!("serial {}: recorded TBS does not decode: {e}", rec.serial))?;
-    Ok(summary_from(rec, &tbs, round))
+    Ok(summary_from(rec, tbs.validity(), round))
 }
 
-/// The index entry of a record whose TBS is at hand (decoded or just built).
-fn summary_from(rec: &CertRecord, tbs: &TbsCertificate, round: Option<&Arc<str>>) -> CertSummary {
+/// The index entry of a record whose validity is at hand (decoded or just built).
+fn summary_from(rec: &CertRecord, validity: &Validity, round: Option<&Arc<str>>) -> CertSummary {
     CertSummary {
         request_id: rec.request_id.clone(),
         request_hash: rec.request_hash.clone(),
         key_id: rec.key_id.clone(),
-        not_before: from_time(&tbs.validity().not_before),
-        not_after: from_time(&tbs.validity().not_after),
+        not_before: from_time(&validity.not_before),
+        not_after: from_time(&validity.not_after),
         revoked: None,
         round: round.cloned(),
     }
@@ -1072,9 +1073,8 @@ async fn issue(
         let (with_sigs, failed) = signed_and_first_failure(built, signatures);
         let mut signed = Vec::with_capacity(with_sigs.len());
         for ((action, (unsigned, mut rec)), sig) in with_sigs {
-            let cert = unsigned.assemble(&sig)?;
-            let summary = summary_from(&rec, cert.tbs_certificate(), Some(&round));
-            let der = cert.to_der().map_err(|e| e.to_string())?;
+            let der = unsigned.assemble(&sig)?;
+            let summary = summary_from(&rec, &unsigned.validity, Some(&round));
             rec.certificate = Some(Base64::encode_string(&der));
             signed.push((action, rec, der, summary));
         }

@@ -286,7 +286,7 @@ async fn self_signed(
     let sig = sign_verified(signer, &tbs.tbs_der)
         .await
         .map_err(|e| e.to_string())?;
-    tbs.assemble(&sig)?.to_der().map_err(|e| e.to_string())
+    tbs.assemble(&sig)
 }
 
 async fn subordinate(
@@ -320,7 +320,7 @@ async fn subordinate(
     let sig = sign_verified(root_signer, &tbs.tbs_der)
         .await
         .map_err(|e| e.to_string())?;
-    tbs.assemble(&sig)?.to_der().map_err(|e| e.to_string())
+    tbs.assemble(&sig)
 }
 
 /// A PKCS#10 request for the issuing CA's key, signed by that key (proof of possession), to take

@@ -104,20 +104,31 @@ impl spki::DynSignatureAlgorithmIdentifier for IssuerKey {
     }
 }
 
-/// A TBSCertificate ready for signing, with its DER encoding.
+/// A TBSCertificate ready for signing: its DER encoding, and what the certificate around it
+/// needs.
 pub struct Unsigned {
-    builder: CertificateBuilder<Names>,
-    key: IssuerKey,
     pub tbs_der: Vec<u8>,
+    algorithm: AlgorithmIdentifierOwned,
+    pub validity: Validity,
 }
 
 impl Unsigned {
-    /// Joins the TBS and a signature into the certificate.
-    pub fn assemble(self, signature: &[u8]) -> Result<Certificate, String> {
-        let sig = BitString::from_bytes(signature).map_err(|e| e.to_string())?;
-        self.builder
-            .assemble(sig, &self.key)
-            .map_err(|e| e.to_string())
+    /// The certificate's DER: the TBS exactly as it was signed (not encoded again), the
+    /// algorithm and the signature.
+    pub fn assemble(&self, signature: &[u8]) -> Result<Vec<u8>, String> {
+        #[derive(der::Sequence)]
+        struct Cert<'a> {
+            tbs: der::asn1::AnyRef<'a>,
+            alg: spki::AlgorithmIdentifierRef<'a>,
+            sig: BitString,
+        }
+        Cert {
+            tbs: der::asn1::AnyRef::from_der(&self.tbs_der).map_err(|e| e.to_string())?,
+            alg: der::referenced::OwnedToRef::owned_to_ref(&self.algorithm),
+            sig: BitString::from_bytes(signature).map_err(|e| e.to_string())?,
+        }
+        .to_der()
+        .map_err(|e| e.to_string())
     }
 }
 
@@ -152,7 +163,7 @@ fn start(
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
     public_key: SubjectPublicKeyInfoOwned,
-) -> Result<(CertificateBuilder<Names>, IssuerKey), String> {
+) -> Result<(CertificateBuilder<Names>, IssuerKey, Validity), String> {
     let validity = Validity::new(to_time(not_before)?, to_time(not_after)?);
     let serial = SerialNumber::new(serial).map_err(|e| e.to_string())?;
     let b = CertificateBuilder::new(
@@ -168,6 +179,7 @@ fn start(
     Ok((
         b,
         IssuerKey(issuer.public_key.clone(), issuer.algorithm.clone()),
+        validity,
     ))
 }
 
@@ -181,12 +193,16 @@ where
     b.add_extension(e).map_err(|e| e.to_string())
 }
 
-fn finish(mut b: CertificateBuilder<Names>, key: IssuerKey) -> Result<Unsigned, String> {
+fn finish(
+    mut b: CertificateBuilder<Names>,
+    key: IssuerKey,
+    validity: Validity,
+) -> Result<Unsigned, String> {
     let tbs_der = b.finalize(&key).map_err(|e| e.to_string())?;
     Ok(Unsigned {
-        builder: b,
-        key,
         tbs_der,
+        algorithm: key.1,
+        validity,
     })
 }
 
@@ -204,7 +220,7 @@ pub fn leaf(
             "notAfter {not_after} is beyond the CA certificate's notAfter"
         ));
     }
-    let (mut b, key) = start(
+    let (mut b, key, validity) = start(
         spec.subject.clone(),
         issuer,
         serial,
@@ -243,7 +259,7 @@ pub fn leaf(
     for e in &spec.extensions {
         add(&mut b, e.clone())?;
     }
-    finish(b, key)
+    finish(b, key, validity)
 }
 
 /// What a CA certificate needs besides its issuer.
@@ -278,7 +294,7 @@ pub fn ca(p: &CaParams, issuer: Option<&Issuer>, urls: &Urls) -> Result<Unsigned
     if p.not_after > issuer.not_after {
         return Err("the CA certificate would outlive its issuer".into());
     }
-    let (mut b, key) = start(
+    let (mut b, key, validity) = start(
         p.subject.clone(),
         issuer,
         &p.serial,
@@ -305,7 +321,7 @@ pub fn ca(p: &CaParams, issuer: Option<&Issuer>, urls: &Urls) -> Result<Unsigned
     )?;
     add(&mut b, &aki(issuer)?)?;
     add_urls(&mut b, urls)?;
-    finish(b, key)
+    finish(b, key, validity)
 }
 
 fn aki(issuer: &Issuer) -> Result<AuthorityKeyIdentifier, String> {
@@ -431,4 +447,51 @@ fn recheck_against_policy(tbs: &TbsCertificate, spec: &IssueSpec) -> Result<(), 
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64ct::{Base64, Encoding};
+    use std::str::FromStr;
+
+    /// A P-256 public key (any key will do: assembling does not look at the signature).
+    const SPKI: &str = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAECktostLT13u258kcMuFcb2PSFpDf\
+                        TzpbDrpzv7tyHmHEGPIs21O1npzYaW2ff2OuA+o++VmwtI+f/KJGr5+zxw==";
+
+    #[test]
+    fn a_certificate_holds_the_tbs_bytes_that_were_signed() {
+        let public_key =
+            SubjectPublicKeyInfoOwned::from_der(&Base64::decode_vec(SPKI).unwrap()).unwrap();
+        let not_before = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let unsigned = ca(
+            &CaParams {
+                subject: Name::from_str("CN=Assembly Test CA").unwrap(),
+                public_key,
+                self_algorithm: AlgorithmIdentifierOwned {
+                    oid: const_oid::db::rfc5912::ECDSA_WITH_SHA_256,
+                    parameters: None,
+                },
+                serial: vec![0x42; 16],
+                not_before,
+                not_after: not_before + time::Duration::days(30),
+                path_len: Some(0),
+            },
+            None,
+            &Urls::default(),
+        )
+        .unwrap();
+        let signature = [0x30, 0x06, 0x02, 0x01, 0x01, 0x02, 0x01, 0x02];
+        let der = unsigned.assemble(&signature).unwrap();
+
+        let cert = Certificate::from_der(&der).unwrap();
+        assert_eq!(cert.tbs_certificate().to_der().unwrap(), unsigned.tbs_der);
+        assert_eq!(cert.signature().raw_bytes(), signature);
+        assert_eq!(cert.signature_algorithm(), &unsigned.algorithm);
+        assert_eq!(cert.tbs_certificate().signature(), &unsigned.algorithm);
+        assert_eq!(cert.tbs_certificate().validity(), &unsigned.validity);
+        assert_eq!(from_time(&unsigned.validity.not_before), not_before);
+        // The same bytes as the certificate encoded whole.
+        assert_eq!(cert.to_der().unwrap(), der);
+    }
 }
