@@ -286,11 +286,26 @@ fn uncommitted_changes_to_outputs_are_not_overwritten() {
 }
 
 /// The index update after the outputs commit runs the git command. Without it the apply fails
-/// naming what is missing and moves no branch; the outputs it wrote into the work tree are what
-/// the rerun writes, so the rerun (with git) converges instead of refusing them as local edits.
+/// naming what is missing, moves no branch and writes no file, and the rerun (with git)
+/// converges.
 #[test]
 fn an_apply_without_the_git_command_fails_clearly_and_its_rerun_converges() {
     let env = issued_then_web01_shortened();
+    // And a new request: its files would be new in the work tree, not replacements.
+    let o = std::process::Command::new("openssl")
+        .args(["req", "-new", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:P-256", "-nodes", "-keyout", "/dev/null"])
+        .args(["-subj", "/CN=db-02.internal.example.com", "-out"])
+        .arg(env.path("requests/servers/db-02.csr.pem"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::write(
+        env.path("requests/servers/db-02.yaml"),
+        "csr: db-02.csr.pem\nusages: [server_auth]\nsans: {dns: [db-02.internal.example.com]}\n",
+    )
+    .unwrap();
+    env.commit_all("db-02");
     let head = env.head();
     let no_git = env.tmp().join("no-git-bin");
     std::fs::create_dir_all(&no_git).unwrap();
@@ -306,6 +321,11 @@ fn an_apply_without_the_git_command_fails_clearly_and_its_rerun_converges() {
         "{err}"
     );
     assert_eq!(env.head(), head, "no branch moved");
+    // git is started before any file is written.
+    assert!(
+        env.git(&["status", "--porcelain"]).trim().is_empty(),
+        "work tree untouched"
+    );
     let out = env.ok(&["apply", "--now", "2026-12-02T00:00:00Z"], 3);
     assert_ne!(env.head(), head, "{out}");
     // Plumbing does not refresh the index: the entries gitca wrote carry their file stat.
@@ -319,6 +339,10 @@ fn an_apply_without_the_git_command_fails_clearly_and_its_rerun_converges() {
         env.read("issued/servers/web-01.pem"),
         env.git(&["show", "HEAD:issued/servers/web-01.pem"]),
         "the work tree holds the committed certificate"
+    );
+    assert_eq!(
+        env.read("issued/servers/db-02.pem"),
+        env.git(&["show", "HEAD:issued/servers/db-02.pem"]),
     );
 }
 

@@ -649,10 +649,15 @@ impl GitRepo {
         // next are written.
         let (written, paths) = std::sync::mpsc::channel();
         let update = self.git_command(&["update-index", "-z", "--add", "--remove", "--stdin"]);
-        let starting = std::thread::spawn(move || {
-            let trees_read = trees_read(read_tree);
-            (trees_read, update.start(Some(paths)))
-        });
+        let starting = match read_tree {
+            Some(Ok(read)) => Starting::AfterReadTree(std::thread::spawn(move || {
+                let trees_read = trees_read(Some(Ok(read)));
+                (trees_read, update.start(Some(paths)))
+            })),
+            // Nothing to wait for: started now, so a missing git fails before any file is
+            // written.
+            not_running => Starting::Now(trees_read(not_running), update.start(Some(paths))?),
+        };
         // The paths git was sent, to take back should a write fail without the trees read.
         let sent = std::sync::Mutex::new(Vec::new());
         let done = |rel: &str| {
@@ -672,10 +677,16 @@ impl GitRepo {
             to.push((rel.as_str(), *content));
         }
         let wrote = self.write_files(workdir, &first, &done);
-        let Ok((trees_read, update)) = starting.join() else {
-            drop(written);
-            self.reset_index(base, self.rels(files));
-            return Err("starting git update-index panicked".into());
+        let (trees_read, update) = match starting {
+            Starting::Now(trees_read, update) => (trees_read, Ok(update)),
+            Starting::AfterReadTree(thread) => match thread.join() {
+                Ok(started) => started,
+                Err(_) => {
+                    drop(written);
+                    self.reset_index(base, self.rels(files));
+                    return Err("starting git update-index panicked".into());
+                }
+            },
         };
         let update = match update {
             Ok(update) => update,
@@ -995,6 +1006,13 @@ impl GitRun {
         }
         written.map_err(|e| format!("{what}: {e}"))
     }
+}
+
+/// `git update-index` for the work tree's files: started, or starting once `git read-tree` is
+/// done; with whether read-tree read both trees.
+enum Starting {
+    Now(bool, GitRun),
+    AfterReadTree(std::thread::JoinHandle<(bool, Result<GitRun, String>)>),
 }
 
 /// Whether `git read-tree`, if it ran, read both trees into the index (it is waited for).
