@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use spki::SubjectPublicKeyInfoOwned;
 use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, SubjectAltName};
 use x509_cert::name::Name;
-use x509_cert::request::{CertReq, CertReqInfo, ExtensionReq};
+use x509_cert::request::{CertReq, ExtensionReq};
 
 /// CSRs bigger than this are refused before parsing.
 pub const MAX_CSR_BYTES: usize = 64 * 1024;
@@ -200,15 +200,8 @@ pub fn check_csr(bytes: &[u8]) -> Result<CheckedCsr, (Code, String)> {
         ));
     }
     let der = decode_pem_or_der(bytes).map_err(|e| (Code::CsrMalformed, e))?;
-    let malformed = |e: der::Error| (Code::CsrMalformed, format!("not a PKCS#10 request: {e}"));
-    let signed = SignedCsr::from_der(&der).map_err(malformed)?;
-    // The CertificationRequestInfo exactly as received: what the key signed.
-    let info = signed.info.to_der().map_err(malformed)?;
-    let req = CertReq {
-        info: CertReqInfo::from_der(&info).map_err(malformed)?,
-        algorithm: signed.algorithm,
-        signature: signed.signature,
-    };
+    let req = CertReq::from_der(&der)
+        .map_err(|e| (Code::CsrMalformed, format!("not a PKCS#10 request: {e}")))?;
     let key = KeyKind::of(&req.info.public_key).map_err(|e| (Code::CsrKeyUnsupported, e))?;
     if let KeyKind::Rsa { bits } = key
         && bits < 2048
@@ -218,6 +211,10 @@ pub fn check_csr(bytes: &[u8]) -> Result<CheckedCsr, (Code, String)> {
             format!("RSA key of {bits} bits; at least 2048 are required"),
         ));
     }
+    let info = req
+        .info
+        .to_der()
+        .map_err(|e| (Code::CsrMalformed, e.to_string()))?;
     let sig = req
         .signature
         .as_bytes()
@@ -267,21 +264,12 @@ pub fn check_csr(bytes: &[u8]) -> Result<CheckedCsr, (Code, String)> {
         }
     }
     Ok(CheckedCsr {
-        subject: req.info.subject,
+        subject: req.info.subject.clone(),
         key_id: key_id(&req.info.public_key),
         public_key: req.info.public_key,
         key,
         sans,
     })
-}
-
-/// A PKCS#10 request with its CertificationRequestInfo kept as received: the signature is
-/// checked over those bytes, not over a re-encoding of what was decoded.
-#[derive(der::Sequence)]
-struct SignedCsr<'a> {
-    info: der::asn1::AnyRef<'a>,
-    algorithm: spki::AlgorithmIdentifierOwned,
-    signature: der::asn1::BitString,
 }
 
 pub fn key_id(spki: &SubjectPublicKeyInfoOwned) -> String {
