@@ -618,8 +618,8 @@ impl GitRepo {
             let (from, to) = (base.id().to_string(), tree.id().to_string());
             self.spawn_with_input(&["read-tree", "-m", &from, &to], None)
         });
-        let present = match self.check_worktree(workdir, base, files) {
-            Ok(present) => present,
+        let replaces = match self.check_worktree(workdir, base, files) {
+            Ok(replaces) => replaces,
             Err(e) => {
                 if trees_read(read_tree) {
                     self.reset_index(base, self.rels(files));
@@ -668,8 +668,8 @@ impl GitRepo {
         let rels: Vec<(String, &Option<Content>)> =
             self.rels(files).into_iter().zip(files.values()).collect();
         let (mut first, mut replacing) = (Vec::new(), Vec::new());
-        for ((rel, content), present) in rels.iter().zip(&present) {
-            let to = if content.is_some() && *present {
+        for ((rel, content), replaces) in rels.iter().zip(&replaces) {
+            let to = if content.is_some() && *replaces {
                 &mut replacing
             } else {
                 &mut first
@@ -681,20 +681,21 @@ impl GitRepo {
             Starting::Now(trees_read, update) => (trees_read, Ok(update)),
             Starting::AfterReadTree(thread) => match thread.join() {
                 Ok(started) => started,
-                Err(_) => {
-                    drop(written);
-                    self.reset_index(base, self.rels(files));
-                    return Err("starting git update-index panicked".into());
-                }
+                Err(_) => (true, Err("starting git update-index panicked".into())),
             },
         };
         let update = match update {
             Ok(update) => update,
             Err(e) => {
+                drop(written);
                 if trees_read {
                     self.reset_index(base, self.rels(files));
                 }
-                return Err(wrote.err().unwrap_or(e));
+                // Both said: the write's error first.
+                return Err(match wrote {
+                    Err(w) => format!("{w}; and {e}"),
+                    Ok(()) => e,
+                });
             }
         };
         let wrote = wrote.and_then(|()| self.write_files(workdir, &replacing, &done));
@@ -726,7 +727,7 @@ impl GitRepo {
     /// Checks every path before any is written, so a refusal leaves the work tree untouched:
     /// no folder on the way is a symbolic link or other non-folder, and a file there already
     /// is a regular file holding what is committed or what gitca writes. Returns, per path,
-    /// whether a file is there.
+    /// whether it replaces something: a file there, or the parent's.
     fn check_worktree(
         &self,
         workdir: &Path,
@@ -734,7 +735,7 @@ impl GitRepo {
         files: &BTreeMap<String, Option<Content>>,
     ) -> Result<Vec<bool>, String> {
         let mut safe_dirs = std::collections::HashSet::new();
-        let mut present = Vec::with_capacity(files.len());
+        let mut replaces = Vec::with_capacity(files.len());
         for path in files.keys() {
             let rel = format!("{}{path}", self.prefix);
             let abs = workdir.join(&rel);
@@ -774,12 +775,14 @@ impl GitRepo {
                             "{rel} has uncommitted changes in the work tree; gitca will not overwrite it"
                         ));
                     }
-                    present.push(true);
+                    replaces.push(true);
                 }
-                Err(_) => present.push(false),
+                // Gone from the work tree but still in the parent (and its index entry):
+                // read-tree checks that path too.
+                Err(_) => replaces.push(base.get_path(Path::new(&rel)).is_ok()),
             }
         }
-        Ok(present)
+        Ok(replaces)
     }
 
     /// The work-tree paths of `files`.
@@ -905,7 +908,7 @@ impl GitCommand {
         // The input is written from another thread while standard error is read: git may warn
         // once per path (line-ending conversion, say), and with both pipes full each side would
         // wait on the other for ever. What arrived meanwhile goes in one write.
-        let writer = std::thread::spawn(move || -> std::io::Result<()> {
+        let writing = move || -> std::io::Result<()> {
             let Some(input) = input else {
                 return Ok(());
             };
@@ -922,7 +925,16 @@ impl GitCommand {
                 batch.clear();
             }
             Ok(())
-        });
+        };
+        let writer = match std::thread::Builder::new().spawn(writing) {
+            Ok(writer) => writer,
+            Err(e) => {
+                // Not left running unattended (it would take the index lock).
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{what}: cannot start a thread: {e}"));
+            }
+        };
         Ok(GitRun {
             what,
             child,

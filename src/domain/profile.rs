@@ -132,26 +132,21 @@ impl Unsigned {
     }
 }
 
+/// A recorded TBS (an intent being completed) and its signature, joined as
+/// [`Unsigned::assemble`] joins them.
 pub fn assemble_from_tbs(
     tbs_der: &[u8],
     alg: &AlgorithmIdentifierOwned,
     signature: &[u8],
 ) -> Result<Vec<u8>, String> {
-    // Certificate ::= SEQUENCE { tbs, algorithm, signature }: decode the TBS to assemble with
-    // the x509-cert types, so the result is re-validated structurally.
+    // Decoded to check that it is a TBSCertificate; assembled from the bytes themselves.
     let tbs = TbsCertificate::from_der(tbs_der).map_err(|e| e.to_string())?;
-    #[derive(der::Sequence)]
-    struct Cert {
-        tbs: TbsCertificate,
-        alg: AlgorithmIdentifierOwned,
-        sig: BitString,
+    let der = Unsigned {
+        tbs_der: tbs_der.to_vec(),
+        algorithm: alg.clone(),
+        validity: *tbs.validity(),
     }
-    let c = Cert {
-        tbs,
-        alg: alg.clone(),
-        sig: BitString::from_bytes(signature).map_err(|e| e.to_string())?,
-    };
-    let der = c.to_der().map_err(|e| e.to_string())?;
+    .assemble(signature)?;
     Certificate::from_der(&der).map_err(|e| e.to_string())?;
     Ok(der)
 }
@@ -485,7 +480,15 @@ mod tests {
         let der = unsigned.assemble(&signature).unwrap();
 
         let cert = Certificate::from_der(&der).unwrap();
-        assert_eq!(cert.tbs_certificate().to_der().unwrap(), unsigned.tbs_der);
+        // The TBS bytes themselves, not a re-encoding of what they decode to.
+        #[derive(der::Sequence)]
+        struct Raw<'a> {
+            tbs: der::asn1::AnyRef<'a>,
+            alg: der::asn1::AnyRef<'a>,
+            sig: der::asn1::AnyRef<'a>,
+        }
+        let raw = Raw::from_der(&der).unwrap();
+        assert_eq!(raw.tbs.to_der().unwrap(), unsigned.tbs_der);
         assert_eq!(cert.signature().raw_bytes(), signature);
         assert_eq!(cert.signature_algorithm(), &unsigned.algorithm);
         assert_eq!(cert.tbs_certificate().signature(), &unsigned.algorithm);
