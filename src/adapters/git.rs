@@ -618,16 +618,22 @@ impl GitRepo {
             let (from, to) = (base.id().to_string(), tree.id().to_string());
             self.spawn_with_input(&["read-tree", "-m", &from, &to], None)
         });
-        let replaces = match self.check_worktree(workdir, base, files) {
-            Ok(replaces) => replaces,
-            Err(e) => {
-                if trees_read(read_tree) {
-                    self.reset_index(base, self.rels(files));
-                }
-                return Err(e);
+        let checked = self.check_worktree(workdir, base, files);
+        let trees_read = match read_tree.map(|read| read.and_then(GitRun::wait)) {
+            Some(Ok(())) => true,
+            Some(Err(e)) => {
+                tracing::debug!("{e}; git update-index adds every path");
+                false
             }
+            None => false,
         };
-        tracing::debug!(elapsed = ?started.elapsed(), "work tree checked");
+        if let Err(e) = checked {
+            if trees_read {
+                self.reset_index(base, self.rels(files));
+            }
+            return Err(e);
+        }
+        tracing::debug!(elapsed = ?started.elapsed(), "work tree checked, trees read");
         // The index is updated by `git update-index` for the paths written: libgit2 reads and
         // rewrites the whole index three times slower than git (0.8 s against 0.25 s for
         // 400,000 entries), whatever the number of paths changed. git stats and hashes the files
@@ -635,74 +641,35 @@ impl GitRepo {
         // sees a clean tree; the ids are the committed ones unless the repository configures a
         // clean filter for the output folder, which then shows as a change, not silently.
         //
-        // With many paths, `git read-tree -m` reads the parent's and the commit's trees into
+        // With many paths, `git read-tree -m` has read the parent's and the commit's trees into
         // the index (a two-tree merge, linear; the entries of other paths and anything staged
         // for them are kept), so that `git update-index` only replaces entries: alone, it
-        // inserts each new path by moving every entry after it. It refuses to move a path whose
-        // file no longer matches the index, so the files that replace one (a renewed
-        // certificate's, a CRL's) are written only once it is done; new files and deletions are
-        // written while it runs. Should it refuse anyway (an index with conflicts, say),
-        // `git update-index` does the whole job.
+        // inserts each new path by moving every entry after it. It runs before any file is
+        // written: it refuses to move a path whose file no longer matches the index, as a
+        // replaced certificate's or CRL's would. Should it refuse anyway (an index with
+        // conflicts, say), `git update-index` does the whole job.
         //
-        // `git update-index` starts once read-tree is done (it takes the index lock read-tree
-        // holds), and hashes each file as soon as it is written, on another core, while the
-        // next are written.
+        // git hashes each file as soon as it is written, on another core, while the next
+        // are written.
         let (written, paths) = std::sync::mpsc::channel();
-        let update = self.git_command(&["update-index", "-z", "--add", "--remove", "--stdin"]);
-        let starting = match read_tree {
-            Some(Ok(read)) => Starting::AfterReadTree(std::thread::spawn(move || {
-                let trees_read = trees_read(Some(Ok(read)));
-                (trees_read, update.start(Some(paths)))
-            })),
-            // Nothing to wait for: started now, so a missing git fails before any file is
-            // written.
-            not_running => Starting::Now(trees_read(not_running), update.start(Some(paths))?),
-        };
-        // The paths git was sent, to take back should a write fail without the trees read.
-        let sent = std::sync::Mutex::new(Vec::new());
+        let update = self.spawn_with_input(
+            &["update-index", "-z", "--add", "--remove", "--stdin"],
+            Some(paths),
+        )?;
+        // Without the trees read, the paths git was sent, to take back should a write fail.
+        let sent = (!trees_read).then(|| std::sync::Mutex::new(Vec::new()));
         let done = |rel: &str| {
-            sent.lock().expect("not poisoned").push(rel.to_string());
+            if let Some(sent) = &sent {
+                sent.lock().expect("not poisoned").push(rel.to_string());
+            }
             // The receiver lives as long as git reads: a send fails only once it has stopped.
             let _ = written.send(nul_terminated(rel));
         };
-        let rels: Vec<(String, &Option<Content>)> =
-            self.rels(files).into_iter().zip(files.values()).collect();
-        let (mut first, mut replacing) = (Vec::new(), Vec::new());
-        for ((rel, content), replaces) in rels.iter().zip(&replaces) {
-            let to = if content.is_some() && *replaces {
-                &mut replacing
-            } else {
-                &mut first
-            };
-            to.push((rel.as_str(), *content));
-        }
-        let wrote = self.write_files(workdir, &first, &done);
-        let (trees_read, update) = match starting {
-            Starting::Now(trees_read, update) => (trees_read, Ok(update)),
-            Starting::AfterReadTree(thread) => match thread.join() {
-                Ok(started) => started,
-                Err(_) => (true, Err("starting git update-index panicked".into())),
-            },
-        };
-        let update = match update {
-            Ok(update) => update,
-            Err(e) => {
-                drop(written);
-                if trees_read {
-                    self.reset_index(base, self.rels(files));
-                }
-                // Both said: the write's error first.
-                return Err(match wrote {
-                    Err(w) => format!("{w}; and {e}"),
-                    Ok(()) => e,
-                });
-            }
-        };
-        let wrote = wrote.and_then(|()| self.write_files(workdir, &replacing, &done));
+        let wrote = self.write_files(workdir, files, &done);
         drop(written);
         match wrote {
             Ok(()) => {
-                tracing::debug!(elapsed = ?started.elapsed(), trees_read, "work tree files written");
+                tracing::debug!(elapsed = ?started.elapsed(), "work tree files written");
                 Ok(IndexUpdate {
                     run: update,
                     trees_read,
@@ -714,9 +681,9 @@ impl GitRepo {
                 if let Err(e) = update.wait() {
                     tracing::warn!("{e}");
                 }
-                let rels = match trees_read {
-                    true => self.rels(files),
-                    false => sent.into_inner().expect("not poisoned"),
+                let rels = match sent {
+                    Some(sent) => sent.into_inner().expect("not poisoned"),
+                    None => self.rels(files),
                 };
                 self.reset_index(base, rels);
                 Err(e)
@@ -726,16 +693,14 @@ impl GitRepo {
 
     /// Checks every path before any is written, so a refusal leaves the work tree untouched:
     /// no folder on the way is a symbolic link or other non-folder, and a file there already
-    /// is a regular file holding what is committed or what gitca writes. Returns, per path,
-    /// whether it replaces something: a file there, or the parent's.
+    /// is a regular file holding what is committed or what gitca writes.
     fn check_worktree(
         &self,
         workdir: &Path,
         base: &git2::Tree,
         files: &BTreeMap<String, Option<Content>>,
-    ) -> Result<Vec<bool>, String> {
+    ) -> Result<(), String> {
         let mut safe_dirs = std::collections::HashSet::new();
-        let mut replaces = Vec::with_capacity(files.len());
         for path in files.keys() {
             let rel = format!("{}{path}", self.prefix);
             let abs = workdir.join(&rel);
@@ -775,14 +740,11 @@ impl GitRepo {
                             "{rel} has uncommitted changes in the work tree; gitca will not overwrite it"
                         ));
                     }
-                    replaces.push(true);
                 }
-                // Gone from the work tree but still in the parent (and its index entry):
-                // read-tree checks that path too.
-                Err(_) => replaces.push(base.get_path(Path::new(&rel)).is_ok()),
+                Err(_) => {}
             }
         }
-        Ok(replaces)
+        Ok(())
     }
 
     /// The work-tree paths of `files`.
@@ -811,17 +773,19 @@ impl GitRepo {
         }
     }
 
-    /// Writes `rels` (work-tree paths and their outputs; None deletes) on all cores (creating a
-    /// file is most of the cost: inode allocation), and calls `done` with each path once its
-    /// file is in place or gone. Deletions go first, so a file removed where a new folder goes (`a.pem`
+    /// Writes the outputs into the work tree on all cores (creating a file is most of the
+    /// cost: inode allocation), and calls `done` with each path once its file is in place or
+    /// gone. Deletions go first, so a file removed where a new folder goes (`a.pem`
     /// becoming `a.pem/b.pem`) is gone before the folder is made.
     fn write_files(
         &self,
         workdir: &Path,
-        rels: &[(&str, &Option<Content>)],
+        files: &BTreeMap<String, Option<Content>>,
         done: &(dyn Fn(&str) + Sync),
     ) -> Result<(), String> {
         use rayon::prelude::*;
+        let rels: Vec<(String, &Option<Content>)> =
+            self.rels(files).into_iter().zip(files.values()).collect();
         rels.par_iter()
             .filter(|(_, content)| content.is_none())
             .try_for_each(|(rel, _)| {
@@ -860,16 +824,13 @@ impl GitRepo {
         args: &[&str],
         input: Option<std::sync::mpsc::Receiver<Vec<u8>>>,
     ) -> Result<GitRun, String> {
-        self.git_command(args).start(input)
-    }
-
-    /// A git CLI command in the work tree, ready to start (see [`GitCommand::start`]).
-    fn git_command(&self, args: &[&str]) -> GitCommand {
-        let mut command = self.git();
-        command
+        use std::io::Write;
+        let what = format!("git {}", args[0]);
+        // This repository and its own index, whatever GIT_DIR or GIT_INDEX_FILE the caller's
+        // environment sets (a hook's, say): libgit2 ignores them too.
+        let mut child = self
+            .git()
             .args(args)
-            // This repository and its own index, whatever GIT_DIR or GIT_INDEX_FILE the
-            // caller's environment sets (a hook's, say): libgit2 ignores them too.
             .env("GIT_DIR", self.repo.path())
             // Paths are paths, not patterns.
             .env("GIT_LITERAL_PATHSPECS", "1")
@@ -877,31 +838,7 @@ impl GitRepo {
             .env_remove("GIT_WORK_TREE")
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped());
-        GitCommand {
-            what: format!("git {}", args[0]),
-            command,
-        }
-    }
-}
-
-/// A git command not started yet; it can be started from another thread.
-struct GitCommand {
-    what: String,
-    command: Command,
-}
-
-impl GitCommand {
-    /// Starts the command with what `input` receives on its standard input, as it arrives,
-    /// until every sender is dropped.
-    fn start(
-        mut self,
-        input: Option<std::sync::mpsc::Receiver<Vec<u8>>>,
-    ) -> Result<GitRun, String> {
-        use std::io::Write;
-        let what = self.what;
-        let mut child = self
-            .command
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .map_err(|e| format!("cannot run {what} (gitca needs the git command): {e}"))?;
         let mut stdin = child.stdin.take().expect("stdin is piped");
@@ -929,7 +866,7 @@ impl GitCommand {
         let writer = match std::thread::Builder::new().spawn(writing) {
             Ok(writer) => writer,
             Err(e) => {
-                // Not left running unattended (it would take the index lock).
+                // Not left running unattended (update-index would take the index lock).
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(format!("{what}: cannot start a thread: {e}"));
@@ -1017,25 +954,6 @@ impl GitRun {
             );
         }
         written.map_err(|e| format!("{what}: {e}"))
-    }
-}
-
-/// `git update-index` for the work tree's files: started, or starting once `git read-tree` is
-/// done; with whether read-tree read both trees.
-enum Starting {
-    Now(bool, GitRun),
-    AfterReadTree(std::thread::JoinHandle<(bool, Result<GitRun, String>)>),
-}
-
-/// Whether `git read-tree`, if it ran, read both trees into the index (it is waited for).
-fn trees_read(read_tree: Option<Result<GitRun, String>>) -> bool {
-    match read_tree.map(|read| read.and_then(GitRun::wait)) {
-        Some(Ok(())) => true,
-        Some(Err(e)) => {
-            tracing::debug!("{e}; git update-index adds every path");
-            false
-        }
-        None => false,
     }
 }
 
