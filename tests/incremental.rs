@@ -163,22 +163,10 @@ fn incremental_plans_equal_full_plans_through_a_sequence_of_changes() {
     // A CSR replaced under an unchanged request file: the request is read (found through the
     // CSR path recorded in the basis) and reissued.
     if have("openssl") {
-        let o = std::process::Command::new("openssl")
-            .args([
-                "req",
-                "-new",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-            ])
-            .args(["-nodes", "-keyout", "/dev/null", "-subj"])
-            .arg("/CN=db-01.internal.example.com")
-            .arg("-out")
-            .arg(env.path("requests/servers/db-01.csr.pem"))
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        new_p256_csr(
+            &env.path("requests/servers/db-01.csr.pem"),
+            "db-01.internal.example.com",
+        );
         env.commit_all("db-01 new key");
         let a = step(&env, &day(4));
         assert_eq!(scan(&a).0, "incremental");
@@ -292,14 +280,10 @@ fn uncommitted_changes_to_outputs_are_not_overwritten() {
 fn an_apply_without_the_git_command_fails_clearly_and_its_rerun_converges() {
     let env = issued_then_web01_shortened();
     // And a new request: its files would be new in the work tree, not replacements.
-    let o = std::process::Command::new("openssl")
-        .args(["req", "-new", "-newkey", "ec", "-pkeyopt"])
-        .args(["ec_paramgen_curve:P-256", "-nodes", "-keyout", "/dev/null"])
-        .args(["-subj", "/CN=db-02.internal.example.com", "-out"])
-        .arg(env.path("requests/servers/db-02.csr.pem"))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    new_p256_csr(
+        &env.path("requests/servers/db-02.csr.pem"),
+        "db-02.internal.example.com",
+    );
     std::fs::write(
         env.path("requests/servers/db-02.yaml"),
         "csr: db-02.csr.pem\nusages: [server_auth]\nsans: {dns: [db-02.internal.example.com]}\n",

@@ -252,6 +252,20 @@ pub fn have(tool: &str) -> bool {
     found
 }
 
+/// Writes a new P-256 CSR for `/CN=common_name` to `path`, its key thrown away (openssl).
+pub fn new_p256_csr(path: &Path, common_name: &str) {
+    let o = Command::new("openssl")
+        .args(["req", "-new", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:P-256", "-nodes", "-keyout", "/dev/null"])
+        .arg("-subj")
+        .arg(format!("/CN={common_name}"))
+        .arg("-out")
+        .arg(path)
+        .output()
+        .expect("openssl runs");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 /// `openssl verify -crl_check` of `leaf` against root + intermediates + CRL. Returns (ok, output).
 pub fn openssl_verify(
     root: &Path,
