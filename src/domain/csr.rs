@@ -103,22 +103,27 @@ impl SignatureVerifier {
         spki: &SubjectPublicKeyInfoOwned,
         alg: &spki::AlgorithmIdentifierOwned,
     ) -> Result<SignatureVerifier, String> {
+        SignatureVerifier::for_key(spki, KeyKind::of(spki)?, alg)
+    }
+
+    /// As `new`, for a key whose kind is known already (a CSR's, checked before).
+    pub fn for_key(
+        spki: &SubjectPublicKeyInfoOwned,
+        kind: KeyKind,
+        alg: &spki::AlgorithmIdentifierOwned,
+    ) -> Result<SignatureVerifier, String> {
         use aws_lc_rs::signature as s;
         let a = alg.oid;
-        let hash = match a {
-            x if x == rfc5912::ECDSA_WITH_SHA_256 || x == rfc5912::SHA_256_WITH_RSA_ENCRYPTION => {
-                256
-            }
-            x if x == rfc5912::ECDSA_WITH_SHA_384 || x == rfc5912::SHA_384_WITH_RSA_ENCRYPTION => {
-                384
-            }
-            x if x == rfc5912::ECDSA_WITH_SHA_512 || x == rfc5912::SHA_512_WITH_RSA_ENCRYPTION => {
-                512
-            }
-            _ => 0,
+        // (ECDSA?, hash bits); anything else is refused below for every kind of key.
+        let (is_ecdsa, hash) = match a {
+            x if x == rfc5912::ECDSA_WITH_SHA_256 => (true, 256),
+            x if x == rfc5912::ECDSA_WITH_SHA_384 => (true, 384),
+            x if x == rfc5912::ECDSA_WITH_SHA_512 => (true, 512),
+            x if x == rfc5912::SHA_256_WITH_RSA_ENCRYPTION => (false, 256),
+            x if x == rfc5912::SHA_384_WITH_RSA_ENCRYPTION => (false, 384),
+            x if x == rfc5912::SHA_512_WITH_RSA_ENCRYPTION => (false, 512),
+            _ => (false, 0),
         };
-        let is_ecdsa = a.to_string().starts_with("1.2.840.10045.4.3");
-        let kind = KeyKind::of(spki)?;
         let not_for =
             |what: &str| format!("signature algorithm {a} is not accepted for {what} keys");
         let algorithm: &'static dyn s::VerificationAlgorithm = match kind {
@@ -219,12 +224,14 @@ pub fn check_csr(bytes: &[u8]) -> Result<CheckedCsr, (Code, String)> {
         .signature
         .as_bytes()
         .ok_or((Code::CsrMalformed, "signature has unused bits".to_string()))?;
-    verify_signature(&req.info.public_key, &req.algorithm, &info, sig).map_err(|e| {
-        (
-            Code::CsrBadSignature,
-            format!("proof of possession failed: {e}"),
-        )
-    })?;
+    SignatureVerifier::for_key(&req.info.public_key, key, &req.algorithm)
+        .and_then(|v| v.verify(&info, sig))
+        .map_err(|e| {
+            (
+                Code::CsrBadSignature,
+                format!("proof of possession failed: {e}"),
+            )
+        })?;
 
     let mut sans = Sans::default();
     for attr in req.info.attributes.iter() {
