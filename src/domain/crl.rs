@@ -4,12 +4,12 @@
 use super::profile::{Issuer, to_time};
 use super::revocation::Reason;
 use const_oid::db::rfc5280;
-use der::asn1::{BitString, OctetString, Uint};
-use der::{Decode, Encode};
+use der::Encode;
+use der::asn1::{OctetString, Uint};
 use spki::AlgorithmIdentifierOwned;
 use time::OffsetDateTime;
 use x509_cert::Version;
-use x509_cert::crl::{CertificateList, RevokedCert, TbsCertList};
+use x509_cert::crl::{RevokedCert, TbsCertList};
 use x509_cert::ext::Extension;
 use x509_cert::ext::pkix::{AuthorityKeyIdentifier, CrlNumber, CrlReason};
 use x509_cert::serial_number::SerialNumber;
@@ -106,16 +106,11 @@ pub fn tbs(
     tbs.to_der().map_err(|e| e.to_string())
 }
 
-/// Joins a signed TBSCertList into the CertificateList DER.
+/// Joins a signed TBSCertList, exactly as signed, into the CertificateList DER.
 pub fn assemble(
     tbs_der: &[u8],
     alg: &AlgorithmIdentifierOwned,
     signature: &[u8],
 ) -> Result<Vec<u8>, String> {
-    let list: CertificateList = CertificateList {
-        tbs_cert_list: TbsCertList::from_der(tbs_der).map_err(|e| e.to_string())?,
-        signature_algorithm: alg.clone(),
-        signature: BitString::from_bytes(signature).map_err(|e| e.to_string())?,
-    };
-    list.to_der().map_err(|e| e.to_string())
+    super::signed::der(tbs_der, alg, signature)
 }

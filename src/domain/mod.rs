@@ -16,4 +16,5 @@ pub mod revocation;
 pub mod serial;
 pub mod serverless;
 pub mod serverless_layout;
+pub mod signed;
 pub mod state;

@@ -5,8 +5,8 @@ use super::csr::KeyKind;
 use super::plan::IssueSpec;
 use const_oid::ObjectIdentifier;
 use const_oid::db::rfc5280;
-use der::asn1::{BitString, Ia5String, OctetString};
-use der::{Decode, Encode};
+use der::Decode;
+use der::asn1::{Ia5String, OctetString};
 use sha1::{Digest, Sha1};
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned, SubjectPublicKeyInfoRef};
 use std::time::{Duration, SystemTime};
@@ -113,40 +113,20 @@ pub struct Unsigned {
 }
 
 impl Unsigned {
-    /// The certificate's DER: the TBS exactly as it was signed (not encoded again), the
-    /// algorithm and the signature.
+    /// The certificate's DER around the TBS exactly as it was signed.
     pub fn assemble(&self, signature: &[u8]) -> Result<Vec<u8>, String> {
-        #[derive(der::Sequence)]
-        struct Cert<'a> {
-            tbs: der::asn1::AnyRef<'a>,
-            alg: spki::AlgorithmIdentifierRef<'a>,
-            sig: BitString,
-        }
-        Cert {
-            tbs: der::asn1::AnyRef::from_der(&self.tbs_der).map_err(|e| e.to_string())?,
-            alg: der::referenced::OwnedToRef::owned_to_ref(&self.algorithm),
-            sig: BitString::from_bytes(signature).map_err(|e| e.to_string())?,
-        }
-        .to_der()
-        .map_err(|e| e.to_string())
+        super::signed::der(&self.tbs_der, &self.algorithm, signature)
     }
 }
 
 /// A recorded TBS (an intent being completed) and its signature, joined as
-/// [`Unsigned::assemble`] joins them.
+/// [`Unsigned::assemble`] joins them; the result must decode as a certificate.
 pub fn assemble_from_tbs(
     tbs_der: &[u8],
     alg: &AlgorithmIdentifierOwned,
     signature: &[u8],
 ) -> Result<Vec<u8>, String> {
-    // Decoded to check that it is a TBSCertificate; assembled from the bytes themselves.
-    let tbs = TbsCertificate::from_der(tbs_der).map_err(|e| e.to_string())?;
-    let der = Unsigned {
-        tbs_der: tbs_der.to_vec(),
-        algorithm: alg.clone(),
-        validity: *tbs.validity(),
-    }
-    .assemble(signature)?;
+    let der = super::signed::der(tbs_der, alg, signature)?;
     Certificate::from_der(&der).map_err(|e| e.to_string())?;
     Ok(der)
 }
@@ -448,6 +428,7 @@ fn recheck_against_policy(tbs: &TbsCertificate, spec: &IssueSpec) -> Result<(), 
 mod tests {
     use super::*;
     use base64ct::{Base64, Encoding};
+    use der::Encode;
     use std::str::FromStr;
 
     /// A P-256 public key (any key will do: assembling does not look at the signature).
