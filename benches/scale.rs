@@ -490,7 +490,7 @@ fn issuance(n: usize) {
             let mut by_ratio = measured.clone();
             by_ratio.sort_by(|a, b| ratio(a).total_cmp(&ratio(b)));
             let (rate, floor) = by_ratio[by_ratio.len() / 2];
-            let of_floor = rate / threads as f64 / floor;
+            let of_floor = ratio(&(rate, floor));
             let each = if runs == 1 {
                 "–".to_string()
             } else {
