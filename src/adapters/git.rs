@@ -40,6 +40,9 @@ pub struct GitRepo {
 /// which `git read-tree` runs beside.
 const READ_TREE_FROM: usize = 16_384;
 
+/// Work-tree paths handed to `git update-index` at a time.
+const DONE_BATCH: usize = 256;
+
 impl std::fmt::Debug for GitRepo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "GitRepo({:?}, dir {:?})", self.repo.path(), self.prefix)
@@ -658,12 +661,16 @@ impl GitRepo {
         )?;
         // Without the trees read, the paths git was sent, to take back should a write fail.
         let sent = (!trees_read).then(|| std::sync::Mutex::new(Vec::new()));
-        let done = |rel: &str| {
+        let done = |rels: &[&String]| {
+            if rels.is_empty() {
+                return;
+            }
             if let Some(sent) = &sent {
-                sent.lock().expect("not poisoned").push(rel.to_string());
+                let mut sent = sent.lock().expect("not poisoned");
+                sent.extend(rels.iter().map(|rel| rel.to_string()));
             }
             // The receiver lives as long as git reads: a send fails only once it has stopped.
-            let _ = written.send(nul_terminated(rel));
+            let _ = written.send(rels.iter().flat_map(|rel| nul_terminated(rel)).collect());
         };
         let wrote = self.write_files(workdir, files, &done);
         drop(written);
@@ -774,47 +781,72 @@ impl GitRepo {
     }
 
     /// Writes the outputs into the work tree on all cores (creating a file is most of the
-    /// cost: inode allocation), and calls `done` with each path once its file is in place or
-    /// gone. Deletions go first, so a file removed where a new folder goes (`a.pem`
-    /// becoming `a.pem/b.pem`) is gone before the folder is made.
+    /// cost: inode allocation), and calls `done` with each batch of paths once their files are
+    /// in place or gone: a message per path woke git's input writer per file (two futex calls
+    /// and a pipe write each). Deletions go first, so a file removed where a new folder goes
+    /// (`a.pem` becoming `a.pem/b.pem`) is gone before the folder is made.
     fn write_files(
         &self,
         workdir: &Path,
         files: &BTreeMap<String, Option<Content>>,
-        done: &(dyn Fn(&str) + Sync),
+        done: &(dyn Fn(&[&String]) + Sync),
     ) -> Result<(), String> {
         use rayon::prelude::*;
-        let rels: Vec<(String, &Option<Content>)> =
-            self.rels(files).into_iter().zip(files.values()).collect();
-        rels.par_iter()
-            .filter(|(_, content)| content.is_none())
-            .try_for_each(|(rel, _)| {
-                match std::fs::remove_file(workdir.join(rel)) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(format!("{rel}: {e}")),
-                }
-                done(rel);
-                Ok(())
-            })?;
-        // Each folder once, not a lookup per file.
-        let dirs: std::collections::BTreeSet<&Path> = rels
+        let rels = self.rels(files);
+        let deleted: Vec<&String> = rels
             .iter()
-            .filter(|(_, content)| content.is_some())
-            .filter_map(|(rel, _)| Path::new(rel).parent())
+            .zip(files.values())
+            .filter_map(|(rel, content)| content.is_none().then_some(rel))
+            .collect();
+        let written: Vec<(&String, &Content)> = rels
+            .iter()
+            .zip(files.values())
+            .filter_map(|(rel, content)| Some((rel, content.as_ref()?)))
+            .collect();
+        deleted.par_chunks(DONE_BATCH).try_for_each(|batch| {
+            let mut failure = None;
+            let gone = batch
+                .iter()
+                .take_while(|rel| match std::fs::remove_file(workdir.join(rel)) {
+                    Ok(()) => true,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+                    Err(e) => {
+                        failure = Some(format!("{rel}: {e}"));
+                        false
+                    }
+                })
+                .count();
+            // What was done before a failure is reported too: the caller takes it back.
+            done(&batch[..gone]);
+            failure.map_or(Ok(()), Err)
+        })?;
+        // Each folder once, not a lookup per file.
+        let dirs: std::collections::BTreeSet<&Path> = written
+            .iter()
+            .filter_map(|(rel, _)| Path::new(rel.as_str()).parent())
             .collect();
         for dir in dirs {
             std::fs::create_dir_all(workdir.join(dir))
                 .map_err(|e| format!("{}: {e}", dir.display()))?;
         }
-        rels.par_iter()
-            .filter_map(|(rel, content)| Some((rel, content.as_ref()?)))
-            .try_for_each(|(rel, content)| {
-                std::fs::write(workdir.join(rel), content.bytes())
-                    .map_err(|e| format!("{rel}: {e}"))?;
-                done(rel);
-                Ok(())
-            })
+        written.par_chunks(DONE_BATCH).try_for_each(|batch| {
+            let mut failure = None;
+            let in_place = batch
+                .iter()
+                .take_while(|(rel, content)| {
+                    match std::fs::write(workdir.join(rel), content.bytes()) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            failure = Some(format!("{rel}: {e}"));
+                            false
+                        }
+                    }
+                })
+                .count();
+            let paths: Vec<&String> = batch[..in_place].iter().map(|(rel, _)| *rel).collect();
+            done(&paths);
+            failure.map_or(Ok(()), Err)
+        })
     }
 
     /// Starts the git CLI in the work tree with what `input` receives on its standard input,
