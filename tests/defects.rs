@@ -68,6 +68,12 @@ fn every_defect_gets_its_code_and_good_requests_are_issued() {
         off_curve.contains("P256 public key is not valid"),
         "{off_curve}"
     );
+    // A signature over a non-DER SET OF is named as an encoding problem, not as a failed
+    // proof of possession.
+    let not_der = by_id["requests/csr-set-of-not-der.yaml"]["findings"][0]["message"]
+        .as_str()
+        .unwrap();
+    assert!(not_der.contains("is not DER"), "{not_der}");
     let revs = plan["revocations"].as_array().unwrap();
     assert_eq!(revs.len(), expected.revocations.len());
     for e in &expected.revocations {

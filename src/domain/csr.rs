@@ -196,6 +196,15 @@ pub struct CheckedCsr {
     pub key_id: String,
 }
 
+/// The first element of a CSR's outer SEQUENCE exactly as received: the bytes its signature
+/// covers.
+fn info_as_received(der: &[u8]) -> Option<&[u8]> {
+    use der::Reader;
+    let mut reader = der::SliceReader::new(der).ok()?;
+    der::Header::decode(&mut reader).ok()?;
+    reader.tlv_bytes().ok()
+}
+
 /// Decodes PEM or DER, verifies proof of possession and refuses weak keys and CA requests.
 pub fn check_csr(bytes: &[u8]) -> Result<CheckedCsr, (Code, String)> {
     if bytes.len() > MAX_CSR_BYTES {
@@ -227,10 +236,24 @@ pub fn check_csr(bytes: &[u8]) -> Result<CheckedCsr, (Code, String)> {
     SignatureVerifier::for_key(&req.info.public_key, key, &req.algorithm)
         .and_then(|v| v.verify(&info, sig))
         .map_err(|e| {
-            (
-                Code::CsrBadSignature,
-                format!("proof of possession failed: {e}"),
-            )
+            // The signature is checked over the info as gitca decodes and re-encodes it, so a
+            // signature over a non-DER form (BER's unsorted SET OF, which the decoder sorts)
+            // fails here: say so rather than blame the key.
+            if info_as_received(&der).is_some_and(|raw| raw != info.as_slice()) {
+                (
+                    Code::CsrMalformed,
+                    "the CertificationRequestInfo is not DER (a SET OF out of order, say: a \
+                     multi-valued name or the attributes); its signature covers bytes that \
+                     are not the DER encoding gitca checks. Create the CSR with a DER \
+                     encoder (openssl req does)"
+                        .to_string(),
+                )
+            } else {
+                (
+                    Code::CsrBadSignature,
+                    format!("proof of possession failed: {e}"),
+                )
+            }
         })?;
 
     let mut sans = Sans::default();
