@@ -380,14 +380,19 @@ fn openssl_speed(alg: &str) -> (f64, f64) {
         "openssl",
         &["speed", "-seconds", "3", "-mr", alg],
     );
-    // -mr lines: +F2:n:bits:sign/s:verify/s (RSA F2, ECDSA F4).
+    // -mr lines: +F2:n:bits:sign/s:verify/s (RSA F2, ECDSA F4); OpenSSL 3.2 and later add
+    // RSA's encrypt/s and decrypt/s after them, so the rates are read by position.
     let line = o
         .lines()
         .find(|l| l.starts_with("+F"))
         .unwrap_or_else(|| panic!("openssl speed {alg}: {o}"));
     let f: Vec<&str> = line.split(':').collect();
-    let sign: f64 = f[f.len() - 2].parse().unwrap();
-    let verify: f64 = f[f.len() - 1].parse().unwrap();
+    let rate = |i: usize| -> f64 {
+        f.get(i)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("openssl speed {alg}: no rate at field {i} of {line}"))
+    };
+    let (sign, verify) = (rate(3), rate(4));
     (sign, verify)
 }
 
