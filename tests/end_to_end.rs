@@ -371,7 +371,8 @@ fn crl_command_resigns_only_when_due() {
 
 /// `verify` compares every published certificate with its record in the state: one stored as
 /// DER instead of PEM, and one signed again with the CA key (same serial, another validity), are
-/// reported as hand-edited, each in the file's place among the findings (before its chain's).
+/// reported as hand-edited, each in the file's place among the findings (before its chain's);
+/// one signed by another key under the CA's name is not from the CA.
 #[test]
 fn verify_reports_certificates_that_differ_from_the_state_in_place() {
     if !have("openssl") {
@@ -423,7 +424,60 @@ fn verify_reports_certificates_that_differ_from_the_state_in_place() {
         &text(&resigned),
     ]);
     std::fs::rename(&resigned, c).unwrap();
-    std::fs::remove_file(&key).unwrap();
+    // Signed by another key under the CA's own name: the signature check, not the issuer
+    // name, finds it.
+    let d = &leaves[3];
+    let impostor = (env.path("impostor.key"), env.path("impostor.pem"));
+    let ca_subject = openssl(&[
+        "x509",
+        "-noout",
+        "-subject",
+        "-nameopt",
+        "compat",
+        "-in",
+        &text(&env.path("ca/issuing-ca.pem")),
+    ]);
+    let ca_subject = ca_subject.trim().trim_start_matches("subject=");
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        ca_subject,
+        "-keyout",
+        &text(&impostor.0),
+        "-out",
+        &text(&impostor.1),
+    ]);
+    std::fs::write(
+        &key,
+        openssl(&["x509", "-noout", "-pubkey", "-in", &text(d)]),
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-new",
+        "-subj",
+        "/CN=impostor",
+        "-force_pubkey",
+        &text(&key),
+        "-CA",
+        &text(&impostor.1),
+        "-CAkey",
+        &text(&impostor.0),
+        "-days",
+        "5",
+        "-out",
+        &text(&resigned),
+    ]);
+    std::fs::rename(&resigned, d).unwrap();
+    for f in [&key, &impostor.0, &impostor.1] {
+        std::fs::remove_file(f).unwrap();
+    }
     env.commit_all("hand-edited certificates");
     let o = env.gitca(&["verify", "--format", "json"]);
     assert_eq!(o.status.code(), Some(2), "findings are changes");
@@ -446,6 +500,9 @@ fn verify_reports_certificates_that_differ_from_the_state_in_place() {
             "chain-mismatch".to_string(),
             rel(&c.with_extension("chain.pem")),
         ),
+        // In its place the CA's certificate is missing.
+        ("cert-not-from-ca".to_string(), rel(d)),
+        ("cert-missing-in-repo".to_string(), rel(d)),
     ];
     assert_eq!(got, want, "{findings:#?}");
 }

@@ -3,7 +3,7 @@
 
 use super::context::{Context, parse_cert};
 use super::outputs::{leaf_paths, load_certificates};
-use crate::domain::csr::verify_signature;
+use crate::domain::csr::{SignatureVerifier, verify_signature};
 use crate::domain::plan::{is_revocation_file, request_hashes, request_ids};
 use crate::domain::profile::from_time;
 use crate::domain::revocation;
@@ -11,6 +11,7 @@ use crate::domain::state::Index;
 use der::{Decode, Encode};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use spki::AlgorithmIdentifierOwned;
 use std::collections::BTreeSet;
 use time::OffsetDateTime;
 use x509_cert::crl::CertificateList;
@@ -44,6 +45,10 @@ pub async fn audit(
     let mut seen_serials = BTreeSet::new();
     let mut against_state = Vec::new();
     let hashes = request_hashes(&ctx.snapshot, &ctx.config)?;
+    // The CA key parsed (and an EC point checked) once per signature algorithm, not once per
+    // certificate.
+    let mut verifiers: Vec<(AlgorithmIdentifierOwned, Result<SignatureVerifier, String>)> =
+        Vec::new();
 
     for (path, bytes) in &committed {
         if !path.ends_with(".pem") || path.ends_with(".chain.pem") {
@@ -58,9 +63,19 @@ pub async fn audit(
         };
         let tbs_der = cert.tbs_certificate().to_der().map_err(|e| e.to_string())?;
         let sig = cert.signature().as_bytes().unwrap_or_default();
-        if cert.tbs_certificate().issuer() != ca.subject()
-            || verify_signature(ca_key, cert.signature_algorithm(), &tbs_der, sig).is_err()
-        {
+        let alg = cert.signature_algorithm();
+        let at = match verifiers.iter().position(|(a, _)| a == alg) {
+            Some(at) => at,
+            None => {
+                verifiers.push((alg.clone(), SignatureVerifier::new(ca_key, alg)));
+                verifiers.len() - 1
+            }
+        };
+        let signed_by_ca = verifiers[at]
+            .1
+            .as_ref()
+            .is_ok_and(|v| v.verify(&tbs_der, sig).is_ok());
+        if cert.tbs_certificate().issuer() != ca.subject() || !signed_by_ca {
             out.push(f(
                 "cert-not-from-ca",
                 path,
