@@ -506,3 +506,50 @@ fn verify_reports_certificates_that_differ_from_the_state_in_place() {
     ];
     assert_eq!(got, want, "{findings:#?}");
 }
+
+/// A published certificate file that no longer parses is reported by `verify`, and the next
+/// apply says so and writes it again from the state.
+#[test]
+fn an_unparsable_leaf_is_reported_and_written_again_from_the_state() {
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    env.init(&[]);
+    env.ok(&["apply"], 3);
+    let leaf = leaf_files(&env.path("issued")).remove(0);
+    let rel = leaf
+        .strip_prefix(env.path(""))
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let good = std::fs::read(&leaf).unwrap();
+    std::fs::write(
+        &leaf,
+        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    env.commit_all("a broken certificate file");
+
+    let o = env.gitca(&["verify", "--format", "json"]);
+    let findings: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        findings
+            .iter()
+            .any(|f| f["code"] == "cert-unparsable" && f["file"] == rel.as_str()),
+        "{findings:#?}"
+    );
+
+    let o = env.gitca(&["apply", "--full-scan"]);
+    // 3: the example's rejected requests, as on the first apply.
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("{rel}: not a certificate"))
+            && err.contains("writing it again from the state"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&leaf).unwrap(),
+        good,
+        "the state's certificate"
+    );
+    env.ok(&["verify"], 0);
+}

@@ -173,7 +173,13 @@ pub async fn changes(
                     None
                 }
             })
-            .and_then(|b| parse_cert(&leaf, &b).ok())
+            .and_then(|b| match parse_cert(&leaf, &b) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!("{e}; writing it again from the state");
+                    None
+                }
+            })
             .is_some_and(|c: Certificate| {
                 hex::encode(c.tbs_certificate().serial_number().as_bytes()).trim_start_matches('0')
                     == serial.trim_start_matches('0')
