@@ -394,36 +394,34 @@ fn verify_reports_certificates_that_differ_from_the_state_in_place() {
     }
     let chain_of_b = b.with_extension("chain.pem");
     std::fs::remove_file(&chain_of_b).unwrap();
+    let openssl = |args: &[&str]| tool_in("openssl", &env.path(""), args);
+    let text = |p: &Path| p.to_string_lossy().into_owned();
+    // Replaces a leaf with a certificate for the same public key, signed by `ca` and `ca_key`.
+    let resign = |leaf: &Path, subject: &str, ca: &Path, ca_key: &Path, more: &[&str]| {
+        let (key, resigned) = (env.path("subject-key.pem"), env.path("resigned.pem"));
+        std::fs::write(
+            &key,
+            openssl(&["x509", "-noout", "-pubkey", "-in", &text(leaf)]),
+        )
+        .unwrap();
+        let (key_arg, ca, ca_key, out) = (text(&key), text(ca), text(ca_key), text(&resigned));
+        let mut args = vec!["x509", "-new", "-subj", subject, "-force_pubkey", &key_arg];
+        args.extend(["-CA", &ca, "-CAkey", &ca_key, "-days", "5", "-out", &out]);
+        args.extend(more);
+        openssl(&args);
+        std::fs::rename(&resigned, leaf).unwrap();
+        std::fs::remove_file(&key).unwrap();
+    };
     // Re-signed by the CA key itself: a valid signature over bytes the state never signed.
     let c = &leaves[2];
-    let openssl = |args: &[&str]| tool_in("openssl", &env.path(""), args);
-    let serial = openssl_serial(c);
-    let (key, resigned) = (env.path("subject-key.pem"), env.path("resigned.pem"));
-    let text = |p: &Path| p.to_string_lossy().into_owned();
-    std::fs::write(
-        &key,
-        openssl(&["x509", "-noout", "-pubkey", "-in", &text(c)]),
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-new",
-        "-subj",
+    let serial = format!("0x{}", openssl_serial(c));
+    resign(
+        c,
         "/CN=edited",
-        "-force_pubkey",
-        &text(&key),
-        "-CA",
-        &text(&env.path("ca/issuing-ca.pem")),
-        "-CAkey",
-        &text(&env.data.join("example-ca/issuing-ca.key")),
-        "-set_serial",
-        &format!("0x{serial}"),
-        "-days",
-        "5",
-        "-out",
-        &text(&resigned),
-    ]);
-    std::fs::rename(&resigned, c).unwrap();
+        &env.path("ca/issuing-ca.pem"),
+        &env.data.join("example-ca/issuing-ca.key"),
+        &["-set_serial", &serial],
+    );
     // Signed by another key under the CA's own name: the signature check, not the issuer
     // name, finds it.
     let d = &leaves[3];
@@ -453,29 +451,8 @@ fn verify_reports_certificates_that_differ_from_the_state_in_place() {
         "-out",
         &text(&impostor.1),
     ]);
-    std::fs::write(
-        &key,
-        openssl(&["x509", "-noout", "-pubkey", "-in", &text(d)]),
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-new",
-        "-subj",
-        "/CN=impostor",
-        "-force_pubkey",
-        &text(&key),
-        "-CA",
-        &text(&impostor.1),
-        "-CAkey",
-        &text(&impostor.0),
-        "-days",
-        "5",
-        "-out",
-        &text(&resigned),
-    ]);
-    std::fs::rename(&resigned, d).unwrap();
-    for f in [&key, &impostor.0, &impostor.1] {
+    resign(d, "/CN=impostor", &impostor.1, &impostor.0, &[]);
+    for f in [&impostor.0, &impostor.1] {
         std::fs::remove_file(f).unwrap();
     }
     env.commit_all("hand-edited certificates");
