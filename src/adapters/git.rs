@@ -40,7 +40,7 @@ pub struct GitRepo {
 /// which `git read-tree` runs beside.
 const READ_TREE_FROM: usize = 16_384;
 
-/// Work-tree paths handed to `git update-index` at a time.
+/// Work-tree paths handed to `git update-index` at a time, at most.
 const DONE_BATCH: usize = 256;
 
 impl std::fmt::Debug for GitRepo {
@@ -803,23 +803,28 @@ impl GitRepo {
             .zip(files.values())
             .filter_map(|(rel, content)| Some((rel, content.as_ref()?)))
             .collect();
-        deleted.par_chunks(DONE_BATCH).try_for_each(|batch| {
-            let mut failure = None;
-            let gone = batch
-                .iter()
-                .take_while(|rel| match std::fs::remove_file(workdir.join(rel)) {
-                    Ok(()) => true,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
-                    Err(e) => {
-                        failure = Some(format!("{rel}: {e}"));
-                        false
-                    }
-                })
-                .count();
-            // What was done before a failure is reported too: the caller takes it back.
-            done(&batch[..gone]);
-            failure.map_or(Ok(()), Err)
-        })?;
+        // Batches small enough that a few hundred files still spread over every thread and
+        // reach git while the rest are written.
+        let batch_size = |n: usize| (n / (4 * rayon::current_num_threads())).clamp(1, DONE_BATCH);
+        deleted
+            .par_chunks(batch_size(deleted.len()))
+            .try_for_each(|batch| {
+                let mut failure = None;
+                let gone = batch
+                    .iter()
+                    .take_while(|rel| match std::fs::remove_file(workdir.join(rel)) {
+                        Ok(()) => true,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+                        Err(e) => {
+                            failure = Some(format!("{rel}: {e}"));
+                            false
+                        }
+                    })
+                    .count();
+                // What was done before a failure is reported too: the caller takes it back.
+                done(&batch[..gone]);
+                failure.map_or(Ok(()), Err)
+            })?;
         // Each folder once, not a lookup per file.
         let dirs: std::collections::BTreeSet<&Path> = written
             .iter()
@@ -829,24 +834,26 @@ impl GitRepo {
             std::fs::create_dir_all(workdir.join(dir))
                 .map_err(|e| format!("{}: {e}", dir.display()))?;
         }
-        written.par_chunks(DONE_BATCH).try_for_each(|batch| {
-            let mut failure = None;
-            let in_place = batch
-                .iter()
-                .take_while(|(rel, content)| {
-                    match std::fs::write(workdir.join(rel), content.bytes()) {
-                        Ok(()) => true,
-                        Err(e) => {
-                            failure = Some(format!("{rel}: {e}"));
-                            false
+        written
+            .par_chunks(batch_size(written.len()))
+            .try_for_each(|batch| {
+                let mut failure = None;
+                let in_place = batch
+                    .iter()
+                    .take_while(|(rel, content)| {
+                        match std::fs::write(workdir.join(rel), content.bytes()) {
+                            Ok(()) => true,
+                            Err(e) => {
+                                failure = Some(format!("{rel}: {e}"));
+                                false
+                            }
                         }
-                    }
-                })
-                .count();
-            let paths: Vec<&String> = batch[..in_place].iter().map(|(rel, _)| *rel).collect();
-            done(&paths);
-            failure.map_or(Ok(()), Err)
-        })
+                    })
+                    .count();
+                let paths: Vec<&String> = batch[..in_place].iter().map(|(rel, _)| *rel).collect();
+                done(&paths);
+                failure.map_or(Ok(()), Err)
+            })
     }
 
     /// Starts the git CLI in the work tree with what `input` receives on its standard input,
