@@ -11,7 +11,7 @@ use crate::domain::state::Index;
 use der::{Decode, Encode};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use spki::AlgorithmIdentifierOwned;
+use spki::ObjectIdentifier;
 use std::collections::BTreeSet;
 use time::OffsetDateTime;
 use x509_cert::crl::CertificateList;
@@ -46,9 +46,9 @@ pub async fn audit(
     let mut against_state = Vec::new();
     let hashes = request_hashes(&ctx.snapshot, &ctx.config)?;
     // The CA key parsed (and an EC point checked) once per signature algorithm, not once per
-    // certificate.
-    let mut verifiers: Vec<(AlgorithmIdentifierOwned, Result<SignatureVerifier, String>)> =
-        Vec::new();
+    // certificate. Keyed on the OID, the only part `SignatureVerifier` reads, so certificates
+    // with made-up parameters cannot grow it.
+    let mut verifiers: Vec<(ObjectIdentifier, Result<SignatureVerifier, String>)> = Vec::new();
 
     for (path, bytes) in &committed {
         if !path.ends_with(".pem") || path.ends_with(".chain.pem") {
@@ -64,10 +64,10 @@ pub async fn audit(
         let tbs_der = cert.tbs_certificate().to_der().map_err(|e| e.to_string())?;
         let sig = cert.signature().as_bytes().unwrap_or_default();
         let alg = cert.signature_algorithm();
-        let at = match verifiers.iter().position(|(a, _)| a == alg) {
+        let at = match verifiers.iter().position(|(oid, _)| *oid == alg.oid) {
             Some(at) => at,
             None => {
-                verifiers.push((alg.clone(), SignatureVerifier::new(ca_key, alg)));
+                verifiers.push((alg.oid, SignatureVerifier::new(ca_key, alg)));
                 verifiers.len() - 1
             }
         };

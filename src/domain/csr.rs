@@ -233,13 +233,20 @@ pub fn check_csr(bytes: &[u8]) -> Result<CheckedCsr, (Code, String)> {
         .signature
         .as_bytes()
         .ok_or((Code::CsrMalformed, "signature has unused bits".to_string()))?;
-    SignatureVerifier::for_key(&req.info.public_key, key, &req.algorithm)
+    let verifier = SignatureVerifier::for_key(&req.info.public_key, key, &req.algorithm);
+    verifier
+        .as_ref()
+        .map_err(Clone::clone)
         .and_then(|v| v.verify(&info, sig))
         .map_err(|e| {
             // The signature is checked over the info as gitca decodes and re-encodes it, so a
             // signature over a non-DER form (BER's unsorted SET OF, which the decoder sorts)
-            // fails here: say so rather than blame the key.
-            if info_as_received(&der).is_some_and(|raw| raw != info.as_slice()) {
+            // fails here. When it holds over the bytes as received, say so rather than blame
+            // the key; any other failure keeps its own message.
+            let signed_as_received = info_as_received(&der)
+                .filter(|raw| *raw != info.as_slice())
+                .is_some_and(|raw| verifier.as_ref().is_ok_and(|v| v.verify(raw, sig).is_ok()));
+            if signed_as_received {
                 (
                     Code::CsrMalformed,
                     "the CertificationRequestInfo is not DER (a SET OF out of order, say: a \
