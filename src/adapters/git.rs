@@ -791,40 +791,25 @@ impl GitRepo {
         files: &BTreeMap<String, Option<Content>>,
         done: &(dyn Fn(&[&String]) + Sync),
     ) -> Result<(), String> {
-        use rayon::prelude::*;
         let rels = self.rels(files);
-        let deleted: Vec<&String> = rels
+        let deleted: Vec<(&String, ())> = rels
             .iter()
             .zip(files.values())
-            .filter_map(|(rel, content)| content.is_none().then_some(rel))
+            .filter_map(|(rel, content)| content.is_none().then_some((rel, ())))
             .collect();
         let written: Vec<(&String, &Content)> = rels
             .iter()
             .zip(files.values())
             .filter_map(|(rel, content)| Some((rel, content.as_ref()?)))
             .collect();
-        // Batches small enough that a few hundred files still spread over every thread and
-        // reach git while the rest are written.
-        let batch_size = |n: usize| (n / (4 * rayon::current_num_threads())).clamp(1, DONE_BATCH);
-        deleted
-            .par_chunks(batch_size(deleted.len()))
-            .try_for_each(|batch| {
-                let mut failure = None;
-                let gone = batch
-                    .iter()
-                    .take_while(|rel| match std::fs::remove_file(workdir.join(rel)) {
-                        Ok(()) => true,
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
-                        Err(e) => {
-                            failure = Some(format!("{rel}: {e}"));
-                            false
-                        }
-                    })
-                    .count();
-                // What was done before a failure is reported too: the caller takes it back.
-                done(&batch[..gone]);
-                failure.map_or(Ok(()), Err)
-            })?;
+        each_reported(
+            &deleted,
+            |rel, ()| match std::fs::remove_file(workdir.join(rel)) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                gone => gone,
+            },
+            done,
+        )?;
         // Each folder once, not a lookup per file.
         let dirs: std::collections::BTreeSet<&Path> = written
             .iter()
@@ -834,26 +819,11 @@ impl GitRepo {
             std::fs::create_dir_all(workdir.join(dir))
                 .map_err(|e| format!("{}: {e}", dir.display()))?;
         }
-        written
-            .par_chunks(batch_size(written.len()))
-            .try_for_each(|batch| {
-                let mut failure = None;
-                let in_place = batch
-                    .iter()
-                    .take_while(|(rel, content)| {
-                        match std::fs::write(workdir.join(rel), content.bytes()) {
-                            Ok(()) => true,
-                            Err(e) => {
-                                failure = Some(format!("{rel}: {e}"));
-                                false
-                            }
-                        }
-                    })
-                    .count();
-                let paths: Vec<&String> = batch[..in_place].iter().map(|(rel, _)| *rel).collect();
-                done(&paths);
-                failure.map_or(Ok(()), Err)
-            })
+        each_reported(
+            &written,
+            |rel, content| std::fs::write(workdir.join(rel), content.bytes()),
+            done,
+        )
     }
 
     /// Starts the git CLI in the work tree with what `input` receives on its standard input,
@@ -999,6 +969,35 @@ impl GitRun {
 /// A path as `git update-index -z` and `--pathspec-file-nul` read it.
 fn nul_terminated(rel: &str) -> Vec<u8> {
     [rel.as_bytes(), b"\0"].concat()
+}
+
+/// Runs `op` on each work-tree path on all cores, in batches small enough that a few hundred
+/// files still spread over every thread and reach git while the rest are done, and reports each
+/// batch's paths to `done`; what was done before a failure is reported too (the caller takes it
+/// back).
+fn each_reported<T: Sync>(
+    items: &[(&String, T)],
+    op: impl Fn(&str, &T) -> std::io::Result<()> + Sync,
+    done: &(dyn Fn(&[&String]) + Sync),
+) -> Result<(), String> {
+    use rayon::prelude::*;
+    let size = (items.len() / (4 * rayon::current_num_threads())).clamp(1, DONE_BATCH);
+    items.par_chunks(size).try_for_each(|batch| {
+        let mut failure = None;
+        let finished = batch
+            .iter()
+            .take_while(|(rel, item)| match op(rel, item) {
+                Ok(()) => true,
+                Err(e) => {
+                    failure = Some(format!("{rel}: {e}"));
+                    false
+                }
+            })
+            .count();
+        let paths: Vec<&String> = batch[..finished].iter().map(|(rel, _)| *rel).collect();
+        done(&paths);
+        failure.map_or(Ok(()), Err)
+    })
 }
 
 /// Input for [`GitRepo::spawn_with_input`] that is all known already.
