@@ -381,7 +381,8 @@ fn openssl_speed(alg: &str) -> (f64, f64) {
         &["speed", "-seconds", "3", "-mr", alg],
     );
     // -mr lines: +F2:n:bits:sign/s:verify/s (RSA F2, ECDSA F4); OpenSSL 3.2 and later add
-    // RSA's encrypt/s and decrypt/s after them, so the rates are read by position.
+    // RSA's encrypt/s and decrypt/s after them, so the rates are read by position. Returns
+    // (sign/s, verify/s).
     let line = o
         .lines()
         .find(|l| l.starts_with("+F"))
@@ -392,8 +393,7 @@ fn openssl_speed(alg: &str) -> (f64, f64) {
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("openssl speed {alg}: no rate at field {i} of {line}"))
     };
-    let (sign, verify) = (rate(3), rate(4));
-    (sign, verify)
+    (rate(3), rate(4))
 }
 
 /// Certificates per second of a shell loop of `openssl x509 -req` over the same CSRs.

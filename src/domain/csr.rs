@@ -196,15 +196,6 @@ pub struct CheckedCsr {
     pub key_id: String,
 }
 
-/// The first element of a CSR's outer SEQUENCE exactly as received: the bytes its signature
-/// covers.
-fn info_as_received(der: &[u8]) -> Option<&[u8]> {
-    use der::Reader;
-    let mut reader = der::SliceReader::new(der).ok()?;
-    der::Header::decode(&mut reader).ok()?;
-    reader.tlv_bytes().ok()
-}
-
 /// Decodes PEM or DER, verifies proof of possession and refuses weak keys and CA requests.
 pub fn check_csr(bytes: &[u8]) -> Result<CheckedCsr, (Code, String)> {
     if bytes.len() > MAX_CSR_BYTES {
@@ -233,35 +224,34 @@ pub fn check_csr(bytes: &[u8]) -> Result<CheckedCsr, (Code, String)> {
         .signature
         .as_bytes()
         .ok_or((Code::CsrMalformed, "signature has unused bits".to_string()))?;
-    let verifier = SignatureVerifier::for_key(&req.info.public_key, key, &req.algorithm);
-    verifier
-        .as_ref()
-        .map_err(Clone::clone)
-        .and_then(|v| v.verify(&info, sig))
-        .map_err(|e| {
-            // The signature is checked over the info as gitca decodes and re-encodes it, so a
-            // signature over a non-DER form (BER's unsorted SET OF, which the decoder sorts)
-            // fails here. When it holds over the bytes as received, say so rather than blame
-            // the key; any other failure keeps its own message.
-            let signed_as_received = info_as_received(&der)
-                .filter(|raw| *raw != info.as_slice())
-                .is_some_and(|raw| verifier.as_ref().is_ok_and(|v| v.verify(raw, sig).is_ok()));
-            if signed_as_received {
-                (
-                    Code::CsrMalformed,
-                    "the CertificationRequestInfo is not DER (a SET OF out of order, say: a \
-                     multi-valued name or the attributes); its signature covers bytes that \
-                     are not the DER encoding gitca checks. Create the CSR with a DER \
-                     encoder (openssl req does)"
-                        .to_string(),
-                )
-            } else {
-                (
-                    Code::CsrBadSignature,
-                    format!("proof of possession failed: {e}"),
-                )
-            }
-        })?;
+    let bad_signature = |e: String| {
+        (
+            Code::CsrBadSignature,
+            format!("proof of possession failed: {e}"),
+        )
+    };
+    let verifier = SignatureVerifier::for_key(&req.info.public_key, key, &req.algorithm)
+        .map_err(bad_signature)?;
+    verifier.verify(&info, sig).map_err(|e| {
+        // The signature is checked over the info as gitca decodes and re-encodes it, so a
+        // signature over a non-DER form (BER's unsorted SET OF, which the decoder sorts) fails
+        // here. When it holds over the bytes as received, say so rather than blame the key;
+        // any other failure keeps its own message.
+        let signed_as_received = super::signed::signed_part(&der)
+            .is_some_and(|raw| raw != info.as_slice() && verifier.verify(raw, sig).is_ok());
+        if signed_as_received {
+            (
+                Code::CsrMalformed,
+                "the CertificationRequestInfo is not DER (a SET OF out of order, say: a \
+                 multi-valued name or the attributes); its signature covers bytes that are not \
+                 the DER encoding gitca checks. Create the CSR with a DER encoder (openssl req \
+                 does)"
+                    .to_string(),
+            )
+        } else {
+            bad_signature(e)
+        }
+    })?;
 
     let mut sans = Sans::default();
     for attr in req.info.attributes.iter() {

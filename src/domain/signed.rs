@@ -28,6 +28,18 @@ pub fn der(
     .map_err(|e| e.to_string())
 }
 
+/// The to-be-signed part of a signed structure (a certificate, a CRL, a PKCS#10 request: the
+/// same shape) exactly as received: the bytes its signature covers. None if `der` does not
+/// begin with a SEQUENCE holding a first element.
+pub fn signed_part(der: &[u8]) -> Option<&[u8]> {
+    use der::Reader;
+    let mut reader = der::SliceReader::new(der).ok()?;
+    der::Decode::decode(&mut reader)
+        .map(|_: der::Header| ())
+        .ok()?;
+    reader.tlv_bytes().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use const_oid::db::rfc5912;
@@ -50,5 +62,8 @@ mod tests {
         // Not one TLV: refused, not framed.
         assert!(super::der(&tbs[..4], &alg, &[1]).is_err());
         assert!(super::der(&[tbs.as_slice(), &[0]].concat(), &alg, &[1]).is_err());
+        // And back: the part signed, as it was framed.
+        assert_eq!(super::signed_part(&der), Some(tbs.as_slice()));
+        assert_eq!(super::signed_part(&der[..3]), None);
     }
 }
