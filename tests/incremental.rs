@@ -273,6 +273,55 @@ fn uncommitted_changes_to_outputs_are_not_overwritten() {
     assert_eq!(env.read("issued/servers/web-01.chain.pem"), chain_before);
 }
 
+/// gitca never writes through a symbolic link or other non-folder on an output's way (a link
+/// could point outside the work tree), also where the folder is new to the repository; it
+/// refuses before writing anything, and the rerun once it is gone converges.
+#[test]
+fn outputs_are_not_written_through_a_link_or_file_in_place_of_a_folder() {
+    for link in [true, false] {
+        let env = Env::from(EXAMPLE, &[]);
+        env.init(&[]);
+        let head = env.head();
+        let outside = env.tmp().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::create_dir_all(env.path("issued")).unwrap();
+        let in_place = env.path("issued/workloads");
+        if link {
+            std::os::unix::fs::symlink(&outside, &in_place).unwrap();
+        } else {
+            std::fs::write(&in_place, "not a folder\n").unwrap();
+        }
+        let o = env.gitca(&["apply", "--now", "2026-12-01T00:00:00Z"]);
+        assert_ne!(o.status.code(), Some(0));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("issued/workloads") && err.contains("not a plain folder"),
+            "{err}"
+        );
+        assert_eq!(env.head(), head, "no branch moved");
+        assert_eq!(
+            std::fs::read_dir(&outside).unwrap().count(),
+            0,
+            "nothing written outside"
+        );
+        let untracked = env.git(&["status", "--porcelain", "--untracked-files=all"]);
+        assert_eq!(
+            untracked.trim(),
+            "?? issued/workloads",
+            "nothing else written"
+        );
+
+        std::fs::remove_file(&in_place).unwrap();
+        env.ok(&["apply", "--now", "2026-12-01T00:00:00Z"], 3);
+        assert_ne!(env.head(), head);
+        assert!(env.path("issued/workloads/payments-api.pem").is_file());
+        assert!(
+            env.git(&["status", "--porcelain"]).trim().is_empty(),
+            "work tree clean"
+        );
+    }
+}
+
 /// The index update after the outputs commit runs the git command. Without it the apply fails
 /// naming what is missing, moves no branch and writes no file, and the rerun (with git)
 /// converges.

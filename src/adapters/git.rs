@@ -707,23 +707,15 @@ impl GitRepo {
         base: &git2::Tree,
         files: &BTreeMap<String, Option<Content>>,
     ) -> Result<(), String> {
-        let mut safe_dirs = std::collections::HashSet::new();
+        // Each folder on the way: present (a plain folder) or absent. Below an absent one
+        // nothing exists, which spares a first issuance a failed `lstat` per file.
+        let mut folders = std::collections::HashMap::new();
         for path in files.keys() {
             let rel = format!("{}{path}", self.prefix);
             let abs = workdir.join(&rel);
-            // Never write through a symbolic link (it could point outside the work tree).
-            let mut dir = abs.parent();
-            while let Some(d) = dir.filter(|d| d.starts_with(workdir) && *d != workdir) {
-                if !safe_dirs.insert(d.to_path_buf()) {
-                    break;
-                }
-                if std::fs::symlink_metadata(d).is_ok_and(|m| !m.is_dir()) {
-                    return Err(format!(
-                        "{}: not a plain folder in the work tree; gitca will not write through it",
-                        d.display()
-                    ));
-                }
-                dir = d.parent();
+            let parent = abs.parent().unwrap_or(workdir);
+            if !folder_present(&mut folders, workdir, parent)? {
+                continue;
             }
             match std::fs::symlink_metadata(&abs) {
                 Ok(m) if !m.is_file() => {
@@ -1158,6 +1150,35 @@ impl GitRepo {
         let id = Oid::from_str(id).map_err(ge)?;
         Ok(self.repo.find_blob(id).map_err(ge)?.content().to_vec())
     }
+}
+
+/// Whether `dir` (inside `workdir`) is a plain folder, `false` if it or a folder above it is
+/// absent; an error if one is a symbolic link or other non-folder, which gitca never writes
+/// through (it could point outside the work tree). Answers are kept in `known`.
+fn folder_present(
+    known: &mut std::collections::HashMap<PathBuf, bool>,
+    workdir: &Path,
+    dir: &Path,
+) -> Result<bool, String> {
+    if dir == workdir || !dir.starts_with(workdir) {
+        return Ok(true);
+    }
+    if let Some(&present) = known.get(dir) {
+        return Ok(present);
+    }
+    let present = folder_present(known, workdir, dir.parent().unwrap_or(workdir))?
+        && match std::fs::symlink_metadata(dir) {
+            Ok(m) if m.is_dir() => true,
+            Ok(_) => {
+                return Err(format!(
+                    "{}: not a plain folder in the work tree; gitca will not write through it",
+                    dir.display()
+                ));
+            }
+            Err(_) => false,
+        };
+    known.insert(dir.to_path_buf(), present);
+    Ok(present)
 }
 
 #[cfg(test)]
