@@ -494,7 +494,7 @@ async fn put_round<'a>(
     if recs.is_empty() {
         return Ok(());
     }
-    let bytes = serde_json::to_vec(&recs).map_err(|e| e.to_string())?;
+    let bytes = crate::domain::state::records_json(&recs).map_err(|e| e.to_string())?;
     let key = round_key(round);
     match previous {
         None => ctx.store.put_new(&key, &bytes).await?,
@@ -1055,7 +1055,7 @@ async fn issue(
         let round: Arc<str> = built[0].1.1.serial.as_str().into();
         let key = intent_key(&round);
         let records: Vec<&CertRecord> = built.iter().map(|(_, (_, rec))| rec).collect();
-        let intents = serde_json::to_vec(&records).map_err(|e| e.to_string())?;
+        let intents = crate::domain::state::records_json(&records).map_err(|e| e.to_string())?;
         let version = ctx.store.put_new(&key, &intents).await?;
         drop(intents);
         run.intents_done.push((key, version));

@@ -14,6 +14,15 @@ pub fn intent_key(first_serial: &str) -> String {
     format!("intents/{first_serial}.json")
 }
 
+/// A round's records (its intents, then its certificates) as the JSON array `intents_of`
+/// reads, written into a buffer sized up front: a round of 4,096 certificates is 6 MB, which
+/// a growing buffer copies and faults in again at each doubling.
+pub fn records_json(recs: &[&CertRecord]) -> Result<Vec<u8>, serde_json::Error> {
+    let mut out = Vec::with_capacity(2 + recs.iter().map(|r| r.json_len_hint()).sum::<usize>());
+    serde_json::to_writer(&mut out, recs)?;
+    Ok(out)
+}
+
 /// The records an intent object holds: a round's (a JSON array), or the one certificate of an
 /// intent written before rounds shared an object (a JSON object).
 pub fn intents_of(bytes: &[u8]) -> Result<Vec<CertRecord>, serde_json::Error> {
@@ -284,6 +293,21 @@ pub struct CertRecord {
     /// Base64 DER of the signed certificate; absent in an intent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<String>,
+}
+
+impl CertRecord {
+    /// Its JSON's length when no character needs escaping (base64, hex and request paths):
+    /// the values and, in `JSON_FRAME`, the names, quotes and separators.
+    fn json_len_hint(&self) -> usize {
+        const JSON_FRAME: usize = 96;
+        JSON_FRAME
+            + self.serial.len()
+            + self.request_id.len()
+            + self.request_hash.len()
+            + self.key_id.len()
+            + self.tbs.len()
+            + self.certificate.as_ref().map_or(0, String::len)
+    }
 }
 
 impl CertSummary {
@@ -669,6 +693,38 @@ mod tests {
         assert_eq!(intents_of(&single).unwrap(), vec![rec("0c")]);
         assert!(intents_of(b" [{\"serial\": 1}]").is_err());
         assert!(intents_of(b"").is_err());
+    }
+
+    /// The sized writer writes what `serde_json::to_vec` does, and sizes its buffer for it:
+    /// intents and signed records both.
+    #[test]
+    fn records_json_is_serde_json_in_a_buffer_sized_for_it() {
+        let rec = |serial: &str, certificate: Option<&str>| CertRecord {
+            serial: serial.into(),
+            request_id: "requests/team-a/web.yaml".into(),
+            request_hash: "9f".repeat(32),
+            key_id: "ab".repeat(20),
+            tbs: "MIIB".repeat(100),
+            certificate: certificate.map(String::from),
+        };
+        let intents = [rec("0a", None), rec("0b", None)];
+        let signed = [
+            rec("0a", Some(&"MIIC".repeat(150))),
+            rec("0b", Some("MAA=")),
+        ];
+        for recs in [&intents, &signed] {
+            let refs: Vec<&CertRecord> = recs.iter().collect();
+            let json = records_json(&refs).unwrap();
+            assert_eq!(json, serde_json::to_vec(&refs).unwrap());
+            assert_eq!(intents_of(&json).unwrap(), *recs);
+            let hint: usize = 2 + refs.iter().map(|r| r.json_len_hint()).sum::<usize>();
+            assert!(json.len() <= hint, "{} bytes, {hint} reserved", json.len());
+            assert!(
+                hint - json.len() <= 64 * refs.len(),
+                "{hint} reserved for {}",
+                json.len()
+            );
+        }
     }
 
     /// Read in bulk, the certificates map is the one inserting entry by entry gives, a repeated
