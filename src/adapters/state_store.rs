@@ -41,6 +41,11 @@ pub trait StateStore: Send + Sync {
     }
     /// Creates `key`; `Conflict` if it exists.
     async fn put_new(&self, key: &str, bytes: &[u8]) -> Result<String, StoreError>;
+    /// Creates `key` like `put_new`, for a caller with no use for the version: the local store
+    /// then does not hash it (a round's 6 MB of records).
+    async fn create(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.put_new(key, bytes).await.map(drop)
+    }
     /// Replaces `key` only if its version is still `expected`; `Conflict` otherwise.
     async fn put_if(&self, key: &str, bytes: &[u8], expected: &str) -> Result<String, StoreError>;
     /// Deletes `key` only if its version is still `expected` (absent is fine).
@@ -182,6 +187,24 @@ impl DirStore {
         }
     }
 
+    /// Creates `key`'s file; `Conflict` if it exists, in this layout or the older one.
+    fn create_file(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        if self.legacy(key).is_some_and(|p| p.exists()) {
+            return Err(StoreError::Conflict(key.to_string()));
+        }
+        let path = self.path(key)?;
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        let t = self.temp(&dir, key, bytes)?;
+        // link(2) fails if the target exists: an atomic create-only write.
+        match fs::hard_link(t.path(), &path) {
+            Ok(()) => sync_dir(&dir).map_err(|e| io(key, e)),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                Err(StoreError::Conflict(key.to_string()))
+            }
+            Err(e) => Err(io(key, e)),
+        }
+    }
+
     fn lock(&self) -> Result<File, StoreError> {
         let f = OpenOptions::new()
             .create(true)
@@ -272,23 +295,12 @@ impl StateStore for DirStore {
     }
 
     async fn put_new(&self, key: &str, bytes: &[u8]) -> Result<String, StoreError> {
-        if self.legacy(key).is_some_and(|p| p.exists()) {
-            return Err(StoreError::Conflict(key.to_string()));
-        }
-        let path = self.path(key)?;
-        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
-        let t = self.temp(&dir, key, bytes)?;
-        // link(2) fails if the target exists: an atomic create-only write.
-        match fs::hard_link(t.path(), &path) {
-            Ok(()) => {
-                sync_dir(&dir).map_err(|e| io(key, e))?;
-                Ok(version_of(bytes))
-            }
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                Err(StoreError::Conflict(key.to_string()))
-            }
-            Err(e) => Err(io(key, e)),
-        }
+        self.create_file(key, bytes)?;
+        Ok(version_of(bytes))
+    }
+
+    async fn create(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.create_file(key, bytes)
     }
 
     async fn put_if(&self, key: &str, bytes: &[u8], expected: &str) -> Result<String, StoreError> {
@@ -420,6 +432,20 @@ mod tests {
         s.delete_if("a/b.json", &v2).await.unwrap();
         assert!(s.get("a/b.json").await.unwrap().is_none());
         assert!(s.get("../x").await.is_err());
+
+        // `create` is `put_new` without the version: create-only all the same.
+        s.create("a/c.json", b"1").await.unwrap();
+        assert!(matches!(
+            s.create("a/c.json", b"2").await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            s.put_new("a/c.json", b"2").await,
+            Err(StoreError::Conflict(_))
+        ));
+        let c = s.get("a/c.json").await.unwrap().unwrap();
+        assert_eq!(c.bytes, b"1");
+        assert_eq!(Some(c.version), s.version("a/c.json").await.unwrap());
     }
 
     /// Per-certificate folders are sharded; a store written before sharding still reads,
@@ -439,6 +465,13 @@ mod tests {
         assert!(
             matches!(r[2], Err(StoreError::Conflict(_))),
             "legacy object kept"
+        );
+        assert!(
+            matches!(
+                s.create("certs/0aold.json", b"new").await,
+                Err(StoreError::Conflict(_))
+            ),
+            "legacy object kept by create too"
         );
         assert!(d.path().join("certs/1a/1a.json").exists());
         assert_eq!(

@@ -435,8 +435,8 @@ async fn recover(
                     let bytes = serde_json::to_vec(&rec).map_err(|e| e.to_string())?;
                     let kept = format!("abandoned/{}.json", rec.serial);
                     // Kept for the record before its intent is deleted; already there is fine.
-                    match ctx.store.put_new(&kept, &bytes).await {
-                        Ok(_) | Err(StoreError::Conflict(_)) => {}
+                    match ctx.store.create(&kept, &bytes).await {
+                        Ok(()) | Err(StoreError::Conflict(_)) => {}
                         Err(e) => return Err(e.into()),
                     }
                     abandoned += 1;
@@ -497,8 +497,8 @@ async fn put_round<'a>(
     let bytes = crate::domain::state::records_json(&recs).map_err(|e| e.to_string())?;
     let key = round_key(round);
     match previous {
-        None => ctx.store.put_new(&key, &bytes).await?,
-        Some(v) => ctx.store.put_if(&key, &bytes, v).await?,
+        None => ctx.store.create(&key, &bytes).await?,
+        Some(v) => ctx.store.put_if(&key, &bytes, v).await.map(drop)?,
     };
     Ok(())
 }
@@ -737,8 +737,8 @@ pub async fn reconcile(
         let sig = sign_verified(signer, &tbs).await?;
         signatures += 1;
         let der = crl::assemble(&tbs, &signer.algorithm(), &sig)?;
-        match ctx.store.put_new(&crl_key(number), &der).await {
-            Ok(_) | Err(StoreError::Conflict(_)) => {}
+        match ctx.store.create(&crl_key(number), &der).await {
+            Ok(()) | Err(StoreError::Conflict(_)) => {}
             Err(e) => return Err(e.into()),
         }
         let serials: Vec<String> = entries.iter().map(|e| e.serial_hex.clone()).collect();
