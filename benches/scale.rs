@@ -5,11 +5,12 @@
 //! the target directory) and drives the real release binary, as a user would.
 //!
 //! ```text
-//! cargo bench --bench scale -- issuance [--n 10000]
+//! cargo bench --bench scale -- issuance [--n 10000] [--ca p256] [--threads 1]
 //! cargo bench --bench scale -- noop [--sizes 1000,10000,100000]
 //! cargo bench --bench scale -- kms [--python .venv/bin/python] [--n 1000] [--rate 50]
 //! cargo bench --bench scale -- crl [--n 100000]
 //! cargo bench --bench scale -- state [--n 100000]
+//! cargo bench --bench scale -- speed
 //! ```
 
 use gitca::adapters::signer::{KeyAlgorithm, LocalSigner, Signer, sign_verified};
@@ -40,7 +41,11 @@ fn main() {
     println!("{}", machine());
     println!("Repositories and states in {}", describe_dir(&work_dir()));
     match what {
-        "issuance" => issuance(n(10_000)),
+        "issuance" => issuance(
+            n(10_000),
+            opt("--ca").as_deref(),
+            opt("--threads").map(|t| t.parse().expect("--threads N")),
+        ),
         "noop" => {
             let sizes: Vec<usize> = opt("--sizes")
                 .unwrap_or_else(|| "1000,10000,100000".into())
@@ -58,8 +63,9 @@ fn main() {
         ),
         "crl" => crl(n(100_000)),
         "state" => state(n(100_000)),
+        "speed" => speed(),
         _ => eprintln!(
-            "usage: cargo bench --bench scale -- issuance|noop|kms|crl|state [--n N] [--sizes ..] [--python P] [--work-dir DIR]"
+            "usage: cargo bench --bench scale -- issuance|noop|kms|crl|state|speed [--n N] [--ca p256|p384|rsa2048] [--threads N] [--sizes ..] [--python P] [--work-dir DIR]"
         ),
     }
 }
@@ -444,7 +450,9 @@ fn openssl_loop(pool: &Path, ca_alg: &str, count: usize) -> f64 {
     count as f64 / start.elapsed().as_secs_f64()
 }
 
-fn issuance(n: usize) {
+/// `only_ca` (p256, p384, rsa2048) and `only_threads` run one row's runs alone: the target's
+/// is `--ca p256 --threads 1`.
+fn issuance(n: usize, only_ca: Option<&str>, only_threads: Option<usize>) {
     let pool = csrs("p256", n);
     let csr_verify = openssl_speed("ecdsap256").1;
     let mut t = String::new();
@@ -465,10 +473,17 @@ fn issuance(n: usize) {
         ("p256", "ecdsap256"),
         ("p384", "ecdsap384"),
         ("rsa2048", "rsa2048"),
-    ] {
+    ]
+    .into_iter()
+    .filter(|(ca, _)| only_ca.is_none_or(|only| only == *ca))
+    {
         let loop_rate = openssl_loop(&pool, ca_alg, 200.min(n));
         let runs = if ca_alg == "p256" { P256_RUNS } else { 1 };
-        for threads in [1, cores()] {
+        let threads = match only_threads {
+            Some(t) => vec![t],
+            None => vec![1, cores()],
+        };
+        for threads in threads {
             // (rate, floor beside it) per run.
             let mut measured = Vec::new();
             for _ in 0..runs {
@@ -516,6 +531,50 @@ fn issuance(n: usize) {
         }
     }
     println!("{t}");
+}
+
+/// The rates of the crypto library gitca signs and verifies with (AWS-LC), one thread, beside
+/// `openssl speed`'s: whether the floor is the library's or gitca's.
+fn speed() {
+    use aws_lc_rs::signature::{
+        ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair,
+        UnparsedPublicKey,
+    };
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let key = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_ASN1_SIGNING).unwrap();
+    // About a leaf TBSCertificate's size.
+    let msg = [0x5au8; 450];
+    let per_second = |op: &mut dyn FnMut()| {
+        let start = Instant::now();
+        let mut n = 0u64;
+        while start.elapsed().as_secs_f64() < 3.0 {
+            for _ in 0..100 {
+                op();
+            }
+            n += 100;
+        }
+        n as f64 / start.elapsed().as_secs_f64()
+    };
+    let sig = key.sign(&rng, &msg).unwrap();
+    let sign = per_second(&mut || {
+        std::hint::black_box(key.sign(&rng, &msg).unwrap());
+    });
+    let public =
+        UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, key.public_key().as_ref().to_vec());
+    let verify = per_second(&mut || {
+        public.verify(&msg, sig.as_ref()).unwrap();
+    });
+    let (o_sign, o_verify) = openssl_speed("ecdsap256");
+    let floor = |s: f64, v: f64| 1.0 / (2.0 / v + 1.0 / s);
+    println!(
+        "### P-256 sign and verify, one thread\n\n\
+         | library | sign/s | verify/s | floor (2 verify + 1 sign)/s |\n\
+         | --- | --- | --- | --- |\n\
+         | AWS-LC (gitca, 450-byte message) | {sign:.0} | {verify:.0} | {:.0} |\n\
+         | openssl speed | {o_sign:.0} | {o_verify:.0} | {:.0} |\n",
+        floor(sign, verify),
+        floor(o_sign, o_verify)
+    );
 }
 
 /// Runs per row with a P-256 CA, the target's: one run on this shared machine varies by 10%.
