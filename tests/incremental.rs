@@ -262,12 +262,9 @@ fn uncommitted_changes_to_outputs_are_not_overwritten() {
     let env = issued_then_web01_shortened();
     std::fs::write(env.path("issued/servers/web-01.pem"), "my local edit\n").unwrap();
     let chain_before = env.read("issued/servers/web-01.chain.pem");
-    let o = env.gitca(&["apply", "--now", "2026-12-02T00:00:00Z"]);
-    assert_ne!(o.status.code(), Some(0));
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains("issued/servers/web-01.pem") && err.contains("uncommitted"),
-        "{err}"
+    refused(
+        env.gitca(&["apply", "--now", "2026-12-02T00:00:00Z"]),
+        &["issued/servers/web-01.pem", "uncommitted"],
     );
     assert_eq!(env.read("issued/servers/web-01.pem"), "my local edit\n");
     assert_eq!(env.read("issued/servers/web-01.chain.pem"), chain_before);
@@ -291,12 +288,9 @@ fn outputs_are_not_written_through_a_link_or_file_in_place_of_a_folder() {
         } else {
             std::fs::write(&in_place, "not a folder\n").unwrap();
         }
-        let o = env.gitca(&["apply", "--now", "2026-12-01T00:00:00Z"]);
-        assert_ne!(o.status.code(), Some(0));
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(
-            err.contains("issued/workloads") && err.contains("not a plain folder"),
-            "{err}"
+        refused(
+            env.gitca(&["apply", "--now", "2026-12-01T00:00:00Z"]),
+            &["issued/workloads", "not a plain folder"],
         );
         assert_eq!(env.head(), head, "no branch moved");
         assert_eq!(
@@ -351,12 +345,7 @@ fn an_apply_without_the_git_command_fails_clearly_and_its_rerun_converges() {
         .env("PATH", &no_git)
         .output()
         .unwrap();
-    assert_ne!(o.status.code(), Some(0));
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains("git update-index") && err.contains("needs the git command"),
-        "{err}"
-    );
+    refused(o, &["git update-index", "needs the git command"]);
     assert_eq!(env.head(), head, "no branch moved");
     // git is started before any file is written.
     assert!(
@@ -392,12 +381,9 @@ fn an_outputs_commit_that_fails_after_the_basis_was_recorded_converges() {
     let head = env.head();
     let lock = env.path(".git/index.lock");
     std::fs::write(&lock, "").unwrap();
-    let o = env.gitca(&["apply", "--now", "2026-12-02T00:00:00Z"]);
-    assert_ne!(o.status.code(), Some(0));
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains("git update-index") && err.contains("index.lock"),
-        "{err}"
+    refused(
+        env.gitca(&["apply", "--now", "2026-12-02T00:00:00Z"]),
+        &["git update-index", "index.lock"],
     );
     assert_eq!(env.head(), head, "no branch moved");
     // The failed run signed and wrote web-01's new certificate into the work tree.
@@ -497,6 +483,13 @@ fn issued_then_web01_shortened() -> Env {
     });
     env.commit_all("web-01 shorter");
     env
+}
+
+/// Asserts a run failed with an error naming each of `needles`.
+fn refused(o: std::process::Output, needles: &[&str]) {
+    assert_ne!(o.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(needles.iter().all(|n| err.contains(n)), "{err}");
 }
 
 /// Applies at `at` (exit 0 expected) and returns its JSON.
