@@ -486,6 +486,7 @@ fn issued_then_web01_shortened() -> Env {
 }
 
 /// Asserts a run failed with an error naming each of `needles`.
+#[track_caller]
 fn refused(o: std::process::Output, needles: &[&str]) {
     assert_ne!(o.status.code(), Some(0));
     let err = String::from_utf8_lossy(&o.stderr);
