@@ -784,10 +784,10 @@ impl GitRepo {
         done: &(dyn Fn(&[&String]) + Sync),
     ) -> Result<(), String> {
         let rels = self.rels(files);
-        let deleted: Vec<(&String, ())> = rels
+        let deleted: Vec<&String> = rels
             .iter()
             .zip(files.values())
-            .filter_map(|(rel, content)| content.is_none().then_some((rel, ())))
+            .filter_map(|(rel, content)| content.is_none().then_some(rel))
             .collect();
         let written: Vec<(&String, &Content)> = rels
             .iter()
@@ -796,7 +796,8 @@ impl GitRepo {
             .collect();
         each_reported(
             &deleted,
-            |rel, ()| match std::fs::remove_file(workdir.join(rel)) {
+            |rel| rel,
+            |rel| match std::fs::remove_file(workdir.join(rel)) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
                 gone => gone,
             },
@@ -813,7 +814,8 @@ impl GitRepo {
         }
         each_reported(
             &written,
-            |rel, content| std::fs::write(workdir.join(rel), content.bytes()),
+            |(rel, _)| rel,
+            |(rel, content)| std::fs::write(workdir.join(rel), content.bytes()),
             done,
         )
     }
@@ -963,13 +965,14 @@ fn nul_terminated(rel: &str) -> Vec<u8> {
     [rel.as_bytes(), b"\0"].concat()
 }
 
-/// Runs `op` on each work-tree path on all cores, in batches small enough that a few hundred
-/// files still spread over every thread and reach git while the rest are done, and reports each
-/// batch's paths to `done`; what was done before a failure is reported too (the caller takes it
-/// back).
-fn each_reported<T: Sync>(
-    items: &[(&String, T)],
-    op: impl Fn(&str, &T) -> std::io::Result<()> + Sync,
+/// Runs `op` on each item (a work-tree path, `rel` of it) on all cores, in batches small
+/// enough that a few hundred files still spread over every thread and reach git while the rest
+/// are done, and reports each batch's paths to `done`; what was done before a failure is
+/// reported too (the caller takes it back).
+fn each_reported<'a, T: Sync>(
+    items: &[T],
+    rel: impl Fn(&T) -> &'a String + Sync,
+    op: impl Fn(&T) -> std::io::Result<()> + Sync,
     done: &(dyn Fn(&[&String]) + Sync),
 ) -> Result<(), String> {
     use rayon::prelude::*;
@@ -978,15 +981,15 @@ fn each_reported<T: Sync>(
         let mut failure = None;
         let finished = batch
             .iter()
-            .take_while(|(rel, item)| match op(rel, item) {
+            .take_while(|item| match op(item) {
                 Ok(()) => true,
                 Err(e) => {
-                    failure = Some(format!("{rel}: {e}"));
+                    failure = Some(format!("{}: {e}", rel(item)));
                     false
                 }
             })
             .count();
-        let paths: Vec<&String> = batch[..finished].iter().map(|(rel, _)| *rel).collect();
+        let paths: Vec<&String> = batch[..finished].iter().map(&rel).collect();
         done(&paths);
         failure.map_or(Ok(()), Err)
     })

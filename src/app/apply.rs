@@ -21,7 +21,7 @@ use crate::domain::revocation::Reason;
 use crate::domain::serial::new_serial;
 use crate::domain::state::{
     CertRecord, CertSummary, CrlInfo, Index, PreviousCaRevocation, PublishedRevocation, Revoked,
-    crl_key, intent_key, intents_of, record_key, records_of, round_key,
+    crl_key, intent_key, intents_of, record_key, records_json, records_of, round_key,
 };
 use base64ct::{Base64, Encoding};
 use der::{Decode, Encode};
@@ -494,7 +494,7 @@ async fn put_round<'a>(
     if recs.is_empty() {
         return Ok(());
     }
-    let bytes = crate::domain::state::records_json(&recs).map_err(|e| e.to_string())?;
+    let bytes = records_json(&recs).map_err(|e| e.to_string())?;
     let key = round_key(round);
     match previous {
         None => ctx.store.create(&key, &bytes).await?,
@@ -1055,7 +1055,7 @@ async fn issue(
         let round: Arc<str> = built[0].1.1.serial.as_str().into();
         let key = intent_key(&round);
         let records: Vec<&CertRecord> = built.iter().map(|(_, (_, rec))| rec).collect();
-        let intents = crate::domain::state::records_json(&records).map_err(|e| e.to_string())?;
+        let intents = records_json(&records).map_err(|e| e.to_string())?;
         let version = ctx.store.put_new(&key, &intents).await?;
         drop(intents);
         run.intents_done.push((key, version));

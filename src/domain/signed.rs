@@ -32,11 +32,9 @@ pub fn der(
 /// same shape) exactly as received: the bytes its signature covers. None if `der` does not
 /// begin with a SEQUENCE holding a first element.
 pub fn signed_part(der: &[u8]) -> Option<&[u8]> {
-    use der::Reader;
+    use der::{Decode, Reader};
     let mut reader = der::SliceReader::new(der).ok()?;
-    der::Decode::decode(&mut reader)
-        .map(|_: der::Header| ())
-        .ok()?;
+    der::Header::decode(&mut reader).ok()?;
     reader.tlv_bytes().ok()
 }
 
