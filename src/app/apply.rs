@@ -18,7 +18,7 @@ use crate::domain::crl::{self, CrlEntry};
 use crate::domain::plan::{self, Action, Inputs, IssueSpec, Plan, RevocationAction};
 use crate::domain::profile::{self, Issuer, Urls, from_time};
 use crate::domain::revocation::Reason;
-use crate::domain::serial::new_serial;
+use crate::domain::serial::new_serials;
 use crate::domain::state::{
     CertRecord, CertSummary, CrlInfo, Index, PreviousCaRevocation, PublishedRevocation, Revoked,
     crl_key, intent_key, intents_of, record_key, records_json, records_of, round_key,
@@ -984,8 +984,7 @@ async fn issue(
         intents_done: Vec::new(),
         sign_seconds: 0.0,
     };
-    let build = |spec: &IssueSpec| -> Result<_, String> {
-        let serial = new_serial()?;
+    let build = |spec: &IssueSpec, serial: [u8; 20]| -> Result<_, String> {
         let unsigned = profile::leaf(spec, issuer, &serial, not_before, &urls)
             .map_err(|e| format!("{}: cannot build the certificate: {e}", spec.request_id))?;
         profile::lint_leaf(&unsigned.tbs_der, issuer, &serial, spec).map_err(|e| {
@@ -1014,15 +1013,20 @@ async fn issue(
     let mut kept = {
         use rayon::prelude::*;
         let requests = &plan.requests;
-        let build_at = |&i: &usize| {
+        let build_at = |(&i, serial): (&usize, [u8; 20])| {
             let spec = requests[i].spec.as_deref();
-            build(spec.expect("planned issuance has a spec"))
+            build(spec.expect("planned issuance has a spec"), serial)
         };
         let held = chunk_size.saturating_mul(kept_rounds).min(to_issue.len());
         let (ahead, rest) = to_issue.split_at(held);
-        rest.par_iter().try_for_each(|i| build_at(i).map(drop))?;
+        let serials = new_serials(to_issue.len())?;
+        let (ahead_serials, rest_serials) = serials.split_at(held);
+        rest.par_iter()
+            .zip(rest_serials.par_iter().copied())
+            .try_for_each(|x| build_at(x).map(drop))?;
         ahead
             .par_iter()
+            .zip(ahead_serials.par_iter().copied())
             .map(build_at)
             .collect::<Result<Vec<_>, String>>()?
             .into_iter()
@@ -1046,7 +1050,8 @@ async fn issue(
             use rayon::prelude::*;
             specs
                 .par_iter()
-                .map(|(action, spec)| Ok((*action, build(spec)?)))
+                .zip(new_serials(specs.len())?)
+                .map(|((action, spec), serial)| Ok((*action, build(spec, serial)?)))
                 .collect::<Result<_, String>>()?
         };
         drop(specs);

@@ -53,11 +53,29 @@ pub fn new_serial() -> Result<[u8; 20], String> {
     let mut b = [0u8; 20];
     loop {
         getrandom::fill(&mut b).map_err(|e| format!("OS random source failed: {e}"))?;
-        b[0] &= 0x7f;
-        if b[0] != 0 {
+        if positive_20_bytes(&mut b) {
             return Ok(b);
         }
     }
+}
+
+/// `n` serials as `new_serial` makes them, drawn from the OS in one call rather than one
+/// system call each (10,000 of them at a first issuance).
+pub fn new_serials(n: usize) -> Result<Vec<[u8; 20]>, String> {
+    let mut out = vec![[0u8; 20]; n];
+    getrandom::fill(out.as_flattened_mut()).map_err(|e| format!("OS random source failed: {e}"))?;
+    for b in &mut out {
+        if !positive_20_bytes(b) {
+            *b = new_serial()?;
+        }
+    }
+    Ok(out)
+}
+
+/// Clears the top bit; false when the first byte is then zero (the draw is discarded).
+fn positive_20_bytes(b: &mut [u8; 20]) -> bool {
+    b[0] &= 0x7f;
+    b[0] != 0
 }
 
 #[cfg(test)]
@@ -96,5 +114,22 @@ mod tests {
             assert!(s[0] != 0 && s[0] < 0x80);
         }
         assert_ne!(new_serial().unwrap(), new_serial().unwrap());
+    }
+
+    #[test]
+    fn batched_serials_are_positive_20_bytes_and_distinct() {
+        let serials = new_serials(5000).unwrap();
+        assert_eq!(serials.len(), 5000);
+        assert!(serials.iter().all(|s| s[0] != 0 && s[0] < 0x80));
+        let distinct: std::collections::HashSet<_> = serials.iter().collect();
+        assert_eq!(distinct.len(), serials.len());
+        // Every bit below the cleared top one varies across the batch.
+        let or = serials.iter().fold([0u8; 20], |mut acc, s| {
+            acc.iter_mut().zip(s).for_each(|(a, b)| *a |= b);
+            acc
+        });
+        assert_eq!(or[0], 0x7f);
+        assert!(or[1..].iter().all(|b| *b == 0xff));
+        assert!(new_serials(0).unwrap().is_empty());
     }
 }
