@@ -21,7 +21,7 @@ use crate::domain::revocation::Reason;
 use crate::domain::serial::new_serials;
 use crate::domain::state::{
     CertRecord, CertSummary, CrlInfo, Index, PreviousCaRevocation, PublishedRevocation, Revoked,
-    crl_key, intent_key, intents_of, record_key, records_json, records_of, round_key,
+    crl_key, intent_key, intents_of, record_key, records_json_into, records_of, round_key,
 };
 use base64ct::{Base64, Encoding};
 use der::{Decode, Encode};
@@ -456,7 +456,15 @@ async fn recover(
         }
         // The round's object keeps what it holds and gains the new records.
         let previous = written.as_ref().map(|w| w.version.as_str());
-        put_round(ctx, &round, previous, in_round.iter().chain(&signed)).await?;
+        let mut buf = Vec::new();
+        put_round(
+            ctx,
+            &round,
+            previous,
+            in_round.iter().chain(&signed),
+            &mut buf,
+        )
+        .await?;
         if let Some(e) = failed {
             return Err(e.into());
         }
@@ -484,21 +492,23 @@ async fn recover(
 /// Writes a round's records as its one object: create-only, or (`previous`: the version read)
 /// by compare-and-swap. A conflict is retryable: the rerun's recovery reads what landed and
 /// keeps it, so a record once written is never replaced by another signature.
+/// `buf` is the JSON's buffer, reused across rounds.
 async fn put_round<'a>(
     ctx: &Context,
     round: &str,
     previous: Option<&str>,
     recs: impl Iterator<Item = &'a CertRecord>,
+    buf: &mut Vec<u8>,
 ) -> Result<(), RunError> {
     let recs: Vec<&CertRecord> = recs.collect();
     if recs.is_empty() {
         return Ok(());
     }
-    let bytes = records_json(&recs).map_err(|e| e.to_string())?;
+    records_json_into(buf, &recs).map_err(|e| e.to_string())?;
     let key = round_key(round);
     match previous {
-        None => ctx.store.create(&key, &bytes).await?,
-        Some(v) => ctx.store.put_if(&key, &bytes, v).await.map(drop)?,
+        None => ctx.store.create(&key, buf).await?,
+        Some(v) => ctx.store.put_if(&key, buf, v).await.map(drop)?,
     };
     Ok(())
 }
@@ -1003,6 +1013,8 @@ async fn issue(
         };
         Ok((unsigned, rec))
     };
+    // One buffer for every round's intents and records (6 MB a round).
+    let mut json = Vec::new();
     let chunk_size = opts.issue_chunk.max(1);
     // Every certificate is built and checked before the first intent, so a request that cannot
     // be issued stops the run before anything is signed; the rounds only bound memory. Past
@@ -1060,9 +1072,8 @@ async fn issue(
         let round: Arc<str> = built[0].1.1.serial.as_str().into();
         let key = intent_key(&round);
         let records: Vec<&CertRecord> = built.iter().map(|(_, (_, rec))| rec).collect();
-        let intents = records_json(&records).map_err(|e| e.to_string())?;
-        let version = ctx.store.put_new(&key, &intents).await?;
-        drop(intents);
+        records_json_into(&mut json, &records).map_err(|e| e.to_string())?;
+        let version = ctx.store.put_new(&key, &json).await?;
         run.intents_done.push((key, version));
         if last {
             fail(opts, FailPoint::AfterIntent).await?;
@@ -1088,7 +1099,14 @@ async fn issue(
         }
         tracing::debug!(elapsed = ?phase.elapsed(), "signed");
         // Recorded even when another signature failed (KMS retries spent, say).
-        put_round(ctx, &round, None, signed.iter().map(|(_, rec, _, _)| rec)).await?;
+        put_round(
+            ctx,
+            &round,
+            None,
+            signed.iter().map(|(_, rec, _, _)| rec),
+            &mut json,
+        )
+        .await?;
         if let Some(e) = failed {
             return Err(e.into());
         }

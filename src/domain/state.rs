@@ -15,12 +15,13 @@ pub fn intent_key(first_serial: &str) -> String {
 }
 
 /// A round's records (its intents, then its certificates) as the JSON array `intents_of`
-/// reads, written into a buffer sized up front: a round of 4,096 certificates is 6 MB, which
-/// a growing buffer copies and faults in again at each doubling.
-pub fn records_json(recs: &[&CertRecord]) -> Result<Vec<u8>, serde_json::Error> {
-    let mut out = Vec::with_capacity(2 + recs.iter().map(|r| r.json_len_hint()).sum::<usize>());
-    serde_json::to_writer(&mut out, recs)?;
-    Ok(out)
+/// reads, into `out` (replacing what it held), sized up front: a round of 4,096 certificates
+/// is 6 MB, which a growing buffer copies and faults in again at each doubling. An issuance
+/// reuses one buffer for every round's intents and records, so its pages are faulted in once.
+pub fn records_json_into(out: &mut Vec<u8>, recs: &[&CertRecord]) -> Result<(), serde_json::Error> {
+    out.clear();
+    out.reserve(2 + recs.iter().map(|r| r.json_len_hint()).sum::<usize>());
+    serde_json::to_writer(&mut *out, recs)
 }
 
 /// The records an intent object holds: a round's (a JSON array), or the one certificate of an
@@ -698,7 +699,7 @@ mod tests {
     /// The sized writer writes what `serde_json::to_vec` does, and sizes its buffer for it:
     /// intents and signed records both.
     #[test]
-    fn records_json_is_serde_json_in_a_buffer_sized_for_it() {
+    fn records_json_is_serde_json_in_a_reused_buffer_sized_for_it() {
         let rec = |serial: &str, certificate: Option<&str>| CertRecord {
             serial: serial.into(),
             request_id: "requests/team-a/web.yaml".into(),
@@ -714,7 +715,9 @@ mod tests {
         ];
         for recs in [&intents, &signed] {
             let refs: Vec<&CertRecord> = recs.iter().collect();
-            let json = records_json(&refs).unwrap();
+            // A reused buffer holds this round's array only.
+            let mut json = b"[{\"left\":\"from the round before\"}]".repeat(50);
+            records_json_into(&mut json, &refs).unwrap();
             assert_eq!(json, serde_json::to_vec(&refs).unwrap());
             assert_eq!(intents_of(&json).unwrap(), *recs);
             let hint: usize = 2 + refs.iter().map(|r| r.json_len_hint()).sum::<usize>();
