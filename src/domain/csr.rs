@@ -300,7 +300,7 @@ pub fn check_csr(bytes: &[u8]) -> Result<CheckedCsr, (Code, String)> {
 }
 
 pub fn key_id(spki: &SubjectPublicKeyInfoOwned) -> String {
-    hex::encode(Sha256::digest(spki.to_der().unwrap_or_default()))
+    base16ct::lower::encode_string(&Sha256::digest(spki.to_der().unwrap_or_default()))
 }
 
 /// PEM (`CERTIFICATE REQUEST` or `NEW CERTIFICATE REQUEST`) or raw DER.

@@ -346,7 +346,7 @@ pub fn request_hash(yaml: &[u8], csr: &[u8]) -> String {
     h.update((yaml.len() as u64).to_be_bytes());
     h.update(yaml);
     h.update(csr);
-    hex::encode(h.finalize())
+    base16ct::lower::encode_string(&h.finalize())
 }
 
 pub fn plan(i: &Inputs) -> Result<Plan, PlanError> {
