@@ -23,12 +23,12 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// mimalloc gives memory freed a second ago back to the OS (`purge_delay`, 1,000 ms). An
 /// issuance frees its plan's memory and then builds its outputs, which fault the same pages
 /// in again. A run lasts seconds: it keeps them (a one-thread issuance of 10,000: about 4,800
-/// fewer page faults). MIMALLOC_PURGE_DELAY in the environment still decides.
+/// fewer page faults). Only the default changes: MIMALLOC_PURGE_DELAY in the environment (in
+/// any case, or its old name MIMALLOC_RESET_DELAY), which mimalloc reads at load, still decides.
 fn keep_freed_memory() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: sets one of mimalloc's option values; no memory is touched.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
-    }
+    // SAFETY: the first thing `main` does, before any other thread exists; the option's index
+    // is checked by mimalloc and by the test below.
+    unsafe { libmimalloc_sys::mi_option_set_default(MI_OPTION_PURGE_DELAY, -1) };
 }
 
 #[derive(Parser, Debug)]
@@ -512,7 +512,13 @@ mod tests {
     /// renumbering in a new mimalloc fails here), and `keep_freed_memory` turns purging off.
     #[test]
     fn keep_freed_memory_sets_mimallocs_purge_delay() {
-        use libmimalloc_sys::mi_option_get;
+        use libmimalloc_sys::{mi_option_get, mi_version};
+        // SAFETY: reads mimalloc's version number.
+        let version = unsafe { mi_version() };
+        assert!(
+            version >= 300,
+            "mimalloc {version}: the option's index is version 3's"
+        );
         assert!(
             std::env::var_os("MIMALLOC_PURGE_DELAY").is_none(),
             "run without MIMALLOC_PURGE_DELAY: this test reads mimalloc's default"

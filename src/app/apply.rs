@@ -377,6 +377,8 @@ async fn recover(
         .filter_map(|r| Some((r.id.as_str(), r.spec.as_deref()?)))
         .collect();
     let (mut recovered, mut abandoned, mut signatures) = (0, 0, 0);
+    // One buffer for every round object written again.
+    let mut json = Vec::new();
     for key in keys {
         let Some(v) = ctx.store.get(&key).await? else {
             continue;
@@ -456,13 +458,12 @@ async fn recover(
         }
         // The round's object keeps what it holds and gains the new records.
         let previous = written.as_ref().map(|w| w.version.as_str());
-        let mut buf = Vec::new();
         put_round(
             ctx,
             &round,
             previous,
             in_round.iter().chain(&signed),
-            &mut buf,
+            &mut json,
         )
         .await?;
         if let Some(e) = failed {
@@ -492,7 +493,7 @@ async fn recover(
 /// Writes a round's records as its one object: create-only, or (`previous`: the version read)
 /// by compare-and-swap. A conflict is retryable: the rerun's recovery reads what landed and
 /// keeps it, so a record once written is never replaced by another signature.
-/// `buf` is the JSON's buffer, reused across rounds.
+/// `buf` is the JSON's buffer, reused from one round to the next.
 async fn put_round<'a>(
     ctx: &Context,
     round: &str,
@@ -1397,7 +1398,8 @@ mod tests {
     /// with base64ct): the standard alphabet, padded, and lower-case hex.
     #[test]
     fn fast_base64_and_hex_write_what_base64ct_and_hex_do() {
-        for len in 0..700 {
+        // Every tail length, then the sizes of certificates and of chains.
+        for len in (0..700).chain([1000, 1500, 2047, 2048, 2049]) {
             let bytes: Vec<u8> = (0..len).map(|i| (i * 151 + len * 7) as u8).collect();
             let b64 = base64_simd::STANDARD.encode_to_string(&bytes);
             assert_eq!(b64, Base64::encode_string(&bytes), "{len} bytes");

@@ -17,7 +17,8 @@ pub fn intent_key(first_serial: &str) -> String {
 /// A round's records (its intents, then its certificates) as the JSON array `intents_of`
 /// reads, into `out` (replacing what it held), sized up front: a round of 4,096 certificates
 /// is 6 MB, which a growing buffer copies and faults in again at each doubling. An issuance
-/// reuses one buffer for every round's intents and records, so its pages are faulted in once.
+/// reuses one buffer for every round's intents and records: its pages are reused, not faulted
+/// in afresh for each object.
 pub fn records_json_into(out: &mut Vec<u8>, recs: &[&CertRecord]) -> Result<(), serde_json::Error> {
     out.clear();
     out.reserve(2 + recs.iter().map(|r| r.json_len_hint()).sum::<usize>());
