@@ -282,6 +282,13 @@ pub struct CrlInfo {
     pub serials: Vec<String>,
 }
 
+/// The base64 of a record's DER (`tbs`, `certificate`): the standard alphabet, padded, as
+/// base64ct reads it back. Certificates are public, so base64ct's constant time buys nothing on
+/// the issuance's hot path, where it is 5x slower than base64-simd.
+pub fn der_base64(der: &[u8]) -> String {
+    base64_simd::STANDARD.encode_to_string(der)
+}
+
 /// One issued certificate (or, in `intents/`, one about to be signed).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -695,6 +702,22 @@ mod tests {
         assert_eq!(intents_of(&single).unwrap(), vec![rec("0c")]);
         assert!(intents_of(b" [{\"serial\": 1}]").is_err());
         assert!(intents_of(b"").is_err());
+    }
+
+    /// The records' base64 and hex are what base64ct and hex write (and `recover` reads back
+    /// with base64ct): the standard alphabet, padded, and lower-case hex (serials, key ids and
+    /// request hashes, written with base16ct).
+    #[test]
+    fn fast_base64_and_hex_write_what_base64ct_and_hex_do() {
+        use base64ct::{Base64, Encoding};
+        // Every tail length, then the sizes of certificates and of chains.
+        for len in (0..700).chain([1000, 1500, 2047, 2048, 2049]) {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 151 + len * 7) as u8).collect();
+            let b64 = der_base64(&bytes);
+            assert_eq!(b64, Base64::encode_string(&bytes), "{len} bytes");
+            assert_eq!(Base64::decode_vec(&b64).unwrap(), bytes);
+            assert_eq!(base16ct::lower::encode_string(&bytes), hex::encode(&bytes));
+        }
     }
 
     /// The sized writer writes what `serde_json::to_vec` does, and sizes its buffer for it:
