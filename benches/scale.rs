@@ -996,7 +996,7 @@ fn state(n: usize) {
         .unwrap();
     let hex = |i: usize, salt: u8| {
         use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(
+        base16ct::lower::encode_string(&sha2::Sha256::digest(
             [&i.to_be_bytes()[..], &[salt]].concat(),
         ))
     };

@@ -134,7 +134,10 @@ pub fn write_blobs<T: Sync>(
         .map_err(fail)?;
     // Read-only and synced to disk before they are named, as git leaves its packs: a crash
     // must not leave an index naming objects a torn pack does not hold.
-    let name = dir.join(format!("pack-{}", hex::encode(pack_sum)));
+    let name = dir.join(format!(
+        "pack-{}",
+        base16ct::lower::encode_string(&pack_sum)
+    ));
     for (file, ext) in [(pack_file, "pack"), (idx_file, "idx")] {
         use std::os::unix::fs::PermissionsExt;
         let to = name.with_extension(ext);

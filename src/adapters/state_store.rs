@@ -78,7 +78,7 @@ pub struct DirStore {
 }
 
 fn version_of(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
+    base16ct::lower::encode_string(&Sha256::digest(bytes))
 }
 
 /// The version of the file at `path`, read in pieces: a compare-and-swap only needs the
@@ -90,7 +90,7 @@ fn version_of_file(path: &Path) -> std::io::Result<String> {
     let mut buf = vec![0u8; 1 << 18];
     loop {
         match file.read(&mut buf) {
-            Ok(0) => return Ok(hex::encode(hasher.finalize())),
+            Ok(0) => return Ok(base16ct::lower::encode_string(&hasher.finalize())),
             Ok(n) => hasher.update(&buf[..n]),
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(e),

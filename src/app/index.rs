@@ -96,7 +96,7 @@ async fn put_index(
         // Named at random, never by content: no later index can name a base deleted as old.
         let mut id = [0u8; 16];
         getrandom::fill(&mut id).map_err(|e| format!("OS random source failed: {e}"))?;
-        let key = format!("{BASE_PREFIX}{}.json", hex::encode(id));
+        let key = format!("{BASE_PREFIX}{}.json", base16ct::lower::encode_string(&id));
         let base_version = match store.put_new(&key, &bytes).await {
             Ok(v) => v,
             // Under a random name, only this write's own earlier attempt (a retried PUT).

@@ -25,7 +25,12 @@ pub fn holder_id() -> String {
     let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
     let mut r = [0u8; 4];
     let _ = getrandom::fill(&mut r);
-    format!("{}:{}:{}", host.trim(), std::process::id(), hex::encode(r))
+    format!(
+        "{}:{}:{}",
+        host.trim(),
+        std::process::id(),
+        base16ct::lower::encode_string(&r)
+    )
 }
 
 /// Takes the lease, waiting up to `wait` for a live holder to finish.

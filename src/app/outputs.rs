@@ -181,7 +181,7 @@ pub async fn changes(
                 }
             })
             .is_some_and(|c: Certificate| {
-                hex::encode(c.tbs_certificate().serial_number().as_bytes()).trim_start_matches('0')
+                base16ct::lower::encode_string(c.tbs_certificate().serial_number().as_bytes()).trim_start_matches('0')
                     == serial.trim_start_matches('0')
             })
             && existing.contains_key(&chain);

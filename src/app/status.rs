@@ -75,7 +75,7 @@ pub async fn inventory(
             .get(&leaf)
             .and_then(|b| parse_cert(&leaf, b).ok())
             .filter(|cert| {
-                hex::encode(cert.tbs_certificate().serial_number().as_bytes())
+                base16ct::lower::encode_string(cert.tbs_certificate().serial_number().as_bytes())
                     .trim_start_matches('0')
                     == serial.trim_start_matches('0')
             })

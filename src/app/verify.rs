@@ -83,7 +83,8 @@ pub async fn audit(
             ));
             continue;
         }
-        let serial = hex::encode(cert.tbs_certificate().serial_number().as_bytes());
+        let serial =
+            base16ct::lower::encode_string(cert.tbs_certificate().serial_number().as_bytes());
         let serial = serial.trim_start_matches("00").to_string();
         seen_serials.insert(serial.clone());
         let Some(summary) = index.certs.get(&serial) else {
@@ -250,7 +251,7 @@ pub async fn audit(
                         .iter()
                         .flatten()
                         .map(|r| {
-                            hex::encode(r.serial_number.as_bytes())
+                            base16ct::lower::encode_string(r.serial_number.as_bytes())
                                 .trim_start_matches("00")
                                 .to_string()
                         })

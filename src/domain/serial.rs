@@ -44,7 +44,7 @@ pub fn decimal_to_hex(d: &str) -> String {
             carry >>= 8;
         }
     }
-    canonical_hex(&hex::encode(bytes))
+    canonical_hex(&base16ct::lower::encode_string(&bytes))
 }
 
 /// 20 random bytes, top bit cleared (positive) and first byte non-zero, so the DER INTEGER

@@ -67,7 +67,7 @@ pub async fn s3(endpoint: &str) -> aws_sdk_s3::Client {
 pub fn unique(prefix: &str) -> String {
     let mut b = [0u8; 6];
     getrandom::fill(&mut b).unwrap();
-    format!("{prefix}-{}", hex::encode(b))
+    format!("{prefix}-{}", base16ct::lower::encode_string(&b))
 }
 
 /// A new asymmetric signing key; returns its ARN.
