@@ -30,6 +30,9 @@ pub struct GitRepo {
     /// Paths written from which an outputs commit reads its tree into the index before
     /// `git update-index` (see `write_worktree`); tests lower it.
     read_tree_from: usize,
+    /// Whether this process may run on one core only (its CPU affinity or its cgroup's quota):
+    /// then git checks large outputs out itself (see `write_worktree`); tests set it.
+    one_core: bool,
 }
 
 /// From about this many new paths, `git update-index` alone costs more than reading the trees
@@ -135,6 +138,7 @@ impl GitRepo {
             repo,
             prefix,
             read_tree_from: READ_TREE_FROM,
+            one_core: std::thread::available_parallelism().is_ok_and(|n| n.get() == 1),
         })
     }
 
@@ -530,7 +534,7 @@ impl GitRepo {
         // Update the work tree and the index while HEAD still names the parent; the branch
         // moves in `finish_outputs_commit`, only if it still points at the parent.
         let index_update = match self.repo.workdir() {
-            Some(workdir) => Some(self.write_worktree(workdir, &base, &tree, files)?),
+            Some(workdir) => self.write_worktree(workdir, &base, &tree, files)?,
             None => None,
         };
         tracing::debug!(elapsed = ?started.elapsed(), "work tree written");
@@ -605,18 +609,41 @@ impl GitRepo {
     /// Writes the changed outputs into the work tree and the index, as a checkout of only those
     /// paths would (libgit2's checkout costs about a hundred system calls per file: attribute
     /// files, path resolution). Like a safe checkout, it refuses to overwrite or delete a file
-    /// with uncommitted changes.
+    /// with uncommitted changes. Returns git updating the index, or None when git's own checkout
+    /// did it all (many paths on one core).
     fn write_worktree(
         &self,
         workdir: &Path,
         base: &git2::Tree,
         tree: &git2::Tree,
         files: &BTreeMap<String, Option<Content>>,
-    ) -> Result<IndexUpdate, String> {
+    ) -> Result<Option<IndexUpdate>, String> {
         let started = std::time::Instant::now();
+        let to_write = files.values().filter(|c| c.is_some()).count();
+        // Many paths on one core: git checks the commit's changes out itself, index included,
+        // as a safe checkout does (it refuses to overwrite a file with uncommitted changes, or
+        // one it does not track). It writes each file from the blob just packed and records
+        // its stat, so no file is read back and hashed. Below, `git update-index` hashes every
+        // file gitca wrote: about as much CPU again as writing them, which a second core hides
+        // (a 10,000 issuance that way: 30 ms faster with a second core, 115 ms slower on one
+        // core). Should git
+        // refuse (a file in the way, an index with conflicts), it has changed nothing in the
+        // index, and gitca does the job as below, whose check names the file in the way.
+        if self.one_core && to_write >= self.read_tree_from {
+            let (from, to) = (base.id().to_string(), tree.id().to_string());
+            match self
+                .spawn_with_input(&["read-tree", "-m", "-u", &from, &to], None)
+                .and_then(GitRun::wait)
+            {
+                Ok(()) => {
+                    tracing::debug!(elapsed = ?started.elapsed(), "work tree checked out by git");
+                    return Ok(None);
+                }
+                Err(e) => tracing::debug!("{e}; gitca writes the work tree"),
+            }
+        }
         // Many paths: git first reads both trees into the index (see below), while the paths
         // are checked here.
-        let to_write = files.values().filter(|c| c.is_some()).count();
         let read_tree = (to_write >= self.read_tree_from).then(|| {
             let (from, to) = (base.id().to_string(), tree.id().to_string());
             self.spawn_with_input(&["read-tree", "-m", &from, &to], None)
@@ -677,10 +704,10 @@ impl GitRepo {
         match wrote {
             Ok(()) => {
                 tracing::debug!(elapsed = ?started.elapsed(), "work tree files written");
-                Ok(IndexUpdate {
+                Ok(Some(IndexUpdate {
                     run: update,
                     trees_read,
-                })
+                }))
             }
             Err(e) => {
                 // Back to the parent's entries for the paths git changed: every output's after
@@ -906,11 +933,15 @@ impl PendingCommit {
         self.id.to_string()
     }
 
-    /// Whether `git read-tree` read the parent's and the commit's trees into the index before
-    /// `git update-index` (see `write_worktree`).
+    /// How the index got the outputs (see `write_worktree`): git checked them out, or
+    /// `git update-index` added them after `git read-tree` read both trees, or alone.
     #[cfg(test)]
-    fn trees_read(&self) -> bool {
-        self.index_update.as_ref().is_some_and(|u| u.trees_read)
+    fn indexed_by(&self) -> &'static str {
+        match &self.index_update {
+            None => "checkout",
+            Some(u) if u.trees_read => "read-tree, update-index",
+            Some(_) => "update-index",
+        }
     }
 }
 
@@ -1338,6 +1369,12 @@ pub(super) mod tests {
     /// staged for another file.
     #[test]
     fn an_outputs_commit_read_into_the_index_keeps_what_is_staged_elsewhere() {
+        for one_core in [false, true] {
+            outputs_read_into_the_index_keep_what_is_staged_elsewhere(one_core);
+        }
+    }
+
+    fn outputs_read_into_the_index_keep_what_is_staged_elsewhere(one_core: bool) {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         let (mut repo, _) = repo_with_a_commit(root);
@@ -1351,6 +1388,7 @@ pub(super) mod tests {
         git(root, &["add", "README"]);
         let head = repo.resolve("HEAD").unwrap();
         repo.read_tree_from = 3;
+        repo.one_core = one_core;
         let mut files: BTreeMap<String, Option<Content>> = (0..3)
             .map(|i| {
                 (
@@ -1368,8 +1406,14 @@ pub(super) mod tests {
             .start_outputs_commit(&head, &files, "outputs")
             .unwrap()
             .unwrap();
-        // Read before the replaced file was written, which it would refuse after.
-        assert!(pending.trees_read(), "git read-tree read both trees");
+        // Read before the replaced file was written, which it would refuse after; on one core,
+        // checked out by git.
+        let by = if one_core {
+            "checkout"
+        } else {
+            "read-tree, update-index"
+        };
+        assert_eq!(pending.indexed_by(), by);
         let id = repo.finish_outputs_commit(pending).unwrap();
         assert_eq!(git(root, &["rev-parse", "HEAD"]).trim(), id);
         // Stat only (no refresh): every entry's stat matches its file.
@@ -1386,15 +1430,17 @@ pub(super) mod tests {
     }
 
     /// A file that cannot be written (a name longer than the file system takes), after git read
-    /// the trees into the index or without it: the error names the file, the branch stays, and
-    /// the index is back to the parent's entries, with nothing of the outputs staged.
+    /// the trees into the index or without it, or on one core after git's checkout failed on
+    /// it: the error names the file, the branch stays, and the index is back to the parent's
+    /// entries, with nothing of the outputs staged.
     #[test]
     fn an_outputs_commit_that_cannot_write_a_file_leaves_the_index_as_it_was() {
-        for read_tree_from in [1, usize::MAX] {
+        for (read_tree_from, one_core) in [(1, false), (usize::MAX, false), (1, true)] {
             let dir = tempfile::tempdir().unwrap();
             let root = dir.path();
             let (mut repo, head) = repo_with_a_commit(root);
             repo.read_tree_from = read_tree_from;
+            repo.one_core = one_core;
             let mut files = numbered_outputs(3);
             let long = format!("issued/{}.pem", "x".repeat(300));
             files.insert(long.clone(), Some(Content::from(b"long\n".to_vec())));
@@ -1405,26 +1451,35 @@ pub(super) mod tests {
             assert_eq!(
                 git(root, &["diff-index", "--cached", "--name-only", "HEAD"]),
                 "",
-                "read-tree from {read_tree_from}"
+                "read-tree from {read_tree_from}, one core: {one_core}"
             );
         }
     }
 
     /// A file with uncommitted changes among many outputs of a CA in a folder: the refusal
     /// comes after git read the trees into the index, which is set back; no file is written.
+    /// On one core, git's checkout refuses first, having changed nothing, and then the same.
     #[test]
     fn an_outputs_commit_refused_leaves_the_work_tree_and_the_index_as_they_were() {
+        for one_core in [false, true] {
+            outputs_refused_leave_the_work_tree_and_the_index_as_they_were(one_core);
+        }
+    }
+
+    fn outputs_refused_leave_the_work_tree_and_the_index_as_they_were(one_core: bool) {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         repo_with_a_commit(root);
         std::fs::create_dir_all(root.join("ca/issued")).unwrap();
-        std::fs::write(root.join("ca/issued/0001.pem"), "1\n").unwrap();
+        // Committed as "one", edited, and to be replaced by "1".
+        std::fs::write(root.join("ca/issued/0001.pem"), "one\n").unwrap();
         git(root, &["add", "ca"]);
         git(root, &["commit", "-q", "-m", "outputs"]);
         std::fs::write(root.join("ca/issued/0001.pem"), "edited\n").unwrap();
         let before = git(root, &["ls-files", "--stage"]);
         let mut repo = GitRepo::open(root, Some("ca")).unwrap();
         repo.read_tree_from = 1;
+        repo.one_core = one_core;
         let head = repo.resolve("HEAD").unwrap();
         let files = numbered_outputs(3);
         let err = repo.commit_outputs(&head, &files, "outputs").unwrap_err();
@@ -1444,6 +1499,12 @@ pub(super) mod tests {
     /// outputs alone, and the conflict stays for its owner to resolve.
     #[test]
     fn an_outputs_commit_into_an_index_with_a_conflict_is_indexed_without_read_tree() {
+        for one_core in [false, true] {
+            outputs_into_an_index_with_a_conflict_are_indexed_without_read_tree(one_core);
+        }
+    }
+
+    fn outputs_into_an_index_with_a_conflict_are_indexed_without_read_tree(one_core: bool) {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         let (mut repo, head) = repo_with_a_commit(root);
@@ -1461,10 +1522,14 @@ pub(super) mod tests {
             "read-tree must refuse this index"
         );
         repo.read_tree_from = 1;
+        repo.one_core = one_core;
         let files = numbered_outputs(3);
-        repo.commit_outputs(&head, &files, "outputs")
+        let pending = repo
+            .start_outputs_commit(&head, &files, "outputs")
             .unwrap()
             .unwrap();
+        assert_eq!(pending.indexed_by(), "update-index");
+        repo.finish_outputs_commit(pending).unwrap();
         assert_eq!(
             git(root, &["ls-files", "issued"]),
             "issued/0000.pem\nissued/0001.pem\nissued/0002.pem\n"
