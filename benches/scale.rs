@@ -81,9 +81,11 @@ fn main() {
 // Running things
 // ---------------------------------------------------------------------------------------------
 
-/// What a process cost: wall time and peak resident memory.
+/// What a process cost: wall time, CPU time (its own and that of the children it waited for,
+/// such as git) and peak resident memory.
 struct Run {
     secs: f64,
+    cpu_secs: f64,
     max_rss_mib: f64,
     stdout: String,
 }
@@ -125,10 +127,36 @@ fn run(mut cmd: Command) -> Run {
     if code == 1 || code < 0 {
         panic!("{cmd:?} failed ({code}):\n{stdout}\n{stderr}");
     }
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     Run {
         secs,
+        cpu_secs: seconds(usage.ru_utime) + seconds(usage.ru_stime),
         max_rss_mib: usage.ru_maxrss as f64 / 1024.0,
         stdout,
+    }
+}
+
+/// Makes `cmd` run on one CPU only, the first this process may use, with every process it
+/// starts (git). `std::thread::available_parallelism` then says 1 in gitca.
+fn on_one_cpu(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: a zeroed cpu_set_t is an empty set; sched_getaffinity fills it.
+    let mut mine: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: `mine` is a valid cpu_set_t of `size` bytes.
+    assert_eq!(unsafe { libc::sched_getaffinity(0, size, &mut mine) }, 0);
+    let first = (0..libc::CPU_SETSIZE as usize)
+        .find(|&cpu| unsafe { libc::CPU_ISSET(cpu, &mine) })
+        .expect("some CPU");
+    // SAFETY: as above.
+    let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::CPU_SET(first, &mut one) };
+    // SAFETY: sched_setaffinity is async-signal-safe, and `one` is copied into the closure.
+    unsafe {
+        cmd.pre_exec(move || match libc::sched_setaffinity(0, size, &one) {
+            0 => Ok(()),
+            _ => Err(std::io::Error::last_os_error()),
+        });
     }
 }
 
@@ -348,9 +376,17 @@ impl Repo {
     }
 
     fn apply(&self, extra_env: &[(&str, &str)]) -> Run {
+        self.apply_on(extra_env, false)
+    }
+
+    /// Applies, on one CPU if `one_cpu`.
+    fn apply_on(&self, extra_env: &[(&str, &str)], one_cpu: bool) -> Run {
         let mut c = gitca(&self.repo, &self.data, &["apply", "--format", "json"]);
         for (k, v) in extra_env {
             c.env(k, v);
+        }
+        if one_cpu {
+            on_one_cpu(&mut c);
         }
         run(c)
     }
@@ -470,8 +506,9 @@ fn floor(csr_verify: f64, sign: f64, verify: f64) -> f64 {
     1.0 / (1.0 / csr_verify + 1.0 / sign + 1.0 / verify)
 }
 
-/// `only_ca` (p256, p384, rsa2048) and `only_threads` run one row's runs alone: the target's
-/// is `--ca p256 --threads 1`.
+/// `only_ca` (p256, p384, rsa2048) and `only_threads` run some rows alone: the target's is
+/// `--ca p256 --threads 1`, which runs both one-thread rows (on one CPU, and with the others
+/// free for git).
 fn issuance(n: usize, only_ca: Option<&str>, only_threads: Option<usize>) {
     let pool = csrs("p256", n);
     let csr_verify = openssl_speed("ecdsap256").1;
@@ -481,13 +518,22 @@ fn issuance(n: usize, only_ca: Option<&str>, only_threads: Option<usize>) {
         "### Issuance: {n} new requests (P-256 subject keys), `gitca apply` end to end\n\n\
          Floor per certificate = one CSR verify (P-256) + one CA sign + one CA verify (gitca checks \
          its own signature), from `openssl speed` on the same machine, per core, measured just \
-         before each run. With a P-256 CA (the target), {P256_RUNS} runs per row: the row is the \
-         run with the median ratio to its floor, and the last column gives every run's ratio, \
-         in order.\n\n\
-         | CA key | threads | certs/s | per core | floor/core | per core / floor | openssl x509 -req loop | gitca / loop | runs: per core / floor beside it |\n\
-         | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+         before each run. One core: the run and every git it starts are on one CPU (its \
+         affinity). `1 of {cores}`: gitca signs on one thread, and git may use the other CPUs. \
+         CPU s: user and system time of gitca and its git commands. With a P-256 CA (the \
+         target), {P256_RUNS} runs per row: the row is the run with the median ratio to its \
+         floor, and the last column gives every run's ratio, in order.\n\n\
+         | CA key | CPUs | threads | certs/s | CPU s | per core | floor/core | per core / floor | openssl x509 -req loop | gitca / loop | runs: per core / floor beside it |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        cores = cores()
     )
     .unwrap();
+    // (threads, on one CPU) per row.
+    let rows: Vec<(usize, bool)> = match only_threads {
+        Some(1) => vec![(1, true), (1, false)],
+        Some(t) => vec![(t, false)],
+        None => vec![(1, true), (1, false), (cores(), false)],
+    };
     let mut kept = Vec::new();
     for &(ca_alg, speed_alg) in CA_KEYS
         .iter()
@@ -495,12 +541,8 @@ fn issuance(n: usize, only_ca: Option<&str>, only_threads: Option<usize>) {
     {
         let loop_rate = openssl_loop(&pool, ca_alg, 200.min(n));
         let runs = if ca_alg == "p256" { P256_RUNS } else { 1 };
-        let threads = match only_threads {
-            Some(t) => vec![t],
-            None => vec![1, cores()],
-        };
-        for threads in threads {
-            // (rate, floor beside it) per run.
+        for &(threads, one_cpu) in &rows {
+            // (rate, floor beside it, CPU seconds) per run.
             let mut measured = Vec::new();
             for _ in 0..runs {
                 let repo = Repo::new(n, "p256", ca_alg);
@@ -510,23 +552,26 @@ fn issuance(n: usize, only_ca: Option<&str>, only_threads: Option<usize>) {
                 let (sign, verify) = openssl_speed(speed_alg);
                 let csr = if ca_alg == "p256" { verify } else { csr_verify };
                 let floor = floor(csr, sign, verify);
-                let r = repo.apply(&[("GITCA_THREADS", &threads.to_string())]);
+                let r = repo.apply_on(&[("GITCA_THREADS", &threads.to_string())], one_cpu);
                 // Deleted at the end, not before the next run (see `Repo::committed`).
                 kept.push(repo);
                 assert_eq!(issued_count(&r), n, "all issued");
                 let rate = n as f64 / r.secs;
                 eprintln!(
-                    "{ca_alg} x{threads}: {rate:.0}/s ({:.1}s), floor {floor:.0}/core",
-                    r.secs
+                    "{ca_alg} x{threads}{}: {rate:.0}/s ({:.2}s, CPU {:.2}s), floor {floor:.0}/core",
+                    if one_cpu { " on one CPU" } else { "" },
+                    r.secs,
+                    r.cpu_secs
                 );
-                measured.push((rate, floor));
+                measured.push((rate, floor, r.cpu_secs));
             }
             // The row is the run whose ratio is the median, so its columns agree.
-            let ratio = |(rate, floor): &(f64, f64)| rate / threads as f64 / floor;
+            let ratio = |&(rate, floor, _): &(f64, f64, f64)| rate / threads as f64 / floor;
             let mut by_ratio = measured.clone();
             by_ratio.sort_by(|a, b| ratio(a).total_cmp(&ratio(b)));
-            let (rate, floor) = by_ratio[by_ratio.len() / 2];
-            let of_floor = ratio(&(rate, floor));
+            let median = by_ratio[by_ratio.len() / 2];
+            let (rate, floor, cpu_secs) = median;
+            let of_floor = ratio(&median);
             let each = if runs == 1 {
                 "–".to_string()
             } else {
@@ -537,9 +582,14 @@ fn issuance(n: usize, only_ca: Option<&str>, only_threads: Option<usize>) {
                 each.join(", ")
             };
             let per_core = rate / threads as f64;
+            let cpus = match (one_cpu, threads) {
+                (true, _) => "1".to_string(),
+                (false, 1) => format!("1 of {}", cores()),
+                (false, _) => cores().to_string(),
+            };
             writeln!(
                 t,
-                "| {ca_alg} | {threads} | {rate:.0} | {per_core:.0} | {floor:.0} | {:.0}% | {loop_rate:.0}/s | {:.0}x | {each} |",
+                "| {ca_alg} | {cpus} | {threads} | {rate:.0} | {cpu_secs:.2} | {per_core:.0} | {floor:.0} | {:.0}% | {loop_rate:.0}/s | {:.0}x | {each} |",
                 100.0 * of_floor,
                 rate / loop_rate
             )
