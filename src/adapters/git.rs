@@ -620,35 +620,48 @@ impl GitRepo {
     ) -> Result<Option<IndexUpdate>, String> {
         let started = std::time::Instant::now();
         let to_write = files.values().filter(|c| c.is_some()).count();
-        // Many paths on one core: git checks the commit's changes out itself, index included,
-        // as a safe checkout does (it refuses to overwrite a file with uncommitted changes, or
-        // one it does not track). It writes each file from the blob just packed and records
-        // its stat, so no file is read back and hashed. Below, `git update-index` hashes every
-        // file gitca wrote: about as much CPU again as writing them, which a second core hides
-        // (a 10,000 issuance that way: 30 ms faster with a second core, 115 ms slower on one
-        // core). Should git
-        // refuse (a file in the way, an index with conflicts), it has changed nothing in the
-        // index, and gitca does the job as below, whose check names the file in the way.
-        if self.one_core && to_write >= self.read_tree_from {
-            let (from, to) = (base.id().to_string(), tree.id().to_string());
-            match self
-                .spawn_with_input(&["read-tree", "-m", "-u", &from, &to], None)
-                .and_then(GitRun::wait)
-            {
-                Ok(()) => {
-                    tracing::debug!(elapsed = ?started.elapsed(), "work tree checked out by git");
-                    return Ok(None);
+        // Many paths on one core: git checks the commit's changes out itself, index included.
+        // It writes each file from the blob just packed and records its stat, so no file is
+        // read back and hashed. Below, `git update-index` hashes every file gitca wrote: about
+        // as much CPU again as writing them, which a second core hides (a 10,000 issuance that
+        // way: 30 ms faster with a second core, 115 ms slower on one core).
+        //
+        // gitca's own check comes first: git's checkout replaces an ignored file or folder in
+        // the way without a word. And git must write the blobs as they are: with line endings
+        // converted, a filter or an attribute on an output path, gitca's check (which compares
+        // bytes) would take git's files for uncommitted changes on a later run. Should git
+        // still refuse (an index with conflicts) or fail part way (a full disk), the index is
+        // as it was, some files may be written already, and gitca does the job as below,
+        // without checking again what git has just written.
+        let many = to_write >= self.read_tree_from;
+        let mut checked = false;
+        if self.one_core && many {
+            self.check_worktree(workdir, base, files)?;
+            checked = true;
+            if !self.checkout_converts(&self.rels(files))? {
+                let (from, to) = (base.id().to_string(), tree.id().to_string());
+                match self
+                    .spawn_with_input(&["read-tree", "-m", "-u", &from, &to], None)
+                    .and_then(GitRun::wait)
+                {
+                    Ok(()) => {
+                        tracing::debug!(elapsed = ?started.elapsed(), "work tree checked out by git");
+                        return Ok(None);
+                    }
+                    Err(e) => tracing::warn!("{e}; gitca writes the work tree itself"),
                 }
-                Err(e) => tracing::debug!("{e}; gitca writes the work tree"),
             }
         }
         // Many paths: git first reads both trees into the index (see below), while the paths
         // are checked here.
-        let read_tree = (to_write >= self.read_tree_from).then(|| {
+        let read_tree = many.then(|| {
             let (from, to) = (base.id().to_string(), tree.id().to_string());
             self.spawn_with_input(&["read-tree", "-m", &from, &to], None)
         });
-        let checked = self.check_worktree(workdir, base, files);
+        let checked = match checked {
+            true => Ok(()),
+            false => self.check_worktree(workdir, base, files),
+        };
         let trees_read = match read_tree.map(|read| read.and_then(GitRun::wait)) {
             Some(Ok(())) => true,
             Some(Err(e)) => {
@@ -773,6 +786,55 @@ impl GitRepo {
         Ok(())
     }
 
+    /// Whether git's checkout could write any of `rels` other than as its blob is: line endings
+    /// converted (`core.autocrlf`), or any attribute set on the path (`text`, `eol`, a filter,
+    /// `ident`, an encoding, or another). git answers for the attributes from every source it
+    /// reads: the `.gitattributes` of the work tree and of the index (a checkout prefers the
+    /// index's, `git check-attr` the work tree's, so both are asked), `info/attributes`, and
+    /// the global and system files.
+    fn checkout_converts(&self, rels: &[String]) -> Result<bool, String> {
+        let autocrlf = match self
+            .repo
+            .config()
+            .and_then(|c| c.get_string("core.autocrlf"))
+        {
+            Ok(v) => !matches!(
+                v.to_ascii_lowercase().as_str(),
+                "false" | "no" | "off" | "0" | "input"
+            ),
+            Err(e) if e.code() == git2::ErrorCode::NotFound => false,
+            // Unreadable: assume the worst.
+            Err(_) => true,
+        };
+        if autocrlf {
+            tracing::debug!("core.autocrlf is set: gitca writes the work tree itself");
+            return Ok(true);
+        }
+        let ask = |cached: bool| {
+            let input = all_sent(rels.iter().map(|rel| nul_terminated(rel)));
+            let mut args = vec!["check-attr", "-a", "-z", "--stdin"];
+            if cached {
+                args.push("--cached");
+            }
+            self.spawn_git(&args, Some(input), true)
+        };
+        let (work_tree, index) = (ask(false)?, ask(true)?);
+        let said = [work_tree.wait_output()?, index.wait_output()?];
+        if let Some(first) = said.iter().find(|out| !out.is_empty()) {
+            let first: Vec<String> = first
+                .split(|b| *b == 0)
+                .take(3)
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect();
+            tracing::debug!(
+                "git attributes on the outputs ({}): gitca writes the work tree itself",
+                first.join(" ")
+            );
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
     /// The work-tree paths of `files`.
     fn rels(&self, files: &BTreeMap<String, Option<Content>>) -> Vec<String> {
         let rel = |path: &String| format!("{}{path}", self.prefix);
@@ -854,6 +916,17 @@ impl GitRepo {
         args: &[&str],
         input: Option<std::sync::mpsc::Receiver<Vec<u8>>>,
     ) -> Result<GitRun, String> {
+        self.spawn_git(args, input, false)
+    }
+
+    /// [`GitRepo::spawn_with_input`], keeping what git prints on its standard output if
+    /// `capture` (see [`GitRun::wait_output`]).
+    fn spawn_git(
+        &self,
+        args: &[&str],
+        input: Option<std::sync::mpsc::Receiver<Vec<u8>>>,
+        capture: bool,
+    ) -> Result<GitRun, String> {
         use std::io::Write;
         let what = format!("git {}", args[0]);
         // This repository and its own index, whatever GIT_DIR or GIT_INDEX_FILE the caller's
@@ -867,7 +940,10 @@ impl GitRepo {
             .env_remove("GIT_INDEX_FILE")
             .env_remove("GIT_WORK_TREE")
             .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
+            .stdout(match capture {
+                true => std::process::Stdio::piped(),
+                false => std::process::Stdio::null(),
+            })
             .stderr(std::process::Stdio::piped())
             .spawn()
             .map_err(|e| format!("cannot run {what} (gitca needs the git command): {e}"))?;
@@ -966,6 +1042,12 @@ struct GitRun {
 impl GitRun {
     /// Waits for the command (reading what it prints) and for its input to be written.
     fn wait(self) -> Result<(), String> {
+        self.wait_output().map(drop)
+    }
+
+    /// [`GitRun::wait`], returning what the command printed on its standard output if it was
+    /// captured (empty otherwise).
+    fn wait_output(self) -> Result<Vec<u8>, String> {
         let what = self.what;
         let out = self.child.wait_with_output();
         let written = self
@@ -987,7 +1069,8 @@ impl GitRun {
                 more.unwrap_or_default()
             );
         }
-        written.map_err(|e| format!("{what}: {e}"))
+        written.map_err(|e| format!("{what}: {e}"))?;
+        Ok(out.stdout)
     }
 }
 
@@ -1493,6 +1576,86 @@ pub(super) mod tests {
             git(root, &["status", "--porcelain"]),
             " M ca/issued/0001.pem\n"
         );
+    }
+
+    /// An ignored file where a new output goes, and an ignored folder where another goes: gitca
+    /// refuses and leaves both as they were. On one core too, where git's checkout would
+    /// replace them without a word, so gitca checks first.
+    #[test]
+    fn an_outputs_commit_over_ignored_files_is_refused() {
+        for one_core in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path();
+            let (mut repo, head) = repo_with_a_commit(root);
+            std::fs::write(root.join(".git/info/exclude"), "*.pem\n").unwrap();
+            std::fs::create_dir_all(root.join("issued/0001.pem")).unwrap();
+            std::fs::write(root.join("issued/0001.pem/notes"), "mine\n").unwrap();
+            std::fs::write(root.join("issued/0002.pem"), "my own key\n").unwrap();
+            repo.read_tree_from = 1;
+            repo.one_core = one_core;
+            let staged = git(root, &["ls-files", "--stage"]);
+            for only in ["issued/0001.pem", "issued/0002.pem"] {
+                let files: BTreeMap<String, Option<Content>> = numbered_outputs(3)
+                    .into_iter()
+                    .filter(|(path, _)| path == "issued/0000.pem" || path == only)
+                    .collect();
+                let err = repo.commit_outputs(&head, &files, "outputs").unwrap_err();
+                let why = match only {
+                    "issued/0001.pem" => "is not a regular file",
+                    _ => "has uncommitted changes",
+                };
+                assert!(err.starts_with(&format!("{only} {why}")), "{err}");
+            }
+            assert_eq!(git(root, &["rev-parse", "HEAD"]).trim(), head);
+            assert_eq!(git(root, &["ls-files", "--stage"]), staged);
+            let notes = std::fs::read_to_string(root.join("issued/0001.pem/notes")).unwrap();
+            assert_eq!(notes, "mine\n", "one core: {one_core}");
+            let key = std::fs::read_to_string(root.join("issued/0002.pem")).unwrap();
+            assert_eq!(key, "my own key\n", "one core: {one_core}");
+            assert!(!root.join("issued/0000.pem").exists(), "nothing written");
+        }
+    }
+
+    /// Where git's checkout would not write the blobs as they are (line endings converted by
+    /// `core.autocrlf` or by an attribute), gitca writes the files itself even on one core: its
+    /// check compares bytes, and would take git's files for changes on the next run.
+    #[test]
+    fn an_outputs_commit_on_one_core_with_converted_line_endings_is_written_by_gitca() {
+        for converts in ["core.autocrlf", ".gitattributes"] {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path();
+            let (mut repo, _) = repo_with_a_commit(root);
+            match converts {
+                "core.autocrlf" => git(root, &["config", "core.autocrlf", "true"]),
+                _ => {
+                    std::fs::write(root.join(".gitattributes"), "*.pem text eol=crlf\n").unwrap();
+                    git(root, &["add", ".gitattributes"]);
+                    git(root, &["commit", "-q", "-m", "attributes"])
+                }
+            };
+            let head = repo.resolve("HEAD").unwrap();
+            repo.read_tree_from = 1;
+            repo.one_core = true;
+            let files = numbered_outputs(3);
+            let pending = repo
+                .start_outputs_commit(&head, &files, "outputs")
+                .unwrap()
+                .unwrap();
+            assert_ne!(pending.indexed_by(), "checkout", "{converts}");
+            repo.finish_outputs_commit(pending).unwrap();
+            let written = std::fs::read(root.join("issued/0001.pem")).unwrap();
+            assert_eq!(written, b"1\n", "{converts}: the blob as it is");
+            // The next run replaces it, which it would refuse were the file git's CRLF one.
+            let head = repo.resolve("HEAD").unwrap();
+            let mut next = BTreeMap::new();
+            next.insert(
+                "issued/0001.pem".to_string(),
+                Some(Content::from(b"renewed\n".to_vec())),
+            );
+            repo.commit_outputs(&head, &next, "renewal")
+                .unwrap()
+                .unwrap();
+        }
     }
 
     /// `git read-tree` refuses an index with a conflict: `git update-index` then adds the
