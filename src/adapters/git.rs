@@ -1418,6 +1418,21 @@ pub(super) mod tests {
             .collect()
     }
 
+    /// Commits `files` on `head` and says how the index got them (see `indexed_by`).
+    fn commit_outputs_indexed_by(
+        repo: &GitRepo,
+        head: &str,
+        files: &BTreeMap<String, Option<Content>>,
+    ) -> &'static str {
+        let pending = repo
+            .start_outputs_commit(head, files, "outputs")
+            .unwrap()
+            .expect("the tree changes");
+        let by = pending.indexed_by();
+        repo.finish_outputs_commit(pending).unwrap();
+        by
+    }
+
     /// An outputs commit of fewer than `PACK_FROM` new blobs writes them loose, as git keeps a
     /// small fetch: many tiny packs would slow every lookup.
     #[test]
@@ -1636,13 +1651,8 @@ pub(super) mod tests {
             let head = repo.resolve("HEAD").unwrap();
             repo.read_tree_from = 1;
             repo.one_core = true;
-            let files = numbered_outputs(3);
-            let pending = repo
-                .start_outputs_commit(&head, &files, "outputs")
-                .unwrap()
-                .unwrap();
-            assert_ne!(pending.indexed_by(), "checkout", "{converts}");
-            repo.finish_outputs_commit(pending).unwrap();
+            let by = commit_outputs_indexed_by(&repo, &head, &numbered_outputs(3));
+            assert_ne!(by, "checkout", "{converts}");
             let written = std::fs::read(root.join("issued/0001.pem")).unwrap();
             assert_eq!(written, b"1\n", "{converts}: the blob as it is");
             // The next run replaces it, which it would refuse were the file git's CRLF one.
@@ -1686,13 +1696,8 @@ pub(super) mod tests {
         );
         repo.read_tree_from = 1;
         repo.one_core = one_core;
-        let files = numbered_outputs(3);
-        let pending = repo
-            .start_outputs_commit(&head, &files, "outputs")
-            .unwrap()
-            .unwrap();
-        assert_eq!(pending.indexed_by(), "update-index");
-        repo.finish_outputs_commit(pending).unwrap();
+        let by = commit_outputs_indexed_by(&repo, &head, &numbered_outputs(3));
+        assert_eq!(by, "update-index");
         assert_eq!(
             git(root, &["ls-files", "issued"]),
             "issued/0000.pem\nissued/0001.pem\nissued/0002.pem\n"
