@@ -632,18 +632,29 @@ impl GitRepo {
         // bytes) would take git's files for uncommitted changes on a later run. Should git
         // still refuse (an index with conflicts) or fail part way (a full disk), the index is
         // as it was, some files may be written already, and gitca does the job as below,
-        // without checking again what git has just written.
+        // without checking again what git has just written. After a failure part way,
+        // `git read-tree -m` refuses the files git replaced, so `git update-index` does it
+        // alone: slower, and rare.
         let many = to_write >= self.read_tree_from;
         let mut checked = false;
         if self.one_core && many {
             self.check_worktree(workdir, base, files)?;
             checked = true;
-            if !self.checkout_converts(&self.rels(files))? {
+            if !self.checkout_converts(&self.rels(files)) {
                 let (from, to) = (base.id().to_string(), tree.id().to_string());
-                match self
-                    .spawn_with_input(&["read-tree", "-m", "-u", &from, &to], None)
-                    .and_then(GitRun::wait)
-                {
+                // Every output written, whatever the sparse-checkout patterns say, as gitca
+                // writes them; line endings as they are committed, as gitca writes them.
+                let args = [
+                    "-c",
+                    "core.autocrlf=false",
+                    "read-tree",
+                    "-m",
+                    "-u",
+                    "--no-sparse-checkout",
+                    &from,
+                    &to,
+                ];
+                match self.spawn_with_input(&args, None).and_then(GitRun::wait) {
                     Ok(()) => {
                         tracing::debug!(elapsed = ?started.elapsed(), "work tree checked out by git");
                         return Ok(None);
@@ -786,30 +797,13 @@ impl GitRepo {
         Ok(())
     }
 
-    /// Whether git's checkout could write any of `rels` other than as its blob is: line endings
-    /// converted (`core.autocrlf`), or any attribute set on the path (`text`, `eol`, a filter,
-    /// `ident`, an encoding, or another). git answers for the attributes from every source it
-    /// reads: the `.gitattributes` of the work tree and of the index (a checkout prefers the
-    /// index's, `git check-attr` the work tree's, so both are asked), `info/attributes`, and
-    /// the global and system files.
-    fn checkout_converts(&self, rels: &[String]) -> Result<bool, String> {
-        let autocrlf = match self
-            .repo
-            .config()
-            .and_then(|c| c.get_string("core.autocrlf"))
-        {
-            Ok(v) => !matches!(
-                v.to_ascii_lowercase().as_str(),
-                "false" | "no" | "off" | "0" | "input"
-            ),
-            Err(e) if e.code() == git2::ErrorCode::NotFound => false,
-            // Unreadable: assume the worst.
-            Err(_) => true,
-        };
-        if autocrlf {
-            tracing::debug!("core.autocrlf is set: gitca writes the work tree itself");
-            return Ok(true);
-        }
+    /// Whether git's checkout could write any of `rels` other than as its blob is: whether any
+    /// attribute is set on one of them (`text`, `eol`, a filter, `ident`, an encoding, or
+    /// another). git answers from every source it reads: the `.gitattributes` of the work tree
+    /// and of the index (a checkout prefers the index's, `git check-attr` the work tree's, so
+    /// both are asked), `info/attributes`, the global and system files. `core.autocrlf` is
+    /// not asked: the checkout turns it off. Should git fail to answer, the answer is yes.
+    fn checkout_converts(&self, rels: &[String]) -> bool {
         let ask = |cached: bool| {
             let input = all_sent(rels.iter().map(|rel| nul_terminated(rel)));
             let mut args = vec!["check-attr", "-a", "-z", "--stdin"];
@@ -818,21 +812,29 @@ impl GitRepo {
             }
             self.spawn_git(&args, Some(input), true)
         };
-        let (work_tree, index) = (ask(false)?, ask(true)?);
-        let said = [work_tree.wait_output()?, index.wait_output()?];
-        if let Some(first) = said.iter().find(|out| !out.is_empty()) {
-            let first: Vec<String> = first
-                .split(|b| *b == 0)
-                .take(3)
-                .map(|s| String::from_utf8_lossy(s).into_owned())
-                .collect();
-            tracing::debug!(
-                "git attributes on the outputs ({}): gitca writes the work tree itself",
-                first.join(" ")
-            );
-            return Ok(true);
+        // Both started, then both waited for.
+        let (work_tree, index) = (ask(false), ask(true));
+        let said = [work_tree, index].map(|run| run.and_then(GitRun::wait_output));
+        for out in said {
+            match out {
+                Ok(out) if out.is_empty() => {}
+                Ok(out) => {
+                    let first: Vec<String> = (out.split(|b| *b == 0).take(3))
+                        .map(|s| String::from_utf8_lossy(s).into_owned())
+                        .collect();
+                    tracing::debug!(
+                        "git attributes on the outputs ({}): gitca writes the work tree itself",
+                        first.join(" ")
+                    );
+                    return true;
+                }
+                Err(e) => {
+                    tracing::warn!("{e}; gitca writes the work tree itself");
+                    return true;
+                }
+            }
         }
-        Ok(false)
+        false
     }
 
     /// The work-tree paths of `files`.
@@ -928,7 +930,12 @@ impl GitRepo {
         capture: bool,
     ) -> Result<GitRun, String> {
         use std::io::Write;
-        let what = format!("git {}", args[0]);
+        // Named by its command, after any `-c` settings.
+        let mut command = args;
+        while let ["-c", _, rest @ ..] = command {
+            command = rest;
+        }
+        let what = format!("git {}", command.first().copied().unwrap_or_default());
         // This repository and its own index, whatever GIT_DIR or GIT_INDEX_FILE the caller's
         // environment sets (a hook's, say): libgit2 ignores them too.
         let mut child = self
@@ -1556,7 +1563,7 @@ pub(super) mod tests {
 
     /// A file with uncommitted changes among many outputs of a CA in a folder: the refusal
     /// comes after git read the trees into the index, which is set back; no file is written.
-    /// On one core, git's checkout refuses first, having changed nothing, and then the same.
+    /// On one core, gitca's own check refuses before git runs at all.
     #[test]
     fn an_outputs_commit_refused_leaves_the_work_tree_and_the_index_as_they_were() {
         for one_core in [false, true] {
@@ -1631,30 +1638,40 @@ pub(super) mod tests {
         }
     }
 
-    /// Where git's checkout would not write the blobs as they are (line endings converted by
-    /// `core.autocrlf` or by an attribute), gitca writes the files itself even on one core: its
-    /// check compares bytes, and would take git's files for changes on the next run.
+    /// On one core, git checks out only what it writes as committed. With any attribute on an
+    /// output path (here `text eol=crlf`: committed, only in the work tree, or only in the
+    /// index), gitca writes the files itself; `core.autocrlf` is turned off for git's checkout.
+    /// Either way each file is its blob as it is, which gitca's check (it compares bytes)
+    /// accepts when the next run replaces it.
     #[test]
-    fn an_outputs_commit_on_one_core_with_converted_line_endings_is_written_by_gitca() {
-        for converts in ["core.autocrlf", ".gitattributes"] {
+    fn an_outputs_commit_on_one_core_writes_the_blobs_as_they_are() {
+        for case in ["core.autocrlf", "committed", "work tree only", "index only"] {
             let dir = tempfile::tempdir().unwrap();
             let root = dir.path();
             let (mut repo, _) = repo_with_a_commit(root);
-            match converts {
-                "core.autocrlf" => git(root, &["config", "core.autocrlf", "true"]),
-                _ => {
-                    std::fs::write(root.join(".gitattributes"), "*.pem text eol=crlf\n").unwrap();
+            let attributes = root.join(".gitattributes");
+            if case == "core.autocrlf" {
+                git(root, &["config", "core.autocrlf", "true"]);
+            } else {
+                std::fs::write(&attributes, "*.pem text eol=crlf\n").unwrap();
+                if case != "work tree only" {
                     git(root, &["add", ".gitattributes"]);
-                    git(root, &["commit", "-q", "-m", "attributes"])
                 }
-            };
+                if case == "committed" {
+                    git(root, &["commit", "-q", "-m", "attributes"]);
+                }
+                if case == "index only" {
+                    // The work tree's file says nothing; git's checkout reads the index's.
+                    std::fs::write(&attributes, "").unwrap();
+                }
+            }
             let head = repo.resolve("HEAD").unwrap();
             repo.read_tree_from = 1;
             repo.one_core = true;
             let by = commit_outputs_indexed_by(&repo, &head, &numbered_outputs(3));
-            assert_ne!(by, "checkout", "{converts}");
+            assert_eq!(by == "checkout", case == "core.autocrlf", "{case}: {by}");
             let written = std::fs::read(root.join("issued/0001.pem")).unwrap();
-            assert_eq!(written, b"1\n", "{converts}: the blob as it is");
+            assert_eq!(written, b"1\n", "{case}: the blob as it is");
             // The next run replaces it, which it would refuse were the file git's CRLF one.
             let head = repo.resolve("HEAD").unwrap();
             let mut next = BTreeMap::new();
@@ -1666,6 +1683,38 @@ pub(super) mod tests {
                 .unwrap()
                 .unwrap();
         }
+    }
+
+    /// With a sparse checkout that leaves the output folder out, git's checkout on one core
+    /// still writes every output, as gitca's own writes do, and leaves the other paths as the
+    /// sparse checkout has them.
+    #[test]
+    fn an_outputs_commit_on_one_core_writes_outputs_a_sparse_checkout_leaves_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let (mut repo, _) = repo_with_a_commit(root);
+        std::fs::create_dir(root.join("other")).unwrap();
+        std::fs::write(root.join("other/b"), "b\n").unwrap();
+        git(root, &["add", "other"]);
+        git(root, &["commit", "-q", "-m", "other"]);
+        git(root, &["config", "core.sparseCheckout", "true"]);
+        std::fs::write(root.join(".git/info/sparse-checkout"), "/README\n").unwrap();
+        git(root, &["read-tree", "-m", "-u", "HEAD"]);
+        assert!(
+            !root.join("other/b").exists(),
+            "left out by the sparse checkout"
+        );
+        let head = repo.resolve("HEAD").unwrap();
+        repo.read_tree_from = 1;
+        repo.one_core = true;
+        let by = commit_outputs_indexed_by(&repo, &head, &numbered_outputs(3));
+        assert_eq!(by, "checkout");
+        for i in 0..3 {
+            let written = std::fs::read(root.join(format!("issued/{i:04}.pem"))).unwrap();
+            assert_eq!(written, format!("{i}\n").into_bytes());
+        }
+        assert!(!root.join("other/b").exists(), "still left out");
+        assert_eq!(git(root, &["diff-files", "--name-only", "issued"]), "");
     }
 
     /// `git read-tree` refuses an index with a conflict: `git update-index` then adds the
