@@ -761,6 +761,8 @@ impl GitRepo {
         // Each folder on the way: present (a plain folder) or absent. Below an absent one
         // nothing exists, which spares a first issuance a failed `lstat` per file.
         let mut folders = std::collections::HashMap::new();
+        // Files whose bytes are neither the committed blob nor gitca's, with those two ids.
+        let mut converted: Vec<(String, [Option<Oid>; 2])> = Vec::new();
         for path in files.keys() {
             let rel = format!("{}{path}", self.prefix);
             let abs = workdir.join(&rel);
@@ -778,20 +780,46 @@ impl GitRepo {
                     let current = std::fs::read(&abs).map_err(|e| format!("{rel}: {e}"))?;
                     // Already what gitca would write: a run that stopped between the work tree
                     // and the index (git missing, say) left it; its rerun converges.
-                    let ours = files[path]
-                        .as_ref()
-                        .is_some_and(|c| c.bytes().as_ref() == current.as_slice());
-                    let committed = || -> Result<bool, String> {
-                        let id = Oid::hash_object(ObjectType::Blob, &current).map_err(ge)?;
-                        Ok(Some(id) == base.get_path(Path::new(&rel)).ok().map(|e| e.id()))
-                    };
-                    if !ours && !committed()? {
-                        return Err(format!(
-                            "{rel} has uncommitted changes in the work tree; gitca will not overwrite it"
-                        ));
+                    let ours = files[path].as_ref().map(Content::bytes);
+                    if ours.as_deref() == Some(current.as_slice()) {
+                        continue;
+                    }
+                    let committed = base.get_path(Path::new(&rel)).ok().map(|e| e.id());
+                    let id = Oid::hash_object(ObjectType::Blob, &current).map_err(ge)?;
+                    if Some(id) != committed {
+                        let ours = ours
+                            .map(|c| Oid::hash_object(ObjectType::Blob, &c))
+                            .transpose()
+                            .map_err(ge)?;
+                        converted.push((rel, [ours, committed]));
                     }
                 }
                 Err(_) => {}
+            }
+        }
+        // The bytes differ, but git may see no change: a checkout that converted line endings
+        // (`core.autocrlf`) or ran a filter writes other bytes than the blob's. git hashes the
+        // files as it would add them, each by its path's attributes.
+        if converted.is_empty() {
+            return Ok(());
+        }
+        let input = all_sent(
+            converted
+                .iter()
+                .map(|(rel, _)| [rel.as_bytes(), b"\n"].concat()),
+        );
+        let out = self
+            .spawn_git(&["hash-object", "--stdin-paths"], Some(input), true)?
+            .wait_output()?;
+        let ids: Vec<&[u8]> = out.split(|b| *b == b'\n').collect();
+        for (i, (rel, allowed)) in converted.iter().enumerate() {
+            let id = ids
+                .get(i)
+                .and_then(|id| Oid::from_str(std::str::from_utf8(id).ok()?).ok());
+            if id.is_none() || !allowed.contains(&id) {
+                return Err(format!(
+                    "{rel} has uncommitted changes in the work tree; gitca will not overwrite it"
+                ));
             }
         }
         Ok(())
@@ -1682,6 +1710,47 @@ pub(super) mod tests {
             repo.commit_outputs(&head, &next, "renewal")
                 .unwrap()
                 .unwrap();
+        }
+    }
+
+    /// A clone with `core.autocrlf` checks the outputs out with CRLF line endings: gitca
+    /// replaces such a file, which git sees unchanged, and still refuses one edited since.
+    #[test]
+    fn an_outputs_commit_replaces_files_a_crlf_checkout_wrote() {
+        for one_core in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path();
+            let (mut repo, _) = repo_with_a_commit(root);
+            std::fs::create_dir(root.join("issued")).unwrap();
+            for (i, body) in ["zero\n", "one\n", "two\n"].iter().enumerate() {
+                std::fs::write(root.join(format!("issued/{i:04}.pem")), body).unwrap();
+            }
+            git(root, &["add", "issued"]);
+            git(root, &["commit", "-q", "-m", "outputs"]);
+            git(root, &["config", "core.autocrlf", "true"]);
+            std::fs::remove_dir_all(root.join("issued")).unwrap();
+            git(root, &["checkout", "--", "issued"]);
+            let crlf = std::fs::read(root.join("issued/0001.pem")).unwrap();
+            assert_eq!(crlf, b"one\r\n", "checked out with CRLF");
+            std::fs::write(root.join("issued/0002.pem"), "edited\r\n").unwrap();
+            repo.read_tree_from = 1;
+            repo.one_core = one_core;
+            let head = repo.resolve("HEAD").unwrap();
+            let files = numbered_outputs(2);
+            repo.commit_outputs(&head, &files, "renewal")
+                .unwrap()
+                .expect("the tree changes");
+            assert_eq!(std::fs::read(root.join("issued/0001.pem")).unwrap(), b"1\n");
+            let head = repo.resolve("HEAD").unwrap();
+            let err = repo
+                .commit_outputs(&head, &numbered_outputs(3), "renewal")
+                .unwrap_err();
+            assert!(
+                err.starts_with("issued/0002.pem has uncommitted changes"),
+                "one core: {one_core}: {err}"
+            );
+            let edited = std::fs::read(root.join("issued/0002.pem")).unwrap();
+            assert_eq!(edited, b"edited\r\n");
         }
     }
 
