@@ -627,21 +627,20 @@ impl GitRepo {
         // way: 30 ms faster with a second core, 115 ms slower on one core).
         //
         // gitca's own check comes first: git's checkout replaces an ignored file or folder in
-        // the way without a word. And git must write the blobs as they are: with line endings
-        // converted, a filter or an attribute on an output path, gitca's check (which compares
-        // bytes) would take git's files for uncommitted changes on a later run. Should git
-        // still refuse (an index with conflicts) or fail part way (a full disk), the index is
-        // as it was, some files may be written already, and gitca does the job as below,
-        // without checking again what git has just written. After a failure part way,
-        // `git read-tree -m` refuses the files git replaced, so `git update-index` does it
-        // alone: slower, and rare.
+        // the way without a word. And git must write the blobs as they are, as gitca's own
+        // writes do on any number of cores: not with line endings converted, a filter or any
+        // attribute on an output path (a later run's check would then ask git about every
+        // such file, see `check_worktree`). Should git still refuse (an index with conflicts)
+        // or fail part way (a full disk), the index is as it was, some files may be written
+        // already, and gitca does the job as below, without checking again what git has just
+        // written. After a failure part way, `git read-tree -m` refuses the files git
+        // replaced, so `git update-index` does it alone: slower, and rare.
         let many = to_write >= self.read_tree_from;
-        let mut checked = false;
-        if self.one_core && many {
+        let (from, to) = (base.id().to_string(), tree.id().to_string());
+        let git_may_check_out = self.one_core && many;
+        if git_may_check_out {
             self.check_worktree(workdir, base, files)?;
-            checked = true;
             if !self.checkout_converts(&self.rels(files)) {
-                let (from, to) = (base.id().to_string(), tree.id().to_string());
                 // Every output written, whatever the sparse-checkout patterns say, as gitca
                 // writes them; line endings as they are committed, as gitca writes them.
                 let args = [
@@ -665,11 +664,9 @@ impl GitRepo {
         }
         // Many paths: git first reads both trees into the index (see below), while the paths
         // are checked here.
-        let read_tree = many.then(|| {
-            let (from, to) = (base.id().to_string(), tree.id().to_string());
-            self.spawn_with_input(&["read-tree", "-m", &from, &to], None)
-        });
-        let checked = match checked {
+        let read_tree = many.then(|| self.spawn_with_input(&["read-tree", "-m", &from, &to], None));
+        // Checked above already when git might check out.
+        let checked = match git_may_check_out {
             true => Ok(()),
             false => self.check_worktree(workdir, base, files),
         };
@@ -762,7 +759,7 @@ impl GitRepo {
         // nothing exists, which spares a first issuance a failed `lstat` per file.
         let mut folders = std::collections::HashMap::new();
         // Files whose bytes are neither the committed blob nor gitca's, with those two ids.
-        let mut converted: Vec<(String, [Option<Oid>; 2])> = Vec::new();
+        let mut differing: Vec<(String, [Option<Oid>; 2])> = Vec::new();
         for path in files.keys() {
             let rel = format!("{}{path}", self.prefix);
             let abs = workdir.join(&rel);
@@ -791,7 +788,7 @@ impl GitRepo {
                             .map(|c| Oid::hash_object(ObjectType::Blob, &c))
                             .transpose()
                             .map_err(ge)?;
-                        converted.push((rel, [ours, committed]));
+                        differing.push((rel, [ours, committed]));
                     }
                 }
                 Err(_) => {}
@@ -800,23 +797,30 @@ impl GitRepo {
         // The bytes differ, but git may see no change: a checkout that converted line endings
         // (`core.autocrlf`) or ran a filter writes other bytes than the blob's. git hashes the
         // files as it would add them, each by its path's attributes.
-        if converted.is_empty() {
+        if differing.is_empty() {
             return Ok(());
         }
         let input = all_sent(
-            converted
+            differing
                 .iter()
                 .map(|(rel, _)| [rel.as_bytes(), b"\n"].concat()),
         );
         let out = self
             .spawn_git(&["hash-object", "--stdin-paths"], Some(input), true)?
             .wait_output()?;
-        let ids: Vec<&[u8]> = out.split(|b| *b == b'\n').collect();
-        for (i, (rel, allowed)) in converted.iter().enumerate() {
-            let id = ids
-                .get(i)
-                .and_then(|id| Oid::from_str(std::str::from_utf8(id).ok()?).ok());
-            if id.is_none() || !allowed.contains(&id) {
+        let said = String::from_utf8_lossy(&out);
+        let ids: Vec<&str> = said.lines().collect();
+        if ids.len() != differing.len() {
+            return Err(format!(
+                "git hash-object gave {} ids for {} files",
+                ids.len(),
+                differing.len()
+            ));
+        }
+        for ((rel, allowed), id) in differing.iter().zip(ids) {
+            let id =
+                Oid::from_str(id).map_err(|e| format!("git hash-object for {rel}: {}", ge(e)))?;
+            if !allowed.contains(&Some(id)) {
                 return Err(format!(
                     "{rel} has uncommitted changes in the work tree; gitca will not overwrite it"
                 ));
@@ -825,7 +829,8 @@ impl GitRepo {
         Ok(())
     }
 
-    /// Whether git's checkout could write any of `rels` other than as its blob is: whether any
+    /// Whether git's checkout could write any of `rels` other than as its blob is (and so other
+    /// than gitca's own writes would): whether any
     /// attribute is set on one of them (`text`, `eol`, a filter, `ident`, an encoding, or
     /// another). git answers from every source it reads: the `.gitattributes` of the work tree
     /// and of the index (a checkout prefers the index's, `git check-attr` the work tree's, so
@@ -1669,8 +1674,8 @@ pub(super) mod tests {
     /// On one core, git checks out only what it writes as committed. With any attribute on an
     /// output path (here `text eol=crlf`: committed, only in the work tree, or only in the
     /// index), gitca writes the files itself; `core.autocrlf` is turned off for git's checkout.
-    /// Either way each file is its blob as it is, which gitca's check (it compares bytes)
-    /// accepts when the next run replaces it.
+    /// Either way each file is its blob as it is, as on any number of cores, and the next run
+    /// replaces it.
     #[test]
     fn an_outputs_commit_on_one_core_writes_the_blobs_as_they_are() {
         for case in ["core.autocrlf", "committed", "work tree only", "index only"] {
@@ -1700,7 +1705,6 @@ pub(super) mod tests {
             assert_eq!(by == "checkout", case == "core.autocrlf", "{case}: {by}");
             let written = std::fs::read(root.join("issued/0001.pem")).unwrap();
             assert_eq!(written, b"1\n", "{case}: the blob as it is");
-            // The next run replaces it, which it would refuse were the file git's CRLF one.
             let head = repo.resolve("HEAD").unwrap();
             let mut next = BTreeMap::new();
             next.insert(

@@ -181,8 +181,8 @@ pub async fn changes(
                 }
             })
             .is_some_and(|c: Certificate| {
-                base16ct::lower::encode_string(c.tbs_certificate().serial_number().as_bytes()).trim_start_matches('0')
-                    == serial.trim_start_matches('0')
+                let der = c.tbs_certificate().serial_number().as_bytes();
+                crate::domain::serial::is_serial(der, serial)
             })
             && existing.contains_key(&chain);
         if !up_to_date {

@@ -75,9 +75,10 @@ pub async fn inventory(
             .get(&leaf)
             .and_then(|b| parse_cert(&leaf, b).ok())
             .filter(|cert| {
-                base16ct::lower::encode_string(cert.tbs_certificate().serial_number().as_bytes())
-                    .trim_start_matches('0')
-                    == serial.trim_start_matches('0')
+                crate::domain::serial::is_serial(
+                    cert.tbs_certificate().serial_number().as_bytes(),
+                    serial,
+                )
             })
             .map(|cert| describe(&cert));
         if described.is_none() {

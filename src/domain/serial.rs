@@ -22,6 +22,12 @@ pub fn parse_serial(s: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
+/// Whether a certificate's serial (the DER INTEGER's bytes) is `serial` (hex), leading zeros
+/// aside.
+pub fn is_serial(der: &[u8], serial: &str) -> bool {
+    base16ct::lower::encode_string(der).trim_start_matches('0') == serial.trim_start_matches('0')
+}
+
 pub fn canonical_hex(h: &str) -> String {
     let t = h.to_ascii_lowercase();
     let t = t.trim_start_matches('0');
@@ -81,6 +87,15 @@ fn positive_20_bytes(b: &mut [u8; 20]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_certificates_serial_matches_its_hex_with_or_without_leading_zeros() {
+        // A DER INTEGER whose top bit is set carries a leading zero byte.
+        assert!(is_serial(&[0x00, 0x8f, 0x01], "8f01"));
+        assert!(is_serial(&[0x05, 0x01], "0501"));
+        assert!(is_serial(&[0x05, 0x01], "501"));
+        assert!(!is_serial(&[0x05, 0x01], "5010"));
+    }
 
     #[test]
     fn parses_openssl_hex_and_decimal() {
