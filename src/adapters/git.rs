@@ -1,6 +1,7 @@
 //! Git: reads the desired state from a commit (never the work tree, except for
 //! `plan --worktree`), commits the outputs, and pushes.
 
+use super::git_index;
 use crate::domain::plan::{Snapshot, TreeEntry};
 use git2::{ObjectType, Oid, Repository};
 use std::collections::BTreeMap;
@@ -27,20 +28,23 @@ pub struct GitRepo {
     repo: Repository,
     /// The CA repository's folder inside the git repository ("" for the root).
     prefix: String,
-    /// Paths written from which an outputs commit reads its tree into the index before
-    /// `git update-index` (see `write_worktree`); tests lower it.
+    /// Paths written from which an outputs commit updates the index itself, or else has git
+    /// read its tree into the index before `git update-index` (see `write_worktree`); tests
+    /// lower it.
     read_tree_from: usize,
-    /// Whether this process may run on one core only (its CPU affinity or its cgroup's quota):
-    /// then git checks large outputs out itself (see `write_worktree`); tests set it.
-    one_core: bool,
+    /// Whether gitca may update the index itself (see `write_worktree`); tests turn it off to
+    /// try git's way.
+    writes_index: bool,
 }
 
-/// From about this many new paths, `git update-index` alone costs more than reading the trees
-/// into the index first: it inserts each new path into its sorted index by moving every entry
-/// after it (at 16,384 both cost about the same with 40,000 entries and with 400,000; 200,000
-/// new paths into 200,000 entries took 9.2 s alone, 2.3 s after `git read-tree`). It counts
-/// every path written, as whether a path is new is known only once the work tree is checked,
-/// which `git read-tree` runs beside.
+/// From this many paths written, gitca updates the index itself (see `write_worktree`), or
+/// else has git read the trees into the index before `git update-index`, which alone inserts
+/// each new path into its sorted index by moving every entry after it (at 16,384 both git ways
+/// cost about the same with 40,000 entries and with 400,000; 200,000 new paths into 200,000
+/// entries took 9.2 s alone, 2.3 s after `git read-tree`). Below it, git updates the index on
+/// another core while the run goes on, where gitca would rewrite the whole index on its way.
+/// It counts every path written, as whether a path is new is known only once the work tree is
+/// checked.
 const READ_TREE_FROM: usize = 16_384;
 
 /// Work-tree paths handed to `git update-index` at a time, at most.
@@ -138,7 +142,7 @@ impl GitRepo {
             repo,
             prefix,
             read_tree_from: READ_TREE_FROM,
-            one_core: std::thread::available_parallelism().is_ok_and(|n| n.get() == 1),
+            writes_index: true,
         })
     }
 
@@ -505,11 +509,11 @@ impl GitRepo {
         let blobs = self.write_blobs(&contents)?;
         tracing::debug!(elapsed = ?started.elapsed(), n = files.len(), "blobs written");
         let mut b = git2::build::TreeUpdateBuilder::new();
-        for (path, blob) in files.keys().zip(blobs) {
+        for (path, blob) in files.keys().zip(&blobs) {
             let full = format!("{}{path}", self.prefix);
             match blob {
                 Some(oid) => {
-                    b.upsert(full, oid, git2::FileMode::Blob);
+                    b.upsert(full, *oid, git2::FileMode::Blob);
                 }
                 None => {
                     b.remove(full);
@@ -534,7 +538,7 @@ impl GitRepo {
         // Update the work tree and the index while HEAD still names the parent; the branch
         // moves in `finish_outputs_commit`, only if it still points at the parent.
         let index_update = match self.repo.workdir() {
-            Some(workdir) => self.write_worktree(workdir, &base, &tree, files)?,
+            Some(workdir) => self.write_worktree(workdir, &base, &tree, files, &blobs)?,
             None => None,
         };
         tracing::debug!(elapsed = ?started.elapsed(), "work tree written");
@@ -609,64 +613,45 @@ impl GitRepo {
     /// Writes the changed outputs into the work tree and the index, as a checkout of only those
     /// paths would (libgit2's checkout costs about a hundred system calls per file: attribute
     /// files, path resolution). Like a safe checkout, it refuses to overwrite or delete a file
-    /// with uncommitted changes. Returns git updating the index, or None when git's own checkout
-    /// did it all (many paths on one core).
+    /// with uncommitted changes. Returns git updating the index, or None when gitca updated it
+    /// itself (many paths).
     fn write_worktree(
         &self,
         workdir: &Path,
         base: &git2::Tree,
         tree: &git2::Tree,
         files: &BTreeMap<String, Option<Content>>,
+        ids: &[Option<Oid>],
     ) -> Result<Option<IndexUpdate>, String> {
         let started = std::time::Instant::now();
         let to_write = files.values().filter(|c| c.is_some()).count();
-        // Many paths on one core: git checks the commit's changes out itself, index included.
-        // It writes each file from the blob just packed and records its stat, so no file is
-        // read back and hashed. Below, `git update-index` hashes every file gitca wrote: about
-        // as much CPU again as writing them, which a second core hides (a 10,000 issuance that
-        // way: 30 ms faster with a second core, 115 ms slower on one core).
-        //
-        // gitca's own check comes first: git's checkout replaces an ignored file or folder in
-        // the way without a word. And git must write the blobs as they are, as gitca's own
-        // writes do on any number of cores: not with line endings converted, a filter or any
-        // attribute on an output path (a later run's check would then ask git about every
-        // such file, see `check_worktree`). Should git still refuse (an index with conflicts)
-        // or fail part way (a full disk), the index is as it was, some files may be written
-        // already, and gitca does the job as below, without checking again what git has just
-        // written. After a failure part way, `git read-tree -m` refuses the files git
-        // replaced, so `git update-index` does it alone: slower, and rare.
         let many = to_write >= self.read_tree_from;
         let (from, to) = (base.id().to_string(), tree.id().to_string());
-        let git_may_check_out = self.one_core && many;
-        if git_may_check_out {
+        // Many paths: gitca writes the files and updates the index itself, with each file's stat
+        // taken from the open file, so no file is read back and hashed (`git update-index`
+        // below costs about as much CPU again as writing the files; a 10,000 issuance that way:
+        // about 100 ms slower on one core, and 170 ms with two).
+        //
+        // Only where the index then says what git would: no attribute on an output path (git
+        // would add such a file through its filters, and a clean filter's change must show),
+        // and an index gitca can keep whole (`LockedIndex::open`). Otherwise, or should the
+        // index be in the way of a path, git updates the index as below, after gitca's check.
+        if many && self.writes_index {
             self.check_worktree(workdir, base, files)?;
-            if !self.checkout_converts(&self.rels(files)) {
-                // Every output written, whatever the sparse-checkout patterns say, as gitca
-                // writes them; line endings as they are committed, as gitca writes them.
-                let args = [
-                    "-c",
-                    "core.autocrlf=false",
-                    "read-tree",
-                    "-m",
-                    "-u",
-                    "--no-sparse-checkout",
-                    &from,
-                    &to,
-                ];
-                match self.spawn_with_input(&args, None).and_then(GitRun::wait) {
-                    Ok(()) => {
-                        tracing::debug!(elapsed = ?started.elapsed(), "work tree checked out by git");
-                        return Ok(None);
-                    }
-                    Err(e) => tracing::warn!("{e}; gitca writes the work tree itself"),
+            match self.index_to_update(files) {
+                Ok(index) => {
+                    self.write_files_and_index(workdir, files, ids, index)?;
+                    tracing::debug!(elapsed = ?started.elapsed(), "work tree and index written");
+                    return Ok(None);
                 }
+                Err(why) => tracing::debug!("{why}: git updates the index"),
             }
         }
         // Many paths: git first reads both trees into the index (see below), while the paths
         // are checked here.
         let read_tree = many.then(|| self.spawn_with_input(&["read-tree", "-m", &from, &to], None));
-        // Checked above already when git might check out.
-        let checked = match git_may_check_out {
+        // Checked above already with many paths, if gitca might update the index.
+        let checked = match many && self.writes_index {
             true => Ok(()),
             false => self.check_worktree(workdir, base, files),
         };
@@ -720,10 +705,12 @@ impl GitRepo {
             // The receiver lives as long as git reads: a send fails only once it has stopped.
             let _ = written.send(rels.iter().flat_map(|rel| nul_terminated(rel)).collect());
         };
-        let wrote = self.write_files(workdir, files, &done);
+        let wrote = self.write_files(workdir, files, &done, |path, bytes| {
+            std::fs::write(path, bytes)
+        });
         drop(written);
         match wrote {
-            Ok(()) => {
+            Ok(_) => {
                 tracing::debug!(elapsed = ?started.elapsed(), "work tree files written");
                 Ok(Some(IndexUpdate {
                     run: update,
@@ -829,14 +816,14 @@ impl GitRepo {
         Ok(())
     }
 
-    /// Whether git's checkout could write any of `rels` other than as its blob is (and so other
-    /// than gitca's own writes would): whether any
-    /// attribute is set on one of them (`text`, `eol`, a filter, `ident`, an encoding, or
-    /// another). git answers from every source it reads: the `.gitattributes` of the work tree
-    /// and of the index (a checkout prefers the index's, `git check-attr` the work tree's, so
-    /// both are asked), `info/attributes`, the global and system files. `core.autocrlf` is
-    /// not asked: the checkout turns it off. Should git fail to answer, the answer is yes.
-    fn checkout_converts(&self, rels: &[String]) -> bool {
+    /// Whether any attribute is set on one of `rels` (`text`, `eol`, a filter, `ident`, an
+    /// encoding, or another): git would add such a file through its conversions, so an index
+    /// entry gitca writes could hide a difference that `git update-index` would show. git
+    /// answers from every source it reads: the `.gitattributes` of the work tree and of the
+    /// index (commands prefer one or the other, so both are asked), `info/attributes`, the
+    /// global and system files. `core.autocrlf` alone leaves the blob of a file with LF line
+    /// endings, which every output is, as it is. Should git fail to answer, the answer is yes.
+    fn has_attributes(&self, rels: &[String]) -> bool {
         let ask = |cached: bool| {
             let input = all_sent(rels.iter().map(|rel| nul_terminated(rel)));
             let mut args = vec!["check-attr", "-a", "-z", "--stdin"];
@@ -855,14 +842,11 @@ impl GitRepo {
                     let first: Vec<String> = (out.split(|b| *b == 0).take(3))
                         .map(|s| String::from_utf8_lossy(s).into_owned())
                         .collect();
-                    tracing::debug!(
-                        "git attributes on the outputs ({}): gitca writes the work tree itself",
-                        first.join(" ")
-                    );
+                    tracing::debug!("git attributes on the outputs ({})", first.join(" "));
                     return true;
                 }
                 Err(e) => {
-                    tracing::warn!("{e}; gitca writes the work tree itself");
+                    tracing::warn!("{e}; taken as attributes on the outputs");
                     return true;
                 }
             }
@@ -897,16 +881,18 @@ impl GitRepo {
     }
 
     /// Writes the outputs into the work tree on all cores (creating a file is most of the
-    /// cost: inode allocation), and calls `done` with each batch of paths once their files are
-    /// in place or gone: a message per path woke git's input writer per file (two futex calls
-    /// and a pipe write each). Deletions go first, so a file removed where a new folder goes
-    /// (`a.pem` becoming `a.pem/b.pem`) is gone before the folder is made.
-    fn write_files(
+    /// cost: inode allocation) with `write`, and calls `done` with each batch of paths once their
+    /// files are in place or gone: a message per path woke git's input writer per file (two
+    /// futex calls and a pipe write each). Deletions go first, so a file removed where a new
+    /// folder goes (`a.pem` becoming `a.pem/b.pem`) is gone before the folder is made. Returns
+    /// what `write` returned for each file written, in order.
+    fn write_files<R: Send>(
         &self,
         workdir: &Path,
         files: &BTreeMap<String, Option<Content>>,
         done: &(dyn Fn(&[&String]) + Sync),
-    ) -> Result<(), String> {
+        write: impl Fn(&Path, &[u8]) -> std::io::Result<R> + Sync,
+    ) -> Result<Vec<R>, String> {
         let rels = self.rels(files);
         let deleted: Vec<&String> = rels
             .iter()
@@ -939,9 +925,56 @@ impl GitRepo {
         each_reported(
             &written,
             |(rel, _)| rel,
-            |(rel, content)| std::fs::write(workdir.join(rel), content.bytes()),
+            |(rel, content)| write(&workdir.join(rel), &content.bytes()),
             done,
         )
+    }
+
+    /// The index `write_worktree` may update itself for `files`, or why git should.
+    fn index_to_update(
+        &self,
+        files: &BTreeMap<String, Option<Content>>,
+    ) -> Result<git_index::LockedIndex, String> {
+        let rels = self.rels(files);
+        if self.has_attributes(&rels) {
+            return Err("git attributes on the outputs".into());
+        }
+        let index = git_index::LockedIndex::open(&self.repo.path().join("index"))?;
+        if let Some(path) = index.blocked(rels.iter().map(String::as_str)) {
+            return Err(format!(
+                "the git index has a file or folder in the way of {path}"
+            ));
+        }
+        Ok(index)
+    }
+
+    /// Writes `files` into the work tree, each with the stat git records for it, and their
+    /// entries (blob `ids`, in the same order) into `index`. Should a file fail, the index is
+    /// left as it was; the files already written hold what gitca writes, which the next run's
+    /// check accepts.
+    fn write_files_and_index(
+        &self,
+        workdir: &Path,
+        files: &BTreeMap<String, Option<Content>>,
+        ids: &[Option<Oid>],
+        index: git_index::LockedIndex,
+    ) -> Result<(), String> {
+        let stats = self.write_files(workdir, files, &|_| {}, |path, bytes| {
+            use std::io::Write;
+            let mut file = std::fs::File::create(path)?;
+            file.write_all(bytes)?;
+            git_index::stat_of(&file)
+        })?;
+        let rels = self.rels(files);
+        let removed: Vec<&str> = (rels.iter().zip(ids))
+            .filter_map(|(rel, id)| id.is_none().then_some(rel.as_str()))
+            .collect();
+        let written: Vec<git_index::Written> = (rels.iter().zip(ids))
+            .filter_map(|(rel, id)| Some((rel, (*id)?)))
+            .zip(stats)
+            .map(|((rel, id), stat)| git_index::Written { rel, stat, id })
+            .collect();
+        index.update(workdir, &removed, &written)
     }
 
     /// Starts the git CLI in the work tree with what `input` receives on its standard input,
@@ -1049,12 +1082,12 @@ impl PendingCommit {
         self.id.to_string()
     }
 
-    /// How the index got the outputs (see `write_worktree`): git checked them out, or
+    /// How the index got the outputs (see `write_worktree`): gitca wrote it, or
     /// `git update-index` added them after `git read-tree` read both trees, or alone.
     #[cfg(test)]
     fn indexed_by(&self) -> &'static str {
         match &self.index_update {
-            None => "checkout",
+            None => "gitca",
             Some(u) if u.trees_read => "read-tree, update-index",
             Some(_) => "update-index",
         }
@@ -1122,31 +1155,35 @@ fn nul_terminated(rel: &str) -> Vec<u8> {
 /// Runs `op` on each item (a work-tree path, `rel` of it) on all cores, in batches small
 /// enough that a few hundred files still spread over every thread and reach git while the rest
 /// are done, and reports each batch's paths to `done`; what was done before a failure is
-/// reported too (the caller takes it back).
-fn each_reported<'a, T: Sync>(
+/// reported too (the caller takes it back). Returns what `op` returned, in order.
+fn each_reported<'a, T: Sync, R: Send>(
     items: &[T],
     rel: impl Fn(&T) -> &'a String + Sync,
-    op: impl Fn(&T) -> std::io::Result<()> + Sync,
+    op: impl Fn(&T) -> std::io::Result<R> + Sync,
     done: &(dyn Fn(&[&String]) + Sync),
-) -> Result<(), String> {
+) -> Result<Vec<R>, String> {
     use rayon::prelude::*;
     let size = (items.len() / (4 * rayon::current_num_threads())).clamp(1, DONE_BATCH);
-    items.par_chunks(size).try_for_each(|batch| {
-        let mut failure = None;
-        let finished = batch
-            .iter()
-            .take_while(|item| match op(item) {
-                Ok(()) => true,
-                Err(e) => {
-                    failure = Some(format!("{}: {e}", rel(item)));
-                    false
-                }
-            })
-            .count();
-        let paths: Vec<&String> = batch[..finished].iter().map(&rel).collect();
-        done(&paths);
-        failure.map_or(Ok(()), Err)
-    })
+    let batches: Vec<Vec<R>> = items
+        .par_chunks(size)
+        .map(|batch| {
+            let mut failure = None;
+            let results: Vec<R> = batch
+                .iter()
+                .map_while(|item| match op(item) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        failure = Some(format!("{}: {e}", rel(item)));
+                        None
+                    }
+                })
+                .collect();
+            let paths: Vec<&String> = batch[..results.len()].iter().map(&rel).collect();
+            done(&paths);
+            failure.map_or(Ok(results), Err)
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(batches.into_iter().flatten().collect())
 }
 
 /// Input for [`GitRepo::spawn_with_input`] that is all known already.
@@ -1501,18 +1538,18 @@ pub(super) mod tests {
         git(root, &["fsck", "--strict", "--no-dangling"]);
     }
 
-    /// An outputs commit of many new paths has git read both trees into the index first. The
-    /// index then matches the commit for the outputs, with each file's stat (plumbing sees no
-    /// change), and keeps the other paths' entries as they were: their stat, and a change
-    /// staged for another file.
+    /// An outputs commit of many new paths updates the index itself, or has git read both trees
+    /// into the index first. Either way the index then matches the commit for the outputs, with
+    /// each file's stat (plumbing sees no change), and keeps the other paths' entries as they
+    /// were: their stat, and a change staged for another file.
     #[test]
     fn an_outputs_commit_read_into_the_index_keeps_what_is_staged_elsewhere() {
-        for one_core in [false, true] {
-            outputs_read_into_the_index_keep_what_is_staged_elsewhere(one_core);
+        for writes_index in [false, true] {
+            outputs_read_into_the_index_keep_what_is_staged_elsewhere(writes_index);
         }
     }
 
-    fn outputs_read_into_the_index_keep_what_is_staged_elsewhere(one_core: bool) {
+    fn outputs_read_into_the_index_keep_what_is_staged_elsewhere(writes_index: bool) {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         let (mut repo, _) = repo_with_a_commit(root);
@@ -1526,7 +1563,7 @@ pub(super) mod tests {
         git(root, &["add", "README"]);
         let head = repo.resolve("HEAD").unwrap();
         repo.read_tree_from = 3;
-        repo.one_core = one_core;
+        repo.writes_index = writes_index;
         let mut files: BTreeMap<String, Option<Content>> = (0..3)
             .map(|i| {
                 (
@@ -1544,10 +1581,9 @@ pub(super) mod tests {
             .start_outputs_commit(&head, &files, "outputs")
             .unwrap()
             .unwrap();
-        // Read before the replaced file was written, which it would refuse after; on one core,
-        // checked out by git.
-        let by = if one_core {
-            "checkout"
+        // git reads the trees before the replaced file is written, which it would refuse after.
+        let by = if writes_index {
+            "gitca"
         } else {
             "read-tree, update-index"
         };
@@ -1568,17 +1604,17 @@ pub(super) mod tests {
     }
 
     /// A file that cannot be written (a name longer than the file system takes), after git read
-    /// the trees into the index or without it, or on one core after git's checkout failed on
-    /// it: the error names the file, the branch stays, and the index is back to the parent's
-    /// entries, with nothing of the outputs staged.
+    /// the trees into the index or without it, or with gitca to update the index: the error
+    /// names the file, the branch stays, and the index has the parent's entries, with nothing
+    /// of the outputs staged.
     #[test]
     fn an_outputs_commit_that_cannot_write_a_file_leaves_the_index_as_it_was() {
-        for (read_tree_from, one_core) in [(1, false), (usize::MAX, false), (1, true)] {
+        for (read_tree_from, writes_index) in [(1, false), (usize::MAX, false), (1, true)] {
             let dir = tempfile::tempdir().unwrap();
             let root = dir.path();
             let (mut repo, head) = repo_with_a_commit(root);
             repo.read_tree_from = read_tree_from;
-            repo.one_core = one_core;
+            repo.writes_index = writes_index;
             let mut files = numbered_outputs(3);
             let long = format!("issued/{}.pem", "x".repeat(300));
             files.insert(long.clone(), Some(Content::from(b"long\n".to_vec())));
@@ -1589,22 +1625,22 @@ pub(super) mod tests {
             assert_eq!(
                 git(root, &["diff-index", "--cached", "--name-only", "HEAD"]),
                 "",
-                "read-tree from {read_tree_from}, one core: {one_core}"
+                "read-tree from {read_tree_from}, gitca writes the index: {writes_index}"
             );
         }
     }
 
     /// A file with uncommitted changes among many outputs of a CA in a folder: the refusal
     /// comes after git read the trees into the index, which is set back; no file is written.
-    /// On one core, gitca's own check refuses before git runs at all.
+    /// Where gitca may update the index, its check refuses before git runs at all.
     #[test]
     fn an_outputs_commit_refused_leaves_the_work_tree_and_the_index_as_they_were() {
-        for one_core in [false, true] {
-            outputs_refused_leave_the_work_tree_and_the_index_as_they_were(one_core);
+        for writes_index in [false, true] {
+            outputs_refused_leave_the_work_tree_and_the_index_as_they_were(writes_index);
         }
     }
 
-    fn outputs_refused_leave_the_work_tree_and_the_index_as_they_were(one_core: bool) {
+    fn outputs_refused_leave_the_work_tree_and_the_index_as_they_were(writes_index: bool) {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         repo_with_a_commit(root);
@@ -1617,7 +1653,7 @@ pub(super) mod tests {
         let before = git(root, &["ls-files", "--stage"]);
         let mut repo = GitRepo::open(root, Some("ca")).unwrap();
         repo.read_tree_from = 1;
-        repo.one_core = one_core;
+        repo.writes_index = writes_index;
         let head = repo.resolve("HEAD").unwrap();
         let files = numbered_outputs(3);
         let err = repo.commit_outputs(&head, &files, "outputs").unwrap_err();
@@ -1634,11 +1670,10 @@ pub(super) mod tests {
     }
 
     /// An ignored file where a new output goes, and an ignored folder where another goes: gitca
-    /// refuses and leaves both as they were. On one core too, where git's checkout would
-    /// replace them without a word, so gitca checks first.
+    /// refuses and leaves both as they were, whoever updates the index.
     #[test]
     fn an_outputs_commit_over_ignored_files_is_refused() {
-        for one_core in [false, true] {
+        for writes_index in [false, true] {
             let dir = tempfile::tempdir().unwrap();
             let root = dir.path();
             let (mut repo, head) = repo_with_a_commit(root);
@@ -1647,7 +1682,7 @@ pub(super) mod tests {
             std::fs::write(root.join("issued/0001.pem/notes"), "mine\n").unwrap();
             std::fs::write(root.join("issued/0002.pem"), "my own key\n").unwrap();
             repo.read_tree_from = 1;
-            repo.one_core = one_core;
+            repo.writes_index = writes_index;
             let staged = git(root, &["ls-files", "--stage"]);
             for only in ["issued/0001.pem", "issued/0002.pem"] {
                 let files: BTreeMap<String, Option<Content>> = numbered_outputs(3)
@@ -1664,20 +1699,23 @@ pub(super) mod tests {
             assert_eq!(git(root, &["rev-parse", "HEAD"]).trim(), head);
             assert_eq!(git(root, &["ls-files", "--stage"]), staged);
             let notes = std::fs::read_to_string(root.join("issued/0001.pem/notes")).unwrap();
-            assert_eq!(notes, "mine\n", "one core: {one_core}");
+            assert_eq!(notes, "mine\n", "gitca writes the index: {writes_index}");
             let key = std::fs::read_to_string(root.join("issued/0002.pem")).unwrap();
-            assert_eq!(key, "my own key\n", "one core: {one_core}");
+            assert_eq!(
+                key, "my own key\n",
+                "gitca writes the index: {writes_index}"
+            );
             assert!(!root.join("issued/0000.pem").exists(), "nothing written");
         }
     }
 
-    /// On one core, git checks out only what it writes as committed. With any attribute on an
-    /// output path (here `text eol=crlf`: committed, only in the work tree, or only in the
-    /// index), gitca writes the files itself; `core.autocrlf` is turned off for git's checkout.
-    /// Either way each file is its blob as it is, as on any number of cores, and the next run
-    /// replaces it.
+    /// gitca writes each output as its blob is, and updates the index itself only where git
+    /// would add the file as it is. With any attribute on an output path (here
+    /// `text eol=crlf`: committed, only in the work tree, or only in the index), git's
+    /// `update-index` adds the files; `core.autocrlf` alone leaves LF files as they are. Either
+    /// way plumbing sees no change, and the next run replaces a file.
     #[test]
-    fn an_outputs_commit_on_one_core_writes_the_blobs_as_they_are() {
+    fn an_outputs_commit_leaves_the_index_to_git_where_attributes_apply() {
         for case in ["core.autocrlf", "committed", "work tree only", "index only"] {
             let dir = tempfile::tempdir().unwrap();
             let root = dir.path();
@@ -1694,17 +1732,21 @@ pub(super) mod tests {
                     git(root, &["commit", "-q", "-m", "attributes"]);
                 }
                 if case == "index only" {
-                    // The work tree's file says nothing; git's checkout reads the index's.
+                    // The work tree's file says nothing; some commands read the index's.
                     std::fs::write(&attributes, "").unwrap();
                 }
             }
             let head = repo.resolve("HEAD").unwrap();
             repo.read_tree_from = 1;
-            repo.one_core = true;
             let by = commit_outputs_indexed_by(&repo, &head, &numbered_outputs(3));
-            assert_eq!(by == "checkout", case == "core.autocrlf", "{case}: {by}");
+            assert_eq!(by == "gitca", case == "core.autocrlf", "{case}: {by}");
             let written = std::fs::read(root.join("issued/0001.pem")).unwrap();
             assert_eq!(written, b"1\n", "{case}: the blob as it is");
+            assert_eq!(
+                git(root, &["diff-files", "--name-only", "issued"]),
+                "",
+                "{case}"
+            );
             let head = repo.resolve("HEAD").unwrap();
             let mut next = BTreeMap::new();
             next.insert(
@@ -1721,7 +1763,7 @@ pub(super) mod tests {
     /// replaces such a file, which git sees unchanged, and still refuses one edited since.
     #[test]
     fn an_outputs_commit_replaces_files_a_crlf_checkout_wrote() {
-        for one_core in [false, true] {
+        for writes_index in [false, true] {
             let dir = tempfile::tempdir().unwrap();
             let root = dir.path();
             let (mut repo, _) = repo_with_a_commit(root);
@@ -1738,7 +1780,7 @@ pub(super) mod tests {
             assert_eq!(crlf, b"one\r\n", "checked out with CRLF");
             std::fs::write(root.join("issued/0002.pem"), "edited\r\n").unwrap();
             repo.read_tree_from = 1;
-            repo.one_core = one_core;
+            repo.writes_index = writes_index;
             let head = repo.resolve("HEAD").unwrap();
             let files = numbered_outputs(2);
             repo.commit_outputs(&head, &files, "renewal")
@@ -1751,18 +1793,18 @@ pub(super) mod tests {
                 .unwrap_err();
             assert!(
                 err.starts_with("issued/0002.pem has uncommitted changes"),
-                "one core: {one_core}: {err}"
+                "gitca writes the index: {writes_index}: {err}"
             );
             let edited = std::fs::read(root.join("issued/0002.pem")).unwrap();
             assert_eq!(edited, b"edited\r\n");
         }
     }
 
-    /// With a sparse checkout that leaves the output folder out, git's checkout on one core
-    /// still writes every output, as gitca's own writes do, and leaves the other paths as the
-    /// sparse checkout has them.
+    /// With a sparse checkout that leaves the output folder out, gitca still writes every
+    /// output, and indexes them as checked out (no skip-worktree bit), and leaves the other
+    /// paths as the sparse checkout has them.
     #[test]
-    fn an_outputs_commit_on_one_core_writes_outputs_a_sparse_checkout_leaves_out() {
+    fn an_outputs_commit_writes_outputs_a_sparse_checkout_leaves_out() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         let (mut repo, _) = repo_with_a_commit(root);
@@ -1779,27 +1821,32 @@ pub(super) mod tests {
         );
         let head = repo.resolve("HEAD").unwrap();
         repo.read_tree_from = 1;
-        repo.one_core = true;
         let by = commit_outputs_indexed_by(&repo, &head, &numbered_outputs(3));
-        assert_eq!(by, "checkout");
+        assert_eq!(by, "gitca");
         for i in 0..3 {
             let written = std::fs::read(root.join(format!("issued/{i:04}.pem"))).unwrap();
             assert_eq!(written, format!("{i}\n").into_bytes());
         }
         assert!(!root.join("other/b").exists(), "still left out");
+        assert_eq!(git(root, &["ls-files", "-t", "other"]), "S other/b\n");
+        assert_eq!(
+            git(root, &["ls-files", "-t", "issued"]),
+            "H issued/0000.pem\nH issued/0001.pem\nH issued/0002.pem\n"
+        );
         assert_eq!(git(root, &["diff-files", "--name-only", "issued"]), "");
     }
 
-    /// `git read-tree` refuses an index with a conflict: `git update-index` then adds the
-    /// outputs alone, and the conflict stays for its owner to resolve.
+    /// gitca leaves an index with a conflict to git, and `git read-tree` refuses it:
+    /// `git update-index` then adds the outputs alone, and the conflict stays for its owner to
+    /// resolve.
     #[test]
     fn an_outputs_commit_into_an_index_with_a_conflict_is_indexed_without_read_tree() {
-        for one_core in [false, true] {
-            outputs_into_an_index_with_a_conflict_are_indexed_without_read_tree(one_core);
+        for writes_index in [false, true] {
+            outputs_into_an_index_with_a_conflict_are_indexed_without_read_tree(writes_index);
         }
     }
 
-    fn outputs_into_an_index_with_a_conflict_are_indexed_without_read_tree(one_core: bool) {
+    fn outputs_into_an_index_with_a_conflict_are_indexed_without_read_tree(writes_index: bool) {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         let (mut repo, head) = repo_with_a_commit(root);
@@ -1817,7 +1864,7 @@ pub(super) mod tests {
             "read-tree must refuse this index"
         );
         repo.read_tree_from = 1;
-        repo.one_core = one_core;
+        repo.writes_index = writes_index;
         let by = commit_outputs_indexed_by(&repo, &head, &numbered_outputs(3));
         assert_eq!(by, "update-index");
         assert_eq!(
@@ -1833,6 +1880,90 @@ pub(super) mod tests {
             ""
         );
         assert_eq!(git(root, &["ls-files", "--unmerged"]).lines().count(), 2);
+    }
+
+    /// The index gitca writes is one git takes as its own: its checksum holds (`git fsck`), each
+    /// output's entry is its committed blob with its file's stat (no change without a refresh),
+    /// and entries whose files may have changed within the old index's timestamp ("racily
+    /// clean", here every entry, the index being dated back) are checked as git checks them: a
+    /// file that is its blob keeps its entry, one with other bytes (a CRLF checkout) loses the
+    /// recorded size, so git compares its content next time.
+    #[test]
+    fn the_index_gitca_writes_is_one_git_takes_as_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let (mut repo, _) = repo_with_a_commit(root);
+        std::fs::write(root.join("crlf.txt"), "one\n").unwrap();
+        git(root, &["add", "crlf.txt"]);
+        git(root, &["commit", "-q", "-m", "text"]);
+        git(root, &["config", "core.autocrlf", "true"]);
+        std::fs::remove_file(root.join("crlf.txt")).unwrap();
+        git(root, &["checkout", "--", "crlf.txt"]);
+        assert_eq!(std::fs::read(root.join("crlf.txt")).unwrap(), b"one\r\n");
+        let size_of = |path: &str| {
+            let debug = git(root, &["ls-files", "--debug", path]);
+            let line = debug
+                .lines()
+                .find(|l| l.trim().starts_with("size:"))
+                .unwrap();
+            line.split_whitespace().nth(1).unwrap().to_string()
+        };
+        assert_eq!(
+            (size_of("README"), size_of("crlf.txt")),
+            ("2".into(), "5".into())
+        );
+        let dated_back = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        std::fs::File::options()
+            .write(true)
+            .open(root.join(".git/index"))
+            .unwrap()
+            .set_modified(dated_back)
+            .unwrap();
+        repo.read_tree_from = 1;
+        let head = repo.resolve("HEAD").unwrap();
+        let by = commit_outputs_indexed_by(&repo, &head, &numbered_outputs(3));
+        assert_eq!(by, "gitca");
+        git(root, &["fsck", "--strict", "--no-dangling"]);
+        assert_eq!(size_of("README"), "2", "its blob: kept");
+        assert_eq!(size_of("crlf.txt"), "0", "other bytes: smudged");
+        assert_eq!(size_of("issued/0001.pem"), "2");
+        assert_eq!(git(root, &["diff-files", "--name-only", "issued"]), "");
+        let staged = git(root, &["ls-files", "--stage", "issued"]);
+        let committed = git(root, &["ls-tree", "-r", "HEAD", "issued"]);
+        let ids = |listing: &str| -> Vec<String> {
+            (listing.lines())
+                .map(|l| l.split_whitespace().nth(1).unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(ids(&staged).len(), 3);
+        assert_eq!(ids(&staged), ids(&committed.replace(" blob ", " ")));
+        // Without a refresh, the smudged entry shows as changed; git's content check clears it.
+        assert_eq!(git(root, &["diff-files", "--name-only"]), "crlf.txt\n");
+        assert_eq!(git(root, &["status", "--porcelain"]), "");
+    }
+
+    /// With another git command holding the index's lock, gitca leaves the index to git, which
+    /// fails and says why: the branch stays where it was.
+    #[test]
+    fn an_outputs_commit_with_the_index_locked_fails_and_leaves_the_branch() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let (mut repo, head) = repo_with_a_commit(root);
+        std::fs::write(root.join(".git/index.lock"), "").unwrap();
+        repo.read_tree_from = 1;
+        let pending = repo.start_outputs_commit(&head, &numbered_outputs(3), "outputs");
+        let err = match pending {
+            Ok(Some(pending)) => {
+                assert_ne!(pending.indexed_by(), "gitca");
+                repo.finish_outputs_commit(pending).unwrap_err()
+            }
+            Ok(None) => panic!("the tree changes"),
+            Err(e) => e,
+        };
+        assert!(err.contains("index.lock"), "{err}");
+        assert_eq!(git(root, &["rev-parse", "HEAD"]).trim(), head);
+        std::fs::remove_file(root.join(".git/index.lock")).unwrap();
+        assert_eq!(git(root, &["ls-files"]), "README\n");
     }
 
     /// With `core.autocrlf`, `git update-index` warns once per file on standard error. The

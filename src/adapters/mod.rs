@@ -2,6 +2,7 @@
 
 pub mod aws;
 pub mod git;
+mod git_index;
 mod git_pack;
 pub mod kms;
 pub mod notify;
