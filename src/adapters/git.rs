@@ -292,13 +292,16 @@ impl GitRepo {
                 Some(if size as u64 > blob_limit(path) {
                     TreeEntry::TooLarge(size as u64)
                 } else {
-                    TreeEntry::Blob(
-                        self.repo
-                            .find_blob(e.id())
-                            .map_err(fail)?
-                            .content()
-                            .to_vec(),
-                    )
+                    // From the object database: libgit2's object cache, which keeps no
+                    // blobs, would only add a lookup and a lock per blob.
+                    let object = odb.read(e.id()).map_err(fail)?;
+                    if object.kind() != ObjectType::Blob {
+                        return Err(format!(
+                            "{path}: the tree names a {} as a file",
+                            object.kind()
+                        ));
+                    }
+                    TreeEntry::Blob(object.data().to_vec())
                 })
             }
             _ => None,
@@ -787,26 +790,9 @@ impl GitRepo {
         if differing.is_empty() {
             return Ok(());
         }
-        let input = all_sent(
-            differing
-                .iter()
-                .map(|(rel, _)| [rel.as_bytes(), b"\n"].concat()),
-        );
-        let out = self
-            .spawn_git(&["hash-object", "--stdin-paths"], Some(input), true)?
-            .wait_output()?;
-        let said = String::from_utf8_lossy(&out);
-        let ids: Vec<&str> = said.lines().collect();
-        if ids.len() != differing.len() {
-            return Err(format!(
-                "git hash-object gave {} ids for {} files",
-                ids.len(),
-                differing.len()
-            ));
-        }
+        let rels: Vec<String> = differing.iter().map(|(rel, _)| rel.clone()).collect();
+        let ids = self.hash_as_git(&rels)?;
         for ((rel, allowed), id) in differing.iter().zip(ids) {
-            let id =
-                Oid::from_str(id).map_err(|e| format!("git hash-object for {rel}: {}", ge(e)))?;
             if !allowed.contains(&Some(id)) {
                 return Err(format!(
                     "{rel} has uncommitted changes in the work tree; gitca will not overwrite it"
@@ -814,6 +800,29 @@ impl GitRepo {
             }
         }
         Ok(())
+    }
+
+    /// The blob ids git would give the work-tree files `rels` if it added them: by each path's
+    /// attributes and `core.autocrlf` (`git hash-object --stdin-paths`), one per path.
+    fn hash_as_git(&self, rels: &[String]) -> Result<Vec<Oid>, String> {
+        let input = all_sent(rels.iter().map(|rel| [rel.as_bytes(), b"\n"].concat()));
+        let out = self
+            .spawn_git(&["hash-object", "--stdin-paths"], Some(input), true)?
+            .wait_output()?;
+        let said = String::from_utf8_lossy(&out);
+        let ids: Vec<&str> = said.lines().collect();
+        if ids.len() != rels.len() {
+            return Err(format!(
+                "git hash-object gave {} ids for {} files",
+                ids.len(),
+                rels.len()
+            ));
+        }
+        (rels.iter().zip(ids))
+            .map(|(rel, id)| {
+                Oid::from_str(id).map_err(|e| format!("git hash-object for {rel}: {}", ge(e)))
+            })
+            .collect()
     }
 
     /// Whether any attribute is set on one of `rels` (`text`, `eol`, a filter, `ident`, an
@@ -963,7 +972,7 @@ impl GitRepo {
             use std::io::Write;
             let mut file = std::fs::File::create(path)?;
             file.write_all(bytes)?;
-            git_index::stat_of(&file)
+            git_index::stat_of_written(&file)
         })?;
         let rels = self.rels(files);
         let removed: Vec<&str> = (rels.iter().zip(ids))
@@ -974,7 +983,7 @@ impl GitRepo {
             .zip(stats)
             .map(|((rel, id), stat)| git_index::Written { rel, stat, id })
             .collect();
-        index.update(workdir, &removed, &written)
+        index.update(workdir, &removed, &written, &|rels| self.hash_as_git(rels))
     }
 
     /// Starts the git CLI in the work tree with what `input` receives on its standard input,
@@ -1884,22 +1893,42 @@ pub(super) mod tests {
 
     /// The index gitca writes is one git takes as its own: its checksum holds (`git fsck`), each
     /// output's entry is its committed blob with its file's stat (no change without a refresh),
-    /// and entries whose files may have changed within the old index's timestamp ("racily
-    /// clean", here every entry, the index being dated back) are checked as git checks them: a
-    /// file that is its blob keeps its entry, one with other bytes (a CRLF checkout) loses the
-    /// recorded size, so git compares its content next time.
+    /// its cached trees are those of the commit (`git write-tree`), and it keeps the old index's
+    /// permissions. Entries whose files may have changed within the old index's timestamp
+    /// ("racily clean": the index is dated back an hour) are checked by content as git checks
+    /// them: a file that is its blob as it is, or as git adds it (a CRLF checkout), keeps its
+    /// entry; an edited one loses its recorded size, so git compares its content next time; an
+    /// entry older than the index keeps its stat, edited or not.
     #[test]
     fn the_index_gitca_writes_is_one_git_takes_as_its_own() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         let (mut repo, _) = repo_with_a_commit(root);
-        std::fs::write(root.join("crlf.txt"), "one\n").unwrap();
-        git(root, &["add", "crlf.txt"]);
-        git(root, &["commit", "-q", "-m", "text"]);
+        let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        let date = |file: &str, when: std::time::SystemTime| {
+            let f = std::fs::File::options().write(true).open(root.join(file));
+            f.unwrap().set_modified(when).unwrap();
+        };
+        std::fs::create_dir(root.join("issued")).unwrap();
+        for (file, body) in [
+            ("crlf.txt", "one\n"),
+            ("edited.txt", "two\n"),
+            ("old.txt", "three\n"),
+            ("issued/0000.pem", "zero\n"),
+        ] {
+            std::fs::write(root.join(file), body).unwrap();
+        }
+        date("old.txt", two_hours_ago);
+        git(root, &["add", "."]);
+        git(root, &["commit", "-q", "-m", "files"]);
         git(root, &["config", "core.autocrlf", "true"]);
         std::fs::remove_file(root.join("crlf.txt")).unwrap();
         git(root, &["checkout", "--", "crlf.txt"]);
         assert_eq!(std::fs::read(root.join("crlf.txt")).unwrap(), b"one\r\n");
+        for file in ["edited.txt", "old.txt"] {
+            std::fs::write(root.join(file), "edited\n").unwrap();
+        }
         let size_of = |path: &str| {
             let debug = git(root, &["ls-files", "--debug", path]);
             let line = debug
@@ -1908,25 +1937,34 @@ pub(super) mod tests {
                 .unwrap();
             line.split_whitespace().nth(1).unwrap().to_string()
         };
-        assert_eq!(
-            (size_of("README"), size_of("crlf.txt")),
-            ("2".into(), "5".into())
+        let sizes = |files: &[&str]| files.iter().map(|f| size_of(f)).collect::<Vec<_>>();
+        let files = ["README", "crlf.txt", "edited.txt", "old.txt"];
+        assert_eq!(sizes(&files), ["2", "5", "4", "6"]);
+        let index = root.join(".git/index");
+        assert!(
+            std::fs::read(&index)
+                .unwrap()
+                .windows(4)
+                .any(|w| w == b"TREE")
         );
-        let dated_back = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-        std::fs::File::options()
-            .write(true)
-            .open(root.join(".git/index"))
-            .unwrap()
-            .set_modified(dated_back)
-            .unwrap();
+        std::fs::set_permissions(&index, std::fs::Permissions::from_mode(0o640)).unwrap();
+        date(
+            ".git/index",
+            std::time::SystemTime::now() - std::time::Duration::from_secs(3600),
+        );
         repo.read_tree_from = 1;
         let head = repo.resolve("HEAD").unwrap();
         let by = commit_outputs_indexed_by(&repo, &head, &numbered_outputs(3));
         assert_eq!(by, "gitca");
         git(root, &["fsck", "--strict", "--no-dangling"]);
-        assert_eq!(size_of("README"), "2", "its blob: kept");
-        assert_eq!(size_of("crlf.txt"), "0", "other bytes: smudged");
+        assert_eq!(
+            sizes(&files),
+            ["2", "5", "0", "6"],
+            "only the racy edit smudged"
+        );
         assert_eq!(size_of("issued/0001.pem"), "2");
+        let mode = std::fs::metadata(&index).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o640);
         assert_eq!(git(root, &["diff-files", "--name-only", "issued"]), "");
         let staged = git(root, &["ls-files", "--stage", "issued"]);
         let committed = git(root, &["ls-tree", "-r", "HEAD", "issued"]);
@@ -1937,8 +1975,109 @@ pub(super) mod tests {
         };
         assert_eq!(ids(&staged).len(), 3);
         assert_eq!(ids(&staged), ids(&committed.replace(" blob ", " ")));
-        // Without a refresh, the smudged entry shows as changed; git's content check clears it.
-        assert_eq!(git(root, &["diff-files", "--name-only"]), "crlf.txt\n");
+        // Cached trees kept where nothing changed, and recomputed to the commit's tree.
+        assert!(
+            std::fs::read(&index)
+                .unwrap()
+                .windows(4)
+                .any(|w| w == b"TREE")
+        );
+        git(root, &["add", "edited.txt", "old.txt"]);
+        git(
+            root,
+            &["reset", "-q", "HEAD", "--", "edited.txt", "old.txt"],
+        );
+        assert_eq!(
+            git(root, &["write-tree"]).trim(),
+            git(root, &["rev-parse", "HEAD^{tree}"]).trim()
+        );
+        assert_eq!(
+            git(root, &["status", "--porcelain"]),
+            " M edited.txt\n M old.txt\n"
+        );
+    }
+
+    /// An index gitca would not write back as git had it, or one with an entry in the way of
+    /// an output's path, is left to git.
+    #[test]
+    fn an_index_gitca_would_change_otherwise_is_left_to_git() {
+        for setup in [
+            "version 4",
+            "split",
+            "untracked cache",
+            "sparse",
+            "resolve-undo",
+            "an entry in the way",
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path();
+            let (mut repo, _) = repo_with_a_commit(root);
+            std::fs::create_dir(root.join("dir")).unwrap();
+            std::fs::write(root.join("dir/x"), "x\n").unwrap();
+            git(root, &["add", "dir"]);
+            git(root, &["commit", "-q", "-m", "dir"]);
+            let blob = git(root, &["rev-parse", "HEAD:README"]);
+            match setup {
+                "version 4" => drop(git(root, &["update-index", "--index-version", "4"])),
+                "split" => drop(git(root, &["update-index", "--split-index"])),
+                "untracked cache" => {
+                    git(root, &["update-index", "--untracked-cache"]);
+                    git(root, &["status", "--porcelain"]);
+                }
+                "sparse" => {
+                    git(
+                        root,
+                        &["sparse-checkout", "init", "--cone", "--sparse-index"],
+                    );
+                    git(root, &["sparse-checkout", "set", "other"]);
+                }
+                "resolve-undo" => {
+                    // README unmerged (its entry taken out, two stages put in), then resolved.
+                    let unmerged = format!(
+                        "0 {}\tREADME\n100644 {} 1\tREADME\n100644 {} 2\tREADME\n",
+                        "0".repeat(40),
+                        blob.trim(),
+                        blob.trim()
+                    );
+                    let input = all_sent([unmerged.into_bytes()]);
+                    (repo.spawn_with_input(&["update-index", "--index-info"], Some(input)))
+                        .and_then(GitRun::wait)
+                        .unwrap();
+                    git(root, &["add", "README"]);
+                }
+                _ => {
+                    let entry = format!("100644,{},issued/0001.pem/x", blob.trim());
+                    git(root, &["update-index", "--add", "--cacheinfo", &entry]);
+                }
+            }
+            repo.read_tree_from = 1;
+            let head = repo.resolve("HEAD").unwrap();
+            let pending = repo.start_outputs_commit(&head, &numbered_outputs(3), "outputs");
+            let by = pending.map(|p| p.expect("the tree changes").indexed_by());
+            assert!(matches!(by, Ok(by) if by != "gitca"), "{setup}: {by:?}");
+        }
+    }
+
+    /// An output file left executable is replaced by one that is not: the index entry is 0644,
+    /// as committed, and git sees no mode change.
+    #[test]
+    fn an_output_file_left_executable_is_written_as_committed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let (mut repo, head) = repo_with_a_commit(root);
+        std::fs::create_dir(root.join("issued")).unwrap();
+        let mine = root.join("issued/0001.pem");
+        std::fs::write(&mine, "1\n").unwrap();
+        std::fs::set_permissions(&mine, std::fs::Permissions::from_mode(0o755)).unwrap();
+        repo.read_tree_from = 1;
+        assert_eq!(
+            commit_outputs_indexed_by(&repo, &head, &numbered_outputs(3)),
+            "gitca"
+        );
+        let mode = std::fs::metadata(&mine).unwrap().permissions().mode();
+        assert_eq!(mode & 0o111, 0);
+        assert_eq!(git(root, &["diff-files"]), "");
         assert_eq!(git(root, &["status", "--porcelain"]), "");
     }
 

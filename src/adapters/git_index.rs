@@ -7,6 +7,7 @@
 //! this way only with an index it can keep whole; otherwise [`LockedIndex::open`] says why, and
 //! git updates the index as before.
 
+use git2::{ObjectType, Oid};
 use gix_index::entry::{Flags, Mode, Stage, Stat};
 use gix_index::hash::{Kind, ObjectId};
 use std::collections::HashSet;
@@ -19,21 +20,30 @@ pub struct LockedIndex {
     index: gix_index::File,
 }
 
+/// The blob ids git gives the work-tree files at these paths when it adds them.
+pub type HashAsGit<'a> = dyn Fn(&[String]) -> Result<Vec<Oid>, String> + 'a;
+
 /// A file gitca wrote into the work tree: its path, its stat taken from the open file, and the
 /// blob it holds.
 pub struct Written<'a> {
     pub rel: &'a str,
     pub stat: Stat,
-    pub id: git2::Oid,
+    pub id: Oid,
 }
 
 impl LockedIndex {
     /// Locks and reads the index at `path` (an absent index is an empty one). Err names why git
-    /// should update it instead: locked by another git command, unreadable or corrupt (its
-    /// checksum is checked: a corrupt index is never written back under a valid one), a sparse
-    /// index (folders as entries), unmerged entries (git decides how outputs resolve them), or
-    /// resolve-undo data (which gix-index would not write back).
+    /// should update it instead: locked by another git command; unreadable or corrupt (its
+    /// checksum is checked: a corrupt index is never written back under a valid one); a sparse
+    /// index (folders as entries); unmerged entries (git decides how outputs resolve them); or
+    /// a part gix-index would not write back as it was: resolve-undo data, version 4, a split
+    /// index (`sharedindex.*` files beside it), the untracked-files or file-system-monitor
+    /// cache.
     pub fn open(path: &Path) -> Result<LockedIndex, String> {
+        // Like git, the lock goes should gitca be interrupted (Ctrl-C, a CI job cancelled) or
+        // terminated: only `SIGKILL` leaves it behind. The default action follows.
+        static SIGNALS: std::sync::Once = std::sync::Once::new();
+        SIGNALS.call_once(|| gix_tempfile::signal::setup(Default::default()));
         let lock = gix_lock::File::acquire_to_update_resource(
             path,
             gix_lock::acquire::Fail::Immediately,
@@ -41,22 +51,33 @@ impl LockedIndex {
             0,
         )
         .map_err(|e| format!("cannot lock the git index: {e}"))?;
+        let folder = path.parent().unwrap_or(Path::new("."));
+        let split = std::fs::read_dir(folder)
+            .map_err(|e| format!("{}: {e}", folder.display()))?
+            .flatten()
+            .any(|e| e.file_name().as_bytes().starts_with(b"sharedindex."));
+        if split {
+            return Err("the git index is split (sharedindex files)".into());
+        }
         let index = gix_index::File::at_or_default(path, Kind::Sha1, false, Default::default())
             .map_err(|e| format!("cannot read the git index: {e}"))?;
-        if index.is_sparse() {
-            return Err("the git index is sparse".into());
+        let refused = if index.is_sparse() {
+            Some("is sparse")
+        } else if (index.entries().iter()).any(|e| e.stage() != Stage::Unconflicted) {
+            Some("has unmerged entries")
+        } else if index.resolve_undo().is_some() {
+            Some("keeps resolve-undo data")
+        } else if index.version() == gix_index::Version::V4 {
+            Some("is version 4")
+        } else if index.untracked().is_some() || index.fs_monitor().is_some() {
+            Some("keeps an untracked-files or file-system-monitor cache")
+        } else {
+            None
+        };
+        match refused {
+            Some(why) => Err(format!("the git index {why}")),
+            None => Ok(LockedIndex { lock, index }),
         }
-        if index
-            .entries()
-            .iter()
-            .any(|e| e.stage() != Stage::Unconflicted)
-        {
-            return Err("the git index has unmerged entries".into());
-        }
-        if index.resolve_undo().is_some() {
-            return Err("the git index keeps resolve-undo data".into());
-        }
-        Ok(LockedIndex { lock, index })
     }
 
     /// The first of `paths` (files to write or delete) that an entry of the index stands in the
@@ -79,31 +100,40 @@ impl LockedIndex {
 
     /// Replaces the entries of `removed` and `written` (file mode 0644, no flags, so a sparse
     /// checkout's skip-worktree bit is cleared for them as git's checkout would) and writes the
-    /// index in place of the old one.
+    /// index in place of the old one, with the old one's permissions.
     ///
-    /// Other entries keep what they hold, with one exception that git makes too (see
-    /// `smudge_racily_clean`). The cached trees are dropped (git recomputes them at the next
-    /// commit); the untracked-files and file-system-monitor caches are not written back (git
-    /// rebuilds them).
+    /// Other entries keep what they hold, but for what git changes too when it writes the index:
+    /// an entry whose file may have changed unseen loses its recorded size (see
+    /// `smudge_racily_clean`; `hash_as_git` hashes files as `git hash-object` would), and the
+    /// cached trees on the way to a replaced path are marked for git to recompute.
     pub fn update(
         mut self,
         workdir: &Path,
         removed: &[&str],
         written: &[Written],
+        hash_as_git: &HashAsGit<'_>,
     ) -> Result<(), String> {
-        let replaced: HashSet<&[u8]> = (removed.iter().copied())
+        let replaced: HashSet<&str> = (removed.iter().copied())
             .chain(written.iter().map(|w| w.rel))
-            .map(str::as_bytes)
             .collect();
         let state = &mut *self.index;
-        state.remove_entries(|_, path, _| replaced.contains(path.as_ref() as &[u8]));
-        smudge_racily_clean(state, workdir);
+        state.remove_entries(|_, path, _| {
+            std::str::from_utf8(path).is_ok_and(|path| replaced.contains(path))
+        });
+        smudge_racily_clean(state, workdir, hash_as_git);
         for w in written {
             let id = ObjectId::try_from(w.id.as_bytes()).map_err(|e| e.to_string())?;
             state.dangerously_push_entry(w.stat, id, Flags::empty(), Mode::FILE, w.rel.into());
         }
         state.sort_entries();
-        state.remove_tree();
+        if let Some(tree) = state.tree_mut() {
+            invalidate_trees(tree, replaced.iter().copied());
+        }
+        let old_mode = std::fs::metadata(self.lock.resource_path()).map(|m| m.permissions());
+        if let Ok(mode) = old_mode {
+            std::fs::set_permissions(self.lock.lock_path(), mode)
+                .map_err(|e| format!("{}: {e}", self.lock.lock_path().display()))?;
+        }
         let mut out = std::io::BufWriter::with_capacity(1 << 16, self.lock);
         self.index
             .write_to(&mut out, Default::default())
@@ -117,46 +147,101 @@ impl LockedIndex {
     }
 }
 
+/// Marks the cached tree of each folder on the way to `paths` as out of date, as git does for
+/// the paths it changes; the others stay valid, so git's next commit reuses them.
+fn invalidate_trees<'a>(
+    root: &mut gix_index::extension::Tree,
+    paths: impl Iterator<Item = &'a str>,
+) {
+    let mut folders_done = HashSet::new();
+    for path in paths {
+        let folder = path.rsplit_once('/').map_or("", |(folder, _)| folder);
+        if !folders_done.insert(folder) {
+            continue;
+        }
+        root.num_entries = None;
+        let mut tree = &mut *root;
+        for name in folder.split('/').filter(|name| !name.is_empty()) {
+            let on_the_way = tree.children.iter_mut();
+            tree = match on_the_way
+                .into_iter()
+                .find(|t| t.name.as_slice() == name.as_bytes())
+            {
+                Some(child) => child,
+                None => break,
+            };
+            tree.num_entries = None;
+        }
+    }
+}
+
 /// An entry whose file changed no earlier than the index was last written ("racily clean")
 /// has a stat that cannot tell a later change within the same timestamp. Before the index is
 /// written anew, which dates it later, git checks such an entry's file and clears the
 /// recorded size of one whose content changed, so that its next look compares content
-/// instead of trusting the stat. This does the same: the file is read only if its stat still
-/// matches; its bytes as the blob leave the entry as it is; other bytes (a change, or a
-/// conversion git would apply) clear the size, which at worst costs git one more look.
-fn smudge_racily_clean(state: &mut gix_index::State, workdir: &Path) {
+/// instead of trusting the stat; a file it cannot find it leaves to that next look. This does
+/// the same, by content alone (git's stat comparison follows settings such as
+/// `core.trustctime`): a file whose bytes are its blob keeps its entry; a regular file whose
+/// bytes are not is hashed as git adds it (`hash_as_git`, given paths in the work tree: line
+/// endings, filters), and loses its size unless that is the blob. A symbolic link is compared
+/// by its target.
+fn smudge_racily_clean(state: &mut gix_index::State, workdir: &Path, hash_as_git: &HashAsGit) {
     let written_at = state.timestamp();
     let compare = gix_index::entry::stat::Options::default();
     let (entries, paths) = state.entries_mut_and_pathbacking();
-    for entry in entries {
+    // Entries to check further, with their path if a regular file git may hash.
+    let mut suspects: Vec<(usize, Option<String>)> = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
         // git leaves submodules out of the check.
         if entry.mode == Mode::COMMIT || !entry.stat.is_racy(written_at, compare) {
             continue;
         }
-        let path = workdir.join(std::ffi::OsStr::from_bytes(entry.path_in(paths)));
-        let unchanged = || -> Option<bool> {
-            let now = gix_index::fs::Metadata::from_path_no_follow(&path).ok()?;
-            let now = Stat::from_fs(&now).ok()?;
-            if !entry.stat.matches(&now, compare) {
-                // git sees this one as changed anyway.
-                return Some(true);
-            }
-            let bytes = match entry.mode {
-                Mode::FILE | Mode::FILE_EXECUTABLE => std::fs::read(&path).ok()?,
-                _ => return Some(false),
-            };
-            let id = git2::Oid::hash_object(git2::ObjectType::Blob, &bytes).ok()?;
-            Some(id.as_bytes() == entry.id.as_bytes())
+        let rel = entry.path_in(paths);
+        let path = workdir.join(std::ffi::OsStr::from_bytes(rel));
+        let Ok(now) = std::fs::symlink_metadata(&path) else {
+            continue;
         };
-        if unchanged() != Some(true) {
+        let id = if now.file_type().is_symlink() {
+            let to = std::fs::read_link(&path).ok();
+            to.and_then(|to| Oid::hash_object(ObjectType::Blob, to.as_os_str().as_bytes()).ok())
+        } else {
+            Oid::hash_file(ObjectType::Blob, &path).ok()
+        };
+        if id.is_some_and(|id| id.as_bytes() == entry.id.as_bytes()) {
+            continue;
+        }
+        let file = now.is_file() && entry.mode != Mode::SYMLINK;
+        let rel = (file.then(|| std::str::from_utf8(rel).ok().map(str::to_string))).flatten();
+        suspects.push((i, rel));
+    }
+    let rels: Vec<String> = suspects.iter().filter_map(|(_, rel)| rel.clone()).collect();
+    let mut as_git = match rels.is_empty() {
+        true => None,
+        false => hash_as_git(&rels)
+            .ok()
+            .filter(|ids| ids.len() == rels.len())
+            .map(Vec::into_iter),
+    };
+    for (i, rel) in suspects {
+        let entry = &mut entries[i];
+        let id = rel.and_then(|_| as_git.as_mut()?.next());
+        if id.is_none_or(|id| id.as_bytes() != entry.id.as_bytes()) {
             entry.stat.size = 0;
         }
     }
 }
 
-/// The stat git records for a file gitca has just written, from the open file.
-pub fn stat_of(file: &std::fs::File) -> std::io::Result<Stat> {
-    let meta = gix_index::fs::Metadata::from_file(file)?;
+/// The stat git records for a file gitca has just written, from the open file. A file
+/// replaced keeps its mode: one left executable is made not to be, as git's checkout of a
+/// 0644 entry would leave it.
+pub fn stat_of_written(file: &std::fs::File) -> std::io::Result<Stat> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut meta = gix_index::fs::Metadata::from_file(file)?;
+    if meta.is_executable() {
+        let mode = file.metadata()?.permissions().mode();
+        file.set_permissions(std::fs::Permissions::from_mode(mode & !0o111))?;
+        meta = gix_index::fs::Metadata::from_file(file)?;
+    }
     Stat::from_fs(&meta).map_err(std::io::Error::other)
 }
 
