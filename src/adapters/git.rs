@@ -641,9 +641,10 @@ impl GitRepo {
         // index be in the way of a path, git updates the index as below, after gitca's check.
         if many && self.writes_index {
             self.check_worktree(workdir, base, files)?;
-            match self.index_to_update(files) {
+            let rels = self.rels(files);
+            match self.index_to_update(&rels) {
                 Ok(index) => {
-                    self.write_files_and_index(workdir, files, ids, index)?;
+                    self.write_files_and_index(workdir, (&rels, files), ids, index)?;
                     tracing::debug!(elapsed = ?started.elapsed(), "work tree and index written");
                     return Ok(None);
                 }
@@ -708,7 +709,8 @@ impl GitRepo {
             // The receiver lives as long as git reads: a send fails only once it has stopped.
             let _ = written.send(rels.iter().flat_map(|rel| nul_terminated(rel)).collect());
         };
-        let wrote = self.write_files(workdir, files, &done, |path, bytes| {
+        let rels = self.rels(files);
+        let wrote = self.write_files(workdir, (&rels, files), &done, |path, bytes| {
             std::fs::write(path, bytes)
         });
         drop(written);
@@ -898,11 +900,10 @@ impl GitRepo {
     fn write_files<R: Send>(
         &self,
         workdir: &Path,
-        files: &BTreeMap<String, Option<Content>>,
+        (rels, files): (&[String], &BTreeMap<String, Option<Content>>),
         done: &(dyn Fn(&[&String]) + Sync),
         write: impl Fn(&Path, &[u8]) -> std::io::Result<R> + Sync,
     ) -> Result<Vec<R>, String> {
-        let rels = self.rels(files);
         let deleted: Vec<&String> = rels
             .iter()
             .zip(files.values())
@@ -939,13 +940,10 @@ impl GitRepo {
         )
     }
 
-    /// The index `write_worktree` may update itself for `files`, or why git should.
-    fn index_to_update(
-        &self,
-        files: &BTreeMap<String, Option<Content>>,
-    ) -> Result<git_index::LockedIndex, String> {
-        let rels = self.rels(files);
-        if self.has_attributes(&rels) {
+    /// The index `write_worktree` may update itself for the work-tree paths `rels`, or why git
+    /// should.
+    fn index_to_update(&self, rels: &[String]) -> Result<git_index::LockedIndex, String> {
+        if self.has_attributes(rels) {
             return Err("git attributes on the outputs".into());
         }
         let index = git_index::LockedIndex::open(&self.repo.path().join("index"))?;
@@ -957,33 +955,24 @@ impl GitRepo {
         Ok(index)
     }
 
-    /// Writes `files` into the work tree, each with the stat git records for it, and their
-    /// entries (blob `ids`, in the same order) into `index`. Should a file fail, the index is
-    /// left as it was; the files already written hold what gitca writes, which the next run's
-    /// check accepts.
+    /// Writes `files` (at the work-tree paths `rels`) into the work tree, each with the stat
+    /// git records for it, and their entries (blob `ids`, in the same order; None: deleted)
+    /// into `index`. Should a file fail, the index is left as it was; the files already
+    /// written hold what gitca writes, which the next run's check accepts.
     fn write_files_and_index(
         &self,
         workdir: &Path,
-        files: &BTreeMap<String, Option<Content>>,
+        (rels, files): (&[String], &BTreeMap<String, Option<Content>>),
         ids: &[Option<Oid>],
         index: git_index::LockedIndex,
     ) -> Result<(), String> {
-        let stats = self.write_files(workdir, files, &|_| {}, |path, bytes| {
+        let stats = self.write_files(workdir, (rels, files), &|_| {}, |path, bytes| {
             use std::io::Write;
             let mut file = std::fs::File::create(path)?;
             file.write_all(bytes)?;
             git_index::stat_of_written(&file)
         })?;
-        let rels = self.rels(files);
-        let removed: Vec<&str> = (rels.iter().zip(ids))
-            .filter_map(|(rel, id)| id.is_none().then_some(rel.as_str()))
-            .collect();
-        let written: Vec<git_index::Written> = (rels.iter().zip(ids))
-            .filter_map(|(rel, id)| Some((rel, (*id)?)))
-            .zip(stats)
-            .map(|((rel, id), stat)| git_index::Written { rel, stat, id })
-            .collect();
-        index.update(workdir, &removed, &written, &|rels| self.hash_as_git(rels))
+        index.update(workdir, rels, ids, stats, &|rels| self.hash_as_git(rels))
     }
 
     /// Starts the git CLI in the work tree with what `input` receives on its standard input,

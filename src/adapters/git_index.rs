@@ -23,14 +23,6 @@ pub struct LockedIndex {
 /// The blob ids git gives the work-tree files at these paths when it adds them.
 pub type HashAsGit<'a> = dyn Fn(&[String]) -> Result<Vec<Oid>, String> + 'a;
 
-/// A file gitca wrote into the work tree: its path, its stat taken from the open file, and the
-/// blob it holds.
-pub struct Written<'a> {
-    pub rel: &'a str,
-    pub stat: Stat,
-    pub id: Oid,
-}
-
 impl LockedIndex {
     /// Locks and reads the index at `path` (an absent index is an empty one). Err names why git
     /// should update it instead: locked by another git command; unreadable or corrupt (its
@@ -98,9 +90,11 @@ impl LockedIndex {
         })
     }
 
-    /// Replaces the entries of `removed` and `written` (file mode 0644, no flags, so a sparse
-    /// checkout's skip-worktree bit is cleared for them as git's checkout would) and writes the
-    /// index in place of the old one, with the old one's permissions.
+    /// Replaces the entries of `rels` (work-tree paths in git's order, as sorted strings are)
+    /// with the files gitca wrote: for each, its blob in `ids` (None: deleted) and, for those
+    /// written, in order, its stat in `stats`. Each is a regular file (0644) without flags, so
+    /// a sparse checkout's skip-worktree bit is cleared for them as git's checkout would. Then
+    /// writes the index in place of the old one, with the old one's permissions.
     ///
     /// Other entries keep what they hold, but for what git changes too when it writes the index:
     /// an entry whose file may have changed unseen loses its recorded size (see
@@ -109,25 +103,35 @@ impl LockedIndex {
     pub fn update(
         mut self,
         workdir: &Path,
-        removed: &[&str],
-        written: &[Written],
+        rels: &[String],
+        ids: &[Option<Oid>],
+        stats: Vec<Stat>,
         hash_as_git: &HashAsGit<'_>,
     ) -> Result<(), String> {
-        let replaced: HashSet<&str> = (removed.iter().copied())
-            .chain(written.iter().map(|w| w.rel))
-            .collect();
+        debug_assert!(rels.windows(2).all(|w| w[0] < w[1]), "in git's order");
         let state = &mut *self.index;
+        // Both in git's order: one walk, no lookup per entry.
+        let mut replaced = rels.iter().map(|rel| rel.as_bytes()).peekable();
         state.remove_entries(|_, path, _| {
-            std::str::from_utf8(path).is_ok_and(|path| replaced.contains(path))
+            while replaced
+                .next_if(|rel| *rel < path.as_ref() as &[u8])
+                .is_some()
+            {}
+            replaced
+                .peek()
+                .is_some_and(|rel| *rel == path.as_ref() as &[u8])
         });
         smudge_racily_clean(state, workdir, hash_as_git);
-        for w in written {
-            let id = ObjectId::try_from(w.id.as_bytes()).map_err(|e| e.to_string())?;
-            state.dangerously_push_entry(w.stat, id, Flags::empty(), Mode::FILE, w.rel.into());
+        let mut stats = stats.into_iter();
+        for (rel, id) in rels.iter().zip(ids) {
+            let Some(id) = id else { continue };
+            let id = ObjectId::try_from(id.as_bytes()).map_err(|e| e.to_string())?;
+            let stat = stats.next().ok_or("fewer stats than files written")?;
+            state.dangerously_push_entry(stat, id, Flags::empty(), Mode::FILE, rel.as_str().into());
         }
         state.sort_entries();
         if let Some(tree) = state.tree_mut() {
-            invalidate_trees(tree, replaced.iter().copied());
+            invalidate_trees(tree, rels.iter().map(String::as_str));
         }
         let old_mode = std::fs::metadata(self.lock.resource_path()).map(|m| m.permissions());
         if let Ok(mode) = old_mode {
