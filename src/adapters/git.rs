@@ -632,8 +632,9 @@ impl GitRepo {
         let (from, to) = (base.id().to_string(), tree.id().to_string());
         // Many paths: gitca writes the files and updates the index itself, with each file's stat
         // taken from the open file, so no file is read back and hashed (`git update-index`
-        // below costs about as much CPU again as writing the files; a 10,000 issuance that way:
-        // about 100 ms slower on one core, and 170 ms with two).
+        // below costs about as much CPU again as writing the files, and git's checkout 100 ms
+        // more than gitca's writes: a 10,000 issuance is 70-95 ms faster this way on one core
+        // than with git's checkout, and 115 ms faster with two cores than with update-index).
         //
         // Only where the index then says what git would: no attribute on an output path (git
         // would add such a file through its filters, and a clean filter's change must show),
