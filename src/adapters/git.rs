@@ -808,6 +808,12 @@ impl GitRepo {
     /// The blob ids git would give the work-tree files `rels` if it added them: by each path's
     /// attributes and `core.autocrlf` (`git hash-object --stdin-paths`), one per path.
     fn hash_as_git(&self, rels: &[String]) -> Result<Vec<Oid>, String> {
+        // git reads each line as a path, C-unquoted if it starts with a quote, and drops a
+        // carriage return at its end: such a path would name another file.
+        let unsafe_line = |rel: &&String| rel.starts_with('"') || rel.contains(['\n', '\r']);
+        if let Some(rel) = rels.iter().find(unsafe_line) {
+            return Err(format!("{rel:?}: a path git hash-object cannot be given"));
+        }
         let input = all_sent(rels.iter().map(|rel| [rel.as_bytes(), b"\n"].concat()));
         let out = self
             .spawn_git(&["hash-object", "--stdin-paths"], Some(input), true)?
@@ -2059,6 +2065,25 @@ pub(super) mod tests {
         assert_eq!(mode & 0o111, 0);
         assert_eq!(git(root, &["diff-files"]), "");
         assert_eq!(git(root, &["status", "--porcelain"]), "");
+    }
+
+    /// `git hash-object --stdin-paths` reads a line that starts with a quote as a C-quoted path
+    /// and drops a carriage return at its end, so it would hash another file than the one
+    /// named: gitca refuses to give it such a path (the callers then count the file changed).
+    #[test]
+    fn paths_git_hash_object_would_misread_are_not_given_to_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let (repo, _) = repo_with_a_commit(root);
+        for (name, body) in [("q", "same\n"), ("\"q\"", "other\n"), ("r\r", "other\n")] {
+            std::fs::write(root.join(name), body).unwrap();
+        }
+        let ids = repo.hash_as_git(&["q".to_string()]).unwrap();
+        assert_eq!(ids[0].to_string(), git(root, &["hash-object", "q"]).trim());
+        for odd in ["\"q\"", "r\r"] {
+            let err = repo.hash_as_git(&[odd.to_string()]).unwrap_err();
+            assert!(err.contains("cannot be given"), "{err}");
+        }
     }
 
     /// With another git command holding the index's lock, gitca leaves the index to git, which

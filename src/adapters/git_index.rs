@@ -33,9 +33,18 @@ impl LockedIndex {
     /// cache.
     pub fn open(path: &Path) -> Result<LockedIndex, String> {
         // Like git, the lock goes should gitca be interrupted (Ctrl-C, a CI job cancelled) or
-        // terminated: only `SIGKILL` leaves it behind. The default action follows.
+        // terminated: only `SIGKILL` leaves it behind. The default action follows, so the
+        // handler is not set where one of these signals is ignored (a background job of a
+        // script): gitca keeps ignoring it, and the lock would go with the run anyway.
         static SIGNALS: std::sync::Once = std::sync::Once::new();
-        SIGNALS.call_once(|| gix_tempfile::signal::setup(Default::default()));
+        SIGNALS.call_once(|| {
+            if ![libc::SIGINT, libc::SIGTERM, libc::SIGQUIT]
+                .into_iter()
+                .any(ignored)
+            {
+                gix_tempfile::signal::setup(Default::default());
+            }
+        });
         let lock = gix_lock::File::acquire_to_update_resource(
             path,
             gix_lock::acquire::Fail::Immediately,
@@ -148,6 +157,17 @@ impl LockedIndex {
         lock.commit()
             .map_err(|e| format!("cannot replace the git index: {e}"))?;
         Ok(())
+    }
+}
+
+/// Whether `signal` is ignored by this process (inherited, as `nohup` or a shell's background
+/// job without job control leave SIGINT and SIGQUIT).
+fn ignored(signal: libc::c_int) -> bool {
+    // SAFETY: with a null new action, sigaction only reads the current one into `old`.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signal, std::ptr::null(), &mut old) == 0
+            && old.sa_sigaction == libc::SIG_IGN
     }
 }
 
