@@ -1400,6 +1400,14 @@ pub(super) mod tests {
         (repo, head)
     }
 
+    /// Commits a file at `path` (in a new folder) holding its name.
+    fn commit_a_file(root: &Path, path: &str) {
+        std::fs::create_dir_all(root.join(path).parent().unwrap()).unwrap();
+        std::fs::write(root.join(path), format!("{path}\n")).unwrap();
+        git(root, &["add", path]);
+        git(root, &["commit", "-q", "-m", path]);
+    }
+
     /// The branch moves (another commit lands) while gitca's outputs commit is under way: the
     /// finish refuses to move the branch over it and leaves it where the other writer put it.
     #[test]
@@ -1803,10 +1811,7 @@ pub(super) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         let (mut repo, _) = repo_with_a_commit(root);
-        std::fs::create_dir(root.join("other")).unwrap();
-        std::fs::write(root.join("other/b"), "b\n").unwrap();
-        git(root, &["add", "other"]);
-        git(root, &["commit", "-q", "-m", "other"]);
+        commit_a_file(root, "other/b");
         git(root, &["config", "core.sparseCheckout", "true"]);
         std::fs::write(root.join(".git/info/sparse-checkout"), "/README\n").unwrap();
         git(root, &["read-tree", "-m", "-u", "HEAD"]);
@@ -1998,10 +2003,7 @@ pub(super) mod tests {
             let dir = tempfile::tempdir().unwrap();
             let root = dir.path();
             let (mut repo, _) = repo_with_a_commit(root);
-            std::fs::create_dir(root.join("dir")).unwrap();
-            std::fs::write(root.join("dir/x"), "x\n").unwrap();
-            git(root, &["add", "dir"]);
-            git(root, &["commit", "-q", "-m", "dir"]);
+            commit_a_file(root, "dir/x");
             let blob = git(root, &["rev-parse", "HEAD:README"]);
             match setup {
                 "version 4" => drop(git(root, &["update-index", "--index-version", "4"])),
