@@ -629,7 +629,9 @@ impl GitRepo {
         let started = std::time::Instant::now();
         let to_write = files.values().filter(|c| c.is_some()).count();
         let many = to_write >= self.read_tree_from;
+        let gitca_may_index = many && self.writes_index;
         let (from, to) = (base.id().to_string(), tree.id().to_string());
+        let rels = self.rels(files);
         // Many paths: gitca writes the files and updates the index itself, with each file's stat
         // taken from the open file, so no file is read back and hashed (`git update-index`
         // below costs about as much CPU again as writing the files, and git's checkout 100 ms
@@ -640,9 +642,8 @@ impl GitRepo {
         // would add such a file through its filters, and a clean filter's change must show),
         // and an index gitca can keep whole (`LockedIndex::open`). Otherwise, or should the
         // index be in the way of a path, git updates the index as below, after gitca's check.
-        if many && self.writes_index {
-            self.check_worktree(workdir, base, files)?;
-            let rels = self.rels(files);
+        if gitca_may_index {
+            self.check_worktree(workdir, base, (&rels, files))?;
             match self.index_to_update(&rels) {
                 Ok(index) => {
                     self.write_files_and_index(workdir, (&rels, files), ids, index)?;
@@ -655,10 +656,10 @@ impl GitRepo {
         // Many paths: git first reads both trees into the index (see below), while the paths
         // are checked here.
         let read_tree = many.then(|| self.spawn_with_input(&["read-tree", "-m", &from, &to], None));
-        // Checked above already with many paths, if gitca might update the index.
-        let checked = match many && self.writes_index {
+        // Checked above already if gitca might update the index.
+        let checked = match gitca_may_index {
             true => Ok(()),
-            false => self.check_worktree(workdir, base, files),
+            false => self.check_worktree(workdir, base, (&rels, files)),
         };
         let trees_read = match read_tree.map(|read| read.and_then(GitRun::wait)) {
             Some(Ok(())) => true,
@@ -670,7 +671,7 @@ impl GitRepo {
         };
         if let Err(e) = checked {
             if trees_read {
-                self.reset_index(base, self.rels(files));
+                self.reset_index(base, &rels);
             }
             return Err(e);
         }
@@ -710,7 +711,6 @@ impl GitRepo {
             // The receiver lives as long as git reads: a send fails only once it has stopped.
             let _ = written.send(rels.iter().flat_map(|rel| nul_terminated(rel)).collect());
         };
-        let rels = self.rels(files);
         let wrote = self.write_files(workdir, (&rels, files), &done, |path, bytes| {
             std::fs::write(path, bytes)
         });
@@ -729,11 +729,10 @@ impl GitRepo {
                 if let Err(e) = update.wait() {
                     tracing::warn!("{e}");
                 }
-                let rels = match sent {
-                    Some(sent) => sent.into_inner().expect("not poisoned"),
-                    None => self.rels(files),
-                };
-                self.reset_index(base, rels);
+                match sent {
+                    Some(sent) => self.reset_index(base, &sent.into_inner().expect("not poisoned")),
+                    None => self.reset_index(base, &rels),
+                }
                 Err(e)
             }
         }
@@ -746,16 +745,15 @@ impl GitRepo {
         &self,
         workdir: &Path,
         base: &git2::Tree,
-        files: &BTreeMap<String, Option<Content>>,
+        (rels, files): (&[String], &BTreeMap<String, Option<Content>>),
     ) -> Result<(), String> {
         // Each folder on the way: present (a plain folder) or absent. Below an absent one
         // nothing exists, which spares a first issuance a failed `lstat` per file.
         let mut folders = std::collections::HashMap::new();
         // Files whose bytes are neither the committed blob nor gitca's, with those two ids.
         let mut differing: Vec<(String, [Option<Oid>; 2])> = Vec::new();
-        for path in files.keys() {
-            let rel = format!("{}{path}", self.prefix);
-            let abs = workdir.join(&rel);
+        for (rel, content) in rels.iter().zip(files.values()) {
+            let abs = workdir.join(rel);
             let parent = abs.parent().unwrap_or(workdir);
             if !folder_present(&mut folders, workdir, parent)? {
                 continue;
@@ -770,18 +768,18 @@ impl GitRepo {
                     let current = std::fs::read(&abs).map_err(|e| format!("{rel}: {e}"))?;
                     // Already what gitca would write: a run that stopped between the work tree
                     // and the index (git missing, say) left it; its rerun converges.
-                    let ours = files[path].as_ref().map(Content::bytes);
+                    let ours = content.as_ref().map(Content::bytes);
                     if ours.as_deref() == Some(current.as_slice()) {
                         continue;
                     }
-                    let committed = base.get_path(Path::new(&rel)).ok().map(|e| e.id());
+                    let committed = base.get_path(Path::new(rel)).ok().map(|e| e.id());
                     let id = Oid::hash_object(ObjectType::Blob, &current).map_err(ge)?;
                     if Some(id) != committed {
                         let ours = ours
                             .map(|c| Oid::hash_object(ObjectType::Blob, &c))
                             .transpose()
                             .map_err(ge)?;
-                        differing.push((rel, [ours, committed]));
+                        differing.push((rel.clone(), [ours, committed]));
                     }
                 }
                 Err(_) => {}
@@ -793,8 +791,8 @@ impl GitRepo {
         if differing.is_empty() {
             return Ok(());
         }
-        let rels: Vec<String> = differing.iter().map(|(rel, _)| rel.clone()).collect();
-        let ids = self.hash_as_git(&rels)?;
+        let asked: Vec<String> = differing.iter().map(|(rel, _)| rel.clone()).collect();
+        let ids = self.hash_as_git(&asked)?;
         for ((rel, allowed), id) in differing.iter().zip(ids) {
             if !allowed.contains(&Some(id)) {
                 return Err(format!(
@@ -868,7 +866,7 @@ impl GitRepo {
 
     /// Sets the index entries of `rels` back to the parent's (`git reset` with paths leaves the
     /// work tree alone); a failure is logged, as the run is failing already.
-    fn reset_index(&self, base: &git2::Tree, rels: Vec<String>) {
+    fn reset_index(&self, base: &git2::Tree, rels: &[String]) {
         let input = all_sent(rels.iter().map(|rel| nul_terminated(rel)));
         let base = base.id().to_string();
         let args = [
@@ -989,12 +987,7 @@ impl GitRepo {
         capture: bool,
     ) -> Result<GitRun, String> {
         use std::io::Write;
-        // Named by its command, after any `-c` settings.
-        let mut command = args;
-        while let ["-c", _, rest @ ..] = command {
-            command = rest;
-        }
-        let what = format!("git {}", command.first().copied().unwrap_or_default());
+        let what = format!("git {}", args[0]);
         // This repository and its own index, whatever GIT_DIR or GIT_INDEX_FILE the caller's
         // environment sets (a hook's, say): libgit2 ignores them too.
         let mut child = self

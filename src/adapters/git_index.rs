@@ -186,11 +186,7 @@ fn invalidate_trees<'a>(
         root.num_entries = None;
         let mut tree = &mut *root;
         for name in folder.split('/').filter(|name| !name.is_empty()) {
-            let on_the_way = tree.children.iter_mut();
-            tree = match on_the_way
-                .into_iter()
-                .find(|t| t.name.as_slice() == name.as_bytes())
-            {
+            tree = match (tree.children.iter_mut()).find(|t| t.name.as_slice() == name.as_bytes()) {
                 Some(child) => child,
                 None => break,
             };
