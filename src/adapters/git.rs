@@ -711,8 +711,9 @@ impl GitRepo {
             // The receiver lives as long as git reads: a send fails only once it has stopped.
             let _ = written.send(rels.iter().flat_map(|rel| nul_terminated(rel)).collect());
         };
-        let wrote = self.write_files(workdir, (&rels, files), &done, |path, bytes| {
-            std::fs::write(path, bytes)
+        let wrote = self.write_files(workdir, (&rels, files), &done, |mut file, bytes| {
+            use std::io::Write;
+            file.write_all(bytes)
         });
         drop(written);
         match wrote {
@@ -895,7 +896,7 @@ impl GitRepo {
         workdir: &Path,
         (rels, files): (&[String], &BTreeMap<String, Option<Content>>),
         done: &(dyn Fn(&[&String]) + Sync),
-        write: impl Fn(&Path, &[u8]) -> std::io::Result<R> + Sync,
+        write: impl Fn(std::fs::File, &[u8]) -> std::io::Result<R> + Sync,
     ) -> Result<Vec<R>, String> {
         let deleted: Vec<&String> = rels
             .iter()
@@ -916,19 +917,29 @@ impl GitRepo {
             },
             done,
         )?;
-        // Each folder once, not a lookup per file.
+        // Each folder made and opened once; each file is then created by its name in its
+        // folder, so the kernel resolves one path component per file, not the whole path (about
+        // a tenth of the cost of creating 20,000 files on tmpfs).
         let dirs: std::collections::BTreeSet<&Path> = written
             .iter()
             .filter_map(|(rel, _)| Path::new(rel.as_str()).parent())
             .collect();
+        let mut opened = BTreeMap::new();
         for dir in dirs {
-            std::fs::create_dir_all(workdir.join(dir))
-                .map_err(|e| format!("{}: {e}", dir.display()))?;
+            let at = |e: std::io::Error| format!("{}: {e}", dir.display());
+            std::fs::create_dir_all(workdir.join(dir)).map_err(at)?;
+            opened.insert(dir, open_folder(&workdir.join(dir)).map_err(at)?);
         }
         each_reported(
             &written,
             |(rel, _)| rel,
-            |(rel, content)| write(&workdir.join(rel), &content.bytes()),
+            |(rel, content)| {
+                let path = Path::new(rel.as_str());
+                let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+                    return Err(std::io::Error::other("not a file path"));
+                };
+                write(create_in(&opened[dir], name)?, &content.bytes())
+            },
             done,
         )
     }
@@ -959,9 +970,8 @@ impl GitRepo {
         ids: &[Option<Oid>],
         index: git_index::LockedIndex,
     ) -> Result<(), String> {
-        let stats = self.write_files(workdir, (rels, files), &|_| {}, |path, bytes| {
+        let stats = self.write_files(workdir, (rels, files), &|_| {}, |mut file, bytes| {
             use std::io::Write;
-            let mut file = std::fs::File::create(path)?;
             file.write_all(bytes)?;
             git_index::stat_of_written(&file)
         })?;
@@ -1170,6 +1180,23 @@ fn each_reported<'a, T: Sync, R: Send>(
         })
         .collect::<Result<_, _>>()?;
     Ok(batches.into_iter().flatten().collect())
+}
+
+/// A work-tree folder to create files in; a symbolic link in its place is refused.
+fn open_folder(path: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    Ok(rustix::fs::open(path, flags, Mode::empty())?)
+}
+
+/// Creates or truncates the file `name` in `dir` for writing, as `File::create` would, except
+/// that a symbolic link in its place is refused rather than followed.
+fn create_in(dir: &std::os::fd::OwnedFd, name: &std::ffi::OsStr) -> std::io::Result<std::fs::File> {
+    use rustix::fs::{Mode, OFlags};
+    let flags =
+        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mode = Mode::from_raw_mode(0o666);
+    Ok(rustix::fs::openat(dir, name, flags, mode)?.into())
 }
 
 /// Input for [`GitRepo::spawn_with_input`] that is all known already.
@@ -2060,6 +2087,32 @@ pub(super) mod tests {
         assert_eq!(mode & 0o111, 0);
         assert_eq!(git(root, &["diff-files"]), "");
         assert_eq!(git(root, &["status", "--porcelain"]), "");
+    }
+
+    /// Outputs are created by name in their opened folder: a file there is truncated and
+    /// rewritten, but a symbolic link in place of the file or of the folder is refused, not
+    /// followed (the work-tree check refuses both before; this holds should one appear since).
+    #[test]
+    fn an_output_is_not_written_through_a_symbolic_link() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("issued")).unwrap();
+        std::fs::create_dir_all(root.join("elsewhere")).unwrap();
+        std::fs::write(root.join("issued/a.pem"), "old and longer\n").unwrap();
+        std::os::unix::fs::symlink(root.join("elsewhere/t.pem"), root.join("issued/l.pem"))
+            .unwrap();
+        std::os::unix::fs::symlink(root.join("elsewhere"), root.join("linked")).unwrap();
+        let issued = open_folder(&root.join("issued")).unwrap();
+        let mut file = create_in(&issued, "a.pem".as_ref()).unwrap();
+        file.write_all(b"new\n").unwrap();
+        assert_eq!(std::fs::read(root.join("issued/a.pem")).unwrap(), b"new\n");
+        let mut fresh = create_in(&issued, "b.pem".as_ref()).unwrap();
+        fresh.write_all(b"b\n").unwrap();
+        assert_eq!(std::fs::read(root.join("issued/b.pem")).unwrap(), b"b\n");
+        assert!(create_in(&issued, "l.pem".as_ref()).is_err());
+        assert!(!root.join("elsewhere/t.pem").exists());
+        assert!(open_folder(&root.join("linked")).is_err());
     }
 
     /// `git hash-object --stdin-paths` reads a line that starts with a quote as a C-quoted path
