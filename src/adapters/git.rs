@@ -182,7 +182,7 @@ impl GitRepo {
         let mut files = BTreeMap::new();
         let mut err = None;
         let skip_under: Vec<String> = skip.iter().map(|s| format!("{s}/")).collect();
-        tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+        let walked = tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
             let path = format!("{dir}{}", entry.name().unwrap_or("?"));
             if skip.contains(&path) || skip_under.iter().any(|s| path.starts_with(s.as_str())) {
                 return git2::TreeWalkResult::Skip;
@@ -198,11 +198,12 @@ impl GitRepo {
                 }
             }
             git2::TreeWalkResult::Ok
-        })
-        .map_err(ge)?;
+        });
+        // An entry's error first: libgit2 reports the abort itself as a bare error code.
         if let Some(e) = err {
             return Err(e);
         }
+        walked.map_err(ge)?;
         let t = c.time();
         Ok(Snapshot {
             commit: commit.to_string(),
@@ -2087,6 +2088,53 @@ pub(super) mod tests {
         assert_eq!(mode & 0o111, 0);
         assert_eq!(git(root, &["diff-files"]), "");
         assert_eq!(git(root, &["status", "--porcelain"]), "");
+    }
+
+    /// The snapshot reads each blob and libgit2 checks it hashes to its id: a damaged or swapped
+    /// object is refused, and so is a missing one, each naming the path (the tree walk's own
+    /// error, a bare code, hid which); the blobs of an intact commit are read whole, packed or
+    /// loose.
+    #[test]
+    fn a_damaged_or_missing_blob_is_refused_naming_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let (repo, _) = repo_with_a_commit(root);
+        commit_a_file(root, "requests/a.yaml");
+        git(root, &["gc", "-q"]);
+        commit_a_file(root, "requests/b/c.yaml");
+        let head = repo.resolve("HEAD").unwrap();
+        let snap = repo.snapshot(&head, &[]).unwrap();
+        let held: Vec<(&str, &[u8])> = (snap.files.iter())
+            .map(|(path, e)| match e {
+                TreeEntry::Blob(bytes) => (path.as_str(), bytes.as_slice()),
+                other => panic!("{path}: {other:?}"),
+            })
+            .collect();
+        let wanted: [(&str, &[u8]); 3] = [
+            ("README", b"x\n"),
+            ("requests/a.yaml", b"requests/a.yaml\n"),
+            ("requests/b/c.yaml", b"requests/b/c.yaml\n"),
+        ];
+        assert_eq!(held, wanted);
+        // The loose blob of c.yaml swapped for another blob's.
+        let id = git(root, &["rev-parse", "HEAD:requests/b/c.yaml"]);
+        let loose = |id: &str| {
+            root.join(".git/objects")
+                .join(&id[..2])
+                .join(id[2..].trim())
+        };
+        std::fs::write(root.join("other"), "other\n").unwrap();
+        let other = git(root, &["hash-object", "-w", "other"]);
+        let _ = std::fs::remove_file(loose(&id));
+        std::fs::copy(loose(&other), loose(&id)).unwrap();
+        let err = repo.snapshot(&head, &[]).unwrap_err();
+        assert!(err.starts_with("requests/b/c.yaml: "), "{err}");
+        assert!(err.contains("hash mismatch"), "{err}");
+        assert!(err.contains(&format!("got {}", other.trim())), "{err}");
+        std::fs::remove_file(loose(&id)).unwrap();
+        let err = repo.snapshot(&head, &[]).unwrap_err();
+        assert!(err.starts_with("requests/b/c.yaml: "), "{err}");
+        assert!(err.contains("not found"), "{err}");
     }
 
     /// Outputs are created by name in their opened folder: a file there is truncated and
