@@ -65,8 +65,18 @@ pub fn write_blobs<T: Sync>(
             .map(|b| first[&ids[b]])
             .filter(|&b| ids[b] != ids[i] && prefix(b).is_none())
     };
-    let (deltas, whole): (Vec<usize>, Vec<usize>) =
-        unique.iter().partition(|&&i| base_of(i).is_some());
+    // Each base, then the deltas on it: libgit2 reads a delta's base to learn its type, and
+    // with the deltas after every base it mapped a pack window per object (100,000 chain
+    // files: 190,000 maps of 4 MiB, 2.6 s to build the trees); this way it reads in order.
+    let mut order: Vec<(usize, bool, usize)> = unique
+        .iter()
+        .map(|&i| match base_of(i) {
+            Some(b) => (b, true, i),
+            None => (i, false, i),
+        })
+        .collect();
+    order.sort_unstable();
+    let order: Vec<usize> = order.into_iter().map(|(_, _, i)| i).collect();
 
     let dir = objects.join("pack");
     let fail = |e: std::io::Error| format!("{}: cannot write a pack: {e}", dir.display());
@@ -88,8 +98,8 @@ pub fn write_blobs<T: Sync>(
     header.extend_from_slice(&count.to_be_bytes());
     pack.put(&header).map_err(fail)?;
     let mut entries = Vec::with_capacity(unique.len());
-    let mut offsets = std::collections::HashMap::with_capacity(whole.len());
-    for batch in whole.chunks(BATCH).chain(deltas.chunks(BATCH)) {
+    let mut offsets = std::collections::HashMap::with_capacity(order.len());
+    for batch in order.chunks(BATCH) {
         let packed: Vec<Entry> = batch
             .par_iter()
             .map(|&i| {
@@ -511,6 +521,53 @@ mod tests {
         };
         assert!(size(&ids[11]) < ca.len() + 64, "a delta copies its base");
         assert!(size(&ids[12]) > 700, "stored whole");
+        assert_read_back(dir.path(), &blobs, &ids);
+    }
+
+    /// Outputs come in path order, each chain file before the leaf it begins with; in the pack,
+    /// each delta comes right after its base, so a reader resolving one (libgit2 reads the
+    /// base for the type) stays in one stretch of the file.
+    #[test]
+    fn each_delta_follows_its_base_in_the_pack() {
+        let dir = tempfile::tempdir().unwrap();
+        git(dir.path(), &["init", "-q", "--bare"]);
+        let ca = noise(u32::MAX, 600);
+        let mut blobs: Vec<Vec<u8>> = Vec::new();
+        let mut claims: Vec<Option<usize>> = Vec::new();
+        for i in 0..4 {
+            let leaf = noise(i, 700);
+            claims.push(Some(blobs.len() + 1));
+            blobs.push([leaf.as_slice(), &ca].concat());
+            claims.push(None);
+            blobs.push(leaf);
+        }
+        let ids = write_blobs(
+            &dir.path().join("objects"),
+            &blobs,
+            |b| Cow::from(b.as_slice()),
+            |i| claims[i],
+        )
+        .unwrap();
+        // `verify-pack -v`: id, type, size, size in pack, offset[, depth, base id].
+        let listed = checked_pack(dir.path());
+        let mut objects: Vec<(u64, String, Option<String>)> = listed
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                Oid::from_str(f.first()?).ok()?;
+                let offset = f.get(4)?.parse().ok()?;
+                Some((offset, f[0].to_string(), f.get(6).map(|b| b.to_string())))
+            })
+            .collect();
+        objects.sort();
+        assert_eq!(objects.len(), blobs.len(), "{listed}");
+        for pair in objects.windows(2) {
+            if let Some(base) = &pair[1].2 {
+                assert_eq!(&pair[0].1, base, "{listed}");
+            }
+        }
+        let deltas = objects.iter().filter(|o| o.2.is_some()).count();
+        assert_eq!(deltas, 4, "{listed}");
         assert_read_back(dir.path(), &blobs, &ids);
     }
 
