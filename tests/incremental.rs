@@ -518,7 +518,8 @@ fn full_plan_is_noop(env: &Env, at: &str) -> bool {
 
 /// A run that found nothing to do leaves a quiet record; the next runs on the same tree and
 /// state read nothing, until the deadline it computed (checked against the full plan just
-/// before it), a state change by another command, or any change to the tree.
+/// before it), a state change by another command, or a change to the tree where a plan reads
+/// or gitca writes (a file no plan reads leaves it quiet).
 #[test]
 fn quiet_runs_read_nothing_until_something_changes() {
     let env = Env::from(EXAMPLE, &[]);
@@ -610,9 +611,16 @@ fn quiet_runs_read_nothing_until_something_changes() {
     let a = step(&env, &later2);
     assert_eq!(scan(&a).0, "incremental", "{}", a["scan"]);
 
-    // A file no request names: the tree changed, so the run plans; then quiet again.
+    // A file no plan reads: the tree changed, but not where a plan reads or gitca writes, so
+    // the run stays quiet (and the full plan agrees).
     std::fs::write(env.path("NOTES.md"), "notes\n").unwrap();
     env.commit_all("notes");
+    let q = apply_at(&env, &[], &later2);
+    assert_eq!(scan(&q), ("quiet", 0, total), "{}", q["scan"]);
+    assert!(full_plan_is_noop(&env, &later2));
+    // Any file under requests/ is for a plan to read, even one that is not a request.
+    std::fs::write(env.path("requests/NOTES.md"), "notes\n").unwrap();
+    env.commit_all("notes beside the requests");
     let a = step(&env, &later2);
     assert_eq!(scan(&a).0, "incremental", "{}", a["scan"]);
     assert_eq!(apply_at(&env, &[], &later2)["scan"]["kind"], "quiet");
@@ -632,6 +640,65 @@ fn quiet_runs_read_nothing_until_something_changes() {
     assert_eq!(apply_at(&env, &[], &later2)["scan"]["kind"], "quiet");
     let f = apply_at(&env, &["--full-scan"], &later2);
     assert_eq!(f["scan"]["kind"], "full");
+}
+
+/// A request may name a CSR anywhere in the CA folder. Once one does, no change to the tree
+/// leaves a quiet record standing: any file might be that CSR. Moved back under `requests/`,
+/// a file no plan reads stays quiet again.
+#[test]
+fn a_csr_outside_requests_makes_every_tree_change_plan() {
+    let env = Env::from(EXAMPLE, &[]);
+    env.init(&[]);
+    let (p, _) = env.plan_json(&[]);
+    for r in p["requests"].as_array().unwrap() {
+        if r["action"] == "rejected" {
+            std::fs::remove_file(env.path(r["id"].as_str().unwrap())).unwrap();
+        }
+    }
+    std::fs::create_dir_all(env.path("keys")).unwrap();
+    std::fs::rename(
+        env.path("requests/servers/web-01.csr.pem"),
+        env.path("keys/web-01.csr.pem"),
+    )
+    .unwrap();
+    env.edit("requests/servers/web-01.yaml", |y| {
+        y.replace("csr: web-01.csr.pem", "csr: ../../keys/web-01.csr.pem")
+    });
+    env.commit_all("web-01's CSR kept outside requests/");
+    let t = |m: u32| format!("2026-12-01T00:{m:02}:00Z");
+    let a = step(&env, &t(0));
+    assert!(issued(&a).contains(&"requests/servers/web-01.yaml"), "{a}");
+    assert_eq!(scan(&step(&env, &t(1))).0, "incremental");
+    assert_eq!(apply_at(&env, &[], &t(2))["scan"]["kind"], "quiet");
+    let record =
+        std::fs::read_to_string(env.state("example-ca").join("reconcile-quiet.txt")).unwrap();
+    assert!(record.contains("csrs\telsewhere"), "{record}");
+
+    // A file that no request names today: planned all the same.
+    std::fs::write(env.path("NOTES.md"), "notes\n").unwrap();
+    env.commit_all("notes");
+    let a = step(&env, &t(3));
+    assert_eq!(scan(&a).0, "incremental", "{}", a["scan"]);
+    assert_eq!(apply_at(&env, &[], &t(3))["scan"]["kind"], "quiet");
+
+    // Back under requests/ (a changed request, planned): then a file no plan reads is quiet.
+    std::fs::rename(
+        env.path("keys/web-01.csr.pem"),
+        env.path("requests/servers/web-01.csr.pem"),
+    )
+    .unwrap();
+    env.edit("requests/servers/web-01.yaml", |y| {
+        y.replace("csr: ../../keys/web-01.csr.pem", "csr: web-01.csr.pem")
+    });
+    env.commit_all("web-01's CSR back beside its request");
+    step(&env, &t(4));
+    assert_eq!(scan(&step(&env, &t(5))).0, "incremental");
+    let record =
+        std::fs::read_to_string(env.state("example-ca").join("reconcile-quiet.txt")).unwrap();
+    assert!(record.contains("csrs\trequests"), "{record}");
+    std::fs::write(env.path("NOTES.md"), "more notes\n").unwrap();
+    env.commit_all("more notes");
+    assert_eq!(apply_at(&env, &[], &t(6))["scan"]["kind"], "quiet");
 }
 
 /// A request reissued without `revoke_superseded` leaves its old certificate live. The next

@@ -323,6 +323,25 @@ impl GitRepo {
         Ok(out)
     }
 
+    /// Paths that differ between two trees of the CA folder, named by their ids (see
+    /// [`GitRepo::tree_id`]); every path counts, outputs too.
+    pub fn changed_between_trees(
+        &self,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<crate::domain::incremental::Change>, String> {
+        let tree = |id: &str| {
+            let oid = Oid::from_str(id).map_err(ge)?;
+            self.repo
+                .find_tree(oid)
+                .map_err(|e| format!("tree {id}: {}", ge(e)))
+        };
+        let (old, new) = (tree(from)?, tree(to)?);
+        let mut out = Vec::new();
+        self.diff_trees(Some(&old), Some(&new), "", &[], &mut out)?;
+        Ok(out)
+    }
+
     /// Files that differ between two trees. Subtrees with the same id are not entered, so the
     /// cost follows the change, not the repository (libgit2's tree diff walks every entry).
     fn diff_trees(

@@ -7,7 +7,7 @@ use super::RunError;
 use super::apply::{ApplyOptions, ApplyOutcome, ScanSummary};
 use super::context::Context;
 use super::index::IndexHandle;
-use crate::domain::incremental::{QUIET_KEY, Quiet, quiet_until};
+use crate::domain::incremental::{QUIET_KEY, Quiet, quiet_despite, quiet_until};
 use crate::domain::plan::Plan;
 use crate::domain::state::INDEX_KEY;
 use time::OffsetDateTime;
@@ -42,8 +42,8 @@ pub async fn check(
         Some("this run's time is before the run that wrote it")
     } else if opts.events_file.is_some() != quiet.events_file {
         Some("events go to a file in one run and not the other")
-    } else if ctx.repo.tree_id(&head)? != quiet.tree {
-        Some("the tree changed")
+    } else if let Some(why) = changed_for_the_plan(ctx, &quiet, &head)? {
+        Some(why)
     } else if ctx.store.version(INDEX_KEY).await?.as_deref() != Some(&quiet.index_version) {
         Some("the state changed")
     } else if !ctx.store.list("intents/").await?.is_empty() {
@@ -70,7 +70,7 @@ pub async fn check(
     }
     tracing::info!(
         until = %super::render::rfc3339(quiet.until),
-        "nothing changed since the last reconcile, which had nothing to do"
+        "nothing a plan reads changed since the last reconcile, which had nothing to do"
     );
     Ok(Some(ApplyOutcome {
         plan: Plan {
@@ -83,13 +83,53 @@ pub async fn check(
             read: 0,
             carried: quiet.requests,
             reason: Some(format!(
-                "nothing changed since the last reconcile, which had nothing to do; \
-                 next planned run by {}",
+                "nothing a plan reads changed since the last reconcile, which had nothing to \
+                 do; next planned run by {}",
                 super::render::rfc3339(quiet.until)
             )),
         },
         ..Default::default()
     }))
+}
+
+/// Why the reviewed tree keeps the quiet record from applying, if it does: a change since the
+/// tree it was written for that a plan reads or gitca writes (a README beside the requests
+/// leaves the plan standing; see [`quiet_despite`]). The trees are compared by their changed
+/// folders only, so the cost follows the change.
+fn changed_for_the_plan(
+    ctx: &Context,
+    quiet: &Quiet,
+    head: &str,
+) -> Result<Option<&'static str>, RunError> {
+    let tree = ctx.repo.tree_id(head)?;
+    if tree == quiet.tree {
+        return Ok(None);
+    }
+    if !quiet.csrs_in_requests {
+        return Ok(Some(
+            "the tree changed, and a request names a CSR outside requests/",
+        ));
+    }
+    let changes = match ctx.repo.changed_between_trees(&quiet.tree, &tree) {
+        Ok(changes) => changes,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot compare with the quiet record's tree");
+            return Ok(Some("the tree changed"));
+        }
+    };
+    Ok(match quiet_despite(&changes, &ctx.config) {
+        Some(what) => {
+            tracing::debug!(%what, "the tree changed where a plan reads or gitca writes");
+            Some("the tree changed where a plan reads or gitca writes")
+        }
+        None => {
+            tracing::debug!(
+                changed = changes.len(),
+                "the tree changed only where no plan reads"
+            );
+            None
+        }
+    })
 }
 
 /// After a run that did nothing: records until when the same tree and index stay quiet. A
@@ -114,6 +154,12 @@ pub async fn record(
             requests: plan.requests.len(),
             at: now,
             events_file: opts.events_file.is_some(),
+            // A request without a CSR path in a quiet plan is blocked by a revocation, which
+            // the plan decides without reading its CSR.
+            csrs_in_requests: plan.requests.iter().all(|r| {
+                (r.carry.as_ref())
+                    .is_some_and(|c| c.csr.is_empty() || c.csr.starts_with("requests/"))
+            }),
         };
         let bytes = quiet.render().into_bytes();
         match ctx.store.version(QUIET_KEY).await? {

@@ -171,13 +171,14 @@ fn header_field(lines: &mut std::str::Lines, name: &str, record: &str) -> Result
 
 /// The state object holding the [`Quiet`] record.
 pub const QUIET_KEY: &str = "reconcile-quiet.txt";
-const QUIET_HEADER: &str = "gitca-reconcile-quiet 2";
+const QUIET_HEADER: &str = "gitca-reconcile-quiet 3";
 
 /// Left by a reconcile that found nothing to do: until `until`, a run on the same tree against
 /// the same index would find nothing to do either, so it need not read the requests, the index
 /// or the basis at all. Every input of the plan is pinned: the tree (requests, policies,
-/// config, CA certificates and outputs alike), the index version (any state change moves it),
-/// and time (the first renewal, expiry, CRL refresh or expiry event; see [`quiet_until`]).
+/// config, CA certificates and outputs alike; a tree changed only where no plan reads keeps
+/// the plan, see [`quiet_despite`]), the index version (any state change moves it), and time
+/// (the first renewal, expiry, CRL refresh or expiry event; see [`quiet_until`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Quiet {
     /// The gitca version that wrote it.
@@ -197,12 +198,15 @@ pub struct Quiet {
     /// Whether that run sent events to a file (`apply --events`, the one event target outside
     /// the tree): without one, expiry thresholds crossed were not sent and stay pending.
     pub events_file: bool,
+    /// Whether every request of that plan names a CSR under `requests/`: only then can a
+    /// change elsewhere leave its plan standing (see [`quiet_despite`]).
+    pub csrs_in_requests: bool,
 }
 
 impl Quiet {
     pub fn render(&self) -> String {
         format!(
-            "{QUIET_HEADER}\nversion\t{}\ntree\t{}\nindex\t{}\nuntil\t{}\nlast\t{}\nrequests\t{}\nat\t{}\nevents\t{}\n",
+            "{QUIET_HEADER}\nversion\t{}\ntree\t{}\nindex\t{}\nuntil\t{}\nlast\t{}\nrequests\t{}\nat\t{}\nevents\t{}\ncsrs\t{}\n",
             self.version,
             self.tree,
             self.index_version,
@@ -210,7 +214,11 @@ impl Quiet {
             self.last_reconciled.as_deref().unwrap_or("-"),
             self.requests,
             self.at.unix_timestamp(),
-            u8::from(self.events_file)
+            u8::from(self.events_file),
+            match self.csrs_in_requests {
+                true => "requests",
+                false => "elsewhere",
+            }
         )
     }
 
@@ -240,6 +248,11 @@ impl Quiet {
             "1" => true,
             _ => return Err("quiet record: bad events".into()),
         };
+        let csrs_in_requests = match field("csrs")?.as_str() {
+            "requests" => true,
+            "elsewhere" => false,
+            _ => return Err("quiet record: bad csrs".into()),
+        };
         Ok(Quiet {
             version,
             tree,
@@ -249,6 +262,7 @@ impl Quiet {
             requests,
             at,
             events_file,
+            csrs_in_requests,
         })
     }
 }
@@ -367,6 +381,30 @@ pub fn needs_full_scan(changes: &[Change], config: &Config) -> Option<String> {
     changes
         .iter()
         .find(|c| global(&c.path))
+        .map(|c| format!("{} changed", c.path))
+}
+
+/// Why a change since the tree a quiet record was written for makes the run plan, if one
+/// does: anything a plan reads (every path [`needs_full_scan`] names, and `requests/`, where the
+/// request files and, when the record says so, every CSR they name are) or gitca writes (the
+/// outputs: a hand edit is put back). Other paths, such as a README beside the requests, no
+/// plan reads, so the plan the record was written for stands.
+pub fn quiet_despite(changes: &[Change], config: &Config) -> Option<String> {
+    if let Some(reason) = needs_full_scan(changes, config) {
+        return Some(reason);
+    }
+    let out = &config.output;
+    let crl_pem = format!("{}.pem", out.crl);
+    let output = |p: &str| {
+        p == out.bundle
+            || p == out.crl
+            || p == crl_pem
+            || p.strip_prefix(out.dir.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
+    changes
+        .iter()
+        .find(|c| c.path.starts_with("requests/") || output(&c.path))
         .map(|c| format!("{} changed", c.path))
 }
 
@@ -644,6 +682,48 @@ mod tests {
         assert!(!t.carried.contains_key(&ids[0]));
     }
 
+    /// What a quiet record stands past: files no plan reads. Anything a plan reads (the global
+    /// inputs, everything under `requests/`) or gitca writes (outputs) makes the run plan.
+    #[test]
+    fn a_quiet_record_stands_past_changes_no_plan_reads() {
+        let config = config();
+        let why = |paths: &[&str]| {
+            let changes: Vec<Change> = (paths.iter())
+                .map(|p| Change {
+                    path: p.to_string(),
+                    deleted: false,
+                })
+                .collect();
+            quiet_despite(&changes, &config)
+        };
+        for unread in [
+            &[][..],
+            &["NOTES.md"],
+            &["docs/a.md", "issuedx/a.pem", "crl/other"],
+        ] {
+            assert_eq!(why(unread), None, "{unread:?}");
+        }
+        for read in [
+            "gitca.yaml",
+            "policies/p.yaml",
+            "revocations.yaml",
+            "revocations/2026.yaml",
+            "ca/ca.pem",
+            "certs/old.pem",
+            "requests/a.yaml",
+            "requests/a.csr.pem",
+            "requests/README.md",
+            "issued/a.pem",
+            "issued",
+            "crl/ca.crl",
+            "crl/ca.crl.pem",
+            "ca/bundle.pem",
+        ] {
+            let got = why(&["NOTES.md", read]);
+            assert_eq!(got, Some(format!("{read} changed")), "{read}");
+        }
+    }
+
     #[test]
     fn quiet_record_round_trips() {
         let q = Quiet {
@@ -655,15 +735,23 @@ mod tests {
             requests: 7,
             at: datetime!(2026-11-28 21:37:15 UTC),
             events_file: true,
+            csrs_in_requests: true,
         };
         assert_eq!(Quiet::parse(&q.render()).unwrap(), q);
         let none = Quiet {
             last_reconciled: None,
             events_file: false,
-            ..q
+            csrs_in_requests: false,
+            ..q.clone()
         };
         assert_eq!(Quiet::parse(&none.render()).unwrap(), none);
         assert!(Quiet::parse("gitca-reconcile-quiet 1\nversion\t1\n").is_err());
+        // A record of the format before: planned, not misread.
+        let older = q
+            .render()
+            .replace("quiet 3", "quiet 2")
+            .replace("csrs\trequests\n", "");
+        assert!(Quiet::parse(&older).is_err());
     }
 
     #[test]
