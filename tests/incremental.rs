@@ -672,7 +672,7 @@ fn a_csr_outside_requests_makes_every_tree_change_plan() {
     assert_eq!(apply_at(&env, &[], &t(2))["scan"]["kind"], "quiet");
     let record =
         std::fs::read_to_string(env.state("example-ca").join("reconcile-quiet.txt")).unwrap();
-    assert!(record.contains("csrs\telsewhere"), "{record}");
+    assert!(record.contains("reads\telsewhere"), "{record}");
 
     // A file that no request names today: planned all the same.
     std::fs::write(env.path("NOTES.md"), "notes\n").unwrap();
@@ -695,10 +695,58 @@ fn a_csr_outside_requests_makes_every_tree_change_plan() {
     assert_eq!(scan(&step(&env, &t(5))).0, "incremental");
     let record =
         std::fs::read_to_string(env.state("example-ca").join("reconcile-quiet.txt")).unwrap();
-    assert!(record.contains("csrs\trequests"), "{record}");
+    assert!(record.contains("reads\trequests"), "{record}");
     std::fs::write(env.path("NOTES.md"), "more notes\n").unwrap();
     env.commit_all("more notes");
     assert_eq!(apply_at(&env, &[], &t(6))["scan"]["kind"], "quiet");
+}
+
+/// A `request:` revocation entry for a request that never had a certificate holds only while
+/// the file it names exists, anywhere in the CA folder. Once an entry names one outside
+/// `requests/`, no change to the tree leaves a quiet record standing: deleting that file is
+/// reported. A run with anything to report removes the quiet record, so the report repeats.
+#[test]
+fn a_revoked_request_outside_requests_makes_every_tree_change_plan() {
+    let env = Env::from(EXAMPLE, &[]);
+    env.init(&[]);
+    let (p, _) = env.plan_json(&[]);
+    for r in p["requests"].as_array().unwrap() {
+        if r["action"] == "rejected" {
+            std::fs::remove_file(env.path(r["id"].as_str().unwrap())).unwrap();
+        }
+    }
+    std::fs::create_dir_all(env.path("retired")).unwrap();
+    std::fs::write(env.path("retired/old-api.yaml"), "csr: x.csr\n").unwrap();
+    env.edit("revocations.yaml", |y| {
+        y + "  - request: retired/old-api.yaml\n    reason: cessation_of_operation\n"
+    });
+    env.commit_all("revoke a retired request");
+    let t = |m: u32| format!("2026-12-01T00:{m:02}:00Z");
+    step(&env, &t(0));
+    assert_eq!(scan(&step(&env, &t(1))).0, "incremental");
+    assert_eq!(apply_at(&env, &[], &t(2))["scan"]["kind"], "quiet");
+    let record = env.state("example-ca").join("reconcile-quiet.txt");
+    let text = std::fs::read_to_string(&record).unwrap();
+    assert!(text.contains("reads\telsewhere"), "{text}");
+
+    // The retired file goes: the entry names nothing now, which the run reports.
+    env.git(&["rm", "-q", "retired/old-api.yaml"]);
+    env.commit_all("remove the retired request");
+    let o = env
+        .command_in(&env.repo, &["apply", "--format", "json", "--now", &t(3)])
+        .output()
+        .unwrap();
+    let a: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_ne!(a["scan"]["kind"], "quiet", "{}", a["scan"]);
+    let codes = a["plan"]["revocations"].to_string();
+    assert!(codes.contains("revocation-unknown-request"), "{codes}");
+    assert!(!record.exists(), "a report leaves no quiet record");
+    let o = env
+        .command_in(&env.repo, &["apply", "--format", "json", "--now", &t(4)])
+        .output()
+        .unwrap();
+    let again: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_ne!(again["scan"]["kind"], "quiet", "{}", again["scan"]);
 }
 
 /// A request reissued without `revoke_superseded` leaves its old certificate live. The next

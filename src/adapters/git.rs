@@ -363,9 +363,9 @@ impl GitRepo {
         let names: std::collections::BTreeSet<&Vec<u8>> = a.keys().chain(b.keys()).collect();
         let is_tree = |mode: i32| mode == i32::from(git2::FileMode::Tree);
         for name in names {
-            let Ok(name_str) = std::str::from_utf8(name) else {
-                continue;
-            };
+            // A name that is not UTF-8 as the snapshot names it (`?`): a change there is still
+            // a change, and the full plan says what it makes of the file.
+            let name_str = std::str::from_utf8(name).unwrap_or("?");
             let path = format!("{prefix}{name_str}");
             if skip
                 .iter()
@@ -2154,6 +2154,34 @@ pub(super) mod tests {
         let err = repo.snapshot(&head, &[]).unwrap_err();
         assert!(err.starts_with("requests/b/c.yaml: "), "{err}");
         assert!(err.contains("not found"), "{err}");
+    }
+
+    /// A change to a file or folder whose name is not UTF-8 is a change all the same, named
+    /// as the snapshot names it (`?`): skipping it let a changed CSR with such a name go
+    /// unnoticed by the incremental and quiet paths.
+    #[test]
+    fn a_change_under_a_name_that_is_not_utf8_is_reported() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let (repo, _) = repo_with_a_commit(root);
+        let odd = std::ffi::OsStr::from_bytes(b"caf\xe9");
+        let odd_file = std::ffi::OsStr::from_bytes(b"k\xe9y");
+        std::fs::create_dir_all(root.join("requests").join(odd)).unwrap();
+        std::fs::write(root.join("requests").join(odd).join("n.md"), "1\n").unwrap();
+        std::fs::write(root.join("requests").join(odd_file), "1\n").unwrap();
+        git(root, &["add", "-A"]);
+        git(root, &["commit", "-q", "-m", "odd names"]);
+        let before = repo.tree_id(&repo.resolve("HEAD").unwrap()).unwrap();
+        std::fs::write(root.join("requests").join(odd).join("n.md"), "2\n").unwrap();
+        std::fs::write(root.join("requests").join(odd_file), "2\n").unwrap();
+        git(root, &["commit", "-q", "-am", "both changed"]);
+        let after = repo.tree_id(&repo.resolve("HEAD").unwrap()).unwrap();
+        let changed: Vec<String> = (repo.changed_between_trees(&before, &after).unwrap())
+            .into_iter()
+            .map(|c| c.path)
+            .collect();
+        assert_eq!(changed, ["requests/?/n.md", "requests/?"]);
     }
 
     /// Outputs are created by name in their opened folder: a file there is truncated and

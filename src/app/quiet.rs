@@ -105,9 +105,9 @@ fn changed_for_the_plan(
     if tree == quiet.tree {
         return Ok(None);
     }
-    if !quiet.csrs_in_requests {
+    if !quiet.reads_in_requests {
         return Ok(Some(
-            "the tree changed, and a request names a CSR outside requests/",
+            "the tree changed, and its plan read a file outside requests/ (a CSR, or a request a revocation names)",
         ));
     }
     let changes = match ctx.repo.changed_between_trees(&quiet.tree, &tree) {
@@ -132,6 +132,40 @@ fn changed_for_the_plan(
     })
 }
 
+/// Whether every file `plan` read, besides the inputs every plan reads (see `needs_full_scan`),
+/// lies under `requests/`: each request's CSR, and the request a `request:` revocation entry
+/// names (it must exist while it has no certificate). A request without a CSR path in a quiet
+/// plan is blocked by a revocation, which the plan decides without reading its CSR.
+fn reads_only_requests(plan: &Plan) -> bool {
+    use crate::domain::revocation::Target;
+    let csrs = plan.requests.iter().all(|r| {
+        (r.carry.as_ref()).is_some_and(|c| c.csr.is_empty() || c.csr.starts_with("requests/"))
+    });
+    let revoked = plan.revocations.iter().all(|r| match &r.parsed {
+        Some(entry) => match &entry.target {
+            Target::Request(path) => path.starts_with("requests/"),
+            Target::Serial(_) => true,
+        },
+        None => false,
+    });
+    csrs && revoked
+}
+
+/// Removes the quiet record after a run whose plan has something to report: the record may
+/// still stand for this tree (it changed only where the record's plan read nothing), and the
+/// report must not go quiet. Best effort, as writing one is.
+async fn forget(ctx: &Context) {
+    let removed = async {
+        if let Some(v) = ctx.store.version(QUIET_KEY).await? {
+            ctx.store.delete_if(QUIET_KEY, &v).await?;
+        }
+        Ok::<(), RunError>(())
+    };
+    if let Err(e) = removed.await {
+        tracing::warn!(error = %e, "the quiet record was not removed");
+    }
+}
+
 /// After a run that did nothing: records until when the same tree and index stay quiet. A
 /// cache: failing to write it costs the next run a plan, nothing else.
 pub async fn record(
@@ -142,6 +176,7 @@ pub async fn record(
     now: OffsetDateTime,
 ) {
     let Some(until) = quiet_until(plan, &h.index, &ctx.config, &ctx.ca_facts(), now) else {
+        forget(ctx).await;
         return;
     };
     let written = async {
@@ -154,12 +189,7 @@ pub async fn record(
             requests: plan.requests.len(),
             at: now,
             events_file: opts.events_file.is_some(),
-            // A request without a CSR path in a quiet plan is blocked by a revocation, which
-            // the plan decides without reading its CSR.
-            csrs_in_requests: plan.requests.iter().all(|r| {
-                (r.carry.as_ref())
-                    .is_some_and(|c| c.csr.is_empty() || c.csr.starts_with("requests/"))
-            }),
+            reads_in_requests: reads_only_requests(plan),
         };
         let bytes = quiet.render().into_bytes();
         match ctx.store.version(QUIET_KEY).await? {

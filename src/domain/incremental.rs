@@ -198,15 +198,16 @@ pub struct Quiet {
     /// Whether that run sent events to a file (`apply --events`, the one event target outside
     /// the tree): without one, expiry thresholds crossed were not sent and stay pending.
     pub events_file: bool,
-    /// Whether every request of that plan names a CSR under `requests/`: only then can a
-    /// change elsewhere leave its plan standing (see [`quiet_despite`]).
-    pub csrs_in_requests: bool,
+    /// Whether every file that plan read besides the global inputs lies under `requests/` (the
+    /// CSRs, and requests named by revocation entries): only then can a change elsewhere leave
+    /// its plan standing (see [`quiet_despite`]).
+    pub reads_in_requests: bool,
 }
 
 impl Quiet {
     pub fn render(&self) -> String {
         format!(
-            "{QUIET_HEADER}\nversion\t{}\ntree\t{}\nindex\t{}\nuntil\t{}\nlast\t{}\nrequests\t{}\nat\t{}\nevents\t{}\ncsrs\t{}\n",
+            "{QUIET_HEADER}\nversion\t{}\ntree\t{}\nindex\t{}\nuntil\t{}\nlast\t{}\nrequests\t{}\nat\t{}\nevents\t{}\nreads\t{}\n",
             self.version,
             self.tree,
             self.index_version,
@@ -215,7 +216,7 @@ impl Quiet {
             self.requests,
             self.at.unix_timestamp(),
             u8::from(self.events_file),
-            match self.csrs_in_requests {
+            match self.reads_in_requests {
                 true => "requests",
                 false => "elsewhere",
             }
@@ -248,10 +249,10 @@ impl Quiet {
             "1" => true,
             _ => return Err("quiet record: bad events".into()),
         };
-        let csrs_in_requests = match field("csrs")?.as_str() {
+        let reads_in_requests = match field("reads")?.as_str() {
             "requests" => true,
             "elsewhere" => false,
-            _ => return Err("quiet record: bad csrs".into()),
+            _ => return Err("quiet record: bad reads".into()),
         };
         Ok(Quiet {
             version,
@@ -262,7 +263,7 @@ impl Quiet {
             requests,
             at,
             events_file,
-            csrs_in_requests,
+            reads_in_requests,
         })
     }
 }
@@ -386,7 +387,8 @@ pub fn needs_full_scan(changes: &[Change], config: &Config) -> Option<String> {
 
 /// Why a change since the tree a quiet record was written for makes the run plan, if one
 /// does: anything a plan reads (every path [`needs_full_scan`] names, and `requests/`, where the
-/// request files and, when the record says so, every CSR they name are) or gitca writes (the
+/// request files and, when the record says so, every CSR they name and every request a
+/// revocation names are) or gitca writes (the
 /// outputs: a hand edit is put back). Other paths, such as a README beside the requests, no
 /// plan reads, so the plan the record was written for stands.
 pub fn quiet_despite(changes: &[Change], config: &Config) -> Option<String> {
@@ -735,13 +737,13 @@ mod tests {
             requests: 7,
             at: datetime!(2026-11-28 21:37:15 UTC),
             events_file: true,
-            csrs_in_requests: true,
+            reads_in_requests: true,
         };
         assert_eq!(Quiet::parse(&q.render()).unwrap(), q);
         let none = Quiet {
             last_reconciled: None,
             events_file: false,
-            csrs_in_requests: false,
+            reads_in_requests: false,
             ..q.clone()
         };
         assert_eq!(Quiet::parse(&none.render()).unwrap(), none);
@@ -750,7 +752,7 @@ mod tests {
         let older = q
             .render()
             .replace("quiet 3", "quiet 2")
-            .replace("csrs\trequests\n", "");
+            .replace("reads\trequests\n", "");
         assert!(Quiet::parse(&older).is_err());
     }
 
