@@ -318,9 +318,9 @@ impl GitRepo {
     ) -> Result<Vec<crate::domain::incremental::Change>, String> {
         let old = self.ca_tree(from)?;
         let new = self.ca_tree(to)?;
-        let mut out = Vec::new();
+        let mut out = TreeDiff::default();
         self.diff_trees(Some(&old), Some(&new), "", skip, &mut out)?;
-        Ok(out)
+        Ok(out.changes)
     }
 
     /// Paths that differ between two trees of the CA folder, named by their ids (see
@@ -337,9 +337,12 @@ impl GitRepo {
                 .map_err(|e| format!("tree {id}: {}", ge(e)))
         };
         let (old, new) = (tree(from)?, tree(to)?);
-        let mut out = Vec::new();
+        let mut out = TreeDiff::default();
         self.diff_trees(Some(&old), Some(&new), "", &[], &mut out)?;
-        Ok(out)
+        if out.unnamed {
+            return Err("a file or folder whose name is not UTF-8 changed".into());
+        }
+        Ok(out.changes)
     }
 
     /// Files that differ between two trees. Subtrees with the same id are not entered, so the
@@ -350,7 +353,7 @@ impl GitRepo {
         new: Option<&git2::Tree>,
         prefix: &str,
         skip: &[String],
-        out: &mut Vec<crate::domain::incremental::Change>,
+        out: &mut TreeDiff,
     ) -> Result<(), String> {
         use crate::domain::incremental::Change;
         let entries = |t: Option<&git2::Tree>| -> BTreeMap<Vec<u8>, (Oid, i32)> {
@@ -363,18 +366,21 @@ impl GitRepo {
         let names: std::collections::BTreeSet<&Vec<u8>> = a.keys().chain(b.keys()).collect();
         let is_tree = |mode: i32| mode == i32::from(git2::FileMode::Tree);
         for name in names {
-            // A name that is not UTF-8 as the snapshot names it (`?`): a change there is still
-            // a change, and the full plan says what it makes of the file.
-            let name_str = std::str::from_utf8(name).unwrap_or("?");
+            let (x, y) = (a.get(name), b.get(name));
+            if x == y {
+                continue;
+            }
+            // A changed entry whose name is not UTF-8 has no path the plan could name: left
+            // out, and flagged for callers that must not miss a change.
+            let Ok(name_str) = std::str::from_utf8(name) else {
+                out.unnamed = true;
+                continue;
+            };
             let path = format!("{prefix}{name_str}");
             if skip
                 .iter()
                 .any(|s| path == *s || path.starts_with(&format!("{s}/")))
             {
-                continue;
-            }
-            let (x, y) = (a.get(name), b.get(name));
-            if x == y {
                 continue;
             }
             let tree_of = |e: Option<&(Oid, i32)>| -> Result<Option<git2::Tree>, String> {
@@ -393,12 +399,12 @@ impl GitRepo {
             let file_x = x.is_some_and(|(_, m)| !is_tree(*m));
             let file_y = y.is_some_and(|(_, m)| !is_tree(*m));
             if file_y {
-                out.push(Change {
+                out.changes.push(Change {
                     path: path.clone(),
                     deleted: false,
                 });
             } else if file_x {
-                out.push(Change {
+                out.changes.push(Change {
                     path,
                     deleted: true,
                 });
@@ -1200,6 +1206,14 @@ fn each_reported<'a, T: Sync, R: Send>(
         })
         .collect::<Result<_, _>>()?;
     Ok(batches.into_iter().flatten().collect())
+}
+
+/// What [`GitRepo::diff_trees`] found: the changed paths, and whether a changed entry's name
+/// was not UTF-8 (left out of `changes`).
+#[derive(Default)]
+struct TreeDiff {
+    changes: Vec<crate::domain::incremental::Change>,
+    unnamed: bool,
 }
 
 /// A work-tree folder to create files in; a symbolic link in its place is refused.
@@ -2156,11 +2170,11 @@ pub(super) mod tests {
         assert!(err.contains("not found"), "{err}");
     }
 
-    /// A change to a file or folder whose name is not UTF-8 is a change all the same, named
-    /// as the snapshot names it (`?`): skipping it let a changed CSR with such a name go
-    /// unnoticed by the incremental and quiet paths.
+    /// A changed file or folder whose name is not UTF-8 has no path a plan could name: the
+    /// comparison for the quiet path fails rather than leave the change out (so the run plans),
+    /// and says why.
     #[test]
-    fn a_change_under_a_name_that_is_not_utf8_is_reported() {
+    fn a_changed_name_that_is_not_utf8_fails_the_quiet_comparison() {
         use std::os::unix::ffi::OsStrExt;
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
@@ -2177,11 +2191,16 @@ pub(super) mod tests {
         std::fs::write(root.join("requests").join(odd_file), "2\n").unwrap();
         git(root, &["commit", "-q", "-am", "both changed"]);
         let after = repo.tree_id(&repo.resolve("HEAD").unwrap()).unwrap();
-        let changed: Vec<String> = (repo.changed_between_trees(&before, &after).unwrap())
-            .into_iter()
-            .map(|c| c.path)
-            .collect();
-        assert_eq!(changed, ["requests/?/n.md", "requests/?"]);
+        let err = repo.changed_between_trees(&before, &after).unwrap_err();
+        assert!(err.contains("not UTF-8"), "{err}");
+        // Unchanged, such names are no change.
+        std::fs::write(root.join("NOTES.md"), "n\n").unwrap();
+        git(root, &["add", "NOTES.md"]);
+        git(root, &["commit", "-q", "-m", "notes"]);
+        let last = repo.tree_id(&repo.resolve("HEAD").unwrap()).unwrap();
+        let changed = repo.changed_between_trees(&after, &last).unwrap();
+        assert_eq!(changed.len(), 1);
+        assert_eq!(changed[0].path, "NOTES.md");
     }
 
     /// Outputs are created by name in their opened folder: a file there is truncated and
