@@ -505,6 +505,20 @@ fn apply_at_exit(env: &Env, args: &[&str], at: &str, code: i32) -> Value {
     serde_json::from_str(&env.ok(&a, code)).unwrap()
 }
 
+/// The example repository, initialised, without the requests its plan rejects (uncommitted):
+/// a plan with rejections reports them on every run, so it never goes quiet.
+fn example_without_rejections() -> Env {
+    let env = Env::from(EXAMPLE, &[]);
+    env.init(&[]);
+    let (p, _) = env.plan_json(&[]);
+    for r in p["requests"].as_array().unwrap() {
+        if r["action"] == "rejected" {
+            std::fs::remove_file(env.path(r["id"].as_str().unwrap())).unwrap();
+        }
+    }
+    env
+}
+
 /// The full plan at `at` has nothing to do: every request unchanged (or revoked), no CRL due.
 fn full_plan_is_noop(env: &Env, at: &str) -> bool {
     let (p, code) = env.plan_json(&["--at", at]);
@@ -522,16 +536,7 @@ fn full_plan_is_noop(env: &Env, at: &str) -> bool {
 /// or gitca writes (a file no plan reads leaves it quiet).
 #[test]
 fn quiet_runs_read_nothing_until_something_changes() {
-    let env = Env::from(EXAMPLE, &[]);
-    env.init(&[]);
-    // A plan with rejections reports them on every run, so it never goes quiet: keep only the
-    // acceptable requests.
-    let (p, _) = env.plan_json(&[]);
-    for r in p["requests"].as_array().unwrap() {
-        if r["action"] == "rejected" {
-            std::fs::remove_file(env.path(r["id"].as_str().unwrap())).unwrap();
-        }
-    }
+    let env = example_without_rejections();
     env.commit_all("only acceptable requests");
     let t = |m: u32| format!("2026-12-01T00:{m:02}:00Z");
 
@@ -647,23 +652,21 @@ fn quiet_runs_read_nothing_until_something_changes() {
 /// a file no plan reads stays quiet again.
 #[test]
 fn a_csr_outside_requests_makes_every_tree_change_plan() {
-    let env = Env::from(EXAMPLE, &[]);
-    env.init(&[]);
-    let (p, _) = env.plan_json(&[]);
-    for r in p["requests"].as_array().unwrap() {
-        if r["action"] == "rejected" {
-            std::fs::remove_file(env.path(r["id"].as_str().unwrap())).unwrap();
-        }
-    }
+    let env = example_without_rejections();
     std::fs::create_dir_all(env.path("keys")).unwrap();
-    std::fs::rename(
-        env.path("requests/servers/web-01.csr.pem"),
-        env.path("keys/web-01.csr.pem"),
-    )
-    .unwrap();
-    env.edit("requests/servers/web-01.yaml", |y| {
-        y.replace("csr: web-01.csr.pem", "csr: ../../keys/web-01.csr.pem")
-    });
+    // web-01's CSR moved from `from` to `to`, both as its request names them.
+    let move_csr = |from: &str, to: &str| {
+        let at = |name: &str| {
+            env.path(
+                &gitca::domain::names::join_relative("requests/servers/web-01.yaml", name).unwrap(),
+            )
+        };
+        std::fs::rename(at(from), at(to)).unwrap();
+        env.edit("requests/servers/web-01.yaml", |y| {
+            y.replace(&format!("csr: {from}"), &format!("csr: {to}"))
+        });
+    };
+    move_csr("web-01.csr.pem", "../../keys/web-01.csr.pem");
     env.commit_all("web-01's CSR kept outside requests/");
     let t = |m: u32| format!("2026-12-01T00:{m:02}:00Z");
     let a = step(&env, &t(0));
@@ -682,14 +685,7 @@ fn a_csr_outside_requests_makes_every_tree_change_plan() {
     assert_eq!(apply_at(&env, &[], &t(3))["scan"]["kind"], "quiet");
 
     // Back under requests/ (a changed request, planned): then a file no plan reads is quiet.
-    std::fs::rename(
-        env.path("keys/web-01.csr.pem"),
-        env.path("requests/servers/web-01.csr.pem"),
-    )
-    .unwrap();
-    env.edit("requests/servers/web-01.yaml", |y| {
-        y.replace("csr: ../../keys/web-01.csr.pem", "csr: web-01.csr.pem")
-    });
+    move_csr("../../keys/web-01.csr.pem", "web-01.csr.pem");
     env.commit_all("web-01's CSR back beside its request");
     step(&env, &t(4));
     assert_eq!(scan(&step(&env, &t(5))).0, "incremental");
@@ -707,14 +703,7 @@ fn a_csr_outside_requests_makes_every_tree_change_plan() {
 /// reported. A run with anything to report removes the quiet record, so the report repeats.
 #[test]
 fn a_revoked_request_outside_requests_makes_every_tree_change_plan() {
-    let env = Env::from(EXAMPLE, &[]);
-    env.init(&[]);
-    let (p, _) = env.plan_json(&[]);
-    for r in p["requests"].as_array().unwrap() {
-        if r["action"] == "rejected" {
-            std::fs::remove_file(env.path(r["id"].as_str().unwrap())).unwrap();
-        }
-    }
+    let env = example_without_rejections();
     std::fs::create_dir_all(env.path("retired")).unwrap();
     std::fs::write(env.path("retired/old-api.yaml"), "csr: x.csr\n").unwrap();
     env.edit("revocations.yaml", |y| {
@@ -732,20 +721,12 @@ fn a_revoked_request_outside_requests_makes_every_tree_change_plan() {
     // The retired file goes: the entry names nothing now, which the run reports.
     env.git(&["rm", "-q", "retired/old-api.yaml"]);
     env.commit_all("remove the retired request");
-    let o = env
-        .command_in(&env.repo, &["apply", "--format", "json", "--now", &t(3)])
-        .output()
-        .unwrap();
-    let a: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let a = apply_at_exit(&env, &[], &t(3), 3);
     assert_ne!(a["scan"]["kind"], "quiet", "{}", a["scan"]);
     let codes = a["plan"]["revocations"].to_string();
     assert!(codes.contains("revocation-unknown-request"), "{codes}");
     assert!(!record.exists(), "a report leaves no quiet record");
-    let o = env
-        .command_in(&env.repo, &["apply", "--format", "json", "--now", &t(4)])
-        .output()
-        .unwrap();
-    let again: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let again = apply_at_exit(&env, &[], &t(4), 3);
     assert_ne!(again["scan"]["kind"], "quiet", "{}", again["scan"]);
 }
 

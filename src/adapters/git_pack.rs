@@ -442,13 +442,7 @@ mod tests {
             })
             .collect();
         blobs.push(blobs[5].clone());
-        let ids = write_blobs(
-            &dir.path().join("objects"),
-            &blobs,
-            |b| Cow::from(b.as_slice()),
-            |_| None,
-        )
-        .unwrap();
+        let ids = packed(dir.path(), &blobs, &[]);
 
         let listed = checked_pack(dir.path());
         let distinct: std::collections::HashSet<&Oid> = ids.iter().collect();
@@ -494,13 +488,7 @@ mod tests {
         // A blob claimed to begin with its own copy is stored once, whole.
         claims.push(Some(2));
         blobs.push(blobs[2].clone());
-        let ids = write_blobs(
-            &dir.path().join("objects"),
-            &blobs,
-            |b| Cow::from(b.as_slice()),
-            |i| claims[i],
-        )
-        .unwrap();
+        let ids = packed(dir.path(), &blobs, &claims);
 
         let listed = checked_pack(dir.path());
         assert!(
@@ -541,13 +529,7 @@ mod tests {
             claims.push(None);
             blobs.push(leaf);
         }
-        let ids = write_blobs(
-            &dir.path().join("objects"),
-            &blobs,
-            |b| Cow::from(b.as_slice()),
-            |i| claims[i],
-        )
-        .unwrap();
+        let ids = packed(dir.path(), &blobs, &claims);
         // `verify-pack -v`: id, type, size, size in pack, offset[, depth, base id].
         let listed = checked_pack(dir.path());
         let mut objects: Vec<(u64, String, Option<String>)> = listed
@@ -590,6 +572,19 @@ mod tests {
 
     /// The repository at `dir` holds one pack and no loose object, and git finds nothing wrong
     /// with it: returns `git verify-pack -v`.
+    /// `blobs` written as one pack into the bare repository `dir`, with the prefix `claims`
+    /// (none if empty); their ids.
+    fn packed(dir: &Path, blobs: &[Vec<u8>], claims: &[Option<usize>]) -> Vec<Oid> {
+        let claim = |i: usize| claims.get(i).copied().flatten();
+        write_blobs(
+            &dir.join("objects"),
+            blobs,
+            |b| Cow::from(b.as_slice()),
+            claim,
+        )
+        .unwrap()
+    }
+
     fn checked_pack(dir: &Path) -> String {
         let packs: Vec<String> = std::fs::read_dir(dir.join("objects/pack"))
             .unwrap()
