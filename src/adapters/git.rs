@@ -320,6 +320,10 @@ impl GitRepo {
         let new = self.ca_tree(to)?;
         let mut out = TreeDiff::default();
         self.diff_trees(Some(&old), Some(&new), "", skip, &mut out)?;
+        // The caller then plans every request, as it does when the trees cannot be compared.
+        if out.unnamed {
+            return Err("a file or folder whose name is not UTF-8 changed".into());
+        }
         Ok(out.changes)
     }
 
@@ -2170,9 +2174,9 @@ pub(super) mod tests {
         assert!(err.contains("not found"), "{err}");
     }
 
-    /// A changed file or folder whose name is not UTF-8 has no path a plan could name: the
-    /// comparison for the quiet path fails rather than leave the change out (so the run plans),
-    /// and says why.
+    /// A changed file or folder whose name is not UTF-8 has no path a plan could name: both
+    /// comparisons fail rather than leave the change out, and say why (the quiet path then
+    /// plans; the incremental one plans every request, as a full plan reads such names).
     #[test]
     fn a_changed_name_that_is_not_utf8_fails_the_quiet_comparison() {
         use std::os::unix::ffi::OsStrExt;
@@ -2192,6 +2196,14 @@ pub(super) mod tests {
         git(root, &["commit", "-q", "-am", "both changed"]);
         let after = repo.tree_id(&repo.resolve("HEAD").unwrap()).unwrap();
         let err = repo.changed_between_trees(&before, &after).unwrap_err();
+        assert!(err.contains("not UTF-8"), "{err}");
+        let (parent, head) = (
+            git(root, &["rev-parse", "HEAD~1"]),
+            git(root, &["rev-parse", "HEAD"]),
+        );
+        let err = repo
+            .changed_paths(parent.trim(), head.trim(), &[])
+            .unwrap_err();
         assert!(err.contains("not UTF-8"), "{err}");
         // Unchanged, such names are no change.
         std::fs::write(root.join("NOTES.md"), "n\n").unwrap();
