@@ -1,7 +1,8 @@
 //! The quiet path of `apply`: most cron runs find nothing to do. A run that found nothing to do
-//! leaves a [`Quiet`] record; the next run on the same tree, against the same index version,
-//! with no interrupted intents, before the record's deadline, has nothing to do either, and
-//! ends after a handful of small reads instead of reading every request and the whole index.
+//! leaves a [`Quiet`] record; the next run on the same tree (or one changed only where no plan
+//! reads), against the same index version, with no interrupted intents, before the record's
+//! deadline, has nothing to do either, and ends after a handful of small reads instead of
+//! reading every request and the whole index.
 
 use super::RunError;
 use super::apply::{ApplyOptions, ApplyOutcome, ScanSummary};
