@@ -321,10 +321,7 @@ impl GitRepo {
         let mut out = TreeDiff::default();
         self.diff_trees(Some(&old), Some(&new), "", skip, &mut out)?;
         // The caller then plans every request, as it does when the trees cannot be compared.
-        if out.unnamed {
-            return Err("a file or folder whose name is not UTF-8 changed".into());
-        }
-        Ok(out.changes)
+        out.named()
     }
 
     /// Paths that differ between two trees of the CA folder, named by their ids (see
@@ -343,10 +340,7 @@ impl GitRepo {
         let (old, new) = (tree(from)?, tree(to)?);
         let mut out = TreeDiff::default();
         self.diff_trees(Some(&old), Some(&new), "", &[], &mut out)?;
-        if out.unnamed {
-            return Err("a file or folder whose name is not UTF-8 changed".into());
-        }
-        Ok(out.changes)
+        out.named()
     }
 
     /// Files that differ between two trees. Subtrees with the same id are not entered, so the
@@ -377,7 +371,9 @@ impl GitRepo {
             // A changed entry whose name is not UTF-8 has no path the plan could name: left
             // out, and flagged for callers that must not miss a change.
             let Ok(name_str) = std::str::from_utf8(name) else {
-                out.unnamed = true;
+                let shown = String::from_utf8_lossy(name);
+                out.unnamed
+                    .get_or_insert_with(|| format!("{prefix}{shown}"));
                 continue;
             };
             let path = format!("{prefix}{name_str}");
@@ -1212,12 +1208,24 @@ fn each_reported<'a, T: Sync, R: Send>(
     Ok(batches.into_iter().flatten().collect())
 }
 
-/// What [`GitRepo::diff_trees`] found: the changed paths, and whether a changed entry's name
-/// was not UTF-8 (left out of `changes`).
+/// What [`GitRepo::diff_trees`] found: the changed paths, and the first changed entry whose
+/// name is not UTF-8 (left out of `changes`), shown with its odd bytes replaced.
 #[derive(Default)]
 struct TreeDiff {
     changes: Vec<crate::domain::incremental::Change>,
-    unnamed: bool,
+    unnamed: Option<String>,
+}
+
+impl TreeDiff {
+    /// The changes, or why they cannot be named.
+    fn named(self) -> Result<Vec<crate::domain::incremental::Change>, String> {
+        match self.unnamed {
+            Some(path) => Err(format!(
+                "{path}: a file or folder whose name is not UTF-8 changed"
+            )),
+            None => Ok(self.changes),
+        }
+    }
 }
 
 /// A work-tree folder to create files in; a symbolic link in its place is refused.
@@ -2197,6 +2205,7 @@ pub(super) mod tests {
         let after = repo.tree_id(&repo.resolve("HEAD").unwrap()).unwrap();
         let err = repo.changed_between_trees(&before, &after).unwrap_err();
         assert!(err.contains("not UTF-8"), "{err}");
+        assert!(err.starts_with("requests/caf\u{fffd}: "), "{err}");
         let (parent, head) = (
             git(root, &["rev-parse", "HEAD~1"]),
             git(root, &["rev-parse", "HEAD"]),
