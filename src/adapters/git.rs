@@ -316,12 +316,8 @@ impl GitRepo {
         to: &str,
         skip: &[String],
     ) -> Result<Vec<crate::domain::incremental::Change>, String> {
-        let old = self.ca_tree(from)?;
-        let new = self.ca_tree(to)?;
-        let mut out = TreeDiff::default();
-        self.diff_trees(Some(&old), Some(&new), "", skip, &mut out)?;
-        // The caller then plans every request, as it does when the trees cannot be compared.
-        out.named()
+        // An error makes the caller plan every request, as when the trees cannot be compared.
+        self.changes_between(&self.ca_tree(from)?, &self.ca_tree(to)?, skip)
     }
 
     /// Paths that differ between two trees of the CA folder, named by their ids (see
@@ -337,9 +333,19 @@ impl GitRepo {
                 .find_tree(oid)
                 .map_err(|e| format!("tree {id}: {}", ge(e)))
         };
-        let (old, new) = (tree(from)?, tree(to)?);
+        self.changes_between(&tree(from)?, &tree(to)?, &[])
+    }
+
+    /// The files that differ between two trees of the CA folder (outside `skip`); Err if a
+    /// changed entry's name is not UTF-8, which no path can name.
+    fn changes_between(
+        &self,
+        old: &git2::Tree,
+        new: &git2::Tree,
+        skip: &[String],
+    ) -> Result<Vec<crate::domain::incremental::Change>, String> {
         let mut out = TreeDiff::default();
-        self.diff_trees(Some(&old), Some(&new), "", &[], &mut out)?;
+        self.diff_trees(Some(old), Some(new), "", skip, &mut out)?;
         out.named()
     }
 

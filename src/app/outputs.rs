@@ -233,7 +233,7 @@ pub async fn changes(
                 )
             })?;
         put_if_changed(
-            &format!("{}.pem", ctx.config.output.crl),
+            &ctx.config.output.crl_pem(),
             pem("X509 CRL", &v.bytes)?.into_bytes(),
         )?;
         put_if_changed(&ctx.config.output.crl, v.bytes)?;

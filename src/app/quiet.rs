@@ -8,7 +8,9 @@ use super::RunError;
 use super::apply::{ApplyOptions, ApplyOutcome, ScanSummary};
 use super::context::Context;
 use super::index::IndexHandle;
-use crate::domain::incremental::{QUIET_KEY, Quiet, quiet_despite, quiet_until};
+use crate::domain::incremental::{
+    QUIET_KEY, Quiet, quiet_despite, quiet_until, reads_only_requests,
+};
 use crate::domain::plan::Plan;
 use crate::domain::state::INDEX_KEY;
 use time::OffsetDateTime;
@@ -131,25 +133,6 @@ fn changed_for_the_plan(
             None
         }
     })
-}
-
-/// Whether every file `plan` read, besides the inputs every plan reads (see `needs_full_scan`),
-/// lies under `requests/`: each request's CSR, and the request a `request:` revocation entry
-/// names (it must exist while it has no certificate). A request without a CSR path in a quiet
-/// plan is blocked by a revocation, which the plan decides without reading its CSR.
-fn reads_only_requests(plan: &Plan) -> bool {
-    use crate::domain::revocation::Target;
-    let csrs = plan.requests.iter().all(|r| {
-        (r.carry.as_ref()).is_some_and(|c| c.csr.is_empty() || c.csr.starts_with("requests/"))
-    });
-    let revoked = plan.revocations.iter().all(|r| match &r.parsed {
-        Some(entry) => match &entry.target {
-            Target::Request(path) => path.starts_with("requests/"),
-            Target::Serial(_) => true,
-        },
-        None => false,
-    });
-    csrs && revoked
 }
 
 /// Removes the quiet record after a run whose plan has something to report: the record may

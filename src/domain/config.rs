@@ -272,6 +272,23 @@ fn d_out_bundle() -> String {
     "ca/bundle.pem".into()
 }
 
+impl OutputConfig {
+    /// The CRL in PEM, written beside the DER one.
+    pub fn crl_pem(&self) -> String {
+        format!("{}.pem", self.crl)
+    }
+
+    /// Whether gitca writes `path` (relative to the CA folder): the output folder and what is
+    /// below it, the CRL in both encodings, or the bundle.
+    pub fn holds(&self, path: &str) -> bool {
+        path == self.bundle
+            || path == self.crl
+            || path == self.crl_pem()
+            || (path.strip_prefix(self.dir.as_str()))
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }
+}
+
 impl Default for OutputConfig {
     fn default() -> Self {
         OutputConfig {
@@ -334,7 +351,7 @@ impl Config {
         let under = |p: &str, q: &str| {
             p == q || p.starts_with(&format!("{q}/")) || q.starts_with(&format!("{p}/"))
         };
-        let crl_pem = format!("{}.pem", self.output.crl);
+        let crl_pem = self.output.crl_pem();
         for (what, out) in [
             ("output.dir", &self.output.dir),
             ("output.crl", &self.output.crl),

@@ -395,19 +395,30 @@ pub fn quiet_despite(changes: &[Change], config: &Config) -> Option<String> {
     if let Some(reason) = needs_full_scan(changes, config) {
         return Some(reason);
     }
-    let out = &config.output;
-    let crl_pem = format!("{}.pem", out.crl);
-    let output = |p: &str| {
-        p == out.bundle
-            || p == out.crl
-            || p == crl_pem
-            || p.strip_prefix(out.dir.as_str())
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-    };
     changes
         .iter()
-        .find(|c| c.path.starts_with("requests/") || output(&c.path))
+        .find(|c| c.path.starts_with("requests/") || config.output.holds(&c.path))
         .map(|c| format!("{} changed", c.path))
+}
+
+/// Whether every file `plan` read, besides the inputs every plan reads (see
+/// [`needs_full_scan`]), lies under `requests/`: each request's CSR, and the request a
+/// `request:` revocation entry names (it must exist while it has no certificate). A request
+/// without a CSR path in a quiet plan is blocked by a revocation, which the plan decides
+/// without reading its CSR.
+pub fn reads_only_requests(plan: &Plan) -> bool {
+    use super::revocation::Target;
+    let csrs = plan.requests.iter().all(|r| {
+        (r.carry.as_ref()).is_some_and(|c| c.csr.is_empty() || c.csr.starts_with("requests/"))
+    });
+    let revoked = plan.revocations.iter().all(|r| match &r.parsed {
+        Some(entry) => match &entry.target {
+            Target::Request(path) => path.starts_with("requests/"),
+            Target::Serial(_) => true,
+        },
+        None => false,
+    });
+    csrs && revoked
 }
 
 /// Puts the request files that changed into `t` (read, or deleted) with the requests naming a
