@@ -785,12 +785,24 @@ impl GitRepo {
         let mut folders = std::collections::HashMap::new();
         // Files whose bytes are neither the committed blob nor gitca's, with those two ids.
         let mut differing: Vec<(String, [Option<Oid>; 2])> = Vec::new();
+        // The paths are in git's order, so a folder's files come together: its answer is
+        // taken once per run of them, not found again per file (a path built, its components
+        // compared and hashed: 5 ms of a 10,000 issuance).
+        let mut last: Option<(&str, bool)> = None;
         for (rel, content) in rels.iter().zip(files.values()) {
-            let abs = workdir.join(rel);
-            let parent = abs.parent().unwrap_or(workdir);
-            if !folder_present(&mut folders, workdir, parent)? {
+            let folder = folder_of(rel);
+            let present = match last {
+                Some((seen, present)) if seen == folder => present,
+                _ => {
+                    let present = folder_present(&mut folders, workdir, &workdir.join(folder))?;
+                    last = Some((folder, present));
+                    present
+                }
+            };
+            if !present {
                 continue;
             }
+            let abs = workdir.join(rel);
             match std::fs::symlink_metadata(&abs) {
                 Ok(m) if !m.is_file() => {
                     return Err(format!(
@@ -952,13 +964,13 @@ impl GitRepo {
         // Each folder made and opened once; each file is then created by its name in its
         // folder, so the kernel resolves one path component per file, not the whole path (about
         // a tenth of the cost of creating 20,000 files on tmpfs).
-        let dirs: std::collections::BTreeSet<&Path> = written
-            .iter()
-            .filter_map(|(rel, _)| Path::new(rel.as_str()).parent())
-            .collect();
+        // Folders and names split as strings: a `Path`'s parent, file name and order are found
+        // by parsing its components, once per file otherwise.
+        let dirs: std::collections::BTreeSet<&str> =
+            written.iter().map(|(rel, _)| folder_of(rel)).collect();
         let mut opened = BTreeMap::new();
         for dir in dirs {
-            let at = |e: std::io::Error| format!("{}: {e}", dir.display());
+            let at = |e: std::io::Error| format!("{dir}: {e}");
             std::fs::create_dir_all(workdir.join(dir)).map_err(at)?;
             opened.insert(dir, open_folder(&workdir.join(dir)).map_err(at)?);
         }
@@ -966,11 +978,15 @@ impl GitRepo {
             &written,
             |(rel, _)| rel,
             |(rel, content)| {
-                let path = Path::new(rel.as_str());
-                let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+                let name = &rel[rel.rfind('/').map_or(0, |slash| slash + 1)..];
+                if name.is_empty() {
                     return Err(std::io::Error::other("not a file path"));
-                };
-                write(create_in(&opened[dir], name)?, &content.bytes())
+                }
+                let dir = &opened[folder_of(rel)];
+                write(
+                    create_in(dir, std::ffi::OsStr::new(name))?,
+                    &content.bytes(),
+                )
             },
             done,
         )
@@ -1409,6 +1425,12 @@ impl GitRepo {
         let id = Oid::from_str(id).map_err(ge)?;
         Ok(self.repo.find_blob(id).map_err(ge)?.content().to_vec())
     }
+}
+
+/// The folder of the work-tree path `rel` ("" at the top), as `Path::parent` gives it for
+/// the normalised paths of a git tree.
+fn folder_of(rel: &str) -> &str {
+    rel.rfind('/').map_or("", |slash| &rel[..slash])
 }
 
 /// Whether `dir` (inside `workdir`) is a plain folder, `false` if it or a folder above it is
