@@ -316,3 +316,49 @@ fn key_path_inside_the_repository_is_refused() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("inside the repository"));
     assert!(!inside.exists());
 }
+
+/// A file or folder whose name is not UTF-8 has no path gitca could name in a plan, a finding or
+/// an output. Plans and applies refuse it, naming its path with the odd bytes replaced, until
+/// it is renamed or removed; before, such a file was read as `?` (two of them were one file),
+/// and such a folder failed with libgit2's "git_tree_walk callback returned -1".
+#[test]
+fn a_name_that_is_not_utf8_is_refused_naming_its_path() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let env = Env::from(
+        &format!("{FIXTURES}/defect-repo"),
+        &["expected.yaml", "README.md", "revocations.yaml"],
+    );
+    env.init(&["--single"]);
+    let refused = |args: &[&str], shown: &str| {
+        let o = env.gitca(args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "gitca {args:?}: {err}");
+        let expected = format!("{shown}: a name that is not UTF-8");
+        assert!(err.contains(&expected), "gitca {args:?}: {err}");
+    };
+    let odd_file = env
+        .path("requests")
+        .join(OsStr::from_bytes(b"caf\xe9.yaml"));
+    std::fs::write(&odd_file, "csr: good-p256.csr.pem\n").unwrap();
+    env.commit_all("a request whose name is not UTF-8");
+    for args in [&["plan"][..], &["plan", "--worktree"], &["apply"]] {
+        refused(args, "requests/caf\u{fffd}.yaml");
+    }
+    std::fs::remove_file(&odd_file).unwrap();
+    let odd_folder = env.path("requests").join(OsStr::from_bytes(b"d\xe9"));
+    std::fs::create_dir(&odd_folder).unwrap();
+    std::fs::write(odd_folder.join("notes.md"), "n\n").unwrap();
+    env.commit_all("a folder whose name is not UTF-8");
+    refused(&["plan"], "requests/d\u{fffd}");
+    refused(&["apply"], "requests/d\u{fffd}");
+    // Gone, the same commits plan and apply again.
+    std::fs::remove_dir_all(&odd_folder).unwrap();
+    env.commit_all("renamed");
+    env.ok(&["apply"], 3);
+    // In the output folder too: gitca cannot name such a file to remove it.
+    let stray = env.path("issued").join(OsStr::from_bytes(b"x\xe9.pem"));
+    std::fs::write(&stray, "stray\n").unwrap();
+    env.commit_all("a stray output whose name is not UTF-8");
+    refused(&["apply", "--full-scan"], "issued/x\u{fffd}.pem");
+}

@@ -183,7 +183,14 @@ impl GitRepo {
         let mut err = None;
         let skip_under: Vec<String> = skip.iter().map(|s| format!("{s}/")).collect();
         let walked = tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
-            let path = format!("{dir}{}", entry.name().unwrap_or("?"));
+            let name = match utf8_name(dir, entry) {
+                Ok(name) => name,
+                Err(e) => {
+                    err = Some(e);
+                    return git2::TreeWalkResult::Abort;
+                }
+            };
+            let path = format!("{dir}{name}");
             if skip.contains(&path) || skip_under.iter().any(|s| path.starts_with(s.as_str())) {
                 return git2::TreeWalkResult::Skip;
             }
@@ -439,12 +446,8 @@ impl GitRepo {
         let mut files = BTreeMap::new();
         for e in walkdir::WalkDir::new(&root).follow_links(false) {
             let e = e.map_err(|e| e.to_string())?;
-            let rel = e
-                .path()
-                .strip_prefix(&root)
-                .unwrap_or(e.path())
-                .to_string_lossy()
-                .replace('\\', "/");
+            let within = e.path().strip_prefix(&root).unwrap_or(e.path());
+            let rel = within.to_string_lossy().replace('\\', "/");
             if rel.is_empty()
                 || rel == ".git"
                 || rel.starts_with(".git/")
@@ -453,6 +456,9 @@ impl GitRepo {
                     .any(|s| rel == *s || rel.starts_with(&format!("{s}/")))
             {
                 continue;
+            }
+            if within.to_str().is_none() {
+                return Err(not_utf8(&rel));
             }
             let ft = e.file_type();
             let item = if ft.is_symlink() {
@@ -1272,6 +1278,26 @@ fn each_reported<'a, T: Sync, R: Send>(
     Ok(batches.into_iter().flatten().collect())
 }
 
+/// The name of a tree entry met in a walk under `dir`, or an error naming its path if the name
+/// is not UTF-8: gitca names every path in UTF-8 (requests, policies, plans, outputs), so such
+/// an entry is refused rather than read under a stand-in name two of them could share.
+fn utf8_name<'a>(dir: &str, entry: &'a git2::TreeEntry) -> Result<&'a str, String> {
+    entry.name().map_err(|_| {
+        not_utf8(&format!(
+            "{dir}{}",
+            String::from_utf8_lossy(entry.name_bytes())
+        ))
+    })
+}
+
+/// The error for a path whose name is not UTF-8, shown with its odd bytes replaced.
+fn not_utf8(shown: &str) -> String {
+    format!(
+        "{shown}: a name that is not UTF-8 (shown here with its odd bytes replaced); gitca \
+         names every path in UTF-8: rename or remove it"
+    )
+}
+
 /// What [`GitRepo::diff_trees`] found: the changed paths, and the first changed entry whose
 /// name is not UTF-8 (left out of `changes`), shown with its odd bytes replaced.
 #[derive(Default)]
@@ -1439,16 +1465,24 @@ impl GitRepo {
         let Ok(tree) = self.repo.find_tree(e.id()) else {
             return Ok(out);
         };
-        tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+        let mut err = None;
+        let walked = tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+            let name = match utf8_name(&format!("{folder}/{dir}"), entry) {
+                Ok(name) => name,
+                Err(e) => {
+                    err = Some(e);
+                    return git2::TreeWalkResult::Abort;
+                }
+            };
             if entry.kind() == Some(ObjectType::Blob) {
-                out.insert(
-                    format!("{folder}/{dir}{}", entry.name().unwrap_or("?")),
-                    entry.id().to_string(),
-                );
+                out.insert(format!("{folder}/{dir}{name}"), entry.id().to_string());
             }
             git2::TreeWalkResult::Ok
-        })
-        .map_err(ge)?;
+        });
+        if let Some(e) = err {
+            return Err(e);
+        }
+        walked.map_err(ge)?;
         Ok(out)
     }
 
