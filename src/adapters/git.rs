@@ -546,6 +546,7 @@ impl GitRepo {
             .map_err(ge)?;
         let base = parent.tree().map_err(ge)?;
         let started = std::time::Instant::now();
+        self.no_file_in_the_way(&base, files)?;
         let contents: Vec<Option<&Content>> = files.values().map(Option::as_ref).collect();
         let blobs = self.write_blobs(&contents)?;
         tracing::debug!(elapsed = ?started.elapsed(), n = files.len(), "blobs written");
@@ -592,6 +593,34 @@ impl GitRepo {
             parent: parent.id(),
             index_update,
         }))
+    }
+
+    /// Refuses an output whose folder, or a folder above it, `base` holds as something else (a
+    /// file, a link, a submodule), naming it: libgit2 would fail with a bare "D/F conflict when
+    /// updating tree". Each folder is looked up once.
+    fn no_file_in_the_way(
+        &self,
+        base: &git2::Tree,
+        files: &BTreeMap<String, Option<Content>>,
+    ) -> Result<(), String> {
+        let mut seen = std::collections::HashSet::new();
+        for (path, _) in files.iter().filter(|(_, content)| content.is_some()) {
+            let full = format!("{}{path}", self.prefix);
+            let mut folder = folder_of(&full);
+            while !folder.is_empty() && seen.insert(folder.to_string()) {
+                if let Ok(e) = base.get_path(Path::new(folder))
+                    && e.kind() != Some(ObjectType::Tree)
+                {
+                    return Err(format!(
+                        "{folder} is a file in the commit, where gitca writes {}{path} under it: \
+                         move or remove it",
+                        self.prefix
+                    ));
+                }
+                folder = folder_of(folder);
+            }
+        }
+        Ok(())
     }
 
     /// Waits for git to update the index, then moves the branch to the commit if it still
@@ -1676,6 +1705,42 @@ pub(super) mod tests {
         let mut tree = repo.repo.treebuilder(None).unwrap();
         let refused = tree.insert("missing.pem", missing, 0o100644);
         assert!(refused.is_err(), "a missing blob was taken into a tree");
+    }
+
+    /// An output folder, or a folder above an output, committed as a file is named in the
+    /// error: libgit2 alone said "D/F conflict when updating tree". Nothing is written.
+    #[test]
+    fn an_output_under_a_committed_file_is_refused_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let (repo, _) = repo_with_a_commit(root);
+        std::fs::create_dir_all(root.join("issued")).unwrap();
+        std::fs::write(root.join("issued/b000"), "a file\n").unwrap();
+        git(root, &["add", "-A"]);
+        git(root, &["commit", "-q", "-m", "a file where a folder goes"]);
+        let head = git(root, &["rev-parse", "HEAD"]).trim().to_string();
+        let mut files = numbered_outputs(3);
+        files.insert(
+            "issued/b000/r1.pem".into(),
+            Some(Content::from(b"r1\n".to_vec())),
+        );
+        let err = repo.commit_outputs(&head, &files, "outputs").unwrap_err();
+        assert!(
+            err.starts_with(
+                "issued/b000 is a file in the commit, where gitca writes issued/b000/r1.pem"
+            ),
+            "{err}"
+        );
+        assert!(!root.join("issued/0000.pem").exists());
+        assert_eq!(git(root, &["rev-parse", "HEAD"]).trim(), head);
+        // The output folder itself, as a file.
+        git(root, &["rm", "-q", "-r", "issued"]);
+        std::fs::write(root.join("issued"), "a file\n").unwrap();
+        git(root, &["add", "-A"]);
+        git(root, &["commit", "-q", "-m", "the output folder as a file"]);
+        let head = git(root, &["rev-parse", "HEAD"]).trim().to_string();
+        let err = repo.commit_outputs(&head, &files, "outputs").unwrap_err();
+        assert!(err.starts_with("issued is a file in the commit"), "{err}");
     }
 
     /// `issued/0000.pem`, `issued/0001.pem`, ..., each holding its number.
