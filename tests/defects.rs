@@ -318,9 +318,11 @@ fn key_path_inside_the_repository_is_refused() {
 }
 
 /// A file or folder whose name is not UTF-8 has no path gitca could name in a plan, a finding or
-/// an output. Plans and applies refuse it, naming its path with the odd bytes replaced, until
-/// it is renamed or removed; before, such a file was read as `?` (two of them were one file),
-/// and such a folder failed with libgit2's "git_tree_walk callback returned -1".
+/// an output. Where gitca finds its inputs by listing (`requests/`, `policies/`, `revocations/`,
+/// `certs/`), plans and applies refuse it, naming its path with the odd bytes replaced, until it
+/// is renamed or removed; before, such a file was read as `?` (a request there was skipped
+/// without a word), and such a folder failed with libgit2's "git_tree_walk callback returned
+/// -1". Elsewhere it is no input and is left alone: the CRL, plans and applies go on.
 #[test]
 fn a_name_that_is_not_utf8_is_refused_naming_its_path() {
     use std::ffi::OsStr;
@@ -330,6 +332,7 @@ fn a_name_that_is_not_utf8_is_refused_naming_its_path() {
         &["expected.yaml", "README.md", "revocations.yaml"],
     );
     env.init(&["--single"]);
+    env.ok(&["apply"], 3);
     let refused = |args: &[&str], shown: &str| {
         let o = env.gitca(args);
         let err = String::from_utf8_lossy(&o.stderr);
@@ -346,17 +349,24 @@ fn a_name_that_is_not_utf8_is_refused_naming_its_path() {
         refused(args, "requests/caf\u{fffd}.yaml");
     }
     std::fs::remove_file(&odd_file).unwrap();
-    let odd_folder = env.path("requests").join(OsStr::from_bytes(b"d\xe9"));
+    let odd_folder = env.path("policies").join(OsStr::from_bytes(b"d\xe9"));
     std::fs::create_dir(&odd_folder).unwrap();
-    std::fs::write(odd_folder.join("notes.md"), "n\n").unwrap();
+    std::fs::write(odd_folder.join("p.yaml"), "name: p\n").unwrap();
     env.commit_all("a folder whose name is not UTF-8");
-    refused(&["plan"], "requests/d\u{fffd}");
-    refused(&["apply"], "requests/d\u{fffd}");
-    // Gone, the same commits plan and apply again.
+    refused(&["plan"], "policies/d\u{fffd}");
+    refused(&["apply"], "policies/d\u{fffd}");
+    // Where no input is listed, such names are left alone.
     std::fs::remove_dir_all(&odd_folder).unwrap();
-    env.commit_all("renamed");
+    let docs = env.path("docs").join(OsStr::from_bytes(b"n\xe9"));
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(docs.join(OsStr::from_bytes(b"caf\xe9.md")), "notes\n").unwrap();
+    env.commit_all("notes whose names are not UTF-8");
+    env.ok(&["plan"], 3);
+    env.ok(&["plan", "--worktree"], 3);
     env.ok(&["apply"], 3);
-    // In the output folder too: gitca cannot name such a file to remove it.
+    env.ok(&["apply", "--full-scan"], 3);
+    env.ok(&["crl", "--force"], 0);
+    // In the output folder gitca removes what it did not write: it cannot name such a file.
     let stray = env.path("issued").join(OsStr::from_bytes(b"x\xe9.pem"));
     std::fs::write(&stray, "stray\n").unwrap();
     env.commit_all("a stray output whose name is not UTF-8");

@@ -2,7 +2,7 @@
 //! `plan --worktree`), commits the outputs, and pushes.
 
 use super::git_index;
-use crate::domain::plan::{Snapshot, TreeEntry};
+use crate::domain::plan::{Snapshot, TreeEntry, not_utf8};
 use git2::{ObjectType, Oid, Repository};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -180,15 +180,14 @@ impl GitRepo {
         let tree = self.ca_tree(commit)?;
         let odb = self.repo.odb().map_err(ge)?;
         let mut files = BTreeMap::new();
+        let mut unnamed = Vec::new();
         let mut err = None;
         let skip_under: Vec<String> = skip.iter().map(|s| format!("{s}/")).collect();
         let walked = tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
-            let name = match utf8_name(dir, entry) {
-                Ok(name) => name,
-                Err(e) => {
-                    err = Some(e);
-                    return git2::TreeWalkResult::Abort;
-                }
+            // Not read, and a folder not entered: no path names it (the plan decides).
+            let Ok(name) = entry.name() else {
+                unnamed.push(lossy_path(dir, entry));
+                return git2::TreeWalkResult::Skip;
             };
             let path = format!("{dir}{name}");
             if skip.contains(&path) || skip_under.iter().any(|s| path.starts_with(s.as_str())) {
@@ -218,6 +217,7 @@ impl GitRepo {
                 .map_err(|e| e.to_string())?,
             files,
             carried: Default::default(),
+            unnamed,
         })
     }
 
@@ -444,21 +444,26 @@ impl GitRepo {
     pub fn worktree_snapshot(&self, skip: &[String]) -> Result<Snapshot, String> {
         let root = self.workdir().ok_or("bare repository has no work tree")?;
         let mut files = BTreeMap::new();
-        for e in walkdir::WalkDir::new(&root).follow_links(false) {
+        let mut unnamed = Vec::new();
+        let mut walk = walkdir::WalkDir::new(&root).follow_links(false).into_iter();
+        while let Some(e) = walk.next() {
             let e = e.map_err(|e| e.to_string())?;
             let within = e.path().strip_prefix(&root).unwrap_or(e.path());
             let rel = within.to_string_lossy().replace('\\', "/");
-            if rel.is_empty()
-                || rel == ".git"
-                || rel.starts_with(".git/")
-                || skip
-                    .iter()
-                    .any(|s| rel == *s || rel.starts_with(&format!("{s}/")))
-            {
+            if rel.is_empty() {
                 continue;
             }
-            if within.to_str().is_none() {
-                return Err(not_utf8(&rel));
+            // Not read, and a folder not entered: git's own, the outputs, and a name that is
+            // not UTF-8, which no path names (the plan decides about it, as for a commit).
+            let odd = within.to_str().is_none();
+            if odd {
+                unnamed.push(rel.clone());
+            }
+            if odd || rel == ".git" || skip.contains(&rel) {
+                if e.file_type().is_dir() {
+                    walk.skip_current_dir();
+                }
+                continue;
             }
             let ft = e.file_type();
             let item = if ft.is_symlink() {
@@ -480,6 +485,7 @@ impl GitRepo {
             commit_time: OffsetDateTime::now_utc(),
             files,
             carried: Default::default(),
+            unnamed,
         })
     }
 
@@ -1307,24 +1313,11 @@ fn each_reported<'a, T: Sync, R: Send>(
     Ok(batches.into_iter().flatten().collect())
 }
 
-/// The name of a tree entry met in a walk under `dir`, or an error naming its path if the name
-/// is not UTF-8: gitca names every path in UTF-8 (requests, policies, plans, outputs), so such
-/// an entry is refused rather than read under a stand-in name two of them could share.
-fn utf8_name<'a>(dir: &str, entry: &'a git2::TreeEntry) -> Result<&'a str, String> {
-    entry.name().map_err(|_| {
-        not_utf8(&format!(
-            "{dir}{}",
-            String::from_utf8_lossy(entry.name_bytes())
-        ))
-    })
-}
-
-/// The error for a path whose name is not UTF-8, shown with its odd bytes replaced.
-fn not_utf8(shown: &str) -> String {
-    format!(
-        "{shown}: a name that is not UTF-8 (shown here with its odd bytes replaced); gitca \
-         names every path in UTF-8: rename or remove it"
-    )
+/// The path of an entry met in a tree walk under `dir`, its name's odd bytes replaced: for an
+/// entry whose name is not UTF-8, which gitca never reads under a stand-in name two such
+/// entries could share.
+fn lossy_path(dir: &str, entry: &git2::TreeEntry) -> String {
+    format!("{dir}{}", String::from_utf8_lossy(entry.name_bytes()))
 }
 
 /// What [`GitRepo::diff_trees`] found: the changed paths, and the first changed entry whose
@@ -1496,12 +1489,11 @@ impl GitRepo {
         };
         let mut err = None;
         let walked = tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
-            let name = match utf8_name(&format!("{folder}/{dir}"), entry) {
-                Ok(name) => name,
-                Err(e) => {
-                    err = Some(e);
-                    return git2::TreeWalkResult::Abort;
-                }
+            // gitca could not name such a file to remove it, as it removes what it did not
+            // write.
+            let Ok(name) = entry.name() else {
+                err = Some(not_utf8(&lossy_path(&format!("{folder}/{dir}"), entry)));
+                return git2::TreeWalkResult::Abort;
             };
             if entry.kind() == Some(ObjectType::Blob) {
                 out.insert(format!("{folder}/{dir}{name}"), entry.id().to_string());

@@ -18,7 +18,9 @@ use time::OffsetDateTime;
 pub const BASIS_KEY: &str = "plan-basis.txt";
 // Version 2 added `revoke_superseded`; a basis of another version is not read (the next run
 // plans in full and records a new one).
-const HEADER: &str = "gitca-plan-basis 2";
+/// 3: a basis recorded before gitca refused names that are not UTF-8 may stand for a plan that
+/// read such a request as `?`; it is not trusted, so the next run plans every request once.
+const HEADER: &str = "gitca-plan-basis 3";
 
 /// What the last reconcile planned for one request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -565,11 +567,12 @@ mod tests {
             },
         );
         assert_eq!(Basis::parse(&b.render()).unwrap(), b);
-        // A basis of the previous format (no revoke_superseded) is not read.
-        let v1 = b
-            .render()
-            .replace("gitca-plan-basis 2", "gitca-plan-basis 1");
-        assert!(Basis::parse(&v1).is_err());
+        // A basis of an earlier format is not read: 1 had no revoke_superseded; 2 was written
+        // when a request whose name is not UTF-8 was read as `?`.
+        for earlier in ["gitca-plan-basis 1", "gitca-plan-basis 2"] {
+            let old = b.render().replace(HEADER, earlier);
+            assert!(Basis::parse(&old).is_err(), "{earlier}");
+        }
         assert!(Basis::parse("something else").is_err());
     }
 
@@ -577,7 +580,7 @@ mod tests {
     /// with five or seven fields is refused, naming it.
     #[test]
     fn basis_lines_in_any_order_read_as_inserted_one_by_one() {
-        let header = "gitca-plan-basis 2\nversion\t0.1.0\ncommit\tabc\noutputs\t-\n";
+        let header = format!("{HEADER}\nversion\t0.1.0\ncommit\tabc\noutputs\t-\n");
         let line = |id: &str, hash: &str| format!("{id}\t{id}.csr\t{hash}\t60\tp\t0\n");
         let text = format!(
             "{header}{}{}{}",

@@ -39,6 +39,31 @@ pub struct Snapshot {
     /// Requests whose outcome the last reconcile fixed and nothing since has changed
     /// (see `incremental`): planned from the state, their files not read.
     pub carried: BTreeMap<String, Carried>,
+    /// Files and folders whose names are not UTF-8, shown with their odd bytes replaced: not
+    /// read, as no path could name them, and refused where the plan lists files
+    /// ([`unnamed_input`]).
+    pub unnamed: Vec<String>,
+}
+
+/// The folders whose files gitca finds by listing them (requests, policies, revocations, a
+/// serverless layout's certificates): there, a name that is not UTF-8 could hide an input.
+/// Anywhere else no input can have such a name: gitca reads only the files its configuration
+/// and requests name, and those names are UTF-8.
+const LISTED: [&str; 4] = ["requests/", "policies/", "revocations/", "certs/"];
+
+/// A file or folder of the snapshot that the plan would list but cannot name, if any.
+pub fn unnamed_input(snapshot: &Snapshot) -> Option<&str> {
+    (snapshot.unnamed.iter())
+        .find(|path| LISTED.iter().any(|folder| path.starts_with(folder)))
+        .map(String::as_str)
+}
+
+/// The error for a path whose name is not UTF-8, shown with its odd bytes replaced.
+pub fn not_utf8(shown: &str) -> String {
+    format!(
+        "{shown}: a name that is not UTF-8 (shown here with its odd bytes replaced); gitca \
+         names every path in UTF-8: rename or remove it"
+    )
 }
 
 /// What the plan needs to know about the issuing CA.
@@ -350,6 +375,9 @@ pub fn request_hash(yaml: &[u8], csr: &[u8]) -> String {
 }
 
 pub fn plan(i: &Inputs) -> Result<Plan, PlanError> {
+    if let Some(path) = unnamed_input(i.snapshot) {
+        return Err(PlanError(not_utf8(path)));
+    }
     let layout = layout_of(i.snapshot, i.config).map_err(PlanError)?;
     let (revocations, blocked_requests) = plan_revocations(i, &layout)?;
     let requests = plan_requests(i, &layout, &blocked_requests);

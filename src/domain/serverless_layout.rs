@@ -302,6 +302,7 @@ mod tests {
                 .map(|(p, t)| (p.to_string(), TreeEntry::Blob(t.as_bytes().to_vec())))
                 .collect::<BTreeMap<_, _>>(),
             carried: Default::default(),
+            unnamed: Vec::new(),
         }
     }
 
