@@ -173,7 +173,9 @@ fn header_field(lines: &mut std::str::Lines, name: &str, record: &str) -> Result
 
 /// The state object holding the [`Quiet`] record.
 pub const QUIET_KEY: &str = "reconcile-quiet.txt";
-const QUIET_HEADER: &str = "gitca-reconcile-quiet 3";
+/// 4: a record written before gitca refused names that are not UTF-8 may stand for a plan that
+/// read such a request as `?`; it is not trusted, so the next run plans.
+const QUIET_HEADER: &str = "gitca-reconcile-quiet 4";
 
 /// Left by a reconcile that found nothing to do: until `until`, a run on the same tree against
 /// the same index would find nothing to do either, so it need not read the requests, the index
@@ -762,12 +764,14 @@ mod tests {
         };
         assert_eq!(Quiet::parse(&none.render()).unwrap(), none);
         assert!(Quiet::parse("gitca-reconcile-quiet 1\nversion\t1\n").is_err());
-        // A record of the format before: planned, not misread.
+        // A record of the formats before: planned, not misread.
         let older = q
             .render()
-            .replace("quiet 3", "quiet 2")
+            .replace(QUIET_HEADER, "gitca-reconcile-quiet 2")
             .replace("reads\trequests\n", "");
         assert!(Quiet::parse(&older).is_err());
+        let before = q.render().replace(QUIET_HEADER, "gitca-reconcile-quiet 3");
+        assert!(Quiet::parse(&before).is_err());
     }
 
     #[test]
