@@ -360,6 +360,9 @@ fn a_name_that_is_not_utf8_is_refused_naming_its_path() {
     let docs = env.path("docs").join(OsStr::from_bytes(b"n\xe9"));
     std::fs::create_dir_all(&docs).unwrap();
     std::fs::write(docs.join(OsStr::from_bytes(b"caf\xe9.md")), "notes\n").unwrap();
+    // certs/ holds inputs only in a serverless layout, which this repository is not.
+    std::fs::create_dir_all(env.path("certs")).unwrap();
+    std::fs::write(env.path("certs").join(OsStr::from_bytes(b"k\xe9y")), "k\n").unwrap();
     env.commit_all("notes whose names are not UTF-8");
     env.ok(&["plan"], 3);
     env.ok(&["plan", "--worktree"], 3);

@@ -513,10 +513,15 @@ impl GitRepo {
         Ok(c.message().unwrap_or_default().to_string())
     }
 
-    /// The blob at `path` (CA-relative) in `commit`, if any.
+    /// The blob at `path` (CA-relative) in `commit`, if any; an error if something else is
+    /// there.
     pub fn read_file(&self, commit: &str, path: &str) -> Result<Option<Vec<u8>>, String> {
         let tree = self.commit_tree(commit)?;
         match tree.get_path(Path::new(&format!("{}{path}", self.prefix))) {
+            Ok(e) if e.kind() != Some(ObjectType::Blob) => Err(format!(
+                "{}{path} is not a file in commit {commit}",
+                self.prefix
+            )),
             Ok(e) => Ok(Some(
                 self.repo.find_blob(e.id()).map_err(ge)?.content().to_vec(),
             )),
@@ -601,29 +606,62 @@ impl GitRepo {
         }))
     }
 
-    /// Refuses an output whose folder, or a folder above it, `base` holds as something else (a
-    /// file, a link, a submodule), naming it: libgit2 would fail with a bare "D/F conflict when
-    /// updating tree". Each folder is looked up once.
+    /// Refuses, naming it, an output that git could not put in the tree: one whose folder, or a
+    /// folder above it, the parent commit holds as something else (a file, a link, a submodule)
+    /// or this commit writes as a file (two requests whose outputs collide, as `a.yaml` and
+    /// `a.pem/x.yaml` would), or one the parent commit holds as a folder or a submodule.
+    /// libgit2 would fail with a bare "D/F conflict when updating tree", or "cannot replace".
+    /// Each folder is looked up once, and each file in its folder's tree.
     fn no_file_in_the_way(
         &self,
         base: &git2::Tree,
         files: &BTreeMap<String, Option<Content>>,
     ) -> Result<(), String> {
+        let p = &self.prefix;
+        let in_base = |rel: &str| base.get_path(Path::new(&format!("{p}{rel}"))).ok();
         let mut seen = std::collections::HashSet::new();
+        // The folder of the files before, and its tree in the parent commit, if one.
+        let mut last: Option<(&str, Option<git2::Tree>)> = None;
         for (path, _) in files.iter().filter(|(_, content)| content.is_some()) {
-            let full = format!("{}{path}", self.prefix);
-            let mut folder = folder_of(&full);
-            while !folder.is_empty() && seen.insert(folder.to_string()) {
-                if let Ok(e) = base.get_path(Path::new(folder))
-                    && e.kind() != Some(ObjectType::Tree)
-                {
-                    return Err(format!(
-                        "{folder} is a file in the commit, where gitca writes {}{path} under it: \
-                         move or remove it",
-                        self.prefix
-                    ));
+            let folder = folder_of(path);
+            if last
+                .as_ref()
+                .is_none_or(|(seen_folder, _)| *seen_folder != folder)
+            {
+                let mut up = folder;
+                while !up.is_empty() && seen.insert(up) {
+                    if matches!(files.get(up), Some(Some(_))) {
+                        return Err(format!(
+                            "{p}{up} is an output of this run too, where gitca writes {p}{path} \
+                             under it: the outputs of two requests collide; rename one of them"
+                        ));
+                    }
+                    if let Some(e) = in_base(up)
+                        && e.kind() != Some(ObjectType::Tree)
+                    {
+                        return Err(format!(
+                            "{p}{up} is a file in the commit, where gitca writes {p}{path} under \
+                             it: move or remove it, or rename the request whose output it is"
+                        ));
+                    }
+                    up = folder_of(up);
                 }
-                folder = folder_of(folder);
+                let tree = match format!("{p}{folder}").trim_end_matches('/') {
+                    "" => Some(base.clone()),
+                    at => (base.get_path(Path::new(at)).ok())
+                        .and_then(|e| self.repo.find_tree(e.id()).ok()),
+                };
+                last = Some((folder, tree));
+            }
+            let name = &path[path.rfind('/').map_or(0, |slash| slash + 1)..];
+            if let Some((_, Some(tree))) = &last
+                && let Some(e) = tree.get_name(name)
+                && e.kind() != Some(ObjectType::Blob)
+            {
+                return Err(format!(
+                    "{p}{path} is a folder or a submodule in the commit, where gitca writes that \
+                     file: move or remove it"
+                ));
             }
         }
         Ok(())
@@ -1699,8 +1737,10 @@ pub(super) mod tests {
         assert!(refused.is_err(), "a missing blob was taken into a tree");
     }
 
-    /// An output folder, or a folder above an output, committed as a file is named in the
-    /// error: libgit2 alone said "D/F conflict when updating tree". Nothing is written.
+    /// An output folder, or a folder above an output, committed as a file, two outputs where one
+    /// would be the other's folder, and an output committed as a folder are each named in the
+    /// error: libgit2 alone said "D/F conflict when updating tree" or "cannot replace". Nothing
+    /// is written.
     #[test]
     fn an_output_under_a_committed_file_is_refused_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -1733,6 +1773,43 @@ pub(super) mod tests {
         let head = git(root, &["rev-parse", "HEAD"]).trim().to_string();
         let err = repo.commit_outputs(&head, &files, "outputs").unwrap_err();
         assert!(err.starts_with("issued is a file in the commit"), "{err}");
+        // Two outputs of the same commit, one where the other's folder goes.
+        git(root, &["rm", "-q", "issued"]);
+        std::fs::create_dir_all(root.join("issued/y.pem")).unwrap();
+        std::fs::write(root.join("issued/y.pem/foo"), "a file\n").unwrap();
+        git(root, &["add", "-A"]);
+        git(
+            root,
+            &["commit", "-q", "-m", "a folder where an output goes"],
+        );
+        let head = git(root, &["rev-parse", "HEAD"]).trim().to_string();
+        let colliding: BTreeMap<String, Option<Content>> = ["issued/a.pem", "issued/a.pem/x.pem"]
+            .into_iter()
+            .map(|path| (path.to_string(), Some(Content::from(b"c\n".to_vec()))))
+            .collect();
+        let err = repo
+            .commit_outputs(&head, &colliding, "outputs")
+            .unwrap_err();
+        assert!(
+            err.starts_with(
+                "issued/a.pem is an output of this run too, where gitca writes issued/a.pem/x.pem"
+            ),
+            "{err}"
+        );
+        // An output the commit holds as a folder; reading it as a file names it too.
+        let mut files = numbered_outputs(2);
+        files.insert("issued/y.pem".into(), Some(Content::from(b"y\n".to_vec())));
+        let err = repo.commit_outputs(&head, &files, "outputs").unwrap_err();
+        assert!(
+            err.starts_with("issued/y.pem is a folder or a submodule in the commit"),
+            "{err}"
+        );
+        let err = repo.read_file(&head, "issued/y.pem").unwrap_err();
+        assert!(
+            err.starts_with("issued/y.pem is not a file in commit"),
+            "{err}"
+        );
+        assert_eq!(git(root, &["rev-parse", "HEAD"]).trim(), head);
     }
 
     /// `issued/0000.pem`, `issued/0001.pem`, ..., each holding its number.

@@ -45,16 +45,20 @@ pub struct Snapshot {
     pub unnamed: Vec<String>,
 }
 
-/// The folders whose files gitca finds by listing them (requests, policies, revocations, a
-/// serverless layout's certificates): there, a name that is not UTF-8 could hide an input.
-/// Anywhere else no input can have such a name: gitca reads only the files its configuration
-/// and requests name, and those names are UTF-8.
-const LISTED: [&str; 4] = ["requests/", "policies/", "revocations/", "certs/"];
+/// The folders whose files gitca finds by listing them (requests, policies, revocations): there,
+/// a name that is not UTF-8 could hide an input, as it could under `certs/` in a serverless
+/// layout. Anywhere else no input can have such a name: gitca reads only the files its
+/// configuration and requests name, and those names are UTF-8.
+const LISTED: [&str; 3] = ["requests/", "policies/", "revocations/"];
 
 /// A file or folder of the snapshot that the plan would list but cannot name, if any.
-pub fn unnamed_input(snapshot: &Snapshot) -> Option<&str> {
+pub fn unnamed_input<'a>(snapshot: &'a Snapshot, config: &Config) -> Option<&'a str> {
+    let listed = |path: &str| {
+        LISTED.iter().any(|folder| path.starts_with(folder))
+            || (config.serverless.is_some() && path.starts_with("certs/"))
+    };
     (snapshot.unnamed.iter())
-        .find(|path| LISTED.iter().any(|folder| path.starts_with(folder)))
+        .find(|path| listed(path))
         .map(String::as_str)
 }
 
@@ -375,7 +379,7 @@ pub fn request_hash(yaml: &[u8], csr: &[u8]) -> String {
 }
 
 pub fn plan(i: &Inputs) -> Result<Plan, PlanError> {
-    if let Some(path) = unnamed_input(i.snapshot) {
+    if let Some(path) = unnamed_input(i.snapshot, i.config) {
         return Err(PlanError(not_utf8(path)));
     }
     let layout = layout_of(i.snapshot, i.config).map_err(PlanError)?;
