@@ -375,3 +375,68 @@ fn a_name_that_is_not_utf8_is_refused_naming_its_path() {
     env.commit_all("a stray output whose name is not UTF-8");
     refused(&["apply", "--full-scan"], "issued/x\u{fffd}.pem");
 }
+
+/// Requests whose outputs would collide are both rejected (`output-path-conflict`), naming each
+/// other, before anything is signed: `a.yaml` and `a.yml` would write one `a.pem` (before, the
+/// last one won), and `a.yaml` beside `a.pem/x.yaml` would need a file and a folder at one path
+/// (before, both were signed and every apply then failed on "D/F conflict"). A request added
+/// beside one already issued leaves that one's certificate and outputs as they are.
+#[test]
+fn requests_whose_outputs_collide_are_both_rejected() {
+    let env = Env::from(
+        &format!("{FIXTURES}/defect-repo"),
+        &["expected.yaml", "README.md", "revocations.yaml"],
+    );
+    env.init(&["--single"]);
+    let request = |rel: &str, cn: &str| {
+        let yaml = env.path(&format!("requests/{rel}"));
+        std::fs::create_dir_all(yaml.parent().unwrap()).unwrap();
+        let csr = yaml.parent().unwrap().join(format!("{cn}.csr.pem"));
+        new_p256_csr(&csr, &format!("{cn}.test.example.com"));
+        let name = csr.file_name().unwrap().to_str().unwrap().to_string();
+        std::fs::write(
+            &yaml,
+            format!("csr: {name}\nsans: {{dns: [{cn}.test.example.com]}}\n"),
+        )
+        .unwrap();
+    };
+    request("twin.yaml", "twin-a");
+    request("twin.yml", "twin-b");
+    request("nest.yaml", "nest");
+    env.commit_all("colliding requests");
+    let (plan, _) = env.plan_json(&[]);
+    for (id, other) in [
+        ("requests/twin.yaml", "requests/twin.yml"),
+        ("requests/twin.yml", "requests/twin.yaml"),
+    ] {
+        let r = plan_request(&plan, id);
+        assert_eq!(codes(r), ["output-path-conflict"], "{r}");
+        assert!(r.to_string().contains(other), "{r}");
+    }
+    assert_eq!(plan_request(&plan, "requests/nest.yaml")["action"], "issue");
+    env.ok(&["apply"], 3);
+    assert!(!env.path("issued/twin.pem").exists());
+    let nest = env.read("issued/nest.pem");
+    // Added beside an issued request, under its certificate's name.
+    request("nest.pem/inner.yaml", "inner");
+    env.commit_all("a request under another's certificate");
+    let (plan, _) = env.plan_json(&[]);
+    for id in ["requests/nest.yaml", "requests/nest.pem/inner.yaml"] {
+        let r = plan_request(&plan, id);
+        assert_eq!(codes(r), ["output-path-conflict"], "{r}");
+    }
+    env.ok(&["apply"], 3);
+    assert_eq!(env.read("issued/nest.pem"), nest);
+    let index = env.index("defect-ca");
+    let issued_for = |id: &str| {
+        (index["certs"].as_object().unwrap().values())
+            .filter(|c| c["request_id"] == id)
+            .count()
+    };
+    assert_eq!(issued_for("requests/nest.pem/inner.yaml"), 0);
+    assert_eq!(
+        issued_for("requests/twin.yaml") + issued_for("requests/twin.yml"),
+        0
+    );
+    assert_eq!(issued_for("requests/nest.yaml"), 1);
+}

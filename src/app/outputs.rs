@@ -17,8 +17,7 @@ pub fn pem(label: &str, der: &[u8]) -> Result<String, String> {
 
 /// `requests/servers/web-01.yaml` -> `issued/servers/web-01.pem` and `.chain.pem`.
 pub fn leaf_paths(out_dir: &str, request_id: &str) -> (String, String) {
-    let rel = request_id.strip_prefix("requests/").unwrap_or(request_id);
-    let stem = rel.trim_end_matches(".yaml").trim_end_matches(".yml");
+    let stem = crate::domain::plan::output_stem(request_id);
     (
         format!("{out_dir}/{stem}.pem"),
         format!("{out_dir}/{stem}.chain.pem"),

@@ -43,11 +43,12 @@ pub enum Code {
     ServerlessSanDropped,
     ServerlessUsageDropped,
     ServerlessNotSupported,
+    OutputPathConflict,
 }
 
 impl Code {
     /// Every code, for documentation checks.
-    pub const ALL: [Code; 36] = [
+    pub const ALL: [Code; 37] = [
         Code::RequestInvalid,
         Code::RequestNotRegularFile,
         Code::RequestTooLarge,
@@ -84,6 +85,7 @@ impl Code {
         Code::ServerlessSanDropped,
         Code::ServerlessUsageDropped,
         Code::ServerlessNotSupported,
+        Code::OutputPathConflict,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -125,6 +127,7 @@ impl Code {
             ServerlessSanDropped => "serverless-san-dropped",
             ServerlessUsageDropped => "serverless-usage-dropped",
             ServerlessNotSupported => "serverless-not-supported",
+            OutputPathConflict => "output-path-conflict",
         }
     }
 }

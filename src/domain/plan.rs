@@ -384,7 +384,8 @@ pub fn plan(i: &Inputs) -> Result<Plan, PlanError> {
     }
     let layout = layout_of(i.snapshot, i.config).map_err(PlanError)?;
     let (revocations, blocked_requests) = plan_revocations(i, &layout)?;
-    let requests = plan_requests(i, &layout, &blocked_requests);
+    let mut requests = plan_requests(i, &layout, &blocked_requests);
+    reject_output_collisions(&mut requests);
     // Looked up once per issued certificate: a hash set, not a tree of 100,000 ids.
     let present: foldhash::HashSet<&str> = requests.iter().map(|r| r.id.as_str()).collect();
 
@@ -670,6 +671,77 @@ fn request_sources<'a>(
     sources.sort_by(|a, b| a.0.cmp(b.0));
     sources.extend(layout.requests.iter().map(|l| (&l.id, Source::Layout(l))));
     sources
+}
+
+/// The part of a request file's id its outputs are named after: `requests/servers/web-01.yaml`
+/// -> `servers/web-01`, written as `<output dir>/servers/web-01.pem` and `.chain.pem`.
+pub fn output_stem(request_id: &str) -> &str {
+    let rel = request_id.strip_prefix("requests/").unwrap_or(request_id);
+    rel.trim_end_matches(".yaml").trim_end_matches(".yml")
+}
+
+/// Rejects the request files whose outputs would collide with another's: the same stem
+/// (`a.yaml` and `a.yml` would write one `a.pem`), or a stem under another's certificate or chain
+/// file (`a.yaml` and `a.pem/x.yaml`: git cannot hold a file and a folder at one path). Both of
+/// a pair are rejected, naming each other, before anything is signed; a live certificate of
+/// either stays as it is.
+fn reject_output_collisions(requests: &mut [RequestPlan]) {
+    let files = || requests.iter().filter(|r| r.id.starts_with("requests/"));
+    let mut by_stem: foldhash::HashMap<&str, &str> = Default::default();
+    by_stem.reserve(requests.len());
+    let mut collisions: Vec<(String, String)> = Vec::new();
+    for r in files() {
+        if let Some(other) = by_stem.insert(output_stem(&r.id), &r.id) {
+            collisions.push((r.id.clone(), other.to_string()));
+        }
+    }
+    for r in files() {
+        let stem = output_stem(&r.id);
+        // Only a folder named like a certificate or chain file can be another's output.
+        for (end, _) in stem.match_indices(".pem/") {
+            let folder = &stem[..end + ".pem".len()];
+            let others = [
+                folder.strip_suffix(".pem"),
+                folder.strip_suffix(".chain.pem"),
+            ];
+            for other in others.into_iter().flatten().filter_map(|o| by_stem.get(o)) {
+                collisions.push((r.id.clone(), other.to_string()));
+            }
+        }
+    }
+    if collisions.is_empty() {
+        return;
+    }
+    let mut with: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (a, b) in collisions {
+        with.entry(a.clone()).or_default().insert(b.clone());
+        with.entry(b).or_default().insert(a);
+    }
+    for r in requests.iter_mut() {
+        let Some(others) = with.get(&r.id) else {
+            continue;
+        };
+        let others: Vec<&str> = others.iter().map(String::as_str).collect();
+        r.findings.push(Finding::new(
+            Code::OutputPathConflict,
+            r.id.clone(),
+            format!(
+                "its outputs ({stem}.pem, {stem}.chain.pem in the output folder) collide with those \
+                 of {}: rename one of them",
+                others.join(", "),
+                stem = output_stem(&r.id)
+            ),
+        ));
+        if r.action == Action::Revoked {
+            continue;
+        }
+        r.action = Action::Rejected;
+        r.spec = None;
+        r.supersede.clear();
+        r.live_certificate_no_longer_allowed = r.serial.is_some();
+        // Planned in full again next time, as every rejected request is.
+        r.carry = Some(Carried::default());
+    }
 }
 
 /// Where a request comes from: a request file, or an entry of the serverless layout.
@@ -1091,6 +1163,56 @@ use der::Decode;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only request files whose outputs would collide are rejected, both of a pair, each naming
+    /// the other: one stem under two suffixes, and a stem under another's certificate or chain
+    /// file. A folder merely containing ".pem" in its name collides with nothing.
+    #[test]
+    fn only_requests_whose_outputs_collide_are_rejected() {
+        let ids = [
+            ("requests/a.yaml", Action::Unchanged),
+            ("requests/a.chain.pem/b.yaml", Action::Issue),
+            ("requests/c.yaml", Action::Issue),
+            ("requests/c.pem.d/e.yaml", Action::Issue),
+            ("requests/x.yml", Action::Renew),
+            ("requests/x.yaml", Action::Revoked),
+            ("requests/y.pem/z.yaml", Action::Issue),
+        ];
+        let mut requests: Vec<RequestPlan> = (ids.iter())
+            .map(|(id, action)| RequestPlan::new(id.to_string(), *action))
+            .collect();
+        requests[0].serial = Some("01".into());
+        reject_output_collisions(&mut requests);
+        let got: Vec<(&str, Action, Vec<&str>)> = (requests.iter())
+            .map(|r| {
+                let named = (r.findings.iter())
+                    .map(|f| {
+                        assert_eq!(f.code, Code::OutputPathConflict);
+                        f.message.as_str()
+                    })
+                    .collect();
+                (r.id.as_str(), r.action, named)
+            })
+            .collect();
+        assert_eq!(got[0].1, Action::Rejected);
+        assert!(
+            got[0].2[0].contains("requests/a.chain.pem/b.yaml"),
+            "{got:?}"
+        );
+        assert!(requests[0].live_certificate_no_longer_allowed);
+        assert_eq!(got[1].1, Action::Rejected);
+        assert!(
+            got[1].2[0].contains("with those of requests/a.yaml"),
+            "{got:?}"
+        );
+        for i in [2, 3, 6] {
+            assert_eq!((got[i].1, got[i].2.len()), (ids[i].1, 0), "{got:?}");
+        }
+        assert_eq!(got[4].1, Action::Rejected);
+        assert!(got[4].2[0].contains("requests/x.yaml"), "{got:?}");
+        // A revoked request stays revoked, the finding beside it.
+        assert_eq!((got[5].1, got[5].2.len()), (Action::Revoked, 1));
+    }
 
     /// The requests among a few ids are found in an id-ordered plan and in one that is not.
     #[test]
