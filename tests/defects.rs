@@ -376,13 +376,14 @@ fn a_name_that_is_not_utf8_is_refused_naming_its_path() {
     refused(&["apply", "--full-scan"], "issued/x\u{fffd}.pem");
 }
 
-/// Requests whose outputs would collide are both rejected (`output-path-conflict`), naming each
+/// Requests whose outputs would collide are rejected (`output-path-conflict`), naming each
 /// other, before anything is signed: `a.yaml` and `a.yml` would write one `a.pem` (before, the
 /// last one won), and `a.yaml` beside `a.pem/x.yaml` would need a file and a folder at one path
 /// (before, both were signed and every apply then failed on "D/F conflict"). A request added
-/// beside one already issued leaves that one's certificate and outputs as they are.
+/// beside an issued one is the one rejected: the issued one keeps its plan and its outputs, also
+/// once the newcomer is renamed.
 #[test]
-fn requests_whose_outputs_collide_are_both_rejected() {
+fn requests_whose_outputs_collide_are_rejected() {
     let env = Env::from(
         &format!("{FIXTURES}/defect-repo"),
         &["expected.yaml", "README.md", "revocations.yaml"],
@@ -400,40 +401,50 @@ fn requests_whose_outputs_collide_are_both_rejected() {
         )
         .unwrap();
     };
+    let conflict = |plan: &serde_json::Value, id: &str, other: &str| {
+        let r = plan_request(plan, id);
+        assert_eq!(codes(r), ["output-path-conflict"], "{r}");
+        assert!(r.to_string().contains(other), "{r}");
+    };
     request("twin.yaml", "twin-a");
     request("twin.yml", "twin-b");
     request("nest.yaml", "nest");
     env.commit_all("colliding requests");
     let (plan, _) = env.plan_json(&[]);
-    for (id, other) in [
-        ("requests/twin.yaml", "requests/twin.yml"),
-        ("requests/twin.yml", "requests/twin.yaml"),
-    ] {
-        let r = plan_request(&plan, id);
-        assert_eq!(codes(r), ["output-path-conflict"], "{r}");
-        assert!(r.to_string().contains(other), "{r}");
-    }
+    conflict(&plan, "requests/twin.yaml", "requests/twin.yml");
+    conflict(&plan, "requests/twin.yml", "requests/twin.yaml");
     assert_eq!(plan_request(&plan, "requests/nest.yaml")["action"], "issue");
     env.ok(&["apply"], 3);
     assert!(!env.path("issued/twin.pem").exists());
     let nest = env.read("issued/nest.pem");
-    // Added beside an issued request, under its certificate's name.
+    // Beside an issued request: under its certificate's name, and under its own name.
     request("nest.pem/inner.yaml", "inner");
-    env.commit_all("a request under another's certificate");
+    request("nest.yml", "nest-b");
+    env.commit_all("requests colliding with an issued one");
     let (plan, _) = env.plan_json(&[]);
-    for id in ["requests/nest.yaml", "requests/nest.pem/inner.yaml"] {
-        let r = plan_request(&plan, id);
-        assert_eq!(codes(r), ["output-path-conflict"], "{r}");
-    }
+    conflict(&plan, "requests/nest.pem/inner.yaml", "requests/nest.yaml");
+    conflict(&plan, "requests/nest.yml", "requests/nest.yaml");
+    assert_eq!(
+        plan_request(&plan, "requests/nest.yaml")["action"],
+        "unchanged"
+    );
     env.ok(&["apply"], 3);
     assert_eq!(env.read("issued/nest.pem"), nest);
+    // Renamed, the newcomers are issued; the issued request keeps its outputs.
+    env.git(&["mv", "requests/nest.yml", "requests/nest-b.yaml"]);
+    env.git(&["mv", "requests/nest.pem", "requests/inner"]);
+    env.commit_all("renamed");
+    env.ok(&["apply"], 3);
+    assert_eq!(env.read("issued/nest.pem"), nest);
+    assert!(env.path("issued/nest-b.pem").is_file());
+    assert!(env.path("issued/inner/inner.pem").is_file());
+    env.ok(&["verify"], 0);
     let index = env.index("defect-ca");
     let issued_for = |id: &str| {
         (index["certs"].as_object().unwrap().values())
             .filter(|c| c["request_id"] == id)
             .count()
     };
-    assert_eq!(issued_for("requests/nest.pem/inner.yaml"), 0);
     assert_eq!(
         issued_for("requests/twin.yaml") + issued_for("requests/twin.yml"),
         0

@@ -909,6 +909,19 @@ async fn start_outputs(
             && *outputs_tree == ctx.repo.folder_id(head, &ctx.config.output.dir)? =>
         {
             let mut ids = deleted.clone();
+            // A deleted request's outputs may be a present one's too (`a.yml` deleted beside
+            // `a.yaml`, which the plan let keep them): that one's are computed as well, so they
+            // stay.
+            if !deleted.is_empty() {
+                use crate::domain::plan::output_stem;
+                let gone: foldhash::HashSet<&str> =
+                    deleted.iter().map(|id| output_stem(id)).collect();
+                ids.extend(
+                    (plan.requests.iter())
+                        .filter(|r| gone.contains(output_stem(&r.id)))
+                        .map(|r| r.id.clone()),
+                );
+            }
             ids.extend(run.issued.iter().map(|i| i.request_id.clone()));
             ids.extend(
                 run.revoked

@@ -385,7 +385,7 @@ pub fn plan(i: &Inputs) -> Result<Plan, PlanError> {
     let layout = layout_of(i.snapshot, i.config).map_err(PlanError)?;
     let (revocations, blocked_requests) = plan_revocations(i, &layout)?;
     let mut requests = plan_requests(i, &layout, &blocked_requests);
-    reject_output_collisions(&mut requests);
+    reject_output_collisions(&mut requests, i.now);
     // Looked up once per issued certificate: a hash set, not a tree of 100,000 ids.
     let present: foldhash::HashSet<&str> = requests.iter().map(|r| r.id.as_str()).collect();
 
@@ -680,45 +680,75 @@ pub fn output_stem(request_id: &str) -> &str {
     rel.trim_end_matches(".yaml").trim_end_matches(".yml")
 }
 
-/// Rejects the request files whose outputs would collide with another's: the same stem
-/// (`a.yaml` and `a.yml` would write one `a.pem`), or a stem under another's certificate or chain
-/// file (`a.yaml` and `a.pem/x.yaml`: git cannot hold a file and a folder at one path). Both of
-/// a pair are rejected, naming each other, before anything is signed; a live certificate of
-/// either stays as it is.
-fn reject_output_collisions(requests: &mut [RequestPlan]) {
-    let files = || requests.iter().filter(|r| r.id.starts_with("requests/"));
+/// Rejects requests whose outputs would collide with another's: the same stem (`a.yaml` and
+/// `a.yml` would write one `a.pem`), a certificate file that is another's chain file (`a.yaml`
+/// and `a.chain.yaml` both write `a.chain.pem`), or a stem under another's certificate or chain
+/// file (`a.yaml` and `a.pem/x.yaml`: git cannot hold a file and a folder at one path). Of a
+/// pair, the one holding a live certificate keeps its plan and the other is rejected, naming
+/// it; when both or neither hold one, both are. So a request added beside an issued one is
+/// refused, and the issued one goes on being renewed. Decided from the plan and the index
+/// alone, before anything is signed, the same in an incremental and a full plan.
+fn reject_output_collisions(requests: &mut [RequestPlan], now: OffsetDateTime) {
     let mut by_stem: foldhash::HashMap<&str, &str> = Default::default();
     by_stem.reserve(requests.len());
-    let mut collisions: Vec<(String, String)> = Vec::new();
-    for r in files() {
-        if let Some(other) = by_stem.insert(output_stem(&r.id), &r.id) {
-            collisions.push((r.id.clone(), other.to_string()));
+    // Further requests of a stem already taken (rare): each collides with every one before.
+    let mut more: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut pairs: Vec<(&str, &str)> = Vec::new();
+    for r in requests.iter() {
+        let stem = output_stem(&r.id);
+        if let Some(&first) = by_stem.get(stem) {
+            let taken = more.entry(stem).or_default();
+            pairs.extend(
+                std::iter::once(first)
+                    .chain(taken.iter().copied())
+                    .map(|o| (r.id.as_str(), o)),
+            );
+            taken.push(&r.id);
+        } else {
+            by_stem.insert(stem, &r.id);
         }
     }
-    for r in files() {
+    for r in requests.iter() {
         let stem = output_stem(&r.id);
-        // Only a folder named like a certificate or chain file can be another's output.
-        for (end, _) in stem.match_indices(".pem/") {
-            let folder = &stem[..end + ".pem".len()];
-            let others = [
-                folder.strip_suffix(".pem"),
-                folder.strip_suffix(".chain.pem"),
-            ];
-            for other in others.into_iter().flatten().filter_map(|o| by_stem.get(o)) {
-                collisions.push((r.id.clone(), other.to_string()));
+        // Its certificate, `<stem>.pem`, is the chain file of `<stem without .chain>`.
+        let chain_of = stem.strip_suffix(".chain");
+        // Each folder named like a certificate or chain file could be another's output.
+        let folders = (stem.match_indices(".pem/")).map(|(end, _)| &stem[..end + ".pem".len()]);
+        let under = folders.flat_map(|f| [f.strip_suffix(".pem"), f.strip_suffix(".chain.pem")]);
+        for stem in std::iter::once(chain_of).chain(under).flatten() {
+            if let Some(&first) = by_stem.get(stem) {
+                let taken = more.get(stem).into_iter().flatten().copied();
+                pairs.extend(
+                    std::iter::once(first)
+                        .chain(taken)
+                        .map(|o| (r.id.as_str(), o)),
+                );
             }
         }
     }
-    if collisions.is_empty() {
+    if pairs.is_empty() {
         return;
     }
-    let mut with: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for (a, b) in collisions {
-        with.entry(a.clone()).or_default().insert(b.clone());
-        with.entry(b).or_default().insert(a);
+    let holds = |r: &RequestPlan| r.serial.is_some() && r.not_after.is_some_and(|t| t > now);
+    let held: BTreeMap<&str, bool> = (requests.iter())
+        .map(|r| (r.id.as_str(), holds(r)))
+        .collect();
+    let mut rejected: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (a, b) in pairs {
+        let mut reject = |who: &str, because: &str| {
+            (rejected.entry(who.to_string()).or_default()).insert(because.to_string());
+        };
+        match (held[a], held[b]) {
+            (true, false) => reject(b, a),
+            (false, true) => reject(a, b),
+            _ => {
+                reject(a, b);
+                reject(b, a);
+            }
+        }
     }
     for r in requests.iter_mut() {
-        let Some(others) = with.get(&r.id) else {
+        let Some(others) = rejected.get(&r.id) else {
             continue;
         };
         let others: Vec<&str> = others.iter().map(String::as_str).collect();
@@ -726,8 +756,8 @@ fn reject_output_collisions(requests: &mut [RequestPlan]) {
             Code::OutputPathConflict,
             r.id.clone(),
             format!(
-                "its outputs ({stem}.pem, {stem}.chain.pem in the output folder) collide with those \
-                 of {}: rename one of them",
+                "its outputs ({stem}.pem and {stem}.chain.pem in the output folder) collide with \
+                 those of {}: rename it",
                 others.join(", "),
                 stem = output_stem(&r.id)
             ),
@@ -735,12 +765,14 @@ fn reject_output_collisions(requests: &mut [RequestPlan]) {
         if r.action == Action::Revoked {
             continue;
         }
+        r.live_certificate_no_longer_allowed = holds(r);
         r.action = Action::Rejected;
         r.spec = None;
         r.supersede.clear();
-        r.live_certificate_no_longer_allowed = r.serial.is_some();
-        // Planned in full again next time, as every rejected request is.
-        r.carry = Some(Carried::default());
+        // A request file is planned in full again next time, as every rejected one is.
+        if r.carry.is_some() {
+            r.carry = Some(Carried::default());
+        }
     }
 }
 
@@ -1164,54 +1196,66 @@ use der::Decode;
 mod tests {
     use super::*;
 
-    /// Only request files whose outputs would collide are rejected, both of a pair, each naming
-    /// the other: one stem under two suffixes, and a stem under another's certificate or chain
-    /// file. A folder merely containing ".pem" in its name collides with nothing.
+    /// Requests whose outputs would collide are rejected, each naming the other: one stem under
+    /// two suffixes, a certificate that is another's chain file, a stem under another's
+    /// certificate or chain file. Of a pair, one holding a live certificate keeps its plan; a
+    /// folder merely containing ".pem" in its name collides with nothing.
     #[test]
-    fn only_requests_whose_outputs_collide_are_rejected() {
+    fn requests_whose_outputs_collide_are_rejected_but_a_live_holder() {
+        let now = OffsetDateTime::UNIX_EPOCH + time::Duration::days(1000);
         let ids = [
             ("requests/a.yaml", Action::Unchanged),
             ("requests/a.chain.pem/b.yaml", Action::Issue),
             ("requests/c.yaml", Action::Issue),
             ("requests/c.pem.d/e.yaml", Action::Issue),
-            ("requests/x.yml", Action::Renew),
+            ("requests/w.chain.yaml", Action::Issue),
+            ("requests/w.yaml", Action::Issue),
             ("requests/x.yaml", Action::Revoked),
+            ("requests/x.yml", Action::Renew),
             ("requests/y.pem/z.yaml", Action::Issue),
         ];
         let mut requests: Vec<RequestPlan> = (ids.iter())
             .map(|(id, action)| RequestPlan::new(id.to_string(), *action))
             .collect();
         requests[0].serial = Some("01".into());
-        reject_output_collisions(&mut requests);
-        let got: Vec<(&str, Action, Vec<&str>)> = (requests.iter())
+        requests[0].not_after = Some(now + time::Duration::days(1));
+        // An expired certificate holds nothing.
+        requests[7].serial = Some("02".into());
+        requests[7].not_after = Some(now - time::Duration::days(1));
+        reject_output_collisions(&mut requests, now);
+        let got: Vec<(Action, String)> = (requests.iter())
             .map(|r| {
-                let named = (r.findings.iter())
-                    .map(|f| {
-                        assert_eq!(f.code, Code::OutputPathConflict);
-                        f.message.as_str()
-                    })
-                    .collect();
-                (r.id.as_str(), r.action, named)
+                assert!(
+                    r.findings
+                        .iter()
+                        .all(|f| f.code == Code::OutputPathConflict)
+                );
+                let named = r.findings.iter().map(|f| f.message.as_str()).collect();
+                (r.action, named)
             })
             .collect();
-        assert_eq!(got[0].1, Action::Rejected);
-        assert!(
-            got[0].2[0].contains("requests/a.chain.pem/b.yaml"),
-            "{got:?}"
-        );
-        assert!(requests[0].live_certificate_no_longer_allowed);
-        assert_eq!(got[1].1, Action::Rejected);
-        assert!(
-            got[1].2[0].contains("with those of requests/a.yaml"),
-            "{got:?}"
-        );
-        for i in [2, 3, 6] {
-            assert_eq!((got[i].1, got[i].2.len()), (ids[i].1, 0), "{got:?}");
+        let expected = [
+            (Action::Unchanged, ""),
+            (Action::Rejected, "those of requests/a.yaml"),
+            (Action::Issue, ""),
+            (Action::Issue, ""),
+            (Action::Rejected, "those of requests/w.yaml"),
+            (Action::Rejected, "those of requests/w.chain.yaml"),
+            (Action::Revoked, "those of requests/x.yml"),
+            (Action::Rejected, "those of requests/x.yaml"),
+            (Action::Issue, ""),
+        ];
+        for ((id, _), ((action, named), (want, names))) in ids.iter().zip(got.iter().zip(expected))
+        {
+            assert_eq!(*action, want, "{id}: {named}");
+            assert_eq!(named.is_empty(), names.is_empty(), "{id}: {named}");
+            assert!(named.contains(names), "{id}: {named}");
         }
-        assert_eq!(got[4].1, Action::Rejected);
-        assert!(got[4].2[0].contains("requests/x.yaml"), "{got:?}");
-        // A revoked request stays revoked, the finding beside it.
-        assert_eq!((got[5].1, got[5].2.len()), (Action::Revoked, 1));
+        assert!(
+            !requests
+                .iter()
+                .any(|r| r.live_certificate_no_longer_allowed)
+        );
     }
 
     /// The requests among a few ids are found in an id-ordered plan and in one that is not.
