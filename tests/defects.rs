@@ -439,6 +439,37 @@ fn requests_whose_outputs_collide_are_rejected() {
     assert!(env.path("issued/nest-b.pem").is_file());
     assert!(env.path("issued/inner/inner.pem").is_file());
     env.ok(&["verify"], 0);
+    // A certificate named as another's chain file; removed, the holder's chain file stays.
+    let chain = env.read("issued/nest.chain.pem");
+    request("nest.chain.yaml", "nest-chain");
+    env.commit_all("a request whose certificate is another's chain file");
+    let (plan, _) = env.plan_json(&[]);
+    conflict(&plan, "requests/nest.chain.yaml", "requests/nest.yaml");
+    env.ok(&["apply"], 3);
+    env.git(&["rm", "-q", "requests/nest.chain.yaml"]);
+    env.commit_all("removed");
+    env.ok(&["apply"], 3);
+    assert_eq!(env.read("issued/nest.chain.pem"), chain);
+    env.ok(&["verify"], 0);
+    // Two requests of one name, each with a live certificate (one replaced the other, which
+    // came back): both are rejected and neither writes, so the file stays as committed.
+    request("flip.yml", "flip-a");
+    env.commit_all("flip.yml");
+    env.ok(&["apply"], 3);
+    env.git(&["mv", "requests/flip.yml", "requests/flip.yaml"]);
+    request("flip.yaml", "flip-b");
+    env.commit_all("flip.yml becomes flip.yaml, a new key");
+    env.ok(&["apply"], 3);
+    let flip = env.read("issued/flip.pem");
+    request("flip.yml", "flip-a");
+    env.commit_all("flip.yml back");
+    let (plan, _) = env.plan_json(&[]);
+    conflict(&plan, "requests/flip.yml", "requests/flip.yaml");
+    conflict(&plan, "requests/flip.yaml", "requests/flip.yml");
+    for _ in 0..2 {
+        env.ok(&["apply", "--full-scan"], 3);
+        assert_eq!(env.read("issued/flip.pem"), flip);
+    }
     let index = env.index("defect-ca");
     let issued_for = |id: &str| {
         (index["certs"].as_object().unwrap().values())

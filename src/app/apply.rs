@@ -906,22 +906,12 @@ async fn start_outputs(
             outputs_tree,
             ..
         } if run.recovered == 0
-            && *outputs_tree == ctx.repo.folder_id(head, &ctx.config.output.dir)? =>
+            && *outputs_tree == ctx.repo.folder_id(head, &ctx.config.output.dir)?
+            // A deleted request whose outputs a present one shares (`a.yml` or `a.chain.yaml`
+            // deleted beside `a.yaml`): its files are that one's, so every output is computed.
+            && !plan.shares_outputs_with(deleted) =>
         {
             let mut ids = deleted.clone();
-            // A deleted request's outputs may be a present one's too (`a.yml` deleted beside
-            // `a.yaml`, which the plan let keep them): that one's are computed as well, so they
-            // stay.
-            if !deleted.is_empty() {
-                use crate::domain::plan::output_stem;
-                let gone: foldhash::HashSet<&str> =
-                    deleted.iter().map(|id| output_stem(id)).collect();
-                ids.extend(
-                    (plan.requests.iter())
-                        .filter(|r| gone.contains(output_stem(&r.id)))
-                        .map(|r| r.id.clone()),
-                );
-            }
             ids.extend(run.issued.iter().map(|i| i.request_id.clone()));
             ids.extend(
                 run.revoked
@@ -936,7 +926,13 @@ async fn start_outputs(
         Some(ids) => plan.present_among(ids),
         None => plan.request_set(),
     };
-    let changes = outputs::changes(ctx, head, index, &present, only.as_ref(), fresh).await?;
+    let withheld = plan.withheld_outputs();
+    let outputs = outputs::Wanted {
+        present: &present,
+        only: only.as_ref(),
+        withheld: &withheld,
+    };
+    let changes = outputs::changes(ctx, head, index, outputs, fresh).await?;
     tracing::debug!("outputs computed");
     fail(opts, FailPoint::AfterOutputs).await?;
     fail(opts, FailPoint::BeforeCommit).await?;

@@ -110,14 +110,29 @@ pub fn record_certificate(r: &CertRecord) -> Result<Vec<u8>, String> {
 /// `present`: the requests of the commit (the plan's). `only`: the requests whose certificate
 /// may have changed, when the output folder is known to match the state for every other one
 /// (an incremental reconcile); None checks every file.
+/// Which requests' outputs [`changes`] computes.
+pub struct Wanted<'a> {
+    /// The requests of the planned commit (among `only`, if given).
+    pub present: &'a foldhash::HashSet<&'a str>,
+    /// Only these requests' outputs (an incremental run); None: every output.
+    pub only: Option<&'a BTreeSet<String>>,
+    /// Requests whose certificates are not written, their committed files kept as they are
+    /// (see `Plan::withheld_outputs`).
+    pub withheld: &'a foldhash::HashSet<&'a str>,
+}
+
 pub async fn changes(
     ctx: &Context,
     commit: &str,
     index: &Index,
-    present: &foldhash::HashSet<&str>,
-    only: Option<&BTreeSet<String>>,
+    wanted_outputs: Wanted<'_>,
     mut fresh: super::apply::FreshCertificates,
 ) -> Result<BTreeMap<String, Option<Content>>, String> {
+    let Wanted {
+        present,
+        only,
+        withheld,
+    } = wanted_outputs;
     let out_dir = &ctx.config.output.dir;
     let mut changes = BTreeMap::new();
     let mut wanted = BTreeSet::new();
@@ -160,6 +175,9 @@ pub async fn changes(
         let (leaf, chain) = leaf_paths(out_dir, id);
         wanted.insert(leaf.clone());
         wanted.insert(chain.clone());
+        if withheld.contains(id) {
+            continue;
+        }
         let up_to_date = existing
             .get(&leaf)
             .and_then(|blob| match ctx.repo.blob(blob) {

@@ -280,6 +280,36 @@ impl Plan {
         self.requests.iter().map(|r| r.id.as_str()).collect()
     }
 
+    /// Whether a present request shares outputs with one of `deleted`: the same stem, or a
+    /// certificate that is the other's chain file (see [`output_stem`]).
+    pub fn shares_outputs_with(&self, deleted: &BTreeSet<String>) -> bool {
+        if deleted.is_empty() {
+            return false;
+        }
+        let gone: foldhash::HashSet<&str> = deleted.iter().map(|id| output_stem(id)).collect();
+        let chain_of_gone: foldhash::HashSet<&str> = (gone.iter())
+            .filter_map(|stem| stem.strip_suffix(".chain"))
+            .collect();
+        self.requests.iter().any(|r| {
+            let stem = output_stem(&r.id);
+            gone.contains(stem)
+                || chain_of_gone.contains(stem)
+                || stem
+                    .strip_suffix(".chain")
+                    .is_some_and(|s| gone.contains(s))
+        })
+    }
+
+    /// Requests rejected because their outputs collide with another's (`output-path-conflict`):
+    /// their certificates are not written, so the other's stay, and their committed files are
+    /// kept as they are.
+    pub fn withheld_outputs(&self) -> foldhash::HashSet<&str> {
+        (self.requests.iter())
+            .filter(|r| (r.findings.iter()).any(|f| f.code == Code::OutputPathConflict))
+            .map(|r| r.id.as_str())
+            .collect()
+    }
+
     /// Which of `ids` are requests of the planned commit: the few an incremental run touched,
     /// found by binary search in the id-ordered requests (checking the order is one pass of
     /// comparisons) instead of a hash set of all of them.
