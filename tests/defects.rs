@@ -451,6 +451,13 @@ fn requests_whose_outputs_collide_are_rejected() {
     env.ok(&["apply"], 3);
     assert_eq!(env.read("issued/nest.chain.pem"), chain);
     env.ok(&["verify"], 0);
+    // Alone, a request so named is issued, and `verify` checks its certificate (it took
+    // `lone.chain.pem` for a chain file and reported the certificate missing).
+    request("lone.chain.yaml", "lone-chain");
+    env.commit_all("a request named like a chain file");
+    env.ok(&["apply"], 3);
+    assert!(env.path("issued/lone.chain.chain.pem").is_file());
+    env.ok(&["verify"], 0);
     // Two requests of one name, each with a live certificate (one replaced the other, which
     // came back): both are rejected and neither writes, so the file stays as committed.
     request("flip.yml", "flip-a");

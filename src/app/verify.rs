@@ -50,8 +50,15 @@ pub async fn audit(
     // with made-up parameters cannot grow it.
     let mut verifiers: Vec<(ObjectIdentifier, Result<SignatureVerifier, String>)> = Vec::new();
 
+    // The chain files of every request the commit or the state knows, which are checked with
+    // their certificates: only those, since a request may be named `web.chain.yaml`, whose
+    // certificate is `web.chain.pem`.
+    let chain_files: BTreeSet<String> = (hashes.keys())
+        .chain(index.certs.values().map(|c| &c.request_id))
+        .map(|id| leaf_paths(out_dir, id).1)
+        .collect();
     for (path, bytes) in &committed {
-        if !path.ends_with(".pem") || path.ends_with(".chain.pem") {
+        if !path.ends_with(".pem") || chain_files.contains(path) {
             continue;
         }
         let cert = match parse_cert(path, bytes) {
