@@ -348,6 +348,11 @@ fn a_name_that_is_not_utf8_is_refused_naming_its_path() {
     for args in [&["plan"][..], &["plan", "--worktree"], &["apply"]] {
         refused(args, "requests/caf\u{fffd}.yaml");
     }
+    let audit = env.ok(&["verify"], 2);
+    assert!(
+        audit.contains("requests/caf\u{fffd}.yaml: [name-not-utf8]"),
+        "{audit}"
+    );
     std::fs::remove_file(&odd_file).unwrap();
     let odd_folder = env.path("policies").join(OsStr::from_bytes(b"d\xe9"));
     std::fs::create_dir(&odd_folder).unwrap();

@@ -38,6 +38,15 @@ pub async fn audit(
     now: OffsetDateTime,
 ) -> Result<Vec<AuditFinding>, String> {
     let mut out = Vec::new();
+    // A request, policy or revocation file gitca cannot name: plan and apply refuse the commit.
+    if let Some(path) = crate::domain::plan::unnamed_input(&ctx.snapshot, &ctx.config) {
+        out.push(f(
+            "name-not-utf8",
+            path,
+            "a name that is not UTF-8 where gitca lists its inputs; plan and apply refuse the \
+             commit until it is renamed or removed",
+        ));
+    }
     let ca = ctx.ca_cert.tbs_certificate();
     let ca_key = ca.subject_public_key_info();
     let out_dir = &ctx.config.output.dir;
