@@ -181,35 +181,22 @@ impl GitRepo {
         let odb = self.repo.odb().map_err(ge)?;
         let mut files = BTreeMap::new();
         let mut unnamed = Vec::new();
-        let mut err = None;
         let skip_under: Vec<String> = skip.iter().map(|s| format!("{s}/")).collect();
-        let walked = tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+        walk(&tree, |dir, entry| {
             // Not read, and a folder not entered: no path names it (the plan decides).
             let Ok(name) = entry.name() else {
                 unnamed.push(lossy_path(dir, entry));
-                return git2::TreeWalkResult::Skip;
+                return Ok(git2::TreeWalkResult::Skip);
             };
             let path = format!("{dir}{name}");
             if skip.contains(&path) || skip_under.iter().any(|s| path.starts_with(s.as_str())) {
-                return git2::TreeWalkResult::Skip;
+                return Ok(git2::TreeWalkResult::Skip);
             }
-            match self.tree_entry(&odb, &path, entry) {
-                Ok(Some(item)) => {
-                    files.insert(path, item);
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    err = Some(e);
-                    return git2::TreeWalkResult::Abort;
-                }
+            if let Some(item) = self.tree_entry(&odb, &path, entry)? {
+                files.insert(path, item);
             }
-            git2::TreeWalkResult::Ok
-        });
-        // An entry's error first: libgit2 reports the abort itself as a bare error code.
-        if let Some(e) = err {
-            return Err(e);
-        }
-        walked.map_err(ge)?;
+            Ok(git2::TreeWalkResult::Ok)
+        })?;
         let t = c.time();
         Ok(Snapshot {
             commit: commit.to_string(),
@@ -559,9 +546,8 @@ impl GitRepo {
         let started = std::time::Instant::now();
         self.no_file_in_the_way(&base, files)?;
         let contents: Vec<Option<&Content>> = files.values().map(Option::as_ref).collect();
-        let blobs = self.write_blobs(&contents)?;
+        let (blobs, packed) = self.write_blobs(&contents)?;
         tracing::debug!(elapsed = ?started.elapsed(), n = files.len(), "blobs written");
-        let packed = blobs.iter().flatten().count() >= super::git_pack::PACK_FROM;
         let mut b = git2::build::TreeUpdateBuilder::new();
         for (path, blob) in files.keys().zip(&blobs) {
             let full = format!("{}{path}", self.prefix);
@@ -653,9 +639,8 @@ impl GitRepo {
                 };
                 last = Some((folder, tree));
             }
-            let name = &path[path.rfind('/').map_or(0, |slash| slash + 1)..];
             if let Some((_, Some(tree))) = &last
-                && let Some(e) = tree.get_name(name)
+                && let Some(e) = tree.get_name(name_of(path))
                 && e.kind() != Some(ObjectType::Blob)
             {
                 return Err(format!(
@@ -693,8 +678,11 @@ impl GitRepo {
     }
 
     /// Writes the new blobs; None (a deletion) stays None. Many go into one pack, a few are
-    /// written loose.
-    fn write_blobs(&self, contents: &[Option<&Content>]) -> Result<Vec<Option<Oid>>, String> {
+    /// written loose. Returns their ids, and whether they went into a pack.
+    fn write_blobs(
+        &self,
+        contents: &[Option<&Content>],
+    ) -> Result<(Vec<Option<Oid>>, bool), String> {
         let new: Vec<&Content> = contents.iter().flatten().copied().collect();
         if new.len() >= super::git_pack::PACK_FROM {
             let objects = self.repo.commondir().join("objects");
@@ -723,19 +711,18 @@ impl GitRepo {
                     objects.display()
                 ));
             }
-            return Ok(contents
-                .iter()
-                .map(|c| c.and_then(|_| ids.next()))
-                .collect());
+            let ids = contents.iter().map(|c| c.and_then(|_| ids.next()));
+            return Ok((ids.collect(), true));
         }
         // A few: one loose object each.
-        contents
+        let ids = contents
             .iter()
             .map(|c| {
                 c.map(|c| self.repo.blob(&c.bytes()).map_err(ge))
                     .transpose()
             })
-            .collect()
+            .collect::<Result<_, _>>()?;
+        Ok((ids, false))
     }
 
     /// Writes the changed outputs into the work tree and the index, as a checkout of only those
@@ -1071,7 +1058,7 @@ impl GitRepo {
             &written,
             |(rel, _)| rel,
             |(rel, content)| {
-                let name = &rel[rel.rfind('/').map_or(0, |slash| slash + 1)..];
+                let name = name_of(rel);
                 if name.is_empty() {
                     return Err(std::io::Error::other("not a file path"));
                 }
@@ -1351,6 +1338,25 @@ fn each_reported<'a, T: Sync, R: Send>(
     Ok(batches.into_iter().flatten().collect())
 }
 
+/// Walks `tree` in pre-order, `visit` deciding at each entry; its first error is returned as
+/// it is (libgit2 reports an aborted walk only as a bare error code).
+fn walk(
+    tree: &git2::Tree,
+    mut visit: impl FnMut(&str, &git2::TreeEntry) -> Result<git2::TreeWalkResult, String>,
+) -> Result<(), String> {
+    let mut err = None;
+    let walked = tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+        visit(dir, entry).unwrap_or_else(|e| {
+            err = Some(e);
+            git2::TreeWalkResult::Abort
+        })
+    });
+    match err {
+        Some(e) => Err(e),
+        None => walked.map_err(ge),
+    }
+}
+
 /// The path of an entry met in a tree walk under `dir`, its name's odd bytes replaced: for an
 /// entry whose name is not UTF-8, which gitca never reads under a stand-in name two such
 /// entries could share.
@@ -1525,23 +1531,16 @@ impl GitRepo {
         let Ok(tree) = self.repo.find_tree(e.id()) else {
             return Ok(out);
         };
-        let mut err = None;
-        let walked = tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+        walk(&tree, |dir, entry| {
             // gitca could not name such a file to remove it, as it removes what it did not
             // write.
-            let Ok(name) = entry.name() else {
-                err = Some(not_utf8(&lossy_path(&format!("{folder}/{dir}"), entry)));
-                return git2::TreeWalkResult::Abort;
-            };
+            let name = (entry.name())
+                .map_err(|_| not_utf8(&lossy_path(&format!("{folder}/{dir}"), entry)))?;
             if entry.kind() == Some(ObjectType::Blob) {
                 out.insert(format!("{folder}/{dir}{name}"), entry.id().to_string());
             }
-            git2::TreeWalkResult::Ok
-        });
-        if let Some(e) = err {
-            return Err(e);
-        }
-        walked.map_err(ge)?;
+            Ok(git2::TreeWalkResult::Ok)
+        })?;
         Ok(out)
     }
 
@@ -1566,6 +1565,12 @@ impl GitRepo {
 /// the normalised paths of a git tree.
 fn folder_of(rel: &str) -> &str {
     rel.rfind('/').map_or("", |slash| &rel[..slash])
+}
+
+/// The file name of the work-tree path `rel`, as `Path::file_name` gives it for the normalised
+/// paths of a git tree.
+fn name_of(rel: &str) -> &str {
+    rel.rfind('/').map_or(rel, |slash| &rel[slash + 1..])
 }
 
 /// Whether `dir` (inside `workdir`) is a plain folder, `false` if it or a folder above it is

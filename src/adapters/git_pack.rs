@@ -570,8 +570,6 @@ mod tests {
             .collect()
     }
 
-    /// The repository at `dir` holds one pack and no loose object, and git finds nothing wrong
-    /// with it: returns `git verify-pack -v`.
     /// `blobs` written as one pack into the bare repository `dir`, with the prefix `claims`
     /// (none if empty); their ids.
     fn packed(dir: &Path, blobs: &[Vec<u8>], claims: &[Option<usize>]) -> Vec<Oid> {
@@ -585,6 +583,8 @@ mod tests {
         .unwrap()
     }
 
+    /// The repository at `dir` holds one pack and no loose object, and git finds nothing wrong
+    /// with it: returns `git verify-pack -v`.
     fn checked_pack(dir: &Path) -> String {
         let packs: Vec<String> = std::fs::read_dir(dir.join("objects/pack"))
             .unwrap()

@@ -106,21 +106,20 @@ pub fn record_certificate(r: &CertRecord) -> Result<Vec<u8>, String> {
     base64ct::Base64::decode_vec(b64).map_err(|e| format!("serial {}: {e}", r.serial))
 }
 
-/// Computes the changes to the committed tree at `commit`: path -> new content (None deletes).
-/// `present`: the requests of the commit (the plan's). `only`: the requests whose certificate
-/// may have changed, when the output folder is known to match the state for every other one
-/// (an incremental reconcile); None checks every file.
 /// Which requests' outputs [`changes`] computes.
 pub struct Wanted<'a> {
-    /// The requests of the planned commit (among `only`, if given).
+    /// The requests of the commit (the plan's; among `only`, if given).
     pub present: &'a foldhash::HashSet<&'a str>,
-    /// Only these requests' outputs (an incremental run); None: every output.
+    /// The requests whose certificate may have changed, when the output folder is known to
+    /// match the state for every other one (an incremental reconcile); None checks every file.
     pub only: Option<&'a BTreeSet<String>>,
     /// Requests whose certificates are not written, their committed files kept as they are
     /// (see `Plan::withheld_outputs`).
     pub withheld: &'a foldhash::HashSet<&'a str>,
 }
 
+/// Computes the changes to the committed tree at `commit`: path -> new content (None deletes),
+/// for the requests `wanted_outputs` names.
 pub async fn changes(
     ctx: &Context,
     commit: &str,

@@ -16,10 +16,9 @@ use time::OffsetDateTime;
 
 /// The state object holding the basis.
 pub const BASIS_KEY: &str = "plan-basis.txt";
-// Version 2 added `revoke_superseded`; a basis of another version is not read (the next run
-// plans in full and records a new one).
-/// 3: a basis recorded before gitca refused names that are not UTF-8 may stand for a plan that
-/// read such a request as `?`; it is not trusted, so the next run plans every request once.
+/// A basis of another version is not read: the next run plans in full and records a new one.
+/// Version 2 added `revoke_superseded`; 3 marks bases recorded since gitca refuses names that
+/// are not UTF-8 (one before may stand for a plan that read such a request as `?`).
 const HEADER: &str = "gitca-plan-basis 3";
 
 /// What the last reconcile planned for one request.

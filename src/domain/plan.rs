@@ -719,23 +719,33 @@ pub fn output_stem(request_id: &str) -> &str {
 /// refused, and the issued one goes on being renewed. Decided from the plan and the index
 /// alone, before anything is signed, the same in an incremental and a full plan.
 fn reject_output_collisions(requests: &mut [RequestPlan], now: OffsetDateTime) {
+    // Each stem's first request, and the further ones of a stem already taken (rare).
     let mut by_stem: foldhash::HashMap<&str, &str> = Default::default();
     by_stem.reserve(requests.len());
-    // Further requests of a stem already taken (rare): each collides with every one before.
     let mut more: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    let mut pairs: Vec<(&str, &str)> = Vec::new();
     for r in requests.iter() {
         let stem = output_stem(&r.id);
-        if let Some(&first) = by_stem.get(stem) {
-            let taken = more.entry(stem).or_default();
-            pairs.extend(
-                std::iter::once(first)
-                    .chain(taken.iter().copied())
-                    .map(|o| (r.id.as_str(), o)),
-            );
-            taken.push(&r.id);
-        } else {
-            by_stem.insert(stem, &r.id);
+        match by_stem.entry(stem) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(&r.id);
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {
+                more.entry(stem).or_default().push(&r.id);
+            }
+        }
+    }
+    let ids_of = |stem: &str| {
+        let first = by_stem.get(stem).copied();
+        first
+            .into_iter()
+            .chain(more.get(stem).into_iter().flatten().copied())
+    };
+    let mut pairs: Vec<(&str, &str)> = Vec::new();
+    // The same stem: each request with every one before it.
+    for (stem, later) in &more {
+        for (i, &id) in later.iter().enumerate() {
+            let before = ids_of(stem).take(i + 1);
+            pairs.extend(before.map(|other| (id, other)));
         }
     }
     for r in requests.iter() {
@@ -745,15 +755,8 @@ fn reject_output_collisions(requests: &mut [RequestPlan], now: OffsetDateTime) {
         // Each folder named like a certificate or chain file could be another's output.
         let folders = (stem.match_indices(".pem/")).map(|(end, _)| &stem[..end + ".pem".len()]);
         let under = folders.flat_map(|f| [f.strip_suffix(".pem"), f.strip_suffix(".chain.pem")]);
-        for stem in std::iter::once(chain_of).chain(under).flatten() {
-            if let Some(&first) = by_stem.get(stem) {
-                let taken = more.get(stem).into_iter().flatten().copied();
-                pairs.extend(
-                    std::iter::once(first)
-                        .chain(taken)
-                        .map(|o| (r.id.as_str(), o)),
-                );
-            }
+        for other in std::iter::once(chain_of).chain(under).flatten() {
+            pairs.extend(ids_of(other).map(|o| (r.id.as_str(), o)));
         }
     }
     if pairs.is_empty() {
