@@ -769,3 +769,54 @@ fn a_reissued_request_whose_old_certificate_stays_live_is_carried() {
         .count() as u64;
     assert_eq!(read, must_read, "{}", a["scan"]);
 }
+
+/// More requests than one round of the plan's parallel step (4,096), all with one key: the
+/// rounds are decided in id order while the next is prepared, so the first request takes the
+/// key and every later one, in whichever round, is refused it; the same on one thread and four.
+#[test]
+fn a_key_is_decided_in_id_order_across_the_plans_rounds() {
+    const MANY: usize = 4_200;
+    let env = Env::from(EXAMPLE, &[]);
+    env.init(&[]);
+    let dir = env.path("requests/servers/many");
+    std::fs::create_dir_all(&dir).unwrap();
+    new_p256_csr(&dir.join("shared.csr.pem"), "many.internal.example.com");
+    for n in 0..MANY {
+        std::fs::write(
+            dir.join(format!("r{n:04}.yaml")),
+            format!(
+                "csr: shared.csr.pem\nusages: [server_auth]\n\
+                 sans: {{dns: [many.internal.example.com, r{n}.internal.example.com]}}\n"
+            ),
+        )
+        .unwrap();
+    }
+    env.commit_all("many requests with one key");
+    let plan_on = |threads: &str| -> Value {
+        let o = env
+            .command_in(&env.repo, &["plan", "--format", "json"])
+            .env("GITCA_THREADS", threads)
+            .output()
+            .unwrap();
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+            panic!("plan: {e}: {}", String::from_utf8_lossy(&o.stderr));
+        })
+    };
+    let one = plan_on("1");
+    assert_eq!(decisions(&one), decisions(&plan_on("4")));
+    let many: Vec<&Value> = (one["requests"].as_array().unwrap().iter())
+        .filter(|r| {
+            r["id"]
+                .as_str()
+                .unwrap()
+                .starts_with("requests/servers/many/")
+        })
+        .collect();
+    assert_eq!(many.len(), MANY);
+    assert_eq!(many[0]["id"], "requests/servers/many/r0000.yaml");
+    assert_eq!(many[0]["action"], "issue", "{}", many[0]);
+    for r in &many[1..] {
+        assert_eq!(r["action"], "rejected", "{r}");
+        assert!(codes_in(r, "findings").contains("key-reuse"), "{r}");
+    }
+}
