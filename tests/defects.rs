@@ -494,3 +494,38 @@ fn requests_whose_outputs_collide_are_rejected() {
     );
     assert_eq!(issued_for("requests/nest.yaml"), 1);
 }
+
+/// A request whose CSR changes several times within one second (here at one `--now`): each
+/// new certificate started in the same second as the ones before, and which of them a request
+/// was served went by their random serials, so a later run often took an older one for
+/// current and reissued, on every run within that second. Now a certificate starts a second
+/// after the request's newest: each change is issued once.
+#[test]
+fn a_request_changed_within_one_second_is_issued_once_each_time() {
+    let env = Env::from(
+        &format!("{FIXTURES}/defect-repo"),
+        &["expected.yaml", "README.md", "revocations.yaml"],
+    );
+    env.init(&["--single"]);
+    let csr = env.path("requests/quick.csr.pem");
+    std::fs::write(
+        env.path("requests/quick.yaml"),
+        "csr: quick.csr.pem\nsans: {dns: [quick.test.example.com]}\n",
+    )
+    .unwrap();
+    let issued_for_quick = || {
+        let index = env.index("defect-ca");
+        (index["certs"].as_object().unwrap().values())
+            .filter(|c| c["request_id"] == "requests/quick.yaml")
+            .count()
+    };
+    for round in 1..=6 {
+        new_p256_csr(&csr, "quick.test.example.com");
+        env.commit_all(&format!("quick, key {round}"));
+        for _ in 0..2 {
+            env.ok(&["apply", "--now", "2026-12-01T00:00:00Z"], 3);
+            assert_eq!(issued_for_quick(), round, "after the change to key {round}");
+        }
+    }
+    env.ok(&["verify"], 0);
+}

@@ -1006,6 +1006,7 @@ async fn issue(
         sign_seconds: 0.0,
     };
     let build = |spec: &IssueSpec, serial: [u8; 20]| -> Result<_, String> {
+        let not_before = spec.not_before(not_before);
         let unsigned = profile::leaf(spec, issuer, &serial, not_before, &urls)
             .map_err(|e| format!("{}: cannot build the certificate: {e}", spec.request_id))?;
         profile::lint_leaf(&unsigned.tbs_der, issuer, &serial, spec).map_err(|e| {

@@ -94,6 +94,23 @@ pub struct IssueSpec {
     pub revoke_superseded: bool,
     /// Where the CSR was read (recorded for the next incremental reconcile).
     pub csr_path: String,
+    /// The start (notBefore) of the request's newest certificate, if it has one. The new
+    /// certificate starts at least a second later: certificates carry whole seconds, and the
+    /// newest by start is the one a request is served (`ByRequest::current`).
+    pub after: Option<OffsetDateTime>,
+}
+
+impl IssueSpec {
+    /// When the certificate starts: `wanted`, or a second after the request's newest
+    /// certificate if that started as late.
+    pub fn not_before(&self, wanted: OffsetDateTime) -> OffsetDateTime {
+        match self.after {
+            Some(after) if after + time::Duration::SECOND > wanted => {
+                after + time::Duration::SECOND
+            }
+            _ => wanted,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -992,7 +1009,10 @@ fn plan_request(
             if rp.action.issues() {
                 // Later requests in this plan may not take the same key.
                 live_keys.plan(&spec.key_id, id);
-                rp.spec = Some(Box::new(spec));
+                rp.spec = Some(Box::new(IssueSpec {
+                    after: newest.map(|n| n.not_before),
+                    ..spec
+                }));
             }
         }
     }
@@ -1200,6 +1220,7 @@ fn decide(
             policy: policy.name.clone(),
             revoke_superseded: req.revoke_superseded,
             csr_path,
+            after: None,
         },
         policy.name.clone(),
     ))
