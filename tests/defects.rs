@@ -495,6 +495,72 @@ fn requests_whose_outputs_collide_are_rejected() {
     assert_eq!(issued_for("requests/nest.yaml"), 1);
 }
 
+/// A request removed in the commit that adds one in a folder named as its certificate
+/// (`nest.yaml` going as `nest.pem/inner.yaml` comes), and then the other way round: the
+/// outputs commit deletes a file and writes a folder of the same name. gitca signed the new
+/// request, then refused every run ("issued/nest.pem is a file in the commit"); now each is
+/// issued once and the repository stays clean and consistent.
+#[test]
+fn a_request_in_place_of_a_removed_ones_certificate_is_issued_once() {
+    let env = Env::from(
+        &format!("{FIXTURES}/defect-repo"),
+        &["expected.yaml", "README.md", "revocations.yaml"],
+    );
+    env.init(&["--single"]);
+    let request = |rel: &str, cn: &str| {
+        let yaml = env.path(&format!("requests/{rel}"));
+        std::fs::create_dir_all(yaml.parent().unwrap()).unwrap();
+        new_p256_csr(
+            &yaml.with_extension("csr.pem"),
+            &format!("{cn}.test.example.com"),
+        );
+        let csr = yaml.with_extension("csr.pem");
+        let name = csr.file_name().unwrap().to_str().unwrap();
+        std::fs::write(
+            &yaml,
+            format!("csr: {name}\nsans: {{dns: [{cn}.test.example.com]}}\n"),
+        )
+        .unwrap();
+    };
+    let issued_for = |id: &str| {
+        let index = env.index("defect-ca");
+        (index["certs"].as_object().unwrap().values())
+            .filter(|c| c["request_id"] == id)
+            .count()
+    };
+    request("nest.yaml", "nest");
+    env.commit_all("nest");
+    env.ok(&["apply"], 3);
+    assert!(env.path("issued/nest.pem").is_file());
+    for (gone, new, output) in [
+        (
+            "nest.yaml",
+            "nest.pem/inner.yaml",
+            "issued/nest.pem/inner.pem",
+        ),
+        ("nest.pem", "nest.yaml", "issued/nest.pem"),
+    ] {
+        env.git(&["rm", "-q", "-r", &format!("requests/{gone}")]);
+        if gone.ends_with(".yaml") {
+            env.git(&[
+                "rm",
+                "-q",
+                &format!("requests/{}", gone.replace(".yaml", ".csr.pem")),
+            ]);
+        }
+        request(new, "inner");
+        env.commit_all(&format!("{gone} goes, {new} comes"));
+        let before = issued_for(&format!("requests/{new}"));
+        for _ in 0..2 {
+            env.ok(&["apply"], 3);
+        }
+        assert!(env.path(output).is_file(), "{output}");
+        assert_eq!(issued_for(&format!("requests/{new}")), before + 1, "{new}");
+        assert_eq!(env.git(&["status", "--porcelain"]), "", "after {new}");
+        env.ok(&["verify"], 0);
+    }
+}
+
 /// A request whose CSR changes several times within one second (here at one `--now`): each
 /// new certificate started in the same second as the ones before, and which of them a request
 /// was served went by their random serials, so a later run often took an older one for

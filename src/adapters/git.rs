@@ -544,14 +544,21 @@ impl GitRepo {
             .map_err(ge)?;
         let base = parent.tree().map_err(ge)?;
         let started = std::time::Instant::now();
-        self.no_file_in_the_way(&base, files)?;
+        let replaced = self.no_file_in_the_way(&base, files)?;
         let contents: Vec<Option<&Content>> = files.values().map(Option::as_ref).collect();
         let (blobs, packed) = self.write_blobs(&contents)?;
         tracing::debug!(elapsed = ?started.elapsed(), n = files.len(), "blobs written");
+        // Where a file and a folder swap places, libgit2 fails with "D/F conflict" unless the
+        // deletions are made first, in a tree of their own.
+        let two_steps = !replaced.is_empty();
         let mut b = git2::build::TreeUpdateBuilder::new();
+        let mut after_deletions = git2::build::TreeUpdateBuilder::new();
         for (path, blob) in files.keys().zip(&blobs) {
             let full = format!("{}{path}", self.prefix);
             match blob {
+                Some(oid) if two_steps => {
+                    after_deletions.upsert(full, *oid, git2::FileMode::Blob);
+                }
                 Some(oid) => {
                     b.upsert(full, *oid, git2::FileMode::Blob);
                 }
@@ -562,7 +569,12 @@ impl GitRepo {
         }
         let tree_id = {
             let _unchecked = packed.then(EntriesUnchecked::start);
-            b.create_updated(&self.repo, &base).map_err(ge)?
+            let mut tree_id = b.create_updated(&self.repo, &base).map_err(ge)?;
+            if two_steps {
+                let deleted = self.repo.find_tree(tree_id).map_err(ge)?;
+                tree_id = (after_deletions.create_updated(&self.repo, &deleted)).map_err(ge)?;
+            }
+            tree_id
         };
         if tree_id == base.id() {
             return Ok(None);
@@ -581,7 +593,9 @@ impl GitRepo {
         // Update the work tree and the index while HEAD still names the parent; the branch
         // moves in `finish_outputs_commit`, only if it still points at the parent.
         let index_update = match self.repo.workdir() {
-            Some(workdir) => self.write_worktree(workdir, &base, &tree, files, &blobs)?,
+            Some(workdir) => {
+                self.write_worktree(workdir, (&base, &tree), files, &blobs, &replaced)?
+            }
             None => None,
         };
         tracing::debug!(elapsed = ?started.elapsed(), "work tree written");
@@ -598,13 +612,19 @@ impl GitRepo {
     /// `a.pem/x.yaml` would), or one the parent commit holds as a folder or a submodule.
     /// libgit2 would fail with a bare "D/F conflict when updating tree", or "cannot replace".
     /// Each folder is looked up once, and each file in its folder's tree.
+    ///
+    /// A file this run deletes is out of the way of a folder (`a.pem` becoming `a.pem/x.pem`),
+    /// and a folder whose every file this run deletes is out of the way of a file (the other
+    /// way round): such paths are returned, as the work tree and the tree must be changed in
+    /// two steps there (see [`Replaced`]).
     fn no_file_in_the_way(
         &self,
         base: &git2::Tree,
         files: &BTreeMap<String, Option<Content>>,
-    ) -> Result<(), String> {
+    ) -> Result<Replaced, String> {
         let p = &self.prefix;
         let in_base = |rel: &str| base.get_path(Path::new(&format!("{p}{rel}"))).ok();
+        let mut replaced = Replaced::default();
         let mut seen = std::collections::HashSet::new();
         // The folder of the files before, and its tree in the parent commit, if one.
         let mut last: Option<(&str, Option<git2::Tree>)> = None;
@@ -625,10 +645,16 @@ impl GitRepo {
                     if let Some(e) = in_base(up)
                         && e.kind() != Some(ObjectType::Tree)
                     {
-                        return Err(format!(
-                            "{p}{up} is a file in the commit, where gitca writes {p}{path} under \
-                             it: move or remove it, or rename the request whose output it is"
-                        ));
+                        if matches!(files.get(up), Some(None)) && e.kind() == Some(ObjectType::Blob)
+                        {
+                            replaced.files.push(format!("{p}{up}"));
+                        } else {
+                            return Err(format!(
+                                "{p}{up} is a file in the commit, where gitca writes {p}{path} \
+                                 under it: move or remove it, or rename the request whose output \
+                                 it is"
+                            ));
+                        }
                     }
                     up = folder_of(up);
                 }
@@ -643,13 +669,46 @@ impl GitRepo {
                 && let Some(e) = tree.get_name(name_of(path))
                 && e.kind() != Some(ObjectType::Blob)
             {
-                return Err(format!(
-                    "{p}{path} is a folder or a submodule in the commit, where gitca writes that \
-                     file: move or remove it"
-                ));
+                if self.all_deleted_under(&e, path, files)? {
+                    replaced.folders.push(format!("{p}{path}"));
+                } else {
+                    return Err(format!(
+                        "{p}{path} is a folder or a submodule in the commit, where gitca writes \
+                         that file: move or remove it"
+                    ));
+                }
             }
         }
-        Ok(())
+        Ok(replaced)
+    }
+
+    /// Whether `e`, at `path`, is a folder whose every file `files` deletes.
+    fn all_deleted_under(
+        &self,
+        e: &git2::TreeEntry,
+        path: &str,
+        files: &BTreeMap<String, Option<Content>>,
+    ) -> Result<bool, String> {
+        if e.kind() != Some(ObjectType::Tree) {
+            return Ok(false);
+        }
+        let tree = self.repo.find_tree(e.id()).map_err(ge)?;
+        let mut all = true;
+        walk(&tree, |dir, entry| {
+            all &= match (entry.kind(), entry.name()) {
+                (Some(ObjectType::Tree), Ok(_)) => true,
+                (Some(ObjectType::Blob), Ok(name)) => {
+                    matches!(files.get(&format!("{path}/{dir}{name}")), Some(None))
+                }
+                _ => false,
+            };
+            Ok(match all {
+                true => git2::TreeWalkResult::Ok,
+                false => git2::TreeWalkResult::Abort,
+            })
+        })
+        .or_else(|e| if all { Err(e) } else { Ok(()) })?;
+        Ok(all)
     }
 
     /// Waits for git to update the index, then moves the branch to the commit if it still
@@ -733,10 +792,10 @@ impl GitRepo {
     fn write_worktree(
         &self,
         workdir: &Path,
-        base: &git2::Tree,
-        tree: &git2::Tree,
+        (base, tree): (&git2::Tree, &git2::Tree),
         files: &BTreeMap<String, Option<Content>>,
         ids: &[Option<Oid>],
+        replaced: &Replaced,
     ) -> Result<Option<IndexUpdate>, String> {
         let started = std::time::Instant::now();
         let to_write = files.values().filter(|c| c.is_some()).count();
@@ -755,10 +814,10 @@ impl GitRepo {
         // and an index gitca can keep whole (`LockedIndex::open`). Otherwise, or should the
         // index be in the way of a path, git updates the index as below, after gitca's check.
         if gitca_may_index {
-            self.check_worktree(workdir, base, (&rels, files))?;
+            self.check_worktree(workdir, base, (&rels, files), replaced)?;
             match self.index_to_update(&rels) {
                 Ok(index) => {
-                    self.write_files_and_index(workdir, (&rels, files), ids, index)?;
+                    self.write_files_and_index(workdir, (&rels, files), ids, index, replaced)?;
                     tracing::debug!(elapsed = ?started.elapsed(), "work tree and index written");
                     return Ok(None);
                 }
@@ -771,7 +830,7 @@ impl GitRepo {
         // Checked above already if gitca might update the index.
         let checked = match gitca_may_index {
             true => Ok(()),
-            false => self.check_worktree(workdir, base, (&rels, files)),
+            false => self.check_worktree(workdir, base, (&rels, files), replaced),
         };
         let trees_read = match read_tree.map(|read| read.and_then(GitRun::wait)) {
             Some(Ok(())) => true,
@@ -812,7 +871,13 @@ impl GitRepo {
         )?;
         // Without the trees read, the paths git was sent, to take back should a write fail.
         let sent = (!trees_read).then(|| std::sync::Mutex::new(Vec::new()));
+        // A file deleted where a folder goes is out of an index that has read the trees: given
+        // its path, git would find the new folder and refuse it ("is a directory").
+        let read_out: &[String] = if trees_read { &replaced.files } else { &[] };
         let done = |rels: &[&String]| {
+            let rels: Vec<&String> = (rels.iter().copied())
+                .filter(|rel| !read_out.contains(rel))
+                .collect();
             if rels.is_empty() {
                 return;
             }
@@ -823,10 +888,16 @@ impl GitRepo {
             // The receiver lives as long as git reads: a send fails only once it has stopped.
             let _ = written.send(rels.iter().flat_map(|rel| nul_terminated(rel)).collect());
         };
-        let wrote = self.write_files(workdir, (&rels, files), &done, |mut file, bytes| {
-            use std::io::Write;
-            file.write_all(bytes)
-        });
+        let wrote = self.write_files(
+            workdir,
+            (&rels, files),
+            replaced,
+            &done,
+            |mut file, bytes| {
+                use std::io::Write;
+                file.write_all(bytes)
+            },
+        );
         drop(written);
         match wrote {
             Ok(_) => {
@@ -859,10 +930,19 @@ impl GitRepo {
         workdir: &Path,
         base: &git2::Tree,
         (rels, files): (&[String], &BTreeMap<String, Option<Content>>),
+        replaced: &Replaced,
     ) -> Result<(), String> {
         // Each folder on the way: present (a plain folder) or absent. Below an absent one
         // nothing exists, which spares a first issuance a failed `lstat` per file.
         let mut folders = std::collections::HashMap::new();
+        // A file where a folder goes is absent once deleted: its bytes are checked below, as
+        // any file this run deletes.
+        for file in &replaced.files {
+            let abs = workdir.join(file);
+            if std::fs::symlink_metadata(&abs).is_ok_and(|m| m.is_file()) {
+                folders.insert(abs, false);
+            }
+        }
         // Files whose bytes are neither the committed blob nor gitca's, with those two ids.
         let mut differing: Vec<(String, [Option<Oid>; 2])> = Vec::new();
         // The paths are in git's order, so a folder's files come together: its answer is
@@ -884,6 +964,11 @@ impl GitRepo {
             }
             let abs = workdir.join(rel);
             match std::fs::symlink_metadata(&abs) {
+                // A folder where a file goes: gone once this run's deletions are made, if it
+                // holds nothing else (they are checked as any file this run deletes).
+                Ok(m) if m.is_dir() && replaced.folders.contains(rel) => {
+                    only_deleted_files(workdir, rel, (rels, files))?;
+                }
                 Ok(m) if !m.is_file() => {
                     return Err(format!(
                         "{rel} is not a regular file in the work tree; gitca will not replace it"
@@ -1019,6 +1104,7 @@ impl GitRepo {
         &self,
         workdir: &Path,
         (rels, files): (&[String], &BTreeMap<String, Option<Content>>),
+        replaced: &Replaced,
         done: &(dyn Fn(&[&String]) + Sync),
         write: impl Fn(std::fs::File, &[u8]) -> std::io::Result<R> + Sync,
     ) -> Result<Vec<R>, String> {
@@ -1041,6 +1127,10 @@ impl GitRepo {
             },
             done,
         )?;
+        // A folder where a file goes is empty now, but for its own folders.
+        for folder in &replaced.folders {
+            remove_empty_folders(&workdir.join(folder)).map_err(|e| format!("{folder}: {e}"))?;
+        }
         // Each folder made and opened once; each file is then created by its name in its
         // folder, so the kernel resolves one path component per file, not the whole path (about
         // a tenth of the cost of creating 20,000 files on tmpfs).
@@ -1097,12 +1187,14 @@ impl GitRepo {
         (rels, files): (&[String], &BTreeMap<String, Option<Content>>),
         ids: &[Option<Oid>],
         index: git_index::LockedIndex,
+        replaced: &Replaced,
     ) -> Result<(), String> {
-        let stats = self.write_files(workdir, (rels, files), &|_| {}, |mut file, bytes| {
+        let write = |mut file: std::fs::File, bytes: &[u8]| {
             use std::io::Write;
             file.write_all(bytes)?;
             git_index::stat_of_written(&file)
-        })?;
+        };
+        let stats = self.write_files(workdir, (rels, files), replaced, &|_| {}, write)?;
         index.update(workdir, rels, ids, stats, &|rels| self.hash_as_git(rels))
     }
 
@@ -1573,6 +1665,71 @@ fn name_of(rel: &str) -> &str {
     rel.rfind('/').map_or(rel, |slash| &rel[slash + 1..])
 }
 
+/// Work-tree paths where an outputs commit puts a folder in place of a file it deletes
+/// (`files`), or a file in place of a folder it empties (`folders`): the deletions go first,
+/// in the tree and in the work tree.
+#[derive(Debug, Default)]
+struct Replaced {
+    files: Vec<String>,
+    folders: Vec<String>,
+}
+
+impl Replaced {
+    fn is_empty(&self) -> bool {
+        self.files.is_empty() && self.folders.is_empty()
+    }
+}
+
+/// Refuses a work-tree folder `rel` that holds anything but folders and files this run deletes
+/// (`rels` with no content in `files`): gitca would have to remove it to write its file there.
+fn only_deleted_files(
+    workdir: &Path,
+    rel: &str,
+    (rels, files): (&[String], &BTreeMap<String, Option<Content>>),
+) -> Result<(), String> {
+    let deleted: std::collections::HashSet<&str> = (rels.iter().zip(files.values()))
+        .filter(|(_, content)| content.is_none())
+        .map(|(rel, _)| rel.as_str())
+        .collect();
+    let mut folders = vec![rel.to_string()];
+    while let Some(folder) = folders.pop() {
+        let entries =
+            std::fs::read_dir(workdir.join(&folder)).map_err(|e| format!("{folder}: {e}"))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| format!("{folder}: {e}"))?;
+            let name = entry.file_name();
+            let kind = entry.file_type().map_err(|e| format!("{folder}: {e}"))?;
+            let path = format!("{folder}/{}", name.to_string_lossy());
+            match name.to_str() {
+                Some(_) if kind.is_dir() => folders.push(path),
+                Some(_) if kind.is_file() && deleted.contains(path.as_str()) => {}
+                _ => {
+                    return Err(format!(
+                        "{path} is in the work tree where gitca writes the file {rel}: move or \
+                         remove it"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes `dir` and the folders below it, all empty; absent is fine.
+fn remove_empty_folders(dir: &Path) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        entries => entries?,
+    };
+    for entry in entries {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            remove_empty_folders(&entry.path())?;
+        }
+    }
+    std::fs::remove_dir(dir)
+}
+
 /// Whether `dir` (inside `workdir`) is a plain folder, `false` if it or a folder above it is
 /// absent; an error if one is a symbolic link or other non-folder, which gitca never writes
 /// through (it could point outside the work tree). Answers are kept in `known`.
@@ -1815,6 +1972,100 @@ pub(super) mod tests {
             "{err}"
         );
         assert_eq!(git(root, &["rev-parse", "HEAD"]).trim(), head);
+    }
+
+    /// One outputs commit that deletes a file and writes a folder of the same name (a request
+    /// `a.yaml` removed as `a.pem/x.yaml` arrives), then the other way round: the commit, the
+    /// work tree and the index follow, on each way of updating the index. Before, gitca signed
+    /// and then refused every run ("issued/a.pem is a file in the commit"). A folder that holds
+    /// a file gitca does not delete is refused, naming it, before anything is written.
+    #[test]
+    fn a_file_and_a_folder_swap_places_in_one_outputs_commit() {
+        for (read_tree_from, writes_index) in [(1, false), (usize::MAX, false), (1, true)] {
+            let how =
+                format!("read-tree from {read_tree_from}, gitca writes the index: {writes_index}");
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path();
+            let (mut repo, _) = repo_with_a_commit(root);
+            repo.read_tree_from = read_tree_from;
+            repo.writes_index = writes_index;
+            commit_a_file(root, "issued/a.pem");
+            commit_a_file(root, "issued/a.chain.pem");
+            let head = repo.resolve("HEAD").unwrap();
+            let mut files = numbered_outputs(2);
+            files.insert("issued/a.pem".into(), None);
+            files.insert("issued/a.chain.pem".into(), None);
+            files.insert(
+                "issued/a.pem/x.pem".into(),
+                Some(Content::from(b"x\n".to_vec())),
+            );
+            files.insert(
+                "issued/a.pem/sub/y.pem".into(),
+                Some(Content::from(b"y\n".to_vec())),
+            );
+            let head = repo
+                .commit_outputs(&head, &files, "file to folder")
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                git(root, &["ls-files", "issued"]),
+                "issued/0000.pem\nissued/0001.pem\nissued/a.pem/sub/y.pem\nissued/a.pem/x.pem\n",
+                "{how}"
+            );
+            assert_eq!(
+                std::fs::read(root.join("issued/a.pem/x.pem")).unwrap(),
+                b"x\n"
+            );
+            assert_eq!(git(root, &["status", "--porcelain"]), "", "{how}");
+            // A file gitca did not write, in the folder where a file goes: refused, as it was.
+            std::fs::write(root.join("issued/a.pem/sub/notes"), "mine\n").unwrap();
+            let mut back = BTreeMap::new();
+            back.insert(
+                "issued/a.pem".to_string(),
+                Some(Content::from(b"a\n".to_vec())),
+            );
+            back.insert("issued/a.pem/x.pem".to_string(), None);
+            back.insert("issued/a.pem/sub/y.pem".to_string(), None);
+            let err = repo
+                .commit_outputs(&head, &back, "folder to file")
+                .unwrap_err();
+            assert!(
+                err.starts_with(
+                    "issued/a.pem/sub/notes is in the work tree where gitca writes the file \
+                     issued/a.pem"
+                ),
+                "{how}: {err}"
+            );
+            assert!(root.join("issued/a.pem/x.pem").exists(), "{how}");
+            assert_eq!(git(root, &["rev-parse", "HEAD"]).trim(), head);
+            // Without it, the folder gives way to the file.
+            std::fs::remove_file(root.join("issued/a.pem/sub/notes")).unwrap();
+            repo.commit_outputs(&head, &back, "folder to file")
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                git(root, &["ls-files", "issued"]),
+                "issued/0000.pem\nissued/0001.pem\nissued/a.pem\n",
+                "{how}"
+            );
+            assert_eq!(std::fs::read(root.join("issued/a.pem")).unwrap(), b"a\n");
+            assert_eq!(git(root, &["status", "--porcelain"]), "", "{how}");
+            // A committed file left in the folder keeps it in the way, in the commit too.
+            commit_a_file(root, "issued/b.pem/kept");
+            commit_a_file(root, "issued/b.pem/gone.pem");
+            let head = repo.resolve("HEAD").unwrap();
+            let mut partly = BTreeMap::new();
+            partly.insert(
+                "issued/b.pem".to_string(),
+                Some(Content::from(b"b\n".to_vec())),
+            );
+            partly.insert("issued/b.pem/gone.pem".to_string(), None);
+            let err = repo.commit_outputs(&head, &partly, "partly").unwrap_err();
+            assert!(
+                err.starts_with("issued/b.pem is a folder or a submodule in the commit"),
+                "{how}: {err}"
+            );
+        }
     }
 
     /// `issued/0000.pem`, `issued/0001.pem`, ..., each holding its number.
