@@ -842,8 +842,8 @@ fn plan_requests(i: &Inputs, layout: &Layout, blocked: &BTreeSet<String>) -> Vec
     // rounds, so a full scan of 100,000 requests does not hold 100,000 checked CSRs at once.
     // Carried requests depend on no other request either: they are planned in that step too.
     // A round is decided while the next is prepared (at most two rounds are held): the decisions
-    // run on one thread, and the other cores waited for them (about 25 ms of a 10,000 issuance
-    // on two cores).
+    // run on one thread, and the other cores waited for them (10-25 ms of a 10,000 issuance on
+    // two cores).
     let rounds: Vec<&[(&String, Source)]> = sources.chunks(PREPARE_ROUND).collect();
     let mut out = Vec::with_capacity(sources.len());
     let mut prepared = (rounds.first()).map(|round| prepare_round(i, round, blocked, &certs));
