@@ -595,3 +595,76 @@ fn a_request_changed_within_one_second_is_issued_once_each_time() {
     }
     env.ok(&["verify"], 0);
 }
+
+/// Near the CA's end, a request whose newest certificate was issued by a run with a clock ahead
+/// of this one: its new certificate starts no later than now, and the plan checks the CA's end
+/// against that start. The first fix of same-second starts followed the newest into the future,
+/// and its plan and build disagreed on the start: the build refused the whole apply
+/// ("notAfter … is beyond the CA certificate's notAfter"), so no other request was issued.
+#[test]
+fn a_request_whose_newest_starts_ahead_does_not_stop_the_apply() {
+    let env = Env::from(
+        &format!("{FIXTURES}/defect-repo"),
+        &["expected.yaml", "README.md", "revocations.yaml"],
+    );
+    env.init(&["--single"]);
+    let end = tool_in(
+        "openssl",
+        &env.repo,
+        &[
+            "x509",
+            "-in",
+            "ca/ca.pem",
+            "-noout",
+            "-enddate",
+            "-dateopt",
+            "iso_8601",
+        ],
+    );
+    let end = end.trim().trim_start_matches("notAfter=").replace(' ', "T");
+    let end = time::OffsetDateTime::parse(&end, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("{end}: {e}"));
+    let at = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    // The last moment a 30-day certificate still fits, and 35 minutes before it.
+    let ahead = end - time::Duration::days(30) + time::Duration::minutes(5);
+    let now = ahead - time::Duration::minutes(35);
+    let request = |name: &str| {
+        new_p256_csr(
+            &env.path(&format!("requests/{name}.csr.pem")),
+            &format!("{name}.test.example.com"),
+        );
+        std::fs::write(
+            env.path(&format!("requests/{name}.yaml")),
+            format!(
+                "csr: {name}.csr.pem\nlifetime: 30d\nsans: {{dns: [{name}.test.example.com]}}\n"
+            ),
+        )
+        .unwrap();
+    };
+    request("ahead");
+    env.commit_all("ahead");
+    env.ok(&["apply", "--now", &at(ahead)], 3);
+    request("ahead");
+    request("other");
+    env.commit_all("a new key for ahead, and another request");
+    env.ok(&["apply", "--now", &at(now)], 3);
+    assert!(env.path("issued/other.pem").is_file());
+    // The new certificate, beside the one dated ahead (which stays the one served until
+    // this clock passes its start: the newest by start is served).
+    let index = env.index("defect-ca");
+    let starts: Vec<time::OffsetDateTime> = (index["certs"].as_object().unwrap().values())
+        .filter(|c| c["request_id"] == "requests/ahead.yaml")
+        .map(|c| {
+            let t = c["not_before"].as_str().unwrap();
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).unwrap()
+        })
+        .collect();
+    assert_eq!(starts.len(), 2, "{starts:?}");
+    assert!(
+        starts.iter().any(|t| *t <= now),
+        "{starts:?}: none starts by {now}"
+    );
+}

@@ -584,7 +584,7 @@ pub async fn reconcile(
         sign_seconds,
     } = match opts.crl_only {
         true => IssueRun::default(),
-        false => issue(ctx, signer, opts, &issuer, &mut plan, now).await?,
+        false => issue(ctx, signer, opts, &issuer, &mut plan).await?,
     };
     signatures += issued.len();
 
@@ -991,10 +991,8 @@ async fn issue(
     opts: &ApplyOptions,
     issuer: &Issuer,
     plan: &mut Plan,
-    now: OffsetDateTime,
 ) -> Result<IssueRun, RunError> {
     let phase = std::time::Instant::now();
-    let not_before = now - ctx.config.issuance.backdate.as_time();
     let urls = urls(ctx);
     let to_issue: Vec<usize> = plan.to_issue_indices().collect();
     let progress = Progress::new(to_issue.len());
@@ -1006,8 +1004,7 @@ async fn issue(
         sign_seconds: 0.0,
     };
     let build = |spec: &IssueSpec, serial: [u8; 20]| -> Result<_, String> {
-        let not_before = spec.not_before(not_before);
-        let unsigned = profile::leaf(spec, issuer, &serial, not_before, &urls)
+        let unsigned = profile::leaf(spec, issuer, &serial, spec.not_before, &urls)
             .map_err(|e| format!("{}: cannot build the certificate: {e}", spec.request_id))?;
         profile::lint_leaf(&unsigned.tbs_der, issuer, &serial, spec).map_err(|e| {
             format!(

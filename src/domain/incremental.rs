@@ -37,10 +37,11 @@ pub struct Carried {
 }
 
 impl Carried {
-    /// The last moment a new certificate of this request still ends within the CA's lifetime
-    /// (the plan rejects it after).
-    pub fn last_issuable(&self, ca: &CaFacts, backdate: time::Duration) -> OffsetDateTime {
-        ca.not_after + backdate - time::Duration::seconds(self.lifetime_secs as i64)
+    /// The last moment a new certificate of this request surely ends within the CA's lifetime
+    /// (the plan may reject it after): one started as late as it may, at `now` (see
+    /// `plan::issue_start`).
+    pub fn last_issuable(&self, ca: &CaFacts) -> OffsetDateTime {
+        ca.not_after - time::Duration::seconds(self.lifetime_secs as i64)
     }
 }
 
@@ -296,7 +297,6 @@ pub fn quiet_until(
     {
         return None;
     }
-    let backdate = config.issuance.backdate.as_time();
     let renew_before = config.issuance.renew_before.as_time();
     let crl_lifetime = config.crl.lifetime.as_time();
     let days = |d: &u32| time::Duration::days(i64::from(*d));
@@ -311,7 +311,7 @@ pub fn quiet_until(
         // certificate would outlive the CA.
         let carry = r.carry.as_ref().filter(|c| !c.hash.is_empty());
         if let Some(c) = carry {
-            until = until.min(c.last_issuable(ca, backdate));
+            until = until.min(c.last_issuable(ca));
         }
         if r.action == Action::Revoked {
             // Blocked by a revocation, or revoked as it is: stays so while nothing changes.
@@ -465,7 +465,6 @@ pub fn triage(
     let touched = take_changed(basis, changes, &mut t);
 
     let (certs, live_keys) = ByRequest::with_live_keys(index, now);
-    let backdate = config.issuance.backdate.as_time();
     let renew_before = config.issuance.renew_before.as_time();
     let candidates: Vec<(String, Carried)> = std::mem::take(&mut basis.requests)
         .into_iter()
@@ -490,7 +489,7 @@ pub fn triage(
                         && !c.renewal_due(now, renew_before)
                         && (!carried.revoke_superseded
                             || mine.iter().all(|(s, o)| *s == serial || !o.is_live(now)))
-                        && now <= carried.last_issuable(ca, backdate)
+                        && now <= carried.last_issuable(ca)
                         && !certs.compromised(&c.key_id, &carried.hash)
                         && live_keys.other_than(&c.key_id, id).is_none()
                 })
@@ -814,11 +813,12 @@ mod tests {
             Some(now + time::Duration::days(10))
         );
         cfg.events.expiry_days = vec![];
-        // A CA ending within a new certificate's lifetime of the renewal moves it earlier.
+        // A CA ending within a new certificate's lifetime of the renewal moves it earlier: to
+        // the last moment one started as late as it may (at now) still ends within the CA's.
         let short = ca_ending(now + time::Duration::days(31));
         assert_eq!(
             quiet_until(&plan, &index, &cfg, &short, now),
-            Some(now + time::Duration::days(1) + cfg.issuance.backdate.as_time())
+            Some(now + time::Duration::days(1))
         );
         // The CRL refresh (next update minus the overlap) comes first.
         index.crl.as_mut().unwrap().next_update = now + time::Duration::days(7);
@@ -830,7 +830,7 @@ mod tests {
         plan.requests[0].action = Action::Revoked;
         assert_eq!(
             quiet_until(&plan, &index, &cfg, &short, now),
-            Some(now + time::Duration::days(1) + cfg.issuance.backdate.as_time())
+            Some(now + time::Duration::days(1))
         );
         plan.requests[0].action = Action::Unchanged;
         // Already due, or anything to do or report: no quiet.

@@ -94,22 +94,25 @@ pub struct IssueSpec {
     pub revoke_superseded: bool,
     /// Where the CSR was read (recorded for the next incremental reconcile).
     pub csr_path: String,
-    /// The start (notBefore) of the request's newest certificate, if it has one. The new
-    /// certificate starts at least a second later: certificates carry whole seconds, and the
-    /// newest by start is the one a request is served (`ByRequest::current`).
-    pub after: Option<OffsetDateTime>,
+    /// When the certificate starts (see [`issue_start`]).
+    pub not_before: OffsetDateTime,
 }
 
-impl IssueSpec {
-    /// When the certificate starts: `wanted`, or a second after the request's newest
-    /// certificate if that started as late.
-    pub fn not_before(&self, wanted: OffsetDateTime) -> OffsetDateTime {
-        match self.after {
-            Some(after) if after + time::Duration::SECOND > wanted => {
-                after + time::Duration::SECOND
-            }
-            _ => wanted,
-        }
+/// When a new certificate of a request starts: `backdate` before `now`, or a second after the
+/// start of the request's newest certificate (`newest`) if that started as late, but never
+/// after `now`. Certificates carry whole seconds, and of a request's certificates the one that
+/// started last is the one it is served (`ByRequest::current`): two started in the same second
+/// were told apart by their random serials. A newest certificate dated ahead of `now` (a clock
+/// set back) is not followed into the future.
+pub fn issue_start(
+    now: OffsetDateTime,
+    backdate: time::Duration,
+    newest: Option<OffsetDateTime>,
+) -> OffsetDateTime {
+    let wanted = now - backdate;
+    match newest.map(|start| start + time::Duration::SECOND) {
+        Some(after) if after > wanted => after.min(now),
+        _ => wanted,
     }
 }
 
@@ -1009,10 +1012,7 @@ fn plan_request(
             if rp.action.issues() {
                 // Later requests in this plan may not take the same key.
                 live_keys.plan(&spec.key_id, id);
-                rp.spec = Some(Box::new(IssueSpec {
-                    after: newest.map(|n| n.not_before),
-                    ..spec
-                }));
+                rp.spec = Some(Box::new(spec));
             }
         }
     }
@@ -1175,7 +1175,12 @@ fn decide(
     };
     let v = policy::evaluate(policy, id, &candidate, i.config.issuance.default_lifetime);
     findings.extend(v.findings);
-    let not_after = i.now - i.config.issuance.backdate.as_time() + v.lifetime.as_time();
+    let not_before = issue_start(
+        i.now,
+        i.config.issuance.backdate.as_time(),
+        ByRequest::newest(certs.of(id)).map(|n| n.not_before),
+    );
+    let not_after = not_before + v.lifetime.as_time();
     if not_after > i.ca.not_after {
         findings.push(Finding::new(
             Code::LifetimeBeyondCa,
@@ -1220,7 +1225,7 @@ fn decide(
             policy: policy.name.clone(),
             revoke_superseded: req.revoke_superseded,
             csr_path,
-            after: None,
+            not_before,
         },
         policy.name.clone(),
     ))
@@ -1331,6 +1336,38 @@ mod tests {
                 .iter()
                 .any(|r| r.live_certificate_no_longer_allowed)
         );
+    }
+
+    /// A new certificate starts `backdate` before now, or a second after the request's newest
+    /// if that started as late (whole seconds: the newest is served), but never after now, even
+    /// after a certificate dated ahead by a clock that was.
+    #[test]
+    fn a_certificate_starts_after_its_requests_newest_but_never_after_now() {
+        let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let backdate = time::Duration::minutes(5);
+        let second = time::Duration::SECOND;
+        let wanted = now - backdate;
+        let cases = [
+            (None, wanted),
+            (Some(wanted - time::Duration::days(3)), wanted),
+            (Some(wanted - second), wanted),
+            (Some(wanted), wanted + second),
+            (
+                Some(wanted + time::Duration::minutes(2)),
+                wanted + time::Duration::minutes(2) + second,
+            ),
+            (Some(now - second), now),
+            (Some(now + time::Duration::hours(1)), now),
+        ];
+        for (newest, start) in cases {
+            assert_eq!(
+                issue_start(now, backdate, newest),
+                start,
+                "newest {newest:?}"
+            );
+        }
+        // With no backdate, a certificate of the same second is not followed past now.
+        assert_eq!(issue_start(now, time::Duration::ZERO, Some(now)), now);
     }
 
     /// The requests among a few ids are found in an id-ordered plan and in one that is not.
