@@ -936,9 +936,10 @@ impl GitRepo {
         // nothing exists, which spares a first issuance a failed `lstat` per file.
         let mut folders = std::collections::HashMap::new();
         // A file where a folder goes is absent once deleted: its bytes are checked below, as
-        // any file this run deletes.
-        for file in &replaced.files {
-            let abs = workdir.join(file);
+        // any file this run deletes. So is a file already written where a folder goes (by a
+        // run that failed after its work tree): nothing of the folder is below it.
+        for path in replaced.files.iter().chain(&replaced.folders) {
+            let abs = workdir.join(path);
             if std::fs::symlink_metadata(&abs).is_ok_and(|m| m.is_file()) {
                 folders.insert(abs, false);
             }
@@ -969,6 +970,9 @@ impl GitRepo {
                 Ok(m) if m.is_dir() && replaced.folders.contains(rel) => {
                     only_deleted_files(workdir, rel, (rels, files))?;
                 }
+                // A file deleted where a folder goes, which a run that failed after its work
+                // tree made already: the files in it are checked as any others.
+                Ok(m) if m.is_dir() && replaced.files.contains(rel) => {}
                 Ok(m) if !m.is_file() => {
                     return Err(format!(
                         "{rel} is not a regular file in the work tree; gitca will not replace it"
@@ -1122,7 +1126,17 @@ impl GitRepo {
             &deleted,
             |rel| rel,
             |rel| match std::fs::remove_file(workdir.join(rel)) {
+                // Gone, or cannot be there: a folder on its path is a file (one this run
+                // writes where a folder was, left by a run that failed after its work tree).
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Ok(()),
+                // The folder this run makes in place of the file, made by such a run.
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::IsADirectory
+                        && replaced.files.contains(rel) =>
+                {
+                    Ok(())
+                }
                 gone => gone,
             },
             done,
@@ -1715,10 +1729,12 @@ fn only_deleted_files(
     Ok(())
 }
 
-/// Removes `dir` and the folders below it, all empty; absent is fine.
+/// Removes `dir` and the folders below it, all empty; absent, or a file already (the one
+/// gitca writes there, by a run that failed after its work tree), is fine.
 fn remove_empty_folders(dir: &Path) -> std::io::Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => return Ok(()),
         entries => entries?,
     };
     for entry in entries {
@@ -1976,9 +1992,11 @@ pub(super) mod tests {
 
     /// One outputs commit that deletes a file and writes a folder of the same name (a request
     /// `a.yaml` removed as `a.pem/x.yaml` arrives), then the other way round: the commit, the
-    /// work tree and the index follow, on each way of updating the index. Before, gitca signed
-    /// and then refused every run ("issued/a.pem is a file in the commit"). A folder that holds
-    /// a file gitca does not delete is refused, naming it, before anything is written.
+    /// work tree and the index follow, on each way of updating the index (gitca's own gives way
+    /// to git's for such paths), also after a run that failed once its work tree was written.
+    /// Before, gitca signed and then refused every run ("issued/a.pem is a file in the
+    /// commit"). A folder that holds a file gitca does not delete is refused, naming it, before
+    /// anything is written.
     #[test]
     fn a_file_and_a_folder_swap_places_in_one_outputs_commit() {
         for (read_tree_from, writes_index) in [(1, false), (usize::MAX, false), (1, true)] {
@@ -2003,6 +2021,12 @@ pub(super) mod tests {
                 "issued/a.pem/sub/y.pem".into(),
                 Some(Content::from(b"y\n".to_vec())),
             );
+            // A run that fails after its work tree (git's index locked), then one that does not.
+            let lock = root.join(".git/index.lock");
+            std::fs::write(&lock, "").unwrap();
+            repo.commit_outputs(&head, &files, "file to folder")
+                .unwrap_err();
+            std::fs::remove_file(&lock).unwrap();
             let head = repo
                 .commit_outputs(&head, &files, "file to folder")
                 .unwrap()
@@ -2038,8 +2062,12 @@ pub(super) mod tests {
             );
             assert!(root.join("issued/a.pem/x.pem").exists(), "{how}");
             assert_eq!(git(root, &["rev-parse", "HEAD"]).trim(), head);
-            // Without it, the folder gives way to the file.
+            // Without it, the folder gives way to the file, again after a run that failed.
             std::fs::remove_file(root.join("issued/a.pem/sub/notes")).unwrap();
+            std::fs::write(&lock, "").unwrap();
+            repo.commit_outputs(&head, &back, "folder to file")
+                .unwrap_err();
+            std::fs::remove_file(&lock).unwrap();
             repo.commit_outputs(&head, &back, "folder to file")
                 .unwrap()
                 .unwrap();
