@@ -389,23 +389,8 @@ fn a_name_that_is_not_utf8_is_refused_naming_its_path() {
 /// once the newcomer is renamed.
 #[test]
 fn requests_whose_outputs_collide_are_rejected() {
-    let env = Env::from(
-        &format!("{FIXTURES}/defect-repo"),
-        &["expected.yaml", "README.md", "revocations.yaml"],
-    );
-    env.init(&["--single"]);
-    let request = |rel: &str, cn: &str| {
-        let yaml = env.path(&format!("requests/{rel}"));
-        std::fs::create_dir_all(yaml.parent().unwrap()).unwrap();
-        let csr = yaml.parent().unwrap().join(format!("{cn}.csr.pem"));
-        new_p256_csr(&csr, &format!("{cn}.test.example.com"));
-        let name = csr.file_name().unwrap().to_str().unwrap().to_string();
-        std::fs::write(
-            &yaml,
-            format!("csr: {name}\nsans: {{dns: [{cn}.test.example.com]}}\n"),
-        )
-        .unwrap();
-    };
+    let env = defect_ca();
+    let request = |rel: &str, cn: &str| new_request(&env, rel, cn);
     let conflict = |plan: &serde_json::Value, id: &str, other: &str| {
         let r = plan_request(plan, id);
         assert_eq!(codes(r), ["output-path-conflict"], "{r}");
@@ -482,12 +467,7 @@ fn requests_whose_outputs_collide_are_rejected() {
         env.ok(&["apply", "--full-scan"], 3);
         assert_eq!(env.read("issued/flip.pem"), flip);
     }
-    let index = env.index("defect-ca");
-    let issued_for = |id: &str| {
-        (index["certs"].as_object().unwrap().values())
-            .filter(|c| c["request_id"] == id)
-            .count()
-    };
+    let issued_for = |id: &str| issued_for(&env, id);
     assert_eq!(
         issued_for("requests/twin.yaml") + issued_for("requests/twin.yml"),
         0
@@ -502,32 +482,9 @@ fn requests_whose_outputs_collide_are_rejected() {
 /// issued once and the repository stays clean and consistent.
 #[test]
 fn a_request_in_place_of_a_removed_ones_certificate_is_issued_once() {
-    let env = Env::from(
-        &format!("{FIXTURES}/defect-repo"),
-        &["expected.yaml", "README.md", "revocations.yaml"],
-    );
-    env.init(&["--single"]);
-    let request = |rel: &str, cn: &str| {
-        let yaml = env.path(&format!("requests/{rel}"));
-        std::fs::create_dir_all(yaml.parent().unwrap()).unwrap();
-        new_p256_csr(
-            &yaml.with_extension("csr.pem"),
-            &format!("{cn}.test.example.com"),
-        );
-        let csr = yaml.with_extension("csr.pem");
-        let name = csr.file_name().unwrap().to_str().unwrap();
-        std::fs::write(
-            &yaml,
-            format!("csr: {name}\nsans: {{dns: [{cn}.test.example.com]}}\n"),
-        )
-        .unwrap();
-    };
-    let issued_for = |id: &str| {
-        let index = env.index("defect-ca");
-        (index["certs"].as_object().unwrap().values())
-            .filter(|c| c["request_id"] == id)
-            .count()
-    };
+    let env = defect_ca();
+    let request = |rel: &str, cn: &str| new_request(&env, rel, cn);
+    let issued_for = |id: &str| issued_for(&env, id);
     request("nest.yaml", "nest");
     env.commit_all("nest");
     env.ok(&["apply"], 3);
@@ -542,11 +499,7 @@ fn a_request_in_place_of_a_removed_ones_certificate_is_issued_once() {
     ] {
         env.git(&["rm", "-q", "-r", &format!("requests/{gone}")]);
         if gone.ends_with(".yaml") {
-            env.git(&[
-                "rm",
-                "-q",
-                &format!("requests/{}", gone.replace(".yaml", ".csr.pem")),
-            ]);
+            env.git(&["rm", "-q", "requests/nest.csr.pem"]);
         }
         request(new, "inner");
         env.commit_all(&format!("{gone} goes, {new} comes"));
@@ -568,23 +521,14 @@ fn a_request_in_place_of_a_removed_ones_certificate_is_issued_once() {
 /// after the request's newest: each change is issued once.
 #[test]
 fn a_request_changed_within_one_second_is_issued_once_each_time() {
-    let env = Env::from(
-        &format!("{FIXTURES}/defect-repo"),
-        &["expected.yaml", "README.md", "revocations.yaml"],
-    );
-    env.init(&["--single"]);
+    let env = defect_ca();
     let csr = env.path("requests/quick.csr.pem");
     std::fs::write(
         env.path("requests/quick.yaml"),
         "csr: quick.csr.pem\nsans: {dns: [quick.test.example.com]}\n",
     )
     .unwrap();
-    let issued_for_quick = || {
-        let index = env.index("defect-ca");
-        (index["certs"].as_object().unwrap().values())
-            .filter(|c| c["request_id"] == "requests/quick.yaml")
-            .count()
-    };
+    let issued_for_quick = || issued_for(&env, "requests/quick.yaml");
     for round in 1..=6 {
         new_p256_csr(&csr, "quick.test.example.com");
         env.commit_all(&format!("quick, key {round}"));
@@ -603,11 +547,7 @@ fn a_request_changed_within_one_second_is_issued_once_each_time() {
 /// ("notAfter … is beyond the CA certificate's notAfter"), so no other request was issued.
 #[test]
 fn a_request_whose_newest_starts_ahead_does_not_stop_the_apply() {
-    let env = Env::from(
-        &format!("{FIXTURES}/defect-repo"),
-        &["expected.yaml", "README.md", "revocations.yaml"],
-    );
-    env.init(&["--single"]);
+    let env = defect_ca();
     let end = tool_in(
         "openssl",
         &env.repo,
@@ -631,19 +571,7 @@ fn a_request_whose_newest_starts_ahead_does_not_stop_the_apply() {
     // The last moment a 30-day certificate still fits, and 35 minutes before it.
     let ahead = end - time::Duration::days(30) + time::Duration::minutes(5);
     let now = ahead - time::Duration::minutes(35);
-    let request = |name: &str| {
-        new_p256_csr(
-            &env.path(&format!("requests/{name}.csr.pem")),
-            &format!("{name}.test.example.com"),
-        );
-        std::fs::write(
-            env.path(&format!("requests/{name}.yaml")),
-            format!(
-                "csr: {name}.csr.pem\nlifetime: 30d\nsans: {{dns: [{name}.test.example.com]}}\n"
-            ),
-        )
-        .unwrap();
-    };
+    let request = |name: &str| new_request(&env, &format!("{name}.yaml"), name);
     request("ahead");
     env.commit_all("ahead");
     env.ok(&["apply", "--now", &at(ahead)], 3);
@@ -667,4 +595,37 @@ fn a_request_whose_newest_starts_ahead_does_not_stop_the_apply() {
         starts.iter().any(|t| *t <= now),
         "{starts:?}: none starts by {now}"
     );
+}
+
+/// The defect fixture repository with a single CA, without the fixture's own expectations,
+/// README and revocations.
+fn defect_ca() -> Env {
+    let env = Env::from(
+        &format!("{FIXTURES}/defect-repo"),
+        &["expected.yaml", "README.md", "revocations.yaml"],
+    );
+    env.init(&["--single"]);
+    env
+}
+
+/// Writes the request `requests/{rel}` for `{cn}.test.example.com`, with a new P-256 CSR
+/// beside it, `{cn}.csr.pem`.
+fn new_request(env: &Env, rel: &str, cn: &str) {
+    let yaml = env.path(&format!("requests/{rel}"));
+    std::fs::create_dir_all(yaml.parent().unwrap()).unwrap();
+    let csr = yaml.parent().unwrap().join(format!("{cn}.csr.pem"));
+    new_p256_csr(&csr, &format!("{cn}.test.example.com"));
+    std::fs::write(
+        &yaml,
+        format!("csr: {cn}.csr.pem\nsans: {{dns: [{cn}.test.example.com]}}\n"),
+    )
+    .unwrap();
+}
+
+/// How many certificates the state holds for the request `id`.
+fn issued_for(env: &Env, id: &str) -> usize {
+    let index = env.index("defect-ca");
+    (index["certs"].as_object().unwrap().values())
+        .filter(|c| c["request_id"] == id)
+        .count()
 }
