@@ -864,19 +864,26 @@ impl GitRepo {
         //
         // git hashes each file as soon as it is written, on another core, while the next
         // are written.
+        //
+        // A file deleted where a folder goes is taken out of the index first, by path alone:
+        // `update-index` given its path would find the folder, and refuse it ("is a directory")
+        // where the index already has files below it (read from the trees, or left by a run
+        // whose branch moved after git had updated the index).
+        if !trees_read && !replaced.files.is_empty() {
+            let input = all_sent(replaced.files.iter().map(|rel| nul_terminated(rel)));
+            let args = ["update-index", "-z", "--force-remove", "--stdin"];
+            self.spawn_with_input(&args, Some(input))?.wait()?;
+        }
         let (written, paths) = std::sync::mpsc::channel();
         let update = self.spawn_with_input(
             &["update-index", "-z", "--add", "--remove", "--stdin"],
             Some(paths),
         )?;
         // Without the trees read, the paths git was sent, to take back should a write fail.
-        let sent = (!trees_read).then(|| std::sync::Mutex::new(Vec::new()));
-        // A file deleted where a folder goes is out of an index that has read the trees: given
-        // its path, git would find the new folder and refuse it ("is a directory").
-        let read_out: &[String] = if trees_read { &replaced.files } else { &[] };
+        let sent = (!trees_read).then(|| std::sync::Mutex::new(replaced.files.clone()));
         let done = |rels: &[&String]| {
             let rels: Vec<&String> = (rels.iter().copied())
-                .filter(|rel| !read_out.contains(rel))
+                .filter(|rel| !replaced.files.contains(rel))
                 .collect();
             if rels.is_empty() {
                 return;
@@ -2093,6 +2100,50 @@ pub(super) mod tests {
                 err.starts_with("issued/b.pem is a folder or a submodule in the commit"),
                 "{how}: {err}"
             );
+        }
+    }
+
+    /// A file and folder swap whose branch moved once git had updated the index (another
+    /// commit on the parent landed meanwhile): the index holds the outputs commit's entries,
+    /// the work tree its files. The run on the new branch head commits the same outputs, both
+    /// ways and on each way of updating the index; `git update-index` given the deleted
+    /// file's path, a folder now, had refused every such run ("is a directory").
+    #[test]
+    fn a_swap_converges_after_the_branch_moved() {
+        for folder_to_file in [false, true] {
+            for (read_tree_from, writes_index) in [(1, false), (usize::MAX, false), (1, true)] {
+                let how = format!(
+                    "folder to file: {folder_to_file}, read-tree from {read_tree_from}, \
+                     gitca writes the index: {writes_index}"
+                );
+                let dir = tempfile::tempdir().unwrap();
+                let root = dir.path();
+                let (mut repo, _) = repo_with_a_commit(root);
+                repo.read_tree_from = read_tree_from;
+                repo.writes_index = writes_index;
+                let mut files = numbered_outputs(2);
+                let (gone, new) = match folder_to_file {
+                    true => ("issued/a.pem/x.pem", "issued/a.pem"),
+                    false => ("issued/a.pem", "issued/a.pem/x.pem"),
+                };
+                commit_a_file(root, gone);
+                files.insert(gone.into(), None);
+                files.insert(new.into(), Some(Content::from(b"new\n".to_vec())));
+                let head = repo.resolve("HEAD").unwrap();
+                let pending = (repo.start_outputs_commit(&head, &files, "swap"))
+                    .unwrap()
+                    .unwrap();
+                let tree = format!("{head}^{{tree}}");
+                let other = git(root, &["commit-tree", &tree, "-p", &head, "-m", "other"]);
+                git(root, &["update-ref", "refs/heads/main", other.trim()]);
+                let err = repo.finish_outputs_commit(pending).unwrap_err();
+                assert!(err.contains("the branch moved"), "{how}: {err}");
+                repo.commit_outputs(other.trim(), &files, "swap")
+                    .unwrap_or_else(|e| panic!("{how}: {e}"))
+                    .unwrap();
+                assert_eq!(git(root, &["status", "--porcelain"]), "", "{how}");
+                assert_eq!(std::fs::read(root.join(new)).unwrap(), b"new\n", "{how}");
+            }
         }
     }
 
