@@ -694,6 +694,7 @@ impl GitRepo {
         }
         let tree = self.repo.find_tree(e.id()).map_err(ge)?;
         let mut all = true;
+        // Walked to the end: a folder of outputs is small, and an aborted walk is an error.
         walk(&tree, |dir, entry| {
             all &= match (entry.kind(), entry.name()) {
                 (Some(ObjectType::Tree), Ok(_)) => true,
@@ -702,12 +703,8 @@ impl GitRepo {
                 }
                 _ => false,
             };
-            Ok(match all {
-                true => git2::TreeWalkResult::Ok,
-                false => git2::TreeWalkResult::Abort,
-            })
-        })
-        .or_else(|e| if all { Err(e) } else { Ok(()) })?;
+            Ok(git2::TreeWalkResult::Ok)
+        })?;
         Ok(all)
     }
 
@@ -882,9 +879,17 @@ impl GitRepo {
         // Without the trees read, the paths git was sent, to take back should a write fail.
         let sent = (!trees_read).then(|| std::sync::Mutex::new(replaced.files.clone()));
         let done = |rels: &[&String]| {
-            let rels: Vec<&String> = (rels.iter().copied())
-                .filter(|rel| !replaced.files.contains(rel))
-                .collect();
+            // Copied only in the rare run that replaces a file by a folder.
+            let kept: Vec<&String>;
+            let rels = match replaced.files.is_empty() {
+                true => rels,
+                false => {
+                    kept = (rels.iter().copied())
+                        .filter(|rel| !replaced.files.contains(rel))
+                        .collect();
+                    &kept
+                }
+            };
             if rels.is_empty() {
                 return;
             }
@@ -1814,6 +1819,24 @@ pub(super) mod tests {
         (repo, head)
     }
 
+    /// The ways an outputs commit updates the git index, as (`read_tree_from`,
+    /// `writes_index`): git reads both trees, then `update-index`; `update-index` alone; gitca
+    /// writes the index itself (giving way to git where it cannot).
+    const INDEX_WAYS: [(usize, bool); 3] = [(1, false), (usize::MAX, false), (1, true)];
+
+    /// [`repo_with_a_commit`], its outputs commits updating the index the way `way` says (see
+    /// [`INDEX_WAYS`]).
+    fn repo_indexed_by(root: &Path, way: (usize, bool)) -> (GitRepo, String) {
+        let (mut repo, head) = repo_with_a_commit(root);
+        (repo.read_tree_from, repo.writes_index) = way;
+        (repo, head)
+    }
+
+    /// Names one of [`INDEX_WAYS`] in an assertion's message.
+    fn index_way((read_tree_from, writes_index): (usize, bool)) -> String {
+        format!("read-tree from {read_tree_from}, gitca writes the index: {writes_index}")
+    }
+
     /// Commits a file at `path` (in a new folder) holding its name.
     fn commit_a_file(root: &Path, path: &str) {
         std::fs::create_dir_all(root.join(path).parent().unwrap()).unwrap();
@@ -2006,14 +2029,11 @@ pub(super) mod tests {
     /// anything is written.
     #[test]
     fn a_file_and_a_folder_swap_places_in_one_outputs_commit() {
-        for (read_tree_from, writes_index) in [(1, false), (usize::MAX, false), (1, true)] {
-            let how =
-                format!("read-tree from {read_tree_from}, gitca writes the index: {writes_index}");
+        for way in INDEX_WAYS {
+            let how = index_way(way);
             let dir = tempfile::tempdir().unwrap();
             let root = dir.path();
-            let (mut repo, _) = repo_with_a_commit(root);
-            repo.read_tree_from = read_tree_from;
-            repo.writes_index = writes_index;
+            let (repo, _) = repo_indexed_by(root, way);
             commit_a_file(root, "issued/a.pem");
             commit_a_file(root, "issued/a.chain.pem");
             let head = repo.resolve("HEAD").unwrap();
@@ -2111,16 +2131,11 @@ pub(super) mod tests {
     #[test]
     fn a_swap_converges_after_the_branch_moved() {
         for folder_to_file in [false, true] {
-            for (read_tree_from, writes_index) in [(1, false), (usize::MAX, false), (1, true)] {
-                let how = format!(
-                    "folder to file: {folder_to_file}, read-tree from {read_tree_from}, \
-                     gitca writes the index: {writes_index}"
-                );
+            for way in INDEX_WAYS {
+                let how = format!("folder to file: {folder_to_file}, {}", index_way(way));
                 let dir = tempfile::tempdir().unwrap();
                 let root = dir.path();
-                let (mut repo, _) = repo_with_a_commit(root);
-                repo.read_tree_from = read_tree_from;
-                repo.writes_index = writes_index;
+                let (repo, _) = repo_indexed_by(root, way);
                 let mut files = numbered_outputs(2);
                 let (gone, new) = match folder_to_file {
                     true => ("issued/a.pem/x.pem", "issued/a.pem"),
@@ -2271,12 +2286,10 @@ pub(super) mod tests {
     /// of the outputs staged.
     #[test]
     fn an_outputs_commit_that_cannot_write_a_file_leaves_the_index_as_it_was() {
-        for (read_tree_from, writes_index) in [(1, false), (usize::MAX, false), (1, true)] {
+        for way in INDEX_WAYS {
             let dir = tempfile::tempdir().unwrap();
             let root = dir.path();
-            let (mut repo, head) = repo_with_a_commit(root);
-            repo.read_tree_from = read_tree_from;
-            repo.writes_index = writes_index;
+            let (repo, head) = repo_indexed_by(root, way);
             let mut files = numbered_outputs(3);
             let long = format!("issued/{}.pem", "x".repeat(300));
             files.insert(long.clone(), Some(Content::from(b"long\n".to_vec())));
@@ -2287,7 +2300,8 @@ pub(super) mod tests {
             assert_eq!(
                 git(root, &["diff-index", "--cached", "--name-only", "HEAD"]),
                 "",
-                "read-tree from {read_tree_from}, gitca writes the index: {writes_index}"
+                "{}",
+                index_way(way)
             );
         }
     }

@@ -887,8 +887,8 @@ fn prepare_round<'a>(
         .collect()
 }
 
-/// A request after the parallel step of the plan. Held for one round only (4,096 of them, under
-/// 3 MB), so the sizes of the variants need not match.
+/// A request after the parallel step of the plan. Held for at most two rounds (4,096 of them
+/// each, under 3 MB), so the sizes of the variants need not match.
 #[allow(clippy::large_enum_variant)]
 enum Step<'a> {
     /// Carried: its plan is known already.
