@@ -14,22 +14,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use time::OffsetDateTime;
 
+// mimalloc with its own defaults: memory freed a second ago goes back to the OS (its
+// `purge_delay`). Keeping it for the run instead saved nothing measurable at 10,000 on this
+// host, and held 40-55 MiB more at the peak of a first issuance of 100,000 (BENCHMARKS.md,
+// section 3).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// mimalloc's `purge_delay` (its place in `mi_option_e`, mimalloc.h, version 3).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// mimalloc gives memory freed a second ago back to the OS (`purge_delay`, 1,000 ms). An
-/// issuance frees its plan's memory and then builds its outputs, which fault the same pages
-/// in again. A run lasts seconds: it keeps them (a one-thread issuance of 10,000: about 4,800
-/// fewer page faults). Only the default changes: MIMALLOC_PURGE_DELAY in the environment (in
-/// any case, or its old name MIMALLOC_RESET_DELAY), which mimalloc reads at load, still decides.
-fn keep_freed_memory() {
-    // SAFETY: the first thing `main` does, before any other thread exists; the option's index
-    // is checked by mimalloc and by the test below.
-    unsafe { libmimalloc_sys::mi_option_set_default(MI_OPTION_PURGE_DELAY, -1) };
-}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -458,7 +448,6 @@ async fn run(cli: Cli) -> Result<Exit, RunError> {
 }
 
 fn main() -> ExitCode {
-    keep_freed_memory();
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.log_format);
     // CSR checks and local signing use every core unless GITCA_THREADS says otherwise.
@@ -504,42 +493,4 @@ fn write_stdout(
     write(&mut out)
         .and_then(|()| std::io::Write::flush(&mut out))
         .map_err(|e| format!("cannot write {what}: {e}"))
-}
-
-#[cfg(test)]
-mod tests {
-    /// The option set is mimalloc's `purge_delay`: no other option defaults to 1,000 (a
-    /// renumbering in a new mimalloc fails here), and `keep_freed_memory` turns purging off.
-    #[test]
-    fn keep_freed_memory_sets_mimallocs_purge_delay() {
-        use libmimalloc_sys::{mi_option_get, mi_version};
-        // SAFETY: reads mimalloc's version number.
-        let version = unsafe { mi_version() };
-        assert!(
-            version >= 300,
-            "mimalloc {version}: the option's index is version 3's"
-        );
-        // mimalloc reads the option in any case and under its old name too.
-        let set: Vec<String> = std::env::vars_os()
-            .filter_map(|(k, _)| k.into_string().ok())
-            .filter(|k| {
-                let k = k.to_ascii_uppercase();
-                k == "MIMALLOC_PURGE_DELAY" || k == "MIMALLOC_RESET_DELAY"
-            })
-            .collect();
-        assert!(
-            set.is_empty(),
-            "run without {set:?}: this test reads mimalloc's default"
-        );
-        // SAFETY: reads an option's value.
-        let get = || unsafe { mi_option_get(super::MI_OPTION_PURGE_DELAY) };
-        assert_eq!(
-            get(),
-            1000,
-            "option {} is not purge_delay",
-            super::MI_OPTION_PURGE_DELAY
-        );
-        super::keep_freed_memory();
-        assert_eq!(get(), -1);
-    }
 }
