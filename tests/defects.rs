@@ -629,3 +629,30 @@ fn issued_for(env: &Env, id: &str) -> usize {
         .filter(|c| c["request_id"] == id)
         .count()
 }
+
+/// A run killed while it wrote the outputs leaves a certificate file cut short, with the index
+/// and the branch not updated yet: every later run refused the file as an uncommitted change,
+/// and it took a person to remove it. Now the next run writes it whole, without signing again.
+/// (The kill is played by resetting the branch and the index to before a run's outputs commit
+/// and cutting its new certificate in half.)
+#[test]
+fn an_output_cut_short_by_a_killed_run_is_written_whole() {
+    let env = defect_ca();
+    new_request(&env, "short.yaml", "short");
+    env.commit_all("short");
+    let requests = env.git(&["rev-parse", "HEAD"]);
+    env.ok(&["apply"], 3);
+    let pem = env.path("issued/short.pem");
+    let whole = std::fs::read(&pem).unwrap();
+    env.git(&["reset", "-q", "--mixed", requests.trim()]);
+    std::fs::write(&pem, &whole[..whole.len() / 2]).unwrap();
+    env.ok(&["apply"], 3);
+    assert_eq!(std::fs::read(&pem).unwrap(), whole, "written whole");
+    assert_eq!(
+        issued_for(&env, "requests/short.yaml"),
+        1,
+        "not signed again"
+    );
+    assert_eq!(env.git(&["status", "--porcelain"]), "");
+    env.ok(&["verify"], 0);
+}

@@ -998,6 +998,15 @@ impl GitRepo {
                     if ours.as_deref() == Some(current.as_slice()) {
                         continue;
                     }
+                    // The start of what gitca would write: a run killed while it wrote this
+                    // file left it cut short (every later run refused it). Writing it whole
+                    // loses nothing the file holds.
+                    if ours
+                        .as_deref()
+                        .is_some_and(|ours| ours.starts_with(&current))
+                    {
+                        continue;
+                    }
                     let committed = base.get_path(Path::new(rel)).ok().map(|e| e.id());
                     let id = Oid::hash_object(ObjectType::Blob, &current).map_err(ge)?;
                     if Some(id) != committed {
@@ -2343,6 +2352,66 @@ pub(super) mod tests {
             git(root, &["status", "--porcelain"]),
             " M ca/issued/0001.pem\n"
         );
+    }
+
+    /// A run killed while it wrote an output leaves the file cut short, with neither the index
+    /// nor the branch updated: the next run writes it whole, a new output or a replaced one,
+    /// whoever updates the index. A file that is not the start of gitca's bytes is still refused
+    /// and kept.
+    #[test]
+    fn an_output_cut_short_by_a_killed_run_is_written_whole() {
+        let body =
+            |tag: &str| format!("-----BEGIN CERTIFICATE-----\n{tag}\n-----END CERTIFICATE-----\n");
+        let files = |tag: &str| -> BTreeMap<String, Option<Content>> {
+            (["issued/kept.pem", "issued/new.pem"].into_iter())
+                .map(|path| {
+                    (
+                        path.to_string(),
+                        Some(Content::from(body(tag).into_bytes())),
+                    )
+                })
+                .collect()
+        };
+        for way in INDEX_WAYS {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path();
+            let (repo, head) = repo_indexed_by(root, way);
+            std::fs::create_dir(root.join("issued")).unwrap();
+            std::fs::write(root.join("issued/kept.pem"), body("old")).unwrap();
+            git(root, &["add", "issued"]);
+            git(root, &["commit", "-q", "-m", "outputs"]);
+            let head = repo.resolve("HEAD").unwrap_or(head);
+            // The killed run's state: both files begun, one of them empty.
+            let whole = body("renewed");
+            std::fs::write(root.join("issued/kept.pem"), &whole[..whole.len() / 2]).unwrap();
+            std::fs::write(root.join("issued/new.pem"), "").unwrap();
+            repo.commit_outputs(&head, &files("renewed"), "renewal")
+                .unwrap()
+                .expect("the tree changes");
+            for path in ["issued/kept.pem", "issued/new.pem"] {
+                let written = std::fs::read_to_string(root.join(path)).unwrap();
+                assert_eq!(written, whole, "{path}: {}", index_way(way));
+            }
+            assert_eq!(
+                git(root, &["status", "--porcelain"]),
+                "",
+                "{}",
+                index_way(way)
+            );
+            // Not the start of gitca's bytes: someone else's.
+            let head = repo.resolve("HEAD").unwrap();
+            std::fs::write(root.join("issued/new.pem"), "-----BEGIN MINE").unwrap();
+            let err = repo
+                .commit_outputs(&head, &files("again"), "renewal")
+                .unwrap_err();
+            assert!(
+                err.starts_with("issued/new.pem has uncommitted changes"),
+                "{}: {err}",
+                index_way(way)
+            );
+            let kept = std::fs::read_to_string(root.join("issued/new.pem")).unwrap();
+            assert_eq!(kept, "-----BEGIN MINE", "{}", index_way(way));
+        }
     }
 
     /// An ignored file where a new output goes, and an ignored folder where another goes: gitca
