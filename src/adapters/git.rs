@@ -907,7 +907,9 @@ impl GitRepo {
             &done,
             |mut file, bytes| {
                 use std::io::Write;
-                file.write_all(bytes)
+                file.write_all(bytes)?;
+                // Left executable (by hand): git would index the output as such.
+                clear_executable(&file)
             },
         );
         drop(written);
@@ -961,6 +963,7 @@ impl GitRepo {
         // The paths are in git's order, so a folder's files come together: its answer is
         // taken once per run of them, not found again per file (a path built, its components
         // compared and hashed: 5 ms of a 10,000 issuance).
+        use std::os::unix::fs::MetadataExt;
         let mut last: Option<(&str, bool)> = None;
         for (rel, content) in rels.iter().zip(files.values()) {
             let folder = folder_of(rel);
@@ -988,6 +991,12 @@ impl GitRepo {
                 Ok(m) if !m.is_file() => {
                     return Err(format!(
                         "{rel} is not a regular file in the work tree; gitca will not replace it"
+                    ));
+                }
+                Ok(m) if content.is_some() && m.nlink() > 1 => {
+                    return Err(format!(
+                        "{rel} has other names in the file system (a hard link); gitca writes \
+                         an output in place, which would change them too: remove it"
                     ));
                 }
                 Ok(_) => {
@@ -1526,6 +1535,17 @@ fn create_in(dir: &std::os::fd::OwnedFd, name: &std::ffi::OsStr) -> std::io::Res
         OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let mode = Mode::from_raw_mode(0o666);
     Ok(rustix::fs::openat(dir, name, flags, mode)?.into())
+}
+
+/// Takes the executable bits off a file gitca wrote in place of one that had them: outputs are
+/// plain files, as committed.
+fn clear_executable(file: &std::fs::File) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = file.metadata()?.permissions().mode();
+    if mode & 0o111 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(mode & !0o111))?;
+    }
+    Ok(())
 }
 
 /// Input for [`GitRepo::spawn_with_input`] that is all known already.
@@ -2414,6 +2434,40 @@ pub(super) mod tests {
         }
     }
 
+    /// Where an output goes, a hard link to a file outside the work tree, empty (the start of
+    /// gitca's bytes) or already holding gitca's bytes: gitca writes in place, so it would have
+    /// written the file outside too. It refuses before writing anything, whoever updates the
+    /// index.
+    #[test]
+    fn an_output_over_a_hard_link_is_refused() {
+        for way in INDEX_WAYS {
+            for bytes in ["", "1\n"] {
+                let dir = tempfile::tempdir().unwrap();
+                let root = &dir.path().join("repo");
+                std::fs::create_dir(root).unwrap();
+                let (repo, head) = repo_indexed_by(root, way);
+                std::fs::create_dir(root.join("issued")).unwrap();
+                let output = root.join("issued/0001.pem");
+                let outside = dir.path().join("outside");
+                std::fs::write(&outside, bytes).unwrap();
+                std::fs::hard_link(&outside, &output).unwrap();
+                let err = repo
+                    .commit_outputs(&head, &numbered_outputs(3), "outputs")
+                    .unwrap_err();
+                let at = format!("{bytes:?}, {}", index_way(way));
+                let why = "issued/0001.pem has other names in the file system";
+                assert!(err.starts_with(why), "{at}: {err}");
+                assert_eq!(std::fs::read_to_string(&outside).unwrap(), bytes, "{at}");
+                assert_eq!(std::fs::read_to_string(&output).unwrap(), bytes, "{at}");
+                assert!(
+                    !root.join("issued/0000.pem").exists(),
+                    "{at}: nothing written"
+                );
+                assert_eq!(git(root, &["rev-parse", "HEAD"]).trim(), head, "{at}");
+            }
+        }
+    }
+
     /// An ignored file where a new output goes, and an ignored folder where another goes: gitca
     /// refuses and leaves both as they were, whoever updates the index.
     #[test]
@@ -2790,27 +2844,29 @@ pub(super) mod tests {
         }
     }
 
-    /// An output file left executable is replaced by one that is not: the index entry is 0644,
-    /// as committed, and git sees no mode change.
+    /// An output file left executable, holding gitca's bytes or the start of them (empty), is
+    /// replaced by one that is not, whoever updates the index: the index entry is 0644, as
+    /// committed, and git sees no mode change.
     #[test]
     fn an_output_file_left_executable_is_written_as_committed() {
         use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        let (mut repo, head) = repo_with_a_commit(root);
-        std::fs::create_dir(root.join("issued")).unwrap();
-        let mine = root.join("issued/0001.pem");
-        std::fs::write(&mine, "1\n").unwrap();
-        std::fs::set_permissions(&mine, std::fs::Permissions::from_mode(0o755)).unwrap();
-        repo.read_tree_from = 1;
-        assert_eq!(
-            commit_outputs_indexed_by(&repo, &head, &numbered_outputs(3)),
-            "gitca"
-        );
-        let mode = std::fs::metadata(&mine).unwrap().permissions().mode();
-        assert_eq!(mode & 0o111, 0);
-        assert_eq!(git(root, &["diff-files"]), "");
-        assert_eq!(git(root, &["status", "--porcelain"]), "");
+        for way in INDEX_WAYS {
+            for bytes in ["1\n", ""] {
+                let dir = tempfile::tempdir().unwrap();
+                let root = dir.path();
+                let (repo, head) = repo_indexed_by(root, way);
+                std::fs::create_dir(root.join("issued")).unwrap();
+                let mine = root.join("issued/0001.pem");
+                std::fs::write(&mine, bytes).unwrap();
+                std::fs::set_permissions(&mine, std::fs::Permissions::from_mode(0o755)).unwrap();
+                let by = commit_outputs_indexed_by(&repo, &head, &numbered_outputs(3));
+                let at = format!("{bytes:?}, {}, indexed by {by}", index_way(way));
+                let mode = std::fs::metadata(&mine).unwrap().permissions().mode();
+                assert_eq!(mode & 0o111, 0, "{at}");
+                assert_eq!(git(root, &["diff-files"]), "", "{at}");
+                assert_eq!(git(root, &["status", "--porcelain"]), "", "{at}");
+            }
+        }
     }
 
     /// The snapshot reads each blob and libgit2 checks it hashes to its id: a damaged or swapped
