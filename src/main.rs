@@ -448,6 +448,8 @@ async fn run(cli: Cli) -> Result<Exit, RunError> {
 }
 
 fn main() -> ExitCode {
+    // From the start, so a lock taken at any point goes with an interrupted run.
+    gitca::adapters::remove_locks_on_termination();
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.log_format);
     // CSR checks and local signing use every core unless GITCA_THREADS says otherwise.

@@ -32,19 +32,7 @@ impl LockedIndex {
     /// index (`sharedindex.*` files beside it), the untracked-files or file-system-monitor
     /// cache.
     pub fn open(path: &Path) -> Result<LockedIndex, String> {
-        // Like git, the lock goes should gitca be interrupted (Ctrl-C, a CI job cancelled) or
-        // terminated: only `SIGKILL` leaves it behind. The default action follows, so the
-        // handler is not set where one of these signals is ignored (a background job of a
-        // script): gitca keeps ignoring it, and the lock would go with the run anyway.
-        static SIGNALS: std::sync::Once = std::sync::Once::new();
-        SIGNALS.call_once(|| {
-            if ![libc::SIGINT, libc::SIGTERM, libc::SIGQUIT]
-                .into_iter()
-                .any(ignored)
-            {
-                gix_tempfile::signal::setup(Default::default());
-            }
-        });
+        remove_locks_on_termination();
         let lock = gix_lock::File::acquire_to_update_resource(
             path,
             gix_lock::acquire::Fail::Immediately,
@@ -158,6 +146,38 @@ impl LockedIndex {
             .map_err(|e| format!("cannot replace the git index: {e}"))?;
         Ok(())
     }
+}
+
+/// Like git, the index lock goes should gitca be interrupted (Ctrl-C, a CI job cancelled) or
+/// terminated: only `SIGKILL` leaves it behind. Each handler removes the locks, then takes the
+/// signal's default action. A signal the process ignores (SIGINT and SIGQUIT in a script's
+/// background job) gets none and stays ignored; the others still get theirs (gix-tempfile's own
+/// setup takes all three or, as gitca did, none). Idempotent.
+pub fn remove_locks_on_termination() {
+    static SIGNALS: std::sync::Once = std::sync::Once::new();
+    SIGNALS.call_once(|| {
+        // The registry of locks exists before any handler can run: made in a handler, it
+        // would allocate. `Mode::None`: gix-tempfile installs no handler of its own.
+        gix_tempfile::signal::setup(gix_tempfile::signal::handler::Mode::None);
+        for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGQUIT] {
+            if ignored(signal) {
+                continue;
+            }
+            let remove_then_default = |info: &libc::siginfo_t| {
+                gix_tempfile::registry::cleanup_tempfiles_signal_safe();
+                let _ = signal_hook::low_level::emulate_default_handler(info.si_signo);
+            };
+            // SAFETY: the handler only does what is safe in one: gix-tempfile's removal is
+            // written for it (no lock, no allocation), and signal-hook's default action too.
+            let set =
+                unsafe { signal_hook_registry::register_sigaction(signal, remove_then_default) };
+            if let Err(e) = set {
+                tracing::warn!(
+                    "cannot handle signal {signal}: a lock may stay behind if it comes: {e}"
+                );
+            }
+        }
+    });
 }
 
 /// Whether `signal` is ignored by this process (inherited, as `nohup` or a shell's background

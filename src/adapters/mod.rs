@@ -11,3 +11,5 @@ pub mod publish;
 pub mod s3_store;
 pub mod signer;
 pub mod state_store;
+
+pub use git_index::remove_locks_on_termination;

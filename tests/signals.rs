@@ -1,0 +1,84 @@
+//! How a run takes the signals that end it: the ones it was started ignoring stay ignored; the
+//! others get gitca's handler, which removes the git index lock it may hold and then ends the
+//! run as the signal would.
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, Stdio};
+
+const SIGNALS: [(&str, u32); 3] = [("INT", 2), ("QUIT", 3), ("TERM", 15)];
+
+/// A signal mask of `/proc/<pid>/status` (`SigIgn`, `SigCgt`).
+fn mask(pid: &str, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = (status.lines())
+        .find_map(|l| l.strip_prefix(&format!("{field}:\t")))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    u64::from_str_radix(line.trim(), 16).unwrap()
+}
+
+fn bit(signal: u32) -> u64 {
+    1 << (signal - 1)
+}
+
+/// Started by a script as a background job, SIGINT and SIGQUIT come ignored: gitca used to set
+/// no handler at all then, so SIGTERM (a CI job cancelled) left the index lock behind. Each
+/// signal is now taken on its own. Read while the run hangs at a test point, then SIGTERM ends
+/// it as the signal's default action would.
+#[test]
+fn a_run_handles_each_termination_signal_it_does_not_ignore() {
+    // This test's own ignored signals are the run's too: a shell cannot undo them.
+    let inherited = mask("self", "SigIgn");
+    for trap in ["", "INT QUIT"] {
+        // A repository each: the killed run keeps its lease.
+        let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+        env.init(&[]);
+        env.commit_all("init");
+        let trapped: u64 = (SIGNALS.iter())
+            .filter(|(name, _)| trap.contains(name))
+            .map(|&(_, n)| bit(n))
+            .sum();
+        let script = match trap {
+            "" => "exec \"$0\" apply --hang-at after-intent".to_string(),
+            _ => format!("trap '' {trap}; exec \"$0\" apply --hang-at after-intent"),
+        };
+        let mut run = Command::new("sh")
+            .args(["-c", &script, env!("CARGO_BIN_EXE_gitca")])
+            .current_dir(&env.repo)
+            .env("GITCA_DATA_DIR", &env.data)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = run.id().to_string();
+        let mut stderr = BufReader::new(run.stderr.take().unwrap());
+        let mut line = String::new();
+        while !line.contains("hanging at") {
+            line.clear();
+            assert!(
+                stderr.read_line(&mut line).unwrap() > 0,
+                "the run ended before its test point"
+            );
+        }
+        let (ignored, caught) = (mask(&pid, "SigIgn"), mask(&pid, "SigCgt"));
+        for (name, n) in SIGNALS {
+            let at = format!("SIG{name}, trapped {trap:?}");
+            match (inherited | trapped) & bit(n) != 0 {
+                true => {
+                    assert!(ignored & bit(n) != 0, "{at}: still ignored");
+                    assert!(caught & bit(n) == 0, "{at}: no handler");
+                }
+                false => assert!(caught & bit(n) != 0, "{at}: gitca's handler"),
+            }
+        }
+        assert!(inherited & bit(15) == 0, "this test cannot check SIGTERM");
+        // SAFETY: sends a signal to the child this test started and has not reaped.
+        assert_eq!(unsafe { libc::kill(run.id() as i32, libc::SIGTERM) }, 0);
+        let status = run.wait().unwrap();
+        assert_eq!(status.signal(), Some(15), "ended by SIGTERM: {status:?}");
+    }
+}
