@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 
-const SIGNALS: [(&str, u32); 3] = [("INT", 2), ("QUIT", 3), ("TERM", 15)];
+const SIGNALS: [(&str, u32); 4] = [("HUP", 1), ("INT", 2), ("QUIT", 3), ("TERM", 15)];
 
 /// A signal mask of `/proc/<pid>/status` (`SigIgn`, `SigCgt`).
 fn mask(pid: &str, field: &str) -> u64 {
@@ -22,6 +22,16 @@ fn mask(pid: &str, field: &str) -> u64 {
 
 fn bit(signal: u32) -> u64 {
     1 << (signal - 1)
+}
+
+/// A run this test started, killed should an assertion fail first (it would hang for an hour).
+struct Started(std::process::Child);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Started by a script as a background job, SIGINT and SIGQUIT come ignored: gitca used to set
@@ -45,7 +55,7 @@ fn a_run_handles_each_termination_signal_it_does_not_ignore() {
             "" => "exec \"$0\" apply --hang-at after-intent".to_string(),
             _ => format!("trap '' {trap}; exec \"$0\" apply --hang-at after-intent"),
         };
-        let mut run = Command::new("sh")
+        let run = Command::new("sh")
             .args(["-c", &script, env!("CARGO_BIN_EXE_gitca")])
             .current_dir(&env.repo)
             .env("GITCA_DATA_DIR", &env.data)
@@ -54,8 +64,9 @@ fn a_run_handles_each_termination_signal_it_does_not_ignore() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let pid = run.id().to_string();
-        let mut stderr = BufReader::new(run.stderr.take().unwrap());
+        let mut run = Started(run);
+        let pid = run.0.id().to_string();
+        let mut stderr = BufReader::new(run.0.stderr.take().unwrap());
         let mut line = String::new();
         while !line.contains("hanging at") {
             line.clear();
@@ -77,8 +88,8 @@ fn a_run_handles_each_termination_signal_it_does_not_ignore() {
         }
         assert!(inherited & bit(15) == 0, "this test cannot check SIGTERM");
         // SAFETY: sends a signal to the child this test started and has not reaped.
-        assert_eq!(unsafe { libc::kill(run.id() as i32, libc::SIGTERM) }, 0);
-        let status = run.wait().unwrap();
+        assert_eq!(unsafe { libc::kill(run.0.id() as i32, libc::SIGTERM) }, 0);
+        let status = run.0.wait().unwrap();
         assert_eq!(status.signal(), Some(15), "ended by SIGTERM: {status:?}");
     }
 }

@@ -148,29 +148,28 @@ impl LockedIndex {
     }
 }
 
-/// Like git, the index lock goes should gitca be interrupted (Ctrl-C, a CI job cancelled) or
-/// terminated: only `SIGKILL` leaves it behind. Each handler removes the locks, then takes the
-/// signal's default action. A signal the process ignores (SIGINT and SIGQUIT in a script's
-/// background job) gets none and stays ignored; the others still get theirs (gix-tempfile's own
-/// setup takes all three or, as gitca did, none). Idempotent.
+/// Like git, the index lock goes should gitca be interrupted (Ctrl-C, a CI job cancelled),
+/// terminated or hung up on (a dropped SSH session): only `SIGKILL` leaves it behind. Each
+/// handler removes the locks, then ends the run by the signal. A signal the process ignores
+/// (SIGINT and SIGQUIT in a script's background job) gets none and stays ignored; the others
+/// still get theirs (gix-tempfile's own setup takes all or, as gitca did, none). Idempotent.
 pub fn remove_locks_on_termination() {
     static SIGNALS: std::sync::Once = std::sync::Once::new();
     SIGNALS.call_once(|| {
         // The registry of locks exists before any handler can run: made in a handler, it
         // would allocate. `Mode::None`: gix-tempfile installs no handler of its own.
         gix_tempfile::signal::setup(gix_tempfile::signal::handler::Mode::None);
-        for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGQUIT] {
+        for signal in [libc::SIGHUP, libc::SIGINT, libc::SIGTERM, libc::SIGQUIT] {
             if ignored(signal) {
                 continue;
             }
-            let remove_then_default = |info: &libc::siginfo_t| {
+            let remove_then_end = |info: &libc::siginfo_t| {
                 gix_tempfile::registry::cleanup_tempfiles_signal_safe();
-                let _ = signal_hook::low_level::emulate_default_handler(info.si_signo);
+                end_by(info.si_signo);
             };
             // SAFETY: the handler only does what is safe in one: gix-tempfile's removal is
-            // written for it (no lock, no allocation), and signal-hook's default action too.
-            let set =
-                unsafe { signal_hook_registry::register_sigaction(signal, remove_then_default) };
+            // written for it (no lock, no allocation), and `end_by` makes system calls only.
+            let set = unsafe { signal_hook_registry::register_sigaction(signal, remove_then_end) };
             if let Err(e) = set {
                 tracing::warn!(
                     "cannot handle signal {signal}: a lock may stay behind if it comes: {e}"
@@ -178,6 +177,24 @@ pub fn remove_locks_on_termination() {
             }
         }
     });
+}
+
+/// Ends the process by `signal`'s default action, from its handler: the shell sees the signal
+/// (exit status 128 + its number). As PID 1 (a container without an init) the kernel drops
+/// such a signal, and the process exits with that status itself (signal-hook's emulation then
+/// called `abort`, which PID 1 cannot take either: a segmentation fault).
+fn end_by(signal: libc::c_int) {
+    // SAFETY: async-signal-safe calls only (signal, pthread_sigmask, raise, _exit), on a valid
+    // signal number and a set initialised by sigemptyset.
+    unsafe {
+        libc::signal(signal, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, signal);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(signal);
+        libc::_exit(128 + signal);
+    }
 }
 
 /// Whether `signal` is ignored by this process (inherited, as `nohup` or a shell's background
