@@ -811,7 +811,8 @@ impl GitRepo {
         // and an index gitca can keep whole (`LockedIndex::open`). Otherwise, or should the
         // index be in the way of a path, git updates the index as below, after gitca's check.
         if gitca_may_index {
-            self.check_worktree(workdir, base, (&rels, files), replaced)?;
+            let linked = self.check_worktree(workdir, base, (&rels, files), replaced)?;
+            unlink_other_names(workdir, &linked)?;
             match self.index_to_update(&rels) {
                 Ok(index) => {
                     self.write_files_and_index(workdir, (&rels, files), ids, index, replaced)?;
@@ -827,7 +828,8 @@ impl GitRepo {
         // Checked above already if gitca might update the index.
         let checked = match gitca_may_index {
             true => Ok(()),
-            false => self.check_worktree(workdir, base, (&rels, files), replaced),
+            false => (self.check_worktree(workdir, base, (&rels, files), replaced))
+                .and_then(|linked| unlink_other_names(workdir, &linked)),
         };
         let trees_read = match read_tree.map(|read| read.and_then(GitRun::wait)) {
             Some(Ok(())) => true,
@@ -945,7 +947,7 @@ impl GitRepo {
         base: &git2::Tree,
         (rels, files): (&[String], &BTreeMap<String, Option<Content>>),
         replaced: &Replaced,
-    ) -> Result<(), String> {
+    ) -> Result<Vec<String>, String> {
         // Each folder on the way: present (a plain folder) or absent. Below an absent one
         // nothing exists, which spares a first issuance a failed `lstat` per file.
         let mut folders = std::collections::HashMap::new();
@@ -960,6 +962,8 @@ impl GitRepo {
         }
         // Files whose bytes are neither the committed blob nor gitca's, with those two ids.
         let mut differing: Vec<(String, [Option<Oid>; 2])> = Vec::new();
+        // Files to write that have other names.
+        let mut linked = Vec::new();
         // The paths are in git's order, so a folder's files come together: its answer is
         // taken once per run of them, not found again per file (a path built, its components
         // compared and hashed: 5 ms of a 10,000 issuance).
@@ -993,13 +997,13 @@ impl GitRepo {
                         "{rel} is not a regular file in the work tree; gitca will not replace it"
                     ));
                 }
-                Ok(m) if content.is_some() && m.nlink() > 1 => {
-                    return Err(format!(
-                        "{rel} has other names in the file system (a hard link); gitca writes \
-                         an output in place, which would change them too: remove it"
-                    ));
-                }
-                Ok(_) => {
+                Ok(m) => {
+                    // A file with other names (a hard link, as `cp -al` makes): gitca writes in
+                    // place, so it gets a new file of its own instead, as git's checkout does;
+                    // the other names keep the old bytes.
+                    if content.is_some() && m.nlink() > 1 {
+                        linked.push(rel.clone());
+                    }
                     let current = std::fs::read(&abs).map_err(|e| format!("{rel}: {e}"))?;
                     // Already what gitca would write: a run that stopped between the work tree
                     // and the index (git missing, say) left it; its rerun converges.
@@ -1033,7 +1037,7 @@ impl GitRepo {
         // (`core.autocrlf`) or ran a filter writes other bytes than the blob's. git hashes the
         // files as it would add them, each by its path's attributes.
         if differing.is_empty() {
-            return Ok(());
+            return Ok(linked);
         }
         let asked: Vec<String> = differing.iter().map(|(rel, _)| rel.clone()).collect();
         let ids = self.hash_as_git(&asked)?;
@@ -1044,7 +1048,7 @@ impl GitRepo {
                 ));
             }
         }
-        Ok(())
+        Ok(linked)
     }
 
     /// The blob ids git would give the work-tree files `rels` if it added them: by each path's
@@ -1535,6 +1539,15 @@ fn create_in(dir: &std::os::fd::OwnedFd, name: &std::ffi::OsStr) -> std::io::Res
         OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let mode = Mode::from_raw_mode(0o666);
     Ok(rustix::fs::openat(dir, name, flags, mode)?.into())
+}
+
+/// Removes the work-tree files `rels` (checked, and each with other names), so that writing
+/// them makes files of their own: written in place, the other names would change too.
+fn unlink_other_names(workdir: &Path, rels: &[String]) -> Result<(), String> {
+    for rel in rels {
+        std::fs::remove_file(workdir.join(rel)).map_err(|e| format!("{rel}: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Takes the executable bits off a file gitca wrote in place of one that had them: outputs are
@@ -2434,36 +2447,47 @@ pub(super) mod tests {
         }
     }
 
-    /// Where an output goes, a hard link to a file outside the work tree, empty (the start of
-    /// gitca's bytes) or already holding gitca's bytes: gitca writes in place, so it would have
-    /// written the file outside too. It refuses before writing anything, whoever updates the
-    /// index.
+    /// Where an output goes, a file with another name outside the work tree (a hard link, as
+    /// `cp -al` copies make): empty (the start of gitca's bytes), already gitca's bytes, or the
+    /// committed output. gitca writes in place, so it once wrote the file outside too; now the
+    /// output gets a file of its own, as git's checkout does, and the other name keeps its
+    /// bytes, whoever updates the index.
     #[test]
-    fn an_output_over_a_hard_link_is_refused() {
+    fn an_output_over_a_hard_link_gets_a_file_of_its_own() {
+        use std::os::unix::fs::MetadataExt;
         for way in INDEX_WAYS {
-            for bytes in ["", "1\n"] {
+            for bytes in ["", "1\n", "committed\n"] {
                 let dir = tempfile::tempdir().unwrap();
                 let root = &dir.path().join("repo");
                 std::fs::create_dir(root).unwrap();
                 let (repo, head) = repo_indexed_by(root, way);
                 std::fs::create_dir(root.join("issued")).unwrap();
                 let output = root.join("issued/0001.pem");
+                let head = match bytes {
+                    "committed\n" => {
+                        std::fs::write(&output, bytes).unwrap();
+                        git(root, &["add", "issued"]);
+                        git(root, &["commit", "-q", "-m", "outputs"]);
+                        repo.resolve("HEAD").unwrap()
+                    }
+                    _ => head,
+                };
                 let outside = dir.path().join("outside");
-                std::fs::write(&outside, bytes).unwrap();
-                std::fs::hard_link(&outside, &output).unwrap();
-                let err = repo
-                    .commit_outputs(&head, &numbered_outputs(3), "outputs")
-                    .unwrap_err();
+                match bytes {
+                    "committed\n" => std::fs::hard_link(&output, &outside).unwrap(),
+                    _ => {
+                        std::fs::write(&outside, bytes).unwrap();
+                        std::fs::hard_link(&outside, &output).unwrap();
+                    }
+                }
                 let at = format!("{bytes:?}, {}", index_way(way));
-                let why = "issued/0001.pem has other names in the file system";
-                assert!(err.starts_with(why), "{at}: {err}");
+                repo.commit_outputs(&head, &numbered_outputs(3), "outputs")
+                    .unwrap()
+                    .expect("the tree changes");
                 assert_eq!(std::fs::read_to_string(&outside).unwrap(), bytes, "{at}");
-                assert_eq!(std::fs::read_to_string(&output).unwrap(), bytes, "{at}");
-                assert!(
-                    !root.join("issued/0000.pem").exists(),
-                    "{at}: nothing written"
-                );
-                assert_eq!(git(root, &["rev-parse", "HEAD"]).trim(), head, "{at}");
+                assert_eq!(std::fs::read_to_string(&output).unwrap(), "1\n", "{at}");
+                assert_eq!(std::fs::metadata(&output).unwrap().nlink(), 1, "{at}");
+                assert_eq!(git(root, &["status", "--porcelain"]), "", "{at}");
             }
         }
     }
