@@ -16,8 +16,8 @@ use time::OffsetDateTime;
 
 // mimalloc with its own defaults: memory freed a second ago goes back to the OS (its
 // `purge_delay`). Keeping it for the run instead changed a 10,000 issuance by less than 1% on
-// this host, and held about 35-55 MiB more at the peak of a first issuance of 100,000 (BENCHMARKS.md,
-// section 3).
+// this host, and held about 35-55 MiB more at the peak of a first issuance of 100,000
+// (BENCHMARKS.md, section 3).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

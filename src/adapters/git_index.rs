@@ -170,10 +170,9 @@ pub fn remove_locks_on_termination() {
             // SAFETY: the handler only does what is safe in one: gix-tempfile's removal is
             // written for it (no lock, no allocation), and `end_by` makes system calls only.
             let set = unsafe { signal_hook_registry::register_sigaction(signal, remove_then_end) };
+            // Said on standard error: this runs before logging is set up.
             if let Err(e) = set {
-                tracing::warn!(
-                    "cannot handle signal {signal}: a lock may stay behind if it comes: {e}"
-                );
+                eprintln!("gitca: cannot handle signal {signal}: a lock may stay behind: {e}");
             }
         }
     });
