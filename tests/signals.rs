@@ -51,10 +51,11 @@ fn a_run_handles_each_termination_signal_it_does_not_ignore() {
             .filter(|(name, _)| trap.contains(name))
             .map(|&(_, n)| bit(n))
             .sum();
-        let script = match trap {
-            "" => "exec \"$0\" apply --hang-at after-intent".to_string(),
-            _ => format!("trap '' {trap}; exec \"$0\" apply --hang-at after-intent"),
+        let ignore = match trap {
+            "" => String::new(),
+            _ => format!("trap '' {trap}; "),
         };
+        let script = format!("{ignore}exec \"$0\" apply --hang-at after-intent");
         let run = Command::new("sh")
             .args(["-c", &script, env!("CARGO_BIN_EXE_gitca")])
             .current_dir(&env.repo)

@@ -811,8 +811,7 @@ impl GitRepo {
         // and an index gitca can keep whole (`LockedIndex::open`). Otherwise, or should the
         // index be in the way of a path, git updates the index as below, after gitca's check.
         if gitca_may_index {
-            let linked = self.check_worktree(workdir, base, (&rels, files), replaced)?;
-            unlink_other_names(workdir, &linked)?;
+            self.make_way(workdir, base, (&rels, files), replaced)?;
             match self.index_to_update(&rels) {
                 Ok(index) => {
                     self.write_files_and_index(workdir, (&rels, files), ids, index, replaced)?;
@@ -828,8 +827,7 @@ impl GitRepo {
         // Checked above already if gitca might update the index.
         let checked = match gitca_may_index {
             true => Ok(()),
-            false => (self.check_worktree(workdir, base, (&rels, files), replaced))
-                .and_then(|linked| unlink_other_names(workdir, &linked)),
+            false => self.make_way(workdir, base, (&rels, files), replaced),
         };
         let trees_read = match read_tree.map(|read| read.and_then(GitRun::wait)) {
             Some(Ok(())) => true,
@@ -911,7 +909,7 @@ impl GitRepo {
                 use std::io::Write;
                 file.write_all(bytes)?;
                 // Left executable (by hand): git would index the output as such.
-                clear_executable(&file)
+                git_index::clear_executable(&file)
             },
         );
         drop(written);
@@ -938,9 +936,26 @@ impl GitRepo {
         }
     }
 
+    /// [`GitRepo::check_worktree`], then a file with other names where an output goes is
+    /// removed, so that writing it makes a file of its own: written in place, the other names
+    /// would change too.
+    fn make_way(
+        &self,
+        workdir: &Path,
+        base: &git2::Tree,
+        outputs: (&[String], &BTreeMap<String, Option<Content>>),
+        replaced: &Replaced,
+    ) -> Result<(), String> {
+        for rel in self.check_worktree(workdir, base, outputs, replaced)? {
+            std::fs::remove_file(workdir.join(&rel)).map_err(|e| format!("{rel}: {e}"))?;
+        }
+        Ok(())
+    }
+
     /// Checks every path before any is written, so a refusal leaves the work tree untouched:
     /// no folder on the way is a symbolic link or other non-folder, and a file there already
-    /// is a regular file holding what is committed or what gitca writes.
+    /// is a regular file holding what is committed, or what gitca writes or the start of it.
+    /// Returns the files to write that have other names (hard links).
     fn check_worktree(
         &self,
         workdir: &Path,
@@ -948,6 +963,7 @@ impl GitRepo {
         (rels, files): (&[String], &BTreeMap<String, Option<Content>>),
         replaced: &Replaced,
     ) -> Result<Vec<String>, String> {
+        use std::os::unix::fs::MetadataExt;
         // Each folder on the way: present (a plain folder) or absent. Below an absent one
         // nothing exists, which spares a first issuance a failed `lstat` per file.
         let mut folders = std::collections::HashMap::new();
@@ -967,7 +983,6 @@ impl GitRepo {
         // The paths are in git's order, so a folder's files come together: its answer is
         // taken once per run of them, not found again per file (a path built, its components
         // compared and hashed: 5 ms of a 10,000 issuance).
-        use std::os::unix::fs::MetadataExt;
         let mut last: Option<(&str, bool)> = None;
         for (rel, content) in rels.iter().zip(files.values()) {
             let folder = folder_of(rel);
@@ -1005,19 +1020,12 @@ impl GitRepo {
                         linked.push(rel.clone());
                     }
                     let current = std::fs::read(&abs).map_err(|e| format!("{rel}: {e}"))?;
-                    // Already what gitca would write: a run that stopped between the work tree
-                    // and the index (git missing, say) left it; its rerun converges.
+                    // What gitca would write, or the start of it: a run that stopped between
+                    // the work tree and the index (git missing, say) left it, or one killed
+                    // while it wrote this file left it cut short. Its rerun writes it whole,
+                    // which loses nothing the file holds.
                     let ours = content.as_ref().map(Content::bytes);
-                    if ours.as_deref() == Some(current.as_slice()) {
-                        continue;
-                    }
-                    // The start of what gitca would write: a run killed while it wrote this
-                    // file left it cut short (every later run refused it). Writing it whole
-                    // loses nothing the file holds.
-                    if ours
-                        .as_deref()
-                        .is_some_and(|ours| ours.starts_with(&current))
-                    {
+                    if (ours.as_deref()).is_some_and(|ours| ours.starts_with(&current)) {
                         continue;
                     }
                     let committed = base.get_path(Path::new(rel)).ok().map(|e| e.id());
@@ -1539,26 +1547,6 @@ fn create_in(dir: &std::os::fd::OwnedFd, name: &std::ffi::OsStr) -> std::io::Res
         OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let mode = Mode::from_raw_mode(0o666);
     Ok(rustix::fs::openat(dir, name, flags, mode)?.into())
-}
-
-/// Removes the work-tree files `rels` (checked, and each with other names), so that writing
-/// them makes files of their own: written in place, the other names would change too.
-fn unlink_other_names(workdir: &Path, rels: &[String]) -> Result<(), String> {
-    for rel in rels {
-        std::fs::remove_file(workdir.join(rel)).map_err(|e| format!("{rel}: {e}"))?;
-    }
-    Ok(())
-}
-
-/// Takes the executable bits off a file gitca wrote in place of one that had them: outputs are
-/// plain files, as committed.
-fn clear_executable(file: &std::fs::File) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = file.metadata()?.permissions().mode();
-    if mode & 0o111 != 0 {
-        file.set_permissions(std::fs::Permissions::from_mode(mode & !0o111))?;
-    }
-    Ok(())
 }
 
 /// Input for [`GitRepo::spawn_with_input`] that is all known already.
@@ -2408,12 +2396,12 @@ pub(super) mod tests {
         for way in INDEX_WAYS {
             let dir = tempfile::tempdir().unwrap();
             let root = dir.path();
-            let (repo, head) = repo_indexed_by(root, way);
+            let (repo, _) = repo_indexed_by(root, way);
             std::fs::create_dir(root.join("issued")).unwrap();
             std::fs::write(root.join("issued/kept.pem"), body("old")).unwrap();
             git(root, &["add", "issued"]);
             git(root, &["commit", "-q", "-m", "outputs"]);
-            let head = repo.resolve("HEAD").unwrap_or(head);
+            let head = repo.resolve("HEAD").unwrap();
             // The killed run's state: both files begun, one of them empty.
             let whole = body("renewed");
             std::fs::write(root.join("issued/kept.pem"), &whole[..whole.len() / 2]).unwrap();

@@ -291,14 +291,23 @@ fn smudge_racily_clean(state: &mut gix_index::State, workdir: &Path, hash_as_git
 /// replaced keeps its mode: one left executable is made not to be, as git's checkout of a
 /// 0644 entry would leave it.
 pub fn stat_of_written(file: &std::fs::File) -> std::io::Result<Stat> {
-    use std::os::unix::fs::PermissionsExt;
     let mut meta = gix_index::fs::Metadata::from_file(file)?;
     if meta.is_executable() {
-        let mode = file.metadata()?.permissions().mode();
-        file.set_permissions(std::fs::Permissions::from_mode(mode & !0o111))?;
+        clear_executable(file)?;
         meta = gix_index::fs::Metadata::from_file(file)?;
     }
     Stat::from_fs(&meta).map_err(std::io::Error::other)
+}
+
+/// Takes the executable bits off an output file gitca wrote in place of one that had them (by
+/// hand): outputs are plain files, as committed.
+pub fn clear_executable(file: &std::fs::File) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = file.metadata()?.permissions().mode();
+    if mode & 0o111 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(mode & !0o111))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
