@@ -254,6 +254,43 @@ fn example_repo_p256_verifies_lints_revokes_and_is_idempotent() {
     assert_eq!(laptop["action"], "revoked");
 }
 
+/// A batch big enough that gitca checks its own signatures by tables of the CA key's multiples
+/// (domain/fixed_key.rs; from 64 signatures): every certificate verifies with openssl and
+/// x509-parser, and `gitca verify`, which checks them by AWS-LC's general verify, agrees.
+#[test]
+fn a_batch_checked_by_the_ca_keys_tables_verifies_everywhere() {
+    const BATCH: usize = 70;
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    env.init(&["--key-algorithm", "p256"]);
+    let dir = env.path("requests/servers/batch");
+    std::fs::create_dir_all(&dir).unwrap();
+    for n in 0..BATCH {
+        let name = format!("r{n:02}.internal.example.com");
+        new_p256_csr(&dir.join(format!("r{n:02}.csr.pem")), &name);
+        std::fs::write(
+            dir.join(format!("r{n:02}.yaml")),
+            format!("csr: r{n:02}.csr.pem\nusages: [server_auth]\nsans: {{dns: [{name}]}}\n"),
+        )
+        .unwrap();
+    }
+    env.commit_all("a batch");
+    let o = env
+        .command_in(&env.repo, &["apply"])
+        .env("RUST_LOG", "gitca=debug")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    // The example's one request that policy rejects.
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("checked by tables of the CA key's multiples"),
+        "{err}"
+    );
+    let f = Flow { env };
+    assert!(f.verify_all() >= BATCH + 6);
+    f.env.ok(&["verify"], 0);
+}
+
 #[test]
 fn example_repo_p384_ca() {
     let f = Flow::new("p384");

@@ -6,6 +6,7 @@ pub mod csr;
 pub mod duration;
 pub mod events;
 pub mod finding;
+pub mod fixed_key;
 pub mod incremental;
 pub mod names;
 pub mod plan;

@@ -1,0 +1,593 @@
+//! ECDSA P-256 checks of many signatures by one key: the CA's, whose every signature gitca
+//! checks before it uses it (adapters/signer.rs).
+//!
+//! A general verify computes `u1·G + u2·Q` for a key `Q` it has never seen: `u2·Q` alone takes
+//! about 255 point doublings and 50 additions, three quarters of the verify. For a key that
+//! checks thousands of signatures, a table of its multiples made once turns `u2·Q` into at most
+//! 37 additions of table points, as AWS-LC already does for `u1·G` with its table of the
+//! generator. Both tables here have AWS-LC's layout (37 windows of 7 bits, 64 affine multiples
+//! each), and all field, point and scalar arithmetic is AWS-LC's own: the P-256 assembly its
+//! general verify runs on. This module lays the tables out and walks them.
+//!
+//! Only public values take part (the key, the message, the signature), so nothing here needs
+//! constant time. The caller ([`crate::domain::csr::SignatureVerifier`]) has AWS-LC's general
+//! verify confirm the first acceptance and every rejection, and refuses to go on if they differ.
+
+/// A field element or scalar: four 64-bit limbs, least significant first.
+type Limbs = [u64; 4];
+
+/// A point in Jacobian coordinates, field elements in Montgomery form; `z == 0` is infinity.
+/// AWS-LC's `P256_POINT`; aligned as AWS-LC aligns its own.
+#[repr(C, align(32))]
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+struct Jacobian {
+    x: Limbs,
+    y: Limbs,
+    z: Limbs,
+}
+
+/// An affine point, Montgomery form: AWS-LC's `P256_POINT_AFFINE`.
+#[repr(C, align(32))]
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+struct Affine {
+    x: Limbs,
+    y: Limbs,
+}
+
+/// The field prime p.
+const P: Limbs = [
+    0xffff_ffff_ffff_ffff,
+    0x0000_0000_ffff_ffff,
+    0x0000_0000_0000_0000,
+    0xffff_ffff_0000_0001,
+];
+/// The group order n.
+const N: Limbs = [
+    0xf3b9_cac2_fc63_2551,
+    0xbce6_faad_a717_9e84,
+    0xffff_ffff_ffff_ffff,
+    0xffff_ffff_0000_0000,
+];
+/// 2^256 mod p: one in Montgomery form.
+const ONE_MONT: Limbs = [
+    0x0000_0000_0000_0001,
+    0xffff_ffff_0000_0000,
+    0xffff_ffff_ffff_ffff,
+    0x0000_0000_ffff_fffe,
+];
+/// 2^512 mod p: `mul(a, RR_P)` is `a` in Montgomery form.
+const RR_P: Limbs = [
+    0x0000_0000_0000_0003,
+    0xffff_fffb_ffff_ffff,
+    0xffff_ffff_ffff_fffe,
+    0x0000_0004_ffff_fffd,
+];
+/// 2^512 mod n: the same for scalars.
+const RR_N: Limbs = [
+    0x8324_4c95_be79_eea2,
+    0x4699_799c_49bd_6fa6,
+    0x2845_b239_2b6b_ec59,
+    0x66e1_2d94_f3d9_5620,
+];
+/// The generator's coordinates, big-endian (SEC 2).
+const G_X: [u8; 32] = hex32("6b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296");
+const G_Y: [u8; 32] = hex32("4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5");
+
+const WINDOWS: usize = 37;
+const ROW: usize = 64;
+
+#[cfg(target_arch = "x86_64")]
+mod ffi {
+    use super::{Affine, Jacobian, Limbs};
+    // The symbols of aws-lc-sys's AWS-LC, under the prefix build.rs found. Declared as in
+    // AWS-LC's crypto/fipsmodule/ec/p256-nistz.h.
+    unsafe extern "C" {
+        #[link_name = concat!(env!("GITCA_AWS_LC_PREFIX"), "ecp_nistz256_mul_mont")]
+        pub fn mul_mont(res: *mut Limbs, a: *const Limbs, b: *const Limbs);
+        #[link_name = concat!(env!("GITCA_AWS_LC_PREFIX"), "ecp_nistz256_sqr_mont")]
+        pub fn sqr_mont(res: *mut Limbs, a: *const Limbs);
+        #[link_name = concat!(env!("GITCA_AWS_LC_PREFIX"), "ecp_nistz256_neg")]
+        pub fn neg(res: *mut Limbs, a: *const Limbs);
+        #[link_name = concat!(env!("GITCA_AWS_LC_PREFIX"), "ecp_nistz256_ord_mul_mont")]
+        pub fn ord_mul_mont(res: *mut Limbs, a: *const Limbs, b: *const Limbs);
+        #[link_name = concat!(env!("GITCA_AWS_LC_PREFIX"), "beeu_mod_inverse_vartime")]
+        pub fn beeu_mod_inverse_vartime(out: *mut Limbs, a: *const Limbs, n: *const Limbs) -> i32;
+        #[link_name = concat!(env!("GITCA_AWS_LC_PREFIX"), "ecp_nistz256_point_double")]
+        pub fn point_double(r: *mut Jacobian, a: *const Jacobian);
+        // Not for `a == b` (neither is infinity): the caller doubles instead.
+        #[link_name = concat!(env!("GITCA_AWS_LC_PREFIX"), "ecp_nistz256_point_add")]
+        pub fn point_add(r: *mut Jacobian, a: *const Jacobian, b: *const Jacobian);
+        // Nor this one for `a == b`; `a` may be infinity, and `r` may be `a`.
+        #[link_name = concat!(env!("GITCA_AWS_LC_PREFIX"), "ecp_nistz256_point_add_affine")]
+        pub fn point_add_affine(r: *mut Jacobian, a: *const Jacobian, b: *const Affine);
+    }
+}
+
+// Safe wrappers: every argument is a full, initialised value of the declared layout, and the
+// functions read and write exactly those (AWS-LC's contract in p256-nistz.h).
+#[cfg(target_arch = "x86_64")]
+mod arith {
+    use super::{Affine, Jacobian, Limbs, ffi};
+
+    pub fn mul(a: &Limbs, b: &Limbs) -> Limbs {
+        let mut r = [0; 4];
+        unsafe { ffi::mul_mont(&mut r, a, b) };
+        r
+    }
+    pub fn sqr(a: &Limbs) -> Limbs {
+        let mut r = [0; 4];
+        unsafe { ffi::sqr_mont(&mut r, a) };
+        r
+    }
+    pub fn neg(a: &Limbs) -> Limbs {
+        let mut r = [0; 4];
+        unsafe { ffi::neg(&mut r, a) };
+        r
+    }
+    pub fn ord_mul(a: &Limbs, b: &Limbs) -> Limbs {
+        let mut r = [0; 4];
+        unsafe { ffi::ord_mul_mont(&mut r, a, b) };
+        r
+    }
+    /// `a^-1 mod n`, or `None` if `a` has no inverse.
+    pub fn ord_inverse(a: &Limbs) -> Option<Limbs> {
+        let mut r = [0; 4];
+        (unsafe { ffi::beeu_mod_inverse_vartime(&mut r, a, &super::N) } == 1).then_some(r)
+    }
+    pub fn double(a: &Jacobian) -> Jacobian {
+        let mut r = Jacobian::default();
+        unsafe { ffi::point_double(&mut r, a) };
+        r
+    }
+    pub fn add(a: &Jacobian, b: &Jacobian) -> Jacobian {
+        let mut r = Jacobian::default();
+        unsafe { ffi::point_add(&mut r, a, b) };
+        r
+    }
+    pub fn add_affine_in_place(acc: &mut Jacobian, b: &Affine) {
+        let acc: *mut Jacobian = acc;
+        unsafe { ffi::point_add_affine(acc, acc, b) };
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+use arith::*;
+
+const fn hex32(s: &str) -> [u8; 32] {
+    let s = s.as_bytes();
+    let mut out = [0u8; 32];
+    let mut i = 0;
+    while i < 32 {
+        out[i] = (nibble(s[2 * i]) << 4) | nibble(s[2 * i + 1]);
+        i += 1;
+    }
+    out
+}
+
+const fn nibble(c: u8) -> u8 {
+    match c {
+        b'0'..=b'9' => c - b'0',
+        b'a'..=b'f' => c - b'a' + 10,
+        _ => panic!("not a hex digit"),
+    }
+}
+
+/// Big-endian bytes to limbs.
+fn limbs_be(b: &[u8; 32]) -> Limbs {
+    let mut l = [0u64; 4];
+    for (i, limb) in l.iter_mut().enumerate() {
+        let at = 32 - 8 * (i + 1);
+        *limb = u64::from_be_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+    }
+    l
+}
+
+fn less_than(a: &Limbs, b: &Limbs) -> bool {
+    a.iter().rev().cmp(b.iter().rev()) == std::cmp::Ordering::Less
+}
+
+/// `a + b`, and whether it carried out of 256 bits.
+fn add_limbs(a: &Limbs, b: &Limbs) -> (Limbs, bool) {
+    let mut r = [0u64; 4];
+    let mut carry = false;
+    for i in 0..4 {
+        let (s1, c1) = a[i].overflowing_add(b[i]);
+        let (s2, c2) = s1.overflowing_add(carry as u64);
+        r[i] = s2;
+        carry = c1 || c2;
+    }
+    (r, carry)
+}
+
+fn sub_limbs(a: &Limbs, b: &Limbs) -> Limbs {
+    let mut r = [0u64; 4];
+    let mut borrow = false;
+    for i in 0..4 {
+        let (d1, b1) = a[i].overflowing_sub(b[i]);
+        let (d2, b2) = d1.overflowing_sub(borrow as u64);
+        r[i] = d2;
+        borrow = b1 || b2;
+    }
+    r
+}
+
+/// The 37 signed 7-bit digits of a scalar (AWS-LC's Booth recoding, `booth_recode_w7`):
+/// `(magnitude, negative)`, magnitude 0 to 64, most significant last.
+fn digits(scalar: &Limbs) -> [(u8, bool); WINDOWS] {
+    let mut bytes = [0u8; 33];
+    for (i, limb) in scalar.iter().enumerate() {
+        bytes[8 * i..8 * i + 8].copy_from_slice(&limb.to_le_bytes());
+    }
+    let recode = |v: u32| -> (u8, bool) {
+        let negative = v >> 7 == 1;
+        let d = if negative { (1 << 8) - v - 1 } else { v };
+        (((d >> 1) + (d & 1)) as u8, negative)
+    };
+    let mut out = [(0u8, false); WINDOWS];
+    out[0] = recode((u32::from(bytes[0]) << 1) & 0xff);
+    let mut index = 7usize;
+    for d in out.iter_mut().skip(1) {
+        let off = (index - 1) / 8;
+        let w = u32::from(bytes[off]) | (u32::from(bytes[off + 1]) << 8);
+        *d = recode((w >> ((index - 1) % 8)) & 0xff);
+        index += 7;
+    }
+    out
+}
+
+/// `(j+1)·2^(7i)·P` at `[i][j]`, affine, for a point P: `WINDOWS` rows, 148 KiB.
+struct Table(Box<[[Affine; ROW]]>);
+
+#[cfg(target_arch = "x86_64")]
+impl Table {
+    /// `None` if a multiple is infinity, which no point of the group gives (its order is a
+    /// prime above 2^255): the point was not on the curve.
+    fn of(p: &Affine) -> Option<Table> {
+        let mut all = Vec::with_capacity(WINDOWS * ROW);
+        let mut base = Jacobian {
+            x: p.x,
+            y: p.y,
+            z: ONE_MONT,
+        };
+        for _ in 0..WINDOWS {
+            let start = all.len();
+            all.push(base);
+            all.push(double(&base));
+            for j in 2..ROW {
+                all.push(add(&all[start + j - 1], &base));
+            }
+            // 2^7 times this window's base: twice its 64th multiple.
+            base = double(&all[start + ROW - 1]);
+        }
+        // To affine with one inversion (Montgomery's trick): prefix[k] = z_0 ... z_k.
+        let mut prefix = Vec::with_capacity(all.len());
+        let mut running = ONE_MONT;
+        for pt in &all {
+            running = mul(&running, &pt.z);
+            prefix.push(running);
+        }
+        if running == [0; 4] {
+            return None;
+        }
+        let mut inv = inverse_mont(&running);
+        // Made on the heap: a thread's stack need not hold it.
+        let mut table = vec![[Affine::default(); ROW]; WINDOWS].into_boxed_slice();
+        for k in (0..all.len()).rev() {
+            let z_inv = if k > 0 {
+                mul(&inv, &prefix[k - 1])
+            } else {
+                inv
+            };
+            inv = mul(&inv, &all[k].z);
+            let z_inv2 = sqr(&z_inv);
+            table[k / ROW][k % ROW] = Affine {
+                x: mul(&all[k].x, &z_inv2),
+                y: mul(&all[k].y, &mul(&z_inv2, &z_inv)),
+            };
+        }
+        Some(Table(table))
+    }
+
+    /// Adds `scalar·P` to `acc`.
+    fn add_multiple(&self, acc: &mut Jacobian, scalar: &Limbs) {
+        for (row, &(m, negative)) in self.0.iter().zip(digits(scalar).iter()) {
+            if m == 0 {
+                continue;
+            }
+            let mut t = row[usize::from(m) - 1];
+            if negative {
+                t.y = neg(&t.y);
+            }
+            add_affine_in_place(acc, &t);
+        }
+    }
+}
+
+/// `a^(p-2)`: the inverse of a nonzero `a` in Montgomery form. Once per table.
+#[cfg(target_arch = "x86_64")]
+fn inverse_mont(a: &Limbs) -> Limbs {
+    let e = sub_limbs(&P, &[2, 0, 0, 0]);
+    let mut r = ONE_MONT;
+    for bit in (0..256).rev() {
+        r = sqr(&r);
+        if (e[bit / 64] >> (bit % 64)) & 1 == 1 {
+            r = mul(&r, a);
+        }
+    }
+    r
+}
+
+/// Checks ECDSA P-256 SHA-256 signatures by one public key, with tables of the generator's and
+/// the key's multiples. Made once per run for the CA's key (about a millisecond).
+pub struct FixedKey {
+    g: Table,
+    q: Table,
+}
+
+impl FixedKey {
+    /// For an uncompressed SEC1 point (`04 || x || y`) that the caller has checked lies on the
+    /// curve. `None` where this machine lacks what AWS-LC's own dispatch requires for the
+    /// routines used here (x86-64 with AVX), or for another encoding: the general verify is
+    /// used then.
+    pub fn new(sec1: &[u8]) -> Option<FixedKey> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if !std::arch::is_x86_feature_detected!("avx") {
+                return None;
+            }
+            let (&4, xy) = sec1.split_first()? else {
+                return None;
+            };
+            if xy.len() != 64 {
+                return None;
+            }
+            // AWS-LC picks its instructions (BMI2, ADX) from the CPU flags it reads here.
+            unsafe { aws_lc_sys::CRYPTO_library_init() };
+            let point = |x: &[u8; 32], y: &[u8; 32]| Affine {
+                x: mul(&limbs_be(x), &RR_P),
+                y: mul(&limbs_be(y), &RR_P),
+            };
+            let q = point(
+                xy[..32].try_into().expect("32 bytes"),
+                xy[32..].try_into().expect("32 bytes"),
+            );
+            Some(FixedKey {
+                g: Table::of(&point(&G_X, &G_Y))?,
+                q: Table::of(&q)?,
+            })
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = sec1;
+            None
+        }
+    }
+
+    /// Whether `sig` (DER `ECDSA-Sig-Value`) is a valid ECDSA signature of SHA-256(`msg`).
+    pub fn verify(&self, msg: &[u8], sig: &[u8]) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            // Strict DER, and 0 < r, s < n.
+            let Ok(sig) = ecdsa::Signature::<p256::NistP256>::from_der(sig) else {
+                return false;
+            };
+            let (r, s) = sig.split_bytes();
+            let r = limbs_be(&r.into());
+            let s = limbs_be(&s.into());
+            let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, msg);
+            let mut e = limbs_be(digest.as_ref().try_into().expect("32 bytes"));
+            if !less_than(&e, &N) {
+                e = sub_limbs(&e, &N);
+            }
+            let Some(w) = ord_inverse(&s) else {
+                return false;
+            };
+            // w·2^256 mod n; a Montgomery product with it is then a plain product mod n.
+            let w_mont = ord_mul(&w, &RR_N);
+            let u1 = ord_mul(&e, &w_mont);
+            let u2 = ord_mul(&r, &w_mont);
+            let mut acc = Jacobian::default();
+            self.g.add_multiple(&mut acc, &u1);
+            self.q.add_multiple(&mut acc, &u2);
+            if acc.z == [0; 4] {
+                return false;
+            }
+            // x(acc) mod n == r, compared as X == r·Z² (AWS-LC's `cmp_x_coordinate`): r·Z² is
+            // a Montgomery product of plain r and Montgomery Z², so it comes out plain.
+            let z2 = sqr(&acc.z);
+            let x = mul(&acc.x, &[1, 0, 0, 0]);
+            if mul(&r, &z2) == x {
+                return true;
+            }
+            // x may be r + n, where r + n < p (less than 2^-128 of signatures).
+            let (r_plus_n, carry) = add_limbs(&r, &N);
+            !carry && less_than(&r_plus_n, &P) && mul(&r_plus_n, &z2) == x
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (msg, sig);
+            false
+        }
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{
+        ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair,
+        UnparsedPublicKey,
+    };
+
+    fn key() -> EcdsaKeyPair {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref()).unwrap()
+    }
+
+    fn aws_lc_accepts(k: &EcdsaKeyPair, msg: &[u8], sig: &[u8]) -> bool {
+        UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, k.public_key().as_ref())
+            .verify(msg, sig)
+            .is_ok()
+    }
+
+    #[test]
+    fn the_constants_are_what_their_names_say() {
+        // One and 2^512 in Montgomery form against plain values.
+        assert_eq!(mul(&[1, 0, 0, 0], &RR_P), ONE_MONT);
+        assert_eq!(mul(&ONE_MONT, &[1, 0, 0, 0]), [1, 0, 0, 0]);
+        let two = [2, 0, 0, 0];
+        assert_eq!(ord_mul(&ord_mul(&two, &RR_N), &[1, 0, 0, 0]), two);
+        // n - 1 squared is 1 mod n: ord_mul with RR_N turns the Montgomery product plain.
+        let n_1 = sub_limbs(&N, &[1, 0, 0, 0]);
+        assert_eq!(ord_mul(&ord_mul(&n_1, &n_1), &RR_N), [1, 0, 0, 0]);
+        // p - 1 squared is 1 mod p.
+        let p_1 = sub_limbs(&P, &[1, 0, 0, 0]);
+        assert_eq!(mul(&mul(&p_1, &p_1), &RR_P), [1, 0, 0, 0]);
+        let a = mul(&[12345, 6, 7, 8], &RR_P);
+        assert_eq!(mul(&inverse_mont(&a), &a), ONE_MONT);
+    }
+
+    #[test]
+    fn digits_add_up_to_the_scalar() {
+        // Σ ±m·2^(7i) == scalar, checked on the digits' value in i128 pieces of the low 112 bits
+        // and by reassembling all 259 bits with carries.
+        for scalar in [
+            [0u64; 4],
+            [1, 0, 0, 0],
+            N,
+            sub_limbs(&N, &[1, 0, 0, 0]),
+            [u64::MAX; 4],
+            [0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210, 0x7f, 1 << 63],
+        ] {
+            let d = digits(&scalar);
+            // Accumulate as a signed 320-bit number in five i128 lanes of 64 bits each.
+            let mut acc = [0i128; 6];
+            for (i, &(m, neg)) in d.iter().enumerate() {
+                assert!(m <= 64);
+                let v = if neg { -i128::from(m) } else { i128::from(m) };
+                let bit = 7 * i;
+                acc[bit / 64] += v << (bit % 64);
+            }
+            for i in 0..5 {
+                let carry = acc[i] >> 64;
+                acc[i] -= carry << 64;
+                acc[i + 1] += carry;
+            }
+            let got: Vec<u64> = acc[..4].iter().map(|&v| v as u64).collect();
+            assert_eq!(got, scalar.to_vec(), "{scalar:x?}");
+            assert_eq!(acc[4], 0);
+        }
+    }
+
+    #[test]
+    fn accepts_and_refuses_as_aws_lc_does() {
+        let rng = SystemRandom::new();
+        for _ in 0..4 {
+            let k = key();
+            let fixed = FixedKey::new(k.public_key().as_ref()).expect("x86-64 with AVX");
+            for i in 0..200u32 {
+                let msg = format!("tbs {i} {}", "x".repeat(i as usize));
+                let sig = k.sign(&rng, msg.as_bytes()).unwrap();
+                let sig = sig.as_ref();
+                assert!(fixed.verify(msg.as_bytes(), sig), "a valid signature, {i}");
+                assert!(aws_lc_accepts(&k, msg.as_bytes(), sig));
+                // Another message, a changed byte of r or of s, a truncation.
+                let other = format!("{msg}.");
+                assert!(!fixed.verify(other.as_bytes(), sig));
+                for at in [6, sig.len() - 3] {
+                    let mut bad = sig.to_vec();
+                    bad[at] ^= 1 << (i % 8);
+                    assert_eq!(
+                        fixed.verify(msg.as_bytes(), &bad),
+                        aws_lc_accepts(&k, msg.as_bytes(), &bad)
+                    );
+                    assert!(!fixed.verify(msg.as_bytes(), &bad));
+                }
+                assert!(!fixed.verify(msg.as_bytes(), &sig[..sig.len() - 1]));
+            }
+        }
+    }
+
+    #[test]
+    fn accepts_the_other_valid_s_and_refuses_another_keys_signatures() {
+        // (r, n - s) is valid too: ECDSA does not fix the sign of s.
+        let rng = SystemRandom::new();
+        let k = key();
+        let other = key();
+        let fixed = FixedKey::new(k.public_key().as_ref()).unwrap();
+        for i in 0..50u32 {
+            let msg = i.to_be_bytes();
+            let sig = k.sign(&rng, &msg).unwrap();
+            let parsed = ecdsa::Signature::<p256::NistP256>::from_der(sig.as_ref()).unwrap();
+            let (r, s) = parsed.split_bytes();
+            let s = limbs_be(&s.into());
+            let minus_s = sub_limbs(&N, &s);
+            let mut be = [0u8; 32];
+            for (j, limb) in minus_s.iter().enumerate() {
+                be[32 - 8 * (j + 1)..32 - 8 * j].copy_from_slice(&limb.to_be_bytes());
+            }
+            let twin = ecdsa::Signature::<p256::NistP256>::from_scalars(r, be)
+                .unwrap()
+                .to_der();
+            assert!(aws_lc_accepts(&k, &msg, twin.as_bytes()));
+            assert!(fixed.verify(&msg, twin.as_bytes()));
+            let by_other = other.sign(&rng, &msg).unwrap();
+            assert!(!fixed.verify(&msg, by_other.as_ref()));
+        }
+    }
+
+    #[test]
+    fn accepts_a_signature_whose_point_has_an_x_above_n() {
+        // x(u1·G + u2·Q) in [n, p) makes r = x - n (fewer than 2^-128 of signatures). Such a
+        // signature is made here the other way round: a point R with x >= n, r = x - n, any s
+        // and message, and the key that makes them valid, Q = r^-1·(s·R - e·G).
+        use p256::elliptic_curve::ops::Reduce;
+        use p256::elliptic_curve::point::DecompressPoint;
+        use p256::elliptic_curve::sec1::ToSec1Point;
+        use p256::{AffinePoint, FieldBytes, ProjectivePoint, Scalar};
+        let to_be = |l: &Limbs| {
+            let mut b = [0u8; 32];
+            for (i, limb) in l.iter().enumerate() {
+                b[32 - 8 * (i + 1)..32 - 8 * i].copy_from_slice(&limb.to_be_bytes());
+            }
+            b
+        };
+        let (x, big_r) = (1u64..)
+            .find_map(|t| {
+                let x = add_limbs(&N, &[t, 0, 0, 0]).0;
+                let p = AffinePoint::decompress(&FieldBytes::from(to_be(&x)), 0.into());
+                Option::<AffinePoint>::from(p).map(|p| (t, ProjectivePoint::from(p)))
+            })
+            .unwrap();
+        let r = Scalar::from(x);
+        let s = Scalar::from(12345u64);
+        let msg = b"a signature with x above n";
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, msg);
+        let e =
+            <Scalar as Reduce<FieldBytes>>::reduce(&FieldBytes::try_from(digest.as_ref()).unwrap());
+        let q = (big_r * s - ProjectivePoint::GENERATOR * e) * r.invert().unwrap();
+        let q = q.to_affine().to_sec1_point(false);
+        let sig = ecdsa::Signature::<p256::NistP256>::from_scalars(r.to_bytes(), s.to_bytes())
+            .unwrap()
+            .to_der();
+        assert!(
+            UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, q.as_bytes())
+                .verify(msg, sig.as_bytes())
+                .is_ok()
+        );
+        let fixed = FixedKey::new(q.as_bytes()).unwrap();
+        assert!(fixed.verify(msg, sig.as_bytes()));
+        assert!(!fixed.verify(b"another message", sig.as_bytes()));
+    }
+
+    #[test]
+    fn refuses_keys_it_cannot_table() {
+        let k = key();
+        let mut compressed = k.public_key().as_ref()[..33].to_vec();
+        compressed[0] = 2;
+        assert!(FixedKey::new(&compressed).is_none());
+        assert!(FixedKey::new(&[4; 10]).is_none());
+    }
+}
