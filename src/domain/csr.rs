@@ -2,7 +2,7 @@
 //! and refusing CSRs that ask to be a CA.
 
 use super::finding::Code;
-use super::fixed_key::FixedKey;
+use super::fixed_key::{FixedKey, Verdict};
 use super::names::Sans;
 use const_oid::ObjectIdentifier;
 use const_oid::db::{rfc5280, rfc5912};
@@ -109,8 +109,9 @@ pub struct SignatureVerifier {
 }
 
 /// [`FixedKey`] with AWS-LC's general verify beside it: it confirms the first signature the
-/// tables accept and every one they refuse, so a fault in the tables can stop a run but never
-/// pass a bad signature off as good undetected, nor refuse a good one.
+/// tables accept and every one they refuse, and decides where they cannot. A fault that made the
+/// tables accept everything, or refuse a good signature, stops the run; later acceptances rest
+/// on the tables alone, whose arithmetic is AWS-LC's and is tested against its verify.
 struct FixedKeyCheck {
     tables: FixedKey,
     confirmed: std::sync::atomic::AtomicBool,
@@ -228,8 +229,11 @@ impl SignatureVerifier {
         let valid = match &self.table {
             None => general(),
             Some(t) => {
-                let by_tables = t.tables.verify(msg, sig);
-                if by_tables && t.confirmed.load(Relaxed) {
+                let verdict = t.tables.verify(msg, sig);
+                let by_tables = verdict == Verdict::Valid;
+                if verdict == Verdict::Undecided {
+                    general()
+                } else if by_tables && t.confirmed.load(Relaxed) {
                     true
                 } else {
                     if general() != by_tables {
