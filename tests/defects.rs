@@ -317,6 +317,46 @@ fn key_path_inside_the_repository_is_refused() {
     assert!(!inside.exists());
 }
 
+/// A key path that names the repository and leaves it again (`<repo>/../data`, as
+/// `GITCA_DATA_DIR` may well be set in CI) is outside it: it was refused as inside, whether or
+/// not its folders existed, because the path was compared as written.
+#[test]
+fn a_key_path_through_dot_dot_out_of_the_repository_is_accepted() {
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    let data = env.tmp().join("data");
+    let via_repo = env.repo.join("..").join("data");
+    assert!(via_repo.starts_with(&env.repo));
+    let o = env
+        .command_in(&env.repo, &["init"])
+        .env("GITCA_DATA_DIR", &via_repo)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(data.join("example-ca").join("issuing-ca.key").exists());
+}
+
+/// A key path through a symbolic link into the work tree, below a folder that does not exist
+/// yet, is inside it: it was accepted, and `init` wrote the key into the work tree, because only
+/// an existing parent was resolved.
+#[test]
+fn a_key_path_through_a_link_into_the_repository_is_refused() {
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    let link = env.tmp().join("elsewhere");
+    std::os::unix::fs::symlink(&env.repo, &link).unwrap();
+    let key = link.join("not-yet").join("ca.key");
+    env.edit("gitca.yaml", |cfg| {
+        format!("{cfg}\nsigner:\n  local:\n    key: {}\n", key.display())
+    });
+    env.commit_all("key through a link");
+    let o = env.gitca(&["init"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("inside the repository"));
+    assert!(
+        !env.repo.join("not-yet").exists(),
+        "nothing written in the work tree"
+    );
+}
+
 /// A file or folder whose name is not UTF-8 has no path gitca could name in a plan, a finding or
 /// an output. Where gitca finds its inputs by listing (`requests/`, `policies/`, `revocations/`,
 /// `certs/`), plans and applies refuse it, naming its path with the odd bytes replaced, until it

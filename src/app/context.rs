@@ -63,13 +63,12 @@ pub fn state_path(cfg: &Config) -> Result<PathBuf, String> {
 }
 
 /// Refuses a key path inside the repository's work tree: private keys never go into Git.
+/// The path is compared where it leads: through symbolic links (a key, or a folder not yet
+/// made below a link into the work tree, is inside) and `..` (`<repo>/../data` is outside).
 pub fn refuse_key_in_repo(key: &Path, repo: &GitRepo) -> Result<(), String> {
     if let Some(wd) = repo.workdir() {
         let wd = wd.canonicalize().unwrap_or(wd);
-        let parent = key
-            .parent()
-            .map(|p| p.canonicalize().unwrap_or(p.to_path_buf()));
-        if parent.as_ref().is_some_and(|p| p.starts_with(&wd)) || key.starts_with(&wd) {
+        if resolved(key).starts_with(&wd) {
             return Err(format!(
                 "the CA key path {} is inside the repository; keys must live outside it",
                 key.display()
@@ -77,6 +76,39 @@ pub fn refuse_key_in_repo(key: &Path, repo: &GitRepo) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Where `path` leads: its longest existing start with every link and `..` resolved (the file
+/// system's answer), then the parts that do not exist yet, which hold no link, taken as
+/// written (`..` dropping the part before it).
+fn resolved(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut existing = path.as_path();
+    let mut missing = Vec::new();
+    let mut out = loop {
+        if let Ok(real) = existing.canonicalize() {
+            break real;
+        }
+        match (existing.components().next_back(), existing.parent()) {
+            (Some(last), Some(parent)) => {
+                missing.push(last);
+                existing = parent;
+            }
+            // Nothing of it exists, not even its root: as written.
+            _ => break PathBuf::new(),
+        }
+    };
+    for part in missing.into_iter().rev() {
+        match part {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 pub fn parse_cert(path: &str, bytes: &[u8]) -> Result<Certificate, String> {
