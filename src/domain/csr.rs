@@ -430,10 +430,20 @@ mod tests {
                 .unwrap()
                 .has_tables()
         );
+        let confirmed = || {
+            v.table
+                .as_ref()
+                .unwrap()
+                .confirmed
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        assert!(!confirmed());
         for i in 0..20u8 {
             let msg = [i; 100];
             let sig = k.sign(&rng, &msg).unwrap();
             v.verify(&msg, sig.as_ref()).unwrap();
+            // The first acceptance is confirmed once; later ones rest on the tables.
+            assert!(confirmed());
             let err = v.verify(&[i; 99], sig.as_ref()).unwrap_err();
             assert_eq!(err, DOES_NOT_VERIFY);
         }

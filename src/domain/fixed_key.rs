@@ -655,9 +655,10 @@ mod tests {
     }
 
     #[test]
-    fn leaves_it_to_the_general_verify_where_a_walk_adds_a_point_to_itself() {
+    fn leaves_it_to_the_general_verify_where_a_walk_adds_a_point_to_itself_or_its_opposite() {
         // The walk adds the key's first window, D·Q, to u1·G; with u1 = D·d that is D·Q again,
-        // a sum the assembly does not define. Signatures made to meet it, valid and not.
+        // a sum the assembly does not define, and with u1 = -D·d its opposite. Signatures made
+        // to meet each, valid and not.
         use p256::elliptic_curve::ops::Reduce;
         use p256::elliptic_curve::point::AffineCoordinates;
         use p256::elliptic_curve::sec1::ToSec1Point;
@@ -674,7 +675,8 @@ mod tests {
             let q = ProjectivePoint::GENERATOR * d;
             let sec1 = q.to_affine().to_sec1_point(false);
             let fixed = FixedKey::new(sec1.as_bytes()).unwrap();
-            let aws_lc = |digest: &Scalar, sig: &[u8]| {
+            // An independent verifier, RustCrypto's, on the digest.
+            let reference = |digest: &Scalar, sig: &[u8]| {
                 let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(sec1.as_bytes()).unwrap();
                 let sig = p256::ecdsa::DerSignature::try_from(sig).unwrap();
                 use signature::hazmat::PrehashVerifier;
@@ -690,7 +692,14 @@ mod tests {
             } else {
                 Scalar::from(u64::from(m))
             };
-            let u1 = big_d * d;
+            // u1·G is D·Q itself, or its opposite (the sum is then infinity). `wrong` is the
+            // multiple of Q that is not the signature's point: with equal points, the one the
+            // tables computed before the guard (the review's forgery).
+            let (u1, wrong) = if met % 2 == 0 {
+                (big_d * d, u2 - big_d)
+            } else {
+                (-big_d * d, u2 + big_d)
+            };
             // Valid: r = x((u1 + u2·d)·G), s = r / u2, e = u1·s.
             let big_r = (ProjectivePoint::GENERATOR * (u1 + u2 * d)).to_affine();
             let r = <Scalar as Reduce<FieldBytes>>::reduce(&big_r.x());
@@ -703,17 +712,17 @@ mod tests {
                 .unwrap()
                 .to_der();
             let digest: [u8; 32] = e.to_bytes().into();
-            assert!(aws_lc(&e, sig.as_bytes()));
+            assert!(reference(&e, sig.as_bytes()));
             assert_eq!(fixed.verify_digest(&digest, sig.as_bytes()), Undecided);
-            // Not valid: the same u1 and u2 with another r (the review's forgery).
-            let r2 = <Scalar as Reduce<FieldBytes>>::reduce(&(q * (u2 - big_d)).to_affine().x());
+            // Not valid: the same u1 and u2 with another r.
+            let r2 = <Scalar as Reduce<FieldBytes>>::reduce(&(q * wrong).to_affine().x());
             let s2 = r2 * u2.invert().unwrap();
             let e2 = u1 * s2;
             let bad =
                 ecdsa::Signature::<p256::NistP256>::from_scalars(r2.to_bytes(), s2.to_bytes())
                     .unwrap()
                     .to_der();
-            assert!(!aws_lc(&e2, bad.as_bytes()));
+            assert!(!reference(&e2, bad.as_bytes()));
             let digest2: [u8; 32] = e2.to_bytes().into();
             assert_eq!(fixed.verify_digest(&digest2, bad.as_bytes()), Undecided);
             met += 1;
@@ -728,7 +737,7 @@ mod tests {
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.lock")).unwrap();
         let versions: Vec<&str> = lock
             .split("[[package]]")
-            .filter(|p| p.contains("\nname = \"aws-lc-sys\"\n"))
+            .filter(|p| p.lines().any(|l| l == "name = \"aws-lc-sys\""))
             .filter_map(|p| p.lines().find_map(|l| l.strip_prefix("version = ")))
             .collect();
         assert_eq!(
@@ -759,15 +768,16 @@ mod tests {
         let mut big = [0xffu8; 65];
         big[0] = 4;
         assert!(FixedKey::new(&big).is_none());
-        // x + p for a point's x: the same residue, but not a field element.
-        let mut x_plus_p = point.clone();
-        let x = limbs_be(&point[1..33].try_into().unwrap());
-        let (sum, carry) = add_limbs(&x, &P);
-        if !carry {
-            for (i, limb) in sum.iter().enumerate() {
-                x_plus_p[33 - 8 * (i + 1)..33 - 8 * i].copy_from_slice(&limb.to_be_bytes());
-            }
-            assert!(FixedKey::new(&x_plus_p).is_none());
+        // The point with x = 0 is on the curve; written with x = p, the same residue, it is not
+        // a field element.
+        use p256::elliptic_curve::point::DecompressPoint;
+        use p256::elliptic_curve::sec1::ToSec1Point;
+        let zero = p256::AffinePoint::decompress(&Default::default(), 0.into()).unwrap();
+        let mut at_zero = zero.to_sec1_point(false).as_bytes().to_vec();
+        assert!(FixedKey::new(&at_zero).is_some());
+        for (i, limb) in P.iter().enumerate() {
+            at_zero[33 - 8 * (i + 1)..33 - 8 * i].copy_from_slice(&limb.to_be_bytes());
         }
+        assert!(FixedKey::new(&at_zero).is_none());
     }
 }
