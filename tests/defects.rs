@@ -303,17 +303,22 @@ fn only_committed_requests_are_signed() {
     assert!(!env.path("issued/servers/uncommitted.pem").exists());
 }
 
+/// Commits `key` as the local signer's key path; `init` must refuse it as inside the repository.
+fn init_refuses_the_key_path(env: &Env, key: &std::path::Path) {
+    env.edit("gitca.yaml", |cfg| {
+        format!("{cfg}\nsigner:\n  local:\n    key: {}\n", key.display())
+    });
+    env.commit_all("key path");
+    let o = env.gitca(&["init"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("inside the repository"));
+}
+
 #[test]
 fn key_path_inside_the_repository_is_refused() {
     let env = Env::from(EXAMPLE, &["revocations.yaml"]);
     let inside = env.path("secret/ca.key");
-    env.edit("gitca.yaml", |cfg| {
-        format!("{cfg}\nsigner:\n  local:\n    key: {}\n", inside.display())
-    });
-    env.commit_all("key in repo");
-    let o = env.gitca(&["init"]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("inside the repository"));
+    init_refuses_the_key_path(&env, &inside);
     assert!(!inside.exists());
 }
 
@@ -343,14 +348,7 @@ fn a_key_path_through_a_link_into_the_repository_is_refused() {
     let env = Env::from(EXAMPLE, &["revocations.yaml"]);
     let link = env.tmp().join("elsewhere");
     std::os::unix::fs::symlink(&env.repo, &link).unwrap();
-    let key = link.join("not-yet").join("ca.key");
-    env.edit("gitca.yaml", |cfg| {
-        format!("{cfg}\nsigner:\n  local:\n    key: {}\n", key.display())
-    });
-    env.commit_all("key through a link");
-    let o = env.gitca(&["init"]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("inside the repository"));
+    init_refuses_the_key_path(&env, &link.join("not-yet").join("ca.key"));
     assert!(
         !env.repo.join("not-yet").exists(),
         "nothing written in the work tree"
