@@ -12,8 +12,8 @@
 //! Only public values take part (the key, the message, the signature), so nothing here needs
 //! constant time. The caller ([`crate::domain::csr::SignatureVerifier`]) has AWS-LC's general
 //! verify confirm the first acceptance and every rejection, and refuses to go on if they differ;
-//! where a walk meets the one case AWS-LC's point addition leaves undefined, the general verify
-//! decides alone ([`Verdict::Undecided`]).
+//! where a walk adds a point to itself (which AWS-LC's point addition leaves undefined) or to
+//! its opposite, the general verify decides alone ([`Verdict::Undecided`]).
 //!
 //! The assembly is internal to AWS-LC (hidden symbols of its static library): gitca builds with
 //! aws-lc-sys's default static, prefixed build with assembly, and other targets than x86-64 use
