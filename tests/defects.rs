@@ -355,6 +355,20 @@ fn a_key_path_through_a_link_into_the_repository_is_refused() {
     );
 }
 
+/// A key path in the work tree that is a link to a key elsewhere stays refused, as it always
+/// was: the key's bytes are not in Git, but a path gitca is told to keep a key at has no place
+/// there (the check that follows links must not let it through).
+#[test]
+fn a_key_path_in_the_repository_linking_elsewhere_is_refused() {
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    let outside = env.tmp().join("outside.key");
+    std::fs::write(&outside, "not a key").unwrap();
+    let link = env.path("ca.key");
+    std::os::unix::fs::symlink(&outside, &link).unwrap();
+    init_refuses_the_key_path(&env, &link);
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "not a key");
+}
+
 /// A file or folder whose name is not UTF-8 has no path gitca could name in a plan, a finding or
 /// an output. Where gitca finds its inputs by listing (`requests/`, `policies/`, `revocations/`,
 /// `certs/`), plans and applies refuse it, naming its path with the odd bytes replaced, until it

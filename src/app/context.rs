@@ -63,12 +63,18 @@ pub fn state_path(cfg: &Config) -> Result<PathBuf, String> {
 }
 
 /// Refuses a key path inside the repository's work tree: private keys never go into Git.
-/// The path is compared where it leads: through symbolic links (a key, or a folder not yet
-/// made below a link into the work tree, is inside) and `..` (`<repo>/../data` is outside).
+/// A path is inside if it leads there, through symbolic links and `..` (a folder not yet made
+/// below a link into the work tree), or is written there with its `..` taken away (a link in
+/// the work tree to a key elsewhere); `<repo>/../data` is neither.
 pub fn refuse_key_in_repo(key: &Path, repo: &GitRepo) -> Result<(), String> {
     if let Some(wd) = repo.workdir() {
-        let wd = wd.canonicalize().unwrap_or(wd);
-        if resolved(key).starts_with(&wd) {
+        let real_wd = wd.canonicalize().unwrap_or_else(|_| wd.clone());
+        let absolute = std::path::absolute(key).unwrap_or_else(|_| key.to_path_buf());
+        let as_written = with_parts(PathBuf::new(), absolute.components());
+        let inside = [resolved(&absolute), as_written]
+            .iter()
+            .any(|k| k.starts_with(&real_wd) || k.starts_with(&wd));
+        if inside {
             return Err(format!(
                 "the CA key path {} is inside the repository; keys must live outside it",
                 key.display()
@@ -78,15 +84,13 @@ pub fn refuse_key_in_repo(key: &Path, repo: &GitRepo) -> Result<(), String> {
     Ok(())
 }
 
-/// Where `path` leads: its longest existing start with every link and `..` resolved (the file
-/// system's answer), then the parts that do not exist yet, which hold no link, taken as
-/// written (`..` dropping the part before it).
+/// Where an absolute `path` leads: its longest existing start with every link and `..`
+/// resolved (the file system's answer), then the parts that do not exist yet, which hold no
+/// link, taken as written.
 fn resolved(path: &Path) -> PathBuf {
-    use std::path::Component;
-    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let mut existing = path.as_path();
+    let mut existing = path;
     let mut missing = Vec::new();
-    let mut out = loop {
+    let real = loop {
         if let Ok(real) = existing.canonicalize() {
             break real;
         }
@@ -99,16 +103,25 @@ fn resolved(path: &Path) -> PathBuf {
             _ => break PathBuf::new(),
         }
     };
-    for part in missing.into_iter().rev() {
+    with_parts(real, missing.into_iter().rev())
+}
+
+/// `base` with `parts` added, `..` dropping the part before it and `.` nothing.
+fn with_parts<'a>(
+    mut base: PathBuf,
+    parts: impl IntoIterator<Item = std::path::Component<'a>>,
+) -> PathBuf {
+    use std::path::Component;
+    for part in parts {
         match part {
             Component::ParentDir => {
-                out.pop();
+                base.pop();
             }
             Component::CurDir => {}
-            other => out.push(other),
+            other => base.push(other),
         }
     }
-    out
+    base
 }
 
 pub fn parse_cert(path: &str, bytes: &[u8]) -> Result<Certificate, String> {
