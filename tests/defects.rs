@@ -369,6 +369,58 @@ fn a_key_path_in_the_repository_linking_elsewhere_is_refused() {
     assert_eq!(std::fs::read_to_string(&outside).unwrap(), "not a key");
 }
 
+/// With `--dir`, the CA is one folder of a larger work tree, and a key path elsewhere in that
+/// work tree was accepted (only the CA's folder was compared): `init` wrote both keys where one
+/// `git add -A` commits them. So was one in the git directory, or in another worktree of the
+/// repository. Each is refused now, and nothing is written.
+#[test]
+fn a_key_path_elsewhere_in_git_is_refused() {
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    // The CA moved into pki/, beside an unrelated file.
+    let moved = env.tmp().join("moved");
+    copy_tree(&env.repo, &moved, &[".git"]);
+    for e in std::fs::read_dir(&env.repo).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name().unwrap() == ".git" {
+            continue;
+        }
+        if p.is_dir() {
+            std::fs::remove_dir_all(&p).unwrap()
+        } else {
+            std::fs::remove_file(&p).unwrap()
+        }
+    }
+    copy_tree(&moved, &env.path("pki"), &[]);
+    std::fs::write(env.path("README.md"), "unrelated\n").unwrap();
+    env.commit_all("the CA in pki/");
+    let other = env.tmp().join("other-worktree");
+    env.git(&[
+        "worktree",
+        "add",
+        "-q",
+        other.to_str().unwrap(),
+        "-b",
+        "other",
+    ]);
+    for data in [
+        env.path("keys"),
+        env.path(".git/gitca-keys"),
+        other.join("keys"),
+    ] {
+        let o = env
+            .command_in(&env.repo, &["--dir", "pki", "init"])
+            .env("GITCA_DATA_DIR", &data)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{}: {err}", data.display());
+        assert!(err.contains("inside the repository"), "{err}");
+        assert!(!data.exists(), "{} written", data.display());
+    }
+    // Outside every one of them, init goes on.
+    env.ok(&["--dir", "pki", "init"], 0);
+}
+
 /// A file or folder whose name is not UTF-8 has no path gitca could name in a plan, a finding or
 /// an output. Where gitca finds its inputs by listing (`requests/`, `policies/`, `revocations/`,
 /// `certs/`), plans and applies refuse it, naming its path with the odd bytes replaced, until it

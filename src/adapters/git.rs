@@ -150,6 +150,29 @@ impl GitRepo {
         self.repo.workdir().map(|p| p.join(&self.prefix))
     }
 
+    /// Every folder whose files Git keeps or can be asked to keep: the whole work tree (not only
+    /// the CA's folder), the git directory and the one it shares with linked worktrees, the main
+    /// work tree above that, and every linked worktree.
+    pub fn git_places(&self) -> Vec<PathBuf> {
+        let mut places = vec![
+            self.repo.path().to_path_buf(),
+            self.repo.commondir().to_path_buf(),
+        ];
+        places.extend(self.repo.workdir().map(Path::to_path_buf));
+        let common = self.repo.commondir();
+        if common.file_name().is_some_and(|n| n == ".git") {
+            places.extend(common.parent().map(Path::to_path_buf));
+        }
+        if let Ok(names) = self.repo.worktrees() {
+            for name in names.iter().flatten().flatten() {
+                if let Ok(w) = self.repo.find_worktree(name) {
+                    places.push(w.path().to_path_buf());
+                }
+            }
+        }
+        places
+    }
+
     pub fn resolve(&self, rev: &str) -> Result<String, String> {
         let c = self
             .repo

@@ -62,22 +62,32 @@ pub fn state_path(cfg: &Config) -> Result<PathBuf, String> {
     }
 }
 
-/// Refuses a key path inside the repository's work tree: private keys never go into Git.
-/// A path is inside if it leads there, through symbolic links and `..` (a folder not yet made
-/// below a link into the work tree), or is written there with its `..` taken away (a link in
-/// the work tree to a key elsewhere); `<repo>/../data` is neither.
+/// Refuses a key path inside the repository: private keys never go into Git. Inside is any of
+/// [`GitRepo::git_places`] (the whole work tree, also outside the CA's `--dir` folder, the git
+/// directory and every linked worktree). A path is inside if it leads there, through symbolic
+/// links and `..` (a folder not yet made below a link into the work tree), or is written there
+/// with its `..` taken away (a link in the work tree to a key elsewhere; so `<link>/../x` is
+/// refused even where the link leads out). `<repo>/../data` is neither. A path whose place
+/// cannot be told is refused.
 pub fn refuse_key_in_repo(key: &Path, repo: &GitRepo) -> Result<(), String> {
-    if let Some(wd) = repo.workdir() {
-        let real_wd = wd.canonicalize().unwrap_or_else(|_| wd.clone());
-        let absolute = std::path::absolute(key).unwrap_or_else(|_| key.to_path_buf());
-        let as_written = with_parts(PathBuf::new(), absolute.components());
-        let inside = [resolved(&absolute), as_written]
+    let absolute = std::path::absolute(key).map_err(|e| {
+        format!(
+            "cannot tell whether the CA key path {} is inside the repository: {e}",
+            key.display()
+        )
+    })?;
+    let as_written = with_parts(PathBuf::new(), absolute.components());
+    let leads_to = resolved(&absolute);
+    for place in repo.git_places() {
+        let real = place.canonicalize().unwrap_or_else(|_| place.clone());
+        if [&leads_to, &as_written]
             .iter()
-            .any(|k| k.starts_with(&real_wd) || k.starts_with(&wd));
-        if inside {
+            .any(|k| k.starts_with(&real) || k.starts_with(&place))
+        {
             return Err(format!(
-                "the CA key path {} is inside the repository; keys must live outside it",
-                key.display()
+                "the CA key path {} is inside the repository ({}); keys must live outside it",
+                key.display(),
+                place.display()
             ));
         }
     }
@@ -90,6 +100,7 @@ pub fn refuse_key_in_repo(key: &Path, repo: &GitRepo) -> Result<(), String> {
 fn resolved(path: &Path) -> PathBuf {
     let mut existing = path;
     let mut missing = Vec::new();
+    // The root of an absolute path exists, so this ends.
     let real = loop {
         if let Ok(real) = existing.canonicalize() {
             break real;
@@ -99,8 +110,7 @@ fn resolved(path: &Path) -> PathBuf {
                 missing.push(last);
                 existing = parent;
             }
-            // Nothing of it exists, not even its root: as written.
-            _ => break PathBuf::new(),
+            _ => break PathBuf::from("/"),
         }
     };
     with_parts(real, missing.into_iter().rev())
