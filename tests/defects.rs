@@ -376,23 +376,7 @@ fn a_key_path_in_the_repository_linking_elsewhere_is_refused() {
 #[test]
 fn a_key_path_elsewhere_in_git_is_refused() {
     let env = Env::from(EXAMPLE, &["revocations.yaml"]);
-    // The CA moved into pki/, beside an unrelated file.
-    let moved = env.tmp().join("moved");
-    copy_tree(&env.repo, &moved, &[".git"]);
-    for e in std::fs::read_dir(&env.repo).unwrap() {
-        let p = e.unwrap().path();
-        if p.file_name().unwrap() == ".git" {
-            continue;
-        }
-        if p.is_dir() {
-            std::fs::remove_dir_all(&p).unwrap()
-        } else {
-            std::fs::remove_file(&p).unwrap()
-        }
-    }
-    copy_tree(&moved, &env.path("pki"), &[]);
-    std::fs::write(env.path("README.md"), "unrelated\n").unwrap();
-    env.commit_all("the CA in pki/");
+    env.move_ca_into("pki");
     let other = env.tmp().join("other-worktree");
     env.git(&[
         "worktree",

@@ -113,22 +113,7 @@ fn lifetime_beyond_the_ca_is_rejected() {
 #[test]
 fn ca_repository_in_a_subfolder() {
     let env = Env::from(EXAMPLE, &["revocations.yaml"]);
-    // Move everything under pki/ and add an unrelated file at the root.
-    let pki = env.tmp().join("pki");
-    copy_tree(&env.repo, &pki, &[".git"]);
-    for e in std::fs::read_dir(&env.repo).unwrap() {
-        let p = e.unwrap().path();
-        if p.file_name().unwrap() != ".git" {
-            if p.is_dir() {
-                std::fs::remove_dir_all(&p).unwrap()
-            } else {
-                std::fs::remove_file(&p).unwrap()
-            }
-        }
-    }
-    copy_tree(&pki, &env.path("pki"), &[]);
-    std::fs::write(env.path("README.md"), "unrelated\n").unwrap();
-    env.commit_all("move the CA into pki/");
+    env.move_ca_into("pki");
     env.ok(&["--dir", "pki", "init"], 0);
     env.ok(&["--dir", "pki", "apply"], 3);
     assert!(env.path("pki/issued/servers/web-01.pem").exists());

@@ -59,6 +59,27 @@ impl Env {
         env
     }
 
+    /// Moves everything but `.git` into the folder `dir` (the CA then runs with `--dir dir`),
+    /// adds an unrelated README at the root, and commits.
+    pub fn move_ca_into(&self, dir: &str) {
+        let moved = self.tmp().join("moved-ca");
+        copy_tree(&self.repo, &moved, &[".git"]);
+        for e in std::fs::read_dir(&self.repo).unwrap() {
+            let p = e.unwrap().path();
+            if p.file_name().unwrap() == ".git" {
+                continue;
+            }
+            if p.is_dir() {
+                std::fs::remove_dir_all(&p).unwrap()
+            } else {
+                std::fs::remove_file(&p).unwrap()
+            }
+        }
+        copy_tree(&moved, &self.path(dir), &[]);
+        std::fs::write(self.path("README.md"), "unrelated\n").unwrap();
+        self.commit_all(&format!("move the CA into {dir}/"));
+    }
+
     pub fn tmp(&self) -> &Path {
         self._tmp.path()
     }
