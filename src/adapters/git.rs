@@ -154,12 +154,9 @@ impl GitRepo {
     /// the CA's folder), the git directory and the one it shares with linked worktrees, the main
     /// work tree above that, and every linked worktree.
     pub fn git_places(&self) -> Vec<PathBuf> {
-        let mut places = vec![
-            self.repo.path().to_path_buf(),
-            self.repo.commondir().to_path_buf(),
-        ];
-        places.extend(self.repo.workdir().map(Path::to_path_buf));
         let common = self.repo.commondir();
+        let mut places = vec![self.repo.path().to_path_buf(), common.to_path_buf()];
+        places.extend(self.repo.workdir().map(Path::to_path_buf));
         if common.file_name().is_some_and(|n| n == ".git") {
             places.extend(common.parent().map(Path::to_path_buf));
         }
@@ -170,6 +167,10 @@ impl GitRepo {
                 }
             }
         }
+        // Outside a linked worktree the git and common directories are one, and the work tree
+        // is the main one.
+        places.sort();
+        places.dedup();
         places
     }
 

@@ -1,7 +1,7 @@
 //! The CA key behind a small async trait: it signs to-be-signed bytes and tells its public key.
 //! The local signer holds a software key on disk (embedded defaults); KMS plugs in here too.
 
-use crate::domain::csr::{DOES_NOT_VERIFY, KeyKind, SignatureVerifier};
+use crate::domain::csr::{KeyKind, SignatureVerifier, VerifyError};
 use async_trait::async_trait;
 use const_oid::db::rfc5912;
 use der::{Any, Encode};
@@ -93,10 +93,11 @@ async fn sign_checked(
 
 fn check(verifier: &SignatureVerifier, tbs: &[u8], sig: &[u8]) -> Result<(), SignError> {
     verifier.verify(tbs, sig).map_err(|e| {
-        SignError::Fatal(if e == DOES_NOT_VERIFY {
-            format!("the signer returned a signature that does not verify: {e}")
-        } else {
-            e
+        SignError::Fatal(match e {
+            VerifyError::DoesNotVerify => {
+                format!("the signer returned a signature that does not verify: {e}")
+            }
+            VerifyError::Untrusted(why) => why,
         })
     })
 }

@@ -91,12 +91,25 @@ pub fn verify_signature(
     msg: &[u8],
     sig: &[u8],
 ) -> Result<(), String> {
-    SignatureVerifier::new(spki, alg)?.verify(msg, sig)
+    Ok(SignatureVerifier::new(spki, alg)?.verify(msg, sig)?)
 }
 
-/// [`SignatureVerifier::verify`]'s error for a signature that is not valid; any other error
-/// says the check itself could not be trusted.
-pub const DOES_NOT_VERIFY: &str = "signature does not verify";
+/// Why [`SignatureVerifier::verify`] did not accept a signature.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("signature does not verify")]
+    DoesNotVerify,
+    /// The check itself cannot be trusted: the key's tables and AWS-LC's general verify
+    /// disagree.
+    #[error("{0}")]
+    Untrusted(String),
+}
+
+impl From<VerifyError> for String {
+    fn from(e: VerifyError) -> String {
+        e.to_string()
+    }
+}
 
 /// Checks signatures by one key under one X.509 signature algorithm. The key is parsed, and
 /// an EC point checked to lie on its curve, once: the signer's key checks every signature of
@@ -223,7 +236,7 @@ impl SignatureVerifier {
         self.table.is_some()
     }
 
-    pub fn verify(&self, msg: &[u8], sig: &[u8]) -> Result<(), String> {
+    pub fn verify(&self, msg: &[u8], sig: &[u8]) -> Result<(), VerifyError> {
         use std::sync::atomic::Ordering::Relaxed;
         let general = || self.key.verify_sig(msg, sig).is_ok();
         let valid = match &self.table {
@@ -235,13 +248,13 @@ impl SignatureVerifier {
                 verdict => {
                     let by_tables = verdict == Verdict::Valid;
                     if general() != by_tables {
-                        return Err(format!(
+                        return Err(VerifyError::Untrusted(format!(
                             "the check by the key's tables {} a signature that AWS-LC's general \
                              verify {}; gitca does not go on with a signature check it cannot \
                              trust (please report this)",
                             if by_tables { "accepted" } else { "refused" },
                             if by_tables { "refuses" } else { "accepts" },
-                        ));
+                        )));
                     }
                     if by_tables {
                         t.confirmed.store(true, Relaxed);
@@ -253,7 +266,7 @@ impl SignatureVerifier {
         if valid {
             Ok(())
         } else {
-            Err(DOES_NOT_VERIFY.to_string())
+            Err(VerifyError::DoesNotVerify)
         }
     }
 }
@@ -323,7 +336,7 @@ pub fn check_csr(bytes: &[u8]) -> Result<CheckedCsr, (Code, String)> {
                     .to_string(),
             )
         } else {
-            bad_signature(e)
+            bad_signature(e.into())
         }
     })?;
 
@@ -443,7 +456,7 @@ mod tests {
             // The first acceptance is confirmed once; later ones rest on the tables.
             assert!(confirmed());
             let err = v.verify(&[i; 99], sig.as_ref()).unwrap_err();
-            assert_eq!(err, DOES_NOT_VERIFY);
+            assert_eq!(err, VerifyError::DoesNotVerify);
         }
     }
 
@@ -461,16 +474,20 @@ mod tests {
             ..SignatureVerifier::new(&spki, &alg(rfc5912::ECDSA_WITH_SHA_256)).unwrap()
         };
         let msg = b"tbs";
+        let refusal = |sig: &[u8]| {
+            with_wrong_tables()
+                .verify(msg, sig)
+                .unwrap_err()
+                .to_string()
+        };
         // A good signature the tables refuse.
-        let good = k.sign(&rng, msg).unwrap();
-        let err = with_wrong_tables().verify(msg, good.as_ref()).unwrap_err();
+        let err = refusal(k.sign(&rng, msg).unwrap().as_ref());
         assert!(
             err.contains("tables refused a signature that AWS-LC's general verify accepts"),
             "{err}"
         );
         // A bad signature the tables accept, the first of a run.
-        let bad = other.sign(&rng, msg).unwrap();
-        let err = with_wrong_tables().verify(msg, bad.as_ref()).unwrap_err();
+        let err = refusal(other.sign(&rng, msg).unwrap().as_ref());
         assert!(
             err.contains("tables accepted a signature that AWS-LC's general verify refuses"),
             "{err}"
