@@ -1,5 +1,5 @@
 //! The git index, updated by gitca itself for an outputs commit of many files (see
-//! `GitRepo::write_worktree`): gitca has just written each file and knows its blob id, so it
+//! `GitRepo::own_index`): gitca has just written each file and knows its blob id, so it
 //! records the file's stat from the open file instead of having git read back and hash every
 //! file (`git update-index`), or check them all out again (`git read-tree -u`).
 //!

@@ -35,23 +35,43 @@ const OBJ_OFS_DELTA: u8 = 6;
 /// The largest stored deflate block: its length is 16 bits.
 const STORED_BLOCK: usize = 0xffff;
 
-/// Writes `blobs` as one pack (each distinct blob once) into `objects` (the repository's
-/// object folder) and returns their ids, in order. `bytes` gives a blob's content: it is called
-/// twice per blob, and once more for a delta's base per delta on it, so content assembled
-/// from parts is never held all at once. `prefix` may name another blob that this one begins
-/// with, which makes it a delta on that one; the claim is checked, and a blob it does not hold
-/// for is stored whole. The `.idx` is renamed into place last: until then no reader sees the
-/// pack, and a failure leaves only a temporary file, removed on drop.
+/// [`blob_ids`], then [`write_pack`]: the ids, and the pack written.
+#[cfg(test)]
 pub fn write_blobs<T: Sync>(
     objects: &Path,
     blobs: &[T],
     bytes: impl Fn(&T) -> Cow<'_, [u8]> + Sync,
     prefix: impl Fn(usize) -> Option<usize> + Sync,
 ) -> Result<Vec<Oid>, String> {
-    let ids: Vec<Oid> = blobs
-        .par_iter()
-        .map(|b| blob_id(&bytes(b)))
-        .collect::<Result<_, _>>()?;
+    let ids = blob_ids(blobs, &bytes)?;
+    write_pack(objects, blobs, &ids, bytes, prefix)?;
+    Ok(ids)
+}
+
+/// The ids of `blobs`, computed on all cores: known before their pack is written, so a tree
+/// can name them while it is (see [`write_pack`]).
+pub fn blob_ids<T: Sync>(
+    blobs: &[T],
+    bytes: impl Fn(&T) -> Cow<'_, [u8]> + Sync,
+) -> Result<Vec<Oid>, String> {
+    blobs.par_iter().map(|b| blob_id(&bytes(b))).collect()
+}
+
+/// Writes `blobs` as one pack (each distinct blob once) into `objects` (the repository's
+/// object folder), given their `ids` as [`blob_ids`] computed them. `bytes` gives a blob's
+/// content: it is called once per blob, and once more for a delta's base per delta on it, so
+/// content assembled from parts is never held all at once. `prefix` may name another blob that
+/// this one begins with, which makes it a delta on that one; the claim is checked, and a blob
+/// it does not hold for is stored whole. The `.idx` is renamed into place last: until then no
+/// reader sees the pack, and a failure leaves only a temporary file, removed on drop.
+pub fn write_pack<T: Sync>(
+    objects: &Path,
+    blobs: &[T],
+    ids: &[Oid],
+    bytes: impl Fn(&T) -> Cow<'_, [u8]> + Sync,
+    prefix: impl Fn(usize) -> Option<usize> + Sync,
+) -> Result<(), String> {
+    assert_eq!(ids.len(), blobs.len(), "an id per blob");
     // Each object once (two outputs can hold the same bytes).
     let mut first = std::collections::HashMap::with_capacity(ids.len());
     let unique: Vec<usize> = (0..blobs.len())
@@ -158,7 +178,7 @@ pub fn write_blobs<T: Sync>(
         file.persist(&to)
             .map_err(|e| format!("{}: cannot name the pack: {}", to.display(), e.error))?;
     }
-    Ok(ids)
+    Ok(())
 }
 
 /// A blob's object id, SHA-1 over its header and content (gitformat-object(5)), with the CPU's

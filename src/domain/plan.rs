@@ -20,7 +20,7 @@ use time::OffsetDateTime;
 use x509_cert::name::Name;
 
 /// A file of the committed tree, as the git adapter found it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TreeEntry {
     Blob(Vec<u8>),
     Symlink,
