@@ -1096,13 +1096,19 @@ async fn issue(
         let signatures = sign_all(signer, &tbs, &|| progress.tick()).await;
         run.sign_seconds += sign_started.elapsed().as_secs_f64();
         let (with_sigs, failed) = signed_and_first_failure(built, signatures);
-        let mut signed = Vec::with_capacity(with_sigs.len());
-        for ((action, (unsigned, mut rec)), sig) in with_sigs {
-            let der = unsigned.assemble(&sig)?;
-            let summary = summary_from(&rec, &unsigned.validity, Some(&round));
-            rec.certificate = Some(der_base64(&der));
-            signed.push((action, rec, der, summary));
-        }
+        // On all cores, as the signing was: a loop here left the other core idle every round.
+        let signed: Vec<_> = {
+            use rayon::prelude::*;
+            with_sigs
+                .into_par_iter()
+                .map(|((action, (unsigned, mut rec)), sig)| {
+                    let der = unsigned.assemble(&sig)?;
+                    let summary = summary_from(&rec, &unsigned.validity, Some(&round));
+                    rec.certificate = Some(der_base64(&der));
+                    Ok((action, rec, der, summary))
+                })
+                .collect::<Result<_, String>>()?
+        };
         if last {
             fail(opts, FailPoint::AfterSign).await?;
         }

@@ -106,6 +106,9 @@ pub fn record_certificate(r: &CertRecord) -> Result<Vec<u8>, String> {
     base64ct::Base64::decode_vec(b64).map_err(|e| format!("serial {}: {e}", r.serial))
 }
 
+/// Certificates encoded as PEM at a time (`changes`): a few megabytes of DER and PEM held.
+const PEM_BATCH: usize = 4096;
+
 /// Which requests' outputs [`changes`] computes.
 pub struct Wanted<'a> {
     /// The requests of the commit (the plan's; among `only`, if given).
@@ -212,15 +215,28 @@ pub async fn changes(
         .filter(|serial| !fresh.contains_key(*serial))
         .collect();
     let mut loaded = load_certificates(ctx, index, &from_store).await?;
-    for (leaf, chain, serial) in stale {
-        // Taken out, so each certificate is held once: as DER or as its PEM files.
-        let der = fresh
-            .remove(serial)
-            .or_else(|| loaded.remove(serial.as_str()));
-        let der = der.expect("every stale output's certificate was fetched");
-        let leaf_pem: Arc<[u8]> = pem("CERTIFICATE", &der)?.into_bytes().into();
-        changes.insert(chain, Some(Content::join(&[&leaf_pem, &ca_parts])));
-        changes.insert(leaf, Some(Content::join(&[&leaf_pem])));
+    // Encoded on all cores, a batch at a time (each certificate is held once, as DER or as its
+    // PEM files): one core did it for every certificate of an issuance, the other idle.
+    let mut stale = stale.into_iter().peekable();
+    while stale.peek().is_some() {
+        use rayon::prelude::*;
+        let batch: Vec<_> = stale.by_ref().take(PEM_BATCH).collect();
+        let ders: Vec<Vec<u8>> = (batch.iter())
+            .map(|(_, _, serial)| {
+                let der = fresh
+                    .remove(*serial)
+                    .or_else(|| loaded.remove(serial.as_str()));
+                der.expect("every stale output's certificate was fetched")
+            })
+            .collect();
+        let pems: Vec<Arc<[u8]>> = ders
+            .into_par_iter()
+            .map(|der| Ok(pem("CERTIFICATE", &der)?.into_bytes().into()))
+            .collect::<Result<_, String>>()?;
+        for ((leaf, chain, _), leaf_pem) in batch.into_iter().zip(pems) {
+            changes.insert(chain, Some(Content::join(&[&leaf_pem, &ca_parts])));
+            changes.insert(leaf, Some(Content::join(&[&leaf_pem])));
+        }
     }
     for path in existing.keys() {
         if !wanted.contains(path) {
