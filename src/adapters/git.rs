@@ -581,9 +581,14 @@ impl GitRepo {
             (Some(workdir), Some(index)) => (workdir, index),
             (workdir, _) => {
                 // git updates the index: it must see the commit's tree (`git read-tree`).
-                let Some(OutputsCommit { id, tree, .. }) =
-                    self.outputs_commit(&parent, &base, files, &replaced, message, started)?
-                else {
+                let (built, ()) = self.outputs_commit(
+                    (&parent, &base),
+                    (files, &replaced),
+                    message,
+                    started,
+                    |_| {},
+                )?;
+                let Some(OutputsCommit { id, tree, .. }) = built else {
                     return Ok(None);
                 };
                 // Update the work tree and the index while HEAD still names the parent; the
@@ -603,11 +608,11 @@ impl GitRepo {
             }
         };
         // gitca updates the index itself: the files are written on all cores while the blobs,
-        // the trees and the commit are (`outputs_commit`), and the index takes both. Each of
-        // these steps leaves a core idle for part of its time, which the others now fill.
-        // Should the commit fail, the files written hold what gitca writes, which the next
-        // run's check accepts; the index and the branch stay as they were.
-        let (built, stats) = std::thread::scope(|scope| {
+        // the trees and the commit are (`outputs_commit`), and the new index is written while
+        // the pack is. Each of these steps leaves a core idle for part of its time, which the
+        // others now fill. Should the commit fail, the files written hold what gitca writes,
+        // which the next run's check accepts; the index and the branch stay as they were.
+        let (built, index) = std::thread::scope(|scope| {
             let writing = scope.spawn(|| {
                 let write = |mut file: std::fs::File, bytes: &[u8]| {
                     use std::io::Write;
@@ -616,27 +621,18 @@ impl GitRepo {
                 };
                 write_files(&workdir, (&rels, files), &replaced, &|_| {}, write)
             });
-            let built = self.outputs_commit(&parent, &base, files, &replaced, message, started);
-            let stats = writing
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            (built, stats)
-        });
-        let built = built?;
-        let stats = stats?;
-        let ids: Vec<Option<Oid>> = match &built {
-            Some(built) => built.blobs.clone(),
-            // The tree holds these files already: their ids are the committed ones.
-            None => (rels.iter().zip(files.values()))
-                .map(|(rel, content)| {
-                    content
-                        .as_ref()
-                        .map(|_| base.get_path(Path::new(rel)).map(|e| e.id()).map_err(ge))
-                        .transpose()
+            let index_with = |blobs: &[Option<Oid>]| {
+                let stats = writing
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+                index.update(&workdir, &rels, blobs, stats, &|rels| {
+                    self.hash_as_git(rels)
                 })
-                .collect::<Result<_, _>>()?,
-        };
-        index.update(&workdir, &rels, &ids, stats, &|rels| self.hash_as_git(rels))?;
+            };
+            let parts = (files, &replaced);
+            self.outputs_commit((&parent, &base), parts, message, started, index_with)
+        })?;
+        index?.commit()?;
         tracing::debug!(elapsed = ?started.elapsed(), "work tree and index written");
         Ok(built.map(|built| PendingCommit {
             id: built.id,
@@ -646,21 +642,22 @@ impl GitRepo {
     }
 
     /// Writes the blobs of `files`, the tree of `base` changed by them and a commit of it on
-    /// `parent`; None where the tree does not change.
+    /// `parent`; None where the tree does not change. Runs `meanwhile` on this thread with the
+    /// blob ids once the commit is written, while the pack may still be, and returns what it
+    /// returned.
     ///
     /// Many blobs go into one pack, written on another thread while the trees and the commit
     /// name its blobs by the ids computed from their bytes (the 20,000 files of a 10,000
     /// issuance: the trees took 20 ms on one core after the pack's 35). The commit is returned
     /// only once libgit2 finds the pack. A few blobs are written loose, one object each.
-    fn outputs_commit(
+    fn outputs_commit<T>(
         &self,
-        parent: &git2::Commit,
-        base: &git2::Tree,
-        files: &BTreeMap<String, Option<Content>>,
-        replaced: &Replaced,
+        (parent, base): (&git2::Commit, &git2::Tree),
+        (files, replaced): (&BTreeMap<String, Option<Content>>, &Replaced),
         message: &str,
         started: std::time::Instant,
-    ) -> Result<Option<OutputsCommit<'_>>, String> {
+        meanwhile: impl FnOnce(&[Option<Oid>]) -> T,
+    ) -> Result<(Option<OutputsCommit<'_>>, T), String> {
         let contents: Vec<Option<&Content>> = files.values().map(Option::as_ref).collect();
         let new: Vec<&Content> = contents.iter().flatten().copied().collect();
         if new.len() < super::git_pack::PACK_FROM {
@@ -672,7 +669,11 @@ impl GitRepo {
                 .collect::<Result<_, _>>()?;
             tracing::debug!(elapsed = ?started.elapsed(), n = files.len(), "blobs written");
             let committed = self.commit_of(parent, base, (files, &blobs), replaced, message)?;
-            return Ok(committed.map(|(id, tree)| OutputsCommit { id, tree, blobs }));
+            let after = meanwhile(&blobs);
+            return Ok((
+                committed.map(|(id, tree)| OutputsCommit { id, tree }),
+                after,
+            ));
         }
         let objects = self.repo.commondir().join("objects");
         // A chain file begins with its leaf, the same part: a delta on the leaf's blob.
@@ -692,7 +693,7 @@ impl GitRepo {
         let ids = super::git_pack::blob_ids(&new, bytes)?;
         let mut next = ids.iter().copied();
         let blobs: Vec<Option<Oid>> = contents.iter().map(|c| c.and(next.next())).collect();
-        let (committed, packed) = std::thread::scope(|scope| {
+        let (committed, after, packed) = std::thread::scope(|scope| {
             let packing =
                 scope.spawn(|| super::git_pack::write_pack(&objects, &new, &ids, bytes, prefix));
             // The blobs are not in the object database yet: the trees name them unchecked.
@@ -700,10 +701,11 @@ impl GitRepo {
                 let _unchecked = EntriesUnchecked::start();
                 self.commit_of(parent, base, (files, &blobs), replaced, message)
             };
+            let after = meanwhile(&blobs);
             let packed = packing
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            (committed, packed)
+            (committed, after, packed)
         });
         packed?;
         tracing::debug!(elapsed = ?started.elapsed(), n = files.len(), "blobs written");
@@ -719,7 +721,8 @@ impl GitRepo {
                 objects.display()
             ));
         }
-        Ok(committed?.map(|(id, tree)| OutputsCommit { id, tree, blobs }))
+        let committed = committed?.map(|(id, tree)| OutputsCommit { id, tree });
+        Ok((committed, after))
     }
 
     /// The tree of `base` with `files` at their `blobs` (None deletes), and a commit of it on
@@ -1510,8 +1513,6 @@ impl Drop for PendingCommit {
 struct OutputsCommit<'r> {
     id: Oid,
     tree: git2::Tree<'r>,
-    /// The blob of each file, in the order of the files; None for a deletion.
-    blobs: Vec<Option<Oid>>,
 }
 
 /// `git check-attr` asked about the outputs' paths (`GitRepo::ask_attributes`); waited for

@@ -91,7 +91,8 @@ impl LockedIndex {
     /// with the files gitca wrote: for each, its blob in `ids` (None: deleted) and, for those
     /// written, in order, its stat in `stats`. Each is a regular file (0644) without flags, so
     /// a sparse checkout's skip-worktree bit is cleared for them as git's checkout would. Then
-    /// writes the index in place of the old one, with the old one's permissions.
+    /// writes the new index beside the old one, with the old one's permissions, to take its
+    /// place on [`WrittenIndex::commit`] (dropped instead, it is removed).
     ///
     /// Other entries keep what they hold, but for what git changes too when it writes the index:
     /// an entry whose file may have changed unseen loses its recorded size (see
@@ -104,7 +105,7 @@ impl LockedIndex {
         ids: &[Option<Oid>],
         stats: Vec<Stat>,
         hash_as_git: &HashAsGit<'_>,
-    ) -> Result<(), String> {
+    ) -> Result<WrittenIndex, String> {
         debug_assert!(rels.windows(2).all(|w| w[0] < w[1]), "in git's order");
         let state = &mut *self.index;
         // Both in git's order: one walk, no lookup per entry.
@@ -142,7 +143,19 @@ impl LockedIndex {
         let lock = out
             .into_inner()
             .map_err(|e| format!("cannot write the git index: {}", e.error()))?;
-        lock.commit()
+        Ok(WrittenIndex(lock))
+    }
+}
+
+/// A new index written beside the old one ([`LockedIndex::update`]), still locked.
+#[must_use = "commit puts the new index in place; dropped, it is removed"]
+pub struct WrittenIndex(gix_lock::File);
+
+impl WrittenIndex {
+    /// Puts the new index in place of the old one.
+    pub fn commit(self) -> Result<(), String> {
+        self.0
+            .commit()
             .map_err(|e| format!("cannot replace the git index: {e}"))?;
         Ok(())
     }

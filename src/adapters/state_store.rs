@@ -295,8 +295,10 @@ impl StateStore for DirStore {
     }
 
     async fn put_new(&self, key: &str, bytes: &[u8]) -> Result<String, StoreError> {
-        self.create_file(key, bytes)?;
-        Ok(version_of(bytes))
+        // The digest while the file is written: a round's 6 MB of intents took 4 ms each.
+        let (created, version) = rayon::join(|| self.create_file(key, bytes), || version_of(bytes));
+        created?;
+        Ok(version)
     }
 
     async fn create(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
@@ -335,8 +337,11 @@ impl StateStore for DirStore {
             Ok(g) => g,
             Err(e) => return items.iter().map(|_| Err(clone_err(&e))).collect(),
         };
+        // Each file read and hashed to compare its version: on all cores (a round's intents
+        // are 6 MB each).
+        use rayon::prelude::*;
         items
-            .iter()
+            .par_iter()
             .map(|(key, expected)| self.delete_locked(key, expected))
             .collect()
     }
