@@ -175,8 +175,11 @@ pub async fn changes(
             continue;
         };
         let (leaf, chain) = leaf_paths(out_dir, id);
-        wanted.insert(leaf.clone());
-        wanted.insert(chain.clone());
+        // Only to tell which existing files go: none where none exist (a first issuance).
+        if !existing.is_empty() {
+            wanted.insert(leaf.clone());
+            wanted.insert(chain.clone());
+        }
         if withheld.contains(id) {
             continue;
         }
