@@ -567,16 +567,26 @@ impl GitRepo {
         let started = std::time::Instant::now();
         let workdir = self.repo.workdir().map(Path::to_path_buf);
         let rels = self.rels(files);
-        // git answers while the tree and the work tree are checked.
-        let attributes =
-            (workdir.is_some() && self.may_own_index(files)).then(|| self.ask_attributes(&rels));
-        let replaced = self.no_file_in_the_way(&base, files)?;
-        let own_index = match (&workdir, attributes) {
-            (Some(workdir), Some(attributes)) => {
-                self.own_index(workdir, &base, (&rels, files), &replaced, attributes)?
-            }
-            _ => None,
-        };
+        // Where gitca may write the index, git answers about attributes, and the index is read
+        // (and its checksum checked) on another thread, while the tree and the work tree are
+        // checked here.
+        let may_own_index = workdir.is_some() && self.may_own_index(files);
+        let attributes = may_own_index.then(|| self.ask_attributes(&rels));
+        let index_path = self.repo.path().join("index");
+        let (checked, opened) = std::thread::scope(|scope| {
+            let opening =
+                may_own_index.then(|| scope.spawn(|| index_to_update(&index_path, &rels)));
+            let checked = self.no_file_in_the_way(&base, files).and_then(|replaced| {
+                if let (Some(workdir), true) = (&workdir, may_own_index) {
+                    self.make_way(workdir, &base, (&rels, files), &replaced)?;
+                }
+                Ok(replaced)
+            });
+            let opened = opening.map(|o| o.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+            (checked, opened)
+        });
+        let replaced = checked?;
+        let own_index = own_index(opened, attributes);
         let (workdir, index) = match (workdir, own_index) {
             (Some(workdir), Some(index)) => (workdir, index),
             (workdir, _) => {
@@ -900,43 +910,6 @@ impl GitRepo {
                 )
             })?;
         Ok(pending.id.to_string())
-    }
-
-    /// Many paths written, and an index gitca may update itself: the work tree checked and
-    /// made way in (`make_way`), and the index locked for gitca to write. Otherwise None, and
-    /// git updates the index (`write_worktree`), the work tree checked already where gitca
-    /// might have updated the index.
-    ///
-    /// gitca writes the files and the index entries itself, with each file's stat taken from
-    /// the open file, so no file is read back and hashed (`git update-index` costs about as
-    /// much CPU again as writing the files, and git's checkout 100 ms more than gitca's writes:
-    /// a 10,000 issuance is 70-95 ms faster this way on one core than with git's checkout, and
-    /// 115 ms faster with two cores than with update-index). Only where the index then says
-    /// what git would: no attribute on an output path (git would add such a file through its
-    /// filters, and a clean filter's change must show), and an index gitca can keep whole
-    /// (`LockedIndex::open`) with nothing in the way of a path.
-    fn own_index(
-        &self,
-        workdir: &Path,
-        base: &git2::Tree,
-        (rels, files): (&[String], &BTreeMap<String, Option<Content>>),
-        replaced: &Replaced,
-        attributes: AttributesAsked,
-    ) -> Result<Option<git_index::LockedIndex>, String> {
-        let made_way = self.make_way(workdir, base, (rels, files), replaced);
-        let has_attributes = attributes.answer();
-        made_way?;
-        if has_attributes {
-            tracing::debug!("git attributes on the outputs: git updates the index");
-            return Ok(None);
-        }
-        match self.index_to_update(rels) {
-            Ok(index) => Ok(Some(index)),
-            Err(why) => {
-                tracing::debug!("{why}: git updates the index");
-                Ok(None)
-            }
-        }
     }
 
     /// Whether so many paths are written that gitca may update the index itself (`own_index`).
@@ -1269,18 +1242,6 @@ impl GitRepo {
         }
     }
 
-    /// The index `own_index` may update itself for the work-tree paths `rels`, or why git
-    /// should.
-    fn index_to_update(&self, rels: &[String]) -> Result<git_index::LockedIndex, String> {
-        let index = git_index::LockedIndex::open(&self.repo.path().join("index"))?;
-        if let Some(path) = index.blocked(rels.iter().map(String::as_str)) {
-            return Err(format!(
-                "the git index has a file or folder in the way of {path}"
-            ));
-        }
-        Ok(index)
-    }
-
     /// Starts the git CLI in the work tree with what `input` receives on its standard input,
     /// as it arrives, until every sender is dropped.
     fn spawn_with_input(
@@ -1513,6 +1474,49 @@ impl Drop for PendingCommit {
 struct OutputsCommit<'r> {
     id: Oid,
     tree: git2::Tree<'r>,
+}
+
+/// The index gitca writes itself, where it may (many paths written, `GitRepo::may_own_index`):
+/// `opened` by [`index_to_update`], and no attribute on the outputs (`attributes`). Otherwise
+/// None, and git updates the index (`GitRepo::write_worktree`), the work tree checked already
+/// where gitca might have updated the index.
+///
+/// gitca writes the files and the index entries itself, with each file's stat taken from
+/// the open file, so no file is read back and hashed (`git update-index` costs about as
+/// much CPU again as writing the files, and git's checkout 100 ms more than gitca's writes:
+/// a 10,000 issuance is 70-95 ms faster this way on one core than with git's checkout, and
+/// 115 ms faster with two cores than with update-index). Only where the index then says
+/// what git would: no attribute on an output path (git would add such a file through its
+/// filters, and a clean filter's change must show), and an index gitca can keep whole
+/// (`LockedIndex::open`) with nothing in the way of a path.
+fn own_index(
+    opened: Option<Result<git_index::LockedIndex, String>>,
+    attributes: Option<AttributesAsked>,
+) -> Option<git_index::LockedIndex> {
+    let has_attributes = attributes.map(AttributesAsked::answer);
+    match (opened?, has_attributes?) {
+        (Ok(index), false) => Some(index),
+        (Ok(_), true) => {
+            tracing::debug!("git attributes on the outputs: git updates the index");
+            None
+        }
+        (Err(why), _) => {
+            tracing::debug!("{why}: git updates the index");
+            None
+        }
+    }
+}
+
+/// The git index at `path`, locked, for gitca to update the entries of the work-tree paths
+/// `rels` itself (see [`own_index`]), or why git should.
+fn index_to_update(path: &Path, rels: &[String]) -> Result<git_index::LockedIndex, String> {
+    let index = git_index::LockedIndex::open(path)?;
+    if let Some(path) = index.blocked(rels.iter().map(String::as_str)) {
+        return Err(format!(
+            "the git index has a file or folder in the way of {path}"
+        ));
+    }
+    Ok(index)
 }
 
 /// `git check-attr` asked about the outputs' paths (`GitRepo::ask_attributes`); waited for
