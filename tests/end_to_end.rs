@@ -254,17 +254,14 @@ fn example_repo_p256_verifies_lints_revokes_and_is_idempotent() {
     assert_eq!(laptop["action"], "revoked");
 }
 
-/// A batch big enough that gitca checks its own signatures by tables of the CA key's multiples
-/// (domain/fixed_key.rs; from 64 signatures): every certificate verifies with openssl and
-/// x509-parser, and `gitca verify`, which checks them by AWS-LC's general verify, agrees.
-#[test]
-fn a_batch_checked_by_the_ca_keys_tables_verifies_everywhere() {
-    const BATCH: usize = 70;
+/// The example repository with `n` more server requests in `requests/servers/batch/`
+/// (`rNN.yaml`, each naming `rNN.internal.example.com`), committed, its CA made (P-256).
+fn example_with_batch(n: usize) -> Env {
     let env = Env::from(EXAMPLE, &["revocations.yaml"]);
     env.init(&["--key-algorithm", "p256"]);
     let dir = env.path("requests/servers/batch");
     std::fs::create_dir_all(&dir).unwrap();
-    for n in 0..BATCH {
+    for n in 0..n {
         let name = format!("r{n:02}.internal.example.com");
         new_p256_csr(&dir.join(format!("r{n:02}.csr.pem")), &name);
         std::fs::write(
@@ -274,6 +271,16 @@ fn a_batch_checked_by_the_ca_keys_tables_verifies_everywhere() {
         .unwrap();
     }
     env.commit_all("a batch");
+    env
+}
+
+/// A batch big enough that gitca checks its own signatures by tables of the CA key's multiples
+/// (domain/fixed_key.rs; from 64 signatures): every certificate verifies with openssl and
+/// x509-parser, and `gitca verify`, which checks them by AWS-LC's general verify, agrees.
+#[test]
+fn a_batch_checked_by_the_ca_keys_tables_verifies_everywhere() {
+    const BATCH: usize = 70;
+    let env = example_with_batch(BATCH);
     let o = env
         .command_in(&env.repo, &["apply"])
         .env("RUST_LOG", "gitca=debug")
@@ -289,6 +296,48 @@ fn a_batch_checked_by_the_ca_keys_tables_verifies_everywhere() {
     let f = Flow { env };
     assert!(f.verify_all() >= BATCH + 6);
     f.env.ok(&["verify"], 0);
+}
+
+/// Defect (38525e6, found by a review): in an outputs commit of 100 or more new files (one
+/// pack), a deleted output shifted every later file onto the next file's blob: `apply` exited
+/// 0 with certificates at other requests' paths and the last one deleted. Here a request is
+/// removed while every other one of the batch is reissued (a name added): each certificate
+/// is at its own request's path, and `gitca verify` agrees.
+#[test]
+fn a_removed_request_among_many_reissued_leaves_each_certificate_at_its_path() {
+    const BATCH: usize = 60;
+    let env = example_with_batch(BATCH);
+    env.ok(&["apply"], 3);
+    let batch = env.path("requests/servers/batch");
+    std::fs::remove_file(batch.join("r00.yaml")).unwrap();
+    std::fs::remove_file(batch.join("r00.csr.pem")).unwrap();
+    for n in 1..BATCH {
+        env.edit(&format!("requests/servers/batch/r{n:02}.yaml"), |y| {
+            y.replace("]}", &format!(", r{n:02}b.internal.example.com]}}"))
+        });
+    }
+    env.commit_all("r00 removed, the others reissued");
+    env.ok(&["apply"], 3);
+    assert!(!env.path("issued/servers/batch/r00.pem").exists());
+    for n in 1..BATCH {
+        let pem = env.read(&format!("issued/servers/batch/r{n:02}.pem"));
+        let cert = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap().1;
+        let cert = cert.parse_x509().unwrap();
+        let sans = format!(
+            "{:?}",
+            cert.subject_alternative_name().unwrap().unwrap().value
+        );
+        assert!(
+            sans.contains(&format!("r{n:02}b.internal.example.com")),
+            "r{n:02}: {sans}"
+        );
+        assert!(
+            !sans.contains(&format!("r{:02}b.", n + 1)),
+            "r{n:02}: {sans}"
+        );
+    }
+    assert_eq!(env.git(&["status", "--porcelain"]), "");
+    env.ok(&["verify"], 0);
 }
 
 #[test]

@@ -702,7 +702,10 @@ impl GitRepo {
         }
         let ids = super::git_pack::blob_ids(&new, bytes)?;
         let mut next = ids.iter().copied();
-        let blobs: Vec<Option<Oid>> = contents.iter().map(|c| c.and(next.next())).collect();
+        let blobs: Vec<Option<Oid>> = contents
+            .iter()
+            .map(|c| c.and_then(|_| next.next()))
+            .collect();
         let (committed, after, packed) = std::thread::scope(|scope| {
             let packing =
                 scope.spawn(|| super::git_pack::write_pack(&objects, &new, &ids, bytes, prefix));
@@ -3183,6 +3186,47 @@ pub(super) mod tests {
         let err = snapshot().unwrap_err();
         assert!(err.starts_with(&format!("{damaged}: ")), "{err}");
         assert!(err.contains("hash mismatch"), "{err}");
+    }
+
+    /// Defect (38525e6, found by a review): the blob ids of a packed outputs commit were
+    /// handed out to its deletions too, so each file after the first deletion was committed
+    /// (and indexed) with the next file's blob, and the last one deleted. Every way the index
+    /// is updated: each file keeps its own bytes in the commit, and the work tree is clean.
+    #[test]
+    fn a_deletion_among_packed_outputs_keeps_each_blob_at_its_path() {
+        for way in INDEX_WAYS {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path();
+            let (repo, head) = repo_indexed_by(root, way);
+            let n = 2 * super::super::git_pack::PACK_FROM;
+            let first = repo
+                .commit_outputs(&head, &numbered_outputs(n), "outputs")
+                .unwrap()
+                .unwrap();
+            let mut files: BTreeMap<String, Option<Content>> = (1..n)
+                .map(|i| {
+                    let body = format!("new {i}\n").into_bytes();
+                    (format!("issued/{i:04}.pem"), Some(Content::from(body)))
+                })
+                .collect();
+            files.insert("issued/0000.pem".into(), None);
+            let second = repo
+                .commit_outputs(&first, &files, "outputs")
+                .unwrap()
+                .unwrap();
+            for i in 1..n {
+                let shown = git(root, &["show", &format!("{second}:issued/{i:04}.pem")]);
+                assert_eq!(shown, format!("new {i}\n"), "{}", index_way(way));
+            }
+            let listed = git(root, &["ls-tree", "--name-only", &second, "issued/"]);
+            assert_eq!(listed.lines().count(), n - 1, "{}", index_way(way));
+            assert_eq!(
+                git(root, &["status", "--porcelain"]),
+                "",
+                "{}",
+                index_way(way)
+            );
+        }
     }
 
     /// Where gitca writes the index, the files are written while the pack and the commit are:
