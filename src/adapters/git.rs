@@ -293,7 +293,7 @@ impl GitRepo {
         }
     }
 
-    /// The files among `found`, read, by path. Many blobs are read on all cores, each thread
+    /// The files among `found`, read, by path. Many blobs are read on all cores, each rayon job
     /// with a handle of its own on the repository (libgit2's object database is safe to share,
     /// git2's handle is not): 20,000 request files took 60 ms on one core, inflating and
     /// hashing each object, while the other stood idle.
