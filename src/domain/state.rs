@@ -24,33 +24,42 @@ pub fn intent_key(first_serial: &str) -> String {
 /// writes for the whole array. On one core, a round's intents and records each left the other
 /// core idle for a few milliseconds.
 pub fn records_json_into(out: &mut Vec<u8>, recs: &[&CertRecord]) -> Result<(), serde_json::Error> {
-    use rayon::prelude::*;
-    /// Records per part: enough that a part is worth a task, few enough to spread a round.
-    const PER_PART: usize = 128;
-    let parts: Vec<Vec<u8>> = recs
-        .par_chunks(PER_PART)
-        .map(|part| {
-            let hint = part.iter().map(|r| r.json_len_hint() + 1).sum::<usize>();
-            let mut bytes = Vec::with_capacity(hint);
-            for (i, r) in part.iter().enumerate() {
-                if i > 0 {
-                    bytes.push(b',');
-                }
-                serde_json::to_writer(&mut bytes, r)?;
-            }
-            Ok(bytes)
-        })
-        .collect::<Result<_, serde_json::Error>>()?;
+    /// Records per piece: enough that a piece is worth a task, few enough to spread a round.
+    const PER_PIECE: usize = 128;
     out.clear();
-    out.reserve(2 + parts.iter().map(|p| p.len() + 1).sum::<usize>());
+    out.reserve(2 + recs.iter().map(|r| r.json_len_hint() + 1).sum::<usize>());
     out.push(b'[');
-    for (i, part) in parts.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(part);
-    }
+    splice_in_pieces(out, recs, PER_PIECE, serde_json::to_vec)?;
     out.push(b']');
+    Ok(())
+}
+
+/// Appends to `out` the elements of the JSON array or object `render` makes of `items`, as
+/// serde_json writes them for one whole container: rendered in pieces of `per_piece` on all
+/// cores, each a whole container whose brackets are dropped, joined by commas. A piece per core
+/// at a time, appended as it comes: every piece held at once would double the memory of a
+/// large write.
+fn splice_in_pieces<T: Sync>(
+    out: &mut Vec<u8>,
+    items: &[T],
+    per_piece: usize,
+    render: impl Fn(&[T]) -> serde_json::Result<Vec<u8>> + Sync,
+) -> serde_json::Result<()> {
+    use rayon::prelude::*;
+    let batch = per_piece * rayon::current_num_threads().max(1);
+    for (b, items) in items.chunks(batch).enumerate() {
+        let pieces: Vec<Vec<u8>> = items
+            .par_chunks(per_piece)
+            .map(&render)
+            .collect::<serde_json::Result<_>>()?;
+        for (n, piece) in pieces.iter().enumerate() {
+            if b + n > 0 {
+                out.push(b',');
+            }
+            // Each piece is a whole container, `[...]` or `{...}`: its elements only.
+            out.extend_from_slice(&piece[1..piece.len() - 1]);
+        }
+    }
     Ok(())
 }
 
@@ -573,7 +582,6 @@ impl Index {
     /// This index (its certificates taken out) as JSON, with `entries` as its certificates,
     /// rendered in pieces on all cores and spliced in where its empty map was written.
     fn to_json_around(&self, entries: &[(&String, &CertSummary)]) -> serde_json::Result<Vec<u8>> {
-        use rayon::prelude::*;
         use serde::ser::Error;
         // Certificates are the third field: no string before them can hold this unescaped.
         const EMPTY: &[u8] = b"\"certs\":{}";
@@ -587,32 +595,17 @@ impl Index {
         // Sized up front (an entry is about 330 bytes): growing 33 MB by doubling copies it.
         let mut out = Vec::with_capacity(rest.len() + 400 * entries.len());
         out.extend_from_slice(&rest[..at]);
-        // A piece per core at a time, appended as it comes: the pieces of the whole map held at
-        // once would double the memory of the write.
-        let batch = CERTS_PER_PIECE * rayon::current_num_threads().max(1);
-        for (b, entries) in entries.chunks(batch).enumerate() {
-            let pieces: Vec<Vec<u8>> = entries
-                .par_chunks(CERTS_PER_PIECE)
-                .map(|piece| {
-                    struct Entries<'a>(&'a [(&'a String, &'a CertSummary)]);
-                    impl Serialize for Entries<'_> {
-                        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                            s.collect_map(self.0.iter().copied())
-                        }
-                    }
-                    let mut out = Vec::with_capacity(400 * piece.len());
-                    serde_json::to_writer(&mut out, &Entries(piece))?;
-                    Ok(out)
-                })
-                .collect::<serde_json::Result<_>>()?;
-            for (n, piece) in pieces.iter().enumerate() {
-                if b + n > 0 {
-                    out.push(b',');
-                }
-                // Each piece is a whole map, `{...}`: its entries only.
-                out.extend_from_slice(&piece[1..piece.len() - 1]);
+        struct Entries<'a>(&'a [(&'a String, &'a CertSummary)]);
+        impl Serialize for Entries<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_map(self.0.iter().copied())
             }
         }
+        splice_in_pieces(&mut out, entries, CERTS_PER_PIECE, |piece| {
+            let mut out = Vec::with_capacity(400 * piece.len());
+            serde_json::to_writer(&mut out, &Entries(piece))?;
+            Ok(out)
+        })?;
         out.extend_from_slice(&rest[at..]);
         Ok(out)
     }
