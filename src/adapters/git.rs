@@ -586,42 +586,78 @@ impl GitRepo {
             (checked, opened)
         });
         let replaced = checked?;
-        let own_index = own_index(opened, attributes);
-        let (workdir, index) = match (workdir, own_index) {
-            (Some(workdir), Some(index)) => (workdir, index),
-            (workdir, _) => {
-                // git updates the index: it must see the commit's tree (`git read-tree`).
-                let (built, ()) = self.outputs_commit(
-                    (&parent, &base),
-                    (files, &replaced),
-                    message,
-                    started,
-                    |_| {},
-                )?;
-                let Some(OutputsCommit { id, tree, .. }) = built else {
-                    return Ok(None);
-                };
-                // Update the work tree and the index while HEAD still names the parent; the
-                // branch moves in `finish_outputs_commit`, only if it still points at the parent.
-                let index_update = match workdir {
-                    Some(workdir) => {
-                        Some(self.write_worktree(&workdir, (&base, &tree), files, &replaced)?)
-                    }
-                    None => None,
-                };
-                tracing::debug!(elapsed = ?started.elapsed(), "work tree written");
-                return Ok(Some(PendingCommit {
-                    id,
-                    parent: parent.id(),
-                    index_update,
-                }));
-            }
+        let outputs = Outputs {
+            files,
+            rels: &rels,
+            replaced: &replaced,
         };
-        // gitca updates the index itself: the files are written on all cores while the blobs,
-        // the trees and the commit are (`outputs_commit`), and the new index is written while
-        // the pack is. Each of these steps leaves a core idle for part of its time, which the
-        // others now fill. Should the commit fail, the files written hold what gitca writes,
-        // which the next run's check accepts; the index and the branch stay as they were.
+        let commit = CommitOf {
+            parent: &parent,
+            base: &base,
+            message,
+            started,
+        };
+        match (workdir, own_index(opened, attributes)) {
+            (Some(workdir), Some(index)) => {
+                self.commit_indexed_by_gitca(commit, outputs, &workdir, index)
+            }
+            (workdir, _) => self.commit_indexed_by_git(commit, outputs, workdir),
+        }
+    }
+
+    /// [`GitRepo::start_outputs_commit`] where git updates the index: it must see the commit's
+    /// tree (`git read-tree`), so the work tree is written after the commit.
+    fn commit_indexed_by_git(
+        &self,
+        commit: CommitOf<'_, '_>,
+        outputs: Outputs<'_>,
+        workdir: Option<PathBuf>,
+    ) -> Result<Option<PendingCommit>, String> {
+        let CommitOf {
+            parent,
+            base,
+            started,
+            ..
+        } = commit;
+        let (built, ()) = self.outputs_commit(commit, outputs, |_| {})?;
+        let Some(OutputsCommit { id, tree }) = built else {
+            return Ok(None);
+        };
+        // Update the work tree and the index while HEAD still names the parent; the branch
+        // moves in `finish_outputs_commit`, only if it still points at the parent.
+        let index_update = match workdir {
+            Some(workdir) => Some(self.write_worktree(&workdir, (base, &tree), outputs)?),
+            None => None,
+        };
+        tracing::debug!(elapsed = ?started.elapsed(), "work tree written");
+        Ok(Some(PendingCommit {
+            id,
+            parent: parent.id(),
+            index_update,
+        }))
+    }
+
+    /// [`GitRepo::start_outputs_commit`] where gitca updates the index itself: the files are
+    /// written on all cores while the blobs, the trees and the commit are (`outputs_commit`),
+    /// and the new index is written while the pack is. Each of these steps leaves a core idle
+    /// for part of its time, which the others now fill. Should the commit fail, the files
+    /// written hold what gitca writes, which the next run's check accepts; the index and the
+    /// branch stay as they were.
+    fn commit_indexed_by_gitca(
+        &self,
+        commit: CommitOf<'_, '_>,
+        outputs: Outputs<'_>,
+        workdir: &Path,
+        index: git_index::LockedIndex,
+    ) -> Result<Option<PendingCommit>, String> {
+        let CommitOf {
+            parent, started, ..
+        } = commit;
+        let Outputs {
+            files,
+            rels,
+            replaced,
+        } = outputs;
         let (built, index) = std::thread::scope(|scope| {
             let writing = scope.spawn(|| {
                 let write = |mut file: std::fs::File, bytes: &[u8]| {
@@ -629,18 +665,15 @@ impl GitRepo {
                     file.write_all(bytes)?;
                     git_index::stat_of_written(&file)
                 };
-                write_files(&workdir, (&rels, files), &replaced, &|_| {}, write)
+                write_files(workdir, (rels, files), replaced, &|_| {}, write)
             });
             let index_with = |blobs: &[Option<Oid>]| {
                 let stats = writing
                     .join()
                     .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
-                index.update(&workdir, &rels, blobs, stats, &|rels| {
-                    self.hash_as_git(rels)
-                })
+                index.update(workdir, rels, blobs, stats, &|rels| self.hash_as_git(rels))
             };
-            let parts = (files, &replaced);
-            self.outputs_commit((&parent, &base), parts, message, started, index_with)
+            self.outputs_commit(commit, outputs, index_with)
         })?;
         index?.commit()?;
         tracing::debug!(elapsed = ?started.elapsed(), "work tree and index written");
@@ -662,10 +695,15 @@ impl GitRepo {
     /// only once libgit2 finds the pack. A few blobs are written loose, one object each.
     fn outputs_commit<T>(
         &self,
-        (parent, base): (&git2::Commit, &git2::Tree),
-        (files, replaced): (&BTreeMap<String, Option<Content>>, &Replaced),
-        message: &str,
-        started: std::time::Instant,
+        CommitOf {
+            parent,
+            base,
+            message,
+            started,
+        }: CommitOf<'_, '_>,
+        Outputs {
+            files, replaced, ..
+        }: Outputs<'_>,
         meanwhile: impl FnOnce(&[Option<Oid>]) -> T,
     ) -> Result<(Option<OutputsCommit<'_>>, T), String> {
         let contents: Vec<Option<&Content>> = files.values().map(Option::as_ref).collect();
@@ -679,11 +717,7 @@ impl GitRepo {
                 .collect::<Result<_, _>>()?;
             tracing::debug!(elapsed = ?started.elapsed(), n = files.len(), "blobs written");
             let committed = self.commit_of(parent, base, (files, &blobs), replaced, message)?;
-            let after = meanwhile(&blobs);
-            return Ok((
-                committed.map(|(id, tree)| OutputsCommit { id, tree }),
-                after,
-            ));
+            return Ok((committed, meanwhile(&blobs)));
         }
         let objects = self.repo.commondir().join("objects");
         // A chain file begins with its leaf, the same part: a delta on the leaf's blob.
@@ -734,8 +768,7 @@ impl GitRepo {
                 objects.display()
             ));
         }
-        let committed = committed?.map(|(id, tree)| OutputsCommit { id, tree });
-        Ok((committed, after))
+        Ok((committed?, after))
     }
 
     /// The tree of `base` with `files` at their `blobs` (None deletes), and a commit of it on
@@ -747,7 +780,7 @@ impl GitRepo {
         (files, blobs): (&BTreeMap<String, Option<Content>>, &[Option<Oid>]),
         replaced: &Replaced,
         message: &str,
-    ) -> Result<Option<(Oid, git2::Tree<'_>)>, String> {
+    ) -> Result<Option<OutputsCommit<'_>>, String> {
         // Where a file and a folder swap places, libgit2 fails with "D/F conflict" unless the
         // deletions are made first, in a tree of their own.
         let two_steps = !replaced.is_empty();
@@ -785,7 +818,7 @@ impl GitRepo {
             .repo
             .commit(None, &sig, &sig, message, &tree, &[parent])
             .map_err(|e| format!("cannot commit the outputs: {}", ge(e)))?;
-        Ok(Some((id, tree)))
+        Ok(Some(OutputsCommit { id, tree }))
     }
 
     /// Refuses, naming it, an output that git could not put in the tree: one whose folder, or a
@@ -930,22 +963,23 @@ impl GitRepo {
         &self,
         workdir: &Path,
         (base, tree): (&git2::Tree, &git2::Tree),
-        files: &BTreeMap<String, Option<Content>>,
-        replaced: &Replaced,
+        Outputs {
+            files,
+            rels,
+            replaced,
+        }: Outputs<'_>,
     ) -> Result<IndexUpdate, String> {
         let started = std::time::Instant::now();
         let to_write = files.values().filter(|c| c.is_some()).count();
         let many = to_write >= self.read_tree_from;
-        let gitca_may_index = many && self.writes_index;
         let (from, to) = (base.id().to_string(), tree.id().to_string());
-        let rels = self.rels(files);
         // Many paths: git first reads both trees into the index (see below), while the paths
         // are checked here.
         let read_tree = many.then(|| self.spawn_with_input(&["read-tree", "-m", &from, &to], None));
         // Checked already if gitca might have updated the index (`own_index`).
-        let checked = match gitca_may_index {
+        let checked = match self.may_own_index(files) {
             true => Ok(()),
-            false => self.make_way(workdir, base, (&rels, files), replaced),
+            false => self.make_way(workdir, base, (rels, files), replaced),
         };
         let trees_read = match read_tree.map(|read| read.and_then(GitRun::wait)) {
             Some(Ok(())) => true,
@@ -957,7 +991,7 @@ impl GitRepo {
         };
         if let Err(e) = checked {
             if trees_read {
-                self.reset_index(base, &rels);
+                self.reset_index(base, rels);
             }
             return Err(e);
         }
@@ -1020,7 +1054,7 @@ impl GitRepo {
         };
         let wrote = write_files(
             workdir,
-            (&rels, files),
+            (rels, files),
             replaced,
             &done,
             |mut file, bytes| {
@@ -1047,7 +1081,7 @@ impl GitRepo {
                 }
                 match sent {
                     Some(sent) => self.reset_index(base, &sent.into_inner().expect("not poisoned")),
-                    None => self.reset_index(base, &rels),
+                    None => self.reset_index(base, rels),
                 }
                 Err(e)
             }
@@ -1471,6 +1505,25 @@ impl Drop for PendingCommit {
             tracing::warn!("{e}");
         }
     }
+}
+
+/// What an outputs commit goes on: its parent, the parent's tree, its message, and when the
+/// run's commit started (for the debug log's times).
+#[derive(Clone, Copy)]
+struct CommitOf<'c, 'r> {
+    parent: &'c git2::Commit<'r>,
+    base: &'c git2::Tree<'r>,
+    message: &'c str,
+    started: std::time::Instant,
+}
+
+/// The changes of an outputs commit: each file's new content (None deletes it), at its
+/// work-tree path in `rels` (in the same order), and where a file and a folder swap places.
+#[derive(Clone, Copy)]
+struct Outputs<'a> {
+    files: &'a BTreeMap<String, Option<Content>>,
+    rels: &'a [String],
+    replaced: &'a Replaced,
 }
 
 /// An outputs commit written (`GitRepo::outputs_commit`), its branch not moved yet.
@@ -3108,27 +3161,18 @@ pub(super) mod tests {
         ];
         assert_eq!(held, wanted);
         // The loose blob of c.yaml swapped for another blob's.
-        let id = git(root, &["rev-parse", "HEAD:requests/b/c.yaml"]);
-        let loose = |id: &str| {
-            root.join(".git/objects")
-                .join(&id[..2])
-                .join(id[2..].trim())
-        };
-        std::fs::write(root.join("other"), "other\n").unwrap();
-        let other = git(root, &["hash-object", "-w", "other"]);
-        let _ = std::fs::remove_file(loose(&id));
-        std::fs::copy(loose(&other), loose(&id)).unwrap();
+        let (loose, other) = swap_loose_blob(root, "requests/b/c.yaml");
         let err = repo.snapshot(&head, &[]).unwrap_err();
         assert!(err.starts_with("requests/b/c.yaml: "), "{err}");
         assert!(err.contains("hash mismatch"), "{err}");
-        assert!(err.contains(&format!("got {}", other.trim())), "{err}");
-        std::fs::remove_file(loose(&id)).unwrap();
+        assert!(err.contains(&format!("got {other}")), "{err}");
+        std::fs::remove_file(loose).unwrap();
         let err = repo.snapshot(&head, &[]).unwrap_err();
         assert!(err.starts_with("requests/b/c.yaml: "), "{err}");
         assert!(err.contains("not found"), "{err}");
     }
 
-    /// A snapshot of many files reads them on all cores (`read_found`), each thread with its
+    /// A snapshot of many files reads them on all cores (`read_found`), each rayon job with its
     /// own handle on the repository: every file is read whole under its own path, a link stays
     /// a link, and a damaged blob among them is refused naming its path.
     #[test]
@@ -3170,19 +3214,7 @@ pub(super) mod tests {
         assert_eq!(snap.files["requests/1/link.yaml"], TreeEntry::Symlink);
         // A loose blob swapped for another's bytes, deep among the others.
         let damaged = format!("requests/{}/r{}.yaml", 300 % 7, 300);
-        let id = git(root, &["rev-parse", &format!("HEAD:{damaged}")]);
-        let loose = root
-            .join(".git/objects")
-            .join(&id[..2])
-            .join(id[2..].trim());
-        std::fs::write(root.join("other"), "other\n").unwrap();
-        let other = git(root, &["hash-object", "-w", "other"]);
-        let other = root
-            .join(".git/objects")
-            .join(&other[..2])
-            .join(other[2..].trim());
-        std::fs::remove_file(&loose).unwrap();
-        std::fs::copy(other, &loose).unwrap();
+        swap_loose_blob(root, &damaged);
         let err = snapshot().unwrap_err();
         assert!(err.starts_with(&format!("{damaged}: ")), "{err}");
         assert!(err.contains("hash mismatch"), "{err}");
@@ -3255,6 +3287,22 @@ pub(super) mod tests {
         assert_eq!(git(root, &["rev-parse", "HEAD"]).trim(), commit.unwrap());
         assert_eq!(git(root, &["status", "--porcelain"]), "");
         git(root, &["fsck", "--strict"]);
+    }
+
+    /// Swaps the loose object of the blob at `path` in HEAD for another blob's bytes; returns
+    /// the loose object's file and the other blob's id.
+    fn swap_loose_blob(root: &Path, path: &str) -> (PathBuf, String) {
+        let loose = |id: &str| {
+            root.join(".git/objects")
+                .join(&id[..2])
+                .join(id[2..].trim())
+        };
+        let id = git(root, &["rev-parse", &format!("HEAD:{path}")]);
+        std::fs::write(root.join("other"), "other\n").unwrap();
+        let other = git(root, &["hash-object", "-w", "other"]);
+        let _ = std::fs::remove_file(loose(&id));
+        std::fs::copy(loose(&other), loose(&id)).unwrap();
+        (loose(&id), other.trim().to_string())
     }
 
     /// A changed file or folder whose name is not UTF-8 has no path a plan could name: both
