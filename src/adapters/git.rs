@@ -619,7 +619,8 @@ impl GitRepo {
             started,
             ..
         } = commit;
-        let (built, ()) = self.outputs_commit(commit, outputs, |_| {})?;
+        let blobs = NewBlobs::of(outputs.files)?;
+        let (built, ()) = self.outputs_commit(commit, outputs, blobs, |_| {})?;
         let Some(OutputsCommit { id, tree }) = built else {
             return Ok(None);
         };
@@ -658,6 +659,8 @@ impl GitRepo {
             rels,
             replaced,
         } = outputs;
+        // The ids first: queued behind the files, they waited for every file to be written.
+        let blobs = NewBlobs::of(files)?;
         let (built, index) = std::thread::scope(|scope| {
             let writing = scope.spawn(|| {
                 let write = |mut file: std::fs::File, bytes: &[u8]| {
@@ -673,7 +676,7 @@ impl GitRepo {
                     .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
                 index.update(workdir, rels, blobs, stats, &|rels| self.hash_as_git(rels))
             };
-            self.outputs_commit(commit, outputs, index_with)
+            self.outputs_commit(commit, outputs, blobs, index_with)
         })?;
         index?.commit()?;
         tracing::debug!(elapsed = ?started.elapsed(), "work tree and index written");
@@ -684,15 +687,16 @@ impl GitRepo {
         }))
     }
 
-    /// Writes the blobs of `files`, the tree of `base` changed by them and a commit of it on
-    /// `parent`; None where the tree does not change. Runs `meanwhile` on this thread with the
-    /// blob ids once the commit is written, while the pack may still be, and returns what it
-    /// returned.
+    /// Writes the blobs of `files` (`blobs`: see [`NewBlobs`]), the tree of `base` changed by
+    /// them and a commit of it on `parent`; None where the tree does not change. Runs
+    /// `meanwhile` on this thread with the blob ids once the commit is written, while the pack
+    /// may still be, and returns what it returned.
     ///
     /// Many blobs go into one pack, written on another thread while the trees and the commit
-    /// name its blobs by the ids computed from their bytes (the 20,000 files of a 10,000
-    /// issuance: the trees took 20 ms on one core after the pack's 35). The commit is returned
-    /// only once libgit2 finds the pack. A few blobs are written loose, one object each.
+    /// name its blobs by the ids [`NewBlobs::of`] computed from their bytes (the 20,000 files of
+    /// a 10,000 issuance: the trees took 20 ms on one core after the pack's 35). The commit is
+    /// returned only once libgit2 finds the pack. A few blobs are written loose, one object
+    /// each.
     fn outputs_commit<T>(
         &self,
         CommitOf {
@@ -704,11 +708,11 @@ impl GitRepo {
         Outputs {
             files, replaced, ..
         }: Outputs<'_>,
+        blobs: NewBlobs<'_>,
         meanwhile: impl FnOnce(&[Option<Oid>]) -> T,
     ) -> Result<(Option<OutputsCommit<'_>>, T), String> {
-        let contents: Vec<Option<&Content>> = files.values().map(Option::as_ref).collect();
-        let new: Vec<&Content> = contents.iter().flatten().copied().collect();
-        if new.len() < super::git_pack::PACK_FROM {
+        let NewBlobs { contents, new, ids } = blobs;
+        let Some(ids) = ids else {
             let blobs: Vec<Option<Oid>> = (contents.iter())
                 .map(|c| {
                     c.map(|c| self.repo.blob(&c.bytes()).map_err(ge))
@@ -718,7 +722,7 @@ impl GitRepo {
             tracing::debug!(elapsed = ?started.elapsed(), n = files.len(), "blobs written");
             let committed = self.commit_of(parent, base, (files, &blobs), replaced, message)?;
             return Ok((committed, meanwhile(&blobs)));
-        }
+        };
         let objects = self.repo.commondir().join("objects");
         // A chain file begins with its leaf, the same part: a delta on the leaf's blob.
         let single: std::collections::HashMap<usize, usize> = new
@@ -731,18 +735,14 @@ impl GitRepo {
                 .get(&new[i].first_of_many()?.as_ptr().addr())
                 .copied()
         };
-        fn bytes<'a>(c: &'a &Content) -> std::borrow::Cow<'a, [u8]> {
-            c.bytes()
-        }
-        let ids = super::git_pack::blob_ids(&new, bytes)?;
         let mut next = ids.iter().copied();
         let blobs: Vec<Option<Oid>> = contents
             .iter()
             .map(|c| c.and_then(|_| next.next()))
             .collect();
         let (committed, after, packed) = std::thread::scope(|scope| {
-            let packing =
-                scope.spawn(|| super::git_pack::write_pack(&objects, &new, &ids, bytes, prefix));
+            let packing = scope
+                .spawn(|| super::git_pack::write_pack(&objects, &new, &ids, content_bytes, prefix));
             // The blobs are not in the object database yet: the trees name them unchecked.
             let committed = {
                 let _unchecked = EntriesUnchecked::start();
@@ -1524,6 +1524,35 @@ struct Outputs<'a> {
     files: &'a BTreeMap<String, Option<Content>>,
     rels: &'a [String],
     replaced: &'a Replaced,
+}
+
+/// The blobs of an outputs commit's files. Where they are many, their ids are computed from
+/// their bytes first, on all cores: the pack that holds them is then written on a thread of its
+/// own while the trees name them (`GitRepo::outputs_commit`), and nothing else is queued ahead
+/// of the ids on the cores (the work-tree files, `GitRepo::commit_indexed_by_gitca`).
+struct NewBlobs<'a> {
+    /// Each file's content; None deletes it.
+    contents: Vec<Option<&'a Content>>,
+    /// The contents written.
+    new: Vec<&'a Content>,
+    /// The ids of `new`, where they go into a pack; None where they are written loose, by
+    /// libgit2, as the commit is.
+    ids: Option<Vec<Oid>>,
+}
+
+impl<'a> NewBlobs<'a> {
+    fn of(files: &'a BTreeMap<String, Option<Content>>) -> Result<NewBlobs<'a>, String> {
+        let contents: Vec<Option<&Content>> = files.values().map(Option::as_ref).collect();
+        let new: Vec<&Content> = contents.iter().flatten().copied().collect();
+        let ids = (new.len() >= super::git_pack::PACK_FROM)
+            .then(|| super::git_pack::blob_ids(&new, content_bytes))
+            .transpose()?;
+        Ok(NewBlobs { contents, new, ids })
+    }
+}
+
+fn content_bytes<'a>(c: &'a &Content) -> std::borrow::Cow<'a, [u8]> {
+    c.bytes()
 }
 
 /// An outputs commit written (`GitRepo::outputs_commit`), its branch not moved yet.

@@ -22,8 +22,10 @@ use std::path::Path;
 /// `transfer.unpackLimit` (100) objects: many tiny packs would slow every lookup.
 pub const PACK_FROM: usize = 100;
 
-/// Objects compressed per batch, on all cores: bounds what a pack of 200,000 blobs holds in
-/// memory at once.
+/// Objects encoded per batch: bounds what a pack of 200,000 blobs holds in memory at once. They
+/// are encoded on the pack's own thread, not on all cores: the pack is written while the
+/// work-tree files are, which keep every core busy, and its batches queued behind those files
+/// left it to run alone after them (20-25 ms of a 10,000 issuance with one core idle).
 const BATCH: usize = 4096;
 
 /// The pack object type of a blob.
@@ -108,11 +110,7 @@ pub fn write_pack<T: Sync>(
             .tempfile_in(&dir)
             .map_err(fail)
     };
-    let mut pack = Hashed {
-        out: std::io::BufWriter::with_capacity(1 << 20, temp(".pack")?),
-        sum: Sha1::new(),
-        len: 0,
-    };
+    let mut pack = Hashed::new(std::io::BufWriter::with_capacity(1 << 20, temp(".pack")?));
     let mut header = b"PACK".to_vec();
     header.extend_from_slice(&2u32.to_be_bytes());
     header.extend_from_slice(&count.to_be_bytes());
@@ -121,7 +119,7 @@ pub fn write_pack<T: Sync>(
     let mut offsets = std::collections::HashMap::with_capacity(order.len());
     for batch in order.chunks(BATCH) {
         let packed: Vec<Entry> = batch
-            .par_iter()
+            .iter()
             .map(|&i| {
                 let data = bytes(&blobs[i]);
                 let delta = base_of(i).and_then(|b| {
@@ -154,8 +152,8 @@ pub fn write_pack<T: Sync>(
             });
         }
     }
-    let pack_sum: [u8; 20] = pack.sum.finalize().into();
-    let mut pack_file = pack.out.into_inner().map_err(|e| fail(e.into_error()))?;
+    let (pack_out, pack_sum) = pack.finish();
+    let mut pack_file = pack_out.into_inner().map_err(|e| fail(e.into_error()))?;
     pack_file.write_all(&pack_sum).map_err(fail)?;
 
     let mut idx_file = temp(".idx")?;
@@ -193,18 +191,44 @@ fn blob_id(content: &[u8]) -> Result<Oid, String> {
     Oid::from_bytes(&h.finalize()).map_err(|e| e.message().to_string())
 }
 
-/// A file being written, with the SHA-1 and length of what was written so far.
-struct Hashed<W> {
+/// A file being written, with the SHA-1 and length of what was written so far: the checksum
+/// git ends a pack or an index with. With the CPU's SHA instructions, as [`blob_id`] says:
+/// gix-index's own, with collision detection, took 4-5 ms of a 10,000 issuance's index, the
+/// last step of its outputs commit, with the other core idle.
+pub(super) struct Hashed<W> {
     out: W,
     sum: Sha1,
     len: u64,
 }
 
 impl<W: Write> Hashed<W> {
+    pub(super) fn new(out: W) -> Hashed<W> {
+        Hashed {
+            out,
+            sum: Sha1::new(),
+            len: 0,
+        }
+    }
+
     fn put(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.sum.update(bytes);
         self.len += bytes.len() as u64;
         self.out.write_all(bytes)
+    }
+
+    /// What was written to, and the SHA-1 of all that was.
+    pub(super) fn finish(self) -> (W, [u8; 20]) {
+        (self.out, self.sum.finalize().into())
+    }
+}
+
+impl<W: Write> Write for Hashed<W> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.put(bytes).map(|()| bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
     }
 }
 
