@@ -136,13 +136,16 @@ impl LockedIndex {
             std::fs::set_permissions(self.lock.lock_path(), mode)
                 .map_err(|e| format!("{}: {e}", self.lock.lock_path().display()))?;
         }
-        let mut out = std::io::BufWriter::with_capacity(1 << 16, self.lock);
-        self.index
-            .write_to(&mut out, Default::default())
-            .map_err(|e| format!("cannot write the git index: {e}"))?;
-        let lock = out
-            .into_inner()
-            .map_err(|e| format!("cannot write the git index: {}", e.error()))?;
+        // git's format from gix-index; the trailing checksum (all of it, hashed) from
+        // `Hashed`, as `gix_index::File::write_to` would append it.
+        let fail = |e: &dyn std::fmt::Display| format!("cannot write the git index: {e}");
+        let mut out =
+            super::git_pack::Hashed::new(std::io::BufWriter::with_capacity(1 << 16, self.lock));
+        gix_index::State::write_to(&self.index, &mut out, Default::default())
+            .map_err(|e| fail(&e))?;
+        let (mut out, sum) = out.finish();
+        std::io::Write::write_all(&mut out, &sum).map_err(|e| fail(&e))?;
+        let lock = out.into_inner().map_err(|e| fail(e.error()))?;
         Ok(WrittenIndex(lock))
     }
 }
