@@ -755,7 +755,7 @@ pub async fn reconcile(
             Err(e) => return Err(e.into()),
         }
         let serials: Vec<String> = entries.iter().map(|e| e.serial_hex.clone()).collect();
-        h.update(|i| {
+        let record_crl = |i: &mut Index| {
             if i.crl.as_ref().is_none_or(|c| c.number < number) {
                 i.crl = Some(CrlInfo {
                     number,
@@ -764,8 +764,11 @@ pub async fn reconcile(
                     serials: serials.clone(),
                 });
             }
-        })
-        .await?;
+        };
+        // Known to change the index, whose CRL number this run took: staged, without the copy
+        // and comparison of `update` (a few milliseconds at 10,000 certificates, one core).
+        h.stage(&record_crl);
+        h.write_staged(&record_crl).await?;
         crl_number = Some(number);
         fail(opts, FailPoint::AfterCrl).await?;
     }
