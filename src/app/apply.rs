@@ -587,6 +587,7 @@ pub async fn reconcile(
         true => IssueRun::default(),
         false => issue(ctx, signer, opts, &issuer, &mut plan).await?,
     };
+    let fresh = outputs::FreshPems::encode_beside(fresh);
     signatures += issued.len();
 
     // Revocations, orphans, CRL.
@@ -900,7 +901,7 @@ async fn start_outputs(
     plan: &Plan,
     run: &OutputInputs<'_>,
     crl_number: Option<u64>,
-    fresh: FreshCertificates,
+    fresh: outputs::FreshPems,
 ) -> Result<Option<PendingCommit>, RunError> {
     let head = &ctx.snapshot.commit;
     let only = match &ctx.scan {
