@@ -473,16 +473,27 @@ fn main() -> ExitCode {
         }
     };
     let code = match rt.block_on(run(cli)) {
-        Ok(exit) => ExitCode::from(exit.code() as u8),
+        Ok(exit) => exit.code() as u8,
         Err(e) => {
             eprintln!("gitca: error: {e}");
-            ExitCode::from(1)
+            1
         }
     };
     // Connection pools in a freed context close while the runtime they belong to still runs.
     gitca::background::finish();
     drop(rt);
-    code
+    exit_now(code)
+}
+
+/// Ends the process without running the exit handlers of the C libraries: they only give back
+/// memory the kernel takes back anyway (mimalloc returned every page it held, page by page,
+/// 5-10 ms of a 10,000 issuance with the other core idle). Every file, lock and thread of the
+/// run is closed, committed or joined by now. Standard output is flushed as Rust's own exit
+/// would (its writes report their errors: `write_stdout`); standard error is not buffered.
+fn exit_now(code: u8) -> ! {
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    // SAFETY: _exit(2) only ends the process.
+    unsafe { libc::_exit(code.into()) }
 }
 
 /// Writes `what` to standard output in 64 KiB writes: it is line-buffered, and a plan or
