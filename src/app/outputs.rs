@@ -115,40 +115,61 @@ type Pem = Arc<[u8]>;
 /// Certificates as PEM, by serial, or why they could not be encoded.
 type Encoded = Result<HashMap<String, Pem>, String>;
 
+/// At most this many of a run's certificates are encoded beside its state writes: all of a
+/// 10,000 issuance's, while the PEM held at once, beside the DER, stays a few megabytes (all of
+/// a first issuance of 100,000 raised its peak by 22 MiB).
+const PEM_BESIDE: usize = 16_384;
+
 /// This run's certificates as PEM, by serial, encoded on a thread of its own from the moment
-/// they are all signed: meanwhile the run writes its state (its index, a CRL and the index
-/// again), on one core for most of it, and a 10,000 issuance left the other idle there (perf).
-/// The default holds none.
+/// they are all signed: meanwhile the run writes its state (its records, index and CRL), on one
+/// core for most of it, and a 10,000 issuance left the other idle there (perf). Past
+/// [`PEM_BESIDE`], the rest stay DER, for `changes` to encode. The default holds none.
 #[derive(Default)]
-pub struct FreshPems(Option<Result<std::thread::JoinHandle<Encoded>, String>>);
+pub struct FreshPems {
+    encoding: Option<Result<std::thread::JoinHandle<Encoded>, String>>,
+    rest: super::apply::FreshCertificates,
+}
 
 impl FreshPems {
     /// Starts encoding `certificates` (DER by serial), each freed as it is encoded.
-    pub fn encode_beside(certificates: super::apply::FreshCertificates) -> FreshPems {
+    pub fn encode_beside(mut certificates: super::apply::FreshCertificates) -> FreshPems {
         if certificates.is_empty() {
-            return FreshPems(None);
+            return FreshPems::default();
         }
+        let beside: Vec<(String, Vec<u8>)> = match certificates.len() <= PEM_BESIDE {
+            true => certificates.drain().collect(),
+            false => {
+                let serials: Vec<String> = certificates.keys().take(PEM_BESIDE).cloned().collect();
+                (serials.into_iter())
+                    .filter_map(|s| certificates.remove_entry(&s))
+                    .collect()
+            }
+        };
         let encoding = std::thread::Builder::new()
             .name("gitca-pem".into())
             .spawn(move || {
-                (certificates.into_iter())
+                (beside.into_iter())
                     .map(|(serial, der)| {
                         Ok((serial, pem("CERTIFICATE", &der)?.into_bytes().into()))
                     })
                     .collect()
             })
             .map_err(|e| format!("cannot start a thread to encode the certificates: {e}"));
-        FreshPems(Some(encoding))
+        FreshPems {
+            encoding: Some(encoding),
+            rest: certificates,
+        }
     }
 
-    /// Waits for the encoding.
-    fn wait(self) -> Encoded {
-        match self.0 {
-            None => Ok(HashMap::new()),
+    /// Waits for the encoding: the PEM encoded, and the DER of the rest.
+    fn wait(self) -> Result<(HashMap<String, Pem>, super::apply::FreshCertificates), String> {
+        let pems = match self.encoding {
+            None => HashMap::new(),
             Some(encoding) => encoding?
                 .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-        }
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?,
+        };
+        Ok((pems, self.rest))
     }
 }
 
@@ -255,11 +276,11 @@ pub async fn changes(
         }
     }
     // Certificates this run did not sign come from their records, fetched together.
-    let mut fresh = fresh.wait()?;
+    let (mut fresh, mut fresh_der) = fresh.wait()?;
     let from_store: Vec<&str> = stale
         .iter()
         .map(|(_, _, serial)| serial.as_str())
-        .filter(|serial| !fresh.contains_key(*serial))
+        .filter(|serial| !fresh.contains_key(*serial) && !fresh_der.contains_key(*serial))
         .collect();
     let mut loaded = load_certificates(ctx, index, &from_store).await?;
     // Encoded on all cores, a batch at a time (each certificate is held once, as DER or as its
@@ -272,8 +293,8 @@ pub async fn changes(
         let certs: Vec<Result<Pem, Vec<u8>>> = (batch.iter())
             .map(|(_, _, serial)| match fresh.remove(*serial) {
                 Some(pem) => Ok(pem),
-                None => Err(loaded
-                    .remove(serial.as_str())
+                None => Err((fresh_der.remove(serial.as_str()))
+                    .or_else(|| loaded.remove(serial.as_str()))
                     .expect("every stale output's certificate was fetched")),
             })
             .collect();
@@ -329,27 +350,29 @@ mod tests {
     use super::*;
 
     /// What the thread beside the state writes hands over is each certificate's PEM, by its
-    /// serial, as `changes` would have encoded it; none started, none held.
+    /// serial, as `changes` would have encoded it; past `PEM_BESIDE`, the others' DER as it was
+    /// given. None started, none held.
     #[test]
-    fn fresh_pems_are_each_certificates_pem_by_serial() {
-        let certificates: super::super::apply::FreshCertificates = (0u8..50)
-            .map(|i| (format!("{i:02x}"), vec![i; 300 + usize::from(i)]))
-            .collect();
-        let expected: HashMap<String, Vec<u8>> = (certificates.iter())
-            .map(|(serial, der)| {
-                (
-                    serial.clone(),
-                    pem("CERTIFICATE", der).unwrap().into_bytes(),
-                )
-            })
-            .collect();
-        let pems = FreshPems::encode_beside(certificates).wait().unwrap();
-        let got: HashMap<String, Vec<u8>> = (pems.into_iter())
-            .map(|(serial, pem)| (serial, pem.to_vec()))
-            .collect();
-        assert_eq!(got, expected);
-        assert!(FreshPems::default().wait().unwrap().is_empty());
+    fn fresh_pems_are_each_certificates_pem_by_serial_and_past_the_cap_its_der() {
+        for n in [50, PEM_BESIDE, PEM_BESIDE + 7] {
+            let certificates: super::super::apply::FreshCertificates = (0..n)
+                .map(|i| (format!("{i:05x}"), vec![(i % 251) as u8; 300 + i % 97]))
+                .collect();
+            let (pems, rest) = FreshPems::encode_beside(certificates.clone())
+                .wait()
+                .unwrap();
+            assert_eq!(pems.len(), n.min(PEM_BESIDE), "{n}");
+            assert_eq!(pems.len() + rest.len(), n);
+            for (serial, der) in &certificates {
+                match pems.get(serial) {
+                    Some(p) => assert_eq!(**p, *pem("CERTIFICATE", der).unwrap().as_bytes()),
+                    None => assert_eq!(rest.get(serial), Some(der), "{serial}"),
+                }
+            }
+        }
+        let (pems, rest) = FreshPems::default().wait().unwrap();
+        assert!(pems.is_empty() && rest.is_empty());
         let none = FreshPems::encode_beside(Default::default());
-        assert!(none.0.is_none() && none.wait().unwrap().is_empty());
+        assert!(none.encoding.is_none());
     }
 }
