@@ -121,8 +121,8 @@ type Encoded = Result<HashMap<String, Pem>, String>;
 const PEM_BESIDE: usize = 16_384;
 
 /// This run's certificates as PEM, by serial, encoded on a thread of its own from the moment
-/// they are all signed: meanwhile the run writes its state (its records, index and CRL), on one
-/// core for most of it, and a 10,000 issuance left the other idle there (perf). Past
+/// they are all signed and recorded: meanwhile the run writes its index and CRL, on one core
+/// for most of it, and a 10,000 issuance left the other idle there (perf). Past
 /// [`PEM_BESIDE`], the rest stay DER, for `changes` to encode. The default holds none.
 #[derive(Default)]
 pub struct FreshPems {
@@ -136,15 +136,12 @@ impl FreshPems {
         if certificates.is_empty() {
             return FreshPems::default();
         }
-        let beside: Vec<(String, Vec<u8>)> = match certificates.len() <= PEM_BESIDE {
-            true => certificates.drain().collect(),
-            false => {
-                let serials: Vec<String> = certificates.keys().take(PEM_BESIDE).cloned().collect();
-                (serials.into_iter())
-                    .filter_map(|s| certificates.remove_entry(&s))
-                    .collect()
-            }
-        };
+        let mut taken = 0;
+        let beside: Vec<(String, Vec<u8>)> = (certificates.extract_if(|_, _| {
+            taken += 1;
+            taken <= PEM_BESIDE
+        }))
+        .collect();
         let encoding = std::thread::Builder::new()
             .name("gitca-pem".into())
             .spawn(move || {
@@ -276,25 +273,26 @@ pub async fn changes(
         }
     }
     // Certificates this run did not sign come from their records, fetched together.
-    let (mut fresh, mut fresh_der) = fresh.wait()?;
+    let (mut fresh, fresh_der) = fresh.wait()?;
     let from_store: Vec<&str> = stale
         .iter()
         .map(|(_, _, serial)| serial.as_str())
         .filter(|serial| !fresh.contains_key(*serial) && !fresh_der.contains_key(*serial))
         .collect();
+    // The DER to encode here: fetched, or this run's past `PEM_BESIDE`.
     let mut loaded = load_certificates(ctx, index, &from_store).await?;
+    loaded.extend(fresh_der);
     // Encoded on all cores, a batch at a time (each certificate is held once, as DER or as its
     // PEM files): one core did it for every certificate of an issuance, the other idle.
     let mut stale = stale.into_iter().peekable();
     while stale.peek().is_some() {
         use rayon::prelude::*;
         let batch: Vec<_> = stale.by_ref().take(PEM_BATCH).collect();
-        // This run's PEM, or a fetched certificate's DER to encode.
+        // This run's PEM, or DER to encode.
         let certs: Vec<Result<Pem, Vec<u8>>> = (batch.iter())
             .map(|(_, _, serial)| match fresh.remove(*serial) {
                 Some(pem) => Ok(pem),
-                None => Err((fresh_der.remove(serial.as_str()))
-                    .or_else(|| loaded.remove(serial.as_str()))
+                None => Err((loaded.remove(serial.as_str()))
                     .expect("every stale output's certificate was fetched")),
             })
             .collect();
