@@ -1,8 +1,9 @@
 //! Threads for work no one waits for during a run: freeing a large value, seeding the random
-//! generator. `main` waits for them before the process exits, because a thread still inside
-//! aws-lc while the C library runs its exit handlers aborts the process: aws-lc's exit-time
-//! destructor takes and clears every thread's random-generator state, and a thread still
-//! seeding its own aborts (`SIGABRT` in `CRYPTO_MUTEX_lock_read`).
+//! generator. `main` waits for them before the process exits: it ends by `_exit`, without the C
+//! library's exit handlers, but a panic still runs them, and a thread still inside aws-lc then
+//! aborts the process: aws-lc's exit-time destructor takes and clears every thread's
+//! random-generator state, and a thread still seeding its own aborts (`SIGABRT` in
+//! `CRYPTO_MUTEX_lock_read`). Joined, their work is also known to be done.
 
 use std::sync::Mutex;
 use std::thread::JoinHandle;

@@ -135,6 +135,10 @@ enum Command {
         /// Testing only: certificates issued per round of intents, signatures and records.
         #[arg(long, hide = true, default_value_t = gitca::app::apply::ISSUE_CHUNK)]
         issue_chunk: usize,
+        /// Testing only: at most this many new certificates encoded as PEM beside the state
+        /// writes.
+        #[arg(long, hide = true, default_value_t = gitca::app::outputs::PEM_BESIDE)]
+        pem_beside: usize,
         /// Testing only: lease time-to-live.
         #[arg(long, hide = true, default_value = "600s")]
         lease_ttl: Span,
@@ -314,6 +318,7 @@ async fn run(cli: Cli) -> Result<Exit, RunError> {
             events,
             full_scan,
             issue_chunk,
+            pem_beside,
         } => {
             let opts = ApplyOptions {
                 push,
@@ -326,6 +331,7 @@ async fn run(cli: Cli) -> Result<Exit, RunError> {
                 lease_ttl: lease_ttl.0,
                 lease_wait: lease_wait.0,
                 issue_chunk,
+                pem_beside,
                 ..Default::default()
             };
             let mut o = apply::apply(&args, &opts).await?;
@@ -487,9 +493,13 @@ fn main() -> ExitCode {
 
 /// Ends the process without running the exit handlers of the C libraries: they only give back
 /// memory the kernel takes back anyway (mimalloc returned every page it held, page by page,
-/// 5-10 ms of a 10,000 issuance with the other core idle). Every file, lock and thread of the
-/// run is closed, committed or joined by now. Standard output is flushed as Rust's own exit
-/// would (its writes report their errors: `write_stdout`); standard error is not buffered.
+/// 5-10 ms of a 10,000 issuance with the other core idle), and mimalloc's statistics, if asked
+/// for by its environment, are not printed. Every file and lock of the run is closed or
+/// committed by now, and the threads `background` started are joined; rayon's idle workers, and
+/// a PEM encoder a failed run left (see `outputs::FreshPems`), end with the process. Standard
+/// output is flushed as Rust's own exit would (its writes report their errors:
+/// `write_stdout`); standard error is not buffered. A panic unwinds out of `main` and exits
+/// the usual way.
 fn exit_now(code: u8) -> ! {
     let _ = std::io::Write::flush(&mut std::io::stdout());
     // SAFETY: _exit(2) only ends the process.

@@ -820,3 +820,73 @@ fn a_key_is_decided_in_id_order_across_the_plans_rounds() {
         assert!(codes_in(r, "findings").contains("key-reuse"), "{r}");
     }
 }
+
+/// Output files come from three places: this run's certificates encoded as PEM beside its
+/// state writes, this run's past that cap (encoded with the outputs), and the state, for a
+/// certificate an earlier run signed whose files are gone. With the cap at one, the run below
+/// takes from all three: each output is its request's current certificate, the one deleted is
+/// restored byte for byte, the work tree is clean and `gitca verify` agrees.
+#[test]
+fn outputs_encoded_beside_past_the_cap_and_from_the_state_are_each_the_current_certificate() {
+    if !have("openssl") {
+        return;
+    }
+    let env = issued_then_web01_shortened();
+    env.edit("requests/servers/api.yaml", |y| {
+        y.replace("lifetime: 90d", "lifetime: 80d")
+    });
+    let (alice, alice_chain) = ("issued/clients/alice.pem", "issued/clients/alice.chain.pem");
+    let before = (
+        std::fs::read(env.path(alice)).unwrap(),
+        std::fs::read(env.path(alice_chain)).unwrap(),
+    );
+    env.git(&["rm", "-q", alice, alice_chain]);
+    env.commit_all("api shorter, alice's outputs gone");
+
+    let a = apply_at_exit(
+        &env,
+        &["--pem-beside", "1", "--full-scan"],
+        "2026-12-02T00:00:00Z",
+        3,
+    );
+    let mut issued: Vec<(&str, &str)> = (a["issued"].as_array().unwrap().iter())
+        .map(|i| {
+            (
+                i["request_id"].as_str().unwrap(),
+                i["serial"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    issued.sort();
+    assert_eq!(
+        issued.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        [
+            "requests/servers/api.yaml",
+            "requests/servers/web-01.yaml",
+            "requests/workloads/payments-api.yaml"
+        ],
+        "two reissued, one renewed: {a}"
+    );
+    let hex = |s: &str| s.trim_start_matches('0').to_ascii_lowercase();
+    for (id, serial) in issued {
+        let id = id.trim_start_matches("requests/").trim_end_matches(".yaml");
+        let leaf = env.path(&format!("issued/{id}.pem"));
+        assert_eq!(hex(&openssl_serial(&leaf)), hex(serial), "{id}");
+        let leaf = std::fs::read(leaf).unwrap();
+        let chain = std::fs::read(env.path(&format!("issued/{id}.chain.pem"))).unwrap();
+        assert!(chain.starts_with(&leaf) && chain.len() > leaf.len(), "{id}");
+    }
+    let after = (
+        std::fs::read(env.path(alice)).unwrap(),
+        std::fs::read(env.path(alice_chain)).unwrap(),
+    );
+    assert!(after == before, "alice's outputs restored from the state");
+    assert_eq!(env.git(&["status", "--porcelain"]), "", "work tree clean");
+    let v = env.gitca(&["verify"]);
+    assert_eq!(
+        v.status.code(),
+        Some(0),
+        "verify: {}",
+        String::from_utf8_lossy(&v.stdout)
+    );
+}

@@ -659,7 +659,8 @@ impl GitRepo {
             rels,
             replaced,
         } = outputs;
-        // The ids first: queued behind the files, they waited for every file to be written.
+        // The ids first: when they were computed on the cores that write the files, they
+        // waited for every file to be written.
         let blobs = NewBlobs::of(files)?;
         let (built, index) = std::thread::scope(|scope| {
             let writing = scope.spawn(|| {

@@ -111,10 +111,10 @@ pub fn write_pack<T: Sync>(
     pack.put(&header).map_err(fail)?;
     let mut entries = Vec::with_capacity(unique.len());
     let mut offsets = std::collections::HashMap::with_capacity(order.len());
-    // Each entry encoded and written in turn, on this thread: the pack is written while the
-    // work-tree files are, which keep every core busy, and its entries encoded on all cores
-    // queued behind those files and then ran alone (20-25 ms of a 10,000 issuance with one core
-    // idle). One entry is held at a time.
+    // Each entry encoded and written in turn, on this thread, while the work-tree files are
+    // written on every core. When the entries were encoded on those cores instead, they waited
+    // behind the files and then ran alone (20-25 ms of a 10,000 issuance with one core idle).
+    // One entry is held at a time.
     for &i in &order {
         let data = bytes(&blobs[i]);
         let delta = base_of(i).and_then(|b| {

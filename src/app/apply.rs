@@ -112,6 +112,9 @@ pub struct ApplyOptions {
     pub full_scan: bool,
     /// Certificates issued per round (intents, signatures, records); tests make it small.
     pub issue_chunk: usize,
+    /// At most this many new certificates are encoded as PEM beside the state writes (see
+    /// `outputs::FreshPems`); tests make it small.
+    pub pem_beside: usize,
 }
 
 impl Default for ApplyOptions {
@@ -130,6 +133,7 @@ impl Default for ApplyOptions {
             events_file: None,
             force_crl: false,
             issue_chunk: ISSUE_CHUNK,
+            pem_beside: outputs::PEM_BESIDE,
         }
     }
 }
@@ -587,7 +591,7 @@ pub async fn reconcile(
         true => IssueRun::default(),
         false => issue(ctx, signer, opts, &issuer, &mut plan).await?,
     };
-    let fresh = outputs::FreshPems::encode_beside(fresh);
+    let fresh = outputs::FreshPems::encode_beside(fresh, opts.pem_beside);
     signatures += issued.len();
 
     // Revocations, orphans, CRL.
@@ -766,8 +770,10 @@ pub async fn reconcile(
                 });
             }
         };
-        // Known to change the index, whose CRL number this run took: staged, without the copy
-        // and comparison of `update` (a few milliseconds at 10,000 certificates, one core).
+        // Known to change the index this run read, whose CRL number it took: staged, without
+        // the copy and comparison of `update` (a few milliseconds at 10,000 certificates, one
+        // core). After a lost race the change is compared, and one a newer CRL made moot is
+        // not written.
         h.stage(&record_crl);
         h.write_staged(&record_crl).await?;
         crl_number = Some(number);

@@ -235,8 +235,9 @@ impl IndexHandle {
     }
 
     /// Stores the staged index by compare-and-swap. On a lost race it re-reads the index and
-    /// re-applies `change` (the staged one), and says so: what was taken from the staged index
-    /// meanwhile may be stale. After an error the index in memory is not the stored one.
+    /// re-applies `change` (the staged one), writing only if that changes it, and says so: what
+    /// was taken from the staged index meanwhile may be stale. After an error the index in
+    /// memory is not the stored one.
     pub async fn write_staged(&mut self, change: &impl Fn(&mut Index)) -> Result<Staged, RunError> {
         let mut outcome = Staged::Written;
         for _ in 0..MAX_RACES {
@@ -257,8 +258,15 @@ impl IndexHandle {
                     if self.index == staged {
                         return Ok(outcome);
                     }
-                    change(&mut self.index);
                     outcome = Staged::Reapplied;
+                    // Another writer may have made the change already (a newer CRL recorded,
+                    // say): then there is nothing left to write. Compared on this rare path
+                    // only, where `stage` skipped the copy.
+                    let before = self.index.clone();
+                    change(&mut self.index);
+                    if self.index == before {
+                        return Ok(outcome);
+                    }
                 }
             }
         }
@@ -406,6 +414,28 @@ mod tests {
         assert_eq!(h.write_staged(&change).await.unwrap(), Staged::Written);
         assert_eq!(h.conflicts, 1);
         assert_eq!(read(store.as_ref(), "ca").await.unwrap().0, h.index);
+    }
+
+    /// A staged write that lost its race to a writer that made the same change writes nothing
+    /// more: the index stays at that writer's version, and the caller hears it was re-applied.
+    #[tokio::test]
+    async fn a_staged_change_another_writer_made_first_is_not_written_again() {
+        // Never reports a loss; counts the index writes that land.
+        let (_dir, store) = LandsButReportsLost::at(0);
+        let mut ours = IndexHandle::open(store.clone(), "ca".into()).await.unwrap();
+        let mut theirs = IndexHandle::open(store.clone(), "ca".into()).await.unwrap();
+        // Theirs makes our change and one more, so the index differs from ours staged.
+        let change = |i: &mut Index| index_certs(i, 0..3);
+        theirs.update(|i| index_certs(i, 0..4)).await.unwrap();
+        let written = read(store.as_ref(), "ca").await.unwrap().1.unwrap();
+        ours.stage(&change);
+        assert_eq!(ours.write_staged(&change).await.unwrap(), Staged::Reapplied);
+        assert_eq!(ours.conflicts, 1);
+        assert_eq!(store.writes.load(Ordering::SeqCst), 1, "theirs only");
+        assert_eq!(ours.version(), written);
+        let (back, version) = read(store.as_ref(), "ca").await.unwrap();
+        assert_eq!(back.certs.len(), 4);
+        assert_eq!((back, version), (ours.index.clone(), Some(written)));
     }
 
     /// An index naming another object as its base is refused, not merged (gitca would delete

@@ -118,40 +118,66 @@ type Encoded = Result<HashMap<String, Pem>, String>;
 /// At most this many of a run's certificates are encoded beside its state writes: all of a
 /// 10,000 issuance's, while the PEM held at once, beside the DER, stays a few megabytes (all of
 /// a first issuance of 100,000 raised its peak by 22 MiB).
-const PEM_BESIDE: usize = 16_384;
+pub const PEM_BESIDE: usize = 16_384;
 
 /// This run's certificates as PEM, by serial, encoded on a thread of its own from the moment
-/// they are all signed and recorded: meanwhile the run writes its index and CRL, on one core
-/// for most of it, and a 10,000 issuance left the other idle there (perf). Past
-/// [`PEM_BESIDE`], the rest stay DER, for `changes` to encode. The default holds none.
+/// they are all signed and recorded, while the run goes on to its state writes. When a CRL is
+/// due, that is the index and CRL writes, mostly on one core, and a 10,000 issuance left the
+/// other idle there (perf); otherwise only the index change and the output folder's reading
+/// before `changes` waits. Past the cap, the rest stay DER, for `changes` to encode, as all do
+/// where no thread can be started. The default holds none.
 #[derive(Default)]
 pub struct FreshPems {
-    encoding: Option<Result<std::thread::JoinHandle<Encoded>, String>>,
+    encoding: Option<std::thread::JoinHandle<Encoded>>,
     rest: super::apply::FreshCertificates,
 }
 
 impl FreshPems {
-    /// Starts encoding `certificates` (DER by serial), each freed as it is encoded.
-    pub fn encode_beside(mut certificates: super::apply::FreshCertificates) -> FreshPems {
-        if certificates.is_empty() {
-            return FreshPems::default();
+    /// Starts encoding at most `cap` of `certificates` (DER by serial), each freed as it is
+    /// encoded.
+    pub fn encode_beside(certificates: super::apply::FreshCertificates, cap: usize) -> FreshPems {
+        FreshPems::encode_on(std::thread::Builder::new(), certificates, cap)
+    }
+
+    fn encode_on(
+        thread: std::thread::Builder,
+        mut certificates: super::apply::FreshCertificates,
+        cap: usize,
+    ) -> FreshPems {
+        if certificates.is_empty() || cap == 0 {
+            return FreshPems {
+                encoding: None,
+                rest: certificates,
+            };
         }
+        // The thread first, the certificates sent once it runs: a spawn that fails drops what
+        // it was given, and these must then stay here.
+        let (send, receive) = std::sync::mpsc::sync_channel::<Vec<(String, Vec<u8>)>>(1);
+        let spawned = thread.name("gitca-pem".into()).spawn(move || {
+            (receive.recv().unwrap_or_default().into_iter())
+                .map(|(serial, der)| Ok((serial, pem("CERTIFICATE", &der)?.into_bytes().into())))
+                .collect()
+        });
+        let encoding = match spawned {
+            Ok(encoding) => encoding,
+            Err(e) => {
+                tracing::debug!("no thread to encode the certificates beside the state ({e})");
+                return FreshPems {
+                    encoding: None,
+                    rest: certificates,
+                };
+            }
+        };
         let mut taken = 0;
         let beside: Vec<(String, Vec<u8>)> = (certificates.extract_if(|_, _| {
             taken += 1;
-            taken <= PEM_BESIDE
+            taken <= cap
         }))
         .collect();
-        let encoding = std::thread::Builder::new()
-            .name("gitca-pem".into())
-            .spawn(move || {
-                (beside.into_iter())
-                    .map(|(serial, der)| {
-                        Ok((serial, pem("CERTIFICATE", &der)?.into_bytes().into()))
-                    })
-                    .collect()
-            })
-            .map_err(|e| format!("cannot start a thread to encode the certificates: {e}"));
+        if let Err(std::sync::mpsc::SendError(back)) = send.send(beside) {
+            // The thread is gone (it cannot end before it receives): these stay DER.
+            certificates.extend(back);
+        }
         FreshPems {
             encoding: Some(encoding),
             rest: certificates,
@@ -162,7 +188,7 @@ impl FreshPems {
     fn wait(self) -> Result<(HashMap<String, Pem>, super::apply::FreshCertificates), String> {
         let pems = match self.encoding {
             None => HashMap::new(),
-            Some(encoding) => encoding?
+            Some(encoding) => encoding
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?,
         };
@@ -279,7 +305,7 @@ pub async fn changes(
         .map(|(_, _, serial)| serial.as_str())
         .filter(|serial| !fresh.contains_key(*serial) && !fresh_der.contains_key(*serial))
         .collect();
-    // The DER to encode here: fetched, or this run's past `PEM_BESIDE`.
+    // The DER to encode here: fetched, or this run's past the cap.
     let mut loaded = load_certificates(ctx, index, &from_store).await?;
     loaded.extend(fresh_der);
     // Encoded on all cores, a batch at a time (each certificate is held once, as DER or as its
@@ -348,18 +374,27 @@ mod tests {
     use super::*;
 
     /// What the thread beside the state writes hands over is each certificate's PEM, by its
-    /// serial, as `changes` would have encoded it; past `PEM_BESIDE`, the others' DER as it was
+    /// serial, as `changes` would have encoded it; past the cap, the others' DER as it was
     /// given. None started, none held.
     #[test]
     fn fresh_pems_are_each_certificates_pem_by_serial_and_past_the_cap_its_der() {
-        for n in [50, PEM_BESIDE, PEM_BESIDE + 7] {
-            let certificates: super::super::apply::FreshCertificates = (0..n)
+        let certificates = |n: usize| -> super::super::apply::FreshCertificates {
+            (0..n)
                 .map(|i| (format!("{i:05x}"), vec![(i % 251) as u8; 300 + i % 97]))
-                .collect();
-            let (pems, rest) = FreshPems::encode_beside(certificates.clone())
+                .collect()
+        };
+        for (n, cap) in [
+            (50, PEM_BESIDE),
+            (PEM_BESIDE, PEM_BESIDE),
+            (PEM_BESIDE + 7, PEM_BESIDE),
+            (50, 7),
+            (50, 0),
+        ] {
+            let certificates = certificates(n);
+            let (pems, rest) = FreshPems::encode_beside(certificates.clone(), cap)
                 .wait()
                 .unwrap();
-            assert_eq!(pems.len(), n.min(PEM_BESIDE), "{n}");
+            assert_eq!(pems.len(), n.min(cap), "{n}, at most {cap}");
             assert_eq!(pems.len() + rest.len(), n);
             for (serial, der) in &certificates {
                 match pems.get(serial) {
@@ -370,7 +405,22 @@ mod tests {
         }
         let (pems, rest) = FreshPems::default().wait().unwrap();
         assert!(pems.is_empty() && rest.is_empty());
-        let none = FreshPems::encode_beside(Default::default());
+        let none = FreshPems::encode_beside(Default::default(), PEM_BESIDE);
         assert!(none.encoding.is_none());
+    }
+
+    /// Where no thread can be started (one asking for more stack than the machine has), every
+    /// certificate stays DER for `changes` to encode: none is lost and the run goes on.
+    #[test]
+    fn fresh_pems_without_a_thread_keep_every_certificates_der() {
+        let certificates: super::super::apply::FreshCertificates = (0..20)
+            .map(|i| (format!("{i:05x}"), vec![i as u8; 100]))
+            .collect();
+        let too_big = std::thread::Builder::new().stack_size(1 << 46);
+        let fresh = FreshPems::encode_on(too_big, certificates.clone(), PEM_BESIDE);
+        assert!(fresh.encoding.is_none(), "the thread could not start");
+        let (pems, rest) = fresh.wait().unwrap();
+        assert!(pems.is_empty());
+        assert_eq!(rest, certificates);
     }
 }
