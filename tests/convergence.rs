@@ -453,3 +453,35 @@ fn an_output_blob_missing_from_git_is_reported_and_written_again() {
     env.git(&["cat-file", "-e", blob]);
     env.ok(&["verify"], 0);
 }
+
+/// An issuance in rounds, each round's records written while the next round is signed: every
+/// request is issued once and reported in the plan's order, every round is recorded as one
+/// object, and the state, the repository and `gitca verify` agree.
+#[test]
+fn an_issuance_in_many_rounds_records_every_round_and_issues_each_request_once() {
+    if !have("openssl") {
+        return;
+    }
+    for (chunk, rounds) in [("1", 7), ("2", 4), ("3", 3)] {
+        let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+        env.init(&[]);
+        let out = env.ok(&["apply", "--issue-chunk", chunk, "--format", "json"], 3);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let ids: Vec<&str> = (v["issued"].as_array().unwrap().iter())
+            .map(|i| i["request_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids.len(), 7, "rounds of {chunk}: {ids:?}");
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "rounds of {chunk}: in the plan's order: {ids:?}"
+        );
+        assert_eq!(
+            state_paths(&env, "certs").len(),
+            rounds,
+            "rounds of {chunk}: one records object per round"
+        );
+        assert_converged(&env, 7);
+        let verify = env.gitca(&["verify"]);
+        assert_eq!(verify.status.code(), Some(0), "rounds of {chunk}");
+    }
+}

@@ -1110,6 +1110,12 @@ async fn issue(
                 .iter()
                 .map(|(_, (u, _))| u.tbs_der.as_slice())
                 .collect();
+            // The round before, if its write has ended: one that failed stops the run here,
+            // not after this round's signatures.
+            if recording.as_ref().is_some_and(|r| r.is_finished()) {
+                let previous = recording.take().expect("a recording");
+                run.take(recorded(previous, &mut spare_json).await?);
+            }
             let sign_started = std::time::Instant::now();
             let signatures = sign_all(signer, &tbs, &|| progress.tick()).await;
             run.sign_seconds += sign_started.elapsed().as_secs_f64();
@@ -1132,23 +1138,33 @@ async fn issue(
             }
             tracing::debug!(elapsed = ?phase.elapsed(), "signed");
             // Rounds are recorded in order: the one before first.
-            if let Some(previous) = recording.take() {
-                run.take(recorded(previous, &mut spare_json).await?);
-            }
-            if failed.is_some() || last {
-                // Recorded even when another signature failed (KMS retries spent, say). The last
-                // round's records are durable before `issue` returns: the outputs may be committed
-                // next, and a certificate in git must have its record.
-                put_round(
-                    ctx.store.as_ref(),
-                    &round,
-                    None,
-                    signed.iter().map(|s| &s.1),
-                    &mut json,
-                )
-                .await?;
-                if let Some(e) = failed {
-                    return Err(e.into());
+            let before = match recording.take() {
+                Some(previous) => recorded(previous, &mut spare_json).await.map(Some),
+                None => Ok(None),
+            };
+            if failed.is_some() || last || before.is_err() {
+                // Recorded even when another signature failed (KMS retries spent, say) or the
+                // round before could not be. The last round's records are durable before
+                // `issue` returns: the outputs may be committed next, and a certificate in git
+                // must have its record.
+                let records = signed.iter().map(|s| &s.1);
+                let written = put_round(ctx.store.as_ref(), &round, None, records, &mut json).await;
+                // The failed signature says the most (a disabled KMS key needs a human), then
+                // the round before's write, then this one's; the others are logged.
+                let (before, before_failed) = match before {
+                    Ok(before) => (before, None),
+                    Err(e) => (None, Some(e)),
+                };
+                let errors = [failed.map(RunError::from), before_failed, written.err()];
+                let mut errors = errors.into_iter().flatten();
+                if let Some(first) = errors.next() {
+                    for e in errors {
+                        tracing::warn!("also: {e}");
+                    }
+                    return Err(first);
+                }
+                if let Some(before) = before {
+                    run.take(before);
                 }
                 if last {
                     fail(opts, FailPoint::AfterRecord).await?;
@@ -1156,6 +1172,9 @@ async fn issue(
                 run.take(signed);
                 tracing::debug!(elapsed = ?phase.elapsed(), "records written");
             } else {
+                if let Ok(Some(before)) = before {
+                    run.take(before);
+                }
                 // Written while the next round is built, recorded and signed: mostly one core's
                 // work (the JSON's joining and the write), which left the other idle each round.
                 let store = ctx.store.clone();
@@ -1173,7 +1192,9 @@ async fn issue(
     if let Some(previous) = recording.take() {
         // A round failed while the one before was being recorded: that write ends first, so
         // the rerun's recovery finds what it wrote.
-        let _ = recorded(previous, &mut spare_json).await;
+        if let Err(e) = recorded(previous, &mut spare_json).await {
+            tracing::warn!("also: {e}");
+        }
     }
     rounds_done?;
     progress.finish();
@@ -1191,9 +1212,14 @@ type Recording = tokio::task::JoinHandle<(Result<(), RunError>, Vec<Signed>, Vec
 /// Waits for a round's records; its certificates once they are written. The JSON buffer
 /// comes back to `spare`.
 async fn recorded(recording: Recording, spare: &mut Vec<u8>) -> Result<Vec<Signed>, RunError> {
-    let (written, signed, json) = recording
-        .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    let (written, signed, json) = match recording.await {
+        Ok(done) => done,
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            // Cancelled: the runtime is shutting down.
+            Err(e) => return Err(RunError::Retryable(format!("a round's records: {e}"))),
+        },
+    };
     *spare = json;
     written.map(|()| signed)
 }

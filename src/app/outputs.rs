@@ -136,11 +136,19 @@ impl FreshPems {
     /// Starts encoding at most `cap` of `certificates` (DER by serial), each freed as it is
     /// encoded.
     pub fn encode_beside(certificates: super::apply::FreshCertificates, cap: usize) -> FreshPems {
-        FreshPems::encode_on(std::thread::Builder::new(), certificates, cap)
+        let spawn = |encode: Box<dyn FnOnce() -> Encoded + Send>| {
+            std::thread::Builder::new()
+                .name("gitca-pem".into())
+                .spawn(encode)
+        };
+        FreshPems::encode_on(spawn, certificates, cap)
     }
 
+    /// [`FreshPems::encode_beside`] on the thread `spawn` starts.
     fn encode_on(
-        thread: std::thread::Builder,
+        spawn: impl FnOnce(
+            Box<dyn FnOnce() -> Encoded + Send>,
+        ) -> std::io::Result<std::thread::JoinHandle<Encoded>>,
         mut certificates: super::apply::FreshCertificates,
         cap: usize,
     ) -> FreshPems {
@@ -153,11 +161,11 @@ impl FreshPems {
         // The thread first, the certificates sent once it runs: a spawn that fails drops what
         // it was given, and these must then stay here.
         let (send, receive) = std::sync::mpsc::sync_channel::<Vec<(String, Vec<u8>)>>(1);
-        let spawned = thread.name("gitca-pem".into()).spawn(move || {
+        let spawned = spawn(Box::new(move || {
             (receive.recv().unwrap_or_default().into_iter())
                 .map(|(serial, der)| Ok((serial, pem("CERTIFICATE", &der)?.into_bytes().into())))
                 .collect()
-        });
+        }));
         let encoding = match spawned {
             Ok(encoding) => encoding,
             Err(e) => {
@@ -420,15 +428,15 @@ mod tests {
         assert!(none.encoding.is_none());
     }
 
-    /// Where no thread can be started (one asking for more stack than the machine has), every
-    /// certificate stays DER for `changes` to encode: none is lost and the run goes on.
+    /// Where no thread can be started, every certificate stays DER for `changes` to encode:
+    /// none is lost and the run goes on.
     #[test]
     fn fresh_pems_without_a_thread_keep_every_certificates_der() {
         let certificates: super::super::apply::FreshCertificates = (0..20)
             .map(|i| (format!("{i:05x}"), vec![i as u8; 100]))
             .collect();
-        let too_big = std::thread::Builder::new().stack_size(1 << 46);
-        let fresh = FreshPems::encode_on(too_big, certificates.clone(), PEM_BESIDE);
+        let no_thread = |_| Err(std::io::Error::other("no more threads"));
+        let fresh = FreshPems::encode_on(no_thread, certificates.clone(), PEM_BESIDE);
         assert!(fresh.encoding.is_none(), "the thread could not start");
         let (pems, rest) = fresh.wait().unwrap();
         assert!(pems.is_empty());
