@@ -73,13 +73,7 @@ fn step(env: &Env, at: &str) -> Value {
         "",
         "work tree clean after apply"
     );
-    let v = env.gitca(&["verify"]);
-    assert_eq!(
-        v.status.code(),
-        Some(0),
-        "verify after apply at {at}: {}",
-        String::from_utf8_lossy(&v.stdout)
-    );
+    assert_verified(env, &format!("after apply at {at}"));
     applied
 }
 
@@ -882,11 +876,5 @@ fn outputs_encoded_beside_past_the_cap_and_from_the_state_are_each_the_current_c
     );
     assert!(after == before, "alice's outputs restored from the state");
     assert_eq!(env.git(&["status", "--porcelain"]), "", "work tree clean");
-    let v = env.gitca(&["verify"]);
-    assert_eq!(
-        v.status.code(),
-        Some(0),
-        "verify: {}",
-        String::from_utf8_lossy(&v.stdout)
-    );
+    assert_verified(&env, "after the outputs from three places");
 }
