@@ -70,8 +70,9 @@ pub async fn sign_verified(s: &dyn Signer, tbs: &[u8]) -> Result<Vec<u8>, SignEr
 /// cost: each check saves about 24 microseconds.
 const TABLES_FROM: usize = 64;
 
-/// Checks the signer's signatures: its key is parsed once, however many it signs.
-fn verifier_of(s: &dyn Signer, signatures: usize) -> Result<SignatureVerifier, String> {
+/// Checks the signer's signatures: its key is parsed once, however many it signs. A run that
+/// signs in rounds makes it once for all of them ([`sign_all_with`]).
+pub fn verifier_of(s: &dyn Signer, signatures: usize) -> Result<SignatureVerifier, String> {
     let (key, alg) = (s.public_key(), &s.algorithm());
     if signatures >= TABLES_FROM {
         SignatureVerifier::for_many(key, alg)
@@ -110,8 +111,18 @@ pub async fn sign_all(
     tbs: &[&[u8]],
     tick: &(dyn Fn() + Sync),
 ) -> Vec<Result<Vec<u8>, SignError>> {
+    sign_all_with(s, &verifier_of(s, tbs.len()), tbs, tick).await
+}
+
+/// [`sign_all`], each signature checked by `verifier` (from [`verifier_of`] for this signer).
+pub async fn sign_all_with(
+    s: &dyn Signer,
+    verifier: &Result<SignatureVerifier, String>,
+    tbs: &[&[u8]],
+    tick: &(dyn Fn() + Sync),
+) -> Vec<Result<Vec<u8>, SignError>> {
     use rayon::prelude::*;
-    let verifier = match verifier_of(s, tbs.len()) {
+    let verifier = match verifier {
         Ok(v) => v,
         // Nothing is signed that could not be checked.
         Err(e) => {
@@ -121,7 +132,6 @@ pub async fn sign_all(
                 .collect();
         }
     };
-    let verifier = &verifier;
     if verifier.has_tables() {
         tracing::debug!("the signatures are checked by tables of the CA key's multiples");
     }

@@ -11,7 +11,8 @@ use super::{Exit, RunError, lease, outputs};
 use crate::adapters::git::PendingCommit;
 use crate::adapters::kms::{self, KmsSigner};
 use crate::adapters::signer::{
-    LocalSigner, SignError, Signer, SignerStats, check_matches, sign_all, sign_verified,
+    LocalSigner, SignError, Signer, SignerStats, check_matches, sign_all, sign_all_with,
+    sign_verified, verifier_of,
 };
 use crate::adapters::state_store::StoreError;
 use crate::domain::crl::{self, CrlEntry};
@@ -1040,6 +1041,8 @@ async fn issue(
     let mut spare_json = Vec::new();
     // The round whose records are being written, if any.
     let mut recording: Option<Recording> = None;
+    // The CA key parsed, and its tables made, once for every round.
+    let verifier = verifier_of(signer, to_issue.len());
     let chunk_size = opts.issue_chunk.max(1);
     // Every certificate is built and checked before the first intent, so a request that cannot
     // be issued stops the run before anything is signed; the rounds only bound memory. Past
@@ -1118,7 +1121,7 @@ async fn issue(
                 run.take(recorded(previous, &mut spare_json).await?);
             }
             let sign_started = std::time::Instant::now();
-            let signatures = sign_all(signer, &tbs, &|| progress.tick()).await;
+            let signatures = sign_all_with(signer, &verifier, &tbs, &|| progress.tick()).await;
             run.sign_seconds += sign_started.elapsed().as_secs_f64();
             let (with_sigs, failed) = signed_and_first_failure(built, signatures);
             // On all cores, as the signing was: a loop here left the other core idle every round.
