@@ -481,6 +481,6 @@ fn an_issuance_in_many_rounds_records_every_round_and_issues_each_request_once()
             "rounds of {chunk}: one records object per round"
         );
         assert_converged(&env, 7);
-        assert_verified(&env, &format!("after rounds of {chunk}"));
+        env.ok(&["verify"], 0);
     }
 }

@@ -73,7 +73,13 @@ fn step(env: &Env, at: &str) -> Value {
         "",
         "work tree clean after apply"
     );
-    assert_verified(env, &format!("after apply at {at}"));
+    let v = env.gitca(&["verify"]);
+    assert_eq!(
+        v.status.code(),
+        Some(0),
+        "verify after apply at {at}: {}",
+        String::from_utf8_lossy(&v.stdout)
+    );
     applied
 }
 
@@ -876,5 +882,5 @@ fn outputs_encoded_beside_past_the_cap_and_from_the_state_are_each_the_current_c
     );
     assert!(after == before, "alice's outputs restored from the state");
     assert_eq!(env.git(&["status", "--porcelain"]), "", "work tree clean");
-    assert_verified(&env, "after the outputs from three places");
+    env.ok(&["verify"], 0);
 }

@@ -1142,11 +1142,14 @@ async fn issue(
             }
             tracing::debug!(elapsed = ?phase.elapsed(), "signed");
             // Rounds are recorded in order: the one before first.
-            let before = match recording.take() {
-                Some(previous) => recorded(previous, &mut spare_json).await.map(Some),
-                None => Ok(None),
-            };
-            if failed.is_some() || last || before.is_err() {
+            let mut before_failed = None;
+            if let Some(previous) = recording.take() {
+                match recorded(previous, &mut spare_json).await {
+                    Ok(before) => run.take(before),
+                    Err(e) => before_failed = Some(e),
+                }
+            }
+            if failed.is_some() || last || before_failed.is_some() {
                 // Recorded even when another signature failed (KMS retries spent, say) or the
                 // round before could not be. The last round's records are durable before
                 // `issue` returns: the outputs may be committed next, and a certificate in git
@@ -1155,10 +1158,6 @@ async fn issue(
                 let written = put_round(ctx.store.as_ref(), &round, None, records, &mut json).await;
                 // The failed signature says the most (a disabled KMS key needs a human), then
                 // the round before's write, then this one's; the others are logged.
-                let (before, before_failed) = match before {
-                    Ok(before) => (before, None),
-                    Err(e) => (None, Some(e)),
-                };
                 let errors = [failed.map(RunError::from), before_failed, written.err()];
                 let mut errors = errors.into_iter().flatten();
                 if let Some(first) = errors.next() {
@@ -1167,18 +1166,12 @@ async fn issue(
                     }
                     return Err(first);
                 }
-                if let Some(before) = before {
-                    run.take(before);
-                }
                 if last {
                     fail(opts, FailPoint::AfterRecord).await?;
                 }
                 run.take(signed);
                 tracing::debug!(elapsed = ?phase.elapsed(), "records written");
             } else {
-                if let Ok(Some(before)) = before {
-                    run.take(before);
-                }
                 // Written while the next round is built, recorded and signed: mostly one core's
                 // work (the JSON's joining and the write), which left the other idle each round.
                 let store = ctx.store.clone();

@@ -153,10 +153,7 @@ impl FreshPems {
         cap: usize,
     ) -> FreshPems {
         if certificates.is_empty() || cap == 0 {
-            return FreshPems {
-                encoding: None,
-                rest: certificates,
-            };
+            return FreshPems::unencoded(certificates);
         }
         // The thread first, the certificates sent once it runs: a spawn that fails drops what
         // it was given, and these must then stay here.
@@ -170,10 +167,7 @@ impl FreshPems {
             Ok(encoding) => encoding,
             Err(e) => {
                 tracing::debug!("no thread to encode the certificates beside the state ({e})");
-                return FreshPems {
-                    encoding: None,
-                    rest: certificates,
-                };
+                return FreshPems::unencoded(certificates);
             }
         };
         let mut taken = 0;
@@ -188,6 +182,14 @@ impl FreshPems {
         }
         FreshPems {
             encoding: Some(encoding),
+            rest: certificates,
+        }
+    }
+
+    /// None encoded here: `changes` encodes them all.
+    fn unencoded(certificates: super::apply::FreshCertificates) -> FreshPems {
+        FreshPems {
+            encoding: None,
             rest: certificates,
         }
     }

@@ -287,19 +287,6 @@ pub fn new_p256_csr(path: &Path, common_name: &str) {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
-/// `gitca verify` finds the repository consistent with the state and the CA key (exit 0);
-/// `what` says when, for the failure message.
-#[track_caller]
-pub fn assert_verified(env: &Env, what: &str) {
-    let v = env.gitca(&["verify"]);
-    assert_eq!(
-        v.status.code(),
-        Some(0),
-        "verify {what}: {}",
-        String::from_utf8_lossy(&v.stdout)
-    );
-}
-
 /// `openssl verify -crl_check` of `leaf` against root + intermediates + CRL. Returns (ok, output).
 pub fn openssl_verify(
     root: &Path,
