@@ -484,3 +484,97 @@ fn an_issuance_in_many_rounds_records_every_round_and_issues_each_request_once()
         env.ok(&["verify"], 0);
     }
 }
+
+/// A run killed while a round's records are written beside the next round: the next round's
+/// intents are recorded (and it may be signed) while the write of the round before has not
+/// landed, so two rounds' intents are left without records. The rerun completes both from
+/// their intents, with their serials, issues the rest, and issues no request twice.
+#[test]
+fn a_kill_while_a_round_is_recorded_beside_the_next_converges_without_double_issuance() {
+    if !have("openssl") {
+        return;
+    }
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    env.init(&[]);
+    let head = env.head();
+    // Rounds of 3, 3 and 1: the first round's write hangs, the second round's intents follow.
+    let args = [
+        "apply",
+        "--issue-chunk",
+        "3",
+        "--hang-at",
+        "beside-record",
+        "--lease-ttl",
+        "2s",
+    ];
+    let mut run = Started(
+        env.command_in(&env.repo, &args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while state_files(&env, "intents").len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second round's intents were never recorded: {:?}",
+            state_files(&env, "intents")
+        );
+        assert!(
+            run.0.try_wait().unwrap().is_none(),
+            "the run ended before it was killed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    run.0.kill().unwrap();
+    run.0.wait().unwrap();
+    assert_eq!(state_files(&env, "intents").len(), 2, "two rounds' intents");
+    assert!(
+        state_paths(&env, "certs").is_empty(),
+        "no round was recorded: {:?}",
+        state_paths(&env, "certs")
+    );
+    assert_eq!(env.head(), head, "nothing committed by the killed run");
+
+    let out = env.ok(&["apply", "--lease-wait", "60s"], 3);
+    assert!(out.contains("completed 6"), "both rounds completed: {out}");
+    assert_eq!(
+        out.matches("\n  issue ").count(),
+        1,
+        "only the request of the round never started is issued anew: {out}"
+    );
+    assert_converged(&env, 7);
+    env.ok(&["verify"], 0);
+}
+
+/// The write of a round's records beside the next round fails: the run fails with that error
+/// (before the next round's signatures if the write has ended by then, after them otherwise,
+/// with that round still recorded), and the rerun completes what is left, each request once.
+#[test]
+fn a_failed_write_of_a_round_recorded_beside_the_next_fails_the_run_and_converges() {
+    if !have("openssl") {
+        return;
+    }
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    env.init(&[]);
+    let head = env.head();
+    let o = env.gitca(&["apply", "--issue-chunk", "3", "--fail-at", "beside-record"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("injected failure at BesideRecord"), "{err}");
+    assert_eq!(env.head(), head, "nothing committed by the failed run");
+    // The first round's records failed; the second's were written only if it was signed.
+    let recorded = state_paths(&env, "certs").len();
+    let intents = state_files(&env, "intents").len();
+    assert!(
+        (recorded, intents) == (0, 2) || (recorded, intents) == (1, 2),
+        "records {recorded}, intents {intents}"
+    );
+
+    let out = env.ok(&["apply"], 3);
+    assert!(out.contains("completed 6"), "both rounds completed: {out}");
+    assert_eq!(out.matches("\n  issue ").count(), 1, "{out}");
+    assert_converged(&env, 7);
+    env.ok(&["verify"], 0);
+}

@@ -24,16 +24,6 @@ fn bit(signal: u32) -> u64 {
     1 << (signal - 1)
 }
 
-/// A run this test started, killed should an assertion fail first (it would hang for an hour).
-struct Started(std::process::Child);
-
-impl Drop for Started {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Started by a script as a background job, SIGINT and SIGQUIT come ignored: gitca used to set
 /// no handler at all then, so SIGTERM (a CI job cancelled) left the index lock behind. Each
 /// signal is now taken on its own. Read while the run hangs at a test point, then SIGTERM ends

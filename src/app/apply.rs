@@ -89,6 +89,9 @@ pub enum FailPoint {
     AfterCrl,
     AfterOutputs,
     BeforeCommit,
+    /// In the write of a round's records beside the next round (every round but the last),
+    /// before anything is written: a kill there leaves two rounds' intents without records.
+    BesideRecord,
 }
 
 #[derive(Debug, Clone)]
@@ -199,11 +202,20 @@ impl ApplyOutcome {
 }
 
 async fn fail(opts: &ApplyOptions, at: FailPoint) -> Result<(), RunError> {
-    if opts.hang_at == Some(at) {
+    fail_or_hang(opts.fail_at, opts.hang_at, at).await
+}
+
+/// [`fail`] with the two test options alone, for a task that does not borrow the options.
+async fn fail_or_hang(
+    fail_at: Option<FailPoint>,
+    hang_at: Option<FailPoint>,
+    at: FailPoint,
+) -> Result<(), RunError> {
+    if hang_at == Some(at) {
         eprintln!("gitca: hanging at {at:?} (test failpoint)");
         tokio::time::sleep(Duration::from_secs(3600)).await;
     }
-    if opts.fail_at == Some(at) {
+    if fail_at == Some(at) {
         return Err(RunError::Retryable(format!("injected failure at {at:?}")));
     }
     Ok(())
@@ -1176,9 +1188,15 @@ async fn issue(
                 // work (the JSON's joining and the write), which left the other idle each round.
                 let store = ctx.store.clone();
                 let mut spare = std::mem::take(&mut spare_json);
+                let (fail_at, hang_at) = (opts.fail_at, opts.hang_at);
                 recording = Some(tokio::spawn(async move {
-                    let records = signed.iter().map(|s| &s.1);
-                    let r = put_round(store.as_ref(), &round, None, records, &mut spare).await;
+                    let r = match fail_or_hang(fail_at, hang_at, FailPoint::BesideRecord).await {
+                        Ok(()) => {
+                            let records = signed.iter().map(|s| &s.1);
+                            put_round(store.as_ref(), &round, None, records, &mut spare).await
+                        }
+                        Err(e) => Err(e),
+                    };
                     (r, signed, spare)
                 }));
             }

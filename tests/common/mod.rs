@@ -10,6 +10,17 @@ pub const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/example-repo");
 
 pub mod moto;
 
+/// A run a test started, killed should an assertion fail first (a run at a test point would
+/// hang for an hour).
+pub struct Started(pub std::process::Child);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub struct Env {
     _tmp: tempfile::TempDir,
     pub repo: PathBuf,
