@@ -486,9 +486,10 @@ fn an_issuance_in_many_rounds_records_every_round_and_issues_each_request_once()
 }
 
 /// A run killed while a round's records are written beside the next round: the next round's
-/// intents are recorded (and it may be signed) while the write of the round before has not
-/// landed, so two rounds' intents are left without records. The rerun completes both from
-/// their intents, with their serials, issues the rest, and issues no request twice.
+/// intents are recorded (and it may be signed), and the round after's intents written while it
+/// is, while the write of the first round's records has not landed. Three rounds' intents are
+/// left without records. The rerun completes them from their intents, with their serials,
+/// issues the rest, and issues no request twice.
 #[test]
 fn a_kill_while_a_round_is_recorded_beside_the_next_converges_without_double_issuance() {
     if !have("openssl") {
@@ -497,11 +498,13 @@ fn a_kill_while_a_round_is_recorded_beside_the_next_converges_without_double_iss
     let env = Env::from(EXAMPLE, &["revocations.yaml"]);
     env.init(&[]);
     let head = env.head();
-    // Rounds of 3, 3 and 1: the first round's write hangs, the second round's intents follow.
+    // Rounds of 2, 2, 2 and 1: the first round's write hangs; the second round's intents are
+    // awaited, the third's written while the second is signed, and the run then waits for ever
+    // for the first round's records. The fourth round is never started.
     let args = [
         "apply",
         "--issue-chunk",
-        "3",
+        "2",
         "--hang-at",
         "beside-record",
         "--lease-ttl",
@@ -515,10 +518,10 @@ fn a_kill_while_a_round_is_recorded_beside_the_next_converges_without_double_iss
             .unwrap(),
     );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while state_files(&env, "intents").len() < 2 {
+    while state_files(&env, "intents").len() < 3 {
         assert!(
             std::time::Instant::now() < deadline,
-            "the second round's intents were never recorded: {:?}",
+            "the third round's intents were never recorded: {:?}",
             state_files(&env, "intents")
         );
         assert!(
@@ -529,7 +532,11 @@ fn a_kill_while_a_round_is_recorded_beside_the_next_converges_without_double_iss
     }
     run.0.kill().unwrap();
     run.0.wait().unwrap();
-    assert_eq!(state_files(&env, "intents").len(), 2, "two rounds' intents");
+    assert_eq!(
+        state_files(&env, "intents").len(),
+        3,
+        "three rounds' intents"
+    );
     assert!(
         state_paths(&env, "certs").is_empty(),
         "no round was recorded: {:?}",
@@ -550,7 +557,8 @@ fn a_kill_while_a_round_is_recorded_beside_the_next_converges_without_double_iss
 
 /// The write of a round's records beside the next round fails: the run fails with that error
 /// (before the next round's signatures if the write has ended by then, after them otherwise,
-/// with that round still recorded), and the rerun completes what is left, each request once.
+/// with that round still recorded; the intents of the round after are written meanwhile), and
+/// the rerun completes what is left, each request once.
 #[test]
 fn a_failed_write_of_a_round_recorded_beside_the_next_fails_the_run_and_converges() {
     if !have("openssl") {
@@ -559,22 +567,53 @@ fn a_failed_write_of_a_round_recorded_beside_the_next_fails_the_run_and_converge
     let env = Env::from(EXAMPLE, &["revocations.yaml"]);
     env.init(&[]);
     let head = env.head();
-    let o = env.gitca(&["apply", "--issue-chunk", "3", "--fail-at", "beside-record"]);
+    // Rounds of 2, 2, 2 and 1.
+    let o = env.gitca(&["apply", "--issue-chunk", "2", "--fail-at", "beside-record"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("injected failure at BesideRecord"), "{err}");
     assert_eq!(env.head(), head, "nothing committed by the failed run");
-    // The first round's records failed; the second's were written only if it was signed.
+    // The first round's records failed; the second's were written only if it was signed; the
+    // third's intents were written while the second would be; the fourth never started.
     let recorded = state_paths(&env, "certs").len();
     let intents = state_files(&env, "intents").len();
     assert!(
-        (recorded, intents) == (0, 2) || (recorded, intents) == (1, 2),
+        (recorded, intents) == (0, 3) || (recorded, intents) == (1, 3),
         "records {recorded}, intents {intents}"
     );
 
     let out = env.ok(&["apply"], 3);
     assert!(out.contains("completed 6"), "both rounds completed: {out}");
     assert_eq!(out.matches("\n  issue ").count(), 1, "{out}");
+    assert_converged(&env, 7);
+    env.ok(&["verify"], 0);
+}
+
+/// The write of a round's intents beside the round before fails: the run stops before that
+/// round is signed, once the round before is recorded, and the rerun indexes the recorded round
+/// and issues the rest, each request once.
+#[test]
+fn a_failed_write_of_a_round_s_intents_beside_the_round_before_stops_before_its_signatures() {
+    if !have("openssl") {
+        return;
+    }
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    env.init(&[]);
+    // Rounds of 2, 2, 2 and 1: the second round's intents fail while the first is signed.
+    let o = env.gitca(&["apply", "--issue-chunk", "2", "--fail-at", "beside-intent"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("injected failure at BesideIntent"), "{err}");
+    assert_eq!(state_files(&env, "intents").len(), 1, "the first round's");
+    assert_eq!(
+        state_paths(&env, "certs").len(),
+        1,
+        "the first round recorded"
+    );
+
+    let out = env.ok(&["apply"], 3);
+    assert!(out.contains("completed 2"), "the first round: {out}");
+    assert_eq!(out.matches("\n  issue ").count(), 5, "the rest: {out}");
     assert_converged(&env, 7);
     env.ok(&["verify"], 0);
 }

@@ -90,8 +90,11 @@ pub enum FailPoint {
     AfterOutputs,
     BeforeCommit,
     /// In the write of a round's records beside the next round (every round but the last),
-    /// before anything is written: a kill there leaves two rounds' intents without records.
+    /// before anything is written: a kill there leaves rounds' intents without records.
     BesideRecord,
+    /// In the write of a round's intents beside the round before (every round but the first),
+    /// before anything is written.
+    BesideIntent,
 }
 
 #[derive(Debug, Clone)]
@@ -1047,8 +1050,9 @@ async fn issue(
         };
         Ok((unsigned, rec))
     };
-    // One buffer for every round's intents and records (6 MB a round), and one for the records
+    // Buffers of about 6 MB a round: the intents', the records written inline, and the records
     // written beside the next round.
+    let mut intents_json = Vec::new();
     let mut json = Vec::new();
     let mut spare_json = Vec::new();
     // The round whose records are being written, if any.
@@ -1083,45 +1087,76 @@ async fn issue(
             .collect::<Result<Vec<_>, String>>()?
             .into_iter()
     };
+    // Round `k`'s certificates, built and checked: taken from those built above, or built now.
+    let mut prepare = |chunk: &[usize], round: usize| -> Result<Built, RunError> {
+        let specs: Vec<(Action, Box<IssueSpec>)> = chunk
+            .iter()
+            .map(|&i| {
+                let r = &mut plan.requests[i];
+                let spec = r.spec.take().expect("planned issuance has a spec");
+                (r.action, spec)
+            })
+            .collect();
+        let built: Built = if round < kept_rounds {
+            let actions = specs.iter().map(|(action, _)| *action);
+            actions.zip(kept.by_ref().take(specs.len())).collect()
+        } else {
+            use rayon::prelude::*;
+            specs
+                .par_iter()
+                .zip(new_serials(specs.len())?)
+                .map(|((action, spec), serial)| Ok((*action, build(spec, serial)?)))
+                .collect::<Result<_, String>>()?
+        };
+        // 4-5 ms a round of 4,096, with the other core idle.
+        super::free_in_background(specs);
+        tracing::debug!(elapsed = ?phase.elapsed(), n = built.len(), "certificates built and linted");
+        Ok(built)
+    };
+    let chunks: Vec<&[usize]> = to_issue.chunks(chunk_size).collect();
+    // The next round's intents, being written while this round is signed.
+    let mut next_intents: Option<IntentsWrite> = None;
     let rounds_done = async {
-        for (round, chunk) in to_issue.chunks(chunk_size).enumerate() {
+        for (round, &chunk) in chunks.iter().enumerate() {
             // Test fail points stop the last round: earlier rounds are then recorded but not
             // indexed, the state a crash mid-issuance leaves.
             let last = round + 1 == rounds;
-            let specs: Vec<(Action, Box<IssueSpec>)> = chunk
-                .iter()
-                .map(|&i| {
-                    let r = &mut plan.requests[i];
-                    let spec = r.spec.take().expect("planned issuance has a spec");
-                    (r.action, spec)
-                })
-                .collect();
-            let built: Vec<_> = if round < kept_rounds {
-                let actions = specs.iter().map(|(action, _)| *action);
-                actions.zip(kept.by_ref().take(specs.len())).collect()
-            } else {
-                use rayon::prelude::*;
-                specs
-                    .par_iter()
-                    .zip(new_serials(specs.len())?)
-                    .map(|((action, spec), serial)| Ok((*action, build(spec, serial)?)))
-                    .collect::<Result<_, String>>()?
-            };
-            // 4-5 ms a round of 4,096, with the other core idle.
-            super::free_in_background(specs);
-            let n = built.len();
-            tracing::debug!(elapsed = ?phase.elapsed(), n, "certificates built and linted");
             // Every intent of the round is durable before any of it is signed: one object.
-            let round: Arc<str> = built[0].1.1.serial.as_str().into();
-            let key = intent_key(&round);
-            let records: Vec<&CertRecord> = built.iter().map(|(_, (_, rec))| rec).collect();
-            records_json_into(&mut json, &records).map_err(|e| e.to_string())?;
-            let version = ctx.store.put_new(&key, &json).await?;
-            run.intents_done.push((key, version));
+            let (built, intents) = match next_intents.take() {
+                Some(writing) => {
+                    let (written, built, buf) = joined(writing.await)?;
+                    intents_json = buf;
+                    (built, written?)
+                }
+                None => {
+                    let built = prepare(chunk, round)?;
+                    let written = write_intents(ctx.store.as_ref(), &built, &mut intents_json);
+                    let intents = written.await?;
+                    (built, intents)
+                }
+            };
+            run.intents_done.push(intents);
             if last {
                 fail(opts, FailPoint::AfterIntent).await?;
             }
             tracing::debug!(elapsed = ?phase.elapsed(), "intents recorded");
+            // The next round's intents are written while this round is signed: one core's work
+            // (the JSON's joining and the write) that left the other idle between rounds.
+            if let Some(&next) = chunks.get(round + 1) {
+                let built = prepare(next, round + 1)?;
+                let store = ctx.store.clone();
+                let mut buf = std::mem::take(&mut intents_json);
+                let (fail_at, hang_at) = (opts.fail_at, opts.hang_at);
+                next_intents = Some(tokio::spawn(async move {
+                    let written =
+                        match fail_or_hang(fail_at, hang_at, FailPoint::BesideIntent).await {
+                            Ok(()) => write_intents(store.as_ref(), &built, &mut buf).await,
+                            Err(e) => Err(e),
+                        };
+                    (written, built, buf)
+                }));
+            }
+            let round: Arc<str> = built[0].1.1.serial.as_str().into();
             let tbs: Vec<&[u8]> = built
                 .iter()
                 .map(|(_, (u, _))| u.tbs_der.as_slice())
@@ -1211,6 +1246,12 @@ async fn issue(
             tracing::warn!("also: {e}");
         }
     }
+    if let Some(writing) = next_intents.take() {
+        // Likewise the next round's intents: recovery completes them if they were written.
+        if let Err(e) = joined(writing.await).and_then(|(written, _, _)| written) {
+            tracing::warn!("also: {e}");
+        }
+    }
     rounds_done?;
     progress.finish();
     Ok(run)
@@ -1227,16 +1268,39 @@ type Recording = tokio::task::JoinHandle<(Result<(), RunError>, Vec<Signed>, Vec
 /// Waits for a round's records; its certificates once they are written. The JSON buffer
 /// comes back to `spare`.
 async fn recorded(recording: Recording, spare: &mut Vec<u8>) -> Result<Vec<Signed>, RunError> {
-    let (written, signed, json) = match recording.await {
-        Ok(done) => done,
-        Err(e) => match e.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
-            // Cancelled: the runtime is shutting down.
-            Err(e) => return Err(RunError::Retryable(format!("a round's records: {e}"))),
-        },
-    };
+    let (written, signed, json) = joined(recording.await)?;
     *spare = json;
     written.map(|()| signed)
+}
+
+/// What a task of `issue` returned; its panic goes on here.
+fn joined<T>(ended: Result<T, tokio::task::JoinError>) -> Result<T, RunError> {
+    ended.map_err(|e| match e.try_into_panic() {
+        Ok(panic) => std::panic::resume_unwind(panic),
+        // Cancelled: the runtime is shutting down.
+        Err(e) => RunError::Retryable(format!("a round's state write: {e}")),
+    })
+}
+
+/// A round's certificates, built and checked before its intents: action, TBS and record.
+type Built = Vec<(Action, (profile::Unsigned, CertRecord))>;
+
+/// A round's intents written while the round before is signed: the key and version written,
+/// the round, and the JSON buffer back.
+type IntentsWrite = tokio::task::JoinHandle<(Result<(String, String), RunError>, Built, Vec<u8>)>;
+
+/// Records a round's intents durably, as one object named by its first serial: its key and
+/// version.
+async fn write_intents(
+    store: &dyn crate::adapters::state_store::StateStore,
+    built: &Built,
+    buf: &mut Vec<u8>,
+) -> Result<(String, String), RunError> {
+    let key = intent_key(&built[0].1.1.serial);
+    let records: Vec<&CertRecord> = built.iter().map(|(_, (_, rec))| rec).collect();
+    records_json_into(buf, &records).map_err(|e| e.to_string())?;
+    let version = store.put_new(&key, buf).await?;
+    Ok((key, version))
 }
 
 impl IssueRun {
