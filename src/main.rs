@@ -458,16 +458,7 @@ fn main() -> ExitCode {
     gitca::adapters::remove_locks_on_termination();
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.log_format);
-    // CSR checks and local signing use every core unless GITCA_THREADS says otherwise.
-    if let Some(n) = std::env::var("GITCA_THREADS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|n| *n > 0)
-    {
-        let _ = rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global();
-    }
+    start_workers();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -490,6 +481,61 @@ fn main() -> ExitCode {
     drop(rt);
     exit_now(code)
 }
+
+/// Starts the pool that checks CSRs and signs: GITCA_THREADS workers, else rayon's own count
+/// (RAYON_NUM_THREADS, else every CPU the process may use). With one worker per such CPU, each
+/// worker stays on its own CPU: left to the scheduler, workers woken together were put on one
+/// CPU and left there for 10-20 ms at a time with the other idle (a two-thread 10,000
+/// issuance: 0.27 s of CPU time idle per run, 0.20 s with them kept apart). The other threads
+/// and the git commands go where the scheduler puts them. A thread or process started from a
+/// worker would inherit its one CPU; gitca starts none there.
+fn start_workers() {
+    let count = |var: &str| {
+        (std::env::var(var).ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|n| *n > 0)
+    };
+    let threads = (count("GITCA_THREADS").or_else(|| count("RAYON_NUM_THREADS")))
+        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+        .unwrap_or(1);
+    let cpus = allowed_cpus();
+    let one_each = cpus.len() == threads;
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("gitca-worker-{i}"))
+        .start_handler(move |i| {
+            if one_each {
+                keep_on_cpu(cpus[i]);
+            }
+        })
+        .build_global();
+}
+
+/// The CPUs this process may run on, in order; none where that cannot be told.
+#[cfg(target_os = "linux")]
+fn allowed_cpus() -> Vec<usize> {
+    use rustix::thread::{CpuSet, sched_getaffinity};
+    match sched_getaffinity(None) {
+        Ok(set) => (0..CpuSet::MAX_CPU).filter(|&c| set.is_set(c)).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn allowed_cpus() -> Vec<usize> {
+    Vec::new()
+}
+
+/// Keeps the calling thread on `cpu`; a refusal leaves it where it may run.
+#[cfg(target_os = "linux")]
+fn keep_on_cpu(cpu: usize) {
+    let mut one = rustix::thread::CpuSet::new();
+    one.set(cpu);
+    let _ = rustix::thread::sched_setaffinity(None, &one);
+}
+
+#[cfg(not(target_os = "linux"))]
+fn keep_on_cpu(_cpu: usize) {}
 
 /// Ends the process without running the exit handlers of the C libraries: they only give back
 /// memory the kernel takes back anyway (mimalloc returned every page it held, page by page,

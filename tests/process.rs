@@ -1,6 +1,6 @@
-//! How a run takes the signals that end it: the ones it was started ignoring stay ignored; the
-//! others get gitca's handler, which removes the git index lock it may hold and then ends the
-//! run as the signal would.
+//! The process a run is. How it takes the signals that end it: the ones it was started ignoring
+//! stay ignored; the others get gitca's handler, which removes the git index lock it may hold
+//! and then ends the run as the signal would. And where its threads may run.
 
 mod common;
 
@@ -82,5 +82,79 @@ fn a_run_handles_each_termination_signal_it_does_not_ignore() {
         assert_eq!(unsafe { libc::kill(run.0.id() as i32, libc::SIGTERM) }, 0);
         let status = run.0.wait().unwrap();
         assert_eq!(status.signal(), Some(15), "ended by SIGTERM: {status:?}");
+    }
+}
+
+/// The CPUs of a `Cpus_allowed_list` ("0-1", "0,2-3").
+fn cpu_list(list: &str) -> Vec<usize> {
+    let mut cpus = Vec::new();
+    for part in list.trim().split(',') {
+        let (from, to) = part.split_once('-').unwrap_or((part, part));
+        cpus.extend(from.parse::<usize>().unwrap()..=to.parse::<usize>().unwrap());
+    }
+    cpus
+}
+
+/// Each thread of a process: its name and the CPUs it may run on.
+fn threads_of(pid: u32) -> Vec<(String, Vec<usize>)> {
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let name = std::fs::read_to_string(task.join("comm")).unwrap();
+        let status = std::fs::read_to_string(task.join("status")).unwrap();
+        let allowed = (status.lines())
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap_or_else(|| panic!("no Cpus_allowed_list in {}", task.display()));
+        threads.push((name.trim().to_string(), cpu_list(allowed)));
+    }
+    threads
+}
+
+/// With a worker for each CPU the run may use, each worker is kept on a CPU of its own; with
+/// fewer, and for every other thread, the scheduler chooses among them all.
+#[test]
+fn workers_are_kept_on_a_cpu_each_only_when_there_is_one_for_every_cpu() {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let allowed = cpu_list(
+        (status.lines())
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap(),
+    );
+    for workers in [allowed.len(), 1] {
+        let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+        env.init(&[]);
+        let mut run = Started(
+            env.command_in(&env.repo, &["apply", "--hang-at", "after-intent"])
+                .env("GITCA_THREADS", workers.to_string())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut stderr = BufReader::new(run.0.stderr.take().unwrap());
+        let mut line = String::new();
+        while !line.contains("hanging at") {
+            line.clear();
+            assert!(
+                stderr.read_line(&mut line).unwrap() > 0,
+                "the run ended before its test point"
+            );
+        }
+        let threads = threads_of(run.0.id());
+        let (pool, others): (Vec<_>, Vec<_>) =
+            (threads.into_iter()).partition(|(name, _)| name.starts_with("gitca-worker-"));
+        assert_eq!(pool.len(), workers, "{pool:?}");
+        assert!(!others.is_empty());
+        for (name, cpus) in &others {
+            assert_eq!(cpus, &allowed, "{name} may run on every CPU");
+        }
+        let mut kept: Vec<usize> = pool.iter().flat_map(|(_, cpus)| cpus.clone()).collect();
+        kept.sort();
+        if workers == allowed.len() {
+            assert!(pool.iter().all(|(_, cpus)| cpus.len() == 1), "{pool:?}");
+            assert_eq!(kept, allowed, "a CPU each: {pool:?}");
+        } else {
+            assert!(pool.iter().all(|(_, cpus)| cpus == &allowed), "{pool:?}");
+        }
     }
 }
