@@ -482,7 +482,7 @@ impl<'a> LiveKeys<'a> {
         }
         LiveKeys {
             held,
-            planned: BTreeMap::new(),
+            planned: foldhash::HashMap::default(),
         }
     }
 }
@@ -491,7 +491,10 @@ impl<'a> LiveKeys<'a> {
 /// holding them.
 pub struct LiveKeys<'a> {
     held: foldhash::HashMap<&'a str, smallvec::SmallVec<[&'a str; 1]>>,
-    planned: BTreeMap<String, BTreeSet<String>>,
+    /// Hashed, not ordered: a first issuance plans every request, one entry each, on the one
+    /// thread that decides (perf: freeing a tree of 10,000 entries and sets took about 5 ms at
+    /// the end of the plan, with the other core idle).
+    planned: foldhash::HashMap<String, smallvec::SmallVec<[String; 1]>>,
 }
 
 impl LiveKeys<'_> {
@@ -510,10 +513,10 @@ impl LiveKeys<'_> {
 
     /// `id` will hold `key_id` once this run issues.
     pub fn plan(&mut self, key_id: &str, id: &str) {
-        self.planned
-            .entry(key_id.to_string())
-            .or_default()
-            .insert(id.to_string());
+        let ids = self.planned.entry(key_id.to_string()).or_default();
+        if !ids.iter().any(|r| r == id) {
+            ids.push(id.to_string());
+        }
     }
 }
 
