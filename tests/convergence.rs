@@ -73,6 +73,9 @@ fn state_paths(env: &Env, dir: &str) -> Vec<std::path::PathBuf> {
         .into_iter()
         .filter_map(|e| e.ok())
         .filter(|e| e.file_type().is_file())
+        // A write in progress (its temp file, before or just after it is linked into place) is
+        // not an object yet, as the store's own listing says.
+        .filter(|e| !e.file_name().to_string_lossy().starts_with(".tmp-"))
         .map(|e| e.into_path())
         .collect()
 }
@@ -556,8 +559,8 @@ fn a_kill_while_a_round_is_recorded_beside_the_next_converges_without_double_iss
 }
 
 /// The write of a round's records beside the next round fails: the run fails with that error
-/// (before the next round's signatures if the write has ended by then, after them otherwise,
-/// with that round still recorded; the intents of the round after are written meanwhile), and
+/// (before the next round's signatures if the write has ended by then; after them otherwise,
+/// with that round still recorded and the intents of the round after written meanwhile), and
 /// the rerun completes what is left, each request once.
 #[test]
 fn a_failed_write_of_a_round_recorded_beside_the_next_fails_the_run_and_converges() {
@@ -573,18 +576,20 @@ fn a_failed_write_of_a_round_recorded_beside_the_next_fails_the_run_and_converge
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("injected failure at BesideRecord"), "{err}");
     assert_eq!(env.head(), head, "nothing committed by the failed run");
-    // The first round's records failed; the second's were written only if it was signed; the
-    // third's intents were written while the second would be; the fourth never started.
+    // The first round's records failed. Found before the second round was signed, nothing
+    // more was written; found after, the second round was recorded, and the third round's
+    // intents were written meanwhile. The fourth never started.
     let recorded = state_paths(&env, "certs").len();
     let intents = state_files(&env, "intents").len();
     assert!(
-        (recorded, intents) == (0, 3) || (recorded, intents) == (1, 3),
+        (recorded, intents) == (0, 2) || (recorded, intents) == (1, 3),
         "records {recorded}, intents {intents}"
     );
 
     let out = env.ok(&["apply"], 3);
-    assert!(out.contains("completed 6"), "both rounds completed: {out}");
-    assert_eq!(out.matches("\n  issue ").count(), 1, "{out}");
+    let completed = 2 * intents;
+    assert!(out.contains(&format!("completed {completed}")), "{out}");
+    assert_eq!(out.matches("\n  issue ").count(), 7 - completed, "{out}");
     assert_converged(&env, 7);
     env.ok(&["verify"], 0);
 }

@@ -100,8 +100,13 @@ fn threads_of(pid: u32) -> Vec<(String, Vec<usize>)> {
     let mut threads = Vec::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let task = task.unwrap().path();
-        let name = std::fs::read_to_string(task.join("comm")).unwrap();
-        let status = std::fs::read_to_string(task.join("status")).unwrap();
+        // A thread that ended since the folder was listed is gone.
+        let (Ok(name), Ok(status)) = (
+            std::fs::read_to_string(task.join("comm")),
+            std::fs::read_to_string(task.join("status")),
+        ) else {
+            continue;
+        };
         let allowed = (status.lines())
             .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
             .unwrap_or_else(|| panic!("no Cpus_allowed_list in {}", task.display()));
