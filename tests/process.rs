@@ -24,6 +24,19 @@ fn bit(signal: u32) -> u64 {
     1 << (signal - 1)
 }
 
+/// Waits until `run` (its standard error piped) says it hangs at its test point.
+fn held_at_test_point(run: &mut Started) {
+    let mut stderr = BufReader::new(run.0.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("hanging at") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "the run ended before its test point"
+        );
+    }
+}
+
 /// Started by a script as a background job, SIGINT and SIGQUIT come ignored: gitca used to set
 /// no handler at all then, so SIGTERM (a CI job cancelled) left the index lock behind. Each
 /// signal is now taken on its own. Read while the run hangs at a test point, then SIGTERM ends
@@ -57,15 +70,7 @@ fn a_run_handles_each_termination_signal_it_does_not_ignore() {
             .unwrap();
         let mut run = Started(run);
         let pid = run.0.id().to_string();
-        let mut stderr = BufReader::new(run.0.stderr.take().unwrap());
-        let mut line = String::new();
-        while !line.contains("hanging at") {
-            line.clear();
-            assert!(
-                stderr.read_line(&mut line).unwrap() > 0,
-                "the run ended before its test point"
-            );
-        }
+        held_at_test_point(&mut run);
         let (ignored, caught) = (mask(&pid, "SigIgn"), mask(&pid, "SigCgt"));
         for (name, n) in SIGNALS {
             let at = format!("SIG{name}, trapped {trap:?}");
@@ -136,15 +141,7 @@ fn workers_are_kept_on_a_cpu_each_only_when_there_is_one_for_every_cpu() {
                 .spawn()
                 .unwrap(),
         );
-        let mut stderr = BufReader::new(run.0.stderr.take().unwrap());
-        let mut line = String::new();
-        while !line.contains("hanging at") {
-            line.clear();
-            assert!(
-                stderr.read_line(&mut line).unwrap() > 0,
-                "the run ended before its test point"
-            );
-        }
+        held_at_test_point(&mut run);
         let threads = threads_of(run.0.id());
         let (pool, others): (Vec<_>, Vec<_>) =
             (threads.into_iter()).partition(|(name, _)| name.starts_with("gitca-worker-"));
