@@ -490,25 +490,20 @@ fn main() -> ExitCode {
 /// and the git commands go where the scheduler puts them. A thread or process started from a
 /// worker would inherit its one CPU; gitca starts none there.
 fn start_workers() {
-    let count = |var: &str| {
-        (std::env::var(var).ok())
-            .and_then(|v| v.parse::<usize>().ok())
-            .filter(|n| *n > 0)
-    };
-    let threads = (count("GITCA_THREADS").or_else(|| count("RAYON_NUM_THREADS")))
-        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
-        .unwrap_or(1);
+    let mut pool = rayon::ThreadPoolBuilder::new().thread_name(|i| format!("gitca-worker-{i}"));
+    if let Some(n) = (std::env::var("GITCA_THREADS").ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+    {
+        pool = pool.num_threads(n);
+    }
+    if pool.build_global().is_err() {
+        return;
+    }
     let cpus = allowed_cpus();
-    let one_each = cpus.len() == threads;
-    let _ = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("gitca-worker-{i}"))
-        .start_handler(move |i| {
-            if one_each {
-                keep_on_cpu(cpus[i]);
-            }
-        })
-        .build_global();
+    if cpus.len() == rayon::current_num_threads() {
+        rayon::broadcast(|worker| keep_on_cpu(cpus[worker.index()]));
+    }
 }
 
 /// The CPUs this process may run on, in order; none where that cannot be told.

@@ -90,8 +90,11 @@ fn a_run_handles_each_termination_signal_it_does_not_ignore() {
     }
 }
 
-/// The CPUs of a `Cpus_allowed_list` ("0-1", "0,2-3").
-fn cpu_list(list: &str) -> Vec<usize> {
+/// The CPUs a `/proc/…/status` text allows, from its `Cpus_allowed_list` ("0-1", "0,2-3").
+fn cpus_allowed(status: &str) -> Vec<usize> {
+    let list = (status.lines())
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap_or_else(|| panic!("no Cpus_allowed_list in {status}"));
     let mut cpus = Vec::new();
     for part in list.trim().split(',') {
         let (from, to) = part.split_once('-').unwrap_or((part, part));
@@ -112,10 +115,7 @@ fn threads_of(pid: u32) -> Vec<(String, Vec<usize>)> {
         ) else {
             continue;
         };
-        let allowed = (status.lines())
-            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-            .unwrap_or_else(|| panic!("no Cpus_allowed_list in {}", task.display()));
-        threads.push((name.trim().to_string(), cpu_list(allowed)));
+        threads.push((name.trim().to_string(), cpus_allowed(&status)));
     }
     threads
 }
@@ -124,12 +124,7 @@ fn threads_of(pid: u32) -> Vec<(String, Vec<usize>)> {
 /// fewer, and for every other thread, the scheduler chooses among them all.
 #[test]
 fn workers_are_kept_on_a_cpu_each_only_when_there_is_one_for_every_cpu() {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let allowed = cpu_list(
-        (status.lines())
-            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-            .unwrap(),
-    );
+    let allowed = cpus_allowed(&std::fs::read_to_string("/proc/self/status").unwrap());
     for workers in [allowed.len(), 1] {
         let env = Env::from(EXAMPLE, &["revocations.yaml"]);
         env.init(&[]);
