@@ -458,7 +458,10 @@ fn main() -> ExitCode {
     gitca::adapters::remove_locks_on_termination();
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.log_format);
-    start_workers();
+    if let Err(e) = start_workers() {
+        eprintln!("gitca: error: {e}");
+        return ExitCode::from(1);
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -489,20 +492,34 @@ fn main() -> ExitCode {
 /// issuance: 0.27 s of CPU time idle per run, 0.20 s with them kept apart). The other threads
 /// and the git commands go where the scheduler puts them. A thread or process started from a
 /// worker would inherit its one CPU; gitca starts none there.
-fn start_workers() {
+fn start_workers() -> Result<(), String> {
     let mut pool = rayon::ThreadPoolBuilder::new().thread_name(|i| format!("gitca-worker-{i}"));
-    if let Some(n) = (std::env::var("GITCA_THREADS").ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|n| *n > 0)
-    {
+    if let Some(n) = workers_asked_for()? {
         pool = pool.num_threads(n);
     }
     if pool.build_global().is_err() {
-        return;
+        return Ok(());
     }
     let cpus = allowed_cpus();
     if cpus.len() == rayon::current_num_threads() {
         rayon::broadcast(|worker| keep_on_cpu(cpus[worker.index()]));
+    }
+    Ok(())
+}
+
+/// GITCA_THREADS, where set and not empty (a CI variable left blank is empty). A value that is
+/// not a count of workers is refused rather than replaced by the default: a runner limited to
+/// one worker would otherwise use every CPU, unseen.
+fn workers_asked_for() -> Result<Option<usize>, String> {
+    let value = std::env::var_os("GITCA_THREADS").unwrap_or_default();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    match value.to_str().map(str::parse::<usize>) {
+        Some(Ok(n)) if n > 0 => Ok(Some(n)),
+        _ => Err(format!(
+            "GITCA_THREADS={value:?}: not a number of workers (a whole number from 1 up)"
+        )),
     }
 }
 

@@ -155,3 +155,56 @@ fn workers_are_kept_on_a_cpu_each_only_when_there_is_one_for_every_cpu() {
         }
     }
 }
+
+/// Files under `dir`, each with its content: to see that a run changed nothing there.
+fn contents_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut files: Vec<_> = walkdir::WalkDir::new(dir)
+        .sort_by_file_name()
+        .into_iter()
+        .map(Result::unwrap)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| (e.path().to_path_buf(), std::fs::read(e.path()).unwrap()))
+        .collect();
+    files.sort();
+    files
+}
+
+/// A worker count that is not one (`0`, words, a sign, spaces) stops the run with an error
+/// naming GITCA_THREADS, before anything is read or written; it used to be ignored without a
+/// word, and the run used every CPU. An empty value counts as unset.
+#[test]
+fn a_gitca_threads_that_is_not_a_count_of_workers_is_refused() {
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    env.init(&[]);
+    let head = env.head();
+    let data = contents_under(&env.data);
+    for value in ["0", "two", "-1", " 2", "1.5"] {
+        let o = env
+            .command_in(&env.repo, &["apply"])
+            .env("GITCA_THREADS", value)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "GITCA_THREADS={value:?}: {err}");
+        assert!(
+            err.contains(&format!("GITCA_THREADS={value:?}")) && err.contains("number of workers"),
+            "{err}"
+        );
+        assert_eq!(env.head(), head);
+        assert!(
+            contents_under(&env.data) == data,
+            "GITCA_THREADS={value:?} wrote state"
+        );
+        assert_eq!(env.git(&["status", "--porcelain"]), "");
+    }
+    for value in ["", "1"] {
+        let o = env
+            .command_in(&env.repo, &["plan"])
+            .env("GITCA_THREADS", value)
+            .output()
+            .unwrap();
+        // 3: the example holds a request its policy rejects.
+        assert_eq!(o.status.code(), Some(3), "GITCA_THREADS={value:?}: {o:?}");
+        assert!(String::from_utf8_lossy(&o.stdout).starts_with("gitca plan for commit"));
+    }
+}
