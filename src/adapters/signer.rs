@@ -93,7 +93,12 @@ async fn sign_checked(
 }
 
 fn check(verifier: &SignatureVerifier, tbs: &[u8], sig: &[u8]) -> Result<(), SignError> {
-    verifier.verify(tbs, sig).map_err(|e| {
+    trusted(verifier.verify(tbs, sig))
+}
+
+/// A signature that does not verify, or a check that cannot be trusted, stops the run.
+fn trusted(checked: Result<(), VerifyError>) -> Result<(), SignError> {
+    checked.map_err(|e| {
         SignError::Fatal(match e {
             VerifyError::DoesNotVerify => {
                 format!("the signer returned a signature that does not verify: {e}")
@@ -102,6 +107,11 @@ fn check(verifier: &SignatureVerifier, tbs: &[u8], sig: &[u8]) -> Result<(), Sig
         })
     })
 }
+
+/// Signatures of a local key checked together, a rayon job: their `s` are inverted at once
+/// ([`SignatureVerifier::verify_many`]), one inversion of about 7 microseconds for 32 instead of
+/// one each (a check by tables took about 20).
+const CHECKED_TOGETHER: usize = 32;
 
 /// Signs every TBS, each checked like [`sign_verified`], results in input order. An in-process
 /// key signs on all cores (rayon); a remote signer gets every request at once and bounds how
@@ -137,12 +147,20 @@ pub async fn sign_all_with(
     }
     match s.in_process() {
         Some(local) => tbs
-            .par_iter()
-            .map(|t| {
-                let sig = local.sign_now(t)?;
-                check(verifier, t, &sig)?;
-                tick();
-                Ok(sig)
+            .par_chunks(CHECKED_TOGETHER)
+            .flat_map_iter(|chunk| {
+                let sigs: Vec<Result<Vec<u8>, SignError>> =
+                    chunk.iter().map(|t| local.sign_now(t)).collect();
+                let signed: Vec<(&[u8], &[u8])> = (chunk.iter().zip(&sigs))
+                    .filter_map(|(t, sig)| Some((*t, sig.as_deref().ok()?)))
+                    .collect();
+                let mut checks = verifier.verify_many(&signed).into_iter();
+                sigs.into_iter().map(move |sig| {
+                    let sig = sig?;
+                    trusted(checks.next().expect("a check for each signature"))?;
+                    tick();
+                    Ok(sig)
+                })
             })
             .collect(),
         None => {

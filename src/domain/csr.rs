@@ -237,31 +237,52 @@ impl SignatureVerifier {
     }
 
     pub fn verify(&self, msg: &[u8], sig: &[u8]) -> Result<(), VerifyError> {
+        let verdict = self.table.as_ref().map(|t| t.tables.verify(msg, sig));
+        self.settle(verdict, msg, sig)
+    }
+
+    /// [`SignatureVerifier::verify`] of each `(msg, sig)`, in order. By tables, the signatures'
+    /// `s` are inverted together (see [`FixedKey::verify_many`]).
+    pub fn verify_many(&self, items: &[(&[u8], &[u8])]) -> Vec<Result<(), VerifyError>> {
+        let verdicts = match &self.table {
+            Some(t) => t.tables.verify_many(items).into_iter().map(Some).collect(),
+            None => vec![None; items.len()],
+        };
+        (verdicts.into_iter().zip(items))
+            .map(|(verdict, (msg, sig))| self.settle(verdict, msg, sig))
+            .collect()
+    }
+
+    /// The answer for a signature the tables gave `by_tables` for (None: no tables).
+    fn settle(
+        &self,
+        by_tables: Option<Verdict>,
+        msg: &[u8],
+        sig: &[u8],
+    ) -> Result<(), VerifyError> {
         use std::sync::atomic::Ordering::Relaxed;
         let general = || self.key.verify_sig(msg, sig).is_ok();
-        let valid = match &self.table {
-            None => general(),
-            Some(t) => match t.tables.verify(msg, sig) {
-                Verdict::Undecided => general(),
-                Verdict::Valid if t.confirmed.load(Relaxed) => true,
-                // The first acceptance, or a refusal: the general verify must agree.
-                verdict => {
-                    let by_tables = verdict == Verdict::Valid;
-                    if general() != by_tables {
-                        return Err(VerifyError::Untrusted(format!(
-                            "the check by the key's tables {} a signature that AWS-LC's general \
-                             verify {}; gitca does not go on with a signature check it cannot \
-                             trust (please report this)",
-                            if by_tables { "accepted" } else { "refused" },
-                            if by_tables { "refuses" } else { "accepts" },
-                        )));
-                    }
-                    if by_tables {
-                        t.confirmed.store(true, Relaxed);
-                    }
-                    by_tables
+        let valid = match (&self.table, by_tables) {
+            (Some(t), Some(Verdict::Valid)) if t.confirmed.load(Relaxed) => true,
+            // The first acceptance, or a refusal: the general verify must agree.
+            (Some(t), Some(verdict @ (Verdict::Valid | Verdict::Invalid))) => {
+                let by_tables = verdict == Verdict::Valid;
+                if general() != by_tables {
+                    return Err(VerifyError::Untrusted(format!(
+                        "the check by the key's tables {} a signature that AWS-LC's general \
+                         verify {}; gitca does not go on with a signature check it cannot \
+                         trust (please report this)",
+                        if by_tables { "accepted" } else { "refused" },
+                        if by_tables { "refuses" } else { "accepts" },
+                    )));
                 }
-            },
+                if by_tables {
+                    t.confirmed.store(true, Relaxed);
+                }
+                by_tables
+            }
+            // No tables, or they could not decide.
+            _ => general(),
         };
         if valid {
             Ok(())
@@ -461,6 +482,35 @@ mod tests {
     }
 
     #[test]
+    fn signatures_checked_together_get_the_answers_each_gets_alone() {
+        let rng = SystemRandom::new();
+        let (k, spki) = key();
+        let sha256 = alg(rfc5912::ECDSA_WITH_SHA_256);
+        let msgs: Vec<[u8; 50]> = (0..12u8).map(|i| [i; 50]).collect();
+        let mut sigs: Vec<Vec<u8>> = (msgs.iter())
+            .map(|m| k.sign(&rng, m).unwrap().as_ref().to_vec())
+            .collect();
+        sigs[4][7] ^= 2;
+        sigs[9] = sigs[10].clone();
+        let items: Vec<(&[u8], &[u8])> = (msgs.iter().zip(&sigs))
+            .map(|(m, s)| (m.as_slice(), s.as_slice()))
+            .collect();
+        for v in [
+            SignatureVerifier::for_many(&spki, &sha256).unwrap(),
+            SignatureVerifier::new(&spki, &sha256).unwrap(),
+        ] {
+            let together = v.verify_many(&items);
+            let alone: Vec<_> = items.iter().map(|(m, s)| v.verify(m, s)).collect();
+            assert_eq!(together, alone, "tables: {}", v.has_tables());
+            let refused: Vec<usize> = (together.iter().enumerate())
+                .filter(|(_, r)| r.is_err())
+                .map(|(i, _)| i)
+                .collect();
+            assert_eq!(refused, [4, 9]);
+        }
+    }
+
+    #[test]
     fn tables_that_disagree_with_the_general_verify_stop_the_check() {
         // Tables of another key stand in for faulty ones.
         let rng = SystemRandom::new();
@@ -492,5 +542,14 @@ mod tests {
             err.contains("tables accepted a signature that AWS-LC's general verify refuses"),
             "{err}"
         );
+        // The same, checked together with others.
+        let good = k.sign(&rng, msg).unwrap();
+        let bad = other.sign(&rng, msg).unwrap();
+        let together =
+            with_wrong_tables().verify_many(&[(msg, good.as_ref()), (msg, bad.as_ref())]);
+        for (r, what) in together.iter().zip(["refused", "accepted"]) {
+            let err = r.as_ref().unwrap_err().to_string();
+            assert!(err.contains(&format!("tables {what} a signature")), "{err}");
+        }
     }
 }

@@ -143,6 +143,31 @@ mod arith {
         let n = super::N.to_words();
         (unsafe { ffi::beeu_mod_inverse_vartime(&mut r, a, &n) } == 1).then_some(r)
     }
+    /// `a_i^-1 mod n` for every `a_i` (each in 1..n), with one inversion for them all
+    /// (Montgomery's trick): about 7 microseconds saved per value, three products added. None
+    /// if the product has no inverse, which values in 1..n cannot give (n is prime).
+    pub fn ord_inverse_all(a: &[Limbs]) -> Option<Vec<Limbs>> {
+        let Some((first, rest)) = a.split_first() else {
+            return Some(Vec::new());
+        };
+        // prefix[k] = a_0 ... a_k · R^-k (R = 2^256): each step a Montgomery product.
+        let mut prefix = Vec::with_capacity(a.len());
+        prefix.push(*first);
+        for x in rest {
+            let last = prefix[prefix.len() - 1];
+            prefix.push(ord_mul(&last, x));
+        }
+        // inv = prefix[k]^-1; then prefix[k]^-1 · prefix[k-1] · R^-1 = a_k^-1, and
+        // prefix[k]^-1 · a_k · R^-1 = prefix[k-1]^-1.
+        let mut inv = ord_inverse(&prefix[a.len() - 1])?;
+        let mut out = vec![[0; 4]; a.len()];
+        for k in (1..a.len()).rev() {
+            out[k] = ord_mul(&inv, &prefix[k - 1]);
+            inv = ord_mul(&inv, &a[k]);
+        }
+        out[0] = inv;
+        Some(out)
+    }
     pub fn double(a: &Jacobian) -> Jacobian {
         let mut r = Jacobian::default();
         unsafe { ffi::point_double(&mut r, a) };
@@ -333,56 +358,111 @@ impl FixedKey {
         self.verify_digest(digest.as_ref().try_into().expect("32 bytes"), sig)
     }
 
+    /// [`FixedKey::verify`] of each `(msg, sig)`, in order, with one inversion of `s` for them
+    /// all: the inversion was about a third of each check.
+    pub fn verify_many(&self, items: &[(&[u8], &[u8])]) -> Vec<Verdict> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let parsed: Vec<Option<Numbers>> = (items.iter())
+                .map(|(msg, sig)| {
+                    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, msg);
+                    Numbers::of(digest.as_ref().try_into().expect("32 bytes"), sig)
+                })
+                .collect();
+            let s: Vec<Limbs> = parsed.iter().flatten().map(|n| n.s.to_words()).collect();
+            let Some(w) = ord_inverse_all(&s) else {
+                return items
+                    .iter()
+                    .map(|(msg, sig)| self.verify(msg, sig))
+                    .collect();
+            };
+            let mut w = w.iter();
+            (parsed.iter())
+                .map(|n| match n {
+                    Some(n) => self.settle(n, w.next().expect("an inverse for each")),
+                    None => Verdict::Invalid,
+                })
+                .collect()
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            items
+                .iter()
+                .map(|(msg, sig)| self.verify(msg, sig))
+                .collect()
+        }
+    }
+
     fn verify_digest(&self, digest: &[u8; 32], sig: &[u8]) -> Verdict {
         #[cfg(target_arch = "x86_64")]
         {
-            let verdict = |valid: bool| {
-                if valid {
-                    Verdict::Valid
-                } else {
-                    Verdict::Invalid
-                }
-            };
-            // Strict DER, and 0 < r, s < n.
-            let Ok(sig) = ecdsa::Signature::<p256::NistP256>::from_der(sig) else {
+            let Some(n) = Numbers::of(digest, sig) else {
                 return Verdict::Invalid;
             };
-            let (r, s) = sig.split_bytes();
-            let (r, s) = (U256::from_be_slice(&r), U256::from_be_slice(&s));
-            // The digest mod n: below 2^256 < 2n, so one subtraction at most.
-            let e = U256::from_be_slice(digest);
-            let e = if e < N { e } else { e.wrapping_sub(&N) };
-            let Some(w) = ord_inverse(&s.to_words()) else {
-                return Verdict::Invalid;
-            };
-            // w·2^256 mod n; a Montgomery product with it is then a plain product mod n.
-            let w_mont = ord_mul(&w, &RR_N);
-            let u1 = ord_mul(&e.to_words(), &w_mont);
-            let u2 = ord_mul(&r.to_words(), &w_mont);
-            let mut acc = Jacobian::default();
-            if !self.g.add_multiple(&mut acc, &u1) || !self.q.add_multiple(&mut acc, &u2) {
-                return Verdict::Undecided;
+            match ord_inverse(&n.s.to_words()) {
+                Some(w) => self.settle(&n, &w),
+                None => Verdict::Invalid,
             }
-            if acc.z == [0; 4] {
-                return Verdict::Invalid;
-            }
-            // x(acc) mod n == r, compared as X == r·Z² (AWS-LC's `cmp_x_coordinate`): r·Z² is
-            // a Montgomery product of plain r and Montgomery Z², so it comes out plain.
-            let z2 = sqr(&acc.z);
-            let x = mul(&acc.x, &[1, 0, 0, 0]);
-            let r_limbs = r.to_words();
-            if mul(&r_limbs, &z2) == x {
-                return Verdict::Valid;
-            }
-            // x may be r + n, where r + n < p (less than 2^-128 of signatures).
-            let (r_plus_n, carry) = r.carrying_add(&N, crypto_bigint::Limb::ZERO);
-            verdict(carry.0 == 0 && r_plus_n < P && mul(&r_plus_n.to_words(), &z2) == x)
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
             let _ = (digest, sig);
             Verdict::Invalid
         }
+    }
+
+    /// The check of a signature's numbers, given `w = s^-1 mod n`.
+    #[cfg(target_arch = "x86_64")]
+    fn settle(&self, &Numbers { e, r, .. }: &Numbers, w: &Limbs) -> Verdict {
+        // w·2^256 mod n; a Montgomery product with it is then a plain product mod n.
+        let w_mont = ord_mul(w, &RR_N);
+        let u1 = ord_mul(&e.to_words(), &w_mont);
+        let u2 = ord_mul(&r.to_words(), &w_mont);
+        let mut acc = Jacobian::default();
+        if !self.g.add_multiple(&mut acc, &u1) || !self.q.add_multiple(&mut acc, &u2) {
+            return Verdict::Undecided;
+        }
+        if acc.z == [0; 4] {
+            return Verdict::Invalid;
+        }
+        // x(acc) mod n == r, compared as X == r·Z² (AWS-LC's `cmp_x_coordinate`): r·Z² is
+        // a Montgomery product of plain r and Montgomery Z², so it comes out plain.
+        let z2 = sqr(&acc.z);
+        let x = mul(&acc.x, &[1, 0, 0, 0]);
+        let r_limbs = r.to_words();
+        if mul(&r_limbs, &z2) == x {
+            return Verdict::Valid;
+        }
+        // x may be r + n, where r + n < p (less than 2^-128 of signatures).
+        let (r_plus_n, carry) = r.carrying_add(&N, crypto_bigint::Limb::ZERO);
+        if carry.0 == 0 && r_plus_n < P && mul(&r_plus_n.to_words(), &z2) == x {
+            Verdict::Valid
+        } else {
+            Verdict::Invalid
+        }
+    }
+}
+
+/// A signature's numbers: strict DER with 0 < r, s < n, and the digest mod n.
+#[cfg(target_arch = "x86_64")]
+struct Numbers {
+    e: U256,
+    r: U256,
+    s: U256,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Numbers {
+    fn of(digest: &[u8; 32], sig: &[u8]) -> Option<Numbers> {
+        let sig = ecdsa::Signature::<p256::NistP256>::from_der(sig).ok()?;
+        let (r, s) = sig.split_bytes();
+        // The digest mod n: below 2^256 < 2n, so one subtraction at most.
+        let e = U256::from_be_slice(digest);
+        Some(Numbers {
+            e: if e < N { e } else { e.wrapping_sub(&N) },
+            r: U256::from_be_slice(&r),
+            s: U256::from_be_slice(&s),
+        })
     }
 }
 
@@ -423,6 +503,73 @@ mod tests {
         assert_eq!(mul(&mul(&p_1, &p_1), &RR_P), [1, 0, 0, 0]);
         let a = mul(&[12345, 6, 7, 8], &RR_P);
         assert_eq!(mul(&inverse_mont(&a), &a), ONE_MONT);
+    }
+
+    #[test]
+    fn inverting_many_together_gives_each_one_s_inverse() {
+        use p256::elliptic_curve::ops::Reduce;
+        use p256::{FieldBytes, Scalar};
+        let rng = SystemRandom::new();
+        let random = || {
+            let mut b = [0u8; 32];
+            aws_lc_rs::rand::SecureRandom::fill(&rng, &mut b).unwrap();
+            let s = <Scalar as Reduce<FieldBytes>>::reduce(&FieldBytes::from(b));
+            U256::from_be_slice(&s.to_bytes()).to_words()
+        };
+        let n_1 = N.wrapping_sub(&U256::ONE).to_words();
+        for len in [0, 1, 2, 3, 32, 33] {
+            let mut values: Vec<Limbs> = (0..len).map(|_| random()).collect();
+            if len >= 3 {
+                (values[0], values[len / 2], values[len - 1]) = ([1, 0, 0, 0], n_1, n_1);
+            }
+            let together = ord_inverse_all(&values).unwrap();
+            assert_eq!(together.len(), len);
+            for (v, w) in values.iter().zip(&together) {
+                assert_eq!(Some(*w), ord_inverse(v), "{v:x?}");
+                // v·w = 1 mod n, by another route: the Montgomery product, then times R.
+                assert_eq!(ord_mul(&ord_mul(v, w), &RR_N), [1, 0, 0, 0]);
+            }
+        }
+        // Zero has no inverse, alone or among others.
+        assert_eq!(ord_inverse_all(&[[0; 4]]), None);
+        assert_eq!(ord_inverse_all(&[random(), [0; 4], random()]), None);
+    }
+
+    #[test]
+    fn checks_many_together_as_it_checks_each_alone() {
+        let rng = SystemRandom::new();
+        let k = key();
+        let fixed = FixedKey::new(k.public_key().as_ref()).unwrap();
+        let msgs: Vec<Vec<u8>> = (0..40u32)
+            .map(|i| format!("tbs {i}").into_bytes())
+            .collect();
+        let mut sigs: Vec<Vec<u8>> = (msgs.iter())
+            .map(|m| k.sign(&rng, m).unwrap().as_ref().to_vec())
+            .collect();
+        // Among them: a changed byte of r and of s, a cut one, not DER at all, and a signature
+        // of another message.
+        sigs[3][6] ^= 1;
+        let last = sigs[8].len() - 3;
+        sigs[8][last] ^= 0x10;
+        sigs[13].pop();
+        sigs[21] = b"not a signature".to_vec();
+        sigs[34] = sigs[35].clone();
+        let items: Vec<(&[u8], &[u8])> = (msgs.iter().zip(&sigs))
+            .map(|(m, s)| (m.as_slice(), s.as_slice()))
+            .collect();
+        let together = fixed.verify_many(&items);
+        let alone: Vec<Verdict> = items.iter().map(|(m, s)| fixed.verify(m, s)).collect();
+        assert_eq!(together, alone);
+        for (i, ((m, s), verdict)) in items.iter().zip(&together).enumerate() {
+            let expected = if aws_lc_accepts(&k, m, s) {
+                Valid
+            } else {
+                Invalid
+            };
+            assert_eq!(*verdict, expected, "signature {i}");
+        }
+        assert_eq!(together.iter().filter(|v| **v == Invalid).count(), 5);
+        assert!(fixed.verify_many(&[]).is_empty());
     }
 
     #[test]
