@@ -507,18 +507,21 @@ fn start_workers() -> Result<(), String> {
     Ok(())
 }
 
-/// GITCA_THREADS, where set and not empty (a CI variable left blank is empty). A value that is
-/// not a count of workers is refused rather than replaced by the default: a runner limited to
-/// one worker would otherwise use every CPU, unseen.
+/// GITCA_THREADS, where set to a count. Empty (a CI variable left blank) and 0 (rayon's
+/// convention for RAYON_NUM_THREADS) leave the default, a worker per CPU. Anything else that is
+/// not a count is refused rather than replaced by the default: a runner limited to one worker
+/// would otherwise use every CPU, unseen.
 fn workers_asked_for() -> Result<Option<usize>, String> {
     let value = std::env::var_os("GITCA_THREADS").unwrap_or_default();
     if value.is_empty() {
         return Ok(None);
     }
     match value.to_str().map(str::parse::<usize>) {
-        Some(Ok(n)) if n > 0 => Ok(Some(n)),
+        Some(Ok(0)) => Ok(None),
+        Some(Ok(n)) => Ok(Some(n)),
         _ => Err(format!(
-            "GITCA_THREADS={value:?}: not a number of workers (a whole number from 1 up)"
+            "GITCA_THREADS={value:?}: not a number of workers (a whole number; 0 or unset for \
+             one per CPU)"
         )),
     }
 }

@@ -108,9 +108,8 @@ fn trusted(checked: Result<(), VerifyError>) -> Result<(), SignError> {
     })
 }
 
-/// Signatures of a local key checked together, a rayon job: their `s` are inverted at once
-/// ([`SignatureVerifier::verify_many`]), one inversion of about 7 microseconds for 32 instead of
-/// one each (a check by tables took about 20).
+/// Signatures of a local key checked by tables together, a rayon job: their `s` are inverted
+/// at once ([`SignatureVerifier::verify_many`]), one inversion for 32 instead of one each.
 const CHECKED_TOGETHER: usize = 32;
 
 /// Signs every TBS, each checked like [`sign_verified`], results in input order. An in-process
@@ -146,8 +145,15 @@ pub async fn sign_all_with(
         tracing::debug!("the signatures are checked by tables of the CA key's multiples");
     }
     match s.in_process() {
+        // Without tables each check stands alone: a job a signature, as many at once as cores.
+        // With them, no fewer jobs than cores.
         Some(local) => tbs
-            .par_chunks(CHECKED_TOGETHER)
+            .par_chunks(match verifier.has_tables() {
+                true => {
+                    (CHECKED_TOGETHER.min(tbs.len().div_ceil(rayon::current_num_threads()))).max(1)
+                }
+                false => 1,
+            })
             .flat_map_iter(|chunk| {
                 let sigs: Vec<Result<Vec<u8>, SignError>> =
                     chunk.iter().map(|t| local.sign_now(t)).collect();
@@ -366,7 +372,8 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// A real local key whose signatures of a TBS starting with `bad` come back with a bit
-    /// flipped, as from a faulty signer; remote (driven concurrently) or in-process.
+    /// flipped, as from a faulty signer, and which fails to sign one starting with `busy`;
+    /// remote (driven concurrently) or in-process.
     struct Faulty {
         key: LocalSigner,
         public_key: SubjectPublicKeyInfoOwned,
@@ -390,6 +397,9 @@ mod tests {
     impl InProcessSigner for Faulty {
         fn sign_now(&self, tbs: &[u8]) -> Result<Vec<u8>, SignError> {
             self.signed.fetch_add(1, Ordering::SeqCst);
+            if tbs.starts_with(b"busy") {
+                return Err(SignError::Retryable("busy".into()));
+            }
             let mut sig = self.key.sign_now(tbs)?;
             if tbs.starts_with(b"bad") {
                 *sig.last_mut().unwrap() ^= 1;
@@ -432,6 +442,49 @@ mod tests {
             assert!(refused_as_bad(&out[1]), "{in_process}: {out:?}");
             assert!(refused_as_bad(&sign_verified(&s, b"bad").await));
             assert!(sign_verified(&s, b"good").await.is_ok());
+        }
+    }
+
+    /// Enough signatures for the CA key's tables, so that in process they are checked in jobs
+    /// whose `s` are inverted together: bad signatures and failures to sign at the edges of
+    /// jobs answer for their own TBS only, in order.
+    #[tokio::test]
+    async fn many_signatures_each_answer_for_their_own_tbs_however_they_are_grouped() {
+        for in_process in [true, false] {
+            let s = Faulty::new(in_process);
+            let texts: Vec<Vec<u8>> = (0..100)
+                .map(|i| match i {
+                    0 | 31 | 32 | 63 | 64 | 99 => format!("bad {i}"),
+                    1 | 30 | 33 | 62 | 65 | 98 => format!("busy {i}"),
+                    _ => format!("good {i}"),
+                })
+                .map(String::into_bytes)
+                .collect();
+            let tbs: Vec<&[u8]> = texts.iter().map(Vec::as_slice).collect();
+            let verifier = verifier_of(&s, tbs.len());
+            assert!(verifier.as_ref().unwrap().has_tables());
+            let ticks = AtomicUsize::new(0);
+            let out = sign_all_with(&s, &verifier, &tbs, &|| {
+                ticks.fetch_add(1, Ordering::SeqCst);
+            })
+            .await;
+            assert_eq!(out.len(), tbs.len());
+            let alone = SignatureVerifier::new(s.public_key(), &s.algorithm()).unwrap();
+            for (t, r) in tbs.iter().zip(&out) {
+                match r {
+                    Ok(sig) => {
+                        assert!(t.starts_with(b"good"), "{in_process}: {r:?}");
+                        assert!(alone.verify(t, sig).is_ok(), "a signature of its own TBS");
+                    }
+                    Err(SignError::Retryable(e)) => assert!(t.starts_with(b"busy"), "{e}"),
+                    Err(SignError::Fatal(_)) => {
+                        assert!(t.starts_with(b"bad") && refused_as_bad(r), "{r:?}")
+                    }
+                }
+            }
+            // In process, a tick per signature checked; remote, one per request that ended.
+            let expected = if in_process { 88 } else { 100 };
+            assert_eq!(ticks.load(Ordering::SeqCst), expected, "{in_process}");
         }
     }
 

@@ -141,7 +141,8 @@ impl Env {
         c.args(args)
             .current_dir(dir)
             .env("GITCA_DATA_DIR", &self.data)
-            .env_remove("RUST_LOG");
+            .env_remove("RUST_LOG")
+            .env_remove("GITCA_THREADS");
         for (k, v) in &self.vars {
             c.env(k, v);
         }
