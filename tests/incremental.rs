@@ -770,12 +770,12 @@ fn a_reissued_request_whose_old_certificate_stays_live_is_carried() {
     assert_eq!(read, must_read, "{}", a["scan"]);
 }
 
-/// More requests than one round of the plan's parallel step (4,096), all with one key: the
+/// More requests than one round of the plan's parallel step (1,024), all with one key: the
 /// rounds are decided in id order while the next is prepared, so the first request takes the
 /// key and every later one, in whichever round, is refused it; the same on one thread and four.
 #[test]
 fn a_key_is_decided_in_id_order_across_the_plans_rounds() {
-    const MANY: usize = 4_200;
+    const MANY: usize = 2_100;
     let env = Env::from(EXAMPLE, &[]);
     env.init(&[]);
     let dir = env.path("requests/servers/many");

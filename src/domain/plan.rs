@@ -887,8 +887,8 @@ fn prepare_round<'a>(
         .collect()
 }
 
-/// A request after the parallel step of the plan. Held for at most two rounds (4,096 of them
-/// each, under 3 MB), so the sizes of the variants need not match.
+/// A request after the parallel step of the plan. Held for at most two rounds (1,024 of them
+/// each, under 1 MB), so the sizes of the variants need not match.
 #[allow(clippy::large_enum_variant)]
 enum Step<'a> {
     /// Carried: its plan is known already.
@@ -1019,8 +1019,10 @@ fn plan_request(
     rp
 }
 
-/// Requests prepared (read, CSR checked) per parallel round of the plan.
-const PREPARE_ROUND: usize = 4096;
+/// Requests prepared (read, CSR checked) per parallel round of the plan. The last round is
+/// decided with nothing left to prepare beside it, on one thread: a round of 4,096 left the
+/// other cores idle for up to its whole decision.
+const PREPARE_ROUND: usize = 1024;
 
 type Checked = Result<(IssueSpec, String), Vec<Finding>>;
 
