@@ -483,6 +483,14 @@ mod tests {
         EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref()).unwrap()
     }
 
+    /// A random scalar mod n.
+    fn random_scalar() -> p256::Scalar {
+        use p256::elliptic_curve::ops::Reduce;
+        let mut b = [0u8; 32];
+        aws_lc_rs::rand::SecureRandom::fill(&SystemRandom::new(), &mut b).unwrap();
+        <p256::Scalar as Reduce<p256::FieldBytes>>::reduce(&p256::FieldBytes::from(b))
+    }
+
     fn aws_lc_accepts(k: &EcdsaKeyPair, msg: &[u8], sig: &[u8]) -> bool {
         UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, k.public_key().as_ref())
             .verify(msg, sig)
@@ -508,15 +516,7 @@ mod tests {
 
     #[test]
     fn inverting_many_together_gives_each_one_s_inverse() {
-        use p256::elliptic_curve::ops::Reduce;
-        use p256::{FieldBytes, Scalar};
-        let rng = SystemRandom::new();
-        let random = || {
-            let mut b = [0u8; 32];
-            aws_lc_rs::rand::SecureRandom::fill(&rng, &mut b).unwrap();
-            let s = <Scalar as Reduce<FieldBytes>>::reduce(&FieldBytes::from(b));
-            U256::from_be_slice(&s.to_bytes()).to_words()
-        };
+        let random = || U256::from_be_slice(&random_scalar().to_bytes()).to_words();
         let n_1 = N.wrapping_sub(&U256::ONE).to_words();
         for len in [0, 1, 2, 3, 32, 33] {
             let mut values: Vec<Limbs> = (0..len).map(|_| random()).collect();
@@ -736,12 +736,7 @@ mod tests {
         use p256::elliptic_curve::point::AffineCoordinates;
         use p256::elliptic_curve::sec1::ToSec1Point;
         use p256::{FieldBytes, NonZeroScalar, ProjectivePoint, Scalar};
-        let rng = SystemRandom::new();
-        let scalar = || {
-            let mut b = [0u8; 32];
-            aws_lc_rs::rand::SecureRandom::fill(&rng, &mut b).unwrap();
-            <Scalar as Reduce<FieldBytes>>::reduce(&FieldBytes::from(b))
-        };
+        let scalar = random_scalar;
         let mut met = 0;
         while met < 10 {
             let d = scalar();
