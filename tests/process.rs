@@ -158,15 +158,13 @@ fn workers_are_kept_on_a_cpu_each_only_when_there_is_one_for_every_cpu() {
 
 /// Files under `dir`, each with its content: to see that a run changed nothing there.
 fn contents_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
-    let mut files: Vec<_> = walkdir::WalkDir::new(dir)
+    walkdir::WalkDir::new(dir)
         .sort_by_file_name()
         .into_iter()
         .map(Result::unwrap)
         .filter(|e| e.file_type().is_file())
         .map(|e| (e.path().to_path_buf(), std::fs::read(e.path()).unwrap()))
-        .collect();
-    files.sort();
-    files
+        .collect()
 }
 
 /// A worker count that is not a whole number (words, a minus sign, spaces, a fraction) stops

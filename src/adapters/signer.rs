@@ -112,6 +112,39 @@ fn trusted(checked: Result<(), VerifyError>) -> Result<(), SignError> {
 /// at once ([`SignatureVerifier::verify_many`]), one inversion for 32 instead of one each.
 const CHECKED_TOGETHER: usize = 32;
 
+/// Signatures per rayon job of an in-process key. Without tables each check stands alone: a
+/// job a signature. With them, up to [`CHECKED_TOGETHER`], and no fewer jobs than cores.
+fn job_size(verifier: &SignatureVerifier, signatures: usize) -> usize {
+    if !verifier.has_tables() {
+        return 1;
+    }
+    let per_core = signatures.div_ceil(rayon::current_num_threads());
+    CHECKED_TOGETHER.min(per_core).max(1)
+}
+
+/// Signs a job's TBS in process, then checks its signatures together; results in order, a
+/// tick for each signature made and checked.
+fn sign_job(
+    local: &dyn InProcessSigner,
+    verifier: &SignatureVerifier,
+    job: &[&[u8]],
+    tick: &(dyn Fn() + Sync),
+) -> Vec<Result<Vec<u8>, SignError>> {
+    let sigs: Vec<Result<Vec<u8>, SignError>> = job.iter().map(|t| local.sign_now(t)).collect();
+    let signed: Vec<(&[u8], &[u8])> = (job.iter().zip(&sigs))
+        .filter_map(|(t, sig)| Some((*t, sig.as_deref().ok()?)))
+        .collect();
+    let mut checks = verifier.verify_many(&signed).into_iter();
+    (sigs.into_iter())
+        .map(|sig| {
+            let sig = sig?;
+            trusted(checks.next().expect("a check for each signature"))?;
+            tick();
+            Ok(sig)
+        })
+        .collect()
+}
+
 /// Signs every TBS, each checked like [`sign_verified`], results in input order. An in-process
 /// key signs on all cores (rayon); a remote signer gets every request at once and bounds how
 /// many are in flight itself. `tick` is called once per signature made and checked (progress).
@@ -145,29 +178,9 @@ pub async fn sign_all_with(
         tracing::debug!("the signatures are checked by tables of the CA key's multiples");
     }
     match s.in_process() {
-        // Without tables each check stands alone: a job a signature, as many at once as cores.
-        // With them, no fewer jobs than cores.
         Some(local) => tbs
-            .par_chunks(match verifier.has_tables() {
-                true => {
-                    (CHECKED_TOGETHER.min(tbs.len().div_ceil(rayon::current_num_threads()))).max(1)
-                }
-                false => 1,
-            })
-            .flat_map_iter(|chunk| {
-                let sigs: Vec<Result<Vec<u8>, SignError>> =
-                    chunk.iter().map(|t| local.sign_now(t)).collect();
-                let signed: Vec<(&[u8], &[u8])> = (chunk.iter().zip(&sigs))
-                    .filter_map(|(t, sig)| Some((*t, sig.as_deref().ok()?)))
-                    .collect();
-                let mut checks = verifier.verify_many(&signed).into_iter();
-                sigs.into_iter().map(move |sig| {
-                    let sig = sig?;
-                    trusted(checks.next().expect("a check for each signature"))?;
-                    tick();
-                    Ok(sig)
-                })
-            })
+            .par_chunks(job_size(verifier, tbs.len()))
+            .flat_map_iter(|job| sign_job(local, verifier, job, tick))
             .collect(),
         None => {
             futures::future::join_all(tbs.iter().map(|t| async move {
