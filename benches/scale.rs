@@ -40,6 +40,9 @@ fn main() {
     }
     println!("{}", machine());
     println!("Repositories and states in {}", describe_dir(&work_dir()));
+    if what != "help" {
+        hold_programs_in_memory();
+    }
     match what {
         "issuance" => {
             let ca = opt("--ca");
@@ -82,12 +85,29 @@ fn main() {
 // ---------------------------------------------------------------------------------------------
 
 /// What a process cost: wall time, CPU time (its own and that of the children it waited for,
-/// such as git) and peak resident memory.
+/// such as git), peak resident memory, the pages it had to read from disk, and the time the
+/// host took the machine's CPUs away meanwhile.
 struct Run {
     secs: f64,
     cpu_secs: f64,
     max_rss_mib: f64,
+    major_faults: i64,
+    steal_secs: f64,
     stdout: String,
+}
+
+/// Time the host has run something else on this virtual machine's CPUs (all of them), from
+/// /proc/stat's steal column; 0 where there is none.
+fn steal_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: f64 = stat
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .and_then(|l| l.split_whitespace().nth(8))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    // USER_HZ is 100 on every Linux this runs on.
+    ticks / 100.0
 }
 
 /// Runs to completion, measuring the child and the children it waited for (wait4's rusage).
@@ -95,6 +115,7 @@ struct Run {
 #[allow(clippy::zombie_processes)]
 fn run(mut cmd: Command) -> Run {
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let steal_before = steal_secs();
     let start = Instant::now();
     let mut child = cmd.spawn().expect("spawn");
     let pid = child.id() as libc::pid_t;
@@ -117,6 +138,7 @@ fn run(mut cmd: Command) -> Run {
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     assert_eq!(r, pid, "wait4");
     let secs = start.elapsed().as_secs_f64();
+    let steal = steal_secs() - steal_before;
     let stdout = t_out.join().unwrap();
     let stderr = t_err.join().unwrap();
     let code = if libc::WIFEXITED(status) {
@@ -132,6 +154,8 @@ fn run(mut cmd: Command) -> Run {
         secs,
         cpu_secs: seconds(usage.ru_utime) + seconds(usage.ru_stime),
         max_rss_mib: usage.ru_maxrss as f64 / 1024.0,
+        major_faults: usage.ru_majflt,
+        steal_secs: steal,
         stdout,
     }
 }
@@ -171,6 +195,65 @@ fn gitca(repo: &Path, data: &Path, args: &[&str]) -> Command {
         .env("GITCA_DATA_DIR", data)
         .env_remove("RUST_LOG");
     c
+}
+
+/// Keeps gitca's and git's programs, and the libraries they load, in memory for the whole
+/// bench: each is mapped and locked (mlock), never unmapped. This machine pages out file pages
+/// left idle for about a minute (a DAMON scheme), and a run then read them back from a disk
+/// that has taken 0.6 s for gitca's 26 MB at times: the run measured the host's disk, not
+/// gitca. Where a file cannot be locked (no CAP_IPC_LOCK and a small RLIMIT_MEMLOCK), the
+/// bench says so and goes on; the runs' major faults show what that cost.
+fn hold_programs_in_memory() {
+    let git = sh(Path::new("."), "sh", &["-c", "command -v git"]);
+    let mut files = vec![GITCA.to_string(), git.trim().to_string()];
+    for program in files.clone() {
+        // `ldd` lines: "libz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x…)" and
+        // "/lib64/ld-linux-x86-64.so.2 (0x…)".
+        let listed = sh(Path::new("."), "ldd", &[&program]);
+        files.extend(listed.lines().filter_map(|l| {
+            let path = l.split("=>").last()?.split_whitespace().next()?;
+            path.starts_with('/').then(|| path.to_string())
+        }));
+    }
+    files.sort();
+    files.dedup();
+    for f in &files {
+        if let Err(e) = lock_in_memory(Path::new(f)) {
+            eprintln!("warning: {f} is not held in memory: {e}");
+        }
+    }
+}
+
+fn lock_in_memory(path: &Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len() as usize;
+    if len == 0 {
+        return Ok(());
+    }
+    // SAFETY: a new read-only shared mapping of an open file, checked for failure; it is never
+    // unmapped or read through, so the file changing underneath cannot break Rust's rules.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if addr == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `addr` is the mapping of `len` bytes made above.
+    if unsafe { libc::mlock(addr, len) } != 0 {
+        let e = std::io::Error::last_os_error();
+        // SAFETY: as above; nothing else refers to the mapping.
+        unsafe { libc::munmap(addr, len) };
+        return Err(e);
+    }
+    Ok(())
 }
 
 fn sh(dir: &Path, prog: &str, args: &[&str]) -> String {
@@ -426,16 +509,20 @@ fn issued_count(r: &Run) -> usize {
 // 1. Issuance
 // ---------------------------------------------------------------------------------------------
 
-/// `openssl speed` sign and verify rates for an algorithm, per core.
-fn openssl_speed(alg: &str) -> (f64, f64) {
-    let o = sh(
-        Path::new("."),
-        "openssl",
-        &["speed", "-seconds", "3", "-mr", alg],
-    );
+/// `openssl speed` sign and verify rates for an algorithm, per core, with `processes` of it
+/// at once (`-multi`): what a core does while that many are busy.
+fn openssl_speed(alg: &str, processes: usize) -> (f64, f64) {
+    let multi = processes.to_string();
+    let mut args = vec!["speed", "-seconds", "3", "-mr"];
+    if processes > 1 {
+        args.extend(["-multi", &multi]);
+    }
+    args.push(alg);
+    let o = sh(Path::new("."), "openssl", &args);
     // -mr lines: +F2:n:bits:sign/s:verify/s (RSA F2, ECDSA F4); OpenSSL 3.2 and later add
-    // RSA's encrypt/s and decrypt/s after them, so the rates are read by position. Returns
-    // (sign/s, verify/s).
+    // RSA's encrypt/s and decrypt/s after them, so the rates are read by position. With
+    // -multi, each process's line comes after "Got: ", and the line that starts with +F is
+    // their sum. Returns (sign/s, verify/s) per process.
     let line = o
         .lines()
         .find(|l| l.starts_with("+F"))
@@ -446,7 +533,7 @@ fn openssl_speed(alg: &str) -> (f64, f64) {
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("openssl speed {alg}: no rate at field {i} of {line}"))
     };
-    (rate(3), rate(4))
+    (rate(3) / processes as f64, rate(4) / processes as f64)
 }
 
 /// Certificates per second of a shell loop of `openssl x509 -req` over the same CSRs.
@@ -510,27 +597,68 @@ fn floor(csr_verify: f64, sign: f64, verify: f64) -> f64 {
     1.0 / (1.0 / csr_verify + 1.0 / sign + 1.0 / verify)
 }
 
+/// One timed issuance and the floors measured just before it.
+struct Measured {
+    /// Certificates per second, end to end.
+    rate: f64,
+    /// Per core, measured as the run uses the machine (with `-multi` for more than one thread).
+    floor: f64,
+    /// Per core, of one `openssl speed` process with the other CPUs free.
+    alone: f64,
+    cpu_secs: f64,
+    major_faults: i64,
+    steal_secs: f64,
+}
+
+impl Measured {
+    fn ratio(&self, threads: usize) -> f64 {
+        self.rate / threads as f64 / self.floor
+    }
+
+    /// The ratio, and what the host did to the run where it did anything.
+    fn described(&self, threads: usize) -> String {
+        let mut what = Vec::new();
+        if self.major_faults > 0 {
+            what.push(format!("{} major faults", self.major_faults));
+        }
+        if self.steal_secs >= 0.05 {
+            what.push(format!("steal {:.2} s", self.steal_secs));
+        }
+        let ratio = format!("{:.0}%", 100.0 * self.ratio(threads));
+        if what.is_empty() {
+            ratio
+        } else {
+            format!("{ratio} ({})", what.join(", "))
+        }
+    }
+}
+
 /// `only_ca` (p256, p384, rsa2048) and `only_threads` run some rows alone: the target's is
 /// `--ca p256 --threads 1`, which runs both one-thread rows (on one CPU, and with the others
 /// free for git).
 fn issuance(n: usize, only_ca: Option<&str>, only_threads: Option<usize>) {
     let pool = csrs("p256", n);
-    let csr_verify = openssl_speed("ecdsap256").1;
     let mut t = String::new();
     writeln!(
         t,
         "### Issuance: {n} new requests (P-256 subject keys), `gitca apply` end to end\n\n\
          Floor per certificate = one CSR verify (P-256) + one CA sign + one CA verify (gitca checks \
          its own signature), from `openssl speed` on the same machine, per core, measured just \
-         before each run. With a P-256 CA of 64 or more signatures, gitca checks its own by tables \
+         before each run, as the run uses the machine: one process for one thread, and for more, \
+         as many processes at once (`-multi`), whose rates per core are what a core does while \
+         the others are busy too. The floor of one process alone is beside it. With a P-256 CA \
+         of 64 or more signatures, gitca checks its own by tables \
          of the CA key's multiples, about three times faster than a general verify (`-- speed`). \
          One core: the run and every git it starts are on one CPU (its \
          affinity). `1 of {cores}`: gitca signs on one thread, and git may use the other CPUs. \
-         CPU s: user and system time of gitca and its git commands. With a P-256 CA (the \
+         CPU s: user and system time of gitca and its git commands. gitca's and git's programs \
+         and libraries are held in memory (mlock) for the whole bench. With a P-256 CA (the \
          target), {P256_RUNS} runs per row: the row is the run with the median ratio to its \
-         floor, and the last column gives every run's ratio, in order.\n\n\
-         | CA key | CPUs | threads | certs/s | CPU s | per core | floor/core | per core / floor | openssl x509 -req loop | gitca / loop | runs: per core / floor beside it |\n\
-         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+         floor, and the last column gives every run's ratio, in order, with the pages it read \
+         from disk (major faults) and the time the host ran something else on the machine's \
+         CPUs (steal), where there were any.\n\n\
+         | CA key | CPUs | threads | certs/s | CPU s | per core | floor/core | per core / floor | floor/core of one process alone | per core / it | openssl x509 -req loop | gitca / loop | runs: per core / floor beside it |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         cores = cores()
     )
     .unwrap();
@@ -548,46 +676,70 @@ fn issuance(n: usize, only_ca: Option<&str>, only_threads: Option<usize>) {
         let loop_rate = openssl_loop(&pool, ca_alg, 200.min(n));
         let runs = if ca_alg == "p256" { P256_RUNS } else { 1 };
         for &(threads, one_cpu) in &rows {
-            // (rate, floor beside it, CPU seconds) per run.
             let mut measured = Vec::new();
             for _ in 0..runs {
                 let repo = Repo::new(n, "p256", ca_alg);
-                // The machine is shared: the floor is measured just before each run, after the
-                // repository is made (its writes settle meanwhile). With a P-256 CA, the CSR
-                // verify is the same measurement's verify.
-                let (sign, verify) = openssl_speed(speed_alg);
-                let csr = if ca_alg == "p256" { verify } else { csr_verify };
-                let floor = floor(csr, sign, verify);
+                // The machine is shared: the floors are measured just before each run, after
+                // the repository is made (its writes settle meanwhile).
+                let floor_of = |processes: usize| {
+                    let (sign, verify) = openssl_speed(speed_alg, processes);
+                    // With a P-256 CA, the CSR verify is the same measurement's verify.
+                    let csr = if ca_alg == "p256" {
+                        verify
+                    } else {
+                        openssl_speed("ecdsap256", processes).1
+                    };
+                    floor(csr, sign, verify)
+                };
+                let alone = floor_of(1);
+                let busy = if threads > 1 {
+                    floor_of(threads)
+                } else {
+                    alone
+                };
                 let r = repo.apply_on(&[("GITCA_THREADS", &threads.to_string())], one_cpu);
                 // Deleted at the end, not before the next run (see `Repo::committed`).
                 kept.push(repo);
                 assert_eq!(issued_count(&r), n, "all issued");
-                let rate = n as f64 / r.secs;
+                let m = Measured {
+                    rate: n as f64 / r.secs,
+                    floor: busy,
+                    alone,
+                    cpu_secs: r.cpu_secs,
+                    major_faults: r.major_faults,
+                    steal_secs: r.steal_secs,
+                };
                 eprintln!(
-                    "{ca_alg} x{threads}{}: {rate:.0}/s ({:.2}s, CPU {:.2}s), floor {floor:.0}/core",
+                    "{ca_alg} x{threads}{}: {:.0}/s ({:.2}s, CPU {:.2}s, {} major faults, steal \
+                     {:.2}s), floor {busy:.0}/core ({alone:.0} alone)",
                     if one_cpu { " on one CPU" } else { "" },
+                    m.rate,
                     r.secs,
-                    r.cpu_secs
+                    r.cpu_secs,
+                    r.major_faults,
+                    r.steal_secs
                 );
-                measured.push((rate, floor, r.cpu_secs));
+                measured.push(m);
             }
             // The row is the run whose ratio is the median, so its columns agree.
-            let ratio = |&(rate, floor, _): &(f64, f64, f64)| rate / threads as f64 / floor;
-            let mut by_ratio = measured.clone();
-            by_ratio.sort_by(|a, b| ratio(a).total_cmp(&ratio(b)));
+            let mut by_ratio: Vec<&Measured> = measured.iter().collect();
+            by_ratio.sort_by(|a, b| a.ratio(threads).total_cmp(&b.ratio(threads)));
             let median = by_ratio[by_ratio.len() / 2];
-            let (rate, floor, cpu_secs) = median;
-            let of_floor = ratio(&median);
             let each = if runs == 1 {
                 "–".to_string()
             } else {
-                let each: Vec<String> = measured
-                    .iter()
-                    .map(|m| format!("{:.0}%", 100.0 * ratio(m)))
-                    .collect();
+                let each: Vec<String> = measured.iter().map(|m| m.described(threads)).collect();
                 each.join(", ")
             };
-            let per_core = rate / threads as f64;
+            let per_core = median.rate / threads as f64;
+            let (alone, of_alone) = if threads > 1 {
+                (
+                    format!("{:.0}", median.alone),
+                    format!("{:.0}%", 100.0 * per_core / median.alone),
+                )
+            } else {
+                ("–".to_string(), "–".to_string())
+            };
             let cpus = match (one_cpu, threads) {
                 (true, _) => "1".to_string(),
                 (false, 1) => format!("1 of {}", cores()),
@@ -595,9 +747,12 @@ fn issuance(n: usize, only_ca: Option<&str>, only_threads: Option<usize>) {
             };
             writeln!(
                 t,
-                "| {ca_alg} | {cpus} | {threads} | {rate:.0} | {cpu_secs:.2} | {per_core:.0} | {floor:.0} | {:.0}% | {loop_rate:.0}/s | {:.0}x | {each} |",
-                100.0 * of_floor,
-                rate / loop_rate
+                "| {ca_alg} | {cpus} | {threads} | {:.0} | {:.2} | {per_core:.0} | {:.0} | {:.0}% | {alone} | {of_alone} | {loop_rate:.0}/s | {:.0}x | {each} |",
+                median.rate,
+                median.cpu_secs,
+                median.floor,
+                100.0 * median.ratio(threads),
+                median.rate / loop_rate
             )
             .unwrap();
         }
@@ -715,7 +870,7 @@ fn speed() {
             .verify(&msgs[i], &csrs[i].1)
             .unwrap();
     });
-    let (o_sign, o_verify) = openssl_speed("ecdsap256");
+    let (o_sign, o_verify) = openssl_speed("ecdsap256", 1);
     println!(
         "### P-256 sign and verify, one thread\n\n\
          | library | sign/s | verify/s (key parsed once) | verify/s (key parsed each time) | floor (CSR verify + sign + verify)/s |\n\
@@ -733,8 +888,9 @@ fn speed() {
     );
 }
 
-/// Runs per row with a P-256 CA, the target's: one run on this shared machine varies by 10%.
-const P256_RUNS: usize = 3;
+/// Runs per row with a P-256 CA, the target's: one run on this shared machine varies by 10%,
+/// and now and then by 30%.
+const P256_RUNS: usize = 5;
 
 // ---------------------------------------------------------------------------------------------
 // 2./3. No-op and small-change reconciles, peak memory
