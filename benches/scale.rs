@@ -618,8 +618,10 @@ impl Measured {
     /// The ratio, and what the host did to the run where it did anything.
     fn described(&self, threads: usize) -> String {
         let mut what = Vec::new();
-        if self.major_faults > 0 {
-            what.push(format!("{} major faults", self.major_faults));
+        match self.major_faults {
+            0 => {}
+            1 => what.push("1 major fault".to_string()),
+            n => what.push(format!("{n} major faults")),
         }
         if self.steal_secs >= 0.05 {
             what.push(format!("steal {:.2} s", self.steal_secs));
