@@ -41,7 +41,10 @@ fn main() {
     println!("{}", machine());
     println!("Repositories and states in {}", describe_dir(&work_dir()));
     if what != "help" {
-        hold_programs_in_memory();
+        println!(
+            "Held in memory for the whole bench: {}",
+            hold_programs_in_memory()
+        );
     }
     match what {
         "issuance" => {
@@ -96,8 +99,9 @@ struct Run {
     stdout: String,
 }
 
-/// Time the host has run something else on this virtual machine's CPUs (all of them), from
-/// /proc/stat's steal column; 0 where there is none.
+/// Time the host has run something else on this virtual machine's CPUs, summed over all of
+/// them (a one-CPU run's figure includes the CPU it was not on), from /proc/stat's steal
+/// column; 0 where there is none.
 fn steal_secs() -> f64 {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let ticks: f64 = stat
@@ -106,8 +110,9 @@ fn steal_secs() -> f64 {
         .and_then(|l| l.split_whitespace().nth(8))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0);
-    // USER_HZ is 100 on every Linux this runs on.
-    ticks / 100.0
+    // SAFETY: sysconf only reads a constant of the system.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    ticks / per_second.max(1) as f64
 }
 
 /// Runs to completion, measuring the child and the children it waited for (wait4's rusage).
@@ -154,7 +159,7 @@ fn run(mut cmd: Command) -> Run {
         secs,
         cpu_secs: seconds(usage.ru_utime) + seconds(usage.ru_stime),
         max_rss_mib: usage.ru_maxrss as f64 / 1024.0,
-        major_faults: usage.ru_majflt,
+        major_faults: usage.ru_majflt as i64,
         steal_secs: steal,
         stdout,
     }
@@ -197,19 +202,34 @@ fn gitca(repo: &Path, data: &Path, args: &[&str]) -> Command {
     c
 }
 
-/// Keeps gitca's and git's programs, and the libraries they load, in memory for the whole
-/// bench: each is mapped and locked (mlock), never unmapped. This machine pages out file pages
-/// left idle for about a minute (a DAMON scheme), and a run then read them back from a disk
-/// that has taken 0.6 s for gitca's 26 MB at times: the run measured the host's disk, not
-/// gitca. Where a file cannot be locked (no CAP_IPC_LOCK and a small RLIMIT_MEMLOCK), the
-/// bench says so and goes on; the runs' major faults show what that cost.
-fn hold_programs_in_memory() {
-    let git = sh(Path::new("."), "sh", &["-c", "command -v git"]);
-    let mut files = vec![GITCA.to_string(), git.trim().to_string()];
+/// Keeps gitca's, git's and openssl's programs, and the libraries they load, in memory for the
+/// whole bench: each is mapped with its pages read in, and locked (mlock) where the process may;
+/// neither is ever undone. This machine pages out file pages that no process maps and no one
+/// touched for about a minute (a DAMON scheme), and a run then read them back from a disk that
+/// has taken 0.6 s for gitca's 26 MB at times: the run measured the host's disk, not gitca.
+/// A mapping alone keeps that scheme away; the lock keeps the kernel's own reclaim away too.
+/// Returns what it held, for the report; a file it cannot read or map is left out, with a
+/// warning, and the runs' major faults then show what that cost.
+fn hold_programs_in_memory() -> String {
+    let stdout = |prog: &str, args: &[&str]| {
+        Command::new(prog)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    let mut files = vec![GITCA.to_string()];
+    for tool in ["git", "openssl"] {
+        match stdout("sh", &["-c", &format!("command -v {tool}")]) {
+            Some(path) => files.push(path.trim().to_string()),
+            None => eprintln!("warning: no {tool} on PATH to hold in memory"),
+        }
+    }
     for program in files.clone() {
         // `ldd` lines: "libz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x…)" and
-        // "/lib64/ld-linux-x86-64.so.2 (0x…)".
-        let listed = sh(Path::new("."), "ldd", &[&program]);
+        // "/lib64/ld-linux-x86-64.so.2 (0x…)". A static program has none (ldd fails).
+        let listed = stdout("ldd", &[&program]).unwrap_or_default();
         files.extend(listed.lines().filter_map(|l| {
             let path = l.split("=>").last()?.split_whitespace().next()?;
             path.starts_with('/').then(|| path.to_string())
@@ -217,28 +237,38 @@ fn hold_programs_in_memory() {
     }
     files.sort();
     files.dedup();
+    let (mut locked, mut mapped) = (0, 0);
     for f in &files {
-        if let Err(e) = lock_in_memory(Path::new(f)) {
-            eprintln!("warning: {f} is not held in memory: {e}");
+        match hold_in_memory(Path::new(f)) {
+            Ok(true) => locked += 1,
+            Ok(false) => mapped += 1,
+            Err(e) => eprintln!("warning: {f} is not held in memory: {e}"),
         }
     }
+    format!(
+        "{} files (gitca, git, openssl and their libraries): {locked} locked, {mapped} only mapped \
+         (no lock allowed)",
+        locked + mapped
+    )
 }
 
-fn lock_in_memory(path: &Path) -> std::io::Result<()> {
+/// Maps `path` with its pages read in and tries to lock them; true if locked.
+fn hold_in_memory(path: &Path) -> std::io::Result<bool> {
     use std::os::fd::AsRawFd;
     let file = std::fs::File::open(path)?;
     let len = file.metadata()?.len() as usize;
     if len == 0 {
-        return Ok(());
+        return Ok(true);
     }
-    // SAFETY: a new read-only shared mapping of an open file, checked for failure; it is never
-    // unmapped or read through, so the file changing underneath cannot break Rust's rules.
+    // SAFETY: a new read-only shared mapping of an open file, checked for failure. It is
+    // never unmapped and never read through, so the file changing underneath cannot break
+    // Rust's rules; it only keeps the pages in memory.
     let addr = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
             len,
             libc::PROT_READ,
-            libc::MAP_SHARED,
+            libc::MAP_SHARED | libc::MAP_POPULATE,
             file.as_raw_fd(),
             0,
         )
@@ -246,14 +276,9 @@ fn lock_in_memory(path: &Path) -> std::io::Result<()> {
     if addr == libc::MAP_FAILED {
         return Err(std::io::Error::last_os_error());
     }
-    // SAFETY: `addr` is the mapping of `len` bytes made above.
-    if unsafe { libc::mlock(addr, len) } != 0 {
-        let e = std::io::Error::last_os_error();
-        // SAFETY: as above; nothing else refers to the mapping.
-        unsafe { libc::munmap(addr, len) };
-        return Err(e);
-    }
-    Ok(())
+    // SAFETY: `addr` is the mapping of `len` bytes made above. Without the right to lock
+    // (no CAP_IPC_LOCK, a small RLIMIT_MEMLOCK) the mapping stays, populated.
+    Ok(unsafe { libc::mlock(addr, len) } == 0)
 }
 
 fn sh(dir: &Path, prog: &str, args: &[&str]) -> String {
@@ -653,12 +678,14 @@ fn issuance(n: usize, only_ca: Option<&str>, only_threads: Option<usize>) {
          of the CA key's multiples, about three times faster than a general verify (`-- speed`). \
          One core: the run and every git it starts are on one CPU (its \
          affinity). `1 of {cores}`: gitca signs on one thread, and git may use the other CPUs. \
-         CPU s: user and system time of gitca and its git commands. gitca's and git's programs \
-         and libraries are held in memory (mlock) for the whole bench. With a P-256 CA (the \
+         CPU s: user and system time of gitca and its git commands. gitca's, git's and openssl's \
+         programs and libraries are held in memory for the whole bench (above the table: how). \
+         With a P-256 CA (the \
          target), {P256_RUNS} runs per row: the row is the run with the median ratio to its \
-         floor, and the last column gives every run's ratio, in order, with the pages it read \
-         from disk (major faults) and the time the host ran something else on the machine's \
-         CPUs (steal), where there were any.\n\n\
+         floor measured as it ran, whose columns (the floor of one process alone and its ratio \
+         too) the row gives. The last column gives every run's ratio, in order, with the pages \
+         it read from disk (major faults) and the time the host ran something else on the \
+         machine's CPUs (steal, summed over all of them), where there were any.\n\n\
          | CA key | CPUs | threads | certs/s | CPU s | per core | floor/core | per core / floor | floor/core of one process alone | per core / it | openssl x509 -req loop | gitca / loop | runs: per core / floor beside it |\n\
          | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         cores = cores()
@@ -694,8 +721,10 @@ fn issuance(n: usize, only_ca: Option<&str>, only_threads: Option<usize>) {
                     floor(csr, sign, verify)
                 };
                 let alone = floor_of(1);
+                // As many processes as the run keeps CPUs busy: more threads than CPUs share
+                // them, and so would more processes, which would lower the floor.
                 let busy = if threads > 1 {
-                    floor_of(threads)
+                    floor_of(threads.min(cores()))
                 } else {
                     alone
                 };
@@ -712,7 +741,7 @@ fn issuance(n: usize, only_ca: Option<&str>, only_threads: Option<usize>) {
                     steal_secs: r.steal_secs,
                 };
                 eprintln!(
-                    "{ca_alg} x{threads}{}: {:.0}/s ({:.2}s, CPU {:.2}s, {} major faults, steal \
+                    "{ca_alg} x{threads}{}: {:.0}/s ({:.2}s, CPU {:.2}s, major faults: {}, steal \
                      {:.2}s), floor {busy:.0}/core ({alone:.0} alone)",
                     if one_cpu { " on one CPU" } else { "" },
                     m.rate,
@@ -727,12 +756,8 @@ fn issuance(n: usize, only_ca: Option<&str>, only_threads: Option<usize>) {
             let mut by_ratio: Vec<&Measured> = measured.iter().collect();
             by_ratio.sort_by(|a, b| a.ratio(threads).total_cmp(&b.ratio(threads)));
             let median = by_ratio[by_ratio.len() / 2];
-            let each = if runs == 1 {
-                "–".to_string()
-            } else {
-                let each: Vec<String> = measured.iter().map(|m| m.described(threads)).collect();
-                each.join(", ")
-            };
+            let each: Vec<String> = measured.iter().map(|m| m.described(threads)).collect();
+            let each = each.join(", ");
             let per_core = median.rate / threads as f64;
             let (alone, of_alone) = if threads > 1 {
                 (
