@@ -211,17 +211,9 @@ fn gitca(repo: &Path, data: &Path, args: &[&str]) -> Command {
 /// Returns what it held, for the report; a file it cannot read or map is left out, with a
 /// warning, and the runs' major faults then show what that cost.
 fn hold_programs_in_memory() -> String {
-    let stdout = |prog: &str, args: &[&str]| {
-        Command::new(prog)
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-    };
     let mut files = vec![GITCA.to_string()];
     for tool in ["git", "openssl"] {
-        match stdout("sh", &["-c", &format!("command -v {tool}")]) {
+        match output_of("sh", &["-c", &format!("command -v {tool}")]) {
             Some(path) => files.push(path.trim().to_string()),
             None => eprintln!("warning: no {tool} on PATH to hold in memory"),
         }
@@ -229,7 +221,7 @@ fn hold_programs_in_memory() -> String {
     for program in files.clone() {
         // `ldd` lines: "libz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x…)" and
         // "/lib64/ld-linux-x86-64.so.2 (0x…)". A static program has none (ldd fails).
-        let listed = stdout("ldd", &[&program]).unwrap_or_default();
+        let listed = output_of("ldd", &[&program]).unwrap_or_default();
         files.extend(listed.lines().filter_map(|l| {
             let path = l.split("=>").last()?.split_whitespace().next()?;
             path.starts_with('/').then(|| path.to_string())
@@ -279,6 +271,16 @@ fn hold_in_memory(path: &Path) -> std::io::Result<bool> {
     // SAFETY: `addr` is the mapping of `len` bytes made above. Without the right to lock
     // (no CAP_IPC_LOCK, a small RLIMIT_MEMLOCK) the mapping stays, populated.
     Ok(unsafe { libc::mlock(addr, len) } == 0)
+}
+
+/// What `prog` printed, if it ran and succeeded: for what the bench can do without.
+fn output_of(prog: &str, args: &[&str]) -> Option<String> {
+    Command::new(prog)
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
 fn sh(dir: &Path, prog: &str, args: &[&str]) -> String {
@@ -347,11 +349,8 @@ fn work_dir() -> PathBuf {
 
 /// The folder and its file system type, for the report.
 fn describe_dir(d: &Path) -> String {
-    let fs = Command::new("stat")
-        .args(["-f", "-c", "%T"])
-        .arg(d)
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    let fs = output_of("stat", &["-f", "-c", "%T", &d.to_string_lossy()])
+        .map(|o| o.trim().to_string())
         .unwrap_or_default();
     format!("{} ({fs})", d.display())
 }
