@@ -57,7 +57,9 @@ fn main() {
             let threads = opt("--threads").map(|t| t.parse().expect("--threads N"));
             // gitca takes GITCA_THREADS=0 as unset: a worker per CPU.
             assert!(threads != Some(0), "--threads N, at least 1");
-            issuance(n(10_000), ca.as_deref(), threads)
+            let runs = opt("--runs").map(|r| r.parse().expect("--runs N"));
+            assert!(runs != Some(0), "--runs N, at least 1");
+            issuance(n(10_000), ca.as_deref(), threads, runs)
         }
         "noop" => {
             let sizes: Vec<usize> = opt("--sizes")
@@ -78,7 +80,7 @@ fn main() {
         "state" => state(n(100_000)),
         "speed" => speed(),
         _ => eprintln!(
-            "usage: cargo bench --bench scale -- issuance|noop|kms|crl|state|speed [--n N] [--ca p256|p384|rsa2048] [--threads N] [--sizes ..] [--python P] [--work-dir DIR]"
+            "usage: cargo bench --bench scale -- issuance|noop|kms|crl|state|speed [--n N] [--ca p256|p384|rsa2048] [--threads N] [--runs N] [--sizes ..] [--python P] [--work-dir DIR]"
         ),
     }
 }
@@ -661,8 +663,9 @@ impl Measured {
 
 /// `only_ca` (p256, p384, rsa2048) and `only_threads` run some rows alone: the target's is
 /// `--ca p256 --threads 1`, which runs both one-thread rows (on one CPU, and with the others
-/// free for git).
-fn issuance(n: usize, only_ca: Option<&str>, only_threads: Option<usize>) {
+/// free for git). `runs` per row: by default [`P256_RUNS`] with a P-256 CA and one with the others.
+fn issuance(n: usize, only_ca: Option<&str>, only_threads: Option<usize>, runs: Option<usize>) {
+    let runs_of = |ca_alg: &str| runs.unwrap_or(if ca_alg == "p256" { P256_RUNS } else { 1 });
     let pool = csrs("p256", n);
     let mut t = String::new();
     writeln!(
@@ -679,17 +682,21 @@ fn issuance(n: usize, only_ca: Option<&str>, only_threads: Option<usize>) {
          affinity). `1 of {cores}`: gitca signs on one thread, and git may use the other CPUs. \
          CPU s: user and system time of gitca and its git commands. gitca's, git's and openssl's \
          programs and libraries are held in memory for the whole bench (above the table: how). \
-         With a P-256 CA (the \
-         target), {P256_RUNS} runs per row: the row is the run with the median ratio to its \
+         Runs per row: {p256_runs} with a P-256 CA (the target), {other_runs} with the \
+         others. Of several, the row is the run with the median ratio to its \
          floor measured as it ran, whose columns (the floor of one process alone and its ratio \
          too) the row gives. The last column gives every run's ratio, in order, with the pages \
          it read from disk (major faults) and the time the host ran something else on the \
          machine's CPUs (steal, summed over all of them), where there were any.\n\n\
          | CA key | CPUs | threads | certs/s | CPU s | per core | floor/core | per core / floor | floor/core of one process alone | per core / it | openssl x509 -req loop | gitca / loop | runs: per core / floor beside it |\n\
          | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-        cores = cores()
+        cores = cores(),
+        p256_runs = runs_of("p256"),
+        other_runs = runs_of("p384"),
     )
     .unwrap();
+    // Below the table: each row's spread, where it has one.
+    let mut spreads = String::new();
     // (threads, on one CPU) per row.
     let rows: Vec<(usize, bool)> = match only_threads {
         Some(1) => vec![(1, true), (1, false)],
@@ -702,7 +709,7 @@ fn issuance(n: usize, only_ca: Option<&str>, only_threads: Option<usize>) {
         .filter(|(ca, _)| only_ca.is_none_or(|only| only == *ca))
     {
         let loop_rate = openssl_loop(&pool, ca_alg, 200.min(n));
-        let runs = if ca_alg == "p256" { P256_RUNS } else { 1 };
+        let runs = runs_of(ca_alg);
         for &(threads, one_cpu) in &rows {
             let mut measured = Vec::new();
             for _ in 0..runs {
@@ -781,9 +788,50 @@ fn issuance(n: usize, only_ca: Option<&str>, only_threads: Option<usize>) {
                 median.rate / loop_rate
             )
             .unwrap();
+            if runs > 1 {
+                writeln!(
+                    spreads,
+                    "- {ca_alg}, {cpus} CPU(s), {threads} thread(s): {}",
+                    spread(&measured, threads)
+                )
+                .unwrap();
+            }
         }
     }
     println!("{t}");
+    if !spreads.is_empty() {
+        println!("Each row's runs, against the floor measured as each ran:\n\n{spreads}");
+    }
+}
+
+/// The runs' ratios to their floors as quartiles, and how many reach the target's 70%; with
+/// more than one thread, the same against the floor of one process alone.
+fn spread(measured: &[Measured], threads: usize) -> String {
+    let of = |ratio: &dyn Fn(&Measured) -> f64| {
+        let mut r: Vec<f64> = measured.iter().map(|m| 100.0 * ratio(m)).collect();
+        r.sort_by(f64::total_cmp);
+        // The run nearest each quarter; the half against the floor measured as it ran is the
+        // run the row shows.
+        let q = |p: f64| r[(p * (r.len() - 1) as f64).round() as usize];
+        format!(
+            "min {:.0}%, quartiles {:.0}% / {:.0}% / {:.0}%, max {:.0}%, {} of {} at 70% or more \
+             (before rounding)",
+            r[0],
+            q(0.25),
+            q(0.5),
+            q(0.75),
+            r[r.len() - 1],
+            r.iter().filter(|&&x| x >= 70.0).count(),
+            r.len()
+        )
+    };
+    let busy = of(&|m| m.ratio(threads));
+    if threads > 1 {
+        let alone = of(&|m| m.rate / threads as f64 / m.alone);
+        format!("{busy}; against one process alone: {alone}")
+    } else {
+        busy
+    }
 }
 
 /// The rates of the crypto library gitca signs and verifies with (AWS-LC), one thread, beside
