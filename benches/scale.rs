@@ -682,8 +682,7 @@ fn issuance(n: usize, only_ca: Option<&str>, only_threads: Option<usize>, runs: 
          affinity). `1 of {cores}`: gitca signs on one thread, and git may use the other CPUs. \
          CPU s: user and system time of gitca and its git commands. gitca's, git's and openssl's \
          programs and libraries are held in memory for the whole bench (above the table: how). \
-         Runs per row: {p256_runs} with a P-256 CA (the target), {other_runs} with the \
-         others. Of several, the row is the run with the median ratio to its \
+         {runs_per_row} Of several, the row is the run with the median ratio to its \
          floor measured as it ran, whose columns (the floor of one process alone and its ratio \
          too) the row gives. The last column gives every run's ratio, in order, with the pages \
          it read from disk (major faults) and the time the host ran something else on the \
@@ -691,8 +690,12 @@ fn issuance(n: usize, only_ca: Option<&str>, only_threads: Option<usize>, runs: 
          | CA key | CPUs | threads | certs/s | CPU s | per core | floor/core | per core / floor | floor/core of one process alone | per core / it | openssl x509 -req loop | gitca / loop | runs: per core / floor beside it |\n\
          | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         cores = cores(),
-        p256_runs = runs_of("p256"),
-        other_runs = runs_of("p384"),
+        runs_per_row = match runs {
+            Some(r) => format!("Runs per row: {r}."),
+            None => format!(
+                "Runs per row: {P256_RUNS} with a P-256 CA (the target), 1 with the others."
+            ),
+        },
     )
     .unwrap();
     // Below the table: each row's spread, where it has one.
@@ -800,27 +803,33 @@ fn issuance(n: usize, only_ca: Option<&str>, only_threads: Option<usize>, runs: 
     }
     println!("{t}");
     if !spreads.is_empty() {
-        println!("Each row's runs, against the floor measured as each ran:\n\n{spreads}");
+        println!(
+            "Each row's runs, against the floor measured as each ran (and, with more than one \
+             thread, against one process alone):\n\n{spreads}"
+        );
     }
 }
 
 /// The runs' ratios to their floors as quartiles, and how many reach the target's 70%; with
-/// more than one thread, the same against the floor of one process alone.
+/// more than one thread, the same against the floor of one process alone, over all the runs
+/// (its middle run need not be the row's).
 fn spread(measured: &[Measured], threads: usize) -> String {
     let of = |ratio: &dyn Fn(&Measured) -> f64| {
         let mut r: Vec<f64> = measured.iter().map(|m| 100.0 * ratio(m)).collect();
         r.sort_by(f64::total_cmp);
-        // The run nearest each quarter; the half against the floor measured as it ran is the
-        // run the row shows.
-        let q = |p: f64| r[(p * (r.len() - 1) as f64).round() as usize];
+        let last = r.len() - 1;
+        // The runs nearest the quarters, as far from either end: the middle one (against the
+        // floor measured as it ran) is the run the row shows, `by_ratio[len / 2]`.
+        let upper = (0.75 * last as f64).round() as usize;
+        let middle = (0.5 * last as f64).round() as usize;
         format!(
             "min {:.0}%, quartiles {:.0}% / {:.0}% / {:.0}%, max {:.0}%, {} of {} at 70% or more \
              (before rounding)",
             r[0],
-            q(0.25),
-            q(0.5),
-            q(0.75),
-            r[r.len() - 1],
+            r[last - upper],
+            r[middle],
+            r[upper],
+            r[last],
             r.iter().filter(|&&x| x >= 70.0).count(),
             r.len()
         )
