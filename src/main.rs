@@ -497,9 +497,10 @@ fn start_workers() -> Result<(), String> {
     if let Some(n) = workers_asked_for()? {
         pool = pool.num_threads(n);
     }
-    if pool.build_global().is_err() {
-        return Ok(());
-    }
+    // Nothing has used rayon yet, so the pool can only fail to start its threads: the run
+    // stops rather than go on with rayon's default pool, started later without a word.
+    pool.build_global()
+        .map_err(|e| format!("cannot start the workers (GITCA_THREADS, RAYON_NUM_THREADS): {e}"))?;
     let cpus = allowed_cpus();
     if cpus.len() == rayon::current_num_threads() {
         rayon::broadcast(|worker| keep_on_cpu(cpus[worker.index()]));
@@ -510,7 +511,8 @@ fn start_workers() -> Result<(), String> {
 /// GITCA_THREADS, where set to a count. Empty (a CI variable left blank) and 0 (rayon's
 /// convention for RAYON_NUM_THREADS) leave the default, a worker per CPU. Anything else that is
 /// not a count is refused rather than replaced by the default: a runner limited to one worker
-/// would otherwise use every CPU, unseen.
+/// would otherwise use every CPU, unseen. So is a count over [`MAX_WORKERS`], a typo rather
+/// than a machine.
 fn workers_asked_for() -> Result<Option<usize>, String> {
     let value = std::env::var_os("GITCA_THREADS").unwrap_or_default();
     if value.is_empty() {
@@ -518,6 +520,9 @@ fn workers_asked_for() -> Result<Option<usize>, String> {
     }
     match value.to_str().map(str::parse::<usize>) {
         Some(Ok(0)) => Ok(None),
+        Some(Ok(n)) if n > MAX_WORKERS => Err(format!(
+            "GITCA_THREADS={value:?}: more workers than gitca starts (at most {MAX_WORKERS})"
+        )),
         Some(Ok(n)) => Ok(Some(n)),
         _ => Err(format!(
             "GITCA_THREADS={value:?}: not a number of workers (a whole number; 0 or unset for \
@@ -525,6 +530,10 @@ fn workers_asked_for() -> Result<Option<usize>, String> {
         )),
     }
 }
+
+/// The most workers GITCA_THREADS may ask for: far more than the CPUs of any machine gitca
+/// runs on, far fewer than the threads a process may start.
+const MAX_WORKERS: usize = 1024;
 
 /// The CPUs this process may run on, in order; none where that cannot be told.
 #[cfg(target_os = "linux")]

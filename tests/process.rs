@@ -167,9 +167,9 @@ fn contents_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
         .collect()
 }
 
-/// A worker count that is not a whole number (words, a minus sign, spaces, a fraction) stops
-/// the run with an error naming GITCA_THREADS, before anything is written; it used to be
-/// ignored without a word, and the run used every CPU. Empty and 0 count as unset.
+/// A worker count that is not a whole number (words, a minus sign, spaces, a fraction), or is
+/// over 1,024, stops the run with an error naming GITCA_THREADS, before anything is written; it
+/// used to be ignored without a word, and the run used every CPU. Empty and 0 count as unset.
 #[test]
 fn a_gitca_threads_that_is_not_a_count_of_workers_is_refused() {
     let env = Env::from(EXAMPLE, &["revocations.yaml"]);
@@ -195,7 +195,28 @@ fn a_gitca_threads_that_is_not_a_count_of_workers_is_refused() {
         );
         assert_eq!(env.git(&["status", "--porcelain"]), "");
     }
-    for value in ["", "0", "1"] {
+    // A count too large to be a machine's: a typo, refused the same way.
+    for value in ["1025", "100000"] {
+        let o = env
+            .command_in(&env.repo, &["apply"])
+            .env("GITCA_THREADS", value)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "GITCA_THREADS={value:?}: {err}");
+        assert!(
+            err.contains(&format!(
+                "GITCA_THREADS={value:?}: more workers than gitca starts (at most 1024)"
+            )),
+            "{err}"
+        );
+        assert_eq!(env.head(), head);
+        assert!(
+            contents_under(&env.data) == data,
+            "GITCA_THREADS={value:?} wrote state"
+        );
+    }
+    for value in ["", "0", "1", "1024"] {
         let o = env
             .command_in(&env.repo, &["plan"])
             .env("GITCA_THREADS", value)
