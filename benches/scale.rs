@@ -641,6 +641,11 @@ impl Measured {
         self.rate / threads as f64 / self.floor
     }
 
+    /// The ratio to the floor of one `openssl speed` process with the other CPUs free.
+    fn ratio_alone(&self, threads: usize) -> f64 {
+        self.rate / threads as f64 / self.alone
+    }
+
     /// The ratio, and what the host did to the run where it did anything.
     fn described(&self, threads: usize) -> String {
         let mut what = Vec::new();
@@ -690,11 +695,14 @@ fn issuance(n: usize, only_ca: Option<&str>, only_threads: Option<usize>, runs: 
          | CA key | CPUs | threads | certs/s | CPU s | per core | floor/core | per core / floor | floor/core of one process alone | per core / it | openssl x509 -req loop | gitca / loop | runs: per core / floor beside it |\n\
          | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         cores = cores(),
-        runs_per_row = match runs {
-            Some(r) => format!("Runs per row: {r}."),
-            None => format!(
-                "Runs per row: {P256_RUNS} with a P-256 CA (the target), 1 with the others."
-            ),
+        runs_per_row = match (runs_of("p256"), runs_of("p384")) {
+            (all, others) if all == others => format!("Runs per row: {all}."),
+            (target, others) => {
+                format!(
+                    "Runs per row: {target} with a P-256 CA (the target), {others} with the \
+                     others."
+                )
+            }
         },
     )
     .unwrap();
@@ -771,7 +779,7 @@ fn issuance(n: usize, only_ca: Option<&str>, only_threads: Option<usize>, runs: 
             let (alone, of_alone) = if threads > 1 {
                 (
                     format!("{:.0}", median.alone),
-                    format!("{:.0}%", 100.0 * per_core / median.alone),
+                    format!("{:.0}%", 100.0 * median.ratio_alone(threads)),
                 )
             } else {
                 ("–".to_string(), "–".to_string())
@@ -818,10 +826,11 @@ fn spread(measured: &[Measured], threads: usize) -> String {
         let mut r: Vec<f64> = measured.iter().map(|m| 100.0 * ratio(m)).collect();
         r.sort_by(f64::total_cmp);
         let last = r.len() - 1;
-        // The runs nearest the quarters, as far from either end: the middle one (against the
-        // floor measured as it ran) is the run the row shows, `by_ratio[len / 2]`.
+        // The runs nearest the quarters, as far from either end. The middle one is chosen as
+        // the row's run is (`by_ratio[len / 2]`), so against the floor measured as it ran it
+        // is that run.
         let upper = (0.75 * last as f64).round() as usize;
-        let middle = (0.5 * last as f64).round() as usize;
+        let middle = r.len() / 2;
         format!(
             "min {:.0}%, quartiles {:.0}% / {:.0}% / {:.0}%, max {:.0}%, {} of {} at 70% or more \
              (before rounding)",
@@ -836,7 +845,7 @@ fn spread(measured: &[Measured], threads: usize) -> String {
     };
     let busy = of(&|m| m.ratio(threads));
     if threads > 1 {
-        let alone = of(&|m| m.rate / threads as f64 / m.alone);
+        let alone = of(&|m| m.ratio_alone(threads));
         format!("{busy}; against one process alone: {alone}")
     } else {
         busy

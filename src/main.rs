@@ -499,8 +499,11 @@ fn start_workers() -> Result<(), String> {
     }
     // Nothing has used rayon yet, so the pool can only fail to start its threads: the run
     // stops rather than go on with rayon's default pool, started later without a word.
-    pool.build_global()
-        .map_err(|e| format!("cannot start the workers (GITCA_THREADS, RAYON_NUM_THREADS): {e}"))?;
+    if let Err(e) = pool.build_global() {
+        return Err(format!(
+            "cannot start the workers (GITCA_THREADS, RAYON_NUM_THREADS): {e}"
+        ));
+    }
     let cpus = allowed_cpus();
     if cpus.len() == rayon::current_num_threads() {
         rayon::broadcast(|worker| keep_on_cpu(cpus[worker.index()]));
