@@ -405,11 +405,12 @@ fn recheck_against_policy(tbs: &TbsCertificate, spec: &IssueSpec) -> Result<(), 
     if sans != spec.sans.to_general_names()? {
         return Err("subjectAltName differs from the approved SANs".into());
     }
+    // Without the extension a leaf is good for every purpose, whatever the policy allowed.
     let ekus = tbs
         .get_extension::<ExtendedKeyUsage>()
         .map_err(|e| e.to_string())?
         .map(|(_, e)| e.0)
-        .unwrap_or_default();
+        .ok_or("no extendedKeyUsage: the certificate would be good for every purpose")?;
     if ekus != spec.usages {
         return Err("extendedKeyUsage differs from the approved usages".into());
     }

@@ -43,7 +43,17 @@ pub struct CustomExtension {
 
 impl RequestFile {
     pub fn parse(text: &str) -> Result<RequestFile, String> {
-        serde_yaml_ng::from_str(text).map_err(|e| e.to_string())
+        let req: RequestFile = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
+        // A certificate without extended key usage is good for every purpose: an empty list
+        // would pass every policy's usage rule and grant them all.
+        if req.usages.as_ref().is_some_and(Vec::is_empty) {
+            return Err(
+                "usages: the list is empty; name at least one usage, or leave `usages` out for \
+                 server_auth"
+                    .into(),
+            );
+        }
+        Ok(req)
     }
 
     pub fn usages(&self) -> Vec<String> {

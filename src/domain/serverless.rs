@@ -682,7 +682,10 @@ fn convert_entry(
                 _ => {
                     note(
                         code::LIFETIME_INVALID,
-                        format!("lifetime {d} days is too large to represent; not imported"),
+                        format!(
+                            "lifetime {d} days is longer than gitca takes ({}, 100 years); not imported",
+                            Span::MAX
+                        ),
                     );
                     fatal = true;
                     (Span::days(1), Span::days(1))
@@ -885,8 +888,7 @@ fn lifetime_days(v: Option<&Value>) -> Result<i64, String> {
 }
 
 fn span_days(d: u64) -> Option<Span> {
-    d.checked_mul(86_400)
-        .map(|s| Span(std::time::Duration::from_secs(s)))
+    d.checked_mul(86_400).and_then(Span::checked_secs)
 }
 
 /// A request file name from a common name: lower case, `[a-z0-9.-]`, no leading or trailing
