@@ -57,7 +57,11 @@ impl KeyKind {
             use rsa::traits::PublicKeyParts;
             let k = rsa::PublicKey::from_public_key_der(&der)
                 .map_err(|e| format!("invalid RSA key: {e}"))?;
-            Ok(KeyKind::Rsa { bits: k.size() * 8 })
+            // The modulus's own length: `size()` rounds up to whole bytes, which made a
+            // 3,065-bit key pass a 3,072-bit minimum.
+            Ok(KeyKind::Rsa {
+                bits: k.n().bit_width() as usize,
+            })
         } else if oid == rfc5912::ID_EC_PUBLIC_KEY {
             let curve = spki
                 .algorithm

@@ -32,6 +32,7 @@ pub enum Code {
     CnNotInSans,
     KeyTypeNotAllowed,
     LifetimeTooLong,
+    LifetimeTooShort,
     LifetimeBeyondCa,
     UsageNotAllowed,
     ExtensionNotAllowed,
@@ -48,7 +49,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, for documentation checks.
-    pub const ALL: [Code; 37] = [
+    pub const ALL: [Code; 38] = [
         Code::RequestInvalid,
         Code::RequestNotRegularFile,
         Code::RequestTooLarge,
@@ -74,6 +75,7 @@ impl Code {
         Code::CnNotInSans,
         Code::KeyTypeNotAllowed,
         Code::LifetimeTooLong,
+        Code::LifetimeTooShort,
         Code::LifetimeBeyondCa,
         Code::UsageNotAllowed,
         Code::ExtensionNotAllowed,
@@ -116,6 +118,7 @@ impl Code {
             CnNotInSans => "cn-not-in-sans",
             KeyTypeNotAllowed => "key-type-not-allowed",
             LifetimeTooLong => "lifetime-too-long",
+            LifetimeTooShort => "lifetime-too-short",
             LifetimeBeyondCa => "lifetime-beyond-ca",
             UsageNotAllowed => "usage-not-allowed",
             ExtensionNotAllowed => "extension-not-allowed",

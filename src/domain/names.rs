@@ -129,6 +129,37 @@ pub fn valid_dns_name(name: &str) -> bool {
     }) && body.contains('.')
 }
 
+/// One mailbox, as RFC 5280 (4.2.1.6) wants an rfc822Name: `local@domain`, a single `@`, the
+/// local part a dot-atom (RFC 5321: letters, digits and ``!#$%&'*+/=?^_`{|}~-``, dots between
+/// them) and the domain a DNS name, in any case. So no part can hide another address
+/// (`bob@example.org@example.com`) from the policy's domain check.
+pub fn valid_mailbox(addr: &str) -> bool {
+    let Some((local, domain)) = addr.split_once('@') else {
+        return false;
+    };
+    let atext = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+/=?^_`{|}~-".contains(&b);
+    let dot_atom = local.len() <= 64
+        && local
+            .split('.')
+            .all(|atom| !atom.is_empty() && atom.bytes().all(atext));
+    dot_atom && !domain.starts_with("*.") && valid_dns_name(&domain.to_ascii_lowercase())
+}
+
+/// Whether a URI's path has a `.` or `..` segment, plain or percent-encoded (`%2e`): the policy
+/// matches URIs as written, by prefix, and `spiffe://a/ns/x/../admin` begins with
+/// `spiffe://a/ns/x/` yet resolves outside it (SPIFFE forbids such segments too).
+pub fn has_dot_segment(uri: &str) -> bool {
+    let after_scheme = uri.split_once("://").map_or(uri, |(_, rest)| rest);
+    let Some((_, path)) = after_scheme.split_once('/') else {
+        return false;
+    };
+    let path = path.split(['?', '#']).next().unwrap_or_default();
+    path.split('/').any(|segment| {
+        let dots = segment.to_ascii_lowercase().replace("%2e", ".");
+        dots == "." || dots == ".."
+    })
+}
+
 /// Subject attributes gitca puts in certificates. Everything else in a CSR subject is dropped.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -230,6 +261,59 @@ mod tests {
         assert!(!valid_dns_name("-a.example.com"));
         assert!(!valid_dns_name("localhost"));
         assert!(!valid_dns_name("a..b"));
+    }
+
+    /// Defect `email-two-at-signs`: the domain check split at the last `@`, so
+    /// `bob@example.org@example.com` passed as a mailbox of example.com.
+    #[test]
+    fn a_mailbox_is_one_dot_atom_at_one_dns_name() {
+        for good in [
+            "alice@example.com",
+            "a.b+tag@Mail.Example.com",
+            "o'neil_1@x.example.org",
+        ] {
+            assert!(valid_mailbox(good), "{good}");
+        }
+        for bad in [
+            "bob@example.org@example.com",
+            "@example.com",
+            "alice@",
+            "alice",
+            ".alice@example.com",
+            "al..ice@example.com",
+            "alice.@example.com",
+            "al ice@example.com",
+            "\"al ice\"@example.com",
+            "alice@*.example.com",
+            "alice@localhost",
+            "alice@exa_mple.com",
+            "ålice@example.com",
+        ] {
+            assert!(!valid_mailbox(bad), "{bad}");
+        }
+    }
+
+    /// Defect `uri-dot-segment`: a URI that resolves outside the prefix it begins with.
+    #[test]
+    fn dot_segments_are_found_plain_or_percent_encoded() {
+        for dotted in [
+            "spiffe://example.org/ns/payments/../admin",
+            "spiffe://example.org/ns/payments/%2e%2E/admin",
+            "spiffe://example.org/ns/payments/./sa",
+            "spiffe://example.org/ns/payments/..",
+            "https://example.org/a/..?q=1",
+        ] {
+            assert!(has_dot_segment(dotted), "{dotted}");
+        }
+        for plain in [
+            "spiffe://example.org/ns/payments/sa/web",
+            "spiffe://example.org/ns/payments/..hidden/x",
+            "spiffe://example.org",
+            "https://example.org/a?next=../b",
+            "urn:uuid:1234",
+        ] {
+            assert!(!has_dot_segment(plain), "{plain}");
+        }
     }
 
     #[test]

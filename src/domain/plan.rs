@@ -1183,6 +1183,25 @@ fn decide(
         ByRequest::newest(certs.of(id)).map(|n| n.not_before),
     );
     let not_after = not_before + v.lifetime.as_time();
+    // Due the moment it is signed (expired, if the lifetime is within the backdate): every run
+    // would sign another.
+    let renew_from = super::state::renewal_at(
+        not_before,
+        not_after,
+        i.config.issuance.renew_before.as_time(),
+    );
+    if renew_from <= i.now {
+        findings.push(Finding::new(
+            Code::LifetimeTooShort,
+            id,
+            format!(
+                "lifetime {} is too short: starting {not_before} (the backdate of {}), the \
+                 certificate would be due for renewal at {renew_from}, as soon as it is issued, \
+                 and every run would sign another",
+                v.lifetime, i.config.issuance.backdate
+            ),
+        ));
+    }
     if not_after > i.ca.not_after {
         findings.push(Finding::new(
             Code::LifetimeBeyondCa,

@@ -324,11 +324,16 @@ pub fn evaluate(p: &Policy, request_id: &str, c: &Candidate, default_lifetime: S
         }
     }
     for e in &c.sans.email {
+        if !super::names::valid_mailbox(e) {
+            f(
+                Code::EmailNotAllowed,
+                format!("email {e:?} is not one mailbox (local@domain, RFC 5321)"),
+            );
+            continue;
+        }
         let ok = e
-            .rsplit_once('@')
-            .filter(|(local, _)| !local.is_empty())
-            .map(|(_, dom)| r.email_domains.iter().any(|d| d.eq_ignore_ascii_case(dom)))
-            .unwrap_or(false);
+            .split_once('@')
+            .is_some_and(|(_, dom)| r.email_domains.iter().any(|d| d.eq_ignore_ascii_case(dom)));
         if !ok {
             f(
                 Code::EmailNotAllowed,
@@ -344,6 +349,16 @@ pub fn evaluate(p: &Policy, request_id: &str, c: &Candidate, default_lifetime: S
             .split_once("://")
             .is_some_and(|(s, rest)| !s.is_empty() && !rest.is_empty())
             && !u.chars().any(|ch| ch.is_whitespace());
+        if wellformed && super::names::has_dot_segment(u) {
+            f(
+                Code::UriNotAllowed,
+                format!(
+                    "URI {u:?} has a `.` or `..` path segment: a verifier that resolves it \
+                     would read another path than the policy's prefix checked"
+                ),
+            );
+            continue;
+        }
         if !wellformed || !r.uri_prefixes.iter().any(|pre| u.starts_with(pre.as_str())) {
             f(
                 Code::UriNotAllowed,

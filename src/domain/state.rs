@@ -371,9 +371,18 @@ impl CertSummary {
 
     /// When [`CertSummary::renewal_due`] turns true.
     pub fn renewal_at(&self, renew_before: time::Duration) -> OffsetDateTime {
-        let window = renew_before.min((self.not_after - self.not_before) / 3);
-        self.not_after - window
+        renewal_at(self.not_before, self.not_after, renew_before)
     }
+}
+
+/// When a certificate valid from `not_before` to `not_after` is due for renewal: `renew_before`
+/// ahead of its end, but never in the first two thirds of its life.
+pub fn renewal_at(
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+    renew_before: time::Duration,
+) -> OffsetDateTime {
+    not_after - renew_before.min((not_after - not_before) / 3)
 }
 
 /// The index's certificates grouped by request (the index is keyed by serial), with the keys
