@@ -179,6 +179,11 @@ pub struct Subject {
 }
 
 impl Subject {
+    /// No attribute at all: an empty subject name.
+    pub fn is_empty(&self) -> bool {
+        *self == Subject::default()
+    }
+
     pub fn from_name(name: &Name) -> Subject {
         let s = |r: der::Result<Option<x509_cert::ext::pkix::name::DirectoryString>>| {
             r.ok().flatten().map(|d| d.value().into_owned())

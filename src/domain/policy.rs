@@ -382,6 +382,16 @@ pub fn evaluate(p: &Policy, request_id: &str, c: &Candidate, default_lifetime: S
             }
         }
     }
+    // RFC 5280 (4.2.1.6): with an empty subject the certificate must have a SAN. Where the
+    // policy does not require one, it could otherwise name no one.
+    if c.sans.is_empty() && !r.require_san && subject.is_empty() {
+        f(
+            Code::SanRequired,
+            "the certificate would name no one: no SAN and an empty subject (RFC 5280 4.2.1.6 \
+             then requires a SAN)"
+                .into(),
+        );
+    }
 
     let lifetime = c
         .lifetime
@@ -451,6 +461,41 @@ fn glob_label_match(glob: &str, name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Defect `empty-subject-no-san`: a policy that does not require a SAN, and drops the
+    /// common name, let a certificate with an empty subject and no SAN through.
+    #[test]
+    fn a_certificate_naming_no_one_is_refused_even_without_require_san() {
+        let policy = |common_name: &str| {
+            let text = format!(
+                "select: {{paths: [\"requests/**\"]}}\nrules:\n  require_san: false\n  \
+                 common_name: {common_name}\n  key_types: [p256]\n  max_lifetime: 30d\n"
+            );
+            Policy::parse("policies/p.yaml", &text).unwrap()
+        };
+        let candidate = Candidate {
+            subject: Subject {
+                common_name: Some("svc".into()),
+                ..Default::default()
+            },
+            sans: Sans::default(),
+            key: KeyKind::P256,
+            lifetime: None,
+            usages: vec!["server_auth".into()],
+            extension_oids: vec![],
+        };
+        let codes = |p: &Policy, c: &Candidate| -> Vec<Code> {
+            let v = evaluate(p, "requests/a.yaml", c, Span::days(30));
+            v.findings.iter().map(|f| f.code).collect()
+        };
+        assert_eq!(codes(&policy("drop"), &candidate), [Code::SanRequired]);
+        assert_eq!(codes(&policy("keep"), &candidate), []);
+        let nameless = Candidate {
+            subject: Subject::default(),
+            ..candidate
+        };
+        assert_eq!(codes(&policy("keep"), &nameless), [Code::SanRequired]);
+    }
 
     #[test]
     fn dns_matching() {
