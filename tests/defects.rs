@@ -265,6 +265,26 @@ fn invalid_config_and_policy_are_errors_naming_the_file() {
         err.contains("policies/broken.yaml") && err.contains("dnss"),
         "{err}"
     );
+
+    // Defect `policy-name-shared`: two files of one policy name, and `policy: <name>` used
+    // whichever came first.
+    std::fs::remove_file(env.path("policies/broken.yaml")).unwrap();
+    std::fs::create_dir_all(env.path("policies/team")).unwrap();
+    std::fs::copy(
+        env.path("policies/internal-tls.yaml"),
+        env.path("policies/team/internal-tls.yml"),
+    )
+    .unwrap();
+    env.commit_all("a second policy of one name");
+    let o = env.gitca(&["plan"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("policies/team/internal-tls.yml")
+            && err.contains("policies/internal-tls.yaml")
+            && err.contains("unique"),
+        "{err}"
+    );
 }
 
 /// plan --worktree sees an uncommitted request; plan and apply never do.

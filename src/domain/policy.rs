@@ -102,6 +102,22 @@ pub struct Policy {
 
 const KEY_TYPES: [&str; 5] = ["rsa", "p256", "p384", "p521", "ed25519"];
 
+/// A request names its policy by file name without `.yaml`: two files of one name
+/// (`policies/a.yaml`, `policies/x/a.yml`) would leave which one applies to their order.
+pub fn refuse_shared_names(policies: &[Policy]) -> Result<(), String> {
+    let mut by_name = std::collections::BTreeMap::new();
+    for p in policies {
+        if let Some(first) = by_name.insert(p.name.as_str(), p.file.as_str()) {
+            return Err(format!(
+                "{}: policy name {:?} is also that of {first}; a request names its policy by \
+                 file name, so each must be unique",
+                p.file, p.name
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl Policy {
     pub fn parse(file: &str, text: &str) -> Result<Policy, String> {
         let spec: PolicyFile =
