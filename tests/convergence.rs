@@ -367,6 +367,28 @@ fn an_intent_for_a_changed_request_is_abandoned() {
     );
 }
 
+/// Defect `intent-profile-changed`: a policy changed between the crash and the rerun (here a
+/// default lifetime) makes the recorded TBS fail today's profile check. That stopped every
+/// apply, and with it every CRL refresh, until someone deleted the intents by hand. Such an
+/// intent is now dropped unsigned, like one whose request changed, and the request issued anew.
+#[test]
+fn an_intent_whose_policy_changed_is_abandoned() {
+    let env = stopped_at("after-intent");
+    env.edit("policies/spiffe.yaml", |y| {
+        y.replace("default_lifetime: 1d", "default_lifetime: 2d")
+    });
+    env.commit_all("spiffe certificates last two days");
+    let out = env.ok(&["apply"], 3);
+    assert!(out.contains("completed 6 and dropped 1"), "{out}");
+    assert_converged(&env, 7);
+    assert_eq!(
+        std::fs::read_dir(env.state("example-ca").join("abandoned"))
+            .unwrap()
+            .count(),
+        1
+    );
+}
+
 #[test]
 fn history_rewrite_is_refused_unless_allowed() {
     let env = Env::from(EXAMPLE, &["revocations.yaml"]);

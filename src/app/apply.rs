@@ -376,15 +376,17 @@ fn make_plan(ctx: &Context, index: &Index, now: OffsetDateTime) -> Result<Plan, 
 
 /// Completes or abandons the intents an interrupted run left behind, one intent object (one
 /// round) at a time: certificates already recorded are indexed, intents whose request is
-/// unchanged in the reviewed commit are signed as recorded (same serial and TBS), and the others
-/// are moved to `abandoned/` unsigned. The object is deleted once the index holds its
-/// certificates, so a crash during recovery is recovered again.
+/// unchanged in the reviewed commit, and whose recorded TBS its profile still passes, are signed
+/// as recorded (same serial and TBS), and the others are moved to `abandoned/` unsigned. The
+/// object is deleted once the index holds its certificates, so a crash during recovery is
+/// recovered again.
 async fn recover(
     ctx: &Context,
     signer: &dyn Signer,
     issuer: &Issuer,
     h: &mut IndexHandle,
     now: OffsetDateTime,
+    lease: &LeaseGuard,
 ) -> Result<(usize, usize, usize), RunError> {
     let keys = ctx.store.list("intents").await?;
     if keys.is_empty() {
@@ -446,14 +448,29 @@ async fn recover(
             let unchanged = specs
                 .get(rec.request_id.as_str())
                 .filter(|s| s.request_hash == rec.request_hash);
-            match unchanged {
+            // Signed only as the reviewed commit would issue it: the same request, and a TBS
+            // today's profile passes. A policy or configuration changed since the crash (a
+            // lifetime, a usage) makes another certificate: the request is planned again.
+            let to_complete = match unchanged {
                 Some(spec) => {
                     let which = |e: String| format!("{key}: serial {}: {e}", rec.serial);
                     let tbs = Base64::decode_vec(&rec.tbs).map_err(|e| which(e.to_string()))?;
                     let serial = hex::decode(&rec.serial).map_err(|e| which(e.to_string()))?;
-                    profile::lint_leaf(&tbs, issuer, &serial, spec).map_err(which)?;
-                    to_sign.push((rec, tbs));
+                    match profile::lint_leaf(&tbs, issuer, &serial, spec) {
+                        Ok(()) => Some(tbs),
+                        Err(e) => {
+                            tracing::warn!(
+                                "{}; dropped unsigned, the request is planned again",
+                                which(e)
+                            );
+                            None
+                        }
+                    }
                 }
+                None => None,
+            };
+            match to_complete {
+                Some(tbs) => to_sign.push((rec, tbs)),
                 None => {
                     let bytes = serde_json::to_vec(&rec).map_err(|e| e.to_string())?;
                     let kept = format!("abandoned/{}.json", rec.serial);
