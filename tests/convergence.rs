@@ -389,6 +389,44 @@ fn an_intent_whose_policy_changed_is_abandoned() {
     );
 }
 
+/// Defect `lease-outlived`: an apply still running after its lease's time to live lost the
+/// lease to the next apply, which then planned the same requests and issued them a second
+/// time. The holder now renews its lease while it runs, so the next apply waits for it.
+#[test]
+fn an_apply_running_past_its_lease_time_keeps_the_lease() {
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    env.init(&[]);
+    let mut running = env
+        .command_in(
+            &env.repo,
+            &["apply", "--hang-at", "after-sign", "--lease-ttl", "2s"],
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while state_paths(&env, "intents").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first apply never recorded its intents"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Twice its time to live: a lease taken once and never renewed has expired by now.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let o = env.gitca(&["apply", "--lease-wait", "0s"]);
+    running.kill().unwrap();
+    running.wait().unwrap();
+    assert_eq!(o.status.code(), Some(1), "the holder is still running");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("another apply holds the lease"), "{err}");
+    // Killed, it renews no more: once the lease expires, the next apply completes its round.
+    let out = env.ok(&["apply", "--lease-wait", "60s"], 3);
+    assert!(out.contains("completed 7"), "{out}");
+    assert_converged(&env, 7);
+}
+
 #[test]
 fn history_rewrite_is_refused_unless_allowed() {
     let env = Env::from(EXAMPLE, &["revocations.yaml"]);

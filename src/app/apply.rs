@@ -7,7 +7,8 @@
 
 use super::context::{BasisSeen, Context, RepoArgs, Scan, Scope, key_path};
 use super::index::{IndexHandle, Staged};
-use super::{Exit, RunError, lease, outputs};
+use super::lease::{self, LeaseGuard};
+use super::{Exit, RunError, outputs};
 use crate::adapters::git::PendingCommit;
 use crate::adapters::kms::{self, KmsSigner};
 use crate::adapters::signer::{
@@ -263,7 +264,8 @@ pub async fn apply(args: &RepoArgs, opts: &ApplyOptions) -> Result<ApplyOutcome,
     first.repo.current_branch()?;
     let signer = open_signer(&first).await?;
     let store = first.store.clone();
-    let held = lease::acquire(store.as_ref(), opts.lease_ttl, opts.lease_wait).await?;
+    let taken = lease::acquire(store.as_ref(), opts.lease_ttl, opts.lease_wait).await?;
+    let held = lease::Held::keep(store.clone(), taken, opts.lease_ttl);
     // Load under the lease: another apply may have committed while this one waited.
     let result = match super::quiet::check(&first, opts, now).await {
         Ok(Some(quiet)) => Ok(quiet),
@@ -272,7 +274,9 @@ pub async fn apply(args: &RepoArgs, opts: &ApplyOptions) -> Result<ApplyOutcome,
             crate::adapters::signer::warm_up_random();
             match load_for_apply(args, opts, now).await {
                 Ok(mut ctx) => {
-                    let applied = apply_with_retries(args, opts, signer.as_ref(), &mut ctx).await;
+                    let applied =
+                        apply_with_retries(args, opts, signer.as_ref(), &mut ctx, held.guard())
+                            .await;
                     super::free_in_background(ctx);
                     applied
                 }
@@ -281,7 +285,7 @@ pub async fn apply(args: &RepoArgs, opts: &ApplyOptions) -> Result<ApplyOutcome,
         }
         Err(e) => Err(e),
     };
-    lease::release(store.as_ref(), held).await;
+    held.release(store.as_ref()).await;
     let mut outcome = result?;
     outcome.signer = signer.stats();
     outcome.seconds = started.elapsed().as_secs_f64();
@@ -293,10 +297,11 @@ async fn apply_with_retries(
     opts: &ApplyOptions,
     signer: &dyn Signer,
     ctx: &mut Context,
+    lease: &LeaseGuard,
 ) -> Result<ApplyOutcome, RunError> {
     let mut attempt = 1;
     loop {
-        let mut outcome = reconcile(ctx, signer, opts).await?;
+        let mut outcome = reconcile(ctx, signer, opts, lease).await?;
         if !opts.push {
             return Ok(outcome);
         }
@@ -483,6 +488,7 @@ async fn recover(
                 }
             }
         }
+        lease.check(&format!("completing the intents {key}"))?;
         let tbs: Vec<&[u8]> = to_sign.iter().map(|(_, t)| t.as_slice()).collect();
         let sigs = sign_all(signer, &tbs, &|| {}).await;
         let (with_sigs, failed) = signed_and_first_failure(to_sign, sigs);
@@ -558,6 +564,7 @@ pub async fn reconcile(
     ctx: &mut Context,
     signer: &dyn Signer,
     opts: &ApplyOptions,
+    lease: &LeaseGuard,
 ) -> Result<ApplyOutcome, RunError> {
     let phase = std::time::Instant::now();
     let head = ctx.snapshot.commit.clone();
@@ -598,7 +605,8 @@ pub async fn reconcile(
         )));
     }
 
-    let (recovered, abandoned, mut signatures) = recover(ctx, signer, &issuer, &mut h, now).await?;
+    let (recovered, abandoned, mut signatures) =
+        recover(ctx, signer, &issuer, &mut h, now, lease).await?;
     let mut plan = make_plan(ctx, &h.index, now)?;
     // Planned: the request files are not read again (the outputs come from the state), and a
     // first issuance of 100,000 requests would hold them, about 140 MB, to its end. Freed on
@@ -622,7 +630,7 @@ pub async fn reconcile(
         sign_seconds,
     } = match opts.crl_only {
         true => IssueRun::default(),
-        false => issue(ctx, signer, opts, &issuer, &mut plan).await?,
+        false => issue(ctx, signer, opts, &issuer, &mut plan, lease).await?,
     };
     let fresh = outputs::FreshPems::encode_beside(fresh, opts.pem_beside);
     signatures += issued.len();
@@ -745,6 +753,7 @@ pub async fn reconcile(
             let fresh = fresh.take().unwrap_or_default();
             outputs = Some(start_outputs(ctx, opts, &h.index, &plan, &run, None, fresh).await?);
         }
+        lease.check("the state index write")?;
         if h.write_staged(&change).await? == Staged::Reapplied {
             // Another writer changed the index the outputs came from.
             if let Some(Some(_)) = outputs {
@@ -1037,6 +1046,7 @@ async fn issue(
     opts: &ApplyOptions,
     issuer: &Issuer,
     plan: &mut Plan,
+    lease: &LeaseGuard,
 ) -> Result<IssueRun, RunError> {
     let phase = std::time::Instant::now();
     let urls = urls(ctx);
@@ -1153,7 +1163,8 @@ async fn issue(
                 }
                 None => {
                     let built = prepare(chunk, round)?;
-                    let written = write_intents(ctx.store.as_ref(), &built, &mut intents_json);
+                    let written =
+                        write_intents(ctx.store.as_ref(), &built, &mut intents_json, lease);
                     let intents = written.await?;
                     (built, intents)
                 }
@@ -1176,10 +1187,11 @@ async fn issue(
                 let store = ctx.store.clone();
                 let mut buf = std::mem::take(&mut intents_json);
                 let (fail_at, hang_at) = (opts.fail_at, opts.hang_at);
+                let lease = lease.clone();
                 next_intents = Some(tokio::spawn(async move {
                     let written = async {
                         fail_or_hang(fail_at, hang_at, FailPoint::BesideIntent).await?;
-                        write_intents(store.as_ref(), &built, &mut buf).await
+                        write_intents(store.as_ref(), &built, &mut buf, &lease).await
                     };
                     (written.await, built, buf)
                 }));
@@ -1315,8 +1327,11 @@ async fn write_intents(
     store: &dyn crate::adapters::state_store::StateStore,
     built: &Built,
     buf: &mut Vec<u8>,
+    lease: &LeaseGuard,
 ) -> Result<(String, String), RunError> {
     let key = intent_key(&built[0].1.1.serial);
+    // No new round while another apply may run: it would plan these requests too.
+    lease.check(&format!("the intents {key}"))?;
     let records: Vec<&CertRecord> = built.iter().map(|(_, (_, rec))| rec).collect();
     records_json_into(buf, &records).map_err(|e| e.to_string())?;
     let version = store.put_new(&key, buf).await?;

@@ -1,8 +1,12 @@
 //! One apply at a time per CA: a lease object created only if absent (the Terraform S3-backend
-//! model). A lease past its expiry may be taken over by compare-and-swap.
+//! model). A lease past its expiry may be taken over by compare-and-swap, so the holder renews
+//! it while it runs ([`Held`]) and checks it before each write that assumes no other apply
+//! runs ([`LeaseGuard::check`]): a run longer than the lease's time to live keeps it, and a run
+//! that lost it stops instead of issuing beside the apply that took it over.
 
 use crate::adapters::state_store::{StateStore, StoreError};
 use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use time::OffsetDateTime;
 
@@ -57,6 +61,14 @@ pub async fn acquire(
         let mut held_by = String::from("another apply");
         if let Some(cur) = current {
             let old: Option<LeaseBody> = serde_json::from_slice(&cur.bytes).ok();
+            // A retried create whose first attempt landed reads back as taken: it is ours.
+            if let Some(o) = old.as_ref().filter(|o| o.holder == holder) {
+                let body = o.clone();
+                return Ok(Lease {
+                    version: cur.version,
+                    body,
+                });
+            }
             // An unreadable lease is treated as expired: it cannot be held by anyone alive.
             let expired = old
                 .as_ref()
@@ -87,8 +99,202 @@ pub async fn acquire(
     }
 }
 
-pub async fn release(store: &dyn StateStore, lease: Lease) {
-    if let Err(e) = store.delete_if(LEASE_KEY, &lease.version).await {
-        tracing::warn!(error = %e, "could not release the apply lease; it expires at {}", lease.body.expires);
+/// A lease being held: renewed every third of its time to live until released.
+pub struct Held {
+    guard: LeaseGuard,
+    renewing: tokio::task::JoinHandle<()>,
+}
+
+/// What the writes of a run check: whether its lease is still its own, with time left.
+#[derive(Clone)]
+pub struct LeaseGuard(Arc<Mutex<Holding>>);
+
+struct Holding {
+    lease: Lease,
+    ttl: Duration,
+    /// Why the lease is no longer this run's, once a renewal found another holder.
+    lost: Option<String>,
+}
+
+impl Held {
+    /// Keeps `lease` (taken with time to live `ttl`) renewed on the runtime until released.
+    pub fn keep(store: Arc<dyn StateStore>, lease: Lease, ttl: Duration) -> Held {
+        let guard = LeaseGuard(Arc::new(Mutex::new(Holding {
+            lease,
+            ttl,
+            lost: None,
+        })));
+        let renewing = tokio::spawn(renew(store, guard.clone()));
+        Held { guard, renewing }
+    }
+
+    pub fn guard(&self) -> &LeaseGuard {
+        &self.guard
+    }
+
+    /// Stops renewing and deletes the lease, unless another apply holds it now.
+    pub async fn release(self, store: &dyn StateStore) {
+        self.renewing.abort();
+        let _ = self.renewing.await;
+        let (version, expires) = {
+            let holding = self.guard.0.lock().expect("not poisoned");
+            if holding.lost.is_some() {
+                return;
+            }
+            (holding.lease.version.clone(), holding.lease.body.expires)
+        };
+        if let Err(e) = store.delete_if(LEASE_KEY, &version).await {
+            tracing::warn!(error = %e, "could not release the apply lease; it expires at {expires}");
+        }
+    }
+}
+
+impl LeaseGuard {
+    /// Ok while the lease is this run's with at least a third of its time to live left (a
+    /// renewal is due every third: less left means renewals are failing, and another apply
+    /// could take it over before the write ends). `before` names the write, for the error.
+    pub fn check(&self, before: &str) -> Result<(), String> {
+        let holding = self.0.lock().expect("not poisoned");
+        if let Some(why) = &holding.lost {
+            return Err(format!(
+                "the apply lease was lost ({why}); stopped before {before}: run apply again"
+            ));
+        }
+        let left = holding.lease.body.expires - OffsetDateTime::now_utc();
+        if left < holding.ttl / 3 {
+            return Err(format!(
+                "the apply lease could not be renewed and expires at {}; stopped before \
+                 {before}: run apply again",
+                holding.lease.body.expires
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Renews the lease every third of its time to live. A renewal that finds another holder marks
+/// it lost and ends; one that fails otherwise is tried again at the next tick (the checks
+/// refuse once less than a third is left).
+async fn renew(store: Arc<dyn StateStore>, guard: LeaseGuard) {
+    let every = guard.0.lock().expect("not poisoned").ttl / 3;
+    loop {
+        tokio::time::sleep(every).await;
+        let (version, body) = {
+            let holding = guard.0.lock().expect("not poisoned");
+            let body = LeaseBody {
+                holder: holding.lease.body.holder.clone(),
+                expires: OffsetDateTime::now_utc() + holding.ttl,
+            };
+            (holding.lease.version.clone(), body)
+        };
+        let Ok(bytes) = serde_json::to_vec(&body) else {
+            continue;
+        };
+        let renewed = match store.put_if(LEASE_KEY, &bytes, &version).await {
+            Ok(version) => Ok(version),
+            // A retried write whose first attempt landed reads back as changed: ours if it
+            // holds this very renewal.
+            Err(StoreError::Conflict(_)) => match store.get(LEASE_KEY).await {
+                Ok(Some(cur)) if cur.bytes == bytes => Ok(cur.version),
+                Ok(cur) => Err(cur
+                    .and_then(|c| serde_json::from_slice::<LeaseBody>(&c.bytes).ok())
+                    .map_or("deleted".to_string(), |o| {
+                        format!("now held by {}", o.holder)
+                    })),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not renew the apply lease");
+                    continue;
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "could not renew the apply lease");
+                continue;
+            }
+        };
+        let mut holding = guard.0.lock().expect("not poisoned");
+        match renewed {
+            Ok(version) => holding.lease = Lease { version, body },
+            Err(why) => {
+                tracing::warn!("the apply lease was lost: {why}");
+                holding.lost = Some(why);
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::state_store::DirStore;
+
+    /// Defect `lease-outlived`: the lease was taken for its time to live and never renewed, so
+    /// an apply running longer (a large issuance on a throttled KMS) lost it to the next one,
+    /// which then issued the same requests. Held now, it is renewed; lost, the writes stop.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_held_lease_is_renewed_and_a_lost_one_stops_the_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn StateStore> = Arc::new(DirStore::open(dir.path()).unwrap());
+        let ttl = Duration::from_millis(600);
+        let taken = acquire(store.as_ref(), ttl, Duration::ZERO).await.unwrap();
+        let held = Held::keep(store.clone(), taken, ttl);
+        // Two lifetimes on, it is still this run's: renewed, and nobody else can take it.
+        tokio::time::sleep(ttl * 2).await;
+        held.guard().check("a write").unwrap();
+        let other = acquire(store.as_ref(), ttl, Duration::ZERO).await;
+        assert!(
+            other.unwrap_err().contains("another apply holds the lease"),
+            "a renewed lease is not taken over"
+        );
+        // Taken over behind its back, as after renewals failed for a whole lifetime: the next
+        // renewal finds another holder, and every write from then on is refused.
+        let thief = LeaseBody {
+            holder: "thief".into(),
+            expires: OffsetDateTime::now_utc() + ttl * 10,
+        };
+        let thief = serde_json::to_vec(&thief).unwrap();
+        loop {
+            let cur = store.get(LEASE_KEY).await.unwrap().unwrap();
+            match store.put_if(LEASE_KEY, &thief, &cur.version).await {
+                Ok(_) => break,
+                // A renewal came between the read and the write.
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        tokio::time::sleep(ttl).await;
+        let err = held.guard().check("the intents").unwrap_err();
+        assert!(
+            err.contains("lost") && err.contains("thief") && err.contains("the intents"),
+            "{err}"
+        );
+        // Released, it leaves the new holder's lease alone.
+        held.release(store.as_ref()).await;
+        assert_eq!(store.get(LEASE_KEY).await.unwrap().unwrap().bytes, thief);
+    }
+
+    /// A lease whose renewals fail is refused to the writes once less than a third of its
+    /// time to live is left: another apply may take it over as it ends.
+    #[tokio::test]
+    async fn a_lease_near_its_end_is_refused_to_the_writes() {
+        let guard = LeaseGuard(Arc::new(Mutex::new(Holding {
+            lease: Lease {
+                version: "v".into(),
+                body: LeaseBody {
+                    holder: "me".into(),
+                    expires: OffsetDateTime::now_utc() + Duration::from_secs(100),
+                },
+            },
+            ttl: Duration::from_secs(600),
+            lost: None,
+        })));
+        let err = guard.check("the state index write").unwrap_err();
+        assert!(
+            err.contains("could not be renewed") && err.contains("the state index write"),
+            "{err}"
+        );
+        guard.0.lock().unwrap().lease.body.expires =
+            OffsetDateTime::now_utc() + Duration::from_secs(300);
+        guard.check("the state index write").unwrap();
     }
 }
