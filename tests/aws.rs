@@ -187,6 +187,77 @@ async fn kms_rsa2048_ca_with_s3_state() {
     full_apply(KeySpec::Rsa2048).await;
 }
 
+/// Defect `crl-pem-stale`: a run stopped between publishing the CRL (DER) and its PEM left the
+/// PEM one CRL behind; its rerun found the DER as new as its own and skipped both, so the PEM
+/// stayed stale until the next CRL. The PEM is now compared and brought up on its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crl_published_without_its_pem_gets_it_on_the_rerun() {
+    let Some(ca) = setup(KeySpec::EccNistP256, &["revocations.yaml"]).await else {
+        return;
+    };
+    let env = &ca.env;
+    env.ok(&["apply"], 3);
+    let object = |key: &'static str| {
+        let s3 = ca.s3.clone();
+        let bucket = ca.bucket.clone();
+        async move {
+            let o = s3
+                .get_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .unwrap();
+            o.body.collect().await.unwrap().into_bytes().to_vec()
+        }
+    };
+    let put = |key: &'static str, body: Vec<u8>| {
+        let s3 = ca.s3.clone();
+        let bucket = ca.bucket.clone();
+        async move {
+            s3.put_object()
+                .bucket(bucket)
+                .key(key)
+                .body(body.into())
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    let first_pem = object("pki/example-ca.crl.pem").await;
+    std::fs::copy(
+        std::path::Path::new(EXAMPLE).join("revocations.yaml"),
+        env.path("revocations.yaml"),
+    )
+    .unwrap();
+    env.commit_all("revoke");
+    let out = env.ok(&["apply"], 3);
+    assert!(out.contains("CRL number 2"), "{out}");
+    // The state a run stopped after the DER leaves: the PEM of CRL 1, and the index not yet
+    // saying CRL 2 is published.
+    put("pki/example-ca.crl.pem", first_pem.clone()).await;
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&object("state/example-ca/index.json").await).unwrap();
+    assert_eq!(index["published_crl_number"], 2);
+    index["published_crl_number"] = 1.into();
+    put(
+        "state/example-ca/index.json",
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .await;
+    env.ok(&["apply"], 3);
+    let pem = object("pki/example-ca.crl.pem").await;
+    assert!(pem != first_pem, "the PEM is still that of CRL 1");
+    let (label, der) = der::pem::decode_vec(&pem).unwrap();
+    assert_eq!(label, "X509 CRL");
+    assert_eq!(
+        der,
+        std::fs::read(env.path("crl/example-ca.crl")).unwrap(),
+        "the published PEM holds the committed CRL"
+    );
+    assert_eq!(object("pki/example-ca.crl").await, der);
+}
+
 /// A CRL over 4096 bytes goes through KMS as MessageType=DIGEST; openssl verifies the result.
 #[tokio::test(flavor = "multi_thread")]
 async fn large_crl_is_signed_through_the_digest_path() {

@@ -106,40 +106,73 @@ impl Publisher {
 
         let ours = crl_number(crl_der).ok_or("the CRL to publish has no CRL number")?;
         let crl_name = format!("{ca_name}.crl");
+        let der_written = self
+            .put_if_newer(&crl_name, crl_der, "application/pkix-crl", ours, crl_number)
+            .await?;
+        // The PEM on its own terms, not only beside a DER just written: a run stopped between
+        // the two left the DER new and the PEM one CRL behind, and its rerun, finding the DER
+        // published, used to leave it so until the next CRL.
+        let pem = der::pem::encode_string("X509 CRL", der::pem::LineEnding::LF, crl_der)
+            .map_err(|e| e.to_string())?;
+        let pem_name = format!("{crl_name}.pem");
+        let pem_written = self
+            .put_if_newer(
+                &pem_name,
+                pem.as_bytes(),
+                "application/x-pem-file",
+                ours,
+                pem_crl_number,
+            )
+            .await?;
+        if !der_written {
+            tracing::info!(
+                ours,
+                "a CRL at least as new is already published; not replacing it"
+            );
+            out.crl_skipped = true;
+        }
+        out.objects.extend(der_written.then_some(crl_name));
+        out.objects.extend(pem_written.then_some(pem_name));
+        Ok(out)
+    }
+
+    /// Writes `body` as `name` unless the object there holds a CRL numbered `ours` or higher
+    /// (`number` reads it), conditionally on the object it replaces (If-Match, or absent), and
+    /// again should another writer change it in between. Whether it wrote.
+    async fn put_if_newer(
+        &self,
+        name: &str,
+        body: &[u8],
+        content_type: &str,
+        ours: u64,
+        number: fn(&[u8]) -> Option<u64>,
+    ) -> Result<bool, String> {
         for _ in 0..10 {
             let current = self
                 .client
                 .get_object()
                 .bucket(&self.bucket)
-                .key(format!("{}{crl_name}", self.prefix))
+                .key(format!("{}{name}", self.prefix))
                 .send()
                 .await;
             let cond = match current {
                 Ok(obj) => {
                     let etag = obj.e_tag().unwrap_or_default().to_string();
-                    let body = obj
+                    let bytes = obj
                         .body
                         .collect()
                         .await
                         .map_err(|e| e.to_string())?
                         .into_bytes();
-                    if let Some(published) = crl_number(&body)
-                        && published >= ours
-                    {
-                        tracing::info!(
-                            published,
-                            ours,
-                            "a CRL at least as new is already published; not replacing it"
-                        );
-                        out.crl_skipped = true;
-                        return Ok(out);
+                    if number(&bytes).is_some_and(|published| published >= ours) {
+                        return Ok(false);
                     }
                     Some(etag)
                 }
                 Err(e) if classify(&e) == ErrorClass::NotFound => None,
                 Err(e) => {
                     return Err(format!(
-                        "s3://{}/{}{crl_name}: {}",
+                        "s3://{}/{}{name}: {}",
                         self.bucket,
                         self.prefix,
                         describe(&e)
@@ -150,32 +183,24 @@ impl Publisher {
                 Some(etag) => Cond::Match(etag),
                 None => Cond::Absent,
             };
-            match self
-                .put(&crl_name, crl_der.to_vec(), "application/pkix-crl", Some(c))
-                .await
-            {
-                Ok(()) => {
-                    let pem =
-                        der::pem::encode_string("X509 CRL", der::pem::LineEnding::LF, crl_der)
-                            .map_err(|e| e.to_string())?;
-                    let pem_name = format!("{crl_name}.pem");
-                    self.put(&pem_name, pem.into_bytes(), "application/x-pem-file", None)
-                        .await
-                        .map_err(|e| e.1)?;
-                    out.objects.push(crl_name);
-                    out.objects.push(pem_name);
-                    return Ok(out);
-                }
+            match self.put(name, body.to_vec(), content_type, Some(c)).await {
+                Ok(()) => return Ok(true),
                 // Another writer published in between: re-read and compare numbers again.
                 Err((ErrorClass::Conflict, _)) => continue,
                 Err((_, m)) => return Err(m),
             }
         }
         Err(format!(
-            "the published CRL s3://{}/{}{crl_name} kept changing",
+            "the published CRL s3://{}/{}{name} kept changing",
             self.bucket, self.prefix
         ))
     }
+}
+
+/// The CRL number of a PEM CRL (see [`crl_number`]).
+fn pem_crl_number(pem: &[u8]) -> Option<u64> {
+    let (label, der) = der::pem::decode_vec(pem).ok()?;
+    (label == "X509 CRL").then(|| crl_number(&der)).flatten()
 }
 
 enum Cond<'a> {
