@@ -258,7 +258,12 @@ impl StateStore for S3Store {
             let page = page.map_err(|e| self.err(prefix, &e))?;
             for o in page.contents() {
                 if let Some(k) = o.key() {
-                    out.push(k.trim_start_matches(&self.prefix).to_string());
+                    // Once: a key may begin with the prefix twice (a state prefix `intents/`).
+                    out.push(
+                        k.strip_prefix(self.prefix.as_str())
+                            .unwrap_or(k)
+                            .to_string(),
+                    );
                 }
             }
         }

@@ -182,7 +182,12 @@ impl DirStore {
     fn delete_locked(&self, key: &str, expected: &str) -> Result<(), StoreError> {
         match self.locate(key)? {
             Some((_, v)) if v != expected => Err(StoreError::Conflict(key.to_string())),
-            Some((path, _)) => fs::remove_file(&path).map_err(|e| io(key, e)),
+            Some((path, _)) => {
+                fs::remove_file(&path).map_err(|e| io(key, e))?;
+                // Durable, as writes are: a released lease that came back after a power loss
+                // would hold off every apply until it expires.
+                sync_dir(path.parent().unwrap_or(&self.root)).map_err(|e| io(key, e))
+            }
             None => Ok(()),
         }
     }
