@@ -258,6 +258,20 @@ async fn a_crl_published_without_its_pem_gets_it_on_the_rerun() {
     assert_eq!(object("pki/example-ca.crl").await, der);
 }
 
+/// Defect `s3-prefix-stripped-twice`: a listing under a state prefix that its own keys repeat
+/// (`intents/`) came back with the prefix stripped twice, so recovery missed those intents.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listing_strips_the_state_prefix_once() {
+    let Some(endpoint) = moto::endpoint() else {
+        return;
+    };
+    let s3 = moto::s3(&endpoint).await;
+    let store = moto::state_store(&s3, "gitca-prefix", "intents").await;
+    store.put_new("intents/0a.json", b"[]").await.unwrap();
+    assert_eq!(store.list("intents").await.unwrap(), ["intents/0a.json"]);
+    assert!(store.get("intents/0a.json").await.unwrap().is_some());
+}
+
 /// A CRL over 4096 bytes goes through KMS as MessageType=DIGEST; openssl verifies the result.
 #[tokio::test(flavor = "multi_thread")]
 async fn large_crl_is_signed_through_the_digest_path() {
