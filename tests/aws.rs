@@ -51,6 +51,17 @@ async fn setup(spec: KeySpec, exclude: &[&str]) -> Option<AwsCa> {
     })
 }
 
+/// Commits the example repository's revocations (old-laptop's certificates, superseded): the
+/// next apply signs CRL 2.
+fn commit_the_example_revocations(env: &Env) {
+    std::fs::copy(
+        std::path::Path::new(EXAMPLE).join("revocations.yaml"),
+        env.path("revocations.yaml"),
+    )
+    .unwrap();
+    env.commit_all("revoke");
+}
+
 fn verify_leaves(env: &Env) -> usize {
     let leaves = leaf_files(&env.path("issued"));
     if have("openssl") {
@@ -128,12 +139,7 @@ async fn full_apply(spec: KeySpec) {
     // Revoke through KMS-signed CRL 2; the published CRL moves forward.
     let saved = env.tmp().join("old-laptop.pem");
     std::fs::copy(env.path("issued/clients/old-laptop.pem"), &saved).unwrap();
-    std::fs::copy(
-        std::path::Path::new(EXAMPLE).join("revocations.yaml"),
-        env.path("revocations.yaml"),
-    )
-    .unwrap();
-    env.commit_all("revoke");
+    commit_the_example_revocations(env);
     let out = env.ok(&["apply"], 3);
     assert!(
         out.contains("CRL number 2") && out.contains("published"),
@@ -225,12 +231,7 @@ async fn a_crl_published_without_its_pem_gets_it_on_the_rerun() {
         }
     };
     let first_pem = object("pki/example-ca.crl.pem").await;
-    std::fs::copy(
-        std::path::Path::new(EXAMPLE).join("revocations.yaml"),
-        env.path("revocations.yaml"),
-    )
-    .unwrap();
-    env.commit_all("revoke");
+    commit_the_example_revocations(env);
     let out = env.ok(&["apply"], 3);
     assert!(out.contains("CRL number 2"), "{out}");
     // The state a run stopped after the DER leaves: the PEM of CRL 1, and the index not yet

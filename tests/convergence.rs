@@ -348,6 +348,20 @@ async fn intents_left_one_per_certificate_are_completed() {
     assert_converged(&env, 7);
 }
 
+/// The rerun after a crash with seven intents, one of which it must not sign: six completed,
+/// one kept under `abandoned/`, and every request issued.
+fn rerun_completes_six_and_drops_one(env: &Env) {
+    let out = env.ok(&["apply"], 3);
+    assert!(out.contains("completed 6 and dropped 1"), "{out}");
+    assert_converged(env, 7);
+    assert_eq!(
+        std::fs::read_dir(env.state("example-ca").join("abandoned"))
+            .unwrap()
+            .count(),
+        1
+    );
+}
+
 /// An intent whose request changed before the rerun is dropped unsigned; the new version is issued.
 #[test]
 fn an_intent_for_a_changed_request_is_abandoned() {
@@ -356,15 +370,7 @@ fn an_intent_for_a_changed_request_is_abandoned() {
         format!("{y}\n# changed\n")
     });
     env.commit_all("change web-01");
-    let out = env.ok(&["apply"], 3);
-    assert!(out.contains("completed 6 and dropped 1"), "{out}");
-    assert_converged(&env, 7);
-    assert_eq!(
-        std::fs::read_dir(env.state("example-ca").join("abandoned"))
-            .unwrap()
-            .count(),
-        1
-    );
+    rerun_completes_six_and_drops_one(&env);
 }
 
 /// Defect `intent-profile-changed`: a policy changed between the crash and the rerun (here a
@@ -378,15 +384,7 @@ fn an_intent_whose_policy_changed_is_abandoned() {
         y.replace("default_lifetime: 1d", "default_lifetime: 2d")
     });
     env.commit_all("spiffe certificates last two days");
-    let out = env.ok(&["apply"], 3);
-    assert!(out.contains("completed 6 and dropped 1"), "{out}");
-    assert_converged(&env, 7);
-    assert_eq!(
-        std::fs::read_dir(env.state("example-ca").join("abandoned"))
-            .unwrap()
-            .count(),
-        1
-    );
+    rerun_completes_six_and_drops_one(&env);
 }
 
 /// Defect `lease-outlived`: an apply still running after its lease's time to live lost the
