@@ -165,7 +165,8 @@ pub struct ApplyOutcome {
     pub pushed: bool,
     /// Intents of an interrupted run that this run completed.
     pub recovered: usize,
-    /// Intents of an interrupted run whose request changed since; dropped unsigned.
+    /// Intents of an interrupted run whose request changed since, or whose recorded TBS no longer
+    /// passes the profile check; dropped unsigned.
     pub abandoned: usize,
     pub signatures: usize,
     /// Remote signer calls and retries (KMS).

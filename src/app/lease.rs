@@ -4,6 +4,7 @@
 //! runs ([`LeaseGuard::check`]): a run longer than the lease's time to live keeps it, and a run
 //! that lost it stops instead of issuing beside the apply that took it over.
 
+use super::RunError;
 use crate::adapters::state_store::{StateStore, StoreError};
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
@@ -102,7 +103,9 @@ pub async fn acquire(
 /// A lease being held: renewed every third of its time to live until released.
 pub struct Held {
     guard: LeaseGuard,
-    renewing: tokio::task::JoinHandle<()>,
+    /// Ends the renewals between two of them, never during one (see [`Held::release`]).
+    stop: Arc<tokio::sync::Notify>,
+    renewing: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// What the writes of a run check: whether its lease is still its own, with time left.
@@ -124,18 +127,27 @@ impl Held {
             ttl,
             lost: None,
         })));
-        let renewing = tokio::spawn(renew(store, guard.clone()));
-        Held { guard, renewing }
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let renewing = tokio::spawn(renew(store, guard.clone(), stop.clone()));
+        Held {
+            guard,
+            stop,
+            renewing: Some(renewing),
+        }
     }
 
     pub fn guard(&self) -> &LeaseGuard {
         &self.guard
     }
 
-    /// Stops renewing and deletes the lease, unless another apply holds it now.
-    pub async fn release(self, store: &dyn StateStore) {
-        self.renewing.abort();
-        let _ = self.renewing.await;
+    /// Stops renewing and deletes the lease, unless another apply holds it now. A renewal
+    /// under way ends first: cut off, its write could still land after the delete was tried
+    /// with the version before it, and leave the lease behind for a whole time to live.
+    pub async fn release(mut self, store: &dyn StateStore) {
+        self.stop.notify_one();
+        if let Some(renewing) = self.renewing.take() {
+            let _ = renewing.await;
+        }
         let (version, expires) = {
             let holding = self.guard.0.lock().expect("not poisoned");
             if holding.lost.is_some() {
@@ -149,71 +161,99 @@ impl Held {
     }
 }
 
+impl Drop for Held {
+    /// Dropped unreleased (the run's future dropped), the lease is no longer renewed: it
+    /// expires instead of being held for ever.
+    fn drop(&mut self) {
+        if let Some(renewing) = &self.renewing {
+            renewing.abort();
+        }
+    }
+}
+
 impl LeaseGuard {
     /// Ok while the lease is this run's with at least a third of its time to live left (a
     /// renewal is due every third: less left means renewals are failing, and another apply
-    /// could take it over before the write ends). `before` names the write, for the error.
-    pub fn check(&self, before: &str) -> Result<(), String> {
+    /// could take it over before the write ends). `before` names the write, for the error,
+    /// which is retryable: the next apply takes the lease and completes what this one began.
+    pub fn check(&self, before: &str) -> Result<(), RunError> {
         let holding = self.0.lock().expect("not poisoned");
         if let Some(why) = &holding.lost {
-            return Err(format!(
-                "the apply lease was lost ({why}); stopped before {before}: run apply again"
-            ));
+            return Err(RunError::Retryable(format!(
+                "the apply lease was lost ({why}); stopped before {before}"
+            )));
         }
         let left = holding.lease.body.expires - OffsetDateTime::now_utc();
         if left < holding.ttl / 3 {
-            return Err(format!(
-                "the apply lease could not be renewed and expires at {}; stopped before \
-                 {before}: run apply again",
+            return Err(RunError::Retryable(format!(
+                "the apply lease could not be renewed and expires at {}; stopped before {before}",
                 holding.lease.body.expires
-            ));
+            )));
         }
         Ok(())
     }
 }
 
-/// Renews the lease every third of its time to live. A renewal that finds another holder marks
-/// it lost and ends; one that fails otherwise is tried again at the next tick (the checks
-/// refuse once less than a third is left).
-async fn renew(store: Arc<dyn StateStore>, guard: LeaseGuard) {
-    let every = guard.0.lock().expect("not poisoned").ttl / 3;
+/// Renews the lease every third of its time to live until `stop`. A renewal that finds another
+/// holder marks it lost and ends. One that fails otherwise is tried again soon (a twelfth of
+/// the time to live, at most 10 s), so a single failed request does not run the lease down to
+/// the third the checks refuse below.
+async fn renew(store: Arc<dyn StateStore>, guard: LeaseGuard, stop: Arc<tokio::sync::Notify>) {
+    let ttl = guard.0.lock().expect("not poisoned").ttl;
+    let (every, soon) = (ttl / 3, (ttl / 12).min(Duration::from_secs(10)));
+    let mut wait = every;
     loop {
-        tokio::time::sleep(every).await;
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = stop.notified() => return,
+        }
         let (version, body) = {
             let holding = guard.0.lock().expect("not poisoned");
             let body = LeaseBody {
                 holder: holding.lease.body.holder.clone(),
-                expires: OffsetDateTime::now_utc() + holding.ttl,
+                expires: OffsetDateTime::now_utc() + ttl,
             };
             (holding.lease.version.clone(), body)
         };
         let Ok(bytes) = serde_json::to_vec(&body) else {
+            wait = soon;
             continue;
         };
         let renewed = match store.put_if(LEASE_KEY, &bytes, &version).await {
-            Ok(version) => Ok(version),
-            // A retried write whose first attempt landed reads back as changed: ours if it
-            // holds this very renewal.
+            Ok(version) => Ok((version, body)),
+            // A write whose answer was lost may have landed, this one or one before it: the
+            // lease read back is still ours if it names this run as its holder.
             Err(StoreError::Conflict(_)) => match store.get(LEASE_KEY).await {
-                Ok(Some(cur)) if cur.bytes == bytes => Ok(cur.version),
-                Ok(cur) => Err(cur
-                    .and_then(|c| serde_json::from_slice::<LeaseBody>(&c.bytes).ok())
-                    .map_or("deleted".to_string(), |o| {
-                        format!("now held by {}", o.holder)
-                    })),
+                Ok(cur) => {
+                    let read = cur.as_ref().and_then(|c| {
+                        Some((c, serde_json::from_slice::<LeaseBody>(&c.bytes).ok()?))
+                    });
+                    match read {
+                        Some((c, stored)) if stored.holder == body.holder => {
+                            Ok((c.version.clone(), stored))
+                        }
+                        Some((_, other)) => Err(format!("now held by {}", other.holder)),
+                        None => Err("deleted or unreadable".to_string()),
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "could not renew the apply lease");
+                    wait = soon;
                     continue;
                 }
             },
             Err(e) => {
                 tracing::warn!(error = %e, "could not renew the apply lease");
+                wait = soon;
                 continue;
             }
         };
         let mut holding = guard.0.lock().expect("not poisoned");
         match renewed {
-            Ok(version) => holding.lease = Lease { version, body },
+            Ok((version, body)) => {
+                holding.lease = Lease { version, body };
+                wait = every;
+            }
             Err(why) => {
                 tracing::warn!("the apply lease was lost: {why}");
                 holding.lost = Some(why);
@@ -235,7 +275,7 @@ mod tests {
     async fn a_held_lease_is_renewed_and_a_lost_one_stops_the_writes() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn StateStore> = Arc::new(DirStore::open(dir.path()).unwrap());
-        let ttl = Duration::from_millis(600);
+        let ttl = Duration::from_secs(3);
         let taken = acquire(store.as_ref(), ttl, Duration::ZERO).await.unwrap();
         let held = Held::keep(store.clone(), taken, ttl);
         // Two lifetimes on, it is still this run's: renewed, and nobody else can take it.
@@ -263,9 +303,12 @@ mod tests {
             }
         }
         tokio::time::sleep(ttl).await;
-        let err = held.guard().check("the intents").unwrap_err();
+        let err = held.guard().check("the intents").unwrap_err().to_string();
         assert!(
-            err.contains("lost") && err.contains("thief") && err.contains("the intents"),
+            err.contains("lost")
+                && err.contains("thief")
+                && err.contains("the intents")
+                && err.ends_with("(retryable)"),
             "{err}"
         );
         // Released, it leaves the new holder's lease alone.
@@ -288,7 +331,10 @@ mod tests {
             ttl: Duration::from_secs(600),
             lost: None,
         })));
-        let err = guard.check("the state index write").unwrap_err();
+        let err = guard
+            .check("the state index write")
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("could not be renewed") && err.contains("the state index write"),
             "{err}"
