@@ -339,6 +339,27 @@ fn revoked_json_serials_of_the_previous_ca_and_of_gitca() {
         "{plan}"
     );
 
+    // Defect `previous-serial-over-20-bytes`: a serial no CRL entry can hold (2^160) was
+    // recorded, and signing every CRL after failed. It is refused in the plan, naming it.
+    let listed = env.read("certs/dev/revoked.json");
+    let over = r#"{"common_name": "huge", "serial_number": "1461501637330902918203684832716283019655932542976"}"#;
+    std::fs::write(
+        env.path("certs/dev/revoked.json"),
+        format!("{}, {over}]", listed.trim_end().trim_end_matches(']')),
+    )
+    .unwrap();
+    env.commit_all("a serial over 20 bytes");
+    let (plan, _) = env.plan_json(&[]);
+    let huge = &plan["revocations"].as_array().unwrap()[2];
+    assert_eq!(huge["action"], "rejected", "{plan}");
+    assert_eq!(
+        codes_in(huge, "findings"),
+        ["revocation-invalid".to_string()].into()
+    );
+    assert!(huge.to_string().contains("20 bytes"), "{huge}");
+    env.ok(&["apply"], 3);
+    env.ok(&["crl", "--force"], 0);
+
     // Removing an entry is refused: a revoked certificate stays revoked.
     std::fs::write(env.path("certs/dev/revoked.json"), "[]").unwrap();
     env.commit_all("drop the revocations");

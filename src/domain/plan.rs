@@ -642,7 +642,18 @@ fn plan_revocations(
                 match found.as_slice() {
                     [] if previous.is_some_and(|c| c.revoke_previous_serials) => {
                         p.previous_ca = true;
-                        p.serials = cands.clone();
+                        // Only readings a CRL can list (one of a decimal or hex reading may
+                        // not fit in 20 bytes); none: refused here, not when the CRL is signed.
+                        p.serials = (cands.iter())
+                            .filter(|c| super::crl::serial_number(c).is_ok())
+                            .cloned()
+                            .collect();
+                        if p.serials.is_empty() {
+                            let why = (cands.first())
+                                .and_then(|c| super::crl::serial_number(c).err())
+                                .unwrap_or_else(|| "no serial".into());
+                            reject(&mut p, Code::RevocationInvalid, why);
+                        }
                     }
                     [] if previous.is_some() => {
                         p.previous_ca = true;
