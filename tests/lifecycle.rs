@@ -525,3 +525,107 @@ fn revoke_superseded_revokes_the_replaced_certificate() {
     assert_eq!(api["action"], "unchanged");
     assert!(api["supersede"].is_null(), "{api}");
 }
+
+/// The index entry of `request`'s newest certificate: its serial and notAfter.
+fn newest_of(env: &Env, request: &str) -> (String, time::OffsetDateTime) {
+    let idx = env.index("example-ca");
+    let (serial, c) = idx["certs"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, c)| c["request_id"] == request)
+        .max_by_key(|(_, c)| c["not_before"].as_str().unwrap().to_string())
+        .unwrap();
+    let not_after = time::OffsetDateTime::parse(
+        c["not_after"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    (serial.clone(), not_after)
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+/// Defect `compromised-key-renewed`: a key revoked for key compromise went on being certified
+/// when the revoked certificate was not its request's newest (renewed from the same CSR), or
+/// when the revocation came in the run that renewed it. And defect `key-compromise-not-raised`:
+/// a key-compromise entry for certificates revoked already (superseded, say) was recorded and
+/// changed nothing: the CRL kept the old reason and the key stayed usable.
+#[test]
+fn a_key_revoked_for_compromise_is_never_certified_again_and_its_reason_is_raised() {
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    env.init(&[]);
+    env.ok(&["apply"], 3);
+    // web-01, revoked as superseded by serial, then for key compromise by request.
+    let web = "requests/servers/web-01.yaml";
+    let (serial, _) = newest_of(&env, web);
+    std::fs::create_dir_all(env.path("revocations")).unwrap();
+    std::fs::write(
+        env.path("revocations/b.yaml"),
+        format!("revocations:\n  - serial: \"{serial}\"\n    reason: superseded\n"),
+    )
+    .unwrap();
+    env.commit_all("web-01 superseded");
+    env.ok(&["apply"], 3);
+    std::fs::write(
+        env.path("revocations/c.yaml"),
+        format!("revocations:\n  - request: {web}\n    reason: key_compromise\n"),
+    )
+    .unwrap();
+    env.commit_all("web-01's key was compromised after all");
+    let (plan, _) = env.plan_json(&[]);
+    let raise = (plan["revocations"].as_array().unwrap().iter())
+        .find(|r| r["file"] == "revocations/c.yaml")
+        .unwrap();
+    assert_eq!(raise["action"], "revoke", "{plan}");
+    // Its one certificate, revoked already, listed again to raise the reason: the CRL is
+    // signed again though its serials do not change.
+    assert_eq!(raise["serials"], serde_json::json!([serial]), "{plan}");
+    env.ok(&["apply"], 3);
+    let idx = env.index("example-ca");
+    assert_eq!(idx["certs"][&serial]["revoked"]["reason"], "key_compromise");
+    if have("openssl") {
+        let crl = std::process::Command::new("openssl")
+            .args(["crl", "-noout", "-text", "-in"])
+            .arg(env.path("crl/example-ca.crl.pem"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&crl.stdout).to_uppercase();
+        let entry = text
+            .split("SERIAL NUMBER: ")
+            .find(|e| e.starts_with(&serial.to_uppercase()));
+        assert!(
+            entry.is_some_and(|e| e.contains("KEY COMPROMISE")),
+            "{serial}: {text}"
+        );
+    }
+
+    let api = "requests/servers/api.yaml";
+    let (first, not_after) = newest_of(&env, api);
+    // Renewed from the same CSR: two live certificates of one key.
+    let renewal = rfc3339(not_after - time::Duration::days(5));
+    env.ok(&["apply", "--now", &renewal], 3);
+    let (second, not_after) = newest_of(&env, api);
+    assert_ne!(first, second, "renewed");
+    std::fs::write(
+        env.path("revocations/a.yaml"),
+        format!("revocations:\n  - serial: \"{first}\"\n    reason: key_compromise\n"),
+    )
+    .unwrap();
+    env.commit_all("the first api certificate's key was compromised");
+    // In the run that revokes it, and in every run after, the key gets no new certificate.
+    let next_renewal = rfc3339(not_after - time::Duration::days(5));
+    for at in [&renewal, &next_renewal] {
+        let (plan, _) = env.plan_json(&["--at", at]);
+        let r = plan_request(&plan, api);
+        assert_eq!(r["action"], "rejected", "{at}: {r}");
+        assert_eq!(r["findings"][0]["code"], "key-compromised", "{r}");
+    }
+    env.ok(&["apply", "--now", &renewal], 3);
+    let (plan, _) = env.plan_json(&["--at", &next_renewal]);
+    assert_eq!(action(&plan, api), "rejected", "{plan}");
+    assert_eq!(newest_of(&env, api).0, second, "nothing issued for the key");
+}

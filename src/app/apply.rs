@@ -738,9 +738,10 @@ pub async fn reconcile(
         let due = std::cell::Cell::new(crl_is_due);
         let change = |i: &mut Index| {
             index_certs(i, &summaries);
-            apply_marks(i, &marks, &published, &previous);
+            // A raised reason changes no serial of the CRL, but what it says of one.
+            let raised = apply_marks(i, &marks, &published, &previous);
             i.last_reconciled = Some(head.clone());
-            due.set(opts.force_crl || crl_due(i, now, lifetime, overlap));
+            due.set(opts.force_crl || raised || crl_due(i, now, lifetime, overlap));
             if due.get() {
                 i.crl_number += 1;
             }
@@ -1526,26 +1527,48 @@ fn signed_and_first_failure<T>(
     (signed, failed)
 }
 
+/// Marks the certificates revoked by this run in the index, and records its published
+/// revocation entries and previous-CA serials. True when a reason was raised to key
+/// compromise: the CRL's serials are the same, what it says of one is not.
 fn apply_marks(
     i: &mut Index,
     marks: &[(String, Revoked)],
     published: &[(String, PublishedRevocation)],
     previous: &[(String, PreviousCaRevocation)],
-) {
+) -> bool {
     for (s, p) in previous {
         i.previous_ca.entry(s.clone()).or_insert(p.clone());
     }
+    let mut raised = false;
     for (s, r) in marks {
         // Looked up first: `get_mut` has the index object store the certificate again.
-        if i.certs.get(s).is_some_and(|c| c.revoked.is_none())
-            && let Some(c) = i.certs.get_mut(s)
-        {
-            c.revoked = Some(r.clone());
+        let Some(was) = i.certs.get(s).map(|c| c.revoked.clone()) else {
+            continue;
+        };
+        match was {
+            None => {
+                if let Some(c) = i.certs.get_mut(s) {
+                    c.revoked = Some(r.clone());
+                }
+            }
+            // A reason raised to key compromise keeps the first revocation's date.
+            Some(was) if r.reason == Reason::KeyCompromise && was.reason != r.reason => {
+                if let Some(c) = i.certs.get_mut(s) {
+                    c.revoked = Some(Revoked {
+                        reason: r.reason,
+                        by: r.by.clone(),
+                        date: was.date,
+                    });
+                    raised = true;
+                }
+            }
+            Some(_) => {}
         }
     }
     for (k, p) in published {
         i.revocations.entry(k.clone()).or_insert(p.clone());
     }
+    raised
 }
 
 /// A CRL is due when none exists, the revoked set changed, or nextUpdate is within the overlap.

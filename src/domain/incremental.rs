@@ -490,7 +490,7 @@ pub fn triage(
                         && (!carried.revoke_superseded
                             || mine.iter().all(|(s, o)| *s == serial || !o.is_live(now)))
                         && now <= carried.last_issuable(ca)
-                        && !certs.compromised(&c.key_id, &carried.hash)
+                        && !certs.key_compromised(&c.key_id)
                         && live_keys.other_than(&c.key_id, id).is_none()
                 })
         })

@@ -434,7 +434,13 @@ pub fn plan(i: &Inputs) -> Result<Plan, PlanError> {
     }
     let layout = layout_of(i.snapshot, i.config).map_err(PlanError)?;
     let (revocations, blocked_requests) = plan_revocations(i, &layout)?;
-    let mut requests = plan_requests(i, &layout, &blocked_requests);
+    // Keys this plan revokes for key compromise: no request is certified for them, in this run
+    // either (the index says so only once the plan is applied).
+    let compromised_now = (revocations.iter())
+        .filter(|r| r.action == RevocationAction::Revoke && r.reason == Some(Reason::KeyCompromise))
+        .flat_map(|r| &r.serials)
+        .filter_map(|s| Some(i.index.certs.get(s)?.key_id.as_str()));
+    let mut requests = plan_requests(i, &layout, &blocked_requests, compromised_now);
     reject_output_collisions(&mut requests, i.now);
     // Looked up once per issued certificate: a hash set, not a tree of 100,000 ids.
     let present: foldhash::HashSet<&str> = requests.iter().map(|r| r.id.as_str()).collect();
@@ -696,8 +702,15 @@ fn plan_revocations(
             }
         }
         if p.action == RevocationAction::Revoke {
+            // Revoked already, a certificate is listed again only to raise its reason to key
+            // compromise (it was superseded, say): the key must then never be certified again,
+            // and the CRL must say why (an entry doing so was recorded and changed nothing).
+            let raises = e.reason == Reason::KeyCompromise;
             p.serials.retain(|s| match i.index.certs.get(s) {
-                Some(c) => c.revoked.is_none(),
+                Some(c) => c
+                    .revoked
+                    .as_ref()
+                    .is_none_or(|r| raises && r.reason != Reason::KeyCompromise),
                 None => p.previous_ca && !i.index.previous_ca.contains_key(s),
             });
             if p.serials.is_empty() && i.index.revocations.contains_key(&e.key) {
@@ -848,8 +861,14 @@ enum Source<'a> {
     Carried(&'a Carried),
 }
 
-fn plan_requests(i: &Inputs, layout: &Layout, blocked: &BTreeSet<String>) -> Vec<RequestPlan> {
-    let (certs, mut live_keys) = ByRequest::with_live_keys(i.index, i.now);
+fn plan_requests<'a>(
+    i: &Inputs<'a>,
+    layout: &Layout,
+    blocked: &BTreeSet<String>,
+    compromised_now: impl Iterator<Item = &'a str>,
+) -> Vec<RequestPlan> {
+    let (mut certs, mut live_keys) = ByRequest::with_live_keys(i.index, i.now);
+    certs.compromise(compromised_now);
     let sources = request_sources(i.snapshot, layout);
     // Reading and checking each CSR (its signature above all) is independent per request: all
     // cores. The decisions that follow depend on each other (key reuse), in id order. Prepared in
@@ -1146,8 +1165,13 @@ fn decide(
             format!("{csr_path}: the CSR's key is the CA's own key"),
         ));
     }
-    // An unchanged request of a revoked certificate is reported as revoked, not rejected.
-    if certs.compromised(&csr.key_id, &hash) {
+    // A key revoked for key compromise is never certified again, whatever the request (it
+    // used to be allowed where the revoked certificate was of the same request but not its
+    // newest: renewals went on). A request whose newest certificate is the one revoked, as the
+    // request still is, is reported as revoked instead (below), not rejected.
+    let revoked_as_is = ByRequest::newest(certs.of(id))
+        .is_some_and(|n| n.revoked.is_some() && n.request_hash == hash);
+    if certs.key_compromised(&csr.key_id) && !revoked_as_is {
         return Err(one(
             Code::KeyCompromised,
             format!(

@@ -390,8 +390,8 @@ pub fn renewal_at(
 /// have one certificate): at 100,000 certificates it is built in a few milliseconds.
 pub struct ByRequest<'a> {
     by_request: foldhash::HashMap<&'a str, Mine<'a>>,
-    /// (key id, request hash) of certificates revoked for key compromise, sorted.
-    compromised: Vec<(&'a str, &'a str)>,
+    /// Key ids of certificates revoked for key compromise, sorted.
+    compromised: Vec<&'a str>,
 }
 
 /// The certificates of one request, in serial order; most requests have one.
@@ -426,7 +426,7 @@ impl<'a> ByRequest<'a> {
                 .as_ref()
                 .is_some_and(|r| r.reason == Reason::KeyCompromise)
             {
-                compromised.push((c.key_id.as_str(), c.request_hash.as_str()));
+                compromised.push(c.key_id.as_str());
             }
         }
         compromised.sort_unstable();
@@ -461,14 +461,16 @@ impl<'a> ByRequest<'a> {
         mine.iter().map(|(_, c)| *c).max_by_key(|c| c.not_before)
     }
 
-    /// Was a certificate for `key_id` revoked for key compromise under another request hash?
-    pub fn compromised(&self, key_id: &str, request_hash: &str) -> bool {
-        let v = &self.compromised;
-        let lo = v.partition_point(|(k, _)| *k < key_id);
-        v[lo..]
-            .iter()
-            .take_while(|(k, _)| *k == key_id)
-            .any(|(_, h)| *h != request_hash)
+    /// Was a certificate for `key_id` revoked for key compromise, by any request?
+    pub fn key_compromised(&self, key_id: &str) -> bool {
+        self.compromised.binary_search(&key_id).is_ok()
+    }
+
+    /// Counts `keys` as compromised too: those a revocation of this plan revokes for key
+    /// compromise, before the index says so.
+    pub fn compromise(&mut self, keys: impl IntoIterator<Item = &'a str>) {
+        self.compromised.extend(keys);
+        self.compromised.sort_unstable();
     }
 
     /// The index by request and its live keys, built on two cores (each is a pass over every
