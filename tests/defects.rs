@@ -267,23 +267,29 @@ fn invalid_config_and_policy_are_errors_naming_the_file() {
     );
 
     // Defect `policy-name-shared`: two files of one policy name, and `policy: <name>` used
-    // whichever came first.
+    // whichever came first. A request naming it is now rejected, naming both; a request the
+    // policies select by path is planned as before.
     std::fs::remove_file(env.path("policies/broken.yaml")).unwrap();
     std::fs::create_dir_all(env.path("policies/team")).unwrap();
-    std::fs::copy(
-        env.path("policies/internal-tls.yaml"),
-        env.path("policies/team/internal-tls.yml"),
-    )
-    .unwrap();
+    let other = env
+        .read("policies/internal-tls.yaml")
+        .replace("requests/servers/**", "requests/team/**");
+    std::fs::write(env.path("policies/team/internal-tls.yml"), other).unwrap();
     env.commit_all("a second policy of one name");
-    let o = env.gitca(&["plan"]);
-    assert_eq!(o.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&o.stderr);
+    let (plan, code) = env.plan_json(&[]);
+    assert_eq!(code, 3, "{plan}");
+    let api = plan_request(&plan, "requests/servers/api.yaml");
+    assert_eq!(api["findings"][0]["code"], "policy-ambiguous", "{api}");
+    let message = api["findings"][0]["message"].as_str().unwrap();
     assert!(
-        err.contains("policies/team/internal-tls.yml")
-            && err.contains("policies/internal-tls.yaml")
-            && err.contains("unique"),
-        "{err}"
+        message.contains("policies/team/internal-tls.yml")
+            && message.contains("policies/internal-tls.yaml"),
+        "{message}"
+    );
+    assert_eq!(
+        plan_request(&plan, "requests/servers/web-01.yaml")["action"],
+        "issue",
+        "selected by path: {plan}"
     );
 }
 

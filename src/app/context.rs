@@ -313,7 +313,6 @@ impl Context {
                 policies.push(Policy::parse(path, &String::from_utf8_lossy(b))?);
             }
         }
-        crate::domain::policy::refuse_shared_names(&policies)?;
         let ca_cert = parse_cert(
             &config.ca.certificate,
             file(&snapshot, &config.ca.certificate)?,

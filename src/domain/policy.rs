@@ -102,22 +102,6 @@ pub struct Policy {
 
 const KEY_TYPES: [&str; 5] = ["rsa", "p256", "p384", "p521", "ed25519"];
 
-/// A request names its policy by file name without `.yaml`: two files of one name
-/// (`policies/a.yaml`, `policies/x/a.yml`) would leave which one applies to their order.
-pub fn refuse_shared_names(policies: &[Policy]) -> Result<(), String> {
-    let mut by_name = std::collections::BTreeMap::new();
-    for p in policies {
-        if let Some(first) = by_name.insert(p.name.as_str(), p.file.as_str()) {
-            return Err(format!(
-                "{}: policy name {:?} is also that of {first}; a request names its policy by \
-                 file name, so each must be unique",
-                p.file, p.name
-            ));
-        }
-    }
-    Ok(())
-}
-
 impl Policy {
     pub fn parse(file: &str, text: &str) -> Result<Policy, String> {
         let spec: PolicyFile =
@@ -205,12 +189,24 @@ pub fn select<'a>(
 ) -> Result<&'a Policy, Finding> {
     let f = |c, m: String| Finding::new(c, request_id, m);
     if let Some(name) = named {
-        let p = policies.iter().find(|p| p.name == name).ok_or_else(|| {
+        let mut of_name = policies.iter().filter(|p| p.name == name);
+        let p = of_name.next().ok_or_else(|| {
             f(
                 Code::PolicyUnknown,
                 format!("policy {name:?} does not exist"),
             )
         })?;
+        // A name is a file name without `.yaml`: two files of one name (`policies/a.yaml`,
+        // `policies/x/a.yml`) would leave the choice to their order.
+        if let Some(other) = of_name.next() {
+            return Err(f(
+                Code::PolicyAmbiguous,
+                format!(
+                    "policy name {name:?} is that of both {} and {}; rename one",
+                    p.file, other.file
+                ),
+            ));
+        }
         if p.selects_path(request_id) || p.spec.select.allow_named {
             return Ok(p);
         }
