@@ -231,14 +231,14 @@ impl Context {
         scope: Scope,
     ) -> Result<Context, String> {
         let repo = GitRepo::open(&args.repo, args.dir.as_deref())?;
+        // Resolved once: the configuration and the requests come from one commit, even if the
+        // branch moves while the state is opened.
+        let commit = rev.map(|r| repo.resolve(r)).transpose()?;
         // Read the config first (from the same source) to learn which folders are outputs.
-        let config_bytes = match rev {
-            Some(r) => {
-                let c = repo.resolve(r)?;
-                repo.read_file(&c, CONFIG_FILE)?.ok_or_else(|| {
-                    format!("{CONFIG_FILE}: not found in commit {c}; run `gitca init` first")
-                })?
-            }
+        let config_bytes = match &commit {
+            Some(c) => repo.read_file(c, CONFIG_FILE)?.ok_or_else(|| {
+                format!("{CONFIG_FILE}: not found in commit {c}; run `gitca init` first")
+            })?,
             None => std::fs::read(repo.workdir().ok_or("bare repository")?.join(CONFIG_FILE))
                 .map_err(|e| format!("{CONFIG_FILE}: {e}"))?,
         };
@@ -249,7 +249,6 @@ impl Context {
             None => std::sync::Arc::new(DirStore::open(&state_path(&config)?)?),
         };
         let skip = vec![config.output.dir.clone()];
-        let commit = rev.map(|r| repo.resolve(r)).transpose()?;
         let mut index_at_load = None;
         let mut basis_at_load = None;
         let (snapshot, scan) = match (scope, &commit) {
