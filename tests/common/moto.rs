@@ -203,9 +203,14 @@ fn spawn_moto(args: &[&str], vars: &[(&str, &str)]) -> AuthMoto {
         .spawn()
         .expect("start moto");
     let endpoint = format!("http://127.0.0.1:{port}");
-    for _ in 0..100 {
+    // Under a loaded machine (a build beside the tests) Python's imports alone took over 10 s:
+    // wait up to a minute, but no longer than the server lives.
+    for _ in 0..600 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return AuthMoto { child, endpoint };
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("moto exited ({status}) before it listened on {endpoint}");
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
