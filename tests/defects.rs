@@ -293,6 +293,45 @@ fn invalid_config_and_policy_are_errors_naming_the_file() {
     );
 }
 
+/// Defect `revocations-misnamed`: a revocation list named `revocations.yml` (or
+/// `revocations/x.YAML`) was never read, and the run reported nothing to do. It stops the plan,
+/// naming the file, even on a repository whose runs were quiet.
+#[test]
+fn a_revocation_file_gitca_does_not_read_is_an_error_naming_it() {
+    // Without the rejected request, so the runs go quiet: a quiet run reads nothing.
+    let env = Env::from(
+        EXAMPLE,
+        &[
+            "revocations.yaml",
+            "requests/servers/rejected-outside-domain.yaml",
+            "requests/servers/rejected-outside-domain.csr.pem",
+        ],
+    );
+    env.init(&[]);
+    // Issued, then nothing to do (a quiet record), then quiet.
+    env.ok(&["apply"], 0);
+    env.ok(&["apply"], 0);
+    let quiet = env.ok(&["apply", "--format", "json"], 0);
+    assert!(quiet.contains("\"kind\": \"quiet\""), "{quiet}");
+    for name in ["revocations.yml", "revocations/2026.YAML"] {
+        if let Some(folder) = env.path(name).parent() {
+            std::fs::create_dir_all(folder).unwrap();
+        }
+        std::fs::copy(
+            std::path::Path::new(EXAMPLE).join("revocations.yaml"),
+            env.path(name),
+        )
+        .unwrap();
+        env.commit_all(name);
+        let o = env.gitca(&["apply"]);
+        assert_eq!(o.status.code(), Some(1), "{name}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(name) && err.contains("rename it"), "{err}");
+        std::fs::remove_file(env.path(name)).unwrap();
+        env.commit_all("removed");
+    }
+}
+
 /// plan --worktree sees an uncommitted request; plan and apply never do.
 #[test]
 fn only_committed_requests_are_signed() {

@@ -8,7 +8,10 @@
 //! conflict, the CA's lifetime) is planned in full, so both ways give the same plan.
 
 use super::config::Config;
-use super::plan::{Action, CaFacts, Plan, RevocationAction, is_request_file, is_revocation_file};
+use super::plan::{
+    Action, CaFacts, Plan, RevocationAction, is_misnamed_revocation_file, is_request_file,
+    is_revocation_file,
+};
 use super::state::{ByRequest, Index};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -378,6 +381,7 @@ pub fn needs_full_scan(changes: &[Change], config: &Config) -> Option<String> {
         p == "gitca.yaml"
             || p.starts_with("policies/")
             || is_revocation_file(p)
+            || is_misnamed_revocation_file(p)
             || p == config.ca.certificate
             || config.ca.chain.iter().any(|c| c == p)
             || p.starts_with("certs/")

@@ -420,6 +420,17 @@ pub fn is_revocation_file(path: &str) -> bool {
         || (path.starts_with("revocations/") && (path.ends_with(".yaml") || path.ends_with(".yml")))
 }
 
+/// A file named as if it held revocations that gitca does not read (`revocations.yml`,
+/// `revocations/x.YAML`): its entries would never be applied, without a word.
+pub fn is_misnamed_revocation_file(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    let looks = lower == "revocations.yaml"
+        || lower == "revocations.yml"
+        || (lower.starts_with("revocations/")
+            && (lower.ends_with(".yaml") || lower.ends_with(".yml")));
+    looks && !is_revocation_file(path)
+}
+
 pub fn request_hash(yaml: &[u8], csr: &[u8]) -> String {
     let mut h = Sha256::new();
     h.update((yaml.len() as u64).to_be_bytes());
@@ -431,6 +442,12 @@ pub fn request_hash(yaml: &[u8], csr: &[u8]) -> String {
 pub fn plan(i: &Inputs) -> Result<Plan, PlanError> {
     if let Some(path) = unnamed_input(i.snapshot, i.config) {
         return Err(PlanError(not_utf8(path)));
+    }
+    if let Some(path) = (i.snapshot.files.keys()).find(|p| is_misnamed_revocation_file(p)) {
+        return Err(PlanError(format!(
+            "{path}: not read as revocations (gitca reads revocations.yaml and \
+             revocations/*.yaml or *.yml); rename it, or its entries are never applied"
+        )));
     }
     let layout = layout_of(i.snapshot, i.config).map_err(PlanError)?;
     let (revocations, blocked_requests) = plan_revocations(i, &layout)?;
