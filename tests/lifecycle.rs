@@ -250,12 +250,7 @@ fn revoke_by_hex_and_decimal_serial_from_a_revocations_folder() {
         "{plan}"
     );
     env.ok(&["apply"], 3);
-    let crl = std::process::Command::new("openssl")
-        .args(["crl", "-noout", "-text", "-in"])
-        .arg(env.path("crl/example-ca.crl.pem"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&crl.stdout).to_uppercase();
+    let text = openssl_text("crl", &env.path("crl/example-ca.crl.pem")).to_uppercase();
     assert!(
         text.contains(&api.to_uppercase()) && text.contains(&web.to_uppercase()),
         "{text}"
@@ -324,12 +319,7 @@ fn allowed_custom_extension_is_issued() {
     );
     env.ok(&["apply"], 3);
     if have("openssl") {
-        let o = std::process::Command::new("openssl")
-            .args(["x509", "-noout", "-text", "-in"])
-            .arg(env.path("issued/extension-not-allowed.pem"))
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&o.stdout);
+        let text = openssl_text("x509", &env.path("issued/extension-not-allowed.pem"));
         assert!(text.contains("1.3.6.1.4.1.55555.9"), "{text}");
     }
 }
@@ -526,6 +516,16 @@ fn revoke_superseded_revokes_the_replaced_certificate() {
     assert!(api["supersede"].is_null(), "{api}");
 }
 
+/// `openssl KIND -noout -text` of the file at `path` (`x509` or `crl`).
+fn openssl_text(kind: &str, path: &std::path::Path) -> String {
+    let o = std::process::Command::new("openssl")
+        .args([kind, "-noout", "-text", "-in"])
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 /// The index entry of `request`'s newest certificate: its serial and notAfter.
 fn newest_of(env: &Env, request: &str) -> (String, time::OffsetDateTime) {
     let idx = env.index("example-ca");
@@ -588,12 +588,7 @@ fn a_key_revoked_for_compromise_is_never_certified_again_and_its_reason_is_raise
     let idx = env.index("example-ca");
     assert_eq!(idx["certs"][&serial]["revoked"]["reason"], "key_compromise");
     if have("openssl") {
-        let crl = std::process::Command::new("openssl")
-            .args(["crl", "-noout", "-text", "-in"])
-            .arg(env.path("crl/example-ca.crl.pem"))
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&crl.stdout).to_uppercase();
+        let text = openssl_text("crl", &env.path("crl/example-ca.crl.pem")).to_uppercase();
         let entry = text
             .split("SERIAL NUMBER: ")
             .find(|e| e.starts_with(&serial.to_uppercase()));
