@@ -332,6 +332,86 @@ fn a_revocation_file_gitca_does_not_read_is_an_error_naming_it() {
     }
 }
 
+/// `git mktree` of `lines` (`MODE TYPE ID\tNAME`) in `env`'s repository: the tree's id.
+fn mktree(env: &Env, lines: &[String]) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("git")
+        .arg("mktree")
+        .current_dir(&env.repo)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(lines.join("\n").as_bytes()).unwrap();
+    input.write_all(b"\n").unwrap();
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "git mktree");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Defect `tree-entry-dot-dot`: a commit made with plumbing can hold a tree named `..` under
+/// `requests/`. libgit2 read it, so `requests/../evil.yaml` was planned, and its outputs named
+/// `issued/../evil.pem`, outside the output folder. The run now stops, naming the entry, and
+/// nothing is signed.
+#[test]
+fn a_tree_entry_git_would_not_check_out_stops_the_run() {
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    env.init(&[]);
+    let head = env.head();
+    let blob = |path: &str| {
+        env.git(&["rev-parse", &format!("{head}:{path}")])
+            .trim()
+            .to_string()
+    };
+    let evil = mktree(
+        &env,
+        &[
+            format!(
+                "100644 blob {}\tevil.csr.pem",
+                blob("requests/servers/web-01.csr.pem")
+            ),
+            format!(
+                "100644 blob {}\tevil.yaml",
+                blob("requests/servers/web-01.yaml")
+            ),
+        ],
+    );
+    let ls = |tree: &str| -> Vec<String> {
+        env.git(&["ls-tree", tree])
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    let mut requests = ls(&format!("{head}:requests"));
+    requests.push(format!("040000 tree {evil}\t.."));
+    let requests = mktree(&env, &requests);
+    let root: Vec<String> = ls(&head)
+        .into_iter()
+        .map(|l| match l.ends_with("\trequests") {
+            true => format!("040000 tree {requests}\trequests"),
+            false => l,
+        })
+        .collect();
+    let root = mktree(&env, &root);
+    let commit = env.git(&["commit-tree", &root, "-p", &head, "-m", "a tree named .."]);
+    env.git(&["update-ref", "HEAD", commit.trim()]);
+    for cmd in ["plan", "apply"] {
+        let o = env.gitca(&[cmd]);
+        assert_eq!(o.status.code(), Some(1), "{cmd}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("requests/..") && err.contains("refuse to check out"),
+            "{cmd}: {err}"
+        );
+    }
+    assert!(
+        !env.state("example-ca").join("index.json").exists(),
+        "nothing signed"
+    );
+}
+
 /// plan --worktree sees an uncommitted request; plan and apply never do.
 #[test]
 fn only_committed_requests_are_signed() {

@@ -389,6 +389,7 @@ impl GitRepo {
             if x == y {
                 continue;
             }
+            refuse_bad_entry_name(prefix, name)?;
             // A changed entry whose name is not UTF-8 has no path the plan could name: left
             // out, and flagged for callers that must not miss a change.
             let Ok(name_str) = std::str::from_utf8(name) else {
@@ -1777,14 +1778,35 @@ fn walk(
 ) -> Result<(), String> {
     let mut err = None;
     let walked = tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
-        visit(dir, entry).unwrap_or_else(|e| {
-            err = Some(e);
-            git2::TreeWalkResult::Abort
-        })
+        refuse_bad_entry_name(dir, entry.name_bytes())
+            .and_then(|()| visit(dir, entry))
+            .unwrap_or_else(|e| {
+                err = Some(e);
+                git2::TreeWalkResult::Abort
+            })
     });
     match err {
         Some(e) => Err(e),
         None => walked.map_err(ge),
+    }
+}
+
+/// Refuses a tree entry git itself would refuse to check out: an empty name, `.`, `..`, `.git`
+/// (in any case) or one holding a `/` or a NUL. Such trees come only from plumbing (`git
+/// mktree`); a request path through `..` would name outputs outside the output folder.
+fn refuse_bad_entry_name(dir: &str, name: &[u8]) -> Result<(), String> {
+    let bad = name.is_empty()
+        || name == b"."
+        || name == b".."
+        || name.eq_ignore_ascii_case(b".git")
+        || name.iter().any(|&b| b == b'/' || b == 0);
+    match bad {
+        false => Ok(()),
+        true => Err(format!(
+            "{dir}{}: a tree entry git would refuse to check out; gitca reads and writes no \
+             path through it (rewrite that commit)",
+            String::from_utf8_lossy(name)
+        )),
     }
 }
 
