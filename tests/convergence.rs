@@ -445,6 +445,42 @@ fn history_rewrite_is_refused_unless_allowed() {
     env.ok(&["apply"], 3);
 }
 
+/// Defect `push-retry-overwrites-edits`: after the remote moved, apply --push checked the
+/// remote's branch out by force, overwriting uncommitted edits anywhere in the work tree. It
+/// now refuses, naming the file, and the edit stays; the state is saved for the next run.
+#[test]
+fn a_push_retry_does_not_check_out_over_uncommitted_edits() {
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    env.init(&[]);
+    let remote = env.bare_remote();
+    let other = env.tmp().join("other");
+    git_in(
+        env.tmp(),
+        &[
+            "clone",
+            "-q",
+            remote.to_str().unwrap(),
+            other.to_str().unwrap(),
+        ],
+    );
+    git_in(&other, &["config", "user.name", "Other"]);
+    git_in(&other, &["config", "user.email", "other@example.com"]);
+    std::fs::write(other.join("NOTES.md"), "moved on\n").unwrap();
+    git_in(&other, &["add", "-A"]);
+    git_in(&other, &["commit", "-q", "-m", "the remote moves"]);
+    git_in(&other, &["push", "-q"]);
+    let edited = format!("{}# being edited\n", env.read("policies/spiffe.yaml"));
+    std::fs::write(env.path("policies/spiffe.yaml"), &edited).unwrap();
+    let o = env.gitca(&["apply", "--push"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("policies/spiffe.yaml") && err.contains("uncommitted"),
+        "{err}"
+    );
+    assert_eq!(env.read("policies/spiffe.yaml"), edited, "the edit is kept");
+}
+
 #[test]
 fn push_race_against_a_bare_remote_is_retried() {
     let env = Env::from(EXAMPLE, &["revocations.yaml"]);

@@ -1914,11 +1914,27 @@ impl GitRepo {
             .repo
             .find_commit(Oid::from_str(&fetched).map_err(ge)?)
             .map_err(ge)?;
+        // Never over uncommitted work: a forced checkout overwrote edits anywhere in the work
+        // tree. The outputs gitca wrote are committed by now, so any change is someone's.
+        let mut tracked = git2::StatusOptions::new();
+        tracked.include_untracked(false).include_ignored(false);
+        let statuses = self.repo.statuses(Some(&mut tracked)).map_err(ge)?;
+        if let Some(changed) = statuses
+            .iter()
+            .find(|e| e.status() != git2::Status::CURRENT)
+        {
+            return Err(format!(
+                "{}: uncommitted changes; gitca will not check the remote's branch out over \
+                 them (the state is saved): commit or stash them, then run apply again",
+                String::from_utf8_lossy(changed.path_bytes())
+            ));
+        }
+        // Safe: an untracked file where the remote's branch has one is a conflict, not lost.
         let mut co = git2::build::CheckoutBuilder::new();
-        co.force();
+        co.safe();
         self.repo
             .checkout_tree(commit.as_object(), Some(&mut co))
-            .map_err(ge)?;
+            .map_err(|e| format!("cannot check out the remote's branch: {}", ge(e)))?;
         let name = self.current_branch()?;
         self.repo
             .reference(
