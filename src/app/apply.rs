@@ -1580,7 +1580,13 @@ pub fn crl_due(
 ) -> bool {
     match &i.crl {
         None => true,
-        Some(c) => c.serials != i.crl_serials(now, lifetime) || c.next_update - overlap <= now,
+        // A number reserved and never signed: the run that reserved it stopped before its
+        // CRL, which may have been to say something the serials alone do not (a raised reason).
+        Some(c) => {
+            c.serials != i.crl_serials(now, lifetime)
+                || c.next_update - overlap <= now
+                || i.crl_number > c.number
+        }
     }
 }
 
@@ -1641,6 +1647,32 @@ fn commit_message(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A CRL number reserved and never signed (the run stopped between its index write and
+    /// its CRL) makes the CRL due, though its serials and dates would not: that CRL may have
+    /// been to raise a reason, which the serials do not show.
+    #[test]
+    fn a_crl_number_reserved_and_never_signed_makes_the_crl_due() {
+        let now = time::macros::datetime!(2026-12-02 00:00 UTC);
+        let day = time::Duration::days(1);
+        let mut index = Index::new("ca".into());
+        index.crl_number = 3;
+        index.crl = Some(CrlInfo {
+            number: 3,
+            this_update: now - day,
+            next_update: now + 6 * day,
+            serials: vec![],
+        });
+        assert!(
+            !crl_due(&index, now, 7 * day, 2 * day),
+            "signed and current"
+        );
+        index.crl_number = 4;
+        assert!(
+            crl_due(&index, now, 7 * day, 2 * day),
+            "4 reserved, 3 signed"
+        );
+    }
 
     #[test]
     fn the_signed_are_kept_with_their_signatures_and_the_first_failure_is_reported() {
