@@ -294,10 +294,10 @@ fn invalid_config_and_policy_are_errors_naming_the_file() {
 }
 
 /// Defect `revocations-misnamed`: a revocation list named `revocations.yml` (or
-/// `revocations/x.YAML`) was never read, and the run reported nothing to do. It stops the plan,
-/// naming the file, even on a repository whose runs were quiet.
+/// `revocations/x.YAML`) was never read, and the run reported nothing to do. It is rejected
+/// now, naming the file, even on a repository whose runs were quiet; the rest goes on.
 #[test]
-fn a_revocation_file_gitca_does_not_read_is_an_error_naming_it() {
+fn a_revocation_file_gitca_does_not_read_is_rejected_naming_it() {
     // Without the rejected request, so the runs go quiet: a quiet run reads nothing.
     let env = Env::from(
         EXAMPLE,
@@ -323,10 +323,15 @@ fn a_revocation_file_gitca_does_not_read_is_an_error_naming_it() {
         )
         .unwrap();
         env.commit_all(name);
-        let o = env.gitca(&["apply"]);
-        assert_eq!(o.status.code(), Some(1), "{name}");
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(err.contains(name) && err.contains("rename it"), "{err}");
+        let (plan, code) = env.plan_json(&[]);
+        assert_eq!(code, 3, "{name}: {plan}");
+        let rejected = (plan["revocations"].as_array().unwrap().iter())
+            .find(|r| r["file"] == name)
+            .unwrap_or_else(|| panic!("{name}: {plan}"));
+        assert_eq!(rejected["action"], "rejected");
+        assert_eq!(rejected["findings"][0]["code"], "revocation-invalid");
+        assert!(rejected.to_string().contains("rename it"), "{rejected}");
+        env.ok(&["apply"], 3);
         std::fs::remove_file(env.path(name)).unwrap();
         env.commit_all("removed");
     }

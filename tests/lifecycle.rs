@@ -598,6 +598,25 @@ fn a_key_revoked_for_compromise_is_never_certified_again_and_its_reason_is_raise
         );
     }
 
+    // Its current certificate revoked for key compromise: in the run that revokes it the
+    // request is shown as revoked, as in the runs after, not rejected (which failed the plan
+    // check of the pull request revoking it).
+    let db = "requests/servers/db-01.yaml";
+    let (current, _) = newest_of(&env, db);
+    std::fs::write(
+        env.path("revocations/d.yaml"),
+        format!("revocations:\n  - serial: \"{current}\"\n    reason: key_compromise\n"),
+    )
+    .unwrap();
+    env.commit_all("db-01's key was compromised");
+    let (plan, _) = env.plan_json(&[]);
+    let r = plan_request(&plan, db);
+    assert_eq!(r["action"], "revoked", "{r}");
+    assert!(r.get("findings").is_none(), "{r}");
+    env.ok(&["apply"], 3);
+    let (plan, _) = env.plan_json(&[]);
+    assert_eq!(action(&plan, db), "revoked", "{plan}");
+
     let api = "requests/servers/api.yaml";
     let (first, not_after) = newest_of(&env, api);
     // Renewed from the same CSR: two live certificates of one key.
@@ -623,4 +642,46 @@ fn a_key_revoked_for_compromise_is_never_certified_again_and_its_reason_is_raise
     let (plan, _) = env.plan_json(&["--at", &next_renewal]);
     assert_eq!(action(&plan, api), "rejected", "{plan}");
     assert_eq!(newest_of(&env, api).0, second, "nothing issued for the key");
+}
+
+/// A key-compromise entry by request raises the reason only of the certificates of the key
+/// the request holds now: one of a key it held before, revoked as superseded, stays so (its
+/// key was not said to be compromised), and a CA compromise is never lowered.
+#[test]
+fn a_key_compromise_by_request_leaves_the_certificates_of_an_earlier_key_alone() {
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    env.init(&[]);
+    env.ok(&["apply"], 3);
+    let db = "requests/servers/db-01.yaml";
+    let (old_key, _) = newest_of(&env, db);
+    // A new key, and the old certificate revoked as superseded once the new one is issued.
+    new_p256_csr(
+        &env.path("requests/servers/db-01.csr.pem"),
+        "db-01.internal.example.com",
+    );
+    let y = env.read(db);
+    std::fs::write(env.path(db), format!("{y}\nrevoke_superseded: true\n")).unwrap();
+    env.commit_all("db-01 re-keyed");
+    env.ok(&["apply"], 3);
+    let (new_key, _) = newest_of(&env, db);
+    assert_ne!(old_key, new_key);
+    let idx = env.index("example-ca");
+    assert_eq!(idx["certs"][&old_key]["revoked"]["reason"], "superseded");
+    std::fs::create_dir_all(env.path("revocations")).unwrap();
+    std::fs::write(
+        env.path("revocations/a.yaml"),
+        format!("revocations:\n  - request: {db}\n    reason: key_compromise\n"),
+    )
+    .unwrap();
+    env.commit_all("db-01's key was compromised");
+    let (plan, _) = env.plan_json(&[]);
+    let entry = &plan["revocations"][0];
+    assert_eq!(entry["serials"], serde_json::json!([new_key]), "{plan}");
+    env.ok(&["apply"], 3);
+    let idx = env.index("example-ca");
+    assert_eq!(
+        idx["certs"][&new_key]["revoked"]["reason"],
+        "key_compromise"
+    );
+    assert_eq!(idx["certs"][&old_key]["revoked"]["reason"], "superseded");
 }

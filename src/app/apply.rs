@@ -1551,7 +1551,8 @@ fn apply_marks(
                     c.revoked = Some(r.clone());
                 }
             }
-            // A reason raised to key compromise keeps the first revocation's date.
+            // A reason raised to key compromise keeps the first revocation's date (the plan
+            // lists a revoked certificate again only to raise it).
             Some(was) if r.reason == Reason::KeyCompromise && was.reason != r.reason => {
                 if let Some(c) = i.certs.get_mut(s) {
                     c.revoked = Some(Revoked {

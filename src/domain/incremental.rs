@@ -484,10 +484,8 @@ pub fn triage(
             // ones left live because the request does not revoke them), and the checks the plan
             // makes on every request pass. A request whose newest certificate was revoked as it
             // is is read: a new request planned before it could take its key.
-            let revoked_as_is = ByRequest::newest(mine)
-                .is_some_and(|n| n.revoked.is_some() && n.request_hash == carried.hash);
             !carried.hash.is_empty()
-                && !revoked_as_is
+                && !certs.revoked_as_is(mine, &carried.hash)
                 && ByRequest::current(mine).is_some_and(|(serial, c)| {
                     c.request_hash == carried.hash
                         && !c.renewal_due(now, renew_before)

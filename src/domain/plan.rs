@@ -443,21 +443,30 @@ pub fn plan(i: &Inputs) -> Result<Plan, PlanError> {
     if let Some(path) = unnamed_input(i.snapshot, i.config) {
         return Err(PlanError(not_utf8(path)));
     }
-    if let Some(path) = (i.snapshot.files.keys()).find(|p| is_misnamed_revocation_file(p)) {
-        return Err(PlanError(format!(
-            "{path}: not read as revocations (gitca reads revocations.yaml and \
-             revocations/*.yaml or *.yml); rename it, or its entries are never applied"
-        )));
-    }
     let layout = layout_of(i.snapshot, i.config).map_err(PlanError)?;
-    let (revocations, blocked_requests) = plan_revocations(i, &layout)?;
-    // Keys this plan revokes for key compromise: no request is certified for them, in this run
-    // either (the index says so only once the plan is applied).
-    let compromised_now = (revocations.iter())
-        .filter(|r| r.action == RevocationAction::Revoke && r.reason == Some(Reason::KeyCompromise))
-        .flat_map(|r| &r.serials)
-        .filter_map(|s| Some(i.index.certs.get(s)?.key_id.as_str()));
-    let mut requests = plan_requests(i, &layout, &blocked_requests, compromised_now);
+    let (mut revocations, blocked_requests) = plan_revocations(i, &layout)?;
+    // Rejected like a bad entry, not an error: the CRL goes on being refreshed meanwhile.
+    for path in (i.snapshot.files.keys()).filter(|p| is_misnamed_revocation_file(p)) {
+        revocations.push(RevocationPlan {
+            file: path.clone(),
+            index: 0,
+            entry: path.clone(),
+            action: RevocationAction::Rejected,
+            serials: vec![],
+            reason: None,
+            date: None,
+            findings: vec![Finding::new(
+                Code::RevocationInvalid,
+                path.clone(),
+                "not read as revocations (gitca reads revocations.yaml and revocations/*.yaml \
+                 or *.yml): rename it, or its entries are never applied"
+                    .to_string(),
+            )],
+            previous_ca: false,
+            parsed: None,
+        });
+    }
+    let mut requests = plan_requests(i, &layout, &blocked_requests, &revocations);
     reject_output_collisions(&mut requests, i.now);
     // Looked up once per issued certificate: a hash set, not a tree of 100,000 ids.
     let present: foldhash::HashSet<&str> = requests.iter().map(|r| r.id.as_str()).collect();
@@ -722,12 +731,27 @@ fn plan_revocations(
             // Revoked already, a certificate is listed again only to raise its reason to key
             // compromise (it was superseded, say): the key must then never be certified again,
             // and the CRL must say why (an entry doing so was recorded and changed nothing).
+            // By request, only certificates of the key the request holds now (its newest's):
+            // one it held before was not said to be compromised. A CA or attribute authority
+            // compromise already says more, and stays.
             let raises = e.reason == Reason::KeyCompromise;
+            let request_key = match &e.target {
+                Target::Request(r) => (i.index.certs.values())
+                    .filter(|c| &c.request_id == r)
+                    .max_by_key(|c| c.not_before)
+                    .map(|c| c.key_id.as_str()),
+                Target::Serial(_) => None,
+            };
+            let raisable = |was: Reason, key: &str| {
+                raises
+                    && !matches!(
+                        was,
+                        Reason::KeyCompromise | Reason::CaCompromise | Reason::AaCompromise
+                    )
+                    && request_key.is_none_or(|k| k == key)
+            };
             p.serials.retain(|s| match i.index.certs.get(s) {
-                Some(c) => c
-                    .revoked
-                    .as_ref()
-                    .is_none_or(|r| raises && r.reason != Reason::KeyCompromise),
+                Some(c) => (c.revoked.as_ref()).is_none_or(|r| raisable(r.reason, &c.key_id)),
                 None => p.previous_ca && !i.index.previous_ca.contains_key(s),
             });
             if p.serials.is_empty() && i.index.revocations.contains_key(&e.key) {
@@ -882,10 +906,20 @@ fn plan_requests<'a>(
     i: &Inputs<'a>,
     layout: &Layout,
     blocked: &BTreeSet<String>,
-    compromised_now: impl Iterator<Item = &'a str>,
+    revocations: &'a [RevocationPlan],
 ) -> Vec<RequestPlan> {
     let (mut certs, mut live_keys) = ByRequest::with_live_keys(i.index, i.now);
-    certs.compromise(compromised_now);
+    // What this plan revokes counts already: no request is certified for a key it revokes for
+    // key compromise, and a request whose newest certificate it revokes is shown as revoked.
+    let revoking = (revocations.iter()).filter(|r| r.action == RevocationAction::Revoke);
+    let compromised = (revoking.clone())
+        .filter(|r| r.reason == Some(Reason::KeyCompromise))
+        .flat_map(|r| &r.serials)
+        .filter_map(|s| Some(i.index.certs.get(s)?.key_id.as_str()));
+    certs.revoking(
+        revoking.flat_map(|r| r.serials.iter().map(String::as_str)),
+        compromised,
+    );
     let sources = request_sources(i.snapshot, layout);
     // Reading and checking each CSR (its signature above all) is independent per request: all
     // cores. The decisions that follow depend on each other (key reuse), in id order. Prepared in
@@ -1029,14 +1063,8 @@ fn plan_request(
             rp.policy = Some(policy_name);
             // The newest certificate, revoked or not: a request whose certificate was revoked
             // by serial gets no new one until the request itself changes.
-            let newest = ByRequest::newest(mine);
             rp.action = match current {
-                _ if newest.is_some_and(|n| {
-                    n.revoked.is_some() && n.request_hash == spec.request_hash
-                }) =>
-                {
-                    Action::Revoked
-                }
+                _ if certs.revoked_as_is(mine, &spec.request_hash) => Action::Revoked,
                 None => Action::Issue,
                 Some((_, c)) if c.request_hash != spec.request_hash => Action::Reissue,
                 Some((_, c)) if c.renewal_due(i.now, i.config.issuance.renew_before.as_time()) => {
@@ -1186,9 +1214,7 @@ fn decide(
     // used to be allowed where the revoked certificate was of the same request but not its
     // newest: renewals went on). A request whose newest certificate is the one revoked, as the
     // request still is, is reported as revoked instead (below), not rejected.
-    let revoked_as_is = ByRequest::newest(certs.of(id))
-        .is_some_and(|n| n.revoked.is_some() && n.request_hash == hash);
-    if certs.key_compromised(&csr.key_id) && !revoked_as_is {
+    if certs.key_compromised(&csr.key_id) && !certs.revoked_as_is(certs.of(id), &hash) {
         return Err(one(
             Code::KeyCompromised,
             format!(

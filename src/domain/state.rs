@@ -392,6 +392,8 @@ pub struct ByRequest<'a> {
     by_request: foldhash::HashMap<&'a str, Mine<'a>>,
     /// Key ids of certificates revoked for key compromise, sorted.
     compromised: Vec<&'a str>,
+    /// Serials a plan revokes, before the index says so (see [`ByRequest::revoking`]).
+    revoking: foldhash::HashSet<&'a str>,
 }
 
 /// The certificates of one request, in serial order; most requests have one.
@@ -433,6 +435,7 @@ impl<'a> ByRequest<'a> {
         ByRequest {
             by_request,
             compromised,
+            revoking: Default::default(),
         }
     }
 
@@ -466,11 +469,32 @@ impl<'a> ByRequest<'a> {
         self.compromised.binary_search(&key_id).is_ok()
     }
 
-    /// Counts `keys` as compromised too: those a revocation of this plan revokes for key
-    /// compromise, before the index says so.
-    pub fn compromise(&mut self, keys: impl IntoIterator<Item = &'a str>) {
-        self.compromised.extend(keys);
+    /// Counts the serials this plan revokes as revoked, and the keys it revokes for key
+    /// compromise as compromised, before the index says so: the run that revokes a
+    /// certificate decides its request as the runs after it will.
+    pub fn revoking(
+        &mut self,
+        serials: impl IntoIterator<Item = &'a str>,
+        compromised_keys: impl IntoIterator<Item = &'a str>,
+    ) {
+        self.revoking.extend(serials);
+        self.compromised.extend(compromised_keys);
         self.compromised.sort_unstable();
+    }
+
+    /// Whether the newest of `mine` is revoked (or revoked by this plan) and of this very
+    /// request (`request_hash`): the request gets no new certificate until it changes.
+    pub fn revoked_as_is(
+        &self,
+        mine: &[(&'a String, &'a CertSummary)],
+        request_hash: &str,
+    ) -> bool {
+        mine.iter()
+            .max_by_key(|(_, c)| c.not_before)
+            .is_some_and(|(serial, c)| {
+                (c.revoked.is_some() || self.revoking.contains(serial.as_str()))
+                    && c.request_hash == request_hash
+            })
     }
 
     /// The index by request and its live keys, built on two cores (each is a pass over every
