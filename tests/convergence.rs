@@ -445,26 +445,26 @@ fn history_rewrite_is_refused_unless_allowed() {
     env.ok(&["apply"], 3);
 }
 
+/// The example repository with a bare remote it pushes to, and a second clone of that remote
+/// (its path), from which someone else pushes.
+fn with_a_second_clone() -> (Env, std::path::PathBuf) {
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    env.init(&[]);
+    let remote = env.bare_remote();
+    let other = env.tmp().join("other");
+    let (remote, path) = (remote.to_str().unwrap(), other.to_str().unwrap());
+    git_in(env.tmp(), &["clone", "-q", remote, path]);
+    git_in(&other, &["config", "user.name", "Other"]);
+    git_in(&other, &["config", "user.email", "other@example.com"]);
+    (env, other)
+}
+
 /// Defect `push-retry-overwrites-edits`: after the remote moved, apply --push checked the
 /// remote's branch out by force, overwriting uncommitted edits anywhere in the work tree. It
 /// now refuses, naming the file, and the edit stays; the state is saved for the next run.
 #[test]
 fn a_push_retry_does_not_check_out_over_uncommitted_edits() {
-    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
-    env.init(&[]);
-    let remote = env.bare_remote();
-    let other = env.tmp().join("other");
-    git_in(
-        env.tmp(),
-        &[
-            "clone",
-            "-q",
-            remote.to_str().unwrap(),
-            other.to_str().unwrap(),
-        ],
-    );
-    git_in(&other, &["config", "user.name", "Other"]);
-    git_in(&other, &["config", "user.email", "other@example.com"]);
+    let (env, other) = with_a_second_clone();
     std::fs::write(other.join("NOTES.md"), "moved on\n").unwrap();
     git_in(&other, &["add", "-A"]);
     git_in(&other, &["commit", "-q", "-m", "the remote moves"]);
@@ -483,23 +483,8 @@ fn a_push_retry_does_not_check_out_over_uncommitted_edits() {
 
 #[test]
 fn push_race_against_a_bare_remote_is_retried() {
-    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
-    env.init(&[]);
-    let remote = env.bare_remote();
-
     // Someone else pushes a new request meanwhile.
-    let other = env.tmp().join("other");
-    git_in(
-        env.tmp(),
-        &[
-            "clone",
-            "-q",
-            remote.to_str().unwrap(),
-            other.to_str().unwrap(),
-        ],
-    );
-    git_in(&other, &["config", "user.name", "Other"]);
-    git_in(&other, &["config", "user.email", "other@example.com"]);
+    let (env, other) = with_a_second_clone();
     std::fs::copy(
         other.join("requests/servers/web-01.csr.pem"),
         other.join("requests/servers/late.csr.pem"),

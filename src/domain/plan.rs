@@ -420,6 +420,22 @@ pub fn is_revocation_file(path: &str) -> bool {
         || (path.starts_with("revocations/") && (path.ends_with(".yaml") || path.ends_with(".yml")))
 }
 
+/// A revocation entry (or file) rejected as invalid: `entry` names it, `message` says why.
+fn rejected_revocation(path: &str, index: usize, entry: String, message: String) -> RevocationPlan {
+    RevocationPlan {
+        file: path.to_string(),
+        index,
+        entry,
+        action: RevocationAction::Rejected,
+        serials: vec![],
+        reason: None,
+        date: None,
+        findings: vec![Finding::new(Code::RevocationInvalid, path, message)],
+        previous_ca: false,
+        parsed: None,
+    }
+}
+
 /// A file named as if it held revocations that gitca does not read (`revocations.yml`,
 /// `revocations/x.YAML`): its entries would never be applied, without a word.
 pub fn is_misnamed_revocation_file(path: &str) -> bool {
@@ -447,24 +463,14 @@ pub fn plan(i: &Inputs) -> Result<Plan, PlanError> {
     let (mut revocations, blocked_requests) = plan_revocations(i, &layout)?;
     // Rejected like a bad entry, not an error: the CRL goes on being refreshed meanwhile.
     for path in (i.snapshot.files.keys()).filter(|p| is_misnamed_revocation_file(p)) {
-        revocations.push(RevocationPlan {
-            file: path.clone(),
-            index: 0,
-            entry: path.clone(),
-            action: RevocationAction::Rejected,
-            serials: vec![],
-            reason: None,
-            date: None,
-            findings: vec![Finding::new(
-                Code::RevocationInvalid,
-                path.clone(),
-                "not read as revocations (gitca reads revocations.yaml and revocations/*.yaml \
-                 or *.yml): rename it, or its entries are never applied"
-                    .to_string(),
-            )],
-            previous_ca: false,
-            parsed: None,
-        });
+        revocations.push(rejected_revocation(
+            path,
+            0,
+            path.clone(),
+            "not read as revocations (gitca reads revocations.yaml and revocations/*.yaml or \
+             *.yml): rename it, or its entries are never applied"
+                .to_string(),
+        ));
     }
     let mut requests = plan_requests(i, &layout, &blocked_requests, &revocations);
     reject_output_collisions(&mut requests, i.now);
@@ -556,21 +562,13 @@ fn plan_revocations(
 ) -> Result<(Vec<RevocationPlan>, BTreeSet<String>), PlanError> {
     let mut out = Vec::new();
     let mut entries: Vec<Entry> = Vec::new();
-    let rejected_entry = |path: &str, index: usize, msg: String| RevocationPlan {
-        file: path.to_string(),
-        index,
-        entry: format!("#{index}"),
-        action: RevocationAction::Rejected,
-        serials: vec![],
-        reason: None,
-        date: None,
-        findings: vec![Finding::new(
-            Code::RevocationInvalid,
+    let rejected_entry = |path: &str, index: usize, msg: String| {
+        rejected_revocation(
             path,
+            index,
+            format!("#{index}"),
             format!("entry {index}: {msg}"),
-        )],
-        previous_ca: false,
-        parsed: None,
+        )
     };
     for (path, r) in &layout.revocations {
         match r {
