@@ -460,25 +460,41 @@ fn with_a_second_clone() -> (Env, std::path::PathBuf) {
 }
 
 /// Defect `push-retry-overwrites-edits`: after the remote moved, apply --push checked the
-/// remote's branch out by force, overwriting uncommitted edits anywhere in the work tree. It
-/// now refuses, naming the file, and the edit stays; the state is saved for the next run.
+/// remote's branch out by force, overwriting uncommitted edits anywhere in the work tree. Now
+/// git moves it (`reset --keep`): an edit the remote did not touch is kept and the retry goes
+/// on; one the remote's commit would overwrite stops the run, and is kept too.
 #[test]
 fn a_push_retry_does_not_check_out_over_uncommitted_edits() {
     let (env, other) = with_a_second_clone();
     std::fs::write(other.join("NOTES.md"), "moved on\n").unwrap();
+    std::fs::write(other.join("policies/README.md"), "theirs\n").unwrap();
     git_in(&other, &["add", "-A"]);
     git_in(&other, &["commit", "-q", "-m", "the remote moves"]);
     git_in(&other, &["push", "-q"]);
     let edited = format!("{}# being edited\n", env.read("policies/spiffe.yaml"));
     std::fs::write(env.path("policies/spiffe.yaml"), &edited).unwrap();
+    let out = env.ok(&["apply", "--push"], 3);
+    assert!(out.contains("pushed"), "{out}");
+    assert_eq!(env.read("policies/spiffe.yaml"), edited, "the edit is kept");
+
+    // The remote changes the file being edited here: the retry stops, the edit stays.
+    std::fs::write(other.join("NOTES.md"), "moved again\n").unwrap();
+    git_in(&other, &["pull", "-q"]);
+    git_in(&other, &["commit", "-q", "-am", "notes"]);
+    git_in(&other, &["push", "-q"]);
+    let y = env.read("requests/servers/web-01.yaml");
+    std::fs::write(
+        env.path("requests/servers/web-01.yaml"),
+        format!("{y}# renew\n"),
+    )
+    .unwrap();
+    env.commit_all("change web-01");
+    std::fs::write(env.path("NOTES.md"), "mine\n").unwrap();
     let o = env.gitca(&["apply", "--push"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("policies/spiffe.yaml") && err.contains("uncommitted"),
-        "{err}"
-    );
-    assert_eq!(env.read("policies/spiffe.yaml"), edited, "the edit is kept");
+    assert!(err.contains("git reset --keep"), "{err}");
+    assert_eq!(env.read("NOTES.md"), "mine\n", "the edit is kept");
 }
 
 #[test]

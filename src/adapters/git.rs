@@ -1910,40 +1910,20 @@ impl GitRepo {
         if head != ours && head != source {
             return Err("the branch has commits gitca did not make; refusing to reset it".into());
         }
-        let commit = self
-            .repo
-            .find_commit(Oid::from_str(&fetched).map_err(ge)?)
-            .map_err(ge)?;
-        // Never over uncommitted work: a forced checkout overwrote edits anywhere in the work
-        // tree. The outputs gitca wrote are committed by now, so any change is someone's.
-        let mut tracked = git2::StatusOptions::new();
-        tracked.include_untracked(false).include_ignored(false);
-        let statuses = self.repo.statuses(Some(&mut tracked)).map_err(ge)?;
-        if let Some(changed) = statuses
-            .iter()
-            .find(|e| e.status() != git2::Status::CURRENT)
-        {
-            return Err(format!(
-                "{}: uncommitted changes; gitca will not check the remote's branch out over \
-                 them (the state is saved): commit or stash them, then run apply again",
-                String::from_utf8_lossy(changed.path_bytes())
-            ));
-        }
-        // Safe: an untracked file where the remote's branch has one is a conflict, not lost.
-        let mut co = git2::build::CheckoutBuilder::new();
-        co.safe();
-        self.repo
-            .checkout_tree(commit.as_object(), Some(&mut co))
-            .map_err(|e| format!("cannot check out the remote's branch: {}", ge(e)))?;
-        let name = self.current_branch()?;
-        self.repo
-            .reference(
-                &name,
-                commit.id(),
-                true,
-                "gitca: move to upstream after a push race",
-            )
-            .map_err(ge)?;
+        // git moves the branch, its index and the work tree to the remote's commit, keeping
+        // uncommitted edits and refusing where one would be overwritten (`reset --keep`). It
+        // respects a sparse checkout, where libgit2's status reports every file left out as
+        // deleted. (A forced checkout used to overwrite edits anywhere in the work tree.)
+        let out = self
+            .git()
+            .args(["reset", "--quiet", "--keep", &fetched])
+            .output()
+            .map_err(|e| format!("cannot run git reset: {e}"))?;
+        succeeded(
+            "git reset --keep (uncommitted changes where the remote's branch differs? the \
+             state is saved: commit or stash them, then run apply again)",
+            &out,
+        )?;
         Ok(fetched)
     }
 
