@@ -582,8 +582,14 @@ fn a_key_revoked_for_compromise_is_never_certified_again_and_its_reason_is_raise
         .unwrap();
     assert_eq!(raise["action"], "revoke", "{plan}");
     // Its one certificate, revoked already, listed again to raise the reason: the CRL is
-    // signed again though its serials do not change.
+    // signed again though its serials do not change, and the plan says so as apply decides.
     assert_eq!(raise["serials"], serde_json::json!([serial]), "{plan}");
+    assert!(
+        plan["crl_due"]
+            .as_str()
+            .is_some_and(|r| r.contains("raises")),
+        "{plan}"
+    );
     env.ok(&["apply"], 3);
     let idx = env.index("example-ca");
     assert_eq!(idx["certs"][&serial]["revoked"]["reason"], "key_compromise");
@@ -646,7 +652,7 @@ fn a_key_revoked_for_compromise_is_never_certified_again_and_its_reason_is_raise
 
 /// A key-compromise entry by request raises the reason only of the certificates of the key
 /// the request holds now: one of a key it held before, revoked as superseded, stays so (its
-/// key was not said to be compromised), and a CA compromise is never lowered.
+/// key was not said to be compromised).
 #[test]
 fn a_key_compromise_by_request_leaves_the_certificates_of_an_earlier_key_alone() {
     let env = Env::from(EXAMPLE, &["revocations.yaml"]);

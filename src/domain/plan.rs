@@ -420,6 +420,14 @@ pub fn is_revocation_file(path: &str) -> bool {
         || (path.starts_with("revocations/") && (path.ends_with(".yaml") || path.ends_with(".yml")))
 }
 
+/// Whether a planned revocation lists a certificate revoked already: it raises its reason.
+fn raises_a_reason(revocations: &[RevocationPlan], index: &Index) -> bool {
+    (revocations.iter())
+        .filter(|r| r.action == RevocationAction::Revoke)
+        .flat_map(|r| &r.serials)
+        .any(|s| index.certs.get(s).is_some_and(|c| c.revoked.is_some()))
+}
+
 /// A revocation entry (or file) rejected as invalid: `entry` names it, `message` says why.
 fn rejected_revocation(path: &str, index: usize, entry: String, message: String) -> RevocationPlan {
     RevocationPlan {
@@ -472,6 +480,7 @@ pub fn plan(i: &Inputs) -> Result<Plan, PlanError> {
                 .to_string(),
         ));
     }
+    revocations.sort_by(|a, b| (&a.file, a.index).cmp(&(&b.file, b.index)));
     let mut requests = plan_requests(i, &layout, &blocked_requests, &revocations);
     reject_output_collisions(&mut requests, i.now);
     // Looked up once per issued certificate: a hash set, not a tree of 100,000 ids.
@@ -542,6 +551,14 @@ pub fn plan(i: &Inputs) -> Result<Plan, PlanError> {
             "nextUpdate {} is within the overlap window",
             c.next_update
         )),
+        // As apply decides (`crl_due`, and a raised reason): the serials alone do not show these.
+        Some(c) if i.index.crl_number > c.number => Some(format!(
+            "CRL number {} was reserved and never signed",
+            i.index.crl_number
+        )),
+        Some(_) if raises_a_reason(&revocations, i.index) => {
+            Some("a revocation raises a certificate's reason to key compromise".into())
+        }
         Some(_) => None,
     };
 
@@ -730,8 +747,8 @@ fn plan_revocations(
             // compromise (it was superseded, say): the key must then never be certified again,
             // and the CRL must say why (an entry doing so was recorded and changed nothing).
             // By request, only certificates of the key the request holds now (its newest's):
-            // one it held before was not said to be compromised. A CA or attribute authority
-            // compromise already says more, and stays.
+            // one it held before was not said to be compromised. (Its live certificates are
+            // revoked with the entry's reason whatever their key, as a request entry says.)
             let raises = e.reason == Reason::KeyCompromise;
             let request_key = match &e.target {
                 Target::Request(r) => (i.index.certs.values())
@@ -741,12 +758,7 @@ fn plan_revocations(
                 Target::Serial(_) => None,
             };
             let raisable = |was: Reason, key: &str| {
-                raises
-                    && !matches!(
-                        was,
-                        Reason::KeyCompromise | Reason::CaCompromise | Reason::AaCompromise
-                    )
-                    && request_key.is_none_or(|k| k == key)
+                raises && was != Reason::KeyCompromise && request_key.is_none_or(|k| k == key)
             };
             p.serials.retain(|s| match i.index.certs.get(s) {
                 Some(c) => (c.revoked.as_ref()).is_none_or(|r| raisable(r.reason, &c.key_id)),
