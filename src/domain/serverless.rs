@@ -1074,18 +1074,34 @@ fn convert_sans(
                 Err(_) => dropped(note),
             },
             "EMAIL_ADDRESS" => {
-                if source_email_valid(&v) {
-                    sans.email.push(v);
-                } else {
+                if !source_email_valid(&v) {
                     dropped(note);
+                    continue;
                 }
+                if !crate::domain::names::valid_mailbox(&v) {
+                    note(
+                        code::SAN_NOT_VALID_IN_GITCA,
+                        format!(
+                            "email {v:?} is accepted by the serverless CA but not by gitca (one mailbox at a DNS name); kept, so gitca rejects the request (email-not-allowed)"
+                        ),
+                    );
+                }
+                sans.email.push(v);
             }
             "URL" => {
-                if source_url_valid(&v) {
-                    sans.uri.push(v);
-                } else {
+                if !source_url_valid(&v) {
                     dropped(note);
+                    continue;
                 }
+                if crate::domain::names::has_dot_segment(&v) {
+                    note(
+                        code::SAN_NOT_VALID_IN_GITCA,
+                        format!(
+                            "URL {v:?} has a `.` or `..` path segment, which the serverless CA accepts and gitca refuses; kept, so gitca rejects the request (uri-not-allowed)"
+                        ),
+                    );
+                }
+                sans.uri.push(v);
             }
             _ => {
                 if source_dn_valid(&v) {
@@ -1749,6 +1765,29 @@ mod tests {
             codes(&e),
             BTreeSet::from([code::SAN_LOWERCASED, code::SAN_NOT_VALID_IN_GITCA])
         );
+    }
+
+    /// An email or URL SAN the serverless CA takes and gitca refuses (since the mailbox and
+    /// dot-segment checks) is noted at import, as a DNS name with an underscore is.
+    #[test]
+    fn email_and_url_sans_gitca_refuses_are_noted() {
+        let e = one(base(json!({"sans": [
+            {"type": "DNS_NAME", "value": "a.example.com"},
+            {"type": "EMAIL_ADDRESS", "value": "ops@my_host.example.com"},
+            {"type": "URL", "value": "https://a.example.com/x/../y"},
+        ]})));
+        assert_eq!(sans(&e).email, vec!["ops@my_host.example.com"]);
+        assert_eq!(sans(&e).uri, vec!["https://a.example.com/x/../y"]);
+        let notes = (e.notes.iter())
+            .filter(|n| n.code == code::SAN_NOT_VALID_IN_GITCA)
+            .count();
+        assert_eq!(notes, 2, "{:?}", e.notes);
+        let fine = one(base(json!({"sans": [
+            {"type": "DNS_NAME", "value": "a.example.com"},
+            {"type": "EMAIL_ADDRESS", "value": "ops@a.example.com"},
+            {"type": "URL", "value": "https://a.example.com/x/y"},
+        ]})));
+        assert!(!codes(&fine).contains(code::SAN_NOT_VALID_IN_GITCA));
     }
 
     #[test]
