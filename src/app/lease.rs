@@ -20,7 +20,7 @@ pub struct LeaseBody {
     pub expires: OffsetDateTime,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Lease {
     version: String,
     pub body: LeaseBody,
@@ -58,16 +58,13 @@ pub async fn acquire(
             Err(StoreError::Conflict(_)) => {}
             Err(e) => return Err(e.to_string()),
         }
-        let current = store.get(LEASE_KEY).await.map_err(|e| e.to_string())?;
         let mut held_by = String::from("another apply");
-        if let Some(cur) = current {
-            let old: Option<LeaseBody> = serde_json::from_slice(&cur.bytes).ok();
+        if let Some((version, old)) = stored(store).await.map_err(|e| e.to_string())? {
             // A retried create whose first attempt landed reads back as taken: it is ours.
             if let Some(o) = old.as_ref().filter(|o| o.holder == holder) {
-                let body = o.clone();
                 return Ok(Lease {
-                    version: cur.version,
-                    body,
+                    version,
+                    body: o.clone(),
                 });
             }
             // An unreadable lease is treated as expired: it cannot be held by anyone alive.
@@ -78,7 +75,7 @@ pub async fn acquire(
                 held_by = format!("{} (expires {})", o.holder, o.expires);
             }
             if expired {
-                match store.put_if(LEASE_KEY, &bytes, &cur.version).await {
+                match store.put_if(LEASE_KEY, &bytes, &version).await {
                     Ok(version) => {
                         tracing::warn!(previous = %held_by, "took over an expired apply lease");
                         return Ok(Lease { version, body });
@@ -194,6 +191,47 @@ impl LeaseGuard {
     }
 }
 
+/// The lease stored now, if any: its version, and its body (None if unreadable).
+async fn stored(store: &dyn StateStore) -> Result<Option<(String, Option<LeaseBody>)>, StoreError> {
+    let current = store.get(LEASE_KEY).await?;
+    Ok(current.map(|v| (v.version, serde_json::from_slice(&v.bytes).ok())))
+}
+
+/// What one renewal came to.
+enum Renewal {
+    Renewed(Lease),
+    /// Another holder has it, or nobody: why.
+    Lost(String),
+    /// The store failed; to be tried again.
+    Failed(String),
+}
+
+/// Renews `lease` for another `ttl`, by compare-and-swap. A write whose answer was lost may
+/// have landed, this one or one before it: the lease read back is still ours if it names this
+/// run as its holder.
+async fn renew_once(store: &dyn StateStore, lease: &Lease, ttl: Duration) -> Renewal {
+    let body = LeaseBody {
+        holder: lease.body.holder.clone(),
+        expires: OffsetDateTime::now_utc() + ttl,
+    };
+    let bytes = match serde_json::to_vec(&body) {
+        Ok(bytes) => bytes,
+        Err(e) => return Renewal::Failed(e.to_string()),
+    };
+    match store.put_if(LEASE_KEY, &bytes, &lease.version).await {
+        Ok(version) => Renewal::Renewed(Lease { version, body }),
+        Err(StoreError::Conflict(_)) => match stored(store).await {
+            Ok(Some((version, Some(b)))) if b.holder == body.holder => {
+                Renewal::Renewed(Lease { version, body: b })
+            }
+            Ok(Some((_, Some(b)))) => Renewal::Lost(format!("now held by {}", b.holder)),
+            Ok(_) => Renewal::Lost("deleted or unreadable".into()),
+            Err(e) => Renewal::Failed(e.to_string()),
+        },
+        Err(e) => Renewal::Failed(e.to_string()),
+    }
+}
+
 /// Renews the lease every third of its time to live until `stop`. A renewal that finds another
 /// holder marks it lost and ends. One that fails otherwise is tried again soon (a twelfth of
 /// the time to live, at most 10 s), so a single failed request does not run the lease down to
@@ -207,56 +245,19 @@ async fn renew(store: Arc<dyn StateStore>, guard: LeaseGuard, stop: Arc<tokio::s
             () = tokio::time::sleep(wait) => {}
             () = stop.notified() => return,
         }
-        let (version, body) = {
-            let holding = guard.0.lock().expect("not poisoned");
-            let body = LeaseBody {
-                holder: holding.lease.body.holder.clone(),
-                expires: OffsetDateTime::now_utc() + ttl,
-            };
-            (holding.lease.version.clone(), body)
-        };
-        let Ok(bytes) = serde_json::to_vec(&body) else {
-            wait = soon;
-            continue;
-        };
-        let renewed = match store.put_if(LEASE_KEY, &bytes, &version).await {
-            Ok(version) => Ok((version, body)),
-            // A write whose answer was lost may have landed, this one or one before it: the
-            // lease read back is still ours if it names this run as its holder.
-            Err(StoreError::Conflict(_)) => match store.get(LEASE_KEY).await {
-                Ok(cur) => {
-                    let read = cur.as_ref().and_then(|c| {
-                        Some((c, serde_json::from_slice::<LeaseBody>(&c.bytes).ok()?))
-                    });
-                    match read {
-                        Some((c, stored)) if stored.holder == body.holder => {
-                            Ok((c.version.clone(), stored))
-                        }
-                        Some((_, other)) => Err(format!("now held by {}", other.holder)),
-                        None => Err("deleted or unreadable".to_string()),
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not renew the apply lease");
-                    wait = soon;
-                    continue;
-                }
-            },
-            Err(e) => {
-                tracing::warn!(error = %e, "could not renew the apply lease");
-                wait = soon;
-                continue;
-            }
-        };
-        let mut holding = guard.0.lock().expect("not poisoned");
-        match renewed {
-            Ok((version, body)) => {
-                holding.lease = Lease { version, body };
+        let lease = guard.0.lock().expect("not poisoned").lease.clone();
+        match renew_once(store.as_ref(), &lease, ttl).await {
+            Renewal::Renewed(lease) => {
+                guard.0.lock().expect("not poisoned").lease = lease;
                 wait = every;
             }
-            Err(why) => {
+            Renewal::Failed(e) => {
+                tracing::warn!(error = %e, "could not renew the apply lease");
+                wait = soon;
+            }
+            Renewal::Lost(why) => {
                 tracing::warn!("the apply lease was lost: {why}");
-                holding.lost = Some(why);
+                guard.0.lock().expect("not poisoned").lost = Some(why);
                 return;
             }
         }
