@@ -1542,28 +1542,25 @@ fn apply_marks(
     let mut raised = false;
     for (s, r) in marks {
         // Looked up first: `get_mut` has the index object store the certificate again.
-        let Some(was) = i.certs.get(s).map(|c| c.revoked.clone()) else {
-            continue;
-        };
-        match was {
-            None => {
-                if let Some(c) = i.certs.get_mut(s) {
-                    c.revoked = Some(r.clone());
-                }
-            }
+        let was = i
+            .certs
+            .get(s)
+            .map(|c| c.revoked.as_ref().map(|w| (w.reason, w.date)));
+        let revoked = match was {
+            None => continue,
+            Some(None) => r.clone(),
             // A reason raised to key compromise keeps the first revocation's date (the plan
             // lists a revoked certificate again only to raise it).
-            Some(was) if r.reason == Reason::KeyCompromise && was.reason != r.reason => {
-                if let Some(c) = i.certs.get_mut(s) {
-                    c.revoked = Some(Revoked {
-                        reason: r.reason,
-                        by: r.by.clone(),
-                        date: was.date,
-                    });
-                    raised = true;
-                }
+            Some(Some((reason, date)))
+                if r.reason == Reason::KeyCompromise && reason != r.reason =>
+            {
+                raised = true;
+                Revoked { date, ..r.clone() }
             }
-            Some(_) => {}
+            Some(Some(_)) => continue,
+        };
+        if let Some(c) = i.certs.get_mut(s) {
+            c.revoked = Some(revoked);
         }
     }
     for (k, p) in published {
