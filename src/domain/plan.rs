@@ -691,14 +691,19 @@ fn plan_revocations(
                         p.previous_ca = true;
                         // Only readings a CRL can list (one of a decimal or hex reading may
                         // not fit in 20 bytes); none: refused here, not when the CRL is signed.
+                        let mut why = None;
                         p.serials = (cands.iter())
-                            .filter(|c| super::crl::serial_number(c).is_ok())
+                            .filter(|c| match super::crl::serial_number(c) {
+                                Ok(_) => true,
+                                Err(e) => {
+                                    why.get_or_insert(e);
+                                    false
+                                }
+                            })
                             .cloned()
                             .collect();
                         if p.serials.is_empty() {
-                            let why = (cands.first())
-                                .and_then(|c| super::crl::serial_number(c).err())
-                                .unwrap_or_else(|| "no serial".into());
+                            let why = why.unwrap_or_else(|| "no serial".into());
                             reject(&mut p, Code::RevocationInvalid, why);
                         }
                     }
@@ -750,9 +755,10 @@ fn plan_revocations(
             // one it held before was not said to be compromised. (Its live certificates are
             // revoked with the entry's reason whatever their key, as a request entry says.)
             let raises = e.reason == Reason::KeyCompromise;
+            // A request's serials were all listed above: its newest is among them.
             let request_key = match &e.target {
-                Target::Request(r) => (i.index.certs.values())
-                    .filter(|c| &c.request_id == r)
+                Target::Request(_) => (p.serials.iter())
+                    .filter_map(|s| i.index.certs.get(s))
                     .max_by_key(|c| c.not_before)
                     .map(|c| c.key_id.as_str()),
                 Target::Serial(_) => None,
