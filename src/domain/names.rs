@@ -137,12 +137,17 @@ pub fn valid_mailbox(addr: &str) -> bool {
     let Some((local, domain)) = addr.split_once('@') else {
         return false;
     };
+    is_dot_atom(local) && !domain.starts_with("*.") && valid_dns_name(&domain.to_ascii_lowercase())
+}
+
+/// A mailbox's local part as RFC 5321 writes it unquoted: at most 64 characters, atoms of
+/// letters, digits and ``!#$%&'*+/=?^_`{|}~-`` joined by single dots.
+pub fn is_dot_atom(local: &str) -> bool {
     let atext = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+/=?^_`{|}~-".contains(&b);
-    let dot_atom = local.len() <= 64
+    local.len() <= 64
         && local
             .split('.')
-            .all(|atom| !atom.is_empty() && atom.bytes().all(atext));
-    dot_atom && !domain.starts_with("*.") && valid_dns_name(&domain.to_ascii_lowercase())
+            .all(|atom| !atom.is_empty() && atom.bytes().all(atext))
 }
 
 /// Whether a URI's path has a `.` or `..` segment, plain or percent-encoded (`%2e`): the policy

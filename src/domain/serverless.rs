@@ -1163,15 +1163,7 @@ fn source_email_valid(s: &str) -> bool {
     let Some((local, domain)) = s.rsplit_once('@') else {
         return false;
     };
-    s.is_ascii()
-        && !local.is_empty()
-        && local.len() <= 64
-        && local.split('.').all(|p| {
-            !p.is_empty()
-                && p.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+/=?^_`{|}~-".contains(&b))
-        })
-        && source_domain_valid(domain)
+    s.is_ascii() && crate::domain::names::is_dot_atom(local) && source_domain_valid(domain)
 }
 
 /// python-validators' `url()`, closely enough: a known scheme, a host that is a domain, an IP
