@@ -884,3 +884,35 @@ fn outputs_encoded_beside_past_the_cap_and_from_the_state_are_each_the_current_c
     assert_eq!(env.git(&["status", "--porcelain"]), "", "work tree clean");
     env.ok(&["verify"], 0);
 }
+
+/// Defect: the plan basis and the quiet record were trusted when written by the same package
+/// version, which did not change when plan rules did (a request a new rule rejects stayed
+/// carried as `unchanged` after an upgrade). They are trusted only from the same build: one
+/// written by another (here, its build id rewritten) makes the next run plan in full.
+#[test]
+fn a_basis_or_quiet_record_of_another_build_plans_in_full() {
+    let env = example_without_rejections();
+    env.commit_all("only acceptable requests");
+    let t = |m: u32| format!("2026-12-01T00:{m:02}:00Z");
+    assert_eq!(scan(&step(&env, &t(0))).0, "full");
+    assert_eq!(scan(&step(&env, &t(1))).0, "incremental");
+    assert_eq!(apply_at(&env, &[], &t(2))["scan"]["kind"], "quiet");
+
+    let another_build = |name: &str| {
+        let path = env.state("example-ca").join(name);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let version = text.lines().nth(1).unwrap().to_string();
+        assert!(version.starts_with("version\t0.1.0+"), "{version}");
+        std::fs::write(&path, text.replace(&version, "version\t0.1.0")).unwrap();
+    };
+    another_build("reconcile-quiet.txt");
+    let a = apply_at(&env, &[], &t(3));
+    assert_eq!(a["scan"]["kind"], "incremental", "{}", a["scan"]);
+    // That run wrote a quiet record of its own; with both rewritten, the basis is not read.
+    another_build("reconcile-quiet.txt");
+    another_build("plan-basis.txt");
+    let a = apply_at(&env, &[], &t(4));
+    assert_eq!(a["scan"]["kind"], "full", "{}", a["scan"]);
+    let reason = a["scan"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("another gitca build"), "{}", a["scan"]);
+}

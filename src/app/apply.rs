@@ -1471,7 +1471,7 @@ async fn record_basis(
 ) {
     use crate::domain::incremental::{BASIS_KEY, Basis};
     let bytes = Basis::render_from(
-        env!("CARGO_PKG_VERSION"),
+        crate::domain::incremental::PLAN_RULES,
         head,
         outputs_tree.as_deref(),
         plan.requests

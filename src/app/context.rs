@@ -389,10 +389,10 @@ async fn changes_since_basis(
         return Ok(Err("no reconcile has recorded a plan basis yet".into()));
     };
     let basis = match Basis::parse(&String::from_utf8_lossy(&v.bytes)) {
-        Ok(b) if b.version == env!("CARGO_PKG_VERSION") => b,
+        Ok(b) if b.version == crate::domain::incremental::PLAN_RULES => b,
         Ok(b) => {
             return Ok(Err(format!(
-                "the plan basis was recorded by gitca {}",
+                "the plan basis was recorded by another gitca build ({})",
                 b.version
             )));
         }

@@ -37,8 +37,8 @@ pub async fn check(
     };
     // HEAD again: another apply in this clone may have committed while this one waited.
     let head = ctx.repo.resolve("HEAD")?;
-    let why_not = if quiet.version != env!("CARGO_PKG_VERSION") {
-        Some("written by another gitca version")
+    let why_not = if quiet.version != crate::domain::incremental::PLAN_RULES {
+        Some("written by another gitca build")
     } else if now >= quiet.until {
         Some("its deadline has passed")
     } else if now < quiet.at {
@@ -165,7 +165,7 @@ pub async fn record(
     };
     let written = async {
         let quiet = Quiet {
-            version: env!("CARGO_PKG_VERSION").to_string(),
+            version: crate::domain::incremental::PLAN_RULES.to_string(),
             tree: ctx.repo.tree_id(&plan.commit)?,
             index_version: h.version().to_string(),
             until,

@@ -21,8 +21,15 @@ use time::OffsetDateTime;
 pub const BASIS_KEY: &str = "plan-basis.txt";
 /// A basis of another version is not read: the next run plans in full and records a new one.
 /// Version 2 added `revoke_superseded`; 3 marks bases recorded since gitca refuses names that
-/// are not UTF-8 (one before may stand for a plan that read such a request as `?`).
-const HEADER: &str = "gitca-plan-basis 3";
+/// are not UTF-8 (one before may stand for a plan that read such a request as `?`); 4 escapes
+/// control characters and `%` in its fields and ends with a count (in 3, a request path with a
+/// tab or a newline, which git allows, read back as other requests).
+const HEADER: &str = "gitca-plan-basis 4";
+
+/// The gitca build whose plan rules wrote a record: the package version and a hash of the
+/// sources (see build.rs). A basis or a quiet record of another build is not trusted, since a
+/// plan rule may have changed without the version.
+pub const PLAN_RULES: &str = env!("GITCA_BUILD_ID");
 
 /// What the last reconcile planned for one request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
