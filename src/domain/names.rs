@@ -150,6 +150,20 @@ pub fn is_dot_atom(local: &str) -> bool {
             .all(|atom| !atom.is_empty() && atom.bytes().all(atext))
 }
 
+/// Only the characters RFC 3986 lets a URI hold (unreserved, reserved, and `%` starting a
+/// two-digit escape): no control character, space, or non-ASCII letter.
+pub fn is_uri_text(u: &str) -> bool {
+    let b = u.as_bytes();
+    !u.is_empty()
+        && b.iter().enumerate().all(|(i, &c)| {
+            c.is_ascii_alphanumeric()
+                || b"-._~:/?#[]@!$&'()*+,;=".contains(&c)
+                || (c == b'%'
+                    && b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                    && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+        })
+}
+
 /// Whether a URI's path has a `.` or `..` segment, plain or percent-encoded (`%2e`): the policy
 /// matches URIs as written, by prefix, and `spiffe://a/ns/x/../admin` begins with
 /// `spiffe://a/ns/x/` yet resolves outside it (SPIFFE forbids such segments too).

@@ -357,10 +357,21 @@ pub fn evaluate(p: &Policy, request_id: &str, c: &Candidate, default_lifetime: S
         }
     }
     for u in &c.sans.uri {
+        // RFC 5280 4.2.1.6: an IA5String holding an RFC 3986 URI; an IRI must be mapped to one
+        // first. Checked here, so the plan rejects what the certificate could not hold.
+        if !super::names::is_uri_text(u) {
+            f(
+                Code::UriNotAllowed,
+                format!(
+                    "URI {u:?} has a character no URI holds (RFC 3986): percent-encode it, \
+                     as UTF-8 for a non-ASCII one"
+                ),
+            );
+            continue;
+        }
         let wellformed = u
             .split_once("://")
-            .is_some_and(|(s, rest)| !s.is_empty() && !rest.is_empty())
-            && !u.chars().any(|ch| ch.is_whitespace());
+            .is_some_and(|(s, rest)| !s.is_empty() && !rest.is_empty());
         if wellformed && super::names::has_dot_segment(u) {
             f(
                 Code::UriNotAllowed,

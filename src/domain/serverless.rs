@@ -1093,11 +1093,13 @@ fn convert_sans(
                     dropped(note);
                     continue;
                 }
-                if crate::domain::names::has_dot_segment(&v) {
+                if crate::domain::names::has_dot_segment(&v)
+                    || !crate::domain::names::is_uri_text(&v)
+                {
                     note(
                         code::SAN_NOT_VALID_IN_GITCA,
                         format!(
-                            "URL {v:?} has a `.` or `..` path segment, which the serverless CA accepts and gitca refuses; kept, so gitca rejects the request (uri-not-allowed)"
+                            "URL {v:?} has a `.` or `..` path segment or a character RFC 3986 does not allow, which the serverless CA accepts and gitca refuses; kept, so gitca rejects the request (uri-not-allowed)"
                         ),
                     );
                 }
