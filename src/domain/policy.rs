@@ -144,8 +144,7 @@ impl Policy {
             usage_oid(u).map_err(err)?;
         }
         for o in &r.extension_oids {
-            const_oid::ObjectIdentifier::new(o)
-                .map_err(|_| err(format!("extension OID {o:?} is not a dotted OID")))?;
+            super::request::canonical_oid(o).map_err(|e| err(format!("extension OID {e}")))?;
         }
         if let Some(d) = r.default_lifetime
             && d > r.max_lifetime
@@ -518,6 +517,27 @@ mod tests {
             ..candidate
         };
         assert_eq!(codes(&policy("keep"), &nameless), [Code::SanRequired]);
+    }
+
+    /// Defect `extension-oid-not-canonical`: a policy listing `2.5.29.017` let a request add a
+    /// second SAN extension (2.5.29.17), since OIDs were compared as text. Such a policy is
+    /// refused, naming the OID's canonical form.
+    #[test]
+    fn a_policy_oid_not_written_canonically_is_refused() {
+        let policy = |oid: &str| {
+            let text = format!(
+                "select: {{paths: [\"requests/**\"]}}\nrules:\n  key_types: [p256]\n  \
+                 max_lifetime: 30d\n  extension_oids: [\"{oid}\"]\n"
+            );
+            Policy::parse("policies/p.yaml", &text)
+        };
+        assert!(policy("1.3.6.1.4.1.55555.9").is_ok());
+        let err = policy("2.5.29.017").unwrap_err();
+        assert!(
+            err.contains("policies/p.yaml") && err.contains("as 2.5.29.17"),
+            "{err}"
+        );
+        assert!(policy("1.3..6").unwrap_err().contains("not a dotted OID"));
     }
 
     #[test]

@@ -53,6 +53,23 @@ impl RequestFile {
                     .into(),
             );
         }
+        // RFC 5280 4.2: an extension appears at most once; a repeated EKU says nothing more.
+        // Each is compared as an OID, and written as one (`2.5.29.017` would otherwise pass a
+        // string comparison with the CA-managed `2.5.29.17`).
+        let mut ext_oids = std::collections::BTreeSet::new();
+        for x in &req.extensions {
+            let oid = canonical_oid(&x.oid).map_err(|e| format!("extensions: {e}"))?;
+            if !ext_oids.insert(oid) {
+                return Err(format!("extensions: {} appears twice", x.oid));
+            }
+        }
+        let mut usage_oids = std::collections::BTreeSet::new();
+        for u in req.usages.iter().flatten() {
+            let oid = usage_oid(u).map_err(|e| format!("usages: {e}"))?;
+            if !usage_oids.insert(oid) {
+                return Err(format!("usages: {u} names a usage listed already"));
+            }
+        }
         Ok(req)
     }
 
@@ -60,6 +77,15 @@ impl RequestFile {
         self.usages
             .clone()
             .unwrap_or_else(|| vec!["server_auth".to_string()])
+    }
+}
+
+/// A dotted OID as its canonical text gives it: no leading zeros, no empty arc.
+pub fn canonical_oid(text: &str) -> Result<ObjectIdentifier, String> {
+    match ObjectIdentifier::new(text) {
+        Ok(oid) if oid.to_string() == text => Ok(oid),
+        Ok(oid) => Err(format!("{text:?} is not written canonically (as {oid})")),
+        Err(_) => Err(format!("{text:?} is not a dotted OID")),
     }
 }
 
@@ -72,8 +98,7 @@ pub fn usage_oid(name: &str) -> Result<ObjectIdentifier, String> {
         "email_protection" => rfc5280::ID_KP_EMAIL_PROTECTION,
         "time_stamping" => rfc5280::ID_KP_TIME_STAMPING,
         "ocsp_signing" => rfc5280::ID_KP_OCSP_SIGNING,
-        other if other.contains('.') => ObjectIdentifier::new(other)
-            .map_err(|_| format!("usage {other:?} is not a valid dotted OID"))?,
+        other if other.contains('.') => canonical_oid(other).map_err(|e| format!("usage {e}"))?,
         other => {
             return Err(format!(
                 "unknown usage {other:?} (server_auth, client_auth, code_signing, email_protection, time_stamping, ocsp_signing, or a dotted OID)"
