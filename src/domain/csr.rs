@@ -69,15 +69,37 @@ impl KeyKind {
                 .as_ref()
                 .and_then(|p| p.decode_as::<ObjectIdentifier>().ok())
                 .ok_or("EC key without a named curve")?;
-            match curve {
-                c if c == rfc5912::SECP_256_R_1 => Ok(KeyKind::P256),
-                c if c == rfc5912::SECP_384_R_1 => Ok(KeyKind::P384),
-                c if c == rfc5912::SECP_521_R_1 => Ok(KeyKind::P521),
-                c => Err(format!(
-                    "EC curve {c} is not supported (P-256, P-384, P-521 are)"
-                )),
+            let (kind, coordinate) = match curve {
+                c if c == rfc5912::SECP_256_R_1 => (KeyKind::P256, 32),
+                c if c == rfc5912::SECP_384_R_1 => (KeyKind::P384, 48),
+                c if c == rfc5912::SECP_521_R_1 => (KeyKind::P521, 66),
+                c => {
+                    return Err(format!(
+                        "EC curve {c} is not supported (P-256, P-384, P-521 are)"
+                    ));
+                }
+            };
+            // One key, one encoding: a key is known by its SubjectPublicKeyInfo's hash (key
+            // reuse, key compromise), so the compressed twin of a revoked key would pass as
+            // another. RFC 5480 2.2 has every party support the uncompressed form.
+            let point = spki.subject_public_key.raw_bytes();
+            if point.len() != 1 + 2 * coordinate || point[0] != 0x04 {
+                return Err(
+                    "EC point is not in uncompressed form (0x04, x, y); gitca accepts only that \
+                     form (RFC 5480 2.2)"
+                        .into(),
+                );
             }
+            Ok(kind)
         } else if oid == ED25519 {
+            // RFC 8410 3: the parameters MUST be absent.
+            if spki.algorithm.parameters.is_some()
+                || spki.subject_public_key.raw_bytes().len() != 32
+            {
+                return Err(
+                    "Ed25519 key with algorithm parameters or not 32 bytes (RFC 8410 3)".into(),
+                );
+            }
             Ok(KeyKind::Ed25519)
         } else {
             Err(format!(
@@ -555,5 +577,53 @@ mod tests {
             let err = r.as_ref().unwrap_err().to_string();
             assert!(err.contains(&format!("tables {what} a signature")), "{err}");
         }
+    }
+}
+
+#[cfg(test)]
+mod encoding_tests {
+    use super::*;
+    use der::asn1::BitString;
+    use spki::AlgorithmIdentifierOwned;
+
+    fn spki(
+        oid: ObjectIdentifier,
+        parameters: Option<der::Any>,
+        key: &[u8],
+    ) -> SubjectPublicKeyInfoOwned {
+        SubjectPublicKeyInfoOwned {
+            algorithm: AlgorithmIdentifierOwned { oid, parameters },
+            subject_public_key: BitString::from_bytes(key).unwrap(),
+        }
+    }
+
+    /// Defect `csr-ec-point-compressed`: a key is known by the hash of its encoding, so another
+    /// encoding of one key (compressed, hybrid; or Ed25519 with NULL parameters) passed as
+    /// another key, past key reuse and key compromise. Only the one encoding is accepted.
+    #[test]
+    fn a_key_is_accepted_in_its_one_encoding_only() {
+        let p256 = Some(der::Any::encode_from(&rfc5912::SECP_256_R_1).unwrap());
+        let ec = |point: &[u8]| KeyKind::of(&spki(rfc5912::ID_EC_PUBLIC_KEY, p256.clone(), point));
+        let mut point = vec![0x04];
+        point.extend([7u8; 64]);
+        assert_eq!(ec(&point), Ok(KeyKind::P256));
+        for (first, len) in [(0x02, 33), (0x03, 33), (0x06, 65), (0x07, 65), (0x04, 64)] {
+            let mut other = point[..len].to_vec();
+            other[0] = first;
+            assert!(
+                ec(&other).unwrap_err().contains("uncompressed"),
+                "{first:#x} {len}"
+            );
+        }
+        let ed = |params: Option<der::Any>, len: usize| {
+            KeyKind::of(&spki(ED25519, params, &vec![9; len]))
+        };
+        assert_eq!(ed(None, 32), Ok(KeyKind::Ed25519));
+        assert!(
+            ed(Some(der::Any::from(der::asn1::Null)), 32)
+                .unwrap_err()
+                .contains("RFC 8410")
+        );
+        assert!(ed(None, 33).is_err());
     }
 }
