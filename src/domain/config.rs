@@ -370,6 +370,20 @@ impl Config {
                 ));
             }
         }
+        // Two outputs at one path would overwrite each other on every run (the CRL's PEM and
+        // the bundle alternating, each run committing).
+        let files = [
+            ("output.crl", &self.output.crl),
+            ("output.crl (PEM)", &crl_pem),
+            ("output.bundle", &self.output.bundle),
+        ];
+        for (i, (a, pa)) in files.iter().enumerate() {
+            if let Some((b, pb)) = files[i + 1..].iter().find(|(_, pb)| under(pa, pb)) {
+                return Err(format!(
+                    "{a} {pa:?} and {b} {pb:?} overlap; each output needs its own path"
+                ));
+            }
+        }
         if under(&self.output.crl, &self.output.dir) || under(&self.output.bundle, &self.output.dir)
         {
             return Err("output.crl and output.bundle must be outside output.dir (gitca prunes that folder)".into());
@@ -433,5 +447,32 @@ mod tests {
                 "{bad}: {e}"
             );
         }
+    }
+
+    /// Defects found by review: an output at the CRL's PEM (`crl/x.crl.pem` as the bundle)
+    /// alternated between the two contents, committing on every run; an output under `.git`
+    /// was written into git's folder and failed the commit after signing.
+    #[test]
+    fn outputs_may_not_share_a_path_or_lie_in_git_s_folder() {
+        for (bad, why) in [
+            ("output: {crl: crl/x.crl, bundle: crl/x.crl.pem}", "overlap"),
+            ("output: {crl: crl/x.crl, bundle: crl/x.crl}", "overlap"),
+            (
+                "output: {crl: crl/x.crl, bundle: crl/x.crl/b.pem}",
+                "overlap",
+            ),
+            ("output: {bundle: .git/info/attributes}", ".git"),
+            ("output: {dir: issued/.GIT/x}", ".git"),
+        ] {
+            let e = Config::parse("gitca.yaml", &format!("{BASE}{bad}\n")).unwrap_err();
+            assert!(e.contains("gitca.yaml") && e.contains(why), "{bad}: {e}");
+        }
+        assert!(
+            Config::parse(
+                "gitca.yaml",
+                &format!("{BASE}output: {{bundle: ca/b.pem, crl: crl/x.crl}}\n")
+            )
+            .is_ok()
+        );
     }
 }

@@ -21,6 +21,11 @@ pub fn check_repo_path(p: &str) -> Result<(), String> {
             "path {p:?} must be relative to the CA repository, without '..', '.' or empty parts"
         ));
     }
+    // Git's own folder is no part of the tree: gitca would write into it (on some file
+    // systems in any case) and then fail to commit, after signing.
+    if p.split('/').any(|c| c.eq_ignore_ascii_case(".git")) {
+        return Err(format!("path {p:?} must not be in a `.git` folder"));
+    }
     Ok(())
 }
 
