@@ -916,3 +916,59 @@ fn a_basis_or_quiet_record_of_another_build_plans_in_full() {
     let reason = a["scan"]["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("another gitca build"), "{}", a["scan"]);
 }
+
+/// Defect found by review: a leaf counted as written when its serial matched and its chain
+/// file merely existed, so after the CA certificate was renewed (same key, new validity) every
+/// chain file kept serving the old one until its leaf renewed. Every chain file now follows
+/// the CA certificates the bundle holds.
+#[test]
+fn chain_files_follow_a_renewed_ca_certificate() {
+    let env = example_without_rejections();
+    env.commit_all("only acceptable requests");
+    let first = step(&env, "2026-12-01T00:00:00Z");
+    assert!(!issued(&first).is_empty());
+    let old_bundle = env.read("ca/bundle.pem");
+
+    let key = env
+        .state("example-ca")
+        .parent()
+        .unwrap()
+        .join("issuing-ca.key");
+    let ca = env.path("ca/issuing-ca.pem");
+    let (ca, key) = (ca.to_str().unwrap(), key.to_str().unwrap());
+    common::tool_in(
+        "openssl",
+        env.tmp(),
+        &[
+            "x509",
+            "-in",
+            ca,
+            "-signkey",
+            key,
+            "-days",
+            "3000",
+            "-set_serial",
+            "0x1234",
+            "-out",
+            ca,
+        ],
+    );
+    env.commit_all("the CA certificate renewed, same key");
+    let a = step(&env, "2026-12-01T00:01:00Z");
+    assert!(issued(&a).is_empty(), "no leaf is due: {}", a["scan"]);
+
+    let bundle = env.read("ca/bundle.pem");
+    assert_ne!(
+        bundle, old_bundle,
+        "the bundle holds the renewed CA certificate"
+    );
+    let chains = common::leaf_files(&env.path("issued"));
+    assert!(!chains.is_empty());
+    for leaf in chains {
+        let chain = leaf.to_str().unwrap().replace(".pem", ".chain.pem");
+        let leaf_pem = std::fs::read_to_string(&leaf).unwrap();
+        let chain = std::fs::read_to_string(&chain).unwrap();
+        assert_eq!(chain, format!("{leaf_pem}{bundle}"), "{}", leaf.display());
+    }
+    assert_eq!(env.git(&["status", "--porcelain"]), "");
+}

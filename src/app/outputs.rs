@@ -278,6 +278,19 @@ pub async fn changes(
             })
             .collect()
     };
+    // Each chain file ends with the CA certificates the bundle holds: where those changed (a
+    // renewed CA certificate, a new chain), every chain file is written again. A CA change
+    // plans in full, so `only` is then None.
+    let chains_stale = only.is_none()
+        && !existing.is_empty()
+        && ctx
+            .repo
+            .read_file(commit, &ctx.config.output.bundle)?
+            .as_deref()
+            != Some(ca.as_bytes());
+    if chains_stale {
+        tracing::info!("the CA certificates changed: every chain file is written again");
+    }
     let mut stale = Vec::new();
     for (id, serial, leaf, chain) in current {
         // Only to tell which existing files go: none where none exist (a first issuance).
@@ -288,7 +301,8 @@ pub async fn changes(
         if withheld.contains(id) {
             continue;
         }
-        let up_to_date = existing
+        let up_to_date = !chains_stale
+            && existing
             .get(&leaf)
             .and_then(|blob| match ctx.repo.blob(blob) {
                 Ok(b) => Some(b),
