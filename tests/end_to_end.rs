@@ -542,6 +542,14 @@ fn verify_reports_certificates_that_differ_from_the_state_in_place() {
     for f in [&impostor.0, &impostor.1] {
         std::fs::remove_file(f).unwrap();
     }
+    // A chain cut to its leaf, a bundle and a CRL PEM replaced: each was unseen before.
+    let chain_of_a = a.with_extension("chain.pem");
+    std::fs::copy(a, &chain_of_a).unwrap();
+    let crl_pem = env.path("crl/example-ca.crl.pem");
+    assert!(crl_pem.exists());
+    let bundle = env.path("ca/bundle.pem");
+    std::fs::copy(env.path("ca/issuing-ca.pem"), &bundle).unwrap();
+    std::fs::copy(a, &crl_pem).unwrap();
     env.commit_all("hand-edited certificates");
     let o = env.gitca(&["verify", "--format", "json"]);
     assert_eq!(o.status.code(), Some(2), "findings are changes");
@@ -556,7 +564,9 @@ fn verify_reports_certificates_that_differ_from_the_state_in_place() {
         })
         .collect();
     let want = vec![
+        ("bundle-mismatch".to_string(), rel(&bundle)),
         ("cert-hand-edited".to_string(), rel(a)),
+        ("chain-mismatch".to_string(), rel(&chain_of_a)),
         ("cert-hand-edited".to_string(), rel(b)),
         ("chain-mismatch".to_string(), rel(&chain_of_b)),
         ("cert-hand-edited".to_string(), rel(c)),
@@ -567,6 +577,7 @@ fn verify_reports_certificates_that_differ_from_the_state_in_place() {
         // In its place the CA's certificate is missing.
         ("cert-not-from-ca".to_string(), rel(d)),
         ("cert-missing-in-repo".to_string(), rel(d)),
+        ("crl-pem-mismatch".to_string(), rel(&crl_pem)),
     ];
     assert_eq!(got, want, "{findings:#?}");
 }

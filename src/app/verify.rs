@@ -47,6 +47,20 @@ pub async fn audit(
              commit until it is renamed or removed",
         ));
     }
+    // The bundle, and each chain file after its leaf: the CA certificates gitca.yaml names.
+    let ca_certs: Vec<x509_cert::Certificate> = std::iter::once(&ctx.ca_cert)
+        .chain(&ctx.chain)
+        .cloned()
+        .collect();
+    let bundle = &ctx.config.output.bundle;
+    match ctx.repo.read_file(&ctx.snapshot.commit, bundle)? {
+        Some(b) if x509_cert::Certificate::load_pem_chain(&b).is_ok_and(|c| c == ca_certs) => {}
+        _ => out.push(f(
+            "bundle-mismatch",
+            bundle.clone(),
+            "missing, or not the CA certificates of gitca.yaml",
+        )),
+    }
     let ca = ctx.ca_cert.tbs_certificate();
     let ca_key = ca.subject_public_key_info();
     let out_dir = &ctx.config.output.dir;
@@ -131,11 +145,11 @@ pub async fn audit(
             .get(&chain)
             .map(|c| x509_cert::Certificate::load_pem_chain(c))
         {
-            Some(Ok(certs)) if certs.first() == Some(&cert) => {}
+            Some(Ok(certs)) if certs.first() == Some(&cert) && certs[1..] == ca_certs[..] => {}
             _ => out.push(f(
                 "chain-mismatch",
                 chain.clone(),
-                "missing, or does not start with the certificate",
+                "missing, or not the certificate followed by the CA certificates of gitca.yaml",
             )),
         }
         if summary.revoked.is_some() {
@@ -280,6 +294,17 @@ pub async fn audit(
                                 format!("revoked serial {s} is not on the CRL"),
                             ));
                         }
+                    }
+                    let crl_pem = ctx.config.output.crl_pem();
+                    let want = super::outputs::pem("X509 CRL", &der)?;
+                    if (ctx.repo.read_file(&ctx.snapshot.commit, &crl_pem)?).as_deref()
+                        != Some(want.as_bytes())
+                    {
+                        out.push(f(
+                            "crl-pem-mismatch",
+                            crl_pem,
+                            format!("missing, or not the PEM of {crl_path}"),
+                        ));
                     }
                     let number = crate::adapters::publish::crl_number(&der).unwrap_or(0);
                     if number != info.number {
