@@ -30,6 +30,7 @@ pub enum Code {
     EmailNotAllowed,
     UriNotAllowed,
     CnNotInSans,
+    SubjectNotAllowed,
     KeyTypeNotAllowed,
     LifetimeTooLong,
     LifetimeTooShort,
@@ -49,7 +50,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, for documentation checks.
-    pub const ALL: [Code; 38] = [
+    pub const ALL: [Code; 39] = [
         Code::RequestInvalid,
         Code::RequestNotRegularFile,
         Code::RequestTooLarge,
@@ -73,6 +74,7 @@ impl Code {
         Code::EmailNotAllowed,
         Code::UriNotAllowed,
         Code::CnNotInSans,
+        Code::SubjectNotAllowed,
         Code::KeyTypeNotAllowed,
         Code::LifetimeTooLong,
         Code::LifetimeTooShort,
@@ -116,6 +118,7 @@ impl Code {
             EmailNotAllowed => "email-not-allowed",
             UriNotAllowed => "uri-not-allowed",
             CnNotInSans => "cn-not-in-sans",
+            SubjectNotAllowed => "subject-not-allowed",
             KeyTypeNotAllowed => "key-type-not-allowed",
             LifetimeTooLong => "lifetime-too-long",
             LifetimeTooShort => "lifetime-too-short",

@@ -76,6 +76,52 @@ pub struct Rules {
     pub usages: Vec<String>,
     #[serde(default)]
     pub extension_oids: Vec<String>,
+    /// The subject attributes besides the CN a certificate may carry, and their values. Left
+    /// out, any (from the request or its CSR); given, an attribute it does not list is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<SubjectRules>,
+}
+
+/// Allowed values per subject attribute. Relying parties authorise on these (Kubernetes reads
+/// O as groups), and a CSR can ask for any.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectRules {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organizational_unit: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality: Option<Vec<String>>,
+}
+
+impl SubjectRules {
+    /// Each attribute of `subject` besides the CN whose value the rules do not list:
+    /// (attribute, value, the values allowed).
+    fn refused<'a>(&'a self, subject: &'a Subject) -> Vec<(&'static str, &'a str, &'a [String])> {
+        [
+            ("organization", &subject.organization, &self.organization),
+            (
+                "organizational_unit",
+                &subject.organizational_unit,
+                &self.organizational_unit,
+            ),
+            ("country", &subject.country, &self.country),
+            ("state", &subject.state, &self.state),
+            ("locality", &subject.locality, &self.locality),
+        ]
+        .into_iter()
+        .filter_map(|(name, value, allowed)| {
+            let value = value.as_deref()?;
+            let allowed = allowed.as_deref().unwrap_or_default();
+            (!allowed.iter().any(|a| a == value)).then_some((name, value, allowed))
+        })
+        .collect()
+    }
 }
 
 fn yes() -> bool {
@@ -404,6 +450,22 @@ pub fn evaluate(p: &Policy, request_id: &str, c: &Candidate, default_lifetime: S
             }
         }
     }
+    if let Some(rules) = &r.subject {
+        for (name, value, allowed) in rules.refused(&subject) {
+            let allowed = if allowed.is_empty() {
+                "none".to_string()
+            } else {
+                allowed.join(", ")
+            };
+            f(
+                Code::SubjectNotAllowed,
+                format!(
+                    "subject {name} {value:?} is not allowed by policy {} (allowed: {allowed})",
+                    p.name
+                ),
+            );
+        }
+    }
     // RFC 5280 (4.2.1.6): with an empty subject the certificate must have a SAN. Where the
     // policy does not require one, it could otherwise name no one.
     if c.sans.is_empty() && !r.require_san && subject.is_empty() {
@@ -538,6 +600,60 @@ mod tests {
             "{err}"
         );
         assert!(policy("1.3..6").unwrap_err().contains("not a dotted OID"));
+    }
+
+    /// Defect `subject-not-allowed`: O, OU, C, ST and L came from the CSR unchecked. A policy
+    /// listing the subject it allows refuses any other attribute or value, naming it; one
+    /// without the rule allows any, as before.
+    #[test]
+    fn a_policy_limits_the_subject_it_lists() {
+        let policy = |subject: &str| {
+            let text = format!(
+                "select: {{paths: [\"requests/**\"]}}\nrules:\n  common_name: keep\n  \
+                 key_types: [p256]\n  max_lifetime: 30d\n  usages: [client_auth]\n{subject}"
+            );
+            Policy::parse("policies/p.yaml", &text).unwrap()
+        };
+        let candidate = |organization: &str, country: Option<&str>| Candidate {
+            subject: Subject {
+                common_name: Some("svc".into()),
+                organization: Some(organization.into()),
+                country: country.map(Into::into),
+                ..Default::default()
+            },
+            sans: Sans {
+                dns: vec!["svc.example.com".into()],
+                ..Default::default()
+            },
+            key: KeyKind::P256,
+            lifetime: None,
+            usages: vec!["client_auth".into()],
+            extension_oids: vec![],
+        };
+        let messages = |p: &Policy, c: &Candidate| -> Vec<String> {
+            let v = evaluate(p, "requests/a.yaml", c, Span::days(30));
+            (v.findings.iter())
+                .filter(|f| f.code == Code::SubjectNotAllowed)
+                .map(|f| f.message.clone())
+                .collect()
+        };
+        let limited = policy("  subject: {organization: [Example Corp]}\n");
+        assert_eq!(
+            messages(&limited, &candidate("Example Corp", None)),
+            Vec::<String>::new()
+        );
+        let masters = messages(&limited, &candidate("system:masters", Some("DE")));
+        assert_eq!(masters.len(), 2, "{masters:?}");
+        assert!(
+            masters[0].contains("organization \"system:masters\"")
+                && masters[0].contains("Example Corp")
+        );
+        assert!(masters[1].contains("country \"DE\"") && masters[1].contains("allowed: none"));
+        let open = policy("");
+        assert_eq!(
+            messages(&open, &candidate("system:masters", Some("DE"))),
+            Vec::<String>::new()
+        );
     }
 
     #[test]

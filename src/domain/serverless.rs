@@ -1622,6 +1622,7 @@ pub fn policy_for(
             default_lifetime: None,
             usages,
             extension_oids: oids.into_iter().collect(),
+            subject: None,
         },
     })
 }
