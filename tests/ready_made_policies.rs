@@ -19,6 +19,8 @@ struct Case {
     #[serde(default)]
     common_name: Option<String>,
     #[serde(default)]
+    organization: Option<String>,
+    #[serde(default)]
     usages: Option<Vec<String>>,
     #[serde(default)]
     lifetime: Option<Span>,
@@ -103,6 +105,7 @@ fn ready_made_policies_decide_as_documented() {
         let cand = Candidate {
             subject: Subject {
                 common_name: c.common_name.clone(),
+                organization: c.organization.clone(),
                 ..Default::default()
             },
             sans: c.sans.clone(),
