@@ -373,7 +373,16 @@ pub fn evaluate(p: &Policy, request_id: &str, c: &Candidate, default_lifetime: S
         }
     }
     for ip in &c.sans.ip {
-        if !r.ip_ranges.iter().any(|n| n.contains(ip)) {
+        // An IPv4-mapped IPv6 address (::ffff:8.8.8.8) is the IPv4 address to some verifiers
+        // (Go compares them equal) while an IPv6 range would admit it: the IPv4 form is asked for.
+        if let std::net::IpAddr::V6(v6) = ip
+            && let Some(v4) = v6.to_ipv4_mapped()
+        {
+            f(
+                Code::IpNotAllowed,
+                format!("IP {ip} is the IPv4 address {v4} mapped into IPv6; request {v4} itself"),
+            );
+        } else if !r.ip_ranges.iter().any(|n| n.contains(ip)) {
             f(
                 Code::IpNotAllowed,
                 format!("IP {ip} is outside the ranges of policy {}", p.name),
@@ -441,7 +450,9 @@ pub fn evaluate(p: &Policy, request_id: &str, c: &Candidate, default_lifetime: S
             CommonNameRule::Drop => subject.common_name = None,
             CommonNameRule::Keep => {}
             CommonNameRule::MustBeSan => {
-                if !c.sans.values().iter().any(|v| v.eq_ignore_ascii_case(cn)) {
+                // As written: BR 7.1.4.3 has the CN copy a SAN, and a mailbox's local part
+                // may differ by case.
+                if !c.sans.values().iter().any(|v| v == cn) {
                     f(
                         Code::CnNotInSans,
                         format!("common name {cn:?} is not one of the SANs"),
@@ -653,6 +664,46 @@ mod tests {
         assert_eq!(
             messages(&open, &candidate("system:masters", Some("DE"))),
             Vec::<String>::new()
+        );
+    }
+
+    /// Defects found by review: `::ffff:8.8.8.8` passed a policy allowing `::/0` beside
+    /// 10.0.0.0/8, and some verifiers read it as 8.8.8.8; a CN differing from its SAN by case
+    /// passed `must_be_san`.
+    #[test]
+    fn a_mapped_ipv4_address_and_a_cn_differing_by_case_are_refused() {
+        let text = "select: {paths: [\"requests/**\"]}\nrules:\n  key_types: [p256]\n  \
+                    max_lifetime: 30d\n  ip_ranges: [10.0.0.0/8, \"::/0\"]\n  \
+                    dns: {subdomains_of: [example.com]}\n";
+        let p = Policy::parse("policies/p.yaml", text).unwrap();
+        let codes = |cn: &str, dns: &str, ip: &str| -> Vec<Code> {
+            let c = Candidate {
+                subject: Subject {
+                    common_name: Some(cn.into()),
+                    ..Default::default()
+                },
+                sans: Sans {
+                    dns: vec![dns.into()],
+                    ip: vec![ip.parse().unwrap()],
+                    ..Default::default()
+                },
+                key: KeyKind::P256,
+                lifetime: None,
+                usages: vec!["server_auth".into()],
+                extension_oids: vec![],
+            };
+            let v = evaluate(&p, "requests/a.yaml", &c, Span::days(30));
+            v.findings.iter().map(|f| f.code).collect()
+        };
+        assert_eq!(codes("a.example.com", "a.example.com", "2001:db8::1"), []);
+        assert_eq!(codes("a.example.com", "a.example.com", "10.0.0.1"), []);
+        assert_eq!(
+            codes("a.example.com", "a.example.com", "::ffff:8.8.8.8"),
+            [Code::IpNotAllowed]
+        );
+        assert_eq!(
+            codes("A.EXAMPLE.COM", "a.example.com", "10.0.0.1"),
+            [Code::CnNotInSans]
         );
     }
 
