@@ -972,3 +972,31 @@ fn chain_files_follow_a_renewed_ca_certificate() {
     }
     assert_eq!(env.git(&["status", "--porcelain"]), "");
 }
+
+/// Defect found by review: a `request:` revocation naming a file under `requests/` that is
+/// no request (`NOTES.md`) was accepted by the full plan, which holds every file, and rejected
+/// by the next incremental one, which holds the files it read. Both reject it now.
+#[test]
+fn a_revocation_naming_a_file_that_is_no_request_is_rejected_by_both_plans() {
+    let env = example_without_rejections();
+    std::fs::write(env.path("requests/servers/NOTES.md"), "not a request\n").unwrap();
+    env.commit_all("only acceptable requests, and notes");
+    step(&env, "2026-12-01T00:00:00Z");
+    env.edit("revocations.yaml", |r| {
+        format!("{r}  - request: requests/servers/NOTES.md\n    reason: superseded\n")
+    });
+    env.commit_all("a revocation naming the notes");
+    let rejected = |a: &Value| {
+        a["plan"]["revocations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["action"] == "rejected" && r.to_string().contains("NOTES.md"))
+    };
+    let a = step(&env, "2026-12-01T00:01:00Z");
+    assert_eq!(scan(&a).0, "full");
+    assert!(rejected(&a), "{}", a["plan"]["revocations"]);
+    let a = step(&env, "2026-12-01T00:02:00Z");
+    assert_eq!(scan(&a).0, "incremental");
+    assert!(rejected(&a), "{}", a["plan"]["revocations"]);
+}

@@ -732,8 +732,10 @@ fn plan_revocations(
                     .filter(|(_, c)| &c.request_id == r)
                     .map(|(s, _)| s.clone())
                     .collect();
-                let exists = i.snapshot.files.contains_key(r)
-                    || i.snapshot.carried.contains_key(r)
+                // A request file, not any file: an incremental snapshot holds only the files
+                // it read, so `requests/NOTES.md` would exist for a full plan only.
+                let exists = (is_request_file(r)
+                    && (i.snapshot.files.contains_key(r) || i.snapshot.carried.contains_key(r)))
                     || layout.requests.iter().any(|l| &l.id == r);
                 if serials.is_empty() && !exists {
                     reject(
