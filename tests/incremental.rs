@@ -971,6 +971,15 @@ fn chain_files_follow_a_renewed_ca_certificate() {
         assert_eq!(chain, format!("{leaf_pem}{bundle}"), "{}", leaf.display());
     }
     assert_eq!(env.git(&["status", "--porcelain"]), "");
+
+    // The bundle removed by hand: a full run writes it again and changes no chain file.
+    std::fs::remove_file(env.path("ca/bundle.pem")).unwrap();
+    env.commit_all("the bundle removed");
+    let before = env.head();
+    apply_at(&env, &["--full-scan"], "2026-12-01T00:02:00Z");
+    let changed = env.git(&["diff", "--name-only", &before, "HEAD"]);
+    assert_eq!(changed.trim(), "ca/bundle.pem");
+    assert_eq!(env.read("ca/bundle.pem"), bundle);
 }
 
 /// Defect found by review: a `request:` revocation naming a file under `requests/` that is

@@ -2004,6 +2004,13 @@ impl GitRepo {
     }
 
     /// The content of a blob.
+    /// The id git gives a blob of these bytes.
+    pub fn blob_id(&self, bytes: &[u8]) -> String {
+        Oid::hash_object(git2::ObjectType::Blob, bytes)
+            .map(|o| o.to_string())
+            .unwrap_or_default()
+    }
+
     pub fn blob(&self, id: &str) -> Result<Vec<u8>, String> {
         let id = Oid::from_str(id).map_err(ge)?;
         Ok(self.repo.find_blob(id).map_err(ge)?.content().to_vec())

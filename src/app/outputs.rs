@@ -278,9 +278,10 @@ pub async fn changes(
             })
             .collect()
     };
-    // Each chain file ends with the CA certificates the bundle holds: where those changed (a
-    // renewed CA certificate, a new chain), every chain file is written again. A CA change
-    // plans in full, so `only` is then None.
+    // Each chain file ends with the CA certificates the bundle holds: where the bundle differs
+    // (a renewed CA certificate, a new chain, the bundle edited or moved), every chain file is
+    // compared with its leaf and those certificates. A CA change plans in full, so `only` is
+    // then None.
     let chains_stale = only.is_none()
         && !existing.is_empty()
         && ctx
@@ -289,9 +290,10 @@ pub async fn changes(
             .as_deref()
             != Some(ca.as_bytes());
     if chains_stale {
-        tracing::info!("the CA certificates changed: every chain file is written again");
+        tracing::info!("the CA certificates changed: every chain file is checked against them");
     }
     let mut stale = Vec::new();
+    let mut chains_only = Vec::new();
     for (id, serial, leaf, chain) in current {
         // Only to tell which existing files go: none where none exist (a first issuance).
         if !existing.is_empty() {
@@ -301,20 +303,18 @@ pub async fn changes(
         if withheld.contains(id) {
             continue;
         }
-        let up_to_date = !chains_stale
-            && existing
-            .get(&leaf)
-            .and_then(|blob| match ctx.repo.blob(blob) {
-                Ok(b) => Some(b),
-                Err(e) => {
-                    // Written again from the state, which restores the object too.
-                    tracing::warn!(
-                        "{leaf}: cannot read blob {blob} from the repository ({e}); writing it again"
-                    );
-                    None
-                }
-            })
-            .and_then(|b| match parse_cert(&leaf, &b) {
+        let leaf_blob = existing.get(&leaf).and_then(|blob| match ctx.repo.blob(blob) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                // Written again from the state, which restores the object too.
+                tracing::warn!(
+                    "{leaf}: cannot read blob {blob} from the repository ({e}); writing it again"
+                );
+                None
+            }
+        });
+        let leaf_is_current = (leaf_blob.as_ref())
+            .and_then(|b| match parse_cert(&leaf, b) {
                 Ok(c) => Some(c),
                 Err(e) => {
                     tracing::warn!("{e}; writing it again from the state");
@@ -324,10 +324,20 @@ pub async fn changes(
             .is_some_and(|c: Certificate| {
                 let der = c.tbs_certificate().serial_number().as_bytes();
                 crate::domain::serial::is_serial(der, serial)
-            })
-            && existing.contains_key(&chain);
-        if !up_to_date {
-            stale.push((leaf, chain, serial));
+            });
+        match (leaf_blob, existing.get(&chain)) {
+            (Some(leaf_blob), Some(chain_blob)) if leaf_is_current => {
+                // The leaf stays; its chain is assembled from it where the CA's part changed,
+                // with no certificate fetched from the state.
+                if chains_stale {
+                    let leaf_blob: Arc<[u8]> = leaf_blob.into();
+                    let content = Content::join(&[&leaf_blob, &ca_parts]);
+                    if ctx.repo.blob_id(&content.bytes()) != *chain_blob {
+                        chains_only.push((chain, Some(content)));
+                    }
+                }
+            }
+            _ => stale.push((leaf, chain, serial)),
         }
     }
     // Certificates this run did not sign come from their records, fetched together.
@@ -367,6 +377,7 @@ pub async fn changes(
             written.push((leaf, Some(Content::join(&[&leaf_pem]))));
         }
     }
+    written.extend(chains_only);
     // Sorted and built at once: 20,000 paths inserted one by one took a few milliseconds.
     let mut changes: BTreeMap<String, Option<Content>> = written.into_iter().collect();
     for path in existing.keys() {
