@@ -1348,8 +1348,12 @@ fn convert_extension(
         .value_b64
         .as_deref()
         .ok_or("missing required field 'value_b64'")?;
-    const_oid::ObjectIdentifier::new(oid)
-        .map_err(|_| format!("{oid:?} is not a valid object identifier"))?;
+    // Compared and written in its canonical form (`2.5.29.017` is 2.5.29.17): gitca refuses
+    // any other in requests and policies.
+    let oid = &const_oid::ObjectIdentifier::new(oid)
+        .map_err(|_| format!("{oid:?} is not a valid object identifier"))?
+        .to_string();
+    let oid = oid.as_str();
     let value = Base64::decode_vec(b64.trim()).map_err(|_| format!("{oid}: invalid base64"))?;
     if SOURCE_RESERVED_OIDS.contains(&oid) {
         return Err(format!("{oid} is reserved by the CA"));
@@ -1630,6 +1634,23 @@ pub fn policy_for(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by review: an extension OID with a leading zero was imported as written, and
+    /// gitca refuses such OIDs in requests and policies (the imported policy then stopped
+    /// every command). It is imported in its canonical form, and a repeat of it is noticed.
+    #[test]
+    fn an_extension_oid_is_imported_in_its_canonical_form() {
+        let input = |oid: &str| ExtensionInput {
+            oid: Some(oid.into()),
+            value_b64: Some("BAVoZWxsbw==".into()),
+            critical: None,
+        };
+        let mut seen = BTreeSet::new();
+        let (x, problem) = convert_extension(&input("1.3.6.1.4.1.311.21.07"), &mut seen).unwrap();
+        assert_eq!((x.oid.as_str(), problem), ("1.3.6.1.4.1.311.21.7", None));
+        let again = convert_extension(&input("1.3.6.1.4.1.311.21.7"), &mut seen).unwrap_err();
+        assert!(again.contains("more than once"), "{again}");
+    }
     use serde_json::json;
 
     fn one(entry: Value) -> ConvertedEntry {
