@@ -373,6 +373,7 @@ impl Config {
         // Two outputs at one path would overwrite each other on every run (the CRL's PEM and
         // the bundle alternating, each run committing).
         let files = [
+            ("output.dir", &self.output.dir),
             ("output.crl", &self.output.crl),
             ("output.crl (PEM)", &crl_pem),
             ("output.bundle", &self.output.bundle),
@@ -380,13 +381,29 @@ impl Config {
         for (i, (a, pa)) in files.iter().enumerate() {
             if let Some((b, pb)) = files[i + 1..].iter().find(|(_, pb)| under(pa, pb)) {
                 return Err(format!(
-                    "{a} {pa:?} and {b} {pb:?} overlap; each output needs its own path"
+                    "{a} {pa:?} overlaps {b} {pb:?}; each output needs its own path"
                 ));
             }
         }
         if under(&self.output.crl, &self.output.dir) || under(&self.output.bundle, &self.output.dir)
         {
             return Err("output.crl and output.bundle must be outside output.dir (gitca prunes that folder)".into());
+        }
+        // Written into every certificate as IA5String URIs.
+        for (what, url) in [
+            ("crl.distribution_point", &self.crl.distribution_point),
+            ("aia.ca_issuers", &self.aia.ca_issuers),
+        ] {
+            if let Some(u) = url
+                && !(super::names::is_uri_text(u)
+                    && u.split_once("://")
+                        .is_some_and(|(s, r)| !s.is_empty() && !r.is_empty()))
+            {
+                return Err(format!(
+                    "{what} {u:?} is not a URL of the characters RFC 3986 allows (percent-encode \
+                     others)"
+                ));
+            }
         }
         if self.signer.local.is_some() && self.signer.kms.is_some() {
             return Err("signer: give either local or kms, not both".into());
@@ -462,6 +479,15 @@ mod tests {
                 "overlap",
             ),
             ("output: {bundle: .git/info/attributes}", ".git"),
+            ("output: {dir: crl/x.crl.pem, crl: crl/x.crl}", "overlap"),
+            (
+                "crl: {distribution_point: \"http://pki.example.com/a b.crl\"}",
+                "RFC 3986",
+            ),
+            (
+                "aia: {ca_issuers: \"http://pki.exämple.com/ca.crt\"}",
+                "RFC 3986",
+            ),
             ("output: {dir: issued/.GIT/x}", ".git"),
         ] {
             let e = Config::parse("gitca.yaml", &format!("{BASE}{bad}\n")).unwrap_err();

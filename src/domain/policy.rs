@@ -192,6 +192,16 @@ impl Policy {
         for o in &r.extension_oids {
             super::request::canonical_oid(o).map_err(|e| err(format!("extension OID {e}")))?;
         }
+        // A prefix no URI can hold would match nothing, silently.
+        if let Some(u) = r
+            .uri_prefixes
+            .iter()
+            .find(|u| !super::names::is_uri_text(u))
+        {
+            return Err(err(format!(
+                "rules.uri_prefixes entry {u:?} has a character no URI holds (RFC 3986)"
+            )));
+        }
         if let Some(d) = r.default_lifetime
             && d > r.max_lifetime
         {
@@ -611,6 +621,10 @@ mod tests {
             "{err}"
         );
         assert!(policy("1.3..6").unwrap_err().contains("not a dotted OID"));
+        let prefix = "select: {paths: [\"requests/**\"]}\nrules:\n  key_types: [p256]\n  \
+                      max_lifetime: 30d\n  uri_prefixes: [\"spiffe://ex\u{e4}mple.org/\"]\n";
+        let err = Policy::parse("policies/p.yaml", prefix).unwrap_err();
+        assert!(err.contains("RFC 3986"), "{err}");
     }
 
     /// Defect `subject-not-allowed`: O, OU, C, ST and L came from the CSR unchecked. A policy
