@@ -29,33 +29,44 @@ fn main() {
     }
 }
 
-/// Every file under `src/` and `Cargo.lock`, by path and content. The hash need not be stable
-/// across compilers: a different one only costs one full plan.
+/// Every `.rs` file under `src/`, `Cargo.toml` and `Cargo.lock`, by path and content (line
+/// ends as LF, so a checkout with CRLF gives the same id). SHA-256, so every toolchain that
+/// builds the same sources gives the same id: two builds alternating on one repository would
+/// otherwise each distrust the other's records and plan in full every run.
 fn build_id() {
-    use std::hash::{Hash, Hasher};
+    use sha2::{Digest, Sha256};
     println!("cargo:rerun-if-changed=src");
+    println!("cargo:rerun-if-changed=Cargo.toml");
     println!("cargo:rerun-if-changed=Cargo.lock");
-    let mut files = vec![std::path::PathBuf::from("Cargo.lock")];
+    let mut files = vec![
+        std::path::PathBuf::from("Cargo.toml"),
+        std::path::PathBuf::from("Cargo.lock"),
+    ];
     let mut dirs = vec![std::path::PathBuf::from("src")];
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(&dir).expect("src/ is readable") {
             let path = entry.expect("src/ is readable").path();
             if path.is_dir() {
                 dirs.push(path);
-            } else {
+            } else if path.extension().is_some_and(|e| e == "rs") {
                 files.push(path);
             }
         }
     }
     files.sort();
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut h = Sha256::new();
     for f in &files {
-        f.hash(&mut h);
-        std::fs::read(f).unwrap_or_default().hash(&mut h);
+        let text = std::fs::read(f).unwrap_or_default();
+        let text: Vec<u8> = text.into_iter().filter(|&b| b != b'\r').collect();
+        h.update(f.to_string_lossy().replace('\\', "/").as_bytes());
+        h.update([0]);
+        h.update((text.len() as u64).to_le_bytes());
+        h.update(&text);
     }
+    let digest = h.finalize();
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
     println!(
-        "cargo:rustc-env=GITCA_BUILD_ID={}+{:016x}",
-        std::env::var("CARGO_PKG_VERSION").unwrap_or_default(),
-        h.finish()
+        "cargo:rustc-env=GITCA_BUILD_ID={}+{hex}",
+        std::env::var("CARGO_PKG_VERSION").unwrap_or_default()
     );
 }
