@@ -713,3 +713,25 @@ fn rerun_converges(env: &Env, args: &[&str], completed: usize, issued: usize) {
     assert_converged(env, 7);
     env.ok(&["verify"], 0);
 }
+
+/// Defect found by review: push, fetch and the retry's reset ran git with the caller's
+/// environment, so under a GIT_DIR of another repository (a hook's) `apply --push` said
+/// "pushed" while pushing that one. They run on gitca's repository now.
+#[test]
+fn apply_push_under_another_git_dir_pushes_this_repository() {
+    let (env, other) = with_a_second_clone();
+    let out = env
+        .command_in(&env.path(""), &["apply", "--push"])
+        .env("GIT_DIR", other.join(".git"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("pushed"));
+    git_in(&other, &["pull", "-q"]);
+    assert!(other.join("issued/servers/web-01.pem").exists());
+}

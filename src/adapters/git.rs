@@ -1306,11 +1306,8 @@ impl GitRepo {
         let mut child = self
             .git()
             .args(args)
-            .env("GIT_DIR", self.repo.path())
             // Paths are paths, not patterns.
             .env("GIT_LITERAL_PATHSPECS", "1")
-            .env_remove("GIT_INDEX_FILE")
-            .env_remove("GIT_WORK_TREE")
             .stdin(std::process::Stdio::piped())
             .stdout(match capture {
                 true => std::process::Stdio::piped(),
@@ -1941,10 +1938,16 @@ impl GitRepo {
         Ok((remote, merge))
     }
 
+    /// A git command on this repository and its own index, whatever GIT_DIR, GIT_WORK_TREE
+    /// or GIT_INDEX_FILE the caller's environment sets (a hook's, say): libgit2 ignores them
+    /// too, and a push under another GIT_DIR pushed another repository.
     fn git(&self) -> Command {
         let mut c = Command::new("git");
         let dir = self.repo.workdir().unwrap_or_else(|| self.repo.path());
-        c.current_dir(dir);
+        c.current_dir(dir)
+            .env("GIT_DIR", self.repo.path())
+            .env_remove("GIT_INDEX_FILE")
+            .env_remove("GIT_WORK_TREE");
         c
     }
 }
