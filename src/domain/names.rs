@@ -131,7 +131,24 @@ pub fn valid_dns_name(name: &str) -> bool {
             && !l.starts_with('-')
             && !l.ends_with('-')
             && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && idna_label_valid(l)
     }) && body.contains('.')
+}
+
+/// RFC 5890 2.3.1: a label with `--` in its third and fourth places is reserved unless it is
+/// an A-label (`xn--`), which must decode to Unicode and encode back to itself (RFC 5891 5.4):
+/// otherwise verifiers that map names to Unicode see another name than the policy checked.
+fn idna_label_valid(label: &str) -> bool {
+    if label.get(2..4) != Some("--") {
+        return true;
+    }
+    if !label.starts_with("xn--") {
+        return false;
+    }
+    let (unicode, decoded) = idna::domain_to_unicode(label);
+    decoded.is_ok()
+        && unicode != label
+        && idna::domain_to_ascii_strict(&unicode).is_ok_and(|ascii| ascii == label)
 }
 
 /// One mailbox, as RFC 5280 (4.2.1.6) wants an rfc822Name: `local@domain`, a single `@`, the
@@ -289,6 +306,12 @@ mod tests {
         assert!(!valid_dns_name("A.example.com"));
         assert!(!valid_dns_name("-a.example.com"));
         assert!(!valid_dns_name("localhost"));
+        // Found by review: reserved `??--` labels and A-labels that are not IDNA.
+        assert!(!valid_dns_name("ab--cd.example.com"));
+        assert!(!valid_dns_name("xn--a.example.com"), "U+0080");
+        assert!(!valid_dns_name("xn--9999.example.com"), "not punycode");
+        assert!(valid_dns_name("xn--bcher-kva.example.com"), "bücher");
+        assert!(valid_dns_name("a--b.example.com"));
         assert!(!valid_dns_name("a..b"));
     }
 
