@@ -225,18 +225,25 @@ impl Subject {
         *self == Subject::default()
     }
 
-    pub fn from_name(name: &Name) -> Subject {
-        let s = |r: der::Result<Option<x509_cert::ext::pkix::name::DirectoryString>>| {
-            r.ok().flatten().map(|d| d.value().into_owned())
-        };
-        Subject {
-            common_name: s(name.common_name()),
-            organization: s(name.organization()),
-            organizational_unit: s(name.organization_unit()),
-            country: name.country().ok().flatten().map(|c| c.to_string()),
-            state: s(name.state_or_province()),
-            locality: s(name.locality()),
-        }
+    /// The attributes gitca keeps of a CSR's subject. One it cannot read (a CN as an
+    /// IA5String, say) is an error naming it: left out, the certificate would silently name
+    /// another subject than the CSR asked for.
+    pub fn from_name(name: &Name) -> Result<Subject, String> {
+        let s =
+            |what: &str, r: der::Result<Option<x509_cert::ext::pkix::name::DirectoryString>>| {
+                r.map(|v| v.map(|d| d.value().into_owned()))
+                    .map_err(|e| format!("the subject's {what} is not a directory string ({e})"))
+            };
+        Ok(Subject {
+            common_name: s("CN", name.common_name())?,
+            organization: s("O", name.organization())?,
+            organizational_unit: s("OU", name.organization_unit())?,
+            country: (name.country())
+                .map_err(|e| format!("the subject's C is not a printable string ({e})"))?
+                .map(|c| c.to_string()),
+            state: s("ST", name.state_or_province())?,
+            locality: s("L", name.locality())?,
+        })
     }
 
     /// Overrides take precedence field by field.
@@ -391,7 +398,7 @@ mod tests {
             ..Default::default()
         };
         let n = s.to_name().unwrap();
-        assert_eq!(Subject::from_name(&n), s);
+        assert_eq!(Subject::from_name(&n), Ok(s));
         assert!(
             Subject {
                 country: Some("Germany".into()),

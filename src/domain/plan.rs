@@ -1262,9 +1262,10 @@ fn decide(
             )),
         }
     }
+    let csr_subject = super::names::Subject::from_name(&csr.subject)
+        .map_err(|e| one(Code::CsrMalformed, format!("{csr_path}: {e}")))?;
     let candidate = Candidate {
-        subject: super::names::Subject::from_name(&csr.subject)
-            .merged(&req.subject.clone().unwrap_or_default()),
+        subject: csr_subject.merged(&req.subject.clone().unwrap_or_default()),
         sans: req.sans.clone().unwrap_or_else(|| csr.sans.clone()),
         key: csr.key,
         lifetime: req.lifetime,
