@@ -706,8 +706,20 @@ fn convert_entry(
 
     // Subject: the tls.json values; the CSR supplies the rest at issuance, as in the source.
     let set = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+    // gitca wants the CN to be a SAN as written: a CN the SANs spell in lower case (they are
+    // lowercased above) is written as they spell it.
+    let sans_spelled = sans.values();
+    let cn_as_san = (sans_spelled.iter()).find(|v| **v != cn && v.eq_ignore_ascii_case(&cn));
+    if let Some(v) = cn_as_san {
+        note(
+            code::SAN_LOWERCASED,
+            format!(
+                "the CN {cn:?} is written {v:?}, as its SAN: gitca needs the CN to be a SAN as written"
+            ),
+        );
+    }
     let subject = Subject {
-        common_name: Some(cn.clone()),
+        common_name: Some(cn_as_san.cloned().unwrap_or_else(|| cn.clone())),
         organization: set(&entry.organization),
         organizational_unit: set(&entry.organizational_unit),
         country: set(&entry.country),
@@ -728,7 +740,7 @@ fn convert_entry(
             format!("{e}: kept as written, so gitca rejects the request until it is fixed"),
         );
     }
-    if !sans.values().iter().any(|v| v.eq_ignore_ascii_case(&cn)) {
+    if !sans_spelled.iter().any(|v| v.eq_ignore_ascii_case(&cn)) {
         note(
             code::CN_NOT_IN_SANS,
             format!(
@@ -1582,7 +1594,13 @@ pub fn policy_for(
                 domains.insert(d.to_ascii_lowercase());
             }
         }
-        uris.extend(sans.uri.iter().cloned());
+        // As for DNS names: a URI gitca refuses would make the policy itself invalid (it stops
+        // every command); the request is noted already and rejected.
+        uris.extend(
+            (sans.uri.iter())
+                .filter(|u| super::names::is_uri_text(u) && !super::names::has_dot_segment(u))
+                .cloned(),
+        );
         for u in r.file.usages() {
             if !usages.contains(&u) {
                 usages.push(u);
@@ -1914,6 +1932,20 @@ mod tests {
         );
     }
 
+    /// Found by review: gitca compares the CN with the SANs as written, and the import
+    /// lowercases DNS SANs: a CN `API.example.com` is written as its SAN spells it.
+    #[test]
+    fn a_cn_is_written_as_its_san_spells_it() {
+        let e = one(base(json!({"common_name": "API.example.com"})));
+        let file = &e.request.as_ref().unwrap().file;
+        assert_eq!(file.sans.as_ref().unwrap().dns, vec!["api.example.com"]);
+        assert_eq!(
+            file.subject.as_ref().unwrap().common_name.as_deref(),
+            Some("api.example.com")
+        );
+        assert!(codes(&e).contains(code::SAN_LOWERCASED), "{:?}", codes(&e));
+    }
+
     #[test]
     fn extensions() {
         let ok = json!({"oid": "1.3.6.1.4.1.55555.1.1", "value_b64": "DA5kZXZpY2UtY2xhc3MtYg==", "critical": true});
@@ -2079,7 +2111,7 @@ mod tests {
             json!({"common_name": "a.example.com", "csr_file": "a.csr", "purposes": ["server_auth"],
                    "sans": {"DNS_NAME": ["a.example.com", "*.a.example.com", "bad_name.example.com"],
                             "IP_ADDRESS": ["10.0.0.1", "2001:db8::1"], "EMAIL_ADDRESS": "ops@Example.com",
-                            "URL": "https://a.example.com/p"},
+                            "URL": ["https://a.example.com/p", "https://a.example.com/{id}"]},
                    "lifetime": 3650, "extended_key_usages": ["CODE_SIGNING"],
                    "extensions": [{"oid": "1.3.6.1.4.1.55555.1.1", "value_b64": "DA5kZXZpY2UtY2xhc3MtYg=="}]}),
             json!({"common_name": "worker", "csr_file": "w.csr", "lifetime": 90}),
@@ -2099,6 +2131,7 @@ mod tests {
             vec!["10.0.0.1/32", "2001:db8::1/128"]
         );
         assert_eq!(r.email_domains, vec!["example.com"]);
+        // `{id}` is no URI gitca takes: left out, or the policy would stop every command.
         assert_eq!(r.uri_prefixes, vec!["https://a.example.com/p"]);
         assert!(!r.require_san, "worker has no SAN");
         assert_eq!(r.max_lifetime, Span::days(365));
