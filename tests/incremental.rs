@@ -953,6 +953,11 @@ fn chain_files_follow_a_renewed_ca_certificate() {
             ca,
         ],
     );
+    // One leaf hand-edited to lack its final newline: a chain assembled from it would join
+    // two PEM blocks on one line, which no reader takes.
+    let edited = common::leaf_files(&env.path("issued")).remove(0);
+    let text = std::fs::read_to_string(&edited).unwrap();
+    std::fs::write(&edited, text.trim_end()).unwrap();
     env.commit_all("the CA certificate renewed, same key");
     let a = step(&env, "2026-12-01T00:01:00Z");
     assert!(issued(&a).is_empty(), "no leaf is due: {}", a["scan"]);
@@ -968,6 +973,7 @@ fn chain_files_follow_a_renewed_ca_certificate() {
         let chain = leaf.to_str().unwrap().replace(".pem", ".chain.pem");
         let leaf_pem = std::fs::read_to_string(&leaf).unwrap();
         let chain = std::fs::read_to_string(&chain).unwrap();
+        assert!(leaf_pem.ends_with("-----END CERTIFICATE-----\n"), "{}", leaf.display());
         assert_eq!(chain, format!("{leaf_pem}{bundle}"), "{}", leaf.display());
     }
     assert_eq!(env.git(&["status", "--porcelain"]), "");

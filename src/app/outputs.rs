@@ -324,6 +324,14 @@ pub async fn changes(
             .is_some_and(|c: Certificate| {
                 let der = c.tbs_certificate().serial_number().as_bytes();
                 crate::domain::serial::is_serial(der, serial)
+                    // A chain is assembled from the leaf only as gitca writes it (a PEM
+                    // block): another form (DER, text before it, no final newline) would make
+                    // a broken chain; such a leaf is written again from the state.
+                    && (!chains_stale
+                        || (c.to_der().ok())
+                            .and_then(|d| pem("CERTIFICATE", &d).ok())
+                            .zip(leaf_blob.as_deref())
+                            .is_some_and(|(p, b)| p.as_bytes() == b))
             });
         match (leaf_blob, existing.get(&chain)) {
             (Some(leaf_blob), Some(chain_blob)) if leaf_is_current => {
