@@ -221,7 +221,7 @@ fn check_fixture(name: &str) {
 
         // Subject: the request's values over the CSR's, as the serverless CA merges them;
         // gitca has no emailAddress attribute, which must be reported.
-        let merged = Subject::from_name(&csr.subject)
+        let merged = Subject::from_name(&csr.subject, &Subject::default())
             .unwrap()
             .merged(req.subject.as_ref().unwrap());
         let mut got = BTreeMap::new();

@@ -228,21 +228,30 @@ impl Subject {
     /// The attributes gitca keeps of a CSR's subject. One it cannot read (a CN as an
     /// IA5String, say) is an error naming it: left out, the certificate would silently name
     /// another subject than the CSR asked for.
-    pub fn from_name(name: &Name) -> Result<Subject, String> {
-        let s =
-            |what: &str, r: der::Result<Option<x509_cert::ext::pkix::name::DirectoryString>>| {
-                r.map(|v| v.map(|d| d.value().into_owned()))
-                    .map_err(|e| format!("the subject's {what} is not a directory string ({e})"))
-            };
+    /// An attribute `overrides` sets is not read (the request decides it).
+    pub fn from_name(name: &Name, overrides: &Subject) -> Result<Subject, String> {
+        type Read = der::Result<Option<x509_cert::ext::pkix::name::DirectoryString>>;
+        let s = |what: &str, set: &Option<String>, read: &dyn Fn() -> Read| {
+            if set.is_some() {
+                return Ok(None);
+            }
+            read()
+                .map(|v| v.map(|d| d.value().into_owned()))
+                .map_err(|e| format!("the subject's {what} is not a directory string ({e})"))
+        };
+        let o = overrides;
         Ok(Subject {
-            common_name: s("CN", name.common_name())?,
-            organization: s("O", name.organization())?,
-            organizational_unit: s("OU", name.organization_unit())?,
-            country: (name.country())
-                .map_err(|e| format!("the subject's C is not a printable string ({e})"))?
-                .map(|c| c.to_string()),
-            state: s("ST", name.state_or_province())?,
-            locality: s("L", name.locality())?,
+            common_name: s("CN", &o.common_name, &|| name.common_name())?,
+            organization: s("O", &o.organization, &|| name.organization())?,
+            organizational_unit: s("OU", &o.organizational_unit, &|| name.organization_unit())?,
+            country: match o.country {
+                Some(_) => None,
+                None => (name.country())
+                    .map_err(|e| format!("the subject's C is not a printable string ({e})"))?
+                    .map(|c| c.to_string()),
+            },
+            state: s("ST", &o.state, &|| name.state_or_province())?,
+            locality: s("L", &o.locality, &|| name.locality())?,
         })
     }
 
@@ -398,7 +407,30 @@ mod tests {
             ..Default::default()
         };
         let n = s.to_name().unwrap();
-        assert_eq!(Subject::from_name(&n), Ok(s));
+        assert_eq!(Subject::from_name(&n, &Subject::default()), Ok(s));
+    }
+
+    /// Defect `csr-subject-cn-ia5`: a CN gitca cannot read was left out silently. It is an
+    /// error naming it, unless the request sets the CN itself.
+    #[test]
+    fn a_subject_attribute_gitca_cannot_read_is_an_error_unless_the_request_sets_it() {
+        let mut rdn = RelativeDistinguishedName::default();
+        let cn = Ia5String::new("web.example.com").unwrap();
+        rdn.insert(AttributeTypeAndValue {
+            oid: rfc4519::CN,
+            value: Any::encode_from(&cn).unwrap(),
+        })
+        .unwrap();
+        let mut seq = RdnSequence::default();
+        seq.push(rdn);
+        let n = Name::from_der(&seq.to_der().unwrap()).unwrap();
+        let err = Subject::from_name(&n, &Subject::default()).unwrap_err();
+        assert!(err.contains("CN"), "{err}");
+        let set = Subject {
+            common_name: Some("web.example.com".into()),
+            ..Default::default()
+        };
+        assert_eq!(Subject::from_name(&n, &set), Ok(Subject::default()));
         assert!(
             Subject {
                 country: Some("Germany".into()),

@@ -732,9 +732,11 @@ fn plan_revocations(
                     .filter(|(_, c)| &c.request_id == r)
                     .map(|(s, _)| s.clone())
                     .collect();
-                // A request file, not any file: an incremental snapshot holds only the files
-                // it read, so `requests/NOTES.md` would exist for a full plan only.
-                let exists = (is_request_file(r)
+                // Under `requests/`, a request file, not any file: an incremental snapshot
+                // holds only the files there it read, so `requests/NOTES.md` would exist for a
+                // full plan only. (Elsewhere it holds every file.)
+                let in_requests = r.starts_with("requests/");
+                let exists = ((!in_requests || is_request_file(r))
                     && (i.snapshot.files.contains_key(r) || i.snapshot.carried.contains_key(r)))
                     || layout.requests.iter().any(|l| &l.id == r);
                 if serials.is_empty() && !exists {
@@ -1262,10 +1264,11 @@ fn decide(
             )),
         }
     }
-    let csr_subject = super::names::Subject::from_name(&csr.subject)
+    let overrides = req.subject.clone().unwrap_or_default();
+    let csr_subject = super::names::Subject::from_name(&csr.subject, &overrides)
         .map_err(|e| one(Code::CsrMalformed, format!("{csr_path}: {e}")))?;
     let candidate = Candidate {
-        subject: csr_subject.merged(&req.subject.clone().unwrap_or_default()),
+        subject: csr_subject.merged(&overrides),
         sans: req.sans.clone().unwrap_or_else(|| csr.sans.clone()),
         key: csr.key,
         lifetime: req.lifetime,
