@@ -973,7 +973,11 @@ fn chain_files_follow_a_renewed_ca_certificate() {
         let chain = leaf.to_str().unwrap().replace(".pem", ".chain.pem");
         let leaf_pem = std::fs::read_to_string(&leaf).unwrap();
         let chain = std::fs::read_to_string(&chain).unwrap();
-        assert!(leaf_pem.ends_with("-----END CERTIFICATE-----\n"), "{}", leaf.display());
+        assert!(
+            leaf_pem.ends_with("-----END CERTIFICATE-----\n"),
+            "{}",
+            leaf.display()
+        );
         assert_eq!(chain, format!("{leaf_pem}{bundle}"), "{}", leaf.display());
     }
     assert_eq!(env.git(&["status", "--porcelain"]), "");
