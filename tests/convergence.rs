@@ -735,3 +735,26 @@ fn apply_push_under_another_git_dir_pushes_this_repository() {
     git_in(&other, &["pull", "-q"]);
     assert!(other.join("issued/servers/web-01.pem").exists());
 }
+
+/// Defect found by review: with `core.autocrlf` and `core.safecrlf` set, `git update-index`
+/// refused gitca's LF outputs ("LF would be replaced by CRLF") after they were signed and
+/// recorded, on every run: certificates issued and never committed. gitca's own git commands
+/// store what gitca wrote, as it wrote it.
+#[test]
+fn outputs_are_committed_under_core_safecrlf() {
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    env.init(&[]);
+    env.git(&["config", "core.autocrlf", "true"]);
+    env.git(&["config", "core.safecrlf", "true"]);
+    let before = env.head();
+    env.ok(&["apply"], 3);
+    assert_ne!(env.head(), before, "the outputs are committed");
+    let committed = env.git(&["show", "HEAD:issued/servers/web-01.pem"]);
+    assert!(
+        committed.starts_with("-----BEGIN CERTIFICATE-----\n"),
+        "{committed}"
+    );
+    assert!(!committed.contains('\r'));
+    env.ok(&["verify"], 0);
+    assert_eq!(env.git(&["status", "--porcelain"]), "");
+}

@@ -1305,6 +1305,9 @@ impl GitRepo {
         // environment sets (a hook's, say): libgit2 ignores them too.
         let mut child = self
             .git()
+            // gitca's outputs are LF, stored as written: with `core.autocrlf`, `core.safecrlf`
+            // would refuse them after they were signed, on every run.
+            .args(["-c", "core.safecrlf=false"])
             .args(args)
             // Paths are paths, not patterns.
             .env("GIT_LITERAL_PATHSPECS", "1")
