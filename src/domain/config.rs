@@ -352,12 +352,13 @@ impl Config {
             p == q || p.starts_with(&format!("{q}/")) || q.starts_with(&format!("{p}/"))
         };
         let crl_pem = self.output.crl_pem();
-        for (what, out) in [
+        let outputs = [
             ("output.dir", &self.output.dir),
             ("output.crl", &self.output.crl),
             ("output.crl (PEM)", &crl_pem),
             ("output.bundle", &self.output.bundle),
-        ] {
+        ];
+        for (what, out) in outputs {
             let taken = inputs
                 .iter()
                 .copied()
@@ -372,22 +373,13 @@ impl Config {
         }
         // Two outputs at one path would overwrite each other on every run (the CRL's PEM and
         // the bundle alternating, each run committing).
-        let files = [
-            ("output.dir", &self.output.dir),
-            ("output.crl", &self.output.crl),
-            ("output.crl (PEM)", &crl_pem),
-            ("output.bundle", &self.output.bundle),
-        ];
-        for (i, (a, pa)) in files.iter().enumerate() {
-            if let Some((b, pb)) = files[i + 1..].iter().find(|(_, pb)| under(pa, pb)) {
+        // (So the CRL and the bundle lie outside output.dir, which gitca prunes.)
+        for (i, (a, pa)) in outputs.iter().enumerate() {
+            if let Some((b, pb)) = outputs[i + 1..].iter().find(|(_, pb)| under(pa, pb)) {
                 return Err(format!(
                     "{a} {pa:?} overlaps {b} {pb:?}; each output needs its own path"
                 ));
             }
-        }
-        if under(&self.output.crl, &self.output.dir) || under(&self.output.bundle, &self.output.dir)
-        {
-            return Err("output.crl and output.bundle must be outside output.dir (gitca prunes that folder)".into());
         }
         // Written into every certificate as IA5String URIs.
         for (what, url) in [
@@ -395,9 +387,7 @@ impl Config {
             ("aia.ca_issuers", &self.aia.ca_issuers),
         ] {
             if let Some(u) = url
-                && !(super::names::is_uri_text(u)
-                    && u.split_once("://")
-                        .is_some_and(|(s, r)| !s.is_empty() && !r.is_empty()))
+                && !super::names::is_absolute_uri(u)
             {
                 return Err(format!(
                     "{what} {u:?} is not a URL of the characters RFC 3986 allows (percent-encode \

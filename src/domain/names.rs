@@ -186,6 +186,13 @@ pub fn is_uri_text(u: &str) -> bool {
         })
 }
 
+/// `scheme://rest` in the characters [`is_uri_text`] allows, neither part empty.
+pub fn is_absolute_uri(u: &str) -> bool {
+    is_uri_text(u)
+        && u.split_once("://")
+            .is_some_and(|(scheme, rest)| !scheme.is_empty() && !rest.is_empty())
+}
+
 /// Whether a URI's path has a `.` or `..` segment, plain or percent-encoded (`%2e`): the policy
 /// matches URIs as written, by prefix, and `spiffe://a/ns/x/../admin` begins with
 /// `spiffe://a/ns/x/` yet resolves outside it (SPIFFE forbids such segments too).

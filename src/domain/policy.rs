@@ -433,9 +433,7 @@ pub fn evaluate(p: &Policy, request_id: &str, c: &Candidate, default_lifetime: S
             );
             continue;
         }
-        let wellformed = u
-            .split_once("://")
-            .is_some_and(|(s, rest)| !s.is_empty() && !rest.is_empty());
+        let wellformed = super::names::is_absolute_uri(u);
         if wellformed && super::names::has_dot_segment(u) {
             f(
                 Code::UriNotAllowed,
