@@ -282,13 +282,12 @@ pub async fn changes(
     // (a renewed CA certificate, a new chain, the bundle edited or moved), every chain file is
     // compared with its leaf and those certificates. A CA change plans in full, so `only` is
     // then None.
-    let chains_stale = only.is_none()
-        && !existing.is_empty()
-        && ctx
-            .repo
-            .read_file(commit, &ctx.config.output.bundle)?
-            .as_deref()
-            != Some(ca.as_bytes());
+    let bundle_differs = ctx
+        .repo
+        .read_file(commit, &ctx.config.output.bundle)?
+        .as_deref()
+        != Some(ca.as_bytes());
+    let chains_stale = only.is_none() && !existing.is_empty() && bundle_differs;
     if chains_stale {
         tracing::info!("the CA certificates changed: every chain file is checked against them");
     }
@@ -394,13 +393,19 @@ pub async fn changes(
         }
     }
 
+    if bundle_differs {
+        changes.insert(
+            ctx.config.output.bundle.clone(),
+            Some(ca.into_bytes().into()),
+        );
+    }
     let mut put_if_changed = |path: &str, bytes: Vec<u8>| -> Result<(), String> {
         if ctx.repo.read_file(commit, path)?.as_deref() != Some(&bytes[..]) {
             changes.insert(path.to_string(), Some(bytes.into()));
         }
         Ok(())
     };
-    put_if_changed(&ctx.config.output.bundle, ca.into_bytes())?;
+
     if let Some(crl) = &index.crl {
         let v = ctx
             .store
