@@ -208,7 +208,7 @@ impl Basis {
 /// A field as the basis holds it: `%`, the tab and newline that separate fields and lines, and
 /// every other control character as `%XX`; anything else as is.
 fn push_escaped(s: &mut String, f: &str) {
-    let special = |b: u8| b == b'%' || b < 0x20 || b == 0x7f;
+    let special = |b: u8| b == b'%' || b.is_ascii_control();
     if !f.bytes().any(special) {
         s.push_str(f);
         return;
@@ -223,7 +223,7 @@ fn push_escaped(s: &mut String, f: &str) {
 
 /// The field [`push_escaped`] wrote, or `None` for a bad escape or a raw control character.
 fn unescape(f: &str) -> Option<String> {
-    if f.bytes().any(|b| b < 0x20 || b == 0x7f) {
+    if f.bytes().any(|b| b.is_ascii_control()) {
         return None;
     }
     if !f.contains('%') {
@@ -235,7 +235,7 @@ fn unescape(f: &str) -> Option<String> {
         out.push_str(&rest[..i]);
         let hex = rest.get(i + 1..i + 3)?;
         let b = u8::from_str_radix(hex, 16).ok()?;
-        if !(b == b'%' || b < 0x20 || b == 0x7f) || hex != format!("{b:02X}") {
+        if !(b == b'%' || b.is_ascii_control()) || hex != format!("{b:02X}") {
             return None;
         }
         out.push(b as char);
