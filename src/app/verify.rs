@@ -7,6 +7,7 @@ use crate::domain::csr::{SignatureVerifier, verify_signature};
 use crate::domain::plan::{is_revocation_file, request_hashes, request_ids};
 use crate::domain::profile::from_time;
 use crate::domain::revocation;
+use crate::domain::serial::canonical_hex;
 use crate::domain::state::Index;
 use der::{Decode, Encode};
 use serde::Serialize;
@@ -288,13 +289,15 @@ pub async fn audit(
                         .iter()
                         .flatten()
                         .map(|r| {
-                            base16ct::lower::encode_string(r.serial_number.as_bytes())
-                                .trim_start_matches("00")
-                                .to_string()
+                            canonical_hex(&base16ct::lower::encode_string(
+                                r.serial_number.as_bytes(),
+                            ))
                         })
                         .collect();
+                    // The state keeps gitca's serials as full bytes, a previous CA's as
+                    // canonical hex (no leading zero nibble): both compared canonically.
                     for s in index.crl_serials(now, ctx.config.crl.lifetime.as_time()) {
-                        if !listed.contains(&s) {
+                        if !listed.contains(&canonical_hex(&s)) {
                             out.push(f(
                                 "crl-missing-serial",
                                 crl_path.clone(),
