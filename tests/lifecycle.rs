@@ -636,18 +636,131 @@ fn a_key_revoked_for_compromise_is_never_certified_again_and_its_reason_is_raise
     )
     .unwrap();
     env.commit_all("the first api certificate's key was compromised");
+    // The entry names the first; the second, of the same key, is revoked with it.
+    let (plan, _) = env.plan_json(&["--at", &renewal]);
+    let entry = (plan["revocations"].as_array().unwrap().iter())
+        .find(|r| r["file"] == "revocations/a.yaml")
+        .unwrap();
+    let mut both = vec![first.clone(), second.clone()];
+    both.sort();
+    assert_eq!(entry["serials"], serde_json::json!(both), "{plan}");
     // In the run that revokes it, and in every run after, the key gets no new certificate.
     let next_renewal = rfc3339(not_after - time::Duration::days(5));
     for at in [&renewal, &next_renewal] {
         let (plan, _) = env.plan_json(&["--at", at]);
-        let r = plan_request(&plan, api);
-        assert_eq!(r["action"], "rejected", "{at}: {r}");
-        assert_eq!(r["findings"][0]["code"], "key-compromised", "{r}");
+        assert_eq!(action(&plan, api), "revoked", "{at}: {plan}");
     }
     env.ok(&["apply", "--now", &renewal], 3);
+    let idx = env.index("example-ca");
+    for serial in [&first, &second] {
+        assert_eq!(idx["certs"][serial]["revoked"]["reason"], "key_compromise");
+    }
     let (plan, _) = env.plan_json(&["--at", &next_renewal]);
-    assert_eq!(action(&plan, api), "rejected", "{plan}");
+    assert_eq!(action(&plan, api), "revoked", "{plan}");
     assert_eq!(newest_of(&env, api).0, second, "nothing issued for the key");
+}
+
+/// Defect `key-compromise-by-serial-leaves-the-key-live`: a key-compromise entry naming a
+/// request's newest certificate revoked that one only: its request's older certificate of the
+/// same key (renewed from the same CSR) stayed valid, and gitca served it again as the
+/// request's certificate. Every unexpired certificate of the key is revoked now.
+#[test]
+fn a_key_compromise_by_serial_revokes_every_live_certificate_of_the_key() {
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    env.init(&[]);
+    env.ok(&["apply"], 3);
+    let alice = "requests/clients/alice.yaml";
+    let (older, _) = newest_of(&env, alice);
+    let older_pem = env.tmp().join("older.pem");
+    std::fs::copy(env.path("issued/clients/alice.pem"), &older_pem).unwrap();
+    // Reissued from the same CSR: two live certificates of one key.
+    env.edit(alice, |y| format!("{y}lifetime: 20d\n"));
+    env.commit_all("alice: shorter lifetime");
+    env.ok(&["apply"], 3);
+    let (newer, _) = newest_of(&env, alice);
+    assert_ne!(older, newer);
+    std::fs::write(
+        env.path("revocations.yaml"),
+        format!("revocations:\n  - serial: \"{newer}\"\n    reason: key_compromise\n"),
+    )
+    .unwrap();
+    env.commit_all("alice's key was compromised");
+    env.ok(&["apply"], 3);
+    let idx = env.index("example-ca");
+    for serial in [&older, &newer] {
+        assert_eq!(
+            idx["certs"][serial]["revoked"]["reason"], "key_compromise",
+            "{serial}"
+        );
+    }
+    assert!(
+        !env.path("issued/clients/alice.pem").exists(),
+        "no certificate of the key is served"
+    );
+    if have("openssl") {
+        let (ok, out) = openssl_verify(
+            &env.path("ca/root-ca.pem"),
+            Some(&env.path("ca/issuing-ca.pem")),
+            &env.path("crl/example-ca.crl.pem"),
+            &older_pem,
+        );
+        assert!(!ok && out.contains("certificate revoked"), "{out}");
+    }
+    env.ok(&["verify"], 0);
+}
+
+/// Defect `revocation-listed-twice`: an entry for a serial revoked already, appended with
+/// `key_compromise` to raise its reason as the README says, took the first entry's identity,
+/// and every later plan, apply and `gitca crl` stopped ("the published revocation was
+/// changed"). The raise is an entry of its own now; a third entry for the serial is rejected
+/// as listed twice, and the runs go on.
+#[test]
+fn a_key_compromise_entry_for_a_revoked_serial_raises_it_and_a_repeat_is_rejected() {
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    env.init(&[]);
+    env.ok(&["apply"], 3);
+    let (serial, _) = newest_of(&env, "requests/servers/web-01.yaml");
+    let superseded = format!("revocations:\n  - serial: \"{serial}\"\n    reason: superseded\n");
+    std::fs::write(env.path("revocations.yaml"), &superseded).unwrap();
+    env.commit_all("web-01 superseded");
+    env.ok(&["apply"], 3);
+    let raised = format!("{superseded}  - serial: \"{serial}\"\n    reason: key_compromise\n");
+    std::fs::write(env.path("revocations.yaml"), &raised).unwrap();
+    env.commit_all("web-01's key was compromised after all");
+    let (plan, _) = env.plan_json(&[]);
+    let revs = plan["revocations"].as_array().unwrap();
+    assert_eq!(revs[0]["action"], "already_revoked", "{plan}");
+    assert_eq!(revs[1]["action"], "revoke", "{plan}");
+    env.ok(&["apply"], 3);
+    let idx = env.index("example-ca");
+    assert_eq!(idx["certs"][&serial]["revoked"]["reason"], "key_compromise");
+    let (plan, _) = env.plan_json(&[]);
+    let revs = plan["revocations"].as_array().unwrap();
+    assert!(revs.iter().all(|r| r["action"] == "already_revoked"), "{plan}");
+    // Once more, with another reason: rejected, and every command goes on.
+    let repeated = format!("{raised}  - serial: \"{serial}\"\n    reason: unspecified\n");
+    std::fs::write(env.path("revocations.yaml"), repeated).unwrap();
+    env.commit_all("web-01 once more");
+    for _ in 0..2 {
+        let (plan, _) = env.plan_json(&[]);
+        let revs = plan["revocations"].as_array().unwrap();
+        assert_eq!(revs[0]["action"], "already_revoked", "{plan}");
+        assert_eq!(revs[1]["action"], "already_revoked", "{plan}");
+        assert_eq!(revs[2]["action"], "rejected", "{plan}");
+        assert!(revs[2].to_string().contains("listed twice"), "{plan}");
+        env.ok(&["apply"], 3);
+    }
+    env.ok(&["crl", "--force"], 0);
+    // Published entries stay append-only: the raise removed stops the run.
+    std::fs::write(env.path("revocations.yaml"), &superseded).unwrap();
+    env.commit_all("drop the raise");
+    let o = env.gitca(&["plan"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("removed") && err.contains("append-only"),
+        "{err}"
+    );
 }
 
 /// A key-compromise entry by request raises the reason only of the certificates of the key

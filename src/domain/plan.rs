@@ -10,12 +10,12 @@ use super::policy::{self, Candidate, Policy};
 use super::request::{MAX_REQUEST_BYTES, RequestFile, usage_oid};
 use super::revocation::{self, Entry, Reason, Target};
 use super::serverless_layout::{self, Csr, Layout, LayoutRequest};
-use super::state::{ByRequest, CertSummary, Index, LiveKeys};
+use super::state::{ByRequest, CertSummary, Index, LiveKeys, PublishedRevocation};
 use const_oid::ObjectIdentifier;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use spki::SubjectPublicKeyInfoOwned;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use time::OffsetDateTime;
 use x509_cert::name::Name;
 
@@ -613,8 +613,12 @@ fn plan_revocations(
         }
     }
 
+    let listed_twice = tell_entries_apart(&mut entries, &i.index.revocations);
     // Append-only: every published entry must still be there, unchanged.
-    let by_key: BTreeMap<&str, &Entry> = entries.iter().map(|e| (e.key.as_str(), e)).collect();
+    let by_key: BTreeMap<&str, &Entry> = (entries.iter().enumerate())
+        .filter(|(n, _)| !listed_twice.contains(n))
+        .map(|(_, e)| (e.key.as_str(), e))
+        .collect();
     for (key, published) in &i.index.revocations {
         match by_key.get(key.as_str()) {
             None => {
@@ -642,9 +646,16 @@ fn plan_revocations(
         } else {
             BTreeMap::new()
         };
-    let mut seen = BTreeSet::new();
+    // Built only when an entry says key compromise: every unexpired certificate of the key is
+    // revoked, whichever request or serial the entry names.
+    let mut by_key_id: HashMap<&str, Vec<&String>> = HashMap::new();
+    if (entries.iter()).any(|e| e.reason == Reason::KeyCompromise) {
+        for (serial, c) in &i.index.certs {
+            by_key_id.entry(c.key_id.as_str()).or_default().push(serial);
+        }
+    }
     let mut blocked = BTreeSet::new();
-    for e in entries {
+    for (n, e) in entries.into_iter().enumerate() {
         let mut p = RevocationPlan {
             file: e.file.clone(),
             index: e.index,
@@ -665,7 +676,7 @@ fn plan_revocations(
                 format!("entry {}: {msg}", e.index),
             ));
         };
-        if !seen.insert(e.key.clone()) {
+        if listed_twice.contains(&n) {
             reject(
                 &mut p,
                 Code::RevocationInvalid,
@@ -767,6 +778,28 @@ fn plan_revocations(
                     .map(|c| c.key_id.as_str()),
                 Target::Serial(_) => None,
             };
+            if raises {
+                // The compromised key: the request's now, or each named serial's.
+                let keys: BTreeSet<&str> = match request_key {
+                    Some(k) => [k].into(),
+                    None => (p.serials.iter())
+                        .filter_map(|s| i.index.certs.get(s))
+                        .map(|c| c.key_id.as_str())
+                        .collect(),
+                };
+                let listed: BTreeSet<String> = p.serials.iter().cloned().collect();
+                let more = (keys.iter())
+                    .flat_map(|k| by_key_id.get(k).into_iter().flatten())
+                    .filter(|s| !listed.contains(s.as_str()))
+                    .filter(|s| {
+                        i.index
+                            .certs
+                            .get(s.as_str())
+                            .is_some_and(|c| c.not_after > i.now)
+                    });
+                p.serials.extend(more.map(|s| s.to_string()));
+                p.serials.sort();
+            }
             let raisable = |was: Reason, key: &str| {
                 raises && was != Reason::KeyCompromise && request_key.is_none_or(|k| k == key)
             };
@@ -783,6 +816,44 @@ fn plan_revocations(
     }
     out.sort_by(|a, b| (&a.file, a.index).cmp(&(&b.file, b.index)));
     Ok((out, blocked))
+}
+
+/// Entries naming the same target (a serial, a request): the one published under its key
+/// (else the first listed) keeps the key. A later `key_compromise` entry for a target
+/// published with another reason raises it: it is an entry of its own, keyed
+/// `<key> (key_compromise)`, published and append-only as any. Any other such entry is
+/// listed twice: returned by position, to be rejected without stopping the run.
+fn tell_entries_apart(
+    entries: &mut [Entry],
+    published: &BTreeMap<String, PublishedRevocation>,
+) -> BTreeSet<usize> {
+    let matches = |e: &Entry, key: &str| {
+        (published.get(key)).is_some_and(|p| p.reason == e.reason && p.written_date == e.date)
+    };
+    let mut by_key: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (n, e) in entries.iter().enumerate() {
+        by_key.entry(e.key.clone()).or_default().push(n);
+    }
+    let mut twice = BTreeSet::new();
+    for (key, mut all) in by_key.into_iter().filter(|(_, all)| all.len() > 1) {
+        let first = (all.iter().position(|&n| matches(&entries[n], &key))).unwrap_or(0);
+        let kept = all.remove(first);
+        let raise_key = format!("{key} (key_compromise)");
+        if entries[kept].reason != Reason::KeyCompromise {
+            let raises: Vec<usize> = (all.iter().copied())
+                .filter(|&n| entries[n].reason == Reason::KeyCompromise)
+                .collect();
+            let chosen = (raises.iter().copied())
+                .find(|&n| matches(&entries[n], &raise_key))
+                .or(raises.first().copied());
+            if let Some(n) = chosen {
+                entries[n].key = raise_key;
+                all.retain(|&m| m != n);
+            }
+        }
+        twice.extend(all);
+    }
+    twice
 }
 
 /// Request files (read or carried) in id order, then the serverless layout's: the order of a
