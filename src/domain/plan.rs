@@ -663,7 +663,8 @@ fn plan_revocations(
             action: RevocationAction::Revoke,
             serials: vec![],
             reason: Some(e.reason),
-            date: Some(e.date.unwrap_or(i.snapshot.commit_time)),
+            // A commit dated ahead of this run's clock does not date a revocation ahead.
+            date: Some(e.date.unwrap_or(i.snapshot.commit_time.min(i.now))),
             findings: vec![],
             previous_ca: false,
             parsed: None,
@@ -681,6 +682,17 @@ fn plan_revocations(
                 &mut p,
                 Code::RevocationInvalid,
                 format!("{} is listed twice", e.key),
+            );
+            out.push(p);
+            continue;
+        }
+        if let Some(date) = e.date.filter(|d| *d > i.now) {
+            // Verifiers take a certificate as revoked only from its revocation date on (Java's
+            // among them): a date ahead would leave it valid until then.
+            reject(
+                &mut p,
+                Code::RevocationInvalid,
+                format!("date {date} is in the future; a revocation takes effect when it is made"),
             );
             out.push(p);
             continue;
