@@ -456,7 +456,15 @@ async fn run(cli: Cli) -> Result<Exit, RunError> {
 fn main() -> ExitCode {
     // From the start, so a lock taken at any point goes with an interrupted run.
     gitca::adapters::remove_locks_on_termination();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // clap exits 2 on a usage error, the code plan, status and verify give for changes
+            // pending, an alert, findings: a mistyped flag must not read as one.
+            return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
+        }
+    };
     init_logging(cli.verbose, cli.log_format);
     if let Err(e) = start_workers() {
         eprintln!("gitca: error: {e}");

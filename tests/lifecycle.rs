@@ -27,6 +27,24 @@ fn exit_codes_follow_terraform_detailed_exitcode() {
     let o = env.gitca(&["plan", "--rev", "no-such-rev"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no-such-rev"));
+    // Defect `usage-error-exits-2`: clap's exit code for a mistyped flag, 2, read as
+    // "changes pending" (plan), an alert (status) or findings (verify).
+    for args in [
+        &["plan", "--formt", "json"][..],
+        &["plan", "--format", "yaml"],
+        &["status", "--expiring-within", "30"],
+        &["verify", "--bogus"],
+        &["no-such-command"],
+    ] {
+        let o = env.gitca(args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert!(!o.stderr.is_empty(), "{args:?}: says why");
+    }
+    for args in [&["--help"][..], &["plan", "--help"], &["--version"]] {
+        let o = env.gitca(args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}");
+        assert!(!o.stdout.is_empty(), "{args:?}");
+    }
 }
 
 #[test]
