@@ -203,6 +203,47 @@ fn keys_are_private_and_outside_the_repository() {
     assert_eq!(o.status.code(), Some(1));
 }
 
+/// Defects found in `init`: `init-replaces-unreadable-config` (a gitca.yaml that is not UTF-8
+/// was replaced by the defaults and committed: another CA name, no CRL or AIA URL, and a KMS
+/// signer or S3 state would have become local ones), `init-replaces-committed-root` (a
+/// committed root certificate was replaced by a new root), `init-chmods-existing-folder`
+/// (the key's folder was made 0700 even when it existed, a home folder say).
+#[test]
+fn init_refuses_to_replace_what_is_committed_and_leaves_existing_folders_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    let mut latin1 = std::fs::read(env.path("gitca.yaml")).unwrap();
+    latin1.extend_from_slice(b"# caf\xe9\n");
+    std::fs::write(env.path("gitca.yaml"), &latin1).unwrap();
+    env.commit_all("a comment in Latin-1");
+    let o = env.gitca(&["init"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("gitca.yaml") && err.contains("UTF-8"), "{err}");
+    assert_eq!(std::fs::read(env.path("gitca.yaml")).unwrap(), latin1);
+    assert!(!env.data.join("example-ca").exists(), "no key made");
+
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    std::fs::create_dir_all(env.path("ca")).unwrap();
+    std::fs::write(env.path("ca/root-ca.pem"), "the root we have\n").unwrap();
+    env.commit_all("the existing root");
+    let o = env.gitca(&["init"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("ca/root-ca.pem"), "{err}");
+    assert_eq!(env.read("ca/root-ca.pem"), "the root we have\n");
+
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    let folder = env.data.join("example-ca");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o755)).unwrap();
+    env.init(&[]);
+    let mode = std::fs::metadata(&folder).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o755, "an existing folder keeps its mode");
+    let key = std::fs::metadata(folder.join("issuing-ca.key")).unwrap();
+    assert_eq!(key.permissions().mode() & 0o777, 0o600);
+}
+
 #[test]
 fn every_command_has_help() {
     let env = Env::from(EXAMPLE, &[]);
@@ -754,7 +795,10 @@ fn a_key_compromise_entry_for_a_revoked_serial_raises_it_and_a_repeat_is_rejecte
     assert_eq!(idx["certs"][&serial]["revoked"]["reason"], "key_compromise");
     let (plan, _) = env.plan_json(&[]);
     let revs = plan["revocations"].as_array().unwrap();
-    assert!(revs.iter().all(|r| r["action"] == "already_revoked"), "{plan}");
+    assert!(
+        revs.iter().all(|r| r["action"] == "already_revoked"),
+        "{plan}"
+    );
     // Once more, with another reason: rejected, and every command goes on.
     let repeated = format!("{raised}  - serial: \"{serial}\"\n    reason: unspecified\n");
     std::fs::write(env.path("revocations.yaml"), repeated).unwrap();

@@ -48,6 +48,8 @@ fn write_key(path: &Path, pem: &str) -> Result<(), String> {
         ));
     }
     let dir = path.parent().ok_or("key path has no folder")?;
+    // Only a folder made here is made private: one that exists may be shared (a home folder).
+    let made = !dir.exists();
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut o = std::fs::OpenOptions::new();
     o.write(true).create_new(true);
@@ -55,7 +57,9 @@ fn write_key(path: &Path, pem: &str) -> Result<(), String> {
     {
         use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         o.mode(0o600);
-        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        if made {
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        }
     }
     let mut f = o
         .open(path)
@@ -90,7 +94,14 @@ pub async fn init(args: &RepoArgs, opts: &InitOptions) -> Result<InitOutcome, St
         .map_err(|e| format!("{e}; commit something first"))?;
     repo.current_branch()?;
     let wd = repo.workdir().ok_or("init needs a work tree")?;
-    let existing = std::fs::read_to_string(wd.join(CONFIG_FILE)).ok();
+    // Only an absent file means the defaults: one gitca cannot read is never replaced by them.
+    let existing = match std::fs::read(wd.join(CONFIG_FILE)) {
+        Ok(bytes) => {
+            Some(String::from_utf8(bytes).map_err(|_| format!("{CONFIG_FILE}: not UTF-8 text"))?)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(format!("{CONFIG_FILE}: {e}")),
+    };
     let config_text = existing
         .clone()
         .unwrap_or_else(|| default_config(&opts.name, opts.single));
@@ -103,11 +114,13 @@ pub async fn init(args: &RepoArgs, opts: &InitOptions) -> Result<InitOutcome, St
     }
     let issuing_key = key_path(&config, "issuing-ca.key")?;
     refuse_key_in_repo(&issuing_key, &repo)?;
-    if repo.read_file(&head, &config.ca.certificate)?.is_some() {
-        return Err(format!(
-            "{} already exists in HEAD; this CA is initialised",
-            config.ca.certificate
-        ));
+    // Any certificate init would write: a committed root is never replaced by a new one.
+    for cert in std::iter::once(&config.ca.certificate).chain(&config.ca.chain) {
+        if repo.read_file(&head, cert)?.is_some() {
+            return Err(format!(
+                "{cert} already exists in HEAD; this CA is initialised"
+            ));
+        }
     }
 
     let now = OffsetDateTime::now_utc()
