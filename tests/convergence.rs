@@ -387,6 +387,26 @@ fn an_intent_whose_policy_changed_is_abandoned() {
     rerun_completes_six_and_drops_one(&env);
 }
 
+/// Defect `intent-signed-stale`: a rerun a day after the crash signed the 1-day SPIFFE
+/// certificate's intent as recorded, expired already, and then renewed it in the same run: two
+/// certificates for one request. An intent due for renewal by the rerun is dropped unsigned.
+#[test]
+fn an_intent_due_for_renewal_by_the_rerun_is_abandoned() {
+    let env = stopped_at("after-intent");
+    let later = time::OffsetDateTime::now_utc() + time::Duration::hours(25);
+    let later = later
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let out = env.ok(&["apply", "--now", &later], 3);
+    assert!(out.contains("completed 6 and dropped 1"), "{out}");
+    let idx = env.index("example-ca");
+    let spiffe: Vec<_> = (idx["certs"].as_object().unwrap().values())
+        .filter(|c| c["request_id"] == "requests/workloads/payments-api.yaml")
+        .collect();
+    assert_eq!(spiffe.len(), 1, "one certificate: {spiffe:?}");
+    assert!(spiffe[0]["not_after"].as_str().unwrap() > later.as_str());
+}
+
 /// Defect `lease-outlived`: an apply still running after its lease's time to live lost the
 /// lease to the next apply, which then planned the same requests and issued them a second
 /// time. The holder now renews its lease while it runs, so the next apply waits for it.

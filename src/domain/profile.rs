@@ -340,6 +340,13 @@ fn add_urls(b: &mut CertificateBuilder<Names>, urls: &Urls) -> Result<(), String
 
 /// Checks a TBS against the profile before it is signed (lint before signing): v3, serial of
 /// 20 bytes or fewer and positive, validity inside the CA's, the CA's AKI, no CA flag on a leaf.
+/// A TBS certificate's notBefore and notAfter.
+pub fn validity_of(tbs_der: &[u8]) -> Result<(OffsetDateTime, OffsetDateTime), String> {
+    let tbs = TbsCertificate::from_der(tbs_der).map_err(|e| format!("TBS does not decode: {e}"))?;
+    let v = tbs.validity();
+    Ok((from_time(&v.not_before), from_time(&v.not_after)))
+}
+
 pub fn lint_leaf(
     tbs_der: &[u8],
     issuer: &Issuer,
