@@ -517,6 +517,42 @@ fn a_push_retry_does_not_check_out_over_uncommitted_edits() {
     assert_eq!(env.read("NOTES.md"), "mine\n", "the edit is kept");
 }
 
+/// Defect `push-retry-signs-for-a-rotated-ca`: the remote moved to a new CA (another name,
+/// so another state folder, and a new key) while an apply --push ran; its retry re-planned on
+/// the new head and signed certificates naming the new CA with the old CA's key, in a state it
+/// held no lease on, and pushed them. The retry now refuses, and nothing is pushed.
+#[test]
+fn a_push_retry_onto_a_rotated_ca_signs_nothing() {
+    let (env, other) = with_a_second_clone();
+    let cfg = std::fs::read_to_string(other.join("gitca.yaml")).unwrap();
+    std::fs::write(
+        other.join("gitca.yaml"),
+        cfg.replace("name: example-ca", "name: rotated-ca"),
+    )
+    .unwrap();
+    git_in(&other, &["rm", "-q", "ca/issuing-ca.pem", "ca/root-ca.pem"]);
+    git_in(&other, &["commit", "-q", "-am", "a new CA"]);
+    let o = env.gitca_in(&other, &["init"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    git_in(&other, &["push", "-q"]);
+    let theirs = git_in(&other, &["rev-parse", "HEAD"]);
+
+    let o = env.gitca(&["apply", "--push"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("changed in a commit that landed"), "{err}");
+    git_in(&other, &["fetch", "-q"]);
+    assert_eq!(
+        git_in(&other, &["rev-parse", "origin/main"]),
+        theirs,
+        "nothing pushed"
+    );
+    assert!(
+        !env.data.join("rotated-ca/state/index.json").exists(),
+        "nothing recorded there"
+    );
+}
+
 #[test]
 fn push_race_against_a_bare_remote_is_retried() {
     // Someone else pushes a new request meanwhile.

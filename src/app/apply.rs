@@ -273,7 +273,11 @@ pub async fn apply(args: &RepoArgs, opts: &ApplyOptions) -> Result<ApplyOutcome,
         Ok(None) => {
             // This run plans: the random generator is seeded while the state loads.
             crate::adapters::signer::warm_up_random();
-            match load_for_apply(args, opts, now).await {
+            match load_for_apply(args, opts, now)
+                .await
+                .map_err(RunError::from)
+                .and_then(|ctx| still_ours(ctx, &first.store.describe(), signer.as_ref()))
+            {
                 Ok(mut ctx) => {
                     let applied =
                         apply_with_retries(args, opts, signer.as_ref(), &mut ctx, held.guard())
@@ -281,7 +285,7 @@ pub async fn apply(args: &RepoArgs, opts: &ApplyOptions) -> Result<ApplyOutcome,
                     super::free_in_background(ctx);
                     applied
                 }
-                Err(e) => Err(e.into()),
+                Err(e) => Err(e),
             }
         }
         Err(e) => Err(e),
@@ -293,6 +297,28 @@ pub async fn apply(args: &RepoArgs, opts: &ApplyOptions) -> Result<ApplyOutcome,
     Ok(outcome)
 }
 
+/// `ctx`, loaded under the lease, if it is still the CA and the state the run opened its
+/// signer for and took the lease in. A commit that landed meanwhile (while the lease was
+/// awaited, or before a push retry) may rotate the CA or move its state: certificates named
+/// for the new CA would be signed with the old key, in a state this run holds no lease on.
+fn still_ours(ctx: Context, leased: &str, signer: &dyn Signer) -> Result<Context, RunError> {
+    let changed = |what: &str| {
+        RunError::Retryable(format!(
+            "{what} changed in a commit that landed while this apply ran; nothing was signed              for it, run apply again"
+        ))
+    };
+    if ctx.store.describe() != leased {
+        return Err(changed("the state's location"));
+    }
+    check_matches(
+        signer,
+        ctx.ca_cert.tbs_certificate().subject_public_key_info(),
+        &ctx.config.ca.certificate,
+    )
+    .map_err(|_| changed("the CA certificate's key"))?;
+    Ok(ctx)
+}
+
 async fn apply_with_retries(
     args: &RepoArgs,
     opts: &ApplyOptions,
@@ -300,6 +326,7 @@ async fn apply_with_retries(
     ctx: &mut Context,
     lease: &LeaseGuard,
 ) -> Result<ApplyOutcome, RunError> {
+    let first_store = ctx.store.describe();
     let mut attempt = 1;
     loop {
         let mut outcome = reconcile(ctx, signer, opts, lease).await?;
@@ -323,7 +350,8 @@ async fn apply_with_retries(
         let new_head = ctx.repo.reset_to_upstream(&ours, &ctx.snapshot.commit)?;
         tracing::info!(%new_head, attempt, "the remote moved; re-planning on its head");
         let now = opts.now.unwrap_or_else(OffsetDateTime::now_utc);
-        *ctx = load_for_apply(args, opts, now).await?;
+        let reloaded = load_for_apply(args, opts, now).await?;
+        *ctx = still_ours(reloaded, &first_store, signer)?;
     }
 }
 
