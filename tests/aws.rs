@@ -689,6 +689,51 @@ async fn throttled_kms_is_paced_retried_and_finishes() {
     assert_eq!(verify_leaves(&env), 7);
 }
 
+/// Defect `aws-call-stalls-forever`: an endpoint that takes the connection and never answers
+/// (a half-open connection, a stalled KMS) held the apply for good, and it renewed its lease
+/// meanwhile. Calls now time out, and the run ends with an error that names the timeout.
+#[test]
+fn an_endpoint_that_never_answers_times_out() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    // Accepts every connection and keeps it open, saying nothing.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in listener.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    let mut env = Env::from(EXAMPLE, &[]);
+    env.vars = aws_vars(&endpoint);
+    env.edit("gitca.yaml", |cfg| {
+        format!("{cfg}\nsigner:\n  kms:\n    key: alias/gitca-stalled\n")
+    });
+    env.commit_all("a KMS key behind a stalled endpoint");
+    let csr = env.tmp().join("issuing.csr.pem");
+    let mut child = env
+        .command_in(&env.repo, &["init", "--csr-out", csr.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A watchdog, not a measurement: far above the read timeout, so the test cannot hang.
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(240),
+            "gitca still waits for an endpoint that never answers"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("timed out") || err.contains("timeout"),
+        "{err}"
+    );
+}
+
 /// A KMS issuing key without a root key in KMS: init writes the issuing CA's CSR for an external
 /// root, signed by the KMS key (proof of possession), and commits nothing.
 #[tokio::test(flavor = "multi_thread")]
