@@ -91,6 +91,35 @@ fn apply_writes_events_and_posts_them_to_a_webhook() {
         &events_of(&file)[ev.len()..]
     );
 
+    // Defect `rejections-repeat-after-a-quiet-commit`: a new commit that changed nothing was
+    // never marked reconciled, so every later run reported its rejections again. Once per
+    // reviewed commit.
+    std::fs::write(env.path("NOTES.md"), "notes\n").unwrap();
+    env.commit_all("notes");
+    for _ in 0..3 {
+        env.ok(&["apply", "--events", file.to_str().unwrap()], 3);
+    }
+    let rejected =
+        |ev: &[serde_json::Value]| ev.iter().filter(|e| e["event"] == "rejected").count();
+    assert_eq!(rejected(&events_of(&file)), 2, "{:#?}", events_of(&file));
+    // Defect `crl-marks-the-commit-reconciled`: `gitca crl` on a commit with a new rejected
+    // request marked it reconciled, and apply never reported the rejection.
+    std::fs::copy(
+        env.path("requests/servers/rejected-outside-domain.yaml"),
+        env.path("requests/servers/rejected-too.yaml"),
+    )
+    .unwrap();
+    env.commit_all("another rejected request");
+    env.ok(&["crl", "--force"], 0);
+    env.ok(&["apply", "--events", file.to_str().unwrap()], 3);
+    let ev = events_of(&file);
+    assert!(
+        ev.iter()
+            .any(|e| e["event"] == "rejected"
+                && e["request"] == "requests/servers/rejected-too.yaml"),
+        "{ev:#?}"
+    );
+
     // Revocation and the expiry thresholds crossed since the last run (web-01 lives 60 days).
     std::fs::copy(
         std::path::Path::new(EXAMPLE).join("revocations.yaml"),

@@ -780,7 +780,11 @@ pub async fn reconcile(
             index_certs(i, &summaries);
             // A raised reason changes no serial of the CRL, but what it says of one.
             let raised = apply_marks(i, &marks, &published, &previous);
-            i.last_reconciled = Some(head.clone());
+            // `gitca crl` reconciles no commit: its requests and revocations are the next
+            // apply's (and so are its events).
+            if !opts.crl_only {
+                i.last_reconciled = Some(head.clone());
+            }
             due.set(opts.force_crl || raised || crl_due(i, now, lifetime, overlap));
             if due.get() {
                 i.crl_number += 1;
@@ -930,7 +934,8 @@ pub async fn reconcile(
     let commit = pending
         .map(|p| ctx.repo.finish_outputs_commit(p))
         .transpose()?;
-    let events = send_events(ctx, opts, &mut h, &plan, &issued, &revoked, new_commit, now).await;
+    let reconciled = new_commit && !opts.crl_only;
+    let events = send_events(ctx, opts, &mut h, &plan, &issued, &revoked, reconciled, now).await;
     tracing::debug!(elapsed = ?phase.elapsed(), "committed, basis recorded, events sent");
     let did_nothing = issued.is_empty()
         && revoked.is_empty()
@@ -1457,7 +1462,15 @@ async fn send_events(
         now,
         ca,
     ));
-    if let Err(e) = h.update(|i| i.events_checked_at = Some(now)).await {
+    // A new commit with nothing to change is reconciled too: its rejections were reported.
+    let head = &ctx.snapshot.commit;
+    let checked = |i: &mut Index| {
+        i.events_checked_at = Some(now);
+        if new_commit {
+            i.last_reconciled = Some(head.clone());
+        }
+    };
+    if let Err(e) = h.update(checked).await {
         tracing::warn!(error = %e, "could not record the expiry-event time; expiry events may repeat");
     }
     if out.is_empty() {
