@@ -143,11 +143,24 @@ fn short(s: &Option<String>) -> String {
         .unwrap_or_default()
 }
 
+/// A name or message in the text table: control characters (git allows a newline in a file
+/// name) written as escapes, so one request is one line.
+fn plain(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.chars().any(char::is_control) {
+        false => text.into(),
+        true => text
+            .chars()
+            .flat_map(char::escape_default)
+            .collect::<String>()
+            .into(),
+    }
+}
+
 fn plan_text(p: &Plan) -> String {
     let w = p
         .requests
         .iter()
-        .map(|r| r.id.len())
+        .map(|r| plain(&r.id).len())
         .max()
         .unwrap_or(7)
         .max(7);
@@ -171,9 +184,9 @@ fn plan_text(p: &Plan) -> String {
         s.push_str(&format!(
             "{:<10} {:<w$} {:<16} {}{}\n",
             action_word(r.action),
-            r.id,
+            plain(&r.id),
             short(&r.serial),
-            detail,
+            plain(&detail),
             if r.live_certificate_no_longer_allowed {
                 NO_LONGER_ALLOWED
             } else {
@@ -183,7 +196,11 @@ fn plan_text(p: &Plan) -> String {
         for warn in &r.warnings {
             s.push_str(&format!(
                 "{:<10} {:<w$} {:<16} [{}] {}\n",
-                "warning", r.id, "", warn.code, warn.message
+                "warning",
+                plain(&r.id),
+                "",
+                warn.code,
+                plain(&warn.message)
             ));
         }
         for serial in &r.supersede {
@@ -191,7 +208,7 @@ fn plan_text(p: &Plan) -> String {
             s.push_str(&format!(
                 "{:<10} {:<w$} {:<16} superseded\n",
                 "revoke",
-                r.id,
+                plain(&r.id),
                 short(&serial)
             ));
         }
@@ -222,17 +239,17 @@ fn plan_text(p: &Plan) -> String {
             s.push_str(&format!(
                 "{:<16} {}#{} {} {}\n",
                 rev_word(r.action),
-                r.file,
+                plain(&r.file),
                 r.index,
-                r.entry,
-                detail
+                plain(&r.entry),
+                plain(&detail)
             ));
         }
     }
     for o in &p.orphans {
         s.push_str(&format!(
             "orphaned   {} (request removed; {} live certificate(s){})\n",
-            o.request_id,
+            plain(&o.request_id),
             o.serials.len(),
             if o.revoke {
                 ", will be revoked"
@@ -242,13 +259,35 @@ fn plan_text(p: &Plan) -> String {
         ));
     }
     for w in &p.warnings {
-        s.push_str(&format!("warning    {w}\n"));
+        s.push_str(&format!("warning    {}\n", plain(&w.to_string())));
     }
     if let Some(c) = &p.crl_due {
         s.push_str(&format!("\nCRL: a new CRL is due ({c})\n"));
     }
     s.push_str(&format!("\nSummary: {}\n", counts(p)));
     s
+}
+
+/// Text for a Markdown table cell, as written: file names and messages come from the
+/// repository under review, and a `|`, a line break or Markdown in a request's name must not
+/// split the table or add a heading ("Approved by security") to the PR comment. Anything but
+/// letters, digits and plain punctuation is written as a character reference.
+fn md(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            c if c.is_alphanumeric() && !c.is_control() => out.push(c),
+            ' ' | '/' | '.' | '-' | ',' | ':' | '=' | '@' | '(' | ')' | '"' | '\'' => out.push(c),
+            c => out.push_str(&format!("&#{};", c as u32)),
+        }
+    }
+    out
+}
+
+/// A name in code style: as an HTML `<code>` element, since a Markdown code span would show
+/// the character references of [`md`] as written.
+fn md_code(text: &str) -> String {
+    format!("<code>{}</code>", md(text))
 }
 
 fn plan_markdown(p: &Plan) -> String {
@@ -276,11 +315,11 @@ fn plan_markdown(p: &Plan) -> String {
         let mut detail = r
             .findings
             .iter()
-            .map(|f| format!("`{}` {}", f.code, f.message.replace('|', "\\|")))
+            .map(|f| format!("`{}` {}", f.code, md(&f.message)))
             .chain(
                 r.warnings
                     .iter()
-                    .map(|w| format!(":warning: `{}` {}", w.code, w.message.replace('|', "\\|"))),
+                    .map(|w| format!(":warning: `{}` {}", w.code, md(&w.message))),
             )
             .collect::<Vec<_>>()
             .join("<br>");
@@ -298,9 +337,9 @@ fn plan_markdown(p: &Plan) -> String {
             a => action_word(a),
         };
         s.push_str(&format!(
-            "| {icon} | `{}` | {} | {detail} |\n",
-            r.id,
-            r.policy.clone().unwrap_or_default()
+            "| {icon} | {} | {} | {detail} |\n",
+            md_code(&r.id),
+            md(r.policy.as_deref().unwrap_or_default())
         ));
     }
     if unlisted > 0 {
@@ -314,28 +353,30 @@ fn plan_markdown(p: &Plan) -> String {
             let mut detail = r
                 .findings
                 .iter()
-                .map(|f| format!("`{}` {}", f.code, f.message))
+                .map(|f| format!("`{}` {}", f.code, md(&f.message)))
                 .collect::<Vec<_>>()
                 .join("<br>");
             if r.action == RevocationAction::PreviousCa {
                 detail = PREVIOUS_CA.to_string();
             }
             s.push_str(&format!(
-                "| {} | `{}` | {} | {detail} |\n",
+                "| {} | {} | {} | {detail} |\n",
                 rev_word(r.action),
-                r.entry,
-                r.serials.join(", ")
+                md_code(&r.entry),
+                md(&r.serials.join(", "))
             ));
         }
     }
     for w in &p.warnings {
         s.push_str(&format!(
             "\n:warning: `{}` {}: {}\n",
-            w.code, w.file, w.message
+            w.code,
+            md_code(&w.file),
+            md(&w.message)
         ));
     }
     if let Some(c) = &p.crl_due {
-        s.push_str(&format!("\nA new CRL is due: {c}.\n"));
+        s.push_str(&format!("\nA new CRL is due: {}.\n", md(c)));
     }
     s
 }
@@ -486,6 +527,47 @@ mod tests {
             );
             assert_eq!(o.plan.requests.len(), n, "the requests are put back");
         }
+    }
+
+    /// Defect `markdown-injection-by-file-name`: a request named `p|q.yaml` split the PR
+    /// comment's table, and one whose name held blank lines and `## Approved by security team`
+    /// put that heading into the comment (and a line of its own into the text table).
+    #[test]
+    fn names_and_messages_cannot_break_out_of_their_cell() {
+        use crate::domain::finding::{Code, Finding};
+        let evil = "requests/servers/p|q`x\n\n## Approved by security team\n\n[ok](http://x).yaml";
+        let mut r = request(evil, Action::Rejected);
+        r.findings = vec![Finding::new(
+            Code::KeyReuse,
+            evil,
+            format!("{evil} | *bold*"),
+        )];
+        let mut p = Plan {
+            commit: "0123456789abcdef".into(),
+            requests: vec![r, request("requests/servers/ok.yaml", Action::Issue)],
+            ..Default::default()
+        };
+        let md = plan(&mut p, Format::Markdown);
+        let rows: Vec<&str> = md.lines().filter(|l| l.starts_with('|')).collect();
+        assert_eq!(rows.len(), 4, "header, rule, two requests: {md}");
+        for row in &rows[2..] {
+            assert_eq!(row.matches('|').count(), 5, "{row}");
+        }
+        assert!(
+            !md.lines()
+                .any(|l| l.starts_with('#') && l.contains("Approved")),
+            "{md}"
+        );
+        for raw in ["](", "*bold*", "`x"] {
+            assert!(!md.contains(raw), "{raw} written as is: {md}");
+        }
+        assert!(md.contains("requests/servers/ok.yaml"), "{md}");
+        let text = plan(&mut p, Format::Text);
+        assert!(
+            !text.lines().any(|l| l.starts_with("## Approved")),
+            "{text}"
+        );
+        assert!(text.contains("\\n\\n## Approved"), "escaped: {text}");
     }
 
     #[test]
