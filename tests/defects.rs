@@ -490,6 +490,40 @@ fn a_key_path_through_dot_dot_out_of_the_repository_is_accepted() {
     assert!(data.join("example-ca").join("issuing-ca.key").exists());
 }
 
+/// Defect `data-dir-empty-or-relative`: `GITCA_DATA_DIR=` (empty) made `plan` create
+/// `./example-ca/state` in the work tree and plan against that empty state; a relative one put
+/// keys and state wherever the command ran. Empty is unset now; relative is refused.
+#[test]
+fn an_empty_data_dir_is_unset_and_a_relative_one_is_refused() {
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    let home = env.tmp().join("home");
+    let o = env
+        .command_in(&env.repo, &["init"])
+        .env("GITCA_DATA_DIR", "")
+        .env("HOME", &home)
+        .env_remove("XDG_DATA_HOME")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        home.join(".local/share/gitca/example-ca/issuing-ca.key")
+            .exists()
+    );
+    assert!(!env.path("example-ca").exists(), "nothing in the work tree");
+    let o = env
+        .command_in(&env.repo, &["plan"])
+        .env("GITCA_DATA_DIR", "data")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("GITCA_DATA_DIR") && err.contains("absolute"),
+        "{err}"
+    );
+    assert!(!env.path("data").exists(), "nothing made");
+}
+
 /// A key path through a symbolic link into the work tree, below a folder that does not exist
 /// yet, is inside it: it was accepted, and `init` wrote the key into the work tree, because only
 /// an existing parent was resolved.

@@ -26,8 +26,17 @@ pub struct RepoArgs {
 
 /// The per-user data directory of the embedded defaults (keys, local state).
 pub fn data_dir() -> Result<PathBuf, String> {
-    if let Some(d) = std::env::var_os("GITCA_DATA_DIR") {
-        return Ok(PathBuf::from(d));
+    // Empty is unset (as for GITCA_THREADS); a relative folder would put keys and state
+    // wherever the command runs, the repository's work tree among them.
+    if let Some(d) = std::env::var_os("GITCA_DATA_DIR").filter(|d| !d.is_empty()) {
+        let d = PathBuf::from(d);
+        if !d.is_absolute() {
+            return Err(format!(
+                "GITCA_DATA_DIR {} must be an absolute path",
+                d.display()
+            ));
+        }
+        return Ok(d);
     }
     directories::ProjectDirs::from("", "", "gitca")
         .map(|p| p.data_dir().to_path_buf())
