@@ -346,6 +346,7 @@ impl Config {
             "policies",
             "revocations",
             "revocations.yaml",
+            "revocations.yml",
             "certs",
         ];
         let under = |p: &str, q: &str| {
@@ -364,7 +365,9 @@ impl Config {
                 .copied()
                 .chain(std::iter::once(self.ca.certificate.as_str()))
                 .chain(self.ca.chain.iter().map(String::as_str))
-                .find(|i| under(out, i));
+                // In any case: `Revocations.YAML` is a misnamed revocation list the plan
+                // reports, and a case-insensitive checkout makes `Requests/` `requests/`.
+                .find(|i| under(&out.to_ascii_lowercase(), &i.to_ascii_lowercase()));
             if let Some(i) = taken {
                 return Err(format!(
                     "{what} {out:?} overlaps {i:?}; outputs must not touch committed inputs"
@@ -447,6 +450,11 @@ mod tests {
             "output: {bundle: ca/ca.pem}",
             "output: {dir: out, crl: out/ca.crl}",
             "output: {crl: revocations/x.crl}",
+            // Defect `output-named-like-a-revocation-list`: written, then reported by every
+            // plan as a misnamed revocation list (a rejection, exit 3).
+            "output: {bundle: revocations.yml}",
+            "output: {bundle: Revocations.YAML}",
+            "output: {dir: Requests}",
         ] {
             let e = Config::parse("gitca.yaml", &format!("{BASE}{bad}\n")).unwrap_err();
             assert!(
