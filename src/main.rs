@@ -448,6 +448,11 @@ async fn run(cli: Cli) -> Result<Exit, RunError> {
                 ),
                 None => println!("The CRL is current; nothing to do"),
             }
+            if let Some(e) = o.plan_error {
+                return Err(RunError::NeedsHuman(format!(
+                    "{e}\n(the CRL is up to date from the state alone; fix the commit so that apply runs)"
+                )));
+            }
             Ok(Exit::Clean)
         }
     }

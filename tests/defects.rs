@@ -231,6 +231,50 @@ fn revocation_removed_or_changed_is_refused() {
     env.ok(&["apply"], 3);
 }
 
+/// Defect `crl-stops-with-the-plan`: a revocation file that does not parse (or a published
+/// entry edited) stopped `gitca crl` with every other command, and the CRL would expire under
+/// every relying party. `gitca crl` now signs it from the state alone, writes nothing but the
+/// CRL, and still exits 1 naming the file; apply still refuses the commit.
+#[test]
+fn a_commit_that_does_not_plan_still_gets_its_crl_refreshed() {
+    let env = Env::from(EXAMPLE, &[]);
+    env.init(&[]);
+    env.ok(&["apply"], 3);
+    let crl_number = |env: &Env| env.index("example-ca")["crl"]["number"].as_u64().unwrap();
+    let before = crl_number(&env);
+    let leaves = env.git(&["ls-tree", "-r", "HEAD", "issued"]);
+    std::fs::write(
+        env.path("revocations.yaml"),
+        "revocations:\n  - serial: [\n",
+    )
+    .unwrap();
+    env.commit_all("a revocation file that does not parse");
+    let o = env.gitca(&["crl", "--force"]);
+    assert_eq!(o.status.code(), Some(1));
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(
+        out.contains(&format!("CRL number {} signed", before + 1)),
+        "{out}"
+    );
+    assert!(err.contains("revocations.yaml"), "{err}");
+    assert_eq!(crl_number(&env), before + 1);
+    assert_eq!(
+        env.git(&["ls-tree", "-r", "HEAD", "issued"]),
+        leaves,
+        "leaves untouched"
+    );
+    let changed = env.git(&["diff", "--name-only", "HEAD~1", "HEAD"]);
+    assert_eq!(
+        changed, "crl/example-ca.crl\ncrl/example-ca.crl.pem\n",
+        "{changed}"
+    );
+    let o = env.gitca(&["apply"]);
+    assert_eq!(o.status.code(), Some(1), "apply still refuses the commit");
+}
+
 /// Strict parsing of the config and policies: a clear error naming the file, nothing written.
 #[test]
 fn invalid_config_and_policy_are_errors_naming_the_file() {

@@ -180,6 +180,10 @@ pub struct ApplyOutcome {
     pub events: usize,
     /// How much of the repository the plan read.
     pub scan: ScanSummary,
+    /// `gitca crl` only: why the commit did not plan. The CRL was refreshed from the state
+    /// anyway, and nothing else written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -648,7 +652,22 @@ pub async fn reconcile(
 
     let (recovered, abandoned, mut signatures) =
         recover(ctx, signer, &issuer, &mut h, now, lease).await?;
-    let mut plan = make_plan(ctx, &h.index, now)?;
+    let mut plan_error = None;
+    let mut plan = match make_plan(ctx, &h.index, now) {
+        Ok(plan) => plan,
+        // A commit that does not plan (a revocation file that does not parse, a published
+        // entry edited) must not let the CRL expire under every relying party: `gitca crl`
+        // signs it from the state alone, writes nothing but the CRL, and reports the error.
+        Err(e) if opts.crl_only => {
+            tracing::error!("{e}; the CRL is refreshed from the state alone");
+            plan_error = Some(e.to_string());
+            Plan {
+                commit: head.clone(),
+                ..Plan::default()
+            }
+        }
+        Err(e) => return Err(e),
+    };
     // Planned: the request files are not read again (the outputs come from the state), and a
     // first issuance of 100,000 requests would hold them, about 140 MB, to its end. Freed on
     // another thread: 20,000 files took 10 ms here, with the other core idle.
@@ -769,6 +788,7 @@ pub async fn reconcile(
         issued: &issued,
         revoked: &revoked,
         recovered,
+        planned: plan_error.is_none(),
     };
     // Set once the outputs are computed: the commit under way, if they changed anything.
     let mut outputs: Option<Option<PendingCommit>> = None;
@@ -945,7 +965,7 @@ pub async fn reconcile(
         && published.is_empty()
         && events == 0
         && !rewritten;
-    if did_nothing {
+    if did_nothing && plan_error.is_none() {
         super::quiet::record(ctx, opts, &h, &plan, now).await;
     }
     super::free_in_background(std::mem::take(&mut h.index));
@@ -965,6 +985,7 @@ pub async fn reconcile(
         seconds: 0.0,
         sign_seconds,
         events,
+        plan_error,
         scan: ScanSummary {
             kind: match &ctx.scan {
                 Scan::Incremental { .. } => "incremental",
@@ -985,6 +1006,8 @@ struct OutputInputs<'a> {
     issued: &'a [Issued],
     revoked: &'a [String],
     recovered: usize,
+    /// False: no plan (see [`ApplyOutcome::plan_error`]); no request's outputs are touched.
+    planned: bool,
 }
 
 /// Computes the changes to the output folder from `index` and, if there are any, starts their
@@ -1000,6 +1023,7 @@ async fn start_outputs(
 ) -> Result<Option<PendingCommit>, RunError> {
     let head = &ctx.snapshot.commit;
     let only = match &ctx.scan {
+        _ if !run.planned => Some(std::collections::BTreeSet::new()),
         // The output folder is as the last reconcile left it: only what this run changed.
         Scan::Incremental {
             deleted,
