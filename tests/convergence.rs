@@ -387,6 +387,34 @@ fn an_intent_whose_policy_changed_is_abandoned() {
     rerun_completes_six_and_drops_one(&env);
 }
 
+/// Defect `intent-algorithm-mismatch` (found by review): an intent's TBS naming another
+/// signature algorithm than the signer's passed the recovery's lint and was completed with the
+/// signer's outer algorithm, a certificate RFC 5280 4.1.1.2 forbids and OpenSSL rejects. Such
+/// an intent is dropped unsigned.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_intent_naming_another_signature_algorithm_is_abandoned() {
+    use base64ct::{Base64, Encoding};
+    use gitca::adapters::state_store::{DirStore, StateStore};
+    use gitca::domain::state::intents_of;
+    let env = stopped_at("after-intent");
+    let store = DirStore::open(&env.state("example-ca")).unwrap();
+    let rounds = store.list("intents/").await.unwrap();
+    let round = store.get(&rounds[0]).await.unwrap().unwrap();
+    let mut recs = intents_of(&round.bytes).unwrap();
+    // ecdsa-with-SHA256 (1.2.840.10045.4.3.2), the TBS's first OID, becomes ecdsa-with-SHA384.
+    let sha256 = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02];
+    let mut tbs = Base64::decode_vec(&recs[0].tbs).unwrap();
+    let at = tbs.windows(10).position(|w| w == sha256).unwrap();
+    tbs[at + 9] = 0x03;
+    recs[0].tbs = Base64::encode_string(&tbs);
+    let bytes = serde_json::to_vec(&recs).unwrap();
+    store
+        .put_if(&rounds[0], &bytes, &round.version)
+        .await
+        .unwrap();
+    rerun_completes_six_and_drops_one(&env);
+}
+
 /// Defect `intent-signed-stale`: a rerun a day after the crash signed the 1-day SPIFFE
 /// certificate's intent as recorded, expired already, and then renewed it in the same run: two
 /// certificates for one request. An intent due for renewal by the rerun is dropped unsigned.

@@ -363,6 +363,11 @@ pub fn lint_leaf(
     if tbs.issuer() != &issuer.name {
         return Err("issuer name is not the CA's subject".into());
     }
+    // RFC 5280 4.1.1.2: the TBS names the algorithm the outer signature uses (a recorded
+    // intent is completed with the signer's).
+    if tbs.signature() != &issuer.algorithm {
+        return Err("the TBS's signature algorithm is not the signer's".into());
+    }
     if from_time(&tbs.validity().not_after) > issuer.not_after {
         return Err("validity extends beyond the CA certificate".into());
     }
