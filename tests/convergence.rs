@@ -415,6 +415,37 @@ async fn an_intent_naming_another_signature_algorithm_is_abandoned() {
     rerun_completes_six_and_drops_one(&env);
 }
 
+/// Defect `intent-urls-changed` (found by review): gitca.yaml's CRL and CA-issuers URLs moved
+/// between the crash and the rerun; the recorded intents were signed with the old URLs, and
+/// the plan then called those certificates unchanged until their renewal. They are dropped
+/// unsigned, and the requests issued with the URLs configured now.
+#[test]
+fn an_intent_with_urls_no_longer_configured_is_abandoned() {
+    let env = stopped_at("after-intent");
+    env.edit("gitca.yaml", |y| {
+        y.replace("http://pki.example.com/", "http://new-pki.example.com/")
+    });
+    env.commit_all("the PKI moves");
+    let out = env.ok(&["apply"], 3);
+    assert!(out.contains("completed 0 and dropped 7"), "{out}");
+    assert_converged(&env, 7);
+    if have("openssl") {
+        let o = std::process::Command::new("openssl")
+            .args([
+                "x509",
+                "-noout",
+                "-ext",
+                "crlDistributionPoints,authorityInfoAccess",
+                "-in",
+            ])
+            .arg(env.path("issued/servers/web-01.pem"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(text.matches("new-pki.example.com").count(), 2, "{text}");
+    }
+}
+
 /// Defect `intent-signed-stale`: a rerun a day after the crash signed the 1-day SPIFFE
 /// certificate's intent as recorded, expired already, and then renewed it in the same run: two
 /// certificates for one request. An intent due for renewal by the rerun is dropped unsigned.

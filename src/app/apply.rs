@@ -497,15 +497,17 @@ async fn recover(
                     let renew_before = ctx.config.issuance.renew_before.as_time();
                     // An intent older than its certificate's renewal time would be signed
                     // expired or due, and renewed by this very run: two certificates.
-                    let current = profile::lint_leaf(&tbs, issuer, &serial, spec).and_then(|()| {
-                        let (not_before, not_after) = profile::validity_of(&tbs)?;
-                        match renewal_at(not_before, not_after, renew_before) <= now {
-                            true => Err(format!(
-                                "valid {not_before} to {not_after}, due for renewal by now"
-                            )),
-                            false => Ok(()),
-                        }
-                    });
+                    let current = profile::lint_leaf(&tbs, issuer, &serial, spec)
+                        .and_then(|()| profile::urls_match(&tbs, &urls(ctx)))
+                        .and_then(|()| {
+                            let (not_before, not_after) = profile::validity_of(&tbs)?;
+                            match renewal_at(not_before, not_after, renew_before) <= now {
+                                true => Err(format!(
+                                    "valid {not_before} to {not_after}, due for renewal by now"
+                                )),
+                                false => Ok(()),
+                            }
+                        });
                     match current {
                         Ok(()) => Some(tbs),
                         Err(e) => {

@@ -5,8 +5,8 @@ use super::csr::KeyKind;
 use super::plan::IssueSpec;
 use const_oid::ObjectIdentifier;
 use const_oid::db::rfc5280;
-use der::Decode;
 use der::asn1::{Ia5String, OctetString};
+use der::{Decode, Encode};
 use sha1::{Digest, Sha1};
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned, SubjectPublicKeyInfoRef};
 use std::time::{Duration, SystemTime};
@@ -338,8 +338,6 @@ fn add_urls(b: &mut CertificateBuilder<Names>, urls: &Urls) -> Result<(), String
     Ok(())
 }
 
-/// Checks a TBS against the profile before it is signed (lint before signing): v3, serial of
-/// 20 bytes or fewer and positive, validity inside the CA's, the CA's AKI, no CA flag on a leaf.
 /// A TBS certificate's notBefore and notAfter.
 pub fn validity_of(tbs_der: &[u8]) -> Result<(OffsetDateTime, OffsetDateTime), String> {
     let tbs = TbsCertificate::from_der(tbs_der).map_err(|e| format!("TBS does not decode: {e}"))?;
@@ -347,6 +345,47 @@ pub fn validity_of(tbs_der: &[u8]) -> Result<(OffsetDateTime, OffsetDateTime), S
     Ok((from_time(&v.not_before), from_time(&v.not_after)))
 }
 
+/// Whether a TBS carries the CRL distribution point and the CA issuers URL configured now, as
+/// [`add_urls`] writes them (a recorded intent predates a change of gitca.yaml's URLs).
+pub fn urls_match(tbs_der: &[u8], urls: &Urls) -> Result<(), String> {
+    let tbs = TbsCertificate::from_der(tbs_der).map_err(|e| format!("TBS does not decode: {e}"))?;
+    let has = |oid: ObjectIdentifier| {
+        (tbs.extensions().into_iter().flatten())
+            .find(|e| e.extn_id == oid)
+            .map(|e| e.extn_value.as_bytes().to_vec())
+    };
+    let cdp = (urls.crl_distribution_point.as_deref())
+        .map(|u| {
+            CrlDistributionPoints(vec![DistributionPoint {
+                distribution_point: Some(DistributionPointName::FullName(vec![uri(u)?])),
+                reasons: None,
+                crl_issuer: None,
+            }])
+            .to_der()
+            .map_err(|e| e.to_string())
+        })
+        .transpose()?;
+    let aia = (urls.ca_issuers.as_deref())
+        .map(|u| {
+            AuthorityInfoAccessSyntax(vec![AccessDescription {
+                access_method: rfc5280::ID_AD_CA_ISSUERS,
+                access_location: uri(u)?,
+            }])
+            .to_der()
+            .map_err(|e| e.to_string())
+        })
+        .transpose()?;
+    if has(rfc5280::ID_CE_CRL_DISTRIBUTION_POINTS) != cdp {
+        return Err("its CRL distribution point is not the one configured now".into());
+    }
+    if has(rfc5280::ID_PE_AUTHORITY_INFO_ACCESS) != aia {
+        return Err("its CA issuers URL is not the one configured now".into());
+    }
+    Ok(())
+}
+
+/// Checks a TBS against the profile before it is signed (lint before signing): v3, serial of
+/// 20 bytes or fewer and positive, validity inside the CA's, the CA's AKI, no CA flag on a leaf.
 pub fn lint_leaf(
     tbs_der: &[u8],
     issuer: &Issuer,
