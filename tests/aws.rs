@@ -259,6 +259,54 @@ async fn a_crl_published_without_its_pem_gets_it_on_the_rerun() {
     assert_eq!(object("pki/example-ca.crl").await, der);
 }
 
+/// Defect `published-crl-of-another-issuer` (found by review): the publication compared CRL
+/// numbers whatever their issuer. A CRL of another CA at this name (the CA before a rotation,
+/// same name, another key) numbered higher kept ours from being published, for good: the
+/// state recorded it as published. Only a CRL of this issuer numbered at least as high stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_published_crl_of_another_issuer_is_replaced_whatever_its_number() {
+    let Some(ca) = setup(KeySpec::EccNistP256, &["revocations.yaml"]).await else {
+        return;
+    };
+    let env = &ca.env;
+    env.ok(&["apply"], 3);
+    // Another CA of the same name (a local key) with CRL number 4.
+    let other = Env::from(EXAMPLE, &["revocations.yaml"]);
+    other.init(&[]);
+    other.ok(&["apply"], 3);
+    for _ in 0..3 {
+        other.ok(&["crl", "--force"], 0);
+    }
+    let theirs = std::fs::read(other.path("crl/example-ca.crl")).unwrap();
+    assert_eq!(gitca::adapters::publish::crl_number(&theirs), Some(4));
+    ca.s3
+        .put_object()
+        .bucket(&ca.bucket)
+        .key("pki/example-ca.crl")
+        .body(theirs.clone().into())
+        .send()
+        .await
+        .unwrap();
+    let out = env.ok(&["crl", "--force"], 0);
+    assert!(out.contains("CRL number 2"), "{out}");
+    let published = ca
+        .s3
+        .get_object()
+        .bucket(&ca.bucket)
+        .key("pki/example-ca.crl")
+        .send()
+        .await
+        .unwrap();
+    let der = published.body.collect().await.unwrap().into_bytes();
+    assert_eq!(
+        der.as_ref(),
+        std::fs::read(env.path("crl/example-ca.crl"))
+            .unwrap()
+            .as_slice(),
+        "our CRL 2 replaced the other issuer's CRL 4"
+    );
+}
+
 /// Defect `s3-prefix-stripped-twice`: a listing under a state prefix that its own keys repeat
 /// (`intents/`) came back with the prefix stripped twice, so recovery missed those intents.
 #[tokio::test(flavor = "multi_thread")]

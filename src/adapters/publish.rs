@@ -25,12 +25,24 @@ pub struct Published {
 
 /// The CRL number of a DER CRL, if it has one that fits in 64 bits.
 pub fn crl_number(der: &[u8]) -> Option<u64> {
+    numbered(der).map(|(n, _)| n)
+}
+
+/// Who signed a CRL, as far as numbering goes: its issuer name and authority key identifier.
+/// Numbers of CRLs of another issuer (the CA before a rotation, another CA at this name) say
+/// nothing of ours.
+type CrlIssuer = (Vec<u8>, Option<Vec<u8>>);
+
+/// A DER CRL's number and issuer.
+fn numbered(der: &[u8]) -> Option<(u64, CrlIssuer)> {
+    use der::Encode;
     let crl: CertificateList = CertificateList::from_der(der).ok()?;
-    let ext = crl
-        .tbs_cert_list
-        .crl_extensions?
-        .into_iter()
-        .find(|e| e.extn_id == const_oid::db::rfc5280::ID_CE_CRL_NUMBER)?;
+    let exts = crl.tbs_cert_list.crl_extensions.unwrap_or_default();
+    let find = |oid| exts.iter().find(|e| e.extn_id == oid);
+    let aki = find(const_oid::db::rfc5280::ID_CE_AUTHORITY_KEY_IDENTIFIER)
+        .map(|e| e.extn_value.as_bytes().to_vec());
+    let issuer = (crl.tbs_cert_list.issuer.to_der().ok()?, aki);
+    let ext = find(const_oid::db::rfc5280::ID_CE_CRL_NUMBER)?;
     let n = CrlNumber::from_der(ext.extn_value.as_bytes()).ok()?;
     let b = n.0.as_bytes();
     if b.len() > 8 {
@@ -38,7 +50,7 @@ pub fn crl_number(der: &[u8]) -> Option<u64> {
     }
     let mut a = [0u8; 8];
     a[8 - b.len()..].copy_from_slice(b);
-    Some(u64::from_be_bytes(a))
+    Some((u64::from_be_bytes(a), issuer))
 }
 
 impl Publisher {
@@ -104,10 +116,10 @@ impl Publisher {
             .map_err(|e| e.1)?;
         out.objects.push(bundle);
 
-        let ours = crl_number(crl_der).ok_or("the CRL to publish has no CRL number")?;
+        let ours = numbered(crl_der).ok_or("the CRL to publish has no CRL number")?;
         let crl_name = format!("{ca_name}.crl");
         let der_written = self
-            .put_if_newer(&crl_name, crl_der, "application/pkix-crl", ours, crl_number)
+            .put_if_newer(&crl_name, crl_der, "application/pkix-crl", &ours, numbered)
             .await?;
         // The PEM on its own terms, not only beside a DER just written: a run stopped between
         // the two left the DER new and the PEM one CRL behind, and its rerun, finding the DER
@@ -120,14 +132,16 @@ impl Publisher {
                 &pem_name,
                 pem.as_bytes(),
                 "application/x-pem-file",
-                ours,
-                pem_crl_number,
+                &ours,
+                pem_numbered,
             )
             .await?;
         if !der_written {
-            tracing::info!(
-                ours,
-                "a CRL at least as new is already published; not replacing it"
+            // Of this issuer, and numbered past this state's CRLs: the state was made anew,
+            // or another CA publishes with this key. Relying parties read that CRL, not ours.
+            tracing::warn!(
+                ours = ours.0,
+                "a CRL of this CA numbered at least as high is already published; not replacing it"
             );
             out.crl_skipped = true;
         }
@@ -136,16 +150,16 @@ impl Publisher {
         Ok(out)
     }
 
-    /// Writes `body` as `name` unless the object there holds a CRL numbered `ours` or higher
-    /// (`number` reads it), conditionally on the object it replaces (If-Match, or absent), and
-    /// again should another writer change it in between. Whether it wrote.
+    /// Writes `body` as `name` unless the object there holds a CRL of the same issuer numbered
+    /// `ours` or higher (`number` reads it), conditionally on the object it replaces (If-Match,
+    /// or absent), and again should another writer change it in between. Whether it wrote.
     async fn put_if_newer(
         &self,
         name: &str,
         body: &[u8],
         content_type: &str,
-        ours: u64,
-        number: fn(&[u8]) -> Option<u64>,
+        (ours, issuer): &(u64, CrlIssuer),
+        number: fn(&[u8]) -> Option<(u64, CrlIssuer)>,
     ) -> Result<bool, String> {
         for _ in 0..10 {
             let current = self
@@ -164,7 +178,7 @@ impl Publisher {
                         .await
                         .map_err(|e| e.to_string())?
                         .into_bytes();
-                    if number(&bytes).is_some_and(|published| published >= ours) {
+                    if number(&bytes).is_some_and(|(n, by)| by == *issuer && n >= *ours) {
                         return Ok(false);
                     }
                     Some(etag)
@@ -185,8 +199,8 @@ impl Publisher {
             };
             match self.put(name, body.to_vec(), content_type, Some(c)).await {
                 Ok(()) => return Ok(true),
-                // Another writer published in between: re-read and compare numbers again.
-                Err((ErrorClass::Conflict, _)) => continue,
+                // Another writer published (or deleted) in between: re-read, compare again.
+                Err((ErrorClass::Conflict | ErrorClass::NotFound, _)) => continue,
                 Err((_, m)) => return Err(m),
             }
         }
@@ -197,10 +211,10 @@ impl Publisher {
     }
 }
 
-/// The CRL number of a PEM CRL (see [`crl_number`]).
-fn pem_crl_number(pem: &[u8]) -> Option<u64> {
+/// The number and issuer of a PEM CRL (see [`numbered`]).
+fn pem_numbered(pem: &[u8]) -> Option<(u64, CrlIssuer)> {
     let (label, der) = der::pem::decode_vec(pem).ok()?;
-    (label == "X509 CRL").then(|| crl_number(&der)).flatten()
+    (label == "X509 CRL").then(|| numbered(&der)).flatten()
 }
 
 enum Cond<'a> {
