@@ -321,6 +321,45 @@ async fn a_listing_strips_the_state_prefix_once() {
     assert!(store.get("intents/0a.json").await.unwrap().is_some());
 }
 
+/// Defect found by review (`get-public-key-not-retried`): opening the KMS key made one
+/// GetPublicKey call, so a throttled one (the key's request quota, shared with another apply's
+/// signing) stopped the run as needing a human. It is retried as a signature is, up to
+/// `max_retries`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_throttled_get_public_key_is_retried() {
+    use gitca::adapters::kms::KmsSigner;
+    let Some(endpoint) = moto::endpoint() else {
+        return;
+    };
+    // As gitca builds its client: the SDK's own retries off (gitca retries, and counts).
+    let kms = moto::kms(&endpoint).await;
+    let kms = aws_sdk_kms::Client::from_conf(
+        kms.config()
+            .to_builder()
+            .retry_config(aws_config::retry::RetryConfig::disabled())
+            .build(),
+    );
+    let throttled = || async {
+        let out = kms
+            .create_key()
+            .key_spec(KeySpec::EccNistP256)
+            .key_usage(aws_sdk_kms::types::KeyUsageType::SignVerify)
+            .description("throttle-get-public-key:2")
+            .send()
+            .await
+            .unwrap();
+        out.key_metadata().unwrap().arn().unwrap().to_string()
+    };
+    let key = throttled().await;
+    assert!(KmsSigner::open(kms.clone(), &key, 4, 2).await.is_ok());
+    let key = throttled().await;
+    let err = KmsSigner::open(kms.clone(), &key, 4, 1)
+        .await
+        .err()
+        .unwrap();
+    assert!(err.contains("ThrottlingException"), "{err}");
+}
+
 /// A CRL over 4096 bytes goes through KMS as MessageType=DIGEST; openssl verifies the result.
 #[tokio::test(flavor = "multi_thread")]
 async fn large_crl_is_signed_through_the_digest_path() {
@@ -754,7 +793,8 @@ fn an_endpoint_that_never_answers_times_out() {
     let mut env = Env::from(EXAMPLE, &[]);
     env.vars = aws_vars(&endpoint);
     env.edit("gitca.yaml", |cfg| {
-        format!("{cfg}\nsigner:\n  kms:\n    key: alias/gitca-stalled\n")
+        // One attempt: a timeout is retried like a throttle, each waiting the read timeout.
+        format!("{cfg}\nsigner:\n  kms:\n    key: alias/gitca-stalled\n    max_retries: 0\n")
     });
     env.commit_all("a KMS key behind a stalled endpoint");
     let csr = env.tmp().join("issuing.csr.pem");

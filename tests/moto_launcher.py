@@ -12,6 +12,10 @@
    second (a token bucket with a burst of N) are answered with ThrottlingException, as KMS does
    above its request quota.
 
+3. A key whose description starts with "throttle-get-public-key:N" answers its first N
+   GetPublicKey calls with ThrottlingException (AWS counts GetPublicKey in the key's request
+   quota), for the test of gitca's retry when it opens the key. Other keys are untouched.
+
 Usage: python tests/moto_launcher.py -H 127.0.0.1 -p 5000 [--kms-sign-rate 50]
 """
 import argparse
@@ -110,6 +114,29 @@ def sign(self):
 
 
 kms_responses.KmsResponse.sign = sign
+
+_moto_get_public_key = kms_responses.KmsResponse.get_public_key
+_THROTTLED = {}
+_THROTTLED_LOCK = threading.Lock()
+
+
+def get_public_key(self):
+    key_id = self._get_param("KeyId")
+    try:
+        description = self.kms_backend.describe_key(key_id).description or ""
+    except Exception:
+        description = ""
+    if description.startswith("throttle-get-public-key:"):
+        allowed = int(description.split(":", 1)[1])
+        with _THROTTLED_LOCK:
+            seen = _THROTTLED.get(key_id, 0)
+            _THROTTLED[key_id] = seen + 1
+        if seen < allowed:
+            raise Throttling()
+    return _moto_get_public_key(self)
+
+
+kms_responses.KmsResponse.get_public_key = get_public_key
 
 
 def main():

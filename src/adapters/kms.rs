@@ -59,18 +59,26 @@ impl KmsSigner {
         max_in_flight: usize,
         max_retries: u32,
     ) -> Result<KmsSigner, String> {
-        let out = client
-            .get_public_key()
-            .key_id(key)
-            .send()
-            .await
-            .map_err(|e| {
-                let what = match classify(&e) {
-                    ErrorClass::NotFound => "does not exist".to_string(),
-                    _ => describe(&e),
-                };
-                format!("KMS key {key}: {what}")
-            })?;
+        // Retried as a signature is (throttling, 5xx, a timeout): AWS counts GetPublicKey in
+        // the key's request quota, which another apply's signing may be using up.
+        let mut attempt = 0;
+        let out = loop {
+            match client.get_public_key().key_id(key).send().await {
+                Ok(out) => break out,
+                Err(e) if classify(&e) == ErrorClass::Retryable && attempt < max_retries => {
+                    tracing::info!(key, attempt, "GetPublicKey: {}; retrying", describe(&e));
+                    tokio::time::sleep(super::aws::backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => {
+                    let what = match classify(&e) {
+                        ErrorClass::NotFound => "does not exist".to_string(),
+                        _ => describe(&e),
+                    };
+                    return Err(format!("KMS key {key}: {what}"));
+                }
+            }
+        };
         let der = out
             .public_key()
             .ok_or_else(|| format!("KMS key {key}: no public key returned"))?;
