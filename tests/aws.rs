@@ -723,6 +723,15 @@ async fn aws_misconfiguration_is_a_clear_error_and_writes_nothing() {
     assert_eq!(env.head(), h, "nothing committed");
     nothing_written().await;
 
+    // Defect found by review (`publication-errors-all-retryable`): a publication bucket that
+    // does not exist was reported as retryable, as if a rerun could fix it.
+    with(&cfg.replace(
+        &format!("bucket: {}\n    prefix: pki", ca.bucket),
+        "bucket: gitca-no-such-publish-bucket\n    prefix: pki",
+    ));
+    let o = env.gitca(&["crl", "--force"]);
+    assert_error(&o, "NoSuchBucket");
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("retryable"));
     with(&cfg);
 
     // Denied access: a server that enforces IAM and does not know these credentials.

@@ -102,21 +102,22 @@ impl Publisher {
         ca_certs: &[(String, Vec<u8>)],
         bundle_pem: &[u8],
         crl_der: &[u8],
-    ) -> Result<Published, String> {
+    ) -> Result<Published, (ErrorClass, String)> {
         let mut out = Published::default();
         for (name, der) in ca_certs {
             self.put(name, der.clone(), "application/pkix-cert", None)
-                .await
-                .map_err(|e| e.1)?;
+                .await?;
             out.objects.push(name.clone());
         }
         let bundle = format!("{ca_name}-bundle.pem");
         self.put(&bundle, bundle_pem.to_vec(), "application/x-pem-file", None)
-            .await
-            .map_err(|e| e.1)?;
+            .await?;
         out.objects.push(bundle);
 
-        let ours = numbered(crl_der).ok_or("the CRL to publish has no CRL number")?;
+        let ours = numbered(crl_der).ok_or((
+            ErrorClass::Fatal,
+            "the CRL to publish has no CRL number".to_string(),
+        ))?;
         let crl_name = format!("{ca_name}.crl");
         let der_written = self
             .put_if_newer(&crl_name, crl_der, "application/pkix-crl", &ours, numbered)
@@ -125,7 +126,7 @@ impl Publisher {
         // the two left the DER new and the PEM one CRL behind, and its rerun, finding the DER
         // published, used to leave it so until the next CRL.
         let pem = der::pem::encode_string("X509 CRL", der::pem::LineEnding::LF, crl_der)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| (ErrorClass::Fatal, e.to_string()))?;
         let pem_name = format!("{crl_name}.pem");
         let pem_written = self
             .put_if_newer(
@@ -160,7 +161,7 @@ impl Publisher {
         content_type: &str,
         (ours, issuer): &(u64, CrlIssuer),
         number: fn(&[u8]) -> Option<(u64, CrlIssuer)>,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, (ErrorClass, String)> {
         for _ in 0..10 {
             let current = self
                 .client
@@ -172,11 +173,8 @@ impl Publisher {
             let cond = match current {
                 Ok(obj) => {
                     let etag = obj.e_tag().unwrap_or_default().to_string();
-                    let bytes = obj
-                        .body
-                        .collect()
-                        .await
-                        .map_err(|e| e.to_string())?
+                    let bytes = (obj.body.collect().await)
+                        .map_err(|e| (ErrorClass::Retryable, e.to_string()))?
                         .into_bytes();
                     if number(&bytes).is_some_and(|(n, by)| by == *issuer && n >= *ours) {
                         return Ok(false);
@@ -185,11 +183,14 @@ impl Publisher {
                 }
                 Err(e) if classify(&e) == ErrorClass::NotFound => None,
                 Err(e) => {
-                    return Err(format!(
-                        "s3://{}/{}{name}: {}",
-                        self.bucket,
-                        self.prefix,
-                        describe(&e)
+                    return Err((
+                        classify(&e),
+                        format!(
+                            "s3://{}/{}{name}: {}",
+                            self.bucket,
+                            self.prefix,
+                            describe(&e)
+                        ),
                     ));
                 }
             };
@@ -201,12 +202,15 @@ impl Publisher {
                 Ok(()) => return Ok(true),
                 // Another writer published (or deleted) in between: re-read, compare again.
                 Err((ErrorClass::Conflict | ErrorClass::NotFound, _)) => continue,
-                Err((_, m)) => return Err(m),
+                Err(e) => return Err(e),
             }
         }
-        Err(format!(
-            "the published CRL s3://{}/{}{name} kept changing",
-            self.bucket, self.prefix
+        Err((
+            ErrorClass::Retryable,
+            format!(
+                "the published CRL s3://{}/{}{name} kept changing",
+                self.bucket, self.prefix
+            ),
         ))
     }
 }

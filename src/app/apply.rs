@@ -9,6 +9,7 @@ use super::context::{BasisSeen, Context, RepoArgs, Scan, Scope, key_path};
 use super::index::{IndexHandle, Staged};
 use super::lease::{self, LeaseGuard};
 use super::{Exit, RunError, outputs};
+use crate::adapters::aws::ErrorClass;
 use crate::adapters::git::PendingCommit;
 use crate::adapters::kms::{self, KmsSigner};
 use crate::adapters::signer::{
@@ -922,7 +923,11 @@ pub async fn reconcile(
             .await
             .publish(&ctx.config.ca.name, &certs, bundle.as_bytes(), &der)
             .await
-            .map_err(RunError::Retryable)?;
+            .map_err(|(class, e)| match class {
+                // A missing bucket or denied access is no one's to retry away.
+                ErrorClass::Fatal | ErrorClass::NotFound => RunError::NeedsHuman(e),
+                ErrorClass::Retryable | ErrorClass::Conflict => RunError::Retryable(e),
+            })?;
         published = p.objects;
         let number = crl.number;
         h.update(|i| i.published_crl_number = i.published_crl_number.max(number))
