@@ -242,6 +242,29 @@ fn init_refuses_to_replace_what_is_committed_and_leaves_existing_folders_alone()
     assert_eq!(mode & 0o777, 0o755, "an existing folder keeps its mode");
     let key = std::fs::metadata(folder.join("issuing-ca.key")).unwrap();
     assert_eq!(key.permissions().mode() & 0o777, 0o600);
+
+    // Defect `init-leaves-keys-behind`: a commit init could not make (an untracked file where
+    // a CA certificate goes) left both keys, and every later init refused them.
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    std::fs::create_dir_all(env.path("ca")).unwrap();
+    std::fs::write(env.path("ca/root-ca.pem"), "mine, not committed\n").unwrap();
+    let o = env.gitca(&["init"]);
+    assert_eq!(o.status.code(), Some(1));
+    let folder = env.data.join("example-ca");
+    for k in ["root-ca.key", "issuing-ca.key"] {
+        assert!(!folder.join(k).exists(), "{k} left behind");
+    }
+    std::fs::remove_file(env.path("ca/root-ca.pem")).unwrap();
+    env.init(&[]);
+    // And a key there already: refused before the other is written.
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    let folder = env.data.join("example-ca");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("issuing-ca.key"), "an old key\n").unwrap();
+    let o = env.gitca(&["init"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("issuing-ca.key"));
+    assert!(!folder.join("root-ca.key").exists(), "no root key written");
 }
 
 #[test]

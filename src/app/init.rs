@@ -175,6 +175,14 @@ pub async fn init(args: &RepoArgs, opts: &InitOptions) -> Result<InitOutcome, St
         } else {
             let root_key = key_path(&config, "root-ca.key")?;
             refuse_key_in_repo(&root_key, &repo)?;
+            // Both refused before either is written: a run stopped at the second key left the
+            // first behind, and every later init refused it.
+            if let Some(k) = [&root_key, &issuing_key].into_iter().find(|k| k.exists()) {
+                return Err(format!(
+                    "{} exists; refusing to overwrite a CA key",
+                    k.display()
+                ));
+            }
             let (issuing, issuing_pem) = LocalSigner::generate(opts.algorithm)?;
             let files = ca_files(&config, &names, now, opts, &root_signer, Some(&issuing)).await?;
             // Keys are written only once both certificates exist, so a failure leaves nothing.
@@ -195,16 +203,26 @@ pub async fn init(args: &RepoArgs, opts: &InitOptions) -> Result<InitOutcome, St
         .into_iter()
         .map(|(path, bytes)| (path, bytes.map(crate::adapters::git::Content::from)))
         .collect();
-    let commit = repo
-        .commit_outputs(
-            &head,
-            &files,
-            &format!(
-                "gitca init: CA {}\n\nPrivate keys are kept outside the repository.\n",
-                config.ca.name
-            ),
-        )?
-        .unwrap_or(head);
+    let committed = repo.commit_outputs(
+        &head,
+        &files,
+        &format!(
+            "gitca init: CA {}\n\nPrivate keys are kept outside the repository.\n",
+            config.ca.name
+        ),
+    );
+    let commit = match committed {
+        Ok(commit) => commit.unwrap_or(head),
+        // The keys this run made certify nothing committed: removed, so init can run again.
+        Err(e) => {
+            for k in &keys {
+                if let Err(rm) = std::fs::remove_file(k) {
+                    tracing::error!("{}: {rm}; remove it before running init again", k.display());
+                }
+            }
+            return Err(format!("{e}; nothing was committed and no key kept"));
+        }
+    };
     Ok(InitOutcome {
         commit,
         keys,
