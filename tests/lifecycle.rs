@@ -203,6 +203,24 @@ fn keys_are_private_and_outside_the_repository() {
     assert_eq!(o.status.code(), Some(1));
 }
 
+/// Defect `crl-signed-after-the-ca-expired` (found by review): `gitca crl` after the issuing
+/// CA's notAfter signed a CRL no relying party takes. It refuses, saying a new CA is due.
+#[test]
+fn no_crl_is_signed_after_the_ca_expired() {
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    env.init(&[]);
+    env.ok(&["apply"], 3);
+    let o = env.gitca(&["crl", "--force", "--now", "2099-01-01T00:00:00Z"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("ca/issuing-ca.pem expired"), "{err}");
+    assert_eq!(
+        env.index("example-ca")["crl"]["number"],
+        1,
+        "nothing signed"
+    );
+}
+
 /// Defects found in `init`: `init-replaces-unreadable-config` (a gitca.yaml that is not UTF-8
 /// was replaced by the defaults and committed: another CA name, no CRL or AIA URL, and a KMS
 /// signer or S3 state would have become local ones), `init-replaces-committed-root` (a

@@ -843,6 +843,14 @@ pub async fn reconcile(
     }
     drop((summaries, intents_done));
     if crl_is_due {
+        // No relying party takes a CRL its expired issuer signed: a new CA is due, not a CRL.
+        if now >= issuer.not_after {
+            return Err(RunError::NeedsHuman(format!(
+                "the CA certificate {} expired at {}: no CRL is signed with it; issue a new CA",
+                ctx.config.ca.certificate,
+                super::render::rfc3339(issuer.not_after)
+            )));
+        }
         let number = h.index.crl_number;
         let entries: Vec<CrlEntry> = h
             .index
