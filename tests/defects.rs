@@ -275,6 +275,22 @@ fn a_commit_that_does_not_plan_still_gets_its_crl_refreshed() {
     assert_eq!(o.status.code(), Some(1), "apply still refuses the commit");
 }
 
+/// Defect `config-symlink-misreported` (found by review): a gitca.yaml committed as a symbolic
+/// link was read as a blob holding the link's target, and reported as invalid YAML. It was never
+/// followed; now the error says what it is.
+#[test]
+fn a_config_committed_as_a_symbolic_link_is_named_as_one() {
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    let elsewhere = env.tmp().join("gitca.yaml");
+    std::fs::rename(env.path("gitca.yaml"), &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, env.path("gitca.yaml")).unwrap();
+    env.commit_all("the config as a link");
+    let o = env.gitca(&["plan"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("gitca.yaml is a symbolic link"), "{err}");
+}
+
 /// Strict parsing of the config and policies: a clear error naming the file, nothing written.
 #[test]
 fn invalid_config_and_policy_are_errors_naming_the_file() {

@@ -538,6 +538,21 @@ impl GitRepo {
         }
     }
 
+    /// [`GitRepo::read_file`] of an input gitca must read as committed: a symbolic link there
+    /// is an error naming it (read as a blob, it held the link's target as text).
+    pub fn read_regular_file(&self, commit: &str, path: &str) -> Result<Option<Vec<u8>>, String> {
+        let tree = self.commit_tree(commit)?;
+        let full = format!("{}{path}", self.prefix);
+        if let Ok(e) = tree.get_path(Path::new(&full))
+            && e.filemode() == 0o120000
+        {
+            return Err(format!(
+                "{full} is a symbolic link in commit {commit}; gitca reads it only as a regular file"
+            ));
+        }
+        self.read_file(commit, path)
+    }
+
     /// Commits `files` (CA-relative path -> content; None deletes) on top of `parent` on the
     /// current branch. Returns None when the tree would not change. Fails if the branch moved.
     pub fn commit_outputs(

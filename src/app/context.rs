@@ -245,7 +245,7 @@ impl Context {
         let commit = rev.map(|r| repo.resolve(r)).transpose()?;
         // Read the config first (from the same source) to learn which folders are outputs.
         let config_bytes = match &commit {
-            Some(c) => repo.read_file(c, CONFIG_FILE)?.ok_or_else(|| {
+            Some(c) => repo.read_regular_file(c, CONFIG_FILE)?.ok_or_else(|| {
                 format!("{CONFIG_FILE}: not found in commit {c}; run `gitca init` first")
             })?,
             None => std::fs::read(repo.workdir().ok_or("bare repository")?.join(CONFIG_FILE))
