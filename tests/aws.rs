@@ -51,6 +51,18 @@ async fn setup(spec: KeySpec, exclude: &[&str]) -> Option<AwsCa> {
     })
 }
 
+/// An object's bytes from the test bucket.
+async fn object(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Vec<u8> {
+    let o = s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    o.body.collect().await.unwrap().into_bytes().to_vec()
+}
+
 /// Commits the example repository's revocations (old-laptop's certificates, superseded): the
 /// next apply signs CRL 2.
 fn commit_the_example_revocations(env: &Env) {
@@ -153,20 +165,9 @@ async fn full_apply(spec: KeySpec) {
             &saved,
         );
         assert!(!ok && msg.contains("certificate revoked"), "{msg}");
-        let published = ca
-            .s3
-            .get_object()
-            .bucket(&ca.bucket)
-            .key("pki/example-ca.crl")
-            .send()
-            .await
-            .unwrap();
-        let der = published.body.collect().await.unwrap().into_bytes();
         assert_eq!(
-            der.as_ref(),
-            std::fs::read(env.path("crl/example-ca.crl"))
-                .unwrap()
-                .as_slice(),
+            object(&ca.s3, &ca.bucket, "pki/example-ca.crl").await,
+            std::fs::read(env.path("crl/example-ca.crl")).unwrap(),
             "published CRL is the committed one"
         );
     }
@@ -203,20 +204,7 @@ async fn a_crl_published_without_its_pem_gets_it_on_the_rerun() {
     };
     let env = &ca.env;
     env.ok(&["apply"], 3);
-    let object = |key: &'static str| {
-        let s3 = ca.s3.clone();
-        let bucket = ca.bucket.clone();
-        async move {
-            let o = s3
-                .get_object()
-                .bucket(bucket)
-                .key(key)
-                .send()
-                .await
-                .unwrap();
-            o.body.collect().await.unwrap().into_bytes().to_vec()
-        }
-    };
+    let published = |key: &'static str| object(&ca.s3, &ca.bucket, key);
     let put = |key: &'static str, body: Vec<u8>| {
         let s3 = ca.s3.clone();
         let bucket = ca.bucket.clone();
@@ -230,7 +218,7 @@ async fn a_crl_published_without_its_pem_gets_it_on_the_rerun() {
                 .unwrap();
         }
     };
-    let first_pem = object("pki/example-ca.crl.pem").await;
+    let first_pem = published("pki/example-ca.crl.pem").await;
     commit_the_example_revocations(env);
     let out = env.ok(&["apply"], 3);
     assert!(out.contains("CRL number 2"), "{out}");
@@ -238,7 +226,7 @@ async fn a_crl_published_without_its_pem_gets_it_on_the_rerun() {
     // saying CRL 2 is published.
     put("pki/example-ca.crl.pem", first_pem.clone()).await;
     let mut index: serde_json::Value =
-        serde_json::from_slice(&object("state/example-ca/index.json").await).unwrap();
+        serde_json::from_slice(&published("state/example-ca/index.json").await).unwrap();
     assert_eq!(index["published_crl_number"], 2);
     index["published_crl_number"] = 1.into();
     put(
@@ -247,7 +235,7 @@ async fn a_crl_published_without_its_pem_gets_it_on_the_rerun() {
     )
     .await;
     env.ok(&["apply"], 3);
-    let pem = object("pki/example-ca.crl.pem").await;
+    let pem = published("pki/example-ca.crl.pem").await;
     assert!(pem != first_pem, "the PEM is still that of CRL 1");
     let (label, der) = der::pem::decode_vec(&pem).unwrap();
     assert_eq!(label, "X509 CRL");
@@ -256,7 +244,7 @@ async fn a_crl_published_without_its_pem_gets_it_on_the_rerun() {
         std::fs::read(env.path("crl/example-ca.crl")).unwrap(),
         "the published PEM holds the committed CRL"
     );
-    assert_eq!(object("pki/example-ca.crl").await, der);
+    assert_eq!(published("pki/example-ca.crl").await, der);
 }
 
 /// Defect `published-crl-of-another-issuer` (found by review): the publication compared CRL
@@ -289,20 +277,9 @@ async fn a_published_crl_of_another_issuer_is_replaced_whatever_its_number() {
         .unwrap();
     let out = env.ok(&["crl", "--force"], 0);
     assert!(out.contains("CRL number 2"), "{out}");
-    let published = ca
-        .s3
-        .get_object()
-        .bucket(&ca.bucket)
-        .key("pki/example-ca.crl")
-        .send()
-        .await
-        .unwrap();
-    let der = published.body.collect().await.unwrap().into_bytes();
     assert_eq!(
-        der.as_ref(),
-        std::fs::read(env.path("crl/example-ca.crl"))
-            .unwrap()
-            .as_slice(),
+        object(&ca.s3, &ca.bucket, "pki/example-ca.crl").await,
+        std::fs::read(env.path("crl/example-ca.crl")).unwrap(),
         "our CRL 2 replaced the other issuer's CRL 4"
     );
 }

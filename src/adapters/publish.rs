@@ -6,6 +6,7 @@ use super::aws::{ErrorClass, classify, describe};
 use super::s3_store::{client, normalise_prefix};
 use crate::domain::config::S3Location;
 use aws_sdk_s3::primitives::ByteStream;
+use aws_smithy_runtime_api::client::result::SdkError;
 use der::Decode;
 use x509_cert::crl::CertificateList;
 use x509_cert::ext::pkix::CrlNumber;
@@ -81,17 +82,20 @@ impl Publisher {
             Some(Cond::Absent) => p = p.if_none_match("*"),
             None => {}
         }
-        p.send().await.map(|_| ()).map_err(|e| {
-            (
-                classify(&e),
-                format!(
-                    "s3://{}/{}{name}: {}",
-                    self.bucket,
-                    self.prefix,
-                    describe(&e)
-                ),
-            )
-        })
+        p.send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.failed(name, &e))
+    }
+
+    /// An S3 error on the object `name`: its class, and a message naming the object.
+    fn failed<E, R>(&self, name: &str, e: &SdkError<E, R>) -> (ErrorClass, String)
+    where
+        E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::fmt::Debug,
+        R: super::aws::HasStatus,
+    {
+        let at = format!("s3://{}/{}{name}", self.bucket, self.prefix);
+        (classify(e), format!("{at}: {}", describe(e)))
     }
 
     /// Uploads CA certificates (DER, application/pkix-cert), the PEM bundle, and the CRL (DER as
@@ -182,17 +186,7 @@ impl Publisher {
                     Some(etag)
                 }
                 Err(e) if classify(&e) == ErrorClass::NotFound => None,
-                Err(e) => {
-                    return Err((
-                        classify(&e),
-                        format!(
-                            "s3://{}/{}{name}: {}",
-                            self.bucket,
-                            self.prefix,
-                            describe(&e)
-                        ),
-                    ));
-                }
+                Err(e) => return Err(self.failed(name, &e)),
             };
             let c = match &cond {
                 Some(etag) => Cond::Match(etag),
