@@ -203,6 +203,41 @@ fn keys_are_private_and_outside_the_repository() {
     assert_eq!(o.status.code(), Some(1));
 }
 
+/// Found by the review of the date check: an entry dated ahead (or before 1970) that an
+/// earlier gitca published would be rejected on every run from then on, and append-only, it
+/// could never be mended. A published entry keeps its date; a new one is rejected.
+#[test]
+fn a_published_entry_dated_ahead_stays_as_published() {
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    env.init(&[]);
+    env.ok(&["apply"], 3);
+    let (serial, _) = newest_of(&env, "requests/servers/web-01.yaml");
+    let now = time::OffsetDateTime::now_utc();
+    let ahead = rfc3339(
+        (now + time::Duration::days(2))
+            .replace_nanosecond(0)
+            .unwrap(),
+    );
+    std::fs::write(
+        env.path("revocations.yaml"),
+        format!(
+            "revocations:\n  - serial: \"{serial}\"\n    reason: superseded\n    date: {ahead}\n"
+        ),
+    )
+    .unwrap();
+    env.commit_all("dated ahead");
+    let (plan, _) = env.plan_json(&[]);
+    assert_eq!(plan["revocations"][0]["action"], "rejected", "{plan}");
+    // Published by a run whose clock is past that date, as an earlier gitca did at any time.
+    let later = rfc3339(now + time::Duration::days(3));
+    env.ok(&["apply", "--now", &later], 3);
+    let (plan, _) = env.plan_json(&[]);
+    assert_eq!(
+        plan["revocations"][0]["action"], "already_revoked",
+        "{plan}"
+    );
+}
+
 /// Defect `crl-signed-after-the-ca-expired` (found by review): `gitca crl` after the issuing
 /// CA's notAfter signed a CRL no relying party takes. It refuses, saying a new CA is due.
 #[test]
@@ -854,6 +889,9 @@ fn a_key_compromise_entry_for_a_revoked_serial_raises_it_and_a_repeat_is_rejecte
         env.ok(&["apply"], 3);
     }
     env.ok(&["crl", "--force"], 0);
+    // Found by the review of the fix: verify knew the raise by the first entry's key, and
+    // reported it disappeared on every run.
+    env.ok(&["verify"], 0);
     // Published entries stay append-only: the raise removed stops the run.
     std::fs::write(env.path("revocations.yaml"), &superseded).unwrap();
     env.commit_all("drop the raise");

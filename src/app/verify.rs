@@ -212,28 +212,24 @@ pub async fn audit(
         }
     }
 
-    // Published revocations must still be in the history.
-    let mut keys = BTreeSet::new();
+    // Published revocations must still be in the history, each under the key the plan gives
+    // it (a raise to key compromise has its own).
+    let mut entries = Vec::new();
     for (path, entry) in &ctx.snapshot.files {
         if let (true, crate::domain::plan::TreeEntry::Blob(b)) = (is_revocation_file(path), entry) {
-            for e in revocation::parse_file(path, &String::from_utf8_lossy(b))?
-                .into_iter()
-                .flatten()
-            {
-                keys.insert(e.key);
-            }
+            entries.extend(
+                revocation::parse_file(path, &String::from_utf8_lossy(b))?
+                    .into_iter()
+                    .flatten(),
+            );
         }
     }
     if let Some(c) = &ctx.config.serverless {
         let layout = crate::domain::serverless_layout::read(&ctx.snapshot, c)?;
-        keys.extend(
-            layout
-                .revocations
-                .into_iter()
-                .filter_map(|(_, e)| e.ok())
-                .map(|e| e.key),
-        );
+        entries.extend(layout.revocations.into_iter().filter_map(|(_, e)| e.ok()));
     }
+    crate::domain::plan::tell_entries_apart(&mut entries, &index.revocations);
+    let keys: BTreeSet<String> = entries.into_iter().map(|e| e.key).collect();
     for (k, p) in &index.revocations {
         if !keys.contains(k) {
             out.push(f(

@@ -686,14 +686,25 @@ fn plan_revocations(
             out.push(p);
             continue;
         }
-        if let Some(date) = e.date.filter(|d| *d > i.now) {
-            // Verifiers take a certificate as revoked only from its revocation date on (Java's
-            // among them): a date ahead would leave it valid until then.
-            reject(
-                &mut p,
-                Code::RevocationInvalid,
-                format!("date {date} is in the future; a revocation takes effect when it is made"),
-            );
+        // Verifiers take a certificate as revoked only from its revocation date on (Java's
+        // among them): a date ahead would leave it valid until then. A CRL entry's date was
+        // written as 1970 for any earlier one. An entry published so by an earlier gitca stays
+        // as published: append-only, it could never be mended.
+        let published_as_is = (i.index.revocations.get(&e.key))
+            .is_some_and(|p| p.reason == e.reason && p.written_date == e.date);
+        let bad_date = e.date.filter(|_| !published_as_is).and_then(|d| {
+            if d > i.now {
+                Some(format!(
+                    "date {d} is in the future; a revocation takes effect when it is made"
+                ))
+            } else if d.unix_timestamp() < 0 {
+                Some(format!("date {d} is before 1970"))
+            } else {
+                None
+            }
+        });
+        if let Some(why) = bad_date {
+            reject(&mut p, Code::RevocationInvalid, why);
             out.push(p);
             continue;
         }
@@ -835,7 +846,7 @@ fn plan_revocations(
 /// published with another reason raises it: it is an entry of its own, keyed
 /// `<key> (key_compromise)`, published and append-only as any. Any other such entry is
 /// listed twice: returned by position, to be rejected without stopping the run.
-fn tell_entries_apart(
+pub fn tell_entries_apart(
     entries: &mut [Entry],
     published: &BTreeMap<String, PublishedRevocation>,
 ) -> BTreeSet<usize> {

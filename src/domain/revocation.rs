@@ -124,10 +124,7 @@ fn parse_entry(file: &str, index: usize, v: serde_yaml_ng::Value) -> Result<Entr
                 .map_err(|e| format!("date {d:?} is not RFC 3339 (e.g. 2026-11-01T00:00:00Z): {e}"))
         })
         .transpose()?;
-    // A CRL entry's date was written as 1970 for any earlier one: refused, not moved.
-    if let Some(d) = date.filter(|d| d.unix_timestamp() < 0) {
-        return Err(format!("date {d} is before 1970"));
-    }
+
     let (key, target) = match (raw.serial, raw.request) {
         (Some(s), None) => {
             let text = match s {
