@@ -6,19 +6,19 @@ use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use std::time::Duration;
 
-/// How long a call to KMS or S3 may wait for the service to say anything: the SDK's defaults
+/// How long a KMS call (a few kilobytes each way) may go without an answer: the SDK's defaults
 /// wait forever once connected, and a stalled connection would hold the run (and, renewed
-/// meanwhile, its lease) for good. A timeout is retryable.
-pub const READ_TIMEOUT: Duration = Duration::from_secs(20);
-/// The whole of one attempt, as a backstop: generous enough for the state's largest object
+/// meanwhile, its lease) for good. The SDK counts sending the request in it, so S3, whose
+/// state objects reach tens of megabytes, gets only the attempt's bound. A timeout is retryable.
+pub const KMS_READ_TIMEOUT: Duration = Duration::from_secs(20);
+/// Any one attempt of any call, as a backstop: generous enough for the state's largest object
 /// (the index's base, 36 MB at 100,000 certificates) on a slow link.
-pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(300);
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Loads the SDK config (region, credentials, endpoint from AWS_ENDPOINT_URL*).
 pub async fn sdk_config(region: Option<&str>) -> aws_config::SdkConfig {
     let timeouts = aws_config::timeout::TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(5))
-        .read_timeout(READ_TIMEOUT)
         .operation_attempt_timeout(ATTEMPT_TIMEOUT)
         .build();
     let mut l = aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts);
@@ -45,11 +45,12 @@ where
     R: HasStatus,
 {
     match e {
-        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => ErrorClass::Retryable,
-        // A connection that failed or timed out; not a request the client could not make
-        // (no credentials, a bad TLS setup), which no retry mends.
-        SdkError::DispatchFailure(d) if d.is_io() || d.is_timeout() => ErrorClass::Retryable,
-        SdkError::DispatchFailure(_) => ErrorClass::Fatal,
+        // A dispatch failure may be a transient one the SDK cannot name (a keep-alive
+        // connection closed under the request, a credentials provider's timeout): retried,
+        // up to the caller's bound.
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            ErrorClass::Retryable
+        }
         SdkError::ServiceError(se) => {
             let status = se.raw().status_code();
             let code = se.err().code().unwrap_or_default();
@@ -102,10 +103,7 @@ pub fn describe<E: ProvideErrorMetadata + std::fmt::Debug, R>(e: &SdkError<E, R>
                 err.message().unwrap_or("no message")
             )
         }
-        SdkError::DispatchFailure(d) if d.is_timeout() => format!(
-            "timed out: no answer within {} s, or no connection within 5 s",
-            READ_TIMEOUT.as_secs()
-        ),
+        SdkError::DispatchFailure(d) if d.is_timeout() => format!("timed out: {d:?}"),
         SdkError::DispatchFailure(d) if d.is_io() => format!("cannot reach the endpoint: {d:?}"),
         SdkError::DispatchFailure(d) => format!("the request could not be sent: {d:?}"),
         SdkError::TimeoutError(_) => "request timed out".to_string(),
