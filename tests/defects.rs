@@ -273,6 +273,28 @@ fn a_commit_that_does_not_plan_still_gets_its_crl_refreshed() {
     );
     let o = env.gitca(&["apply"]);
     assert_eq!(o.status.code(), Some(1), "apply still refuses the commit");
+
+    // Found by the review of the fix: with an interrupted run's intents, the recovery planned
+    // first and stopped `gitca crl` all the same. The intents are left for apply.
+    let env = Env::from(EXAMPLE, &[]);
+    env.init(&[]);
+    let o = env.gitca(&["apply", "--fail-at", "after-intent"]);
+    assert_eq!(o.status.code(), Some(1), "injected failure");
+    std::fs::write(
+        env.path("revocations.yaml"),
+        "revocations:\n  - serial: [\n",
+    )
+    .unwrap();
+    env.commit_all("a revocation file that does not parse");
+    let o = env.gitca(&["crl", "--force"]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("CRL number 1 signed"), "{out}");
+    let intents = env.state("example-ca").join("intents");
+    assert!(
+        std::fs::read_dir(intents).unwrap().next().is_some(),
+        "intents kept"
+    );
 }
 
 /// Defect `config-symlink-misreported` (found by review): a gitca.yaml committed as a symbolic

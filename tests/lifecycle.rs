@@ -249,11 +249,9 @@ fn no_crl_is_signed_after_the_ca_expired() {
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("ca/issuing-ca.pem expired"), "{err}");
-    assert_eq!(
-        env.index("example-ca")["crl"]["number"],
-        1,
-        "nothing signed"
-    );
+    let idx = env.index("example-ca");
+    assert_eq!(idx["crl"]["number"], 1, "nothing signed");
+    assert_eq!(idx["crl_number"], 1, "no number reserved");
 }
 
 /// Defects found in `init`: `init-replaces-unreadable-config` (a gitca.yaml that is not UTF-8

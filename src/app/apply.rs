@@ -309,7 +309,8 @@ pub async fn apply(args: &RepoArgs, opts: &ApplyOptions) -> Result<ApplyOutcome,
 fn still_ours(ctx: Context, leased: &str, signer: &dyn Signer) -> Result<Context, RunError> {
     let changed = |what: &str| {
         RunError::Retryable(format!(
-            "{what} changed in a commit that landed while this apply ran; nothing was signed              for it, run apply again"
+            "{what} changed in a commit that landed while this apply ran; nothing was signed \
+             for it, run apply again"
         ))
     };
     if ctx.store.describe() != leased {
@@ -426,12 +427,21 @@ async fn recover(
     h: &mut IndexHandle,
     now: OffsetDateTime,
     lease: &LeaseGuard,
+    crl_only: bool,
 ) -> Result<(usize, usize, usize), RunError> {
     let keys = ctx.store.list("intents").await?;
     if keys.is_empty() {
         return Ok((0, 0, 0));
     }
-    let prelim = make_plan(ctx, &h.index, now)?;
+    let prelim = match make_plan(ctx, &h.index, now) {
+        Ok(plan) => plan,
+        // `gitca crl` on a commit that does not plan: the intents wait for an apply.
+        Err(e) if crl_only => {
+            tracing::warn!("{e}; the interrupted run's intents are left for apply");
+            return Ok((0, 0, 0));
+        }
+        Err(e) => return Err(e),
+    };
     // What the reviewed commit would issue, by request (one lookup per intent, not a scan).
     let specs: std::collections::HashMap<&str, &IssueSpec> = prelim
         .requests
@@ -654,7 +664,7 @@ pub async fn reconcile(
     }
 
     let (recovered, abandoned, mut signatures) =
-        recover(ctx, signer, &issuer, &mut h, now, lease).await?;
+        recover(ctx, signer, &issuer, &mut h, now, lease, opts.crl_only).await?;
     let mut plan_error = None;
     let mut plan = match make_plan(ctx, &h.index, now) {
         Ok(plan) => plan,
@@ -783,6 +793,15 @@ pub async fn reconcile(
     // With revocations the index changes anyway; whether the CRL is due is decided on the
     // marked index inside the update (no copy of the whole index just to ask).
     let mut crl_is_due = opts.force_crl || (!revoking && crl_due(&h.index, now, lifetime, overlap));
+    // No relying party takes a CRL its expired issuer signed: a new CA is due, not a CRL.
+    // Refused before the state reserves a CRL number or records a revocation.
+    if (crl_is_due || revoking) && now >= issuer.not_after {
+        return Err(RunError::NeedsHuman(format!(
+            "the CA certificate {} expired at {}: no CRL is signed with it; issue a new CA",
+            ctx.config.ca.certificate,
+            super::render::rfc3339(issuer.not_after)
+        )));
+    }
     // An accepted rewrite moves the reconciled commit onto the new history.
     let changed = !issued.is_empty() || revoking || crl_is_due || rewritten;
     let mut crl_number = None;
@@ -843,14 +862,6 @@ pub async fn reconcile(
     }
     drop((summaries, intents_done));
     if crl_is_due {
-        // No relying party takes a CRL its expired issuer signed: a new CA is due, not a CRL.
-        if now >= issuer.not_after {
-            return Err(RunError::NeedsHuman(format!(
-                "the CA certificate {} expired at {}: no CRL is signed with it; issue a new CA",
-                ctx.config.ca.certificate,
-                super::render::rfc3339(issuer.not_after)
-            )));
-        }
         let number = h.index.crl_number;
         let entries: Vec<CrlEntry> = h
             .index
@@ -970,7 +981,11 @@ pub async fn reconcile(
         .map(|p| ctx.repo.finish_outputs_commit(p))
         .transpose()?;
     let reconciled = new_commit && !opts.crl_only;
-    let events = send_events(ctx, opts, &mut h, &plan, &issued, &revoked, reconciled, now).await;
+    // Without a plan no request is known: expiry thresholds would be consumed unsent.
+    let events = match plan_error {
+        None => send_events(ctx, opts, &mut h, &plan, &issued, &revoked, reconciled, now).await,
+        Some(_) => 0,
+    };
     tracing::debug!(elapsed = ?phase.elapsed(), "committed, basis recorded, events sent");
     let did_nothing = issued.is_empty()
         && revoked.is_empty()

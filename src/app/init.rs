@@ -187,7 +187,11 @@ pub async fn init(args: &RepoArgs, opts: &InitOptions) -> Result<InitOutcome, St
             let files = ca_files(&config, &names, now, opts, &root_signer, Some(&issuing)).await?;
             // Keys are written only once both certificates exist, so a failure leaves nothing.
             write_key(&root_key, &root_pem)?;
-            write_key(&issuing_key, &issuing_pem)?;
+            if let Err(e) = write_key(&issuing_key, &issuing_pem) {
+                // The root key alone certifies nothing: removed, so init can run again.
+                let _ = std::fs::remove_file(&root_key);
+                return Err(e);
+            }
             keys.push(root_key);
             keys.push(issuing_key);
             files
@@ -220,7 +224,10 @@ pub async fn init(args: &RepoArgs, opts: &InitOptions) -> Result<InitOutcome, St
                     tracing::error!("{}: {rm}; remove it before running init again", k.display());
                 }
             }
-            return Err(format!("{e}; nothing was committed and no key kept"));
+            return Err(format!(
+                "{e}; nothing was committed and no key kept (check the work tree for the CA \
+                 certificates it wrote)"
+            ));
         }
     };
     Ok(InitOutcome {
