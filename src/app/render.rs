@@ -143,14 +143,23 @@ fn short(s: &Option<String>) -> String {
         .unwrap_or_default()
 }
 
+/// Characters a reader does not see, or that reorder what follows (bidirectional controls,
+/// zero-width ones): a name holding them could read as another.
+fn is_hidden(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+}
+
 /// A name or message in the text table: control characters (git allows a newline in a file
-/// name) written as escapes, so one request is one line.
+/// name) and hidden ones written as escapes, so one request is one line and reads as itself.
 fn plain(text: &str) -> std::borrow::Cow<'_, str> {
-    match text.chars().any(char::is_control) {
+    let escaped = |c: char| c.is_control() || is_hidden(c);
+    match text.chars().any(escaped) {
         false => text.into(),
-        true => text
-            .chars()
-            .flat_map(char::escape_default)
+        true => (text.chars())
+            .flat_map(|c| match escaped(c) {
+                true => c.escape_default().collect::<Vec<_>>(),
+                false => vec![c],
+            })
             .collect::<String>()
             .into(),
     }
@@ -276,8 +285,11 @@ fn md(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
+            // Invisible or reordering characters stay visible as escapes: a character
+            // reference would decode to them.
+            c if is_hidden(c) => out.extend(c.escape_unicode()),
             c if c.is_alphanumeric() && !c.is_control() => out.push(c),
-            ' ' | '/' | '.' | '-' | ',' | ':' | '=' | '@' | '(' | ')' | '"' | '\'' => out.push(c),
+            ' ' | '/' | '.' | '-' | ',' | ':' | '=' | '(' | ')' | '"' | '\'' => out.push(c),
             c => out.push_str(&format!("&#{};", c as u32)),
         }
     }
@@ -399,7 +411,7 @@ pub fn applied(o: &mut ApplyOutcome, f: Format) -> String {
                 s.push_str(&format!(
                     "  {:<8} {} serial {} (until {})\n",
                     action_word(i.action),
-                    i.request_id,
+                    plain(&i.request_id),
                     i.serial,
                     rfc3339(i.not_after)
                 ));
@@ -535,7 +547,7 @@ mod tests {
     #[test]
     fn names_and_messages_cannot_break_out_of_their_cell() {
         use crate::domain::finding::{Code, Finding};
-        let evil = "requests/servers/p|q`x\n\n## Approved by security team\n\n[ok](http://x).yaml";
+        let evil = "requests/servers/p|q`x\n\n## Approved by security team\n\n[ok](http://x) @org/team \u{202E}lmth.yaml";
         let mut r = request(evil, Action::Rejected);
         r.findings = vec![Finding::new(
             Code::KeyReuse,
@@ -558,7 +570,7 @@ mod tests {
                 .any(|l| l.starts_with('#') && l.contains("Approved")),
             "{md}"
         );
-        for raw in ["](", "*bold*", "`x"] {
+        for raw in ["](", "*bold*", "`x", "@org", "\u{202E}"] {
             assert!(!md.contains(raw), "{raw} written as is: {md}");
         }
         assert!(md.contains("requests/servers/ok.yaml"), "{md}");
@@ -568,6 +580,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("\\n\\n## Approved"), "escaped: {text}");
+        assert!(
+            !text.contains('\u{202E}') && text.contains("\\u{202e}"),
+            "{text}"
+        );
     }
 
     #[test]
