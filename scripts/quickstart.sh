@@ -12,6 +12,8 @@ set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 scratch="${GITCA_QUICKSTART_DIR:-$(mktemp -d -t gitca-quickstart.XXXXXX)}"
+# gitca takes GITCA_DATA_DIR only as an absolute path.
+mkdir -p "$scratch" && scratch="$(cd "$scratch" && pwd)"
 export GITCA_DATA_DIR="$scratch/data"
 repo="$scratch/ca-repo"
 

@@ -180,8 +180,13 @@ impl Publisher {
                     let bytes = (obj.body.collect().await)
                         .map_err(|e| (ErrorClass::Retryable, e.to_string()))?
                         .into_bytes();
-                    if number(&bytes).is_some_and(|(n, by)| by == *issuer && n >= *ours) {
-                        return Ok(false);
+                    match number(&bytes) {
+                        Some((n, by)) if by == *issuer && n >= *ours => return Ok(false),
+                        // The CA before a rotation, say: its certificates still name this URL.
+                        Some((n, by)) if by != *issuer => tracing::warn!(
+                            "{name}: replacing CRL number {n} of another issuer (name or key)"
+                        ),
+                        _ => {}
                     }
                     Some(etag)
                 }
