@@ -231,6 +231,15 @@ fn revocation_removed_or_changed_is_refused() {
     env.ok(&["apply"], 3);
 }
 
+fn commit_a_revocation_file_that_does_not_parse(env: &Env) {
+    std::fs::write(
+        env.path("revocations.yaml"),
+        "revocations:\n  - serial: [\n",
+    )
+    .unwrap();
+    env.commit_all("a revocation file that does not parse");
+}
+
 /// Defect `crl-stops-with-the-plan`: a revocation file that does not parse (or a published
 /// entry edited) stopped `gitca crl` with every other command, and the CRL would expire under
 /// every relying party. `gitca crl` now signs it from the state alone, writes nothing but the
@@ -243,12 +252,7 @@ fn a_commit_that_does_not_plan_still_gets_its_crl_refreshed() {
     let crl_number = |env: &Env| env.index("example-ca")["crl"]["number"].as_u64().unwrap();
     let before = crl_number(&env);
     let leaves = env.git(&["ls-tree", "-r", "HEAD", "issued"]);
-    std::fs::write(
-        env.path("revocations.yaml"),
-        "revocations:\n  - serial: [\n",
-    )
-    .unwrap();
-    env.commit_all("a revocation file that does not parse");
+    commit_a_revocation_file_that_does_not_parse(&env);
     let o = env.gitca(&["crl", "--force"]);
     assert_eq!(o.status.code(), Some(1));
     let (out, err) = (
@@ -280,12 +284,7 @@ fn a_commit_that_does_not_plan_still_gets_its_crl_refreshed() {
     env.init(&[]);
     let o = env.gitca(&["apply", "--fail-at", "after-intent"]);
     assert_eq!(o.status.code(), Some(1), "injected failure");
-    std::fs::write(
-        env.path("revocations.yaml"),
-        "revocations:\n  - serial: [\n",
-    )
-    .unwrap();
-    env.commit_all("a revocation file that does not parse");
+    commit_a_revocation_file_that_does_not_parse(&env);
     let o = env.gitca(&["crl", "--force"]);
     assert_eq!(o.status.code(), Some(1));
     let out = String::from_utf8_lossy(&o.stdout);
