@@ -627,7 +627,7 @@ fn plan_revocations(
                     published.file
                 )));
             }
-            Some(e) if e.reason != published.reason || e.date != published.written_date => {
+            Some(e) if !published_as(e, published) => {
                 return Err(PlanError(format!(
                     "{}: the published revocation {key} was changed (reason or date); revocations are append-only",
                     e.file
@@ -648,10 +648,13 @@ fn plan_revocations(
         };
     // Built only when an entry says key compromise: every unexpired certificate of the key is
     // revoked, whichever request or serial the entry names.
-    let mut by_key_id: HashMap<&str, Vec<&String>> = HashMap::new();
+    let mut by_key_id: HashMap<&str, Vec<(&String, &CertSummary)>> = HashMap::new();
     if (entries.iter()).any(|e| e.reason == Reason::KeyCompromise) {
         for (serial, c) in &i.index.certs {
-            by_key_id.entry(c.key_id.as_str()).or_default().push(serial);
+            by_key_id
+                .entry(c.key_id.as_str())
+                .or_default()
+                .push((serial, c));
         }
     }
     let mut blocked = BTreeSet::new();
@@ -690,8 +693,8 @@ fn plan_revocations(
         // among them): a date ahead would leave it valid until then. A CRL entry's date was
         // written as 1970 for any earlier one. An entry published so by an earlier gitca stays
         // as published: append-only, it could never be mended.
-        let published_as_is = (i.index.revocations.get(&e.key))
-            .is_some_and(|p| p.reason == e.reason && p.written_date == e.date);
+        let published_as_is =
+            (i.index.revocations.get(&e.key)).is_some_and(|p| published_as(&e, p));
         let bad_date = e.date.filter(|_| !published_as_is).and_then(|d| {
             if d > i.now {
                 Some(format!(
@@ -813,14 +816,8 @@ fn plan_revocations(
                 let listed: BTreeSet<String> = p.serials.iter().cloned().collect();
                 let more = (keys.iter())
                     .flat_map(|k| by_key_id.get(k).into_iter().flatten())
-                    .filter(|s| !listed.contains(s.as_str()))
-                    .filter(|s| {
-                        i.index
-                            .certs
-                            .get(s.as_str())
-                            .is_some_and(|c| c.not_after > i.now)
-                    });
-                p.serials.extend(more.map(|s| s.to_string()));
+                    .filter(|(s, c)| c.not_after > i.now && !listed.contains(s.as_str()));
+                p.serials.extend(more.map(|(s, _)| s.to_string()));
                 p.serials.sort();
             }
             let raisable = |was: Reason, key: &str| {
@@ -841,6 +838,11 @@ fn plan_revocations(
     Ok((out, blocked))
 }
 
+/// Whether `e` reads as the entry `published` records: append-only, it must.
+fn published_as(e: &Entry, published: &PublishedRevocation) -> bool {
+    e.reason == published.reason && e.date == published.written_date
+}
+
 /// Entries naming the same target (a serial, a request): the one published under its key
 /// (else the first listed) keeps the key. A later `key_compromise` entry for a target
 /// published with another reason raises it: it is an entry of its own, keyed
@@ -850,9 +852,7 @@ pub fn tell_entries_apart(
     entries: &mut [Entry],
     published: &BTreeMap<String, PublishedRevocation>,
 ) -> BTreeSet<usize> {
-    let matches = |e: &Entry, key: &str| {
-        (published.get(key)).is_some_and(|p| p.reason == e.reason && p.written_date == e.date)
-    };
+    let matches = |e: &Entry, key: &str| published.get(key).is_some_and(|p| published_as(e, p));
     let mut by_key: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (n, e) in entries.iter().enumerate() {
         by_key.entry(e.key.clone()).or_default().push(n);
