@@ -249,12 +249,17 @@ pub async fn open_signer(ctx: &Context) -> Result<Box<dyn Signer>, String> {
             Box::new(LocalSigner::load(&path)?)
         }
     };
+    signs_for(ctx, s.as_ref())?;
+    Ok(s)
+}
+
+/// Refuses a signer whose key is not the key of `ctx`'s CA certificate.
+fn signs_for(ctx: &Context, signer: &dyn Signer) -> Result<(), String> {
     check_matches(
-        s.as_ref(),
+        signer,
         ctx.ca_cert.tbs_certificate().subject_public_key_info(),
         &ctx.config.ca.certificate,
-    )?;
-    Ok(s)
+    )
 }
 
 pub async fn apply(args: &RepoArgs, opts: &ApplyOptions) -> Result<ApplyOutcome, RunError> {
@@ -316,12 +321,7 @@ fn still_ours(ctx: Context, leased: &str, signer: &dyn Signer) -> Result<Context
     if ctx.store.describe() != leased {
         return Err(changed("the state's location"));
     }
-    check_matches(
-        signer,
-        ctx.ca_cert.tbs_certificate().subject_public_key_info(),
-        &ctx.config.ca.certificate,
-    )
-    .map_err(|_| changed("the CA certificate's key"))?;
+    signs_for(&ctx, signer).map_err(|_| changed("the CA certificate's key"))?;
     Ok(ctx)
 }
 
