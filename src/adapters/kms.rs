@@ -198,10 +198,10 @@ impl Signer for KmsSigner {
 /// A KMS client with the SDK's own retries off: gitca retries Sign itself and counts it.
 pub async fn client(region: Option<&str>) -> aws_sdk_kms::Client {
     let conf = super::aws::sdk_config(region).await;
-    let timeouts = aws_config::timeout::TimeoutConfig::builder()
-        .connect_timeout(std::time::Duration::from_secs(5))
+    // The shared timeouts, and one for the answer (see KMS_READ_TIMEOUT).
+    let timeouts = (conf.timeout_config().map(|t| t.to_builder()))
+        .unwrap_or_else(aws_config::timeout::TimeoutConfig::builder)
         .read_timeout(super::aws::KMS_READ_TIMEOUT)
-        .operation_attempt_timeout(super::aws::ATTEMPT_TIMEOUT)
         .build();
     let kms = aws_sdk_kms::config::Builder::from(&conf)
         .retry_config(aws_config::retry::RetryConfig::disabled())
