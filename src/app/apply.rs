@@ -25,7 +25,7 @@ use crate::domain::serial::new_serials;
 use crate::domain::state::{
     CertRecord, CertSummary, CrlInfo, Index, PreviousCaRevocation, PublishedRevocation, Revoked,
     crl_key, der_base64, intent_key, intents_of, record_key, records_json_into, records_of,
-    renewal_at, round_key,
+    round_key,
 };
 use base64ct::{Base64, Encoding};
 use der::{Decode, Encode};
@@ -505,20 +505,13 @@ async fn recover(
                     let which = |e: String| format!("{key}: serial {}: {e}", rec.serial);
                     let tbs = Base64::decode_vec(&rec.tbs).map_err(|e| which(e.to_string()))?;
                     let serial = hex::decode(&rec.serial).map_err(|e| which(e.to_string()))?;
-                    let renew_before = ctx.config.issuance.renew_before.as_time();
-                    // An intent older than its certificate's renewal time would be signed
-                    // expired or due, and renewed by this very run: two certificates.
-                    let current = profile::lint_leaf(&tbs, issuer, &serial, spec)
-                        .and_then(|()| profile::urls_match(&tbs, &urls(ctx)))
-                        .and_then(|()| {
-                            let (not_before, not_after) = profile::validity_of(&tbs)?;
-                            match renewal_at(not_before, not_after, renew_before) <= now {
-                                true => Err(format!(
-                                    "valid {not_before} to {not_after}, due for renewal by now"
-                                )),
-                                false => Ok(()),
-                            }
-                        });
+                    let current = profile::recheck_intent(
+                        &tbs,
+                        (issuer, &serial, spec),
+                        &urls(ctx),
+                        ctx.config.issuance.renew_before.as_time(),
+                        now,
+                    );
                     match current {
                         Ok(()) => Some(tbs),
                         Err(e) => {

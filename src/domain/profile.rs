@@ -315,73 +315,82 @@ fn uri(u: &str) -> Result<GeneralName, String> {
     ))
 }
 
-fn add_urls(b: &mut CertificateBuilder<Names>, urls: &Urls) -> Result<(), String> {
-    if let Some(u) = &urls.crl_distribution_point {
-        add(
-            b,
-            &CrlDistributionPoints(vec![DistributionPoint {
+/// The CRL distribution point and CA issuers extensions of the configured URLs, if set.
+type UrlExtensions = (
+    Option<CrlDistributionPoints>,
+    Option<AuthorityInfoAccessSyntax>,
+);
+
+fn url_extensions(urls: &Urls) -> Result<UrlExtensions, String> {
+    let cdp = (urls.crl_distribution_point.as_deref())
+        .map(|u| {
+            Ok::<_, String>(CrlDistributionPoints(vec![DistributionPoint {
                 distribution_point: Some(DistributionPointName::FullName(vec![uri(u)?])),
                 reasons: None,
                 crl_issuer: None,
-            }]),
-        )?;
-    }
-    if let Some(u) = &urls.ca_issuers {
-        add(
-            b,
-            &AuthorityInfoAccessSyntax(vec![AccessDescription {
+            }]))
+        })
+        .transpose()?;
+    let aia = (urls.ca_issuers.as_deref())
+        .map(|u| {
+            Ok::<_, String>(AuthorityInfoAccessSyntax(vec![AccessDescription {
                 access_method: rfc5280::ID_AD_CA_ISSUERS,
                 access_location: uri(u)?,
-            }]),
-        )?;
+            }]))
+        })
+        .transpose()?;
+    Ok((cdp, aia))
+}
+
+fn add_urls(b: &mut CertificateBuilder<Names>, urls: &Urls) -> Result<(), String> {
+    let (cdp, aia) = url_extensions(urls)?;
+    if let Some(cdp) = &cdp {
+        add(b, cdp)?;
+    }
+    if let Some(aia) = &aia {
+        add(b, aia)?;
     }
     Ok(())
 }
 
-/// A TBS certificate's notBefore and notAfter.
-pub fn validity_of(tbs_der: &[u8]) -> Result<(OffsetDateTime, OffsetDateTime), String> {
-    let tbs = TbsCertificate::from_der(tbs_der).map_err(|e| format!("TBS does not decode: {e}"))?;
-    let v = tbs.validity();
-    Ok((from_time(&v.not_before), from_time(&v.not_after)))
-}
-
-/// Whether a TBS carries the CRL distribution point and the CA issuers URL configured now, as
-/// [`add_urls`] writes them (a recorded intent predates a change of gitca.yaml's URLs).
-pub fn urls_match(tbs_der: &[u8], urls: &Urls) -> Result<(), String> {
-    let tbs = TbsCertificate::from_der(tbs_der).map_err(|e| format!("TBS does not decode: {e}"))?;
+/// Whether a recorded intent's TBS is still one to sign (crash recovery): it passes
+/// [`lint_leaf`], carries the CRL distribution point and CA issuers URL configured now (as
+/// [`add_urls`] writes them; gitca.yaml may have changed since), and is not yet due for renewal
+/// at `now` (signed, it would be renewed by the same run: two certificates).
+pub fn recheck_intent(
+    tbs_der: &[u8],
+    (issuer, expected_serial, spec): (&Issuer, &[u8], &IssueSpec),
+    urls: &Urls,
+    renew_before: time::Duration,
+    now: OffsetDateTime,
+) -> Result<(), String> {
+    let tbs = decode_tbs(tbs_der)?;
+    lint_tbs(&tbs, issuer, expected_serial, spec)?;
     let has = |oid: ObjectIdentifier| {
         (tbs.extensions().into_iter().flatten())
             .find(|e| e.extn_id == oid)
             .map(|e| e.extn_value.as_bytes().to_vec())
     };
-    let cdp = (urls.crl_distribution_point.as_deref())
-        .map(|u| {
-            CrlDistributionPoints(vec![DistributionPoint {
-                distribution_point: Some(DistributionPointName::FullName(vec![uri(u)?])),
-                reasons: None,
-                crl_issuer: None,
-            }])
-            .to_der()
-            .map_err(|e| e.to_string())
-        })
-        .transpose()?;
-    let aia = (urls.ca_issuers.as_deref())
-        .map(|u| {
-            AuthorityInfoAccessSyntax(vec![AccessDescription {
-                access_method: rfc5280::ID_AD_CA_ISSUERS,
-                access_location: uri(u)?,
-            }])
-            .to_der()
-            .map_err(|e| e.to_string())
-        })
-        .transpose()?;
-    if has(rfc5280::ID_CE_CRL_DISTRIBUTION_POINTS) != cdp {
+    let der_of = |e: Result<Vec<u8>, der::Error>| e.map_err(|e| e.to_string());
+    let (cdp, aia) = url_extensions(urls)?;
+    if has(rfc5280::ID_CE_CRL_DISTRIBUTION_POINTS) != cdp.map(|c| der_of(c.to_der())).transpose()? {
         return Err("its CRL distribution point is not the one configured now".into());
     }
-    if has(rfc5280::ID_PE_AUTHORITY_INFO_ACCESS) != aia {
+    if has(rfc5280::ID_PE_AUTHORITY_INFO_ACCESS) != aia.map(|a| der_of(a.to_der())).transpose()? {
         return Err("its CA issuers URL is not the one configured now".into());
     }
+    let v = tbs.validity();
+    let (not_before, not_after) = (from_time(&v.not_before), from_time(&v.not_after));
+    if super::state::renewal_at(not_before, not_after, renew_before) <= now {
+        return Err(format!(
+            "valid {not_before} to {not_after}, due for renewal by now"
+        ));
+    }
     Ok(())
+}
+
+fn decode_tbs(tbs_der: &[u8]) -> Result<TbsCertificate, String> {
+    TbsCertificate::from_der(tbs_der).map_err(|e| format!("TBS does not decode: {e}"))
 }
 
 /// Checks a TBS against the profile before it is signed (lint before signing): v3, serial of
@@ -392,7 +401,15 @@ pub fn lint_leaf(
     expected_serial: &[u8],
     spec: &IssueSpec,
 ) -> Result<(), String> {
-    let tbs = TbsCertificate::from_der(tbs_der).map_err(|e| format!("TBS does not decode: {e}"))?;
+    lint_tbs(&decode_tbs(tbs_der)?, issuer, expected_serial, spec)
+}
+
+fn lint_tbs(
+    tbs: &TbsCertificate,
+    issuer: &Issuer,
+    expected_serial: &[u8],
+    spec: &IssueSpec,
+) -> Result<(), String> {
     if tbs.serial_number().as_bytes() != expected_serial
         || expected_serial.len() > 20
         || expected_serial[0] & 0x80 != 0
@@ -435,7 +452,7 @@ pub fn lint_leaf(
             return Err(format!("extension {} appears twice", e.extn_id));
         }
     }
-    recheck_against_policy(&tbs, spec)?;
+    recheck_against_policy(tbs, spec)?;
     Ok(())
 }
 
