@@ -388,11 +388,22 @@ pub fn check_csr(bytes: &[u8]) -> Result<CheckedCsr, (Code, String)> {
     })?;
 
     let mut sans = Sans::default();
+    // Tools show the first of repeated extensions and gitca would have used the last: a
+    // reviewer reading the CSR must see what is signed, so repeats are refused (RFC 5280 4.2).
+    let mut requests = 0;
+    let mut seen = std::collections::BTreeSet::new();
     for attr in req.info.attributes.iter() {
         if attr.oid != rfc5912::ID_EXTENSION_REQ {
             continue;
         }
         for v in attr.values.iter() {
+            requests += 1;
+            if requests > 1 {
+                return Err((
+                    Code::CsrMalformed,
+                    "the CSR has more than one extensionRequest; tools show the first".into(),
+                ));
+            }
             let exts: ExtensionReq = v.decode_as().map_err(|e| {
                 (
                     Code::CsrMalformed,
@@ -400,6 +411,15 @@ pub fn check_csr(bytes: &[u8]) -> Result<CheckedCsr, (Code, String)> {
                 )
             })?;
             for ext in exts.0 {
+                if !seen.insert(ext.extn_id) {
+                    return Err((
+                        Code::CsrMalformed,
+                        format!(
+                            "the CSR requests extension {} more than once; tools show the first",
+                            ext.extn_id
+                        ),
+                    ));
+                }
                 let val = ext.extn_value.as_bytes();
                 if ext.extn_id == rfc5280::ID_CE_BASIC_CONSTRAINTS {
                     let bc = BasicConstraints::from_der(val)
