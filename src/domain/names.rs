@@ -295,7 +295,8 @@ impl Subject {
             push(rfc4519::C, Any::encode_from(&p).map_err(|e| e.to_string())?)?;
         }
         let utf8 = |v: &str| -> Result<Any, String> {
-            if v.is_empty() || v.len() > 64 {
+            // RFC 5280's upper bounds count characters, not UTF-8 bytes.
+            if v.is_empty() || v.chars().count() > 64 {
                 return Err(format!("subject value {v:?} must be 1 to 64 characters"));
             }
             let s = Utf8StringRef::new(v).map_err(|e| e.to_string())?;
@@ -336,6 +337,21 @@ mod tests {
         assert!(valid_dns_name("xn--bcher-kva.example.com"), "bücher");
         assert!(valid_dns_name("a--b.example.com"));
         assert!(!valid_dns_name("a..b"));
+    }
+
+    /// Found by review: the 64 of RFC 5280's bounds counted UTF-8 bytes, so 22 CJK characters
+    /// (66 bytes) were refused as "must be 1 to 64 characters".
+    #[test]
+    fn subject_values_are_bounded_in_characters() {
+        let with_o = |o: String| Subject {
+            organization: Some(o),
+            ..Default::default()
+        };
+        assert!(with_o("株式会社".repeat(16)).to_name().is_ok(), "64 characters");
+        let err = with_o("株式会社".repeat(16) + "x").to_name().unwrap_err();
+        assert!(err.contains("1 to 64 characters"), "{err}");
+        assert!(with_o("a".repeat(64)).to_name().is_ok());
+        assert!(with_o("a".repeat(65)).to_name().is_err());
     }
 
     /// Defect `email-two-at-signs`: the domain check split at the last `@`, so
