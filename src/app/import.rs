@@ -80,17 +80,35 @@ pub fn import(source: &Path, dest: &Path, options: ImportOptions) -> Result<Impo
     let root = fs::canonicalize(source).map_err(|e| format!("{}: {e}", source.display()))?;
 
     let mut envs = Vec::new();
+    let mut notes: Vec<ImportNote> = Vec::new();
+    let mut linked = Vec::new();
     for e in WalkDir::new(&certs)
         .min_depth(1)
         .max_depth(1)
         .sort_by_file_name()
     {
         let e = e.map_err(|e| format!("{}: {e}", certs.display()))?;
+        let name = e.file_name().to_string_lossy().into_owned();
         if e.file_type().is_dir() {
-            envs.push(e.file_name().to_string_lossy().into_owned());
+            envs.push(name);
+        } else if e.file_type().is_symlink() {
+            // Links are not followed (as for CSRs), but an environment must not vanish unsaid.
+            notes.push(ImportNote::new(
+                code::ENV_INVALID,
+                &name,
+                "",
+                format!("certs/{name:?} is a symbolic link; import reads no links; skipped"),
+            ));
+            linked.push(name);
         }
     }
     if let Some(only) = &options.only_env {
+        if linked.contains(only) {
+            return Err(format!(
+                "{}: environment {only:?} is a symbolic link; import reads no links",
+                certs.display()
+            ));
+        }
         if !envs.contains(only) {
             return Err(format!(
                 "{}: no environment {only:?} (found: {})",
@@ -99,9 +117,9 @@ pub fn import(source: &Path, dest: &Path, options: ImportOptions) -> Result<Impo
             ));
         }
         envs.retain(|e| e == only);
+        notes.clear();
     }
 
-    let mut notes: Vec<ImportNote> = Vec::new();
     let mut outputs: Vec<(String, Vec<u8>)> = Vec::new();
     let mut requests = Vec::new();
     let mut revocations = Vec::new();
@@ -113,6 +131,10 @@ pub fn import(source: &Path, dest: &Path, options: ImportOptions) -> Result<Impo
         let tls = read_list(&root, env, "tls.json", &mut notes)?;
         let conv: Conversion = serverless::convert(env, &tls, &options);
         notes.extend(conv.notes.iter().cloned());
+        if !serverless::valid_env_name(env) {
+            // Skipped means skipped: its revocations too (its name went into YAML comments).
+            continue;
+        }
         let mut kept: Vec<&ImportedRequest> = Vec::new();
         let mut key_types = Vec::new();
         // Every CSR named in tls.json, imported or not, so only truly stray files are noted.
@@ -247,6 +269,7 @@ pub fn import(source: &Path, dest: &Path, options: ImportOptions) -> Result<Impo
         if fs::symlink_metadata(dest.join(p)).is_ok() {
             existing.push(p.as_str());
         }
+        check_folders(dest, p)?;
     }
     if !existing.is_empty() {
         return Err(format!(
@@ -255,10 +278,45 @@ pub fn import(source: &Path, dest: &Path, options: ImportOptions) -> Result<Impo
             existing.join(", ")
         ));
     }
+    let mut written = Vec::new();
     for (p, bytes) in &outputs {
-        write_new(&dest.join(p), bytes)?;
+        if let Err(e) = write_new(&dest.join(p), bytes) {
+            // Only files this run created: a retried import then finds nothing of its own.
+            for w in &written {
+                let _ = fs::remove_file(dest.join(w));
+            }
+            return Err(format!("{e}; the files written before it were removed"));
+        }
+        written.push(p);
     }
     Ok(report)
+}
+
+/// Every folder above `rel` inside `dest` that exists must be a real folder: a link would take
+/// the writes outside `dest`, and a file would stop them half-way.
+fn check_folders(dest: &Path, rel: &str) -> Result<(), String> {
+    let mut at = dest.to_path_buf();
+    let parts: Vec<&str> = rel.split('/').collect();
+    for part in &parts[..parts.len() - 1] {
+        at.push(part);
+        match fs::symlink_metadata(&at) {
+            Err(_) => return Ok(()),
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(format!(
+                    "{}: a symbolic link where import writes a folder; refusing to write through it",
+                    at.display()
+                ));
+            }
+            Ok(m) if !m.is_dir() => {
+                return Err(format!(
+                    "{}: a file where import writes a folder; nothing was written",
+                    at.display()
+                ));
+            }
+            Ok(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// Checks the CSR with gitca's own rules, records its key type, and notes a subject
@@ -511,6 +569,91 @@ mod tests {
                 .join("tests/fixtures/serverless-ca/basic/certs/dev/csrs/api-dev.csr"),
         )
         .unwrap()
+    }
+
+    fn one_env_source(root: &Path) -> PathBuf {
+        let src = root.join("src");
+        write(
+            &src,
+            "certs/dev/tls.json",
+            r#"[{"common_name": "api.dev.example.com", "csr_file": "api.csr", "purposes": ["server_auth"]}]"#,
+        );
+        write(&src, "certs/dev/csrs/api.csr", &fixture_csr());
+        src
+    }
+
+    /// Found by review: a link in the destination (a checkout someone else controls) took the
+    /// writes outside it, and a file where a folder goes stopped the import half-way, after
+    /// which every retry was refused as an overwrite.
+    #[cfg(unix)]
+    #[test]
+    fn a_destination_folder_that_is_a_link_or_a_file_is_refused_before_writing() {
+        let t = tempfile::tempdir().unwrap();
+        let src = one_env_source(t.path());
+        let (dest, outside) = (t.path().join("dest"), t.path().join("outside"));
+        fs::create_dir_all(&dest).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, dest.join("requests")).unwrap();
+        let e = import(&src, &dest, ImportOptions::default()).unwrap_err();
+        assert!(e.contains("symbolic link"), "{e}");
+        assert_eq!(
+            fs::read_dir(&outside).unwrap().count(),
+            0,
+            "written through the link"
+        );
+
+        let dest = t.path().join("dest2");
+        fs::create_dir_all(&dest).unwrap();
+        fs::write(dest.join("policies"), "").unwrap();
+        let e = import(&src, &dest, ImportOptions::default()).unwrap_err();
+        assert!(e.contains("a file where import writes a folder"), "{e}");
+        let left: Vec<_> = walkdir::WalkDir::new(&dest)
+            .into_iter()
+            .map(|e| e.unwrap().path().to_path_buf())
+            .filter(|p| p.is_file())
+            .collect();
+        assert_eq!(left, vec![dest.join("policies")], "half an import written");
+        fs::remove_file(dest.join("policies")).unwrap();
+        import(&src, &dest, ImportOptions::default()).unwrap();
+    }
+
+    /// Found by review: an environment skipped for its name still had its revocations
+    /// converted, its name written raw into a YAML comment of revocations.yaml (a newline in
+    /// it wrote entries of its own); and a linked environment vanished without a note.
+    #[cfg(unix)]
+    #[test]
+    fn a_skipped_environment_is_skipped_whole_and_a_linked_one_is_noted() {
+        let t = tempfile::tempdir().unwrap();
+        let src = one_env_source(t.path());
+        let evil = "x\n  - serial: \"99\"\n    reason: key_compromise\n  #";
+        write(
+            &src,
+            &format!("certs/{evil}/revoked.json"),
+            r#"[{"serial_number": "4242", "common_name": "a"}]"#,
+        );
+        write(&src, "elsewhere/prd/tls.json", "[]");
+        std::os::unix::fs::symlink(src.join("elsewhere/prd"), src.join("certs/prd")).unwrap();
+        let dest = t.path().join("dest");
+        let r = import(&src, &dest, ImportOptions::default()).unwrap();
+        assert!(r.revocations.is_empty(), "{:?}", r.revocations);
+        assert!(!dest.join("revocations.yaml").exists());
+        assert!(
+            r.notes
+                .iter()
+                .any(|n| n.code == code::ENV_INVALID && n.message.contains("symbolic link")),
+            "{:?}",
+            r.notes
+        );
+        let e = import(
+            &src,
+            &t.path().join("dest-prd"),
+            ImportOptions {
+                only_env: Some("prd".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(e.contains("symbolic link"), "{e}");
     }
 
     #[test]

@@ -255,7 +255,7 @@ pub const NOTE_CODES: [(&str, NoteKind, &str); 34] = [
     (
         code::ENV_INVALID,
         NoteKind::Problem,
-        "an environment folder whose name gitca cannot use in paths; skipped",
+        "an environment folder whose name gitca cannot use in paths, or that is a symbolic link (import follows no links); skipped with its revocations",
     ),
     (
         code::SAN_TYPE_UNSUPPORTED,
