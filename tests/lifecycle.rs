@@ -538,6 +538,35 @@ fn verify_audits_the_repository_against_the_ca_and_the_state() {
     assert!(codes.contains(&"cert-missing-in-repo"), "{findings}");
     env.git(&["reset", "-q", "--hard", "HEAD~1"]);
 
+    // Found by review: only `.pem` files were checked, so a certificate committed as `.crt`
+    // (a revoked one, another CA's) passed, though a web server serves it all the same.
+    std::fs::copy(
+        env.path("issued/servers/db-01.pem"),
+        env.path("issued/servers/db-01-old.crt"),
+    )
+    .unwrap();
+    std::fs::write(env.path("issued/servers/notes.txt"), "not a certificate\n").unwrap();
+    env.commit_all("files gitca did not write");
+    let o = env.gitca(&["verify", "--format", "json"]);
+    assert_eq!(o.status.code(), Some(2));
+    let findings: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let at = |code: &str, path: &str| {
+        findings
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["code"] == code && f["file"] == path)
+    };
+    assert!(
+        at("cert-wrong-path", "issued/servers/db-01-old.crt"),
+        "{findings}"
+    );
+    assert!(
+        at("cert-unparsable", "issued/servers/notes.txt"),
+        "{findings}"
+    );
+    env.git(&["reset", "-q", "--hard", "HEAD~1"]);
+
     // A revocation that disappeared from history (gitca plan refuses it too).
     std::fs::write(env.path("revocations.yaml"), "revocations: []\n").unwrap();
     env.commit_all("drop a revocation");

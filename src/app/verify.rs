@@ -86,8 +86,10 @@ pub async fn audit(
         .chain(index.certs.values().map(|c| &c.request_id))
         .map(|id| leaf_paths(out_dir, id).1)
         .collect();
+    // Every other file is checked, whatever its name: gitca writes only `.pem` files here, and
+    // a certificate committed as `.crt` or `.der` (revoked, or another CA's) is served too.
     for (path, bytes) in &committed {
-        if !path.ends_with(".pem") || chain_files.contains(path) {
+        if chain_files.contains(path) {
             continue;
         }
         let cert = match parse_cert(path, bytes) {
