@@ -77,13 +77,31 @@ pub fn summary(events: &[Event]) -> String {
         .join("\n")
 }
 
+/// How long one webhook POST may take in all. The apply waits for it holding the state lease,
+/// which every other apply and CRL refresh waits for: an endpoint that never answers must not
+/// hold them (ureq sets no timeout by default).
+pub const WEBHOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// One POST with every event: `{"text": summary, "events": [...]}` (Slack shows `text`).
 pub async fn post_webhook(url: &str, events: &[Event]) -> Result<(), String> {
+    post_webhook_within(url, events, WEBHOOK_TIMEOUT).await
+}
+
+async fn post_webhook_within(
+    url: &str,
+    events: &[Event],
+    timeout: std::time::Duration,
+) -> Result<(), String> {
     let body = serde_json::json!({ "text": summary(events), "events": events }).to_string();
     let url = url.to_string();
+    let agent = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .build()
+        .new_agent();
     // ureq is blocking: keep it off the async workers.
     tokio::task::spawn_blocking(move || {
-        ureq::post(&url)
+        agent
+            .post(&url)
             .header("Content-Type", "application/json")
             .send(body.as_bytes())
             .map(|_| ())
@@ -96,4 +114,29 @@ pub async fn post_webhook(url: &str, events: &[Event]) -> Result<(), String> {
 /// Webhook URLs carry secrets in their path (Slack): log the host only.
 fn redact(url: &str) -> String {
     url.split('/').take(3).collect::<Vec<_>>().join("/") + "/…"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by review: an endpoint that accepted the connection and never answered held the
+    /// apply, and its state lease, for good.
+    #[tokio::test]
+    async fn a_webhook_that_never_answers_is_an_error_after_the_timeout() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        // Accepts and holds the connection without a byte of answer.
+        let _held = std::thread::spawn(move || {
+            let conns: Vec<_> = listener.incoming().take(1).collect();
+            std::thread::sleep(std::time::Duration::from_secs(60));
+            drop(conns);
+        });
+        let send = post_webhook_within(&url, &[], std::time::Duration::from_millis(500));
+        let e = tokio::time::timeout(std::time::Duration::from_secs(20), send)
+            .await
+            .expect("still waiting for the webhook after 20 s")
+            .unwrap_err();
+        assert!(e.contains("webhook http://127.0.0.1"), "{e}");
+    }
 }
