@@ -66,7 +66,8 @@ pub fn summary(events: &[Event]) -> String {
                 .unwrap_or_default();
             let mut s = format!("[{}] {kind} {}", e.ca, e.request.as_deref().unwrap_or(""));
             if let Some(d) = e.days_left {
-                s.push_str(&format!(" (expires in {d} day(s))"));
+                // The threshold crossed: after a long gap between runs, less may be left.
+                s.push_str(&format!(" (expires within {d} day(s))"));
             }
             for r in &e.reasons {
                 s.push_str(&format!(" [{}]", r.code));

@@ -56,7 +56,8 @@ impl Event {
 }
 
 /// `expiring` events for the current certificates of `requests` whose expiry minus a threshold
-/// falls in (since, now]: each threshold fires once, whatever the cron interval.
+/// falls in (since, now]: each threshold fires once, whatever the cron interval. Only thresholds
+/// the certificate lived to cross: a new 30-day certificate is not "expiring within 30 days".
 pub fn expiring(
     index: &Index,
     requests: &BTreeSet<&str>,
@@ -73,7 +74,7 @@ pub fn expiring(
         };
         for &d in thresholds {
             let at = c.not_after - time::Duration::days(d as i64);
-            if at > since && at <= now && c.not_after > now {
+            if at > since && at > c.not_before && at <= now && c.not_after > now {
                 let mut e = Event::new(Kind::Expiring, ca, now);
                 e.request = Some(id.to_string());
                 e.serial = Some(serial.clone());
@@ -134,5 +135,42 @@ mod tests {
         );
         // Not for requests that are gone.
         assert!(expiring(&i, &BTreeSet::new(), &t, day(40), day(0), "ca").is_empty());
+    }
+
+    /// Found by review: a certificate issued or renewed in a run more than its backdate after
+    /// the last one was announced as expiring within its whole lifetime (30 days for a new
+    /// 30-day certificate; 15, 7 and 1 for a new 1-day one).
+    #[test]
+    fn a_threshold_before_the_certificate_began_never_fires() {
+        let issued = datetime!(2026-12-01 00:00 UTC);
+        let mut i = Index::new("ca".into());
+        for (serial, id, days) in [("0a", "requests/a.yaml", 30), ("0b", "requests/b.yaml", 1)] {
+            i.certs.insert(
+                serial.into(),
+                CertSummary {
+                    request_id: id.into(),
+                    request_hash: "h".into(),
+                    key_id: serial.into(),
+                    not_before: issued,
+                    not_after: issued + time::Duration::days(days),
+                    revoked: None,
+                    round: None,
+                },
+            );
+        }
+        let reqs: BTreeSet<&str> = ["requests/a.yaml", "requests/b.yaml"].into();
+        let t = [30, 15, 7, 1];
+        // The run that issued them, a day after the last one.
+        let now = issued + time::Duration::minutes(5);
+        let e = expiring(&i, &reqs, &t, now - time::Duration::days(1), now, "ca");
+        assert!(e.is_empty(), "{e:?}");
+        // The 1-day certificate crosses no threshold later either; the 30-day one its 15.
+        let later = issued + time::Duration::days(16);
+        let e = expiring(&i, &reqs, &t, now, later, "ca");
+        let got: Vec<_> = e
+            .iter()
+            .map(|e| (e.request.clone().unwrap(), e.days_left.unwrap()))
+            .collect();
+        assert_eq!(got, vec![("requests/a.yaml".to_string(), 15)]);
     }
 }

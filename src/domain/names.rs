@@ -347,7 +347,10 @@ mod tests {
             organization: Some(o),
             ..Default::default()
         };
-        assert!(with_o("株式会社".repeat(16)).to_name().is_ok(), "64 characters");
+        assert!(
+            with_o("株式会社".repeat(16)).to_name().is_ok(),
+            "64 characters"
+        );
         let err = with_o("株式会社".repeat(16) + "x").to_name().unwrap_err();
         assert!(err.contains("1 to 64 characters"), "{err}");
         assert!(with_o("a".repeat(64)).to_name().is_ok());
