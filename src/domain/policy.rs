@@ -5,7 +5,7 @@ use super::duration::Span;
 use super::finding::{Code, Finding};
 use super::names::{Sans, Subject, valid_dns_name};
 use super::request::usage_oid;
-use globset::{Glob, GlobMatcher};
+use globset::GlobMatcher;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
@@ -170,7 +170,12 @@ impl Policy {
             .paths
             .iter()
             .map(|g| {
-                Glob::new(g)
+                // As in .gitignore and CODEOWNERS: `*` stays in one folder and `**` crosses them.
+                // globset's default lets `*` cross `/`, so `requests/edge/*.yaml` also selected
+                // requests in any new subfolder, which default deny was to refuse.
+                globset::GlobBuilder::new(g)
+                    .literal_separator(true)
+                    .build()
                     .map(|g| g.compile_matcher())
                     .map_err(|e| err(format!("invalid glob {g:?}: {e}")))
             })
@@ -564,6 +569,19 @@ fn glob_label_match(glob: &str, name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by review: `*` in `select.paths` crossed `/`, so a policy for one folder's files
+    /// also selected requests in any subfolder added later.
+    #[test]
+    fn a_single_star_in_select_paths_stays_in_its_folder() {
+        let text = "select: {paths: [\"requests/edge/*.yaml\", \"requests/deep/**\"]}\n\
+                    rules:\n  key_types: [p256]\n  max_lifetime: 30d\n";
+        let p = Policy::parse("policies/p.yaml", text).unwrap();
+        assert!(p.selects_path("requests/edge/a.yaml"));
+        assert!(!p.selects_path("requests/edge/sub/a.yaml"));
+        assert!(p.selects_path("requests/deep/a.yaml"));
+        assert!(p.selects_path("requests/deep/sub/a.yaml"));
+    }
 
     /// Defect `empty-subject-no-san`: a policy that does not require a SAN, and drops the
     /// common name, let a certificate with an empty subject and no SAN through.
