@@ -60,7 +60,7 @@ pub struct TlsEntry {
     /// The CSR inline, base64 of the PEM (the Lambda interface; rare in tls.json).
     #[serde(default)]
     pub base64_csr_data: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "objects")]
     pub extensions: Option<Vec<ExtensionInput>>,
     /// Issue even if the key was used before.
     #[serde(default)]
@@ -91,12 +91,50 @@ pub enum SansInput {
     Other(Value),
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum SanItem {
     Name(String),
     Typed(TypedSan),
     Other(Value),
+}
+
+// Not derived: serde reads a struct from an array too, by position, so `["DNS_NAME", "x"]` was
+// a typed SAN, where the serverless CA issues no SANs for such a list.
+impl<'de> Deserialize<'de> for SanItem {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<SanItem, D::Error> {
+        Ok(match Value::deserialize(d)? {
+            Value::String(s) => SanItem::Name(s),
+            v @ Value::Object(_) => match serde_json::from_value(v.clone()) {
+                Ok(t) => SanItem::Typed(t),
+                Err(_) => SanItem::Other(v),
+            },
+            v => SanItem::Other(v),
+        })
+    }
+}
+
+/// `T` from a JSON object only: serde's derive takes an array too, its items as the fields in
+/// order, which no serverless CA input means.
+pub fn object<T: serde::de::DeserializeOwned>(raw: &Value) -> Result<T, String> {
+    if !raw.is_object() {
+        return Err(format!("{raw} is not a JSON object"));
+    }
+    serde_json::from_value(raw.clone()).map_err(|e| e.to_string())
+}
+
+fn objects<'de, D, T>(d: D) -> Result<Option<Vec<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let Some(list) = Option::<Vec<Value>>::deserialize(d)? else {
+        return Ok(None);
+    };
+    list.iter()
+        .map(|v| object(v).map_err(serde::de::Error::custom))
+        .collect::<Result<Vec<T>, _>>()
+        .map(Some)
 }
 
 /// `{"type": "IP_ADDRESS", "value": "10.0.0.1"}`; `type` defaults to DNS_NAME and is upper-cased.
@@ -1423,9 +1461,8 @@ pub fn convert_revocations(
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
-        let serial = serde_json::from_value::<RevokedEntry>(raw.clone())
-            .map_err(|e| e.to_string())
-            .and_then(|e| decimal_serial(e.serial_number.as_ref()));
+        let serial =
+            object::<RevokedEntry>(raw).and_then(|e| decimal_serial(e.serial_number.as_ref()));
         match serial {
             Err(m) => notes.push(ImportNote::new(
                 code::REVOCATION_INVALID,
@@ -1762,6 +1799,8 @@ mod tests {
         for s in [
             json!(["a.example.com", {"type": "IP_ADDRESS", "value": "10.0.0.1"}]),
             json!(42),
+            // Found by review: read as {type, value} by position, a name never issued.
+            json!([["DNS_NAME", "evil.example.net"]]),
         ] {
             let e = one(base(json!({"sans": s})));
             assert!(sans(&e).is_empty());
@@ -1975,6 +2014,10 @@ mod tests {
             assert!(e.request.is_none(), "{bad}");
             assert!(codes(&e).contains(code::EXTENSION_INVALID), "{bad}");
         }
+        // Found by review: an array was an extension, its items taken as oid and value.
+        let e = one(base(json!({ "extensions": [["1.2.3.4", "BAA="]] })));
+        assert!(e.request.is_none());
+        assert_eq!(codes(&e), BTreeSet::from([code::ENTRY_INVALID]));
     }
 
     #[test]
@@ -2064,6 +2107,8 @@ mod tests {
                 json!({"common_name": "c", "serial_number": "0x1F"}),
                 json!({"common_name": "d", "serial_number": 1e30}),
                 json!({"common_name": "e"}),
+                // Found by review: taken by position as common_name and serial_number.
+                json!(["f", "99"]),
             ],
         );
         assert_eq!(
@@ -2079,7 +2124,7 @@ mod tests {
         );
         assert_eq!(
             c.iter().filter(|c| **c == code::REVOCATION_INVALID).count(),
-            3
+            4
         );
 
         let mut twice = r.clone();

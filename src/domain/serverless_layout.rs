@@ -266,8 +266,8 @@ fn builtin_policy(
 }
 
 fn revocation(file: &str, index: usize, raw: &serde_json::Value) -> ParsedEntry {
-    let serial = serde_json::from_value::<RevokedEntry>(raw.clone())
-        .map_err(|e| (index, e.to_string()))
+    let serial = serverless::object::<RevokedEntry>(raw)
+        .map_err(|e| (index, e))
         .and_then(|e| {
             serverless::decimal_serial(e.serial_number.as_ref()).map_err(|m| (index, m))
         })?;
