@@ -835,7 +835,13 @@ fn convert_entry(
                 None
             }
         },
-        (_, Some(b)) if !b.is_empty() => match Base64::decode_vec(b.trim()) {
+        // Line breaks as base64 tools and Python's encodebytes write them; the serverless CA
+        // (Python's b64decode) skips them.
+        (_, Some(b)) if !b.is_empty() => match Base64::decode_vec(
+            &b.chars()
+                .filter(|c| !c.is_ascii_whitespace())
+                .collect::<String>(),
+        ) {
             Ok(bytes) => Some(CsrSource::Inline(bytes)),
             Err(_) => {
                 note(
@@ -2068,6 +2074,15 @@ mod tests {
         assert_eq!(
             e.request.unwrap().csr_from,
             CsrSource::Inline(b"hi".to_vec())
+        );
+        // Found by review: base64 with line breaks (base64 without -w0, Python's encodebytes),
+        // which the serverless CA decodes, was refused.
+        let e = one(
+            json!({"common_name": "a.example.com", "purposes": ["server_auth"], "base64_csr_data": "aGVs\nbG8=\n"}),
+        );
+        assert_eq!(
+            e.request.unwrap().csr_from,
+            CsrSource::Inline(b"hello".to_vec())
         );
     }
 

@@ -146,7 +146,11 @@ pub fn read(snapshot: &Snapshot, cfg: &ServerlessConfig) -> Result<Layout, Strin
 fn read_list(snapshot: &Snapshot, path: &str) -> Result<Vec<serde_json::Value>, String> {
     match snapshot.files.get(path) {
         None => Ok(vec![]),
-        Some(TreeEntry::Blob(b)) => parse_list(path, &String::from_utf8_lossy(b)),
+        // Not lossily: a replaced byte would be certified as U+FFFD in a subject or SAN.
+        Some(TreeEntry::Blob(b)) => match std::str::from_utf8(b) {
+            Ok(text) => parse_list(path, text),
+            Err(e) => Err(format!("{path}: not UTF-8 ({e}); JSON must be")),
+        },
         Some(TreeEntry::TooLarge(n)) => Err(format!("{path}: {n} bytes is too large to read")),
         Some(_) => Err(format!(
             "{path}: must be a regular file in the commit (not a symbolic link or submodule)"
@@ -321,6 +325,25 @@ mod tests {
          "sans": ["a.example.com", "bad name"]},
         {"csr_file": "b.csr"}
     ]"#;
+
+    /// Found by review: a tls.json in Latin-1 was read lossily, and its O certified with
+    /// U+FFFD in place of each accented letter.
+    #[test]
+    fn a_tls_json_that_is_not_utf8_is_refused_naming_it() {
+        let mut s = snap(&[]);
+        s.files.insert(
+            "certs/dev/tls.json".into(),
+            TreeEntry::Blob(
+                b"[{\"common_name\": \"a.example.com\", \"organization\": \"Soci\xe9t\xe9\"}]"
+                    .to_vec(),
+            ),
+        );
+        let e = read(&s, &cfg(ServerlessMode::Strict)).err().unwrap();
+        assert!(
+            e.contains("certs/dev/tls.json") && e.contains("not UTF-8"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn strict_rejects_what_the_serverless_ca_fixed_silently() {
