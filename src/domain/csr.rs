@@ -55,8 +55,18 @@ impl KeyKind {
             let der = spki.to_der().map_err(|e| e.to_string())?;
             use rsa::pkcs8::DecodePublicKey;
             use rsa::traits::PublicKeyParts;
-            let k = rsa::PublicKey::from_public_key_der(&der)
-                .map_err(|e| format!("invalid RSA key: {e}"))?;
+            let k = match rsa::PublicKey::from_public_key_der(&der) {
+                Ok(k) => k,
+                // The rsa crate refuses moduli outside 1,024..=8,192 bits as malformed: read
+                // the size from the key's own structure, so such a key is named for its size
+                // (csr-key-weak, or over 8,192 bits), not as a malformed key.
+                Err(e) => {
+                    return match modulus_bits(spki) {
+                        Some(bits) if !(1024..=8192).contains(&bits) => Ok(KeyKind::Rsa { bits }),
+                        _ => Err(format!("invalid RSA key: {e}")),
+                    };
+                }
+            };
             // The modulus's own length: `size()` rounds up to whole bytes, which made a
             // 3,065-bit key pass a 3,072-bit minimum.
             Ok(KeyKind::Rsa {
@@ -350,6 +360,14 @@ pub fn check_csr(bytes: &[u8]) -> Result<CheckedCsr, (Code, String)> {
             format!("RSA key of {bits} bits; at least 2048 are required"),
         ));
     }
+    if let KeyKind::Rsa { bits } = key
+        && bits > 8192
+    {
+        return Err((
+            Code::CsrKeyUnsupported,
+            format!("RSA key of {bits} bits; gitca accepts at most 8192"),
+        ));
+    }
     let info = req
         .info
         .to_der()
@@ -451,6 +469,15 @@ pub fn check_csr(bytes: &[u8]) -> Result<CheckedCsr, (Code, String)> {
         key,
         sans,
     })
+}
+
+/// The bit length of an RSA key's modulus, from its PKCS#1 structure alone.
+fn modulus_bits(spki: &SubjectPublicKeyInfoOwned) -> Option<usize> {
+    use rsa::pkcs1::der::Decode;
+    let key = rsa::pkcs1::RsaPublicKeyRef::from_der(spki.subject_public_key.as_bytes()?).ok()?;
+    let n = key.modulus.as_bytes();
+    let first = *n.first()?;
+    Some(n.len() * 8 - first.leading_zeros() as usize)
 }
 
 pub fn key_id(spki: &SubjectPublicKeyInfoOwned) -> String {
