@@ -567,6 +567,21 @@ fn verify_audits_the_repository_against_the_ca_and_the_state() {
     );
     env.git(&["reset", "-q", "--hard", "HEAD~1"]);
 
+    // Found by review: a CRL signed on a clock ahead passed, which openssl refuses as "CRL is
+    // not yet valid" (so no revocation in it is checked).
+    let ahead = rfc3339(time::OffsetDateTime::now_utc() + time::Duration::days(2));
+    env.ok(&["crl", "--force", "--now", &ahead], 0);
+    let o = env.gitca(&["verify", "--format", "json"]);
+    let findings: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        findings
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["code"] == "crl-not-yet-valid"),
+        "{findings}"
+    );
+
     // A revocation that disappeared from history (gitca plan refuses it too).
     std::fs::write(env.path("revocations.yaml"), "revocations: []\n").unwrap();
     env.commit_all("drop a revocation");

@@ -281,6 +281,15 @@ pub async fn audit(
                             "nextUpdate has passed; run gitca crl",
                         ));
                     }
+                    // Relying parties refuse a CRL not yet valid (openssl: "CRL is not yet
+                    // valid"), so until then no revocation in it can be checked.
+                    if from_time(&list.tbs_cert_list.this_update) > now {
+                        out.push(f(
+                            "crl-not-yet-valid",
+                            crl_path.clone(),
+                            "thisUpdate is in the future (signed on a clock ahead); relying parties refuse it until then",
+                        ));
+                    }
                     let listed: BTreeSet<String> = list
                         .tbs_cert_list
                         .revoked_certificates
