@@ -334,8 +334,9 @@ pub struct CheckedCsr {
     pub subject: Name,
     pub public_key: SubjectPublicKeyInfoOwned,
     pub key: KeyKind,
-    /// SANs the CSR asks for (used when the request YAML gives none).
-    pub sans: Sans,
+    /// SANs the CSR asks for (used when the request YAML gives none), or why gitca cannot
+    /// issue them: that matters only then, so a request listing its own SANs still plans.
+    pub sans: Result<Sans, String>,
     /// SHA-256 of the DER SubjectPublicKeyInfo: the key's identity for reuse checks.
     pub key_id: String,
 }
@@ -405,7 +406,7 @@ pub fn check_csr(bytes: &[u8]) -> Result<CheckedCsr, (Code, String)> {
         }
     })?;
 
-    let mut sans = Sans::default();
+    let mut sans = Ok(Sans::default());
     // Tools show the first of repeated extensions and gitca would have used the last: a
     // reviewer reading the CSR must see what is signed, so repeats are refused (RFC 5280 4.2).
     let mut requests = 0;
@@ -457,7 +458,7 @@ pub fn check_csr(bytes: &[u8]) -> Result<CheckedCsr, (Code, String)> {
                 } else if ext.extn_id == rfc5280::ID_CE_SUBJECT_ALT_NAME {
                     let s = SubjectAltName::from_der(val)
                         .map_err(|e| (Code::CsrMalformed, e.to_string()))?;
-                    sans = Sans::from_general_names(&s.0).map_err(|e| (Code::CsrMalformed, e))?;
+                    sans = Sans::from_general_names(&s.0);
                 }
             }
         }

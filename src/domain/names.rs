@@ -94,7 +94,19 @@ impl Sans {
                     };
                     s.ip.push(ip);
                 }
-                other => return Err(format!("unsupported SAN form {other:?}")),
+                other => {
+                    let form = match other {
+                        GeneralName::OtherName(o) => format!("otherName {}", o.type_id),
+                        GeneralName::DirectoryName(_) => "directoryName".into(),
+                        GeneralName::RegisteredId(id) => format!("registeredID {id}"),
+                        GeneralName::EdiPartyName(_) => "ediPartyName".into(),
+                        _ => "of another form".into(),
+                    };
+                    return Err(format!(
+                        "the CSR's SAN {form} is not one gitca issues (DNS, IP, email, URI); \
+                         list the SANs in the request's `sans:` to leave the CSR's aside"
+                    ));
+                }
             }
         }
         Ok(s)

@@ -1363,7 +1363,11 @@ fn decide(
         .map_err(|e| one(Code::CsrMalformed, format!("{csr_path}: {e}")))?;
     let candidate = Candidate {
         subject: csr_subject.merged(&overrides),
-        sans: req.sans.clone().unwrap_or_else(|| csr.sans.clone()),
+        sans: match &req.sans {
+            Some(s) => s.clone(),
+            None => (csr.sans.clone())
+                .map_err(|e| one(Code::CsrMalformed, format!("{csr_path}: {e}")))?,
+        },
         key: csr.key,
         lifetime: req.lifetime,
         usages: req.usages(),
