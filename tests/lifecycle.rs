@@ -506,6 +506,17 @@ fn status_inventory_and_expiry_alert() {
         String::from_utf8_lossy(&o.stdout)
     );
     env.ok(&["status", "--expiring-within", "1h"], 0);
+
+    // Found by review: against an empty state (a mistyped data folder) the alert failed open,
+    // an empty table and exit 0.
+    let o = env
+        .command_in(&env.repo, &["status", "--expiring-within", "2d"])
+        .env("GITCA_DATA_DIR", env.tmp().join("elsewhere"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("holds no certificates"), "{err}");
 }
 
 /// verify: a clean repository has no findings; tampering, a missing file and a stale CRL do.

@@ -63,6 +63,17 @@ pub async fn inventory(
     let committed = ctx
         .repo
         .files_under(&ctx.snapshot.commit, &ctx.config.output.dir)?;
+    // An alert must not fail open: a state that knows no certificate while the commit holds
+    // issued ones is the wrong state (a mistyped GITCA_DATA_DIR or bucket), not an empty CA.
+    if index.certs.is_empty() && !committed.is_empty() {
+        return Err(format!(
+            "the state at {} holds no certificates, but {}/ in the commit holds {} file(s): is the \
+             state location right (GITCA_DATA_DIR, state: in gitca.yaml)?",
+            ctx.store.describe(),
+            ctx.config.output.dir,
+            committed.len()
+        ));
+    }
     let mut rows = Vec::new();
     let current_all = index.current_all();
     // Certificates the repository does not serve (superseded, expired, revoked) are described
