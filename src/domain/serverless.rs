@@ -52,7 +52,9 @@ pub struct TlsEntry {
     #[serde(default)]
     pub sans: Option<SansInput>,
     /// Days, default 30; a number or a numeric string (Python `int()`).
-    #[serde(default)]
+    /// `null` is kept as a value: the serverless CA's `int(None)` fails, where an absent key
+    /// is its default of 30 days.
+    #[serde(default, deserialize_with = "present")]
     pub lifetime: Option<Value>,
     /// A file in `certs/<env>/csrs/`.
     #[serde(default)]
@@ -121,6 +123,10 @@ pub fn object<T: serde::de::DeserializeOwned>(raw: &Value) -> Result<T, String> 
         return Err(format!("{raw} is not a JSON object"));
     }
     serde_json::from_value(raw.clone()).map_err(|e| e.to_string())
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 fn objects<'de, D, T>(d: D) -> Result<Option<Vec<T>>, D::Error>
@@ -1952,7 +1958,8 @@ mod tests {
             Some(Span::days(30))
         );
 
-        for bad in [json!(0), json!("soon"), json!(true)] {
+        // `null` too (found by review: it was the default 30 days; the serverless CA fails).
+        for bad in [json!(0), json!("soon"), json!(true), json!(null)] {
             let e = one(base(json!({ "lifetime": bad })));
             assert!(e.request.is_none());
             assert_eq!(codes(&e), BTreeSet::from([code::LIFETIME_INVALID]));
