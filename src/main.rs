@@ -159,6 +159,9 @@ enum Command {
     Verify {
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
+        /// Testing only: audit as if it were this time (RFC 3339), as `apply --now` signs.
+        #[arg(long, hide = true)]
+        now: Option<String>,
     },
     /// Convert a repository of the serverless CA on AWS (certs/<env>/tls.json) into gitca's
     /// format, with a report of everything whose meaning changes. Writes only new files.
@@ -368,11 +371,11 @@ async fn run(cli: Cli) -> Result<Exit, RunError> {
                 });
             Ok(if alert { Exit::Changes } else { Exit::Clean })
         }
-        Command::Verify { format } => {
+        Command::Verify { format, now } => {
+            let now = parse_time(&now)?.unwrap_or_else(OffsetDateTime::now_utc);
             let ctx = Context::load(&args, Some("HEAD")).await?;
             let (index, _) = ctx.index().await?;
-            let findings =
-                gitca::app::verify::audit(&ctx, &index, OffsetDateTime::now_utc()).await?;
+            let findings = gitca::app::verify::audit(&ctx, &index, now).await?;
             match format {
                 Format::Json => println!(
                     "{}",

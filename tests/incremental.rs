@@ -73,7 +73,7 @@ fn step(env: &Env, at: &str) -> Value {
         "",
         "work tree clean after apply"
     );
-    let v = env.gitca(&["verify"]);
+    let v = env.gitca(&["verify", "--now", at]);
     assert_eq!(
         v.status.code(),
         Some(0),
