@@ -55,18 +55,8 @@ impl KeyKind {
             let der = spki.to_der().map_err(|e| e.to_string())?;
             use rsa::pkcs8::DecodePublicKey;
             use rsa::traits::PublicKeyParts;
-            let k = match rsa::PublicKey::from_public_key_der(&der) {
-                Ok(k) => k,
-                // The rsa crate refuses moduli outside 1,024..=8,192 bits as malformed: read
-                // the size from the key's own structure, so such a key is named for its size
-                // (csr-key-weak, or over 8,192 bits), not as a malformed key.
-                Err(e) => {
-                    return match modulus_bits(spki) {
-                        Some(bits) if !(1024..=8192).contains(&bits) => Ok(KeyKind::Rsa { bits }),
-                        _ => Err(format!("invalid RSA key: {e}")),
-                    };
-                }
-            };
+            let k = rsa::PublicKey::from_public_key_der(&der)
+                .map_err(|e| format!("invalid RSA key: {e}"))?;
             // The modulus's own length: `size()` rounds up to whole bytes, which made a
             // 3,065-bit key pass a 3,072-bit minimum.
             Ok(KeyKind::Rsa {
@@ -352,7 +342,20 @@ pub fn check_csr(bytes: &[u8]) -> Result<CheckedCsr, (Code, String)> {
     let der = decode_pem_or_der(bytes).map_err(|e| (Code::CsrMalformed, e))?;
     let req = CertReq::from_der(&der)
         .map_err(|e| (Code::CsrMalformed, format!("not a PKCS#10 request: {e}")))?;
-    let key = KeyKind::of(&req.info.public_key).map_err(|e| (Code::CsrKeyUnsupported, e))?;
+    // The rsa crate refuses moduli outside 1,024..=8,192 bits as malformed: a CSR's key is
+    // named for its size (csr-key-weak, or over 8,192 bits) rather than as malformed. Only
+    // here: a CA or signer key of such a size stays an error of its own.
+    let key = KeyKind::of(&req.info.public_key)
+        .or_else(|e| match modulus_bits(&req.info.public_key) {
+            Some(bits)
+                if req.info.public_key.algorithm.oid == rfc5912::RSA_ENCRYPTION
+                    && !(1024..=8192).contains(&bits) =>
+            {
+                Ok(KeyKind::Rsa { bits })
+            }
+            _ => Err(e),
+        })
+        .map_err(|e| (Code::CsrKeyUnsupported, e))?;
     if let KeyKind::Rsa { bits } = key
         && bits < 2048
     {
