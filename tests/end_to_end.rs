@@ -377,8 +377,8 @@ fn single_ca_crl_and_certificates_verify() {
     env.init(&["--single"]);
     env.ok(&["apply"], 3);
     let leaves = leaf_files(&env.path("issued"));
-    // The eight good-* requests and key-reuse-a.
-    assert_eq!(leaves.len(), 9, "{leaves:?}");
+    // The nine good-* requests and key-reuse-a.
+    assert_eq!(leaves.len(), 10, "{leaves:?}");
     for l in &leaves {
         rust_verify(&env.path("ca/ca.pem"), l);
         if have("openssl") {
