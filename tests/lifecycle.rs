@@ -556,7 +556,8 @@ fn verify_audits_the_repository_against_the_ca_and_the_state() {
         env.path("issued/servers/db-01-old.crt"),
     )
     .unwrap();
-    std::fs::write(env.path("issued/servers/notes.txt"), "not a certificate\n").unwrap();
+    std::fs::write(env.path("issued/servers/notes.pem"), "not a certificate\n").unwrap();
+    std::fs::write(env.path("issued/README.md"), "Written by gitca.\n").unwrap();
     env.commit_all("files gitca did not write");
     let o = env.gitca(&["verify", "--format", "json"]);
     assert_eq!(o.status.code(), Some(2));
@@ -573,7 +574,15 @@ fn verify_audits_the_repository_against_the_ca_and_the_state() {
         "{findings}"
     );
     assert!(
-        at("cert-unparsable", "issued/servers/notes.txt"),
+        at("cert-unparsable", "issued/servers/notes.pem"),
+        "{findings}"
+    );
+    assert!(
+        !findings
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["file"] == "issued/README.md"),
         "{findings}"
     );
     env.git(&["reset", "-q", "--hard", "HEAD~1"]);

@@ -65,13 +65,14 @@ pub async fn inventory(
         .files_under(&ctx.snapshot.commit, &ctx.config.output.dir)?;
     // An alert must not fail open: a state that knows no certificate while the commit holds
     // issued ones is the wrong state (a mistyped GITCA_DATA_DIR or bucket), not an empty CA.
-    if index.certs.is_empty() && !committed.is_empty() {
+    // Only `.pem` files count: a README or .gitkeep in a new CA's output folder is none.
+    let pems = committed.keys().filter(|p| p.ends_with(".pem")).count();
+    if index.certs.is_empty() && pems > 0 {
         return Err(format!(
-            "the state at {} holds no certificates, but {}/ in the commit holds {} file(s): is the \
-             state location right (GITCA_DATA_DIR, state: in gitca.yaml)?",
+            "the state at {} holds no certificates, but {}/ in the commit holds {pems} .pem \
+             file(s): is the state location right (GITCA_DATA_DIR, state: in gitca.yaml)?",
             ctx.store.describe(),
             ctx.config.output.dir,
-            committed.len()
         ));
     }
     let mut rows = Vec::new();
