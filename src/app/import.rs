@@ -442,9 +442,11 @@ fn write_new(path: &PathBuf, bytes: &[u8]) -> Result<(), String> {
         .create_new(true)
         .open(path)
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| format!("{}: {e}", path.display()))
+    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| {
+        // Created by this call: a part written (a full disk) would block every retry.
+        let _ = fs::remove_file(path);
+        format!("{}: {e}", path.display())
+    })
 }
 
 impl ImportReport {
