@@ -284,9 +284,8 @@ pub async fn audit(
                         ));
                     }
                     // Relying parties refuse a CRL not yet valid (openssl: "CRL is not yet
-                    // valid"), so until then no revocation in it can be checked.
-                    // Five minutes of skew, as certificates are backdated: a verify on a clock
-                    // slightly behind the signer's is no finding.
+                    // valid"), so until then none of its revocations is checked. Five minutes
+                    // of skew, as certificates are backdated: a clock slightly behind is none.
                     if from_time(&list.tbs_cert_list.this_update) > now + time::Duration::minutes(5)
                     {
                         out.push(f(

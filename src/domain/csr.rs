@@ -459,10 +459,16 @@ pub fn check_csr(bytes: &[u8]) -> Result<CheckedCsr, (Code, String)> {
                         ));
                     }
                 } else if ext.extn_id == rfc5280::ID_CE_SUBJECT_ALT_NAME {
-                    // Not fatal here either: a request listing its own SANs leaves these aside.
+                    // Not fatal here: a request listing its own SANs leaves these aside.
                     sans = SubjectAltName::from_der(val)
-                        .map_err(|e| format!("the CSR's subjectAltName does not decode: {e}"))
-                        .and_then(|s| Sans::from_general_names(&s.0));
+                        .map_err(|e| format!("subjectAltName does not decode: {e}"))
+                        .and_then(|s| Sans::from_general_names(&s.0))
+                        .map_err(|e| {
+                            format!(
+                                "the CSR's {e}; list the SANs in the request's `sans:` to leave \
+                                 the CSR's aside"
+                            )
+                        });
                 }
             }
         }

@@ -103,8 +103,7 @@ impl Sans {
                         _ => "of another form".into(),
                     };
                     return Err(format!(
-                        "the CSR's SAN {form} is not one gitca issues (DNS, IP, email, URI); \
-                         list the SANs in the request's `sans:` to leave the CSR's aside"
+                        "SAN {form} is not one gitca issues (DNS, IP, email, URI)"
                     ));
                 }
             }

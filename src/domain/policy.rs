@@ -5,7 +5,7 @@ use super::duration::Span;
 use super::finding::{Code, Finding};
 use super::names::{Sans, Subject, valid_dns_name};
 use super::request::usage_oid;
-use globset::GlobMatcher;
+use globset::{Glob, GlobMatcher};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
@@ -173,9 +173,7 @@ impl Policy {
                 // `*` crosses `/` (globset's default), as docs/format.md says. Kept: making it
                 // stop at `/` would move requests of existing repositories to no policy, or, in
                 // the serverless layout, to its looser built-in policy.
-                globset::GlobBuilder::new(g)
-                    .literal_separator(false)
-                    .build()
+                Glob::new(g)
                     .map(|g| g.compile_matcher())
                     .map_err(|e| err(format!("invalid glob {g:?}: {e}")))
             })
