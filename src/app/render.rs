@@ -37,19 +37,34 @@ fn rev_word(a: RevocationAction) -> &'static str {
     }
 }
 
+/// Certificates the apply revokes: by a revocation entry, as superseded by their request's new
+/// certificate, or as orphans of a removed request. A reviewer reads this count, so it holds
+/// all three, each serial once.
+fn to_revoke(p: &Plan) -> usize {
+    let by_entry = (p.revocations.iter())
+        .filter(|r| r.action == RevocationAction::Revoke)
+        .flat_map(|r| &r.serials);
+    let superseded = p.requests.iter().flat_map(|r| &r.supersede);
+    let orphaned = p
+        .orphans
+        .iter()
+        .filter(|o| o.revoke)
+        .flat_map(|o| &o.serials);
+    let serials: std::collections::HashSet<&String> =
+        by_entry.chain(superseded).chain(orphaned).collect();
+    serials.len()
+}
+
 fn counts(p: &Plan) -> String {
     let n = |a: Action| p.requests.iter().filter(|r| r.action == a).count();
     format!(
-        "{} to issue, {} to reissue, {} to renew, {} unchanged, {} rejected, {} revocation(s) to publish{}",
+        "{} to issue, {} to reissue, {} to renew, {} unchanged, {} rejected, {} certificate(s) to revoke{}",
         n(Action::Issue),
         n(Action::Reissue),
         n(Action::Renew),
         n(Action::Unchanged),
         n(Action::Rejected),
-        p.revocations
-            .iter()
-            .filter(|r| r.action == RevocationAction::Revoke)
-            .count(),
+        to_revoke(p),
         if p.crl_due.is_some() { ", CRL due" } else { "" }
     )
 }
@@ -343,6 +358,12 @@ fn plan_markdown(p: &Plan) -> String {
                     .trim_end_matches(')')
             ));
         }
+        if !r.supersede.is_empty() {
+            detail.push_str(&format!(
+                "<br>revokes the certificate(s) it supersedes: {}",
+                md(&r.supersede.join(", "))
+            ));
+        }
         let icon = match r.action {
             Action::Rejected => ":x: rejected",
             Action::Unchanged => "unchanged",
@@ -376,6 +397,21 @@ fn plan_markdown(p: &Plan) -> String {
                 rev_word(r.action),
                 md_code(&r.entry),
                 md(&r.serials.join(", "))
+            ));
+        }
+    }
+    if !p.orphans.is_empty() {
+        s.push_str("\n| Removed request | Live certificates | Outcome |\n| --- | --- | --- |\n");
+        for o in &p.orphans {
+            s.push_str(&format!(
+                "| {} | {} | {} |\n",
+                md_code(&o.request_id),
+                md(&o.serials.join(", ")),
+                if o.revoke {
+                    "revoked (cessation of operation)"
+                } else {
+                    "left valid until expiry (orphans.revoke is off)"
+                }
             ));
         }
     }
@@ -609,5 +645,55 @@ mod tests {
         assert!(md.len() < 60_000, "fits a PR comment: {}", md.len());
         // The text table still lists every request.
         assert!(plan(&mut p, Format::Text).contains("requests/a/r00000.yaml"));
+    }
+
+    /// Defect `plan-hides-orphan-and-superseded-revocations`: the PR comment listed neither a
+    /// removed request's certificates to be revoked nor those a reissue supersedes, and both
+    /// summaries said "0 revocation(s) to publish" while the apply would revoke them.
+    #[test]
+    fn every_certificate_to_revoke_is_counted_and_shown() {
+        use crate::domain::plan::{Orphan, RevocationPlan};
+        let mut reissued = request("requests/a/web.yaml", Action::Reissue);
+        reissued.supersede = vec!["0a".into()];
+        let mut p = Plan {
+            commit: "0123456789abcdef".into(),
+            requests: vec![reissued, request("requests/a/db.yaml", Action::Unchanged)],
+            revocations: vec![RevocationPlan {
+                action: RevocationAction::Revoke,
+                // 0a also superseded: one certificate, counted once.
+                serials: vec!["0b".into(), "0a".into()],
+                entry: "serial 0b".into(),
+                file: "revocations.yaml".into(),
+                index: 0,
+                reason: None,
+                date: None,
+                findings: vec![],
+                previous_ca: false,
+                parsed: None,
+            }],
+            orphans: vec![
+                Orphan {
+                    request_id: "requests/a/gone.yaml".into(),
+                    serials: vec!["0c".into(), "0d".into()],
+                    revoke: true,
+                },
+                Orphan {
+                    request_id: "requests/a/kept.yaml".into(),
+                    serials: vec!["0e".into()],
+                    revoke: false,
+                },
+            ],
+            ..Default::default()
+        };
+        for f in [Format::Text, Format::Markdown] {
+            let out = plan(&mut p, f);
+            assert!(out.contains("4 certificate(s) to revoke"), "{f:?}: {out}");
+        }
+        let md = plan(&mut p, Format::Markdown);
+        let row = |text: &str| md.lines().find(|l| l.contains(text)).unwrap_or_default();
+        assert!(row("web.yaml").contains("supersedes: 0a"), "{md}");
+        assert!(row("gone.yaml").contains("0c, 0d"), "{md}");
+        assert!(row("gone.yaml").contains("revoked"), "{md}");
+        assert!(row("kept.yaml").contains("left valid"), "{md}");
     }
 }
