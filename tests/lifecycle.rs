@@ -593,6 +593,16 @@ fn verify_audits_the_repository_against_the_ca_and_the_state() {
     env.ok(&["crl", "--force", "--now", &ahead], 0);
     assert_audit_finds(&env, "crl-not-yet-valid");
 
+    // Found by review: a published revocation edited in place (its reason, here) passed the
+    // audit, while the CRL keeps what was published (gitca plan refuses the commit).
+    let published = std::fs::read_to_string(env.path("revocations.yaml")).unwrap();
+    let edited = published.replace("reason: superseded", "reason: affiliation_changed");
+    assert_ne!(edited, published, "the fixture names reason superseded");
+    std::fs::write(env.path("revocations.yaml"), edited).unwrap();
+    env.commit_all("edit a published revocation");
+    assert_audit_finds(&env, "revocation-changed");
+    env.git(&["reset", "-q", "--hard", "HEAD~1"]);
+
     // A revocation that disappeared from history (gitca plan refuses it too).
     std::fs::write(env.path("revocations.yaml"), "revocations: []\n").unwrap();
     env.commit_all("drop a revocation");

@@ -13,7 +13,7 @@ use der::{Decode, Encode};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use spki::ObjectIdentifier;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use time::OffsetDateTime;
 use x509_cert::crl::CertificateList;
 
@@ -232,15 +232,31 @@ pub async fn audit(
         let layout = crate::domain::serverless_layout::read(&ctx.snapshot, c)?;
         entries.extend(layout.revocations.into_iter().filter_map(|(_, e)| e.ok()));
     }
-    crate::domain::plan::tell_entries_apart(&mut entries, &index.revocations);
-    let keys: BTreeSet<String> = entries.into_iter().map(|e| e.key).collect();
+    let twice = crate::domain::plan::tell_entries_apart(&mut entries, &index.revocations);
+    let by_key: BTreeMap<&str, &revocation::Entry> = (entries.iter().enumerate())
+        .filter(|(n, _)| !twice.contains(n))
+        .map(|(_, e)| (e.key.as_str(), e))
+        .collect();
     for (k, p) in &index.revocations {
-        if !keys.contains(k) {
-            out.push(f(
+        match by_key.get(k.as_str()) {
+            None => out.push(f(
                 "revocation-disappeared",
                 p.file.clone(),
                 format!("published revocation {k} is no longer in the repository"),
-            ));
+            )),
+            // The CRL keeps the published reason and date; the history now says otherwise.
+            Some(e) if !crate::domain::plan::published_as(e, p) => out.push(f(
+                "revocation-changed",
+                e.file.clone(),
+                format!(
+                    "published revocation {k} was changed (published: reason {:?}, date {}); revocations are append-only",
+                    p.reason,
+                    p.written_date
+                        .map(crate::app::render::rfc3339)
+                        .unwrap_or_else(|| "the commit's time".into())
+                ),
+            )),
+            Some(_) => {}
         }
     }
 

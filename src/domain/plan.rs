@@ -839,7 +839,8 @@ fn plan_revocations(
 }
 
 /// Whether `e` reads as the entry `published` records: append-only, it must.
-fn published_as(e: &Entry, published: &PublishedRevocation) -> bool {
+/// The entry reads as it was published: same reason, same written date.
+pub fn published_as(e: &Entry, published: &PublishedRevocation) -> bool {
     e.reason == published.reason && e.date == published.written_date
 }
 
