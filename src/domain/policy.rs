@@ -225,6 +225,39 @@ impl Policy {
                     "rules.dns.globs entry {g:?} is not a DNS glob"
                 )));
             }
+            // The rules below would load and match nothing, so every request they were meant
+            // for would be refused with no word on why.
+            if g.split('.')
+                .any(|label| label != "*" && label.contains('*'))
+            {
+                return Err(err(format!(
+                    "rules.dns.globs entry {g:?}: `*` stands for one whole label \
+                     (`*.svc.example.com`), not part of one"
+                )));
+            }
+        }
+        for d in &r.email_domains {
+            if !valid_dns_name(d) || d.starts_with("*.") {
+                return Err(err(format!(
+                    "rules.email_domains entry {d:?} is not a domain name (write example.com, \
+                     not @example.com)"
+                )));
+            }
+        }
+        if let Some(u) = (r.uri_prefixes.iter()).find(|u| !u.contains("://")) {
+            return Err(err(format!(
+                "rules.uri_prefixes entry {u:?} has no `://`: gitca allows URI SANs of the \
+                 form scheme://authority only (e.g. spiffe://example.org/), so it would match none"
+            )));
+        }
+        let countries = r.subject.as_ref().and_then(|s| s.country.as_deref());
+        if let Some(c) = (countries.unwrap_or_default().iter())
+            .find(|c| c.len() != 2 || !c.bytes().all(|b| b.is_ascii_uppercase()))
+        {
+            return Err(err(format!(
+                "rules.subject.country entry {c:?} is not two upper-case letters (ISO 3166, \
+                 as certificates hold it)"
+            )));
         }
         Ok(Policy {
             name,
@@ -639,6 +672,44 @@ mod tests {
                       max_lifetime: 30d\n  uri_prefixes: [\"spiffe://ex\u{e4}mple.org/\"]\n";
         let err = Policy::parse("policies/p.yaml", prefix).unwrap_err();
         assert!(err.contains("RFC 3986"), "{err}");
+    }
+
+    /// Found by review: rules that could never match loaded silently, so every request they
+    /// were written for was refused for a reason the policy's author could not see.
+    #[test]
+    fn rules_that_can_match_nothing_are_refused_at_load() {
+        let policy = |rule: &str| {
+            let text = format!(
+                "select: {{paths: [\"requests/**\"]}}\nrules:\n  key_types: [p256]\n  \
+                 max_lifetime: 30d\n  {rule}\n"
+            );
+            Policy::parse("policies/p.yaml", &text)
+        };
+        for (rule, says) in [
+            ("dns: {globs: [\"web-*.example.com\"]}", "one whole label"),
+            (
+                "dns: {globs: [\"*.svc.*x.example.com\"]}",
+                "one whole label",
+            ),
+            ("email_domains: [\"@example.com\"]", "not a domain name"),
+            ("uri_prefixes: [\"urn:uuid:\"]", "no `://`"),
+            ("subject: {country: [de]}", "two upper-case letters"),
+            ("subject: {country: [DEU]}", "two upper-case letters"),
+        ] {
+            let err = policy(rule).expect_err(rule);
+            assert!(
+                err.starts_with("policies/p.yaml: ") && err.contains(says),
+                "{rule}: {err}"
+            );
+        }
+        for rule in [
+            "dns: {globs: [\"*.*.example.com\"]}",
+            "email_domains: [example.com]",
+            "uri_prefixes: [\"spiffe://example.org/\"]",
+            "subject: {country: [DE]}",
+        ] {
+            assert!(policy(rule).is_ok(), "{rule}");
+        }
     }
 
     /// Defect `subject-not-allowed`: O, OU, C, ST and L came from the CSR unchecked. A policy

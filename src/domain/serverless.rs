@@ -1639,15 +1639,19 @@ pub fn policy_for(
         }
         ips.extend(sans.ip.iter().map(|ip| ipnet::IpNet::from(*ip)));
         for e in &sans.email {
-            if let Some((_, d)) = e.rsplit_once('@') {
-                domains.insert(d.to_ascii_lowercase());
+            // As for DNS names: a domain the policy refuses would make it invalid.
+            if let Some(d) = e.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase())
+                && valid_dns_name(&d)
+                && !d.starts_with("*.")
+            {
+                domains.insert(d);
             }
         }
         // As for DNS names: a URI gitca refuses would make the policy itself invalid (it stops
         // every command); the request is noted already and rejected.
         uris.extend(
             (sans.uri.iter())
-                .filter(|u| super::names::is_uri_text(u) && !super::names::has_dot_segment(u))
+                .filter(|u| super::names::is_absolute_uri(u) && !super::names::has_dot_segment(u))
                 .cloned(),
         );
         for u in r.file.usages() {
@@ -2178,7 +2182,7 @@ mod tests {
             json!({"common_name": "a.example.com", "csr_file": "a.csr", "purposes": ["server_auth"],
                    "sans": {"DNS_NAME": ["a.example.com", "*.a.example.com", "bad_name.example.com"],
                             "IP_ADDRESS": ["10.0.0.1", "2001:db8::1"], "EMAIL_ADDRESS": "ops@Example.com",
-                            "URL": ["https://a.example.com/p", "https://a.example.com/{id}"]},
+                            "URL": ["https://a.example.com/p", "https://a.example.com/{id}", "urn:uuid:6e8bc430-9c3a-11d9-9669-0800200c9a66"]},
                    "lifetime": 3650, "extended_key_usages": ["CODE_SIGNING"],
                    "extensions": [{"oid": "1.3.6.1.4.1.55555.1.1", "value_b64": "DA5kZXZpY2UtY2xhc3MtYg=="}]}),
             json!({"common_name": "worker", "csr_file": "w.csr", "lifetime": 90}),
@@ -2198,7 +2202,8 @@ mod tests {
             vec!["10.0.0.1/32", "2001:db8::1/128"]
         );
         assert_eq!(r.email_domains, vec!["example.com"]);
-        // `{id}` is no URI gitca takes: left out, or the policy would stop every command.
+        // `{id}`, and a URN (no `://`), are no URIs gitca takes: left out, or the policy would
+        // stop every command.
         assert_eq!(r.uri_prefixes, vec!["https://a.example.com/p"]);
         assert!(!r.require_san, "worker has no SAN");
         assert_eq!(r.max_lifetime, Span::days(365));
