@@ -396,6 +396,48 @@ fn broken_tls_json_stops_the_run_and_names_the_file() {
     assert!(!env.path("issued").exists(), "nothing was issued");
 }
 
+/// Found by review: read in place, a CSR's subject emailAddress (which the serverless CA copies
+/// into the certificate) was left out silently in `mode: strict`, where the docs promise
+/// `serverless-not-supported`; only `gitca import` noted it.
+#[test]
+fn a_csr_subject_email_is_not_supported_in_place() {
+    let all = expected();
+    for (mode, action, field) in [
+        ("strict", "rejected", "findings"),
+        ("compatible", "issue", "warnings"),
+    ] {
+        let env = repo(
+            "basic",
+            &all.fixtures["basic"].assumed_serverless_config,
+            &format!("  mode: {mode}\n"),
+        );
+        let o = std::process::Command::new("openssl")
+            .args(["req", "-new", "-newkey", "ec", "-pkeyopt"])
+            .args(["ec_paramgen_curve:P-256", "-nodes", "-keyout", "/dev/null"])
+            .args([
+                "-subj",
+                "/CN=api.dev.example.com/emailAddress=ops@example.com",
+            ])
+            .arg("-out")
+            .arg(env.path("certs/dev/csrs/api-dev.csr"))
+            .output()
+            .expect("openssl runs");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        env.commit_all("a CSR with a subject emailAddress");
+        let (plan, _) = env.plan_json(&[]);
+        let p = plan_request(&plan, &format!("certs/dev/{}", slug("api.dev.example.com")));
+        assert_eq!(p["action"], action, "{mode}: {p}");
+        let noted = p[field].as_array().into_iter().flatten().any(|f| {
+            f["code"] == "serverless-not-supported"
+                && f["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("CSR's subject emailAddress")
+        });
+        assert!(noted, "{mode}: {p}");
+    }
+}
+
 /// The multi-environment repository: `serverless.env` picks the environment this CA takes over.
 #[test]
 fn one_environment_per_ca() {

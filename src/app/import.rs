@@ -10,7 +10,6 @@ use crate::domain::csr::check_csr;
 use crate::domain::serverless::{
     self, Conversion, CsrSource, ImportedRequest, ImportedRevocation, NOTE_CODES, code,
 };
-use const_oid::ObjectIdentifier;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -23,8 +22,6 @@ pub use crate::domain::serverless::{ImportNote, ImportOptions, NoteKind};
 
 /// Source files larger than this are not read (gitca refuses CSRs far smaller anyway).
 const MAX_SOURCE_FILE_BYTES: u64 = 4 * 1024 * 1024;
-
-const EMAIL_ADDRESS_OID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.1");
 
 /// What an import did, for the CLI (text or JSON) and `IMPORT-REPORT.md`.
 #[derive(Debug, Clone, Serialize)]
@@ -335,7 +332,7 @@ fn csr_notes(
                 .notes
                 .iter()
                 .any(|n| n.code == code::SUBJECT_EMAIL_DROPPED);
-            if !tls_email && csr.subject.iter().any(|a| a.oid == EMAIL_ADDRESS_OID) {
+            if !tls_email && csr.has_subject_email() {
                 notes.push(ImportNote::new(
                     code::SUBJECT_EMAIL_DROPPED,
                     env,

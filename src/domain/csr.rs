@@ -17,6 +17,17 @@ use x509_cert::request::{CertReq, ExtensionReq};
 /// CSRs bigger than this are refused before parsing.
 pub const MAX_CSR_BYTES: usize = 64 * 1024;
 
+/// PKCS#9 emailAddress, a subject attribute gitca never certifies (the serverless CA copies it).
+pub const EMAIL_ADDRESS_OID: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.1");
+
+impl CheckedCsr {
+    /// The CSR's subject holds an emailAddress, which gitca leaves out of the certificate.
+    pub fn has_subject_email(&self) -> bool {
+        self.subject.iter().any(|a| a.oid == EMAIL_ADDRESS_OID)
+    }
+}
+
 const ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

@@ -1,6 +1,6 @@
 //! The plan: a pure function of (committed tree, issued state, policies, now).
 
-use super::config::Config;
+use super::config::{Config, ServerlessMode};
 use super::csr::{CheckedCsr, KeyKind, check_csr};
 use super::duration::Span;
 use super::finding::{Code, Finding};
@@ -1151,12 +1151,30 @@ fn plan_request(
             } else {
                 &layout.policies
             };
+            let mut rejections = l.rejections.clone();
+            // The serverless CA copies a CSR's subject emailAddress; gitca cannot.
+            if let Ok(p) = &prepared
+                && p.csr.has_subject_email()
+            {
+                let f = Finding::new(
+                    Code::ServerlessNotSupported,
+                    id,
+                    format!(
+                        "{}: the CSR's subject emailAddress (which the serverless CA copies) is left out: gitca certificates carry no emailAddress attribute",
+                        p.csr_path
+                    ),
+                );
+                match i.config.serverless.as_ref().map(|c| c.mode) {
+                    Some(ServerlessMode::Compatible) => rp.warnings.push(f),
+                    _ => rejections.push(f),
+                }
+            }
             let decided = prepared.and_then(|p| decide(i, id, p, policies, certs, live_keys));
             match decided {
-                Ok(x) if l.rejections.is_empty() => Ok(x),
-                Ok(_) => Err(l.rejections.clone()),
-                Err(f) if f == l.rejections => Err(f),
-                Err(f) => Err(l.rejections.iter().cloned().chain(f).collect()),
+                Ok(x) if rejections.is_empty() => Ok(x),
+                Ok(_) => Err(rejections),
+                Err(f) if f == rejections => Err(f),
+                Err(f) => Err(rejections.into_iter().chain(f).collect()),
             }
         }
     };
