@@ -603,6 +603,26 @@ fn verify_audits_the_repository_against_the_ca_and_the_state() {
     assert_audit_finds(&env, "revocation-changed");
     env.git(&["reset", "-q", "--hard", "HEAD~1"]);
 
+    // Found by review: a request whose CSR file was deleted was reported as "not in the
+    // commit" (`cert-without-request`), its file still there.
+    std::fs::remove_file(env.path("requests/servers/db-01.csr.pem")).unwrap();
+    env.commit_all("lose a CSR");
+    let o = env.gitca(&["verify", "--format", "json"]);
+    let findings: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let of_db = |code: &str| {
+        (findings.as_array().unwrap().iter()).any(|f| {
+            f["code"] == code
+                && f["file"] == "requests/servers/db-01.yaml"
+                && f["message"].as_str().unwrap().contains("db-01.csr.pem")
+        })
+    };
+    assert!(of_db("request-unreadable"), "{findings}");
+    assert!(
+        !(findings.as_array().unwrap().iter()).any(|f| f["code"] == "cert-without-request"),
+        "{findings}"
+    );
+    env.git(&["reset", "-q", "--hard", "HEAD~1"]);
+
     // A revocation that disappeared from history (gitca plan refuses it too).
     std::fs::write(env.path("revocations.yaml"), "revocations: []\n").unwrap();
     env.commit_all("drop a revocation");

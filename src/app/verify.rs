@@ -177,7 +177,14 @@ pub async fn audit(
                 path,
                 format!("request {} is not in the commit", summary.request_id),
             )),
-            Some(h) if *h != summary.request_hash => out.push(f(
+            Some(Err(e)) => out.push(f(
+                "request-unreadable",
+                summary.request_id.clone(),
+                format!(
+                    "serial {serial} was issued for this request, which cannot be read now: {e}"
+                ),
+            )),
+            Some(Ok(h)) if *h != summary.request_hash => out.push(f(
                 "request-changed-since-issue",
                 summary.request_id.clone(),
                 format!(

@@ -400,17 +400,25 @@ fn layout_of(snapshot: &Snapshot, config: &Config) -> Result<Layout, String> {
 
 /// The request hash of every request that can be read from the snapshot, by id: what a
 /// certificate issued from the commit as it is would record.
+/// Every request id of the commit with its hash, or why it cannot be read (its YAML does not
+/// parse, its CSR is missing: the plan rejects it).
 pub fn request_hashes(
     snapshot: &Snapshot,
     config: &Config,
-) -> Result<BTreeMap<String, String>, String> {
+) -> Result<BTreeMap<String, Result<String, String>>, String> {
     let layout = layout_of(snapshot, config)?;
     Ok(request_sources(snapshot, &layout)
         .iter()
         .filter(|(_, source)| !matches!(source, Source::Carried(_)))
-        .filter_map(|(id, source)| {
-            let (_, yaml, _, csr) = read_source(snapshot, id, source).ok()?;
-            Some(((*id).clone(), request_hash(&yaml, csr)))
+        .map(|(id, source)| {
+            let hash = match read_source(snapshot, id, source) {
+                Ok((_, yaml, _, csr)) => Ok(request_hash(&yaml, csr)),
+                Err(findings) => Err((findings.iter())
+                    .map(|f| f.message.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")),
+            };
+            ((*id).clone(), hash)
         })
         .collect())
 }
