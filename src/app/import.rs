@@ -458,7 +458,7 @@ impl ImportReport {
             if self.envs.is_empty() {
                 "none".to_string()
             } else {
-                self.envs.join(", ")
+                md_cell(&self.envs.join(", "))
             }
         ));
         s.push_str(&format!(
@@ -485,10 +485,10 @@ impl ImportReport {
             for r in &self.requests {
                 s.push_str(&format!(
                     "| {} | {} | `{}` | `{}` |\n",
-                    r.env,
+                    md_cell(&r.env),
                     md_cell(&r.common_name),
-                    r.id,
-                    r.csr_source
+                    md_cell(&r.id),
+                    md_cell(&r.csr_source)
                 ));
             }
             s.push('\n');
@@ -498,7 +498,7 @@ impl ImportReport {
             for r in &self.revocations {
                 s.push_str(&format!(
                     "| {} | {} | {} | {} |\n",
-                    r.env,
+                    md_cell(&r.env),
                     md_cell(&r.common_name),
                     r.serial,
                     r.reason
@@ -522,7 +522,7 @@ impl ImportReport {
                 s.push_str(&format!(
                     "| `{}` | {} | {} | {} |\n",
                     n.code,
-                    n.env,
+                    md_cell(&n.env),
                     md_cell(&n.common_name),
                     md_cell(&n.message)
                 ));
@@ -636,6 +636,14 @@ mod tests {
         let r = import(&src, &dest, ImportOptions::default()).unwrap();
         assert!(r.revocations.is_empty(), "{:?}", r.revocations);
         assert!(!dest.join("revocations.yaml").exists());
+        // Nor does its name break IMPORT-REPORT.md's table of notes: one line per note.
+        let report = r.markdown();
+        assert!(
+            !report
+                .lines()
+                .any(|l| l.trim_start().starts_with("- serial")),
+            "{report}"
+        );
         assert!(
             r.notes
                 .iter()
