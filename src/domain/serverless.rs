@@ -269,7 +269,7 @@ pub const NOTE_CODES: [(&str, NoteKind, &str); 34] = [
     (
         code::LIFETIME_INVALID,
         NoteKind::Problem,
-        "lifetime is not a whole number of at least 1 day: the serverless CA refuses the request; not imported",
+        "lifetime is not a whole number of at least 1 day (the serverless CA refuses the request), or is longer than gitca can write (100 years); not imported",
     ),
     (
         code::EXTENSION_INVALID,
@@ -723,11 +723,18 @@ fn convert_entry(
             let written = if options.clamp_lifetime { eff } else { d };
             match (span_days(written), span_days(eff)) {
                 (Some(w), Some(e)) => (w, e),
-                _ => {
+                (written, effective) => {
+                    // The serverless CA clamps rather than refuses: say how to take it as issued.
+                    let how = match (written, effective) {
+                        (None, Some(_)) => format!(
+                            "; the serverless CA clamps it to {max} days: import with --clamp-lifetime to take it as issued"
+                        ),
+                        _ => String::new(),
+                    };
                     note(
                         code::LIFETIME_INVALID,
                         format!(
-                            "lifetime {d} days is longer than gitca takes ({}, 100 years); not imported",
+                            "lifetime {d} days is longer than gitca can write ({}, 100 years){how}; not imported",
                             Span::MAX
                         ),
                     );
@@ -1960,6 +1967,24 @@ mod tests {
         assert_eq!(
             e.request.as_ref().unwrap().file.lifetime,
             Some(Span::days(30))
+        );
+
+        // Found by review: over 100 years, the note said the serverless CA refuses it; it clamps.
+        let e = one(base(json!({ "lifetime": 40000 })));
+        assert!(e.request.is_none());
+        assert_eq!(
+            codes(&e),
+            BTreeSet::from([code::LIFETIME_INVALID, code::LIFETIME_CLAMPED])
+        );
+        let said = e
+            .notes
+            .iter()
+            .find(|n| n.code == code::LIFETIME_INVALID)
+            .unwrap();
+        assert!(
+            said.message.contains("--clamp-lifetime"),
+            "{}",
+            said.message
         );
 
         // `null` too (found by review: it was the default 30 days; the serverless CA fails).
