@@ -160,6 +160,49 @@ fn apply_writes_events_and_posts_them_to_a_webhook() {
     assert_eq!(web_expiring[0]["days_left"], 30);
 }
 
+/// Found by review: the time of the last events was saved before sending, so the events of a
+/// run whose webhook was down were never sent. They are kept in the state and sent, first, by
+/// the next apply that reaches the webhook.
+#[test]
+fn events_a_webhook_did_not_take_are_sent_by_the_next_apply() {
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}/hook", l.local_addr().unwrap())
+    };
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    env.edit("gitca.yaml", |cfg| {
+        format!("{cfg}\nevents:\n  webhook_url: {closed}\n")
+    });
+    env.commit_all("events to a webhook that is down");
+    env.init(&[]);
+    env.ok(&["apply"], 3);
+    let kept = env.index("example-ca")["undelivered_events"]["webhook"].clone();
+    let issued = |events: &serde_json::Value| {
+        (events.as_array().into_iter().flatten())
+            .filter(|e| e["event"] == "issued")
+            .count()
+    };
+    assert_eq!(issued(&kept), 7, "{kept}");
+
+    // Still down: kept, not doubled.
+    env.ok(&["apply"], 3);
+    let still = env.index("example-ca")["undelivered_events"]["webhook"].clone();
+    assert_eq!(still, kept);
+
+    let (url, bodies) = http_sink();
+    env.edit("gitca.yaml", |cfg| cfg.replace(&closed, &url));
+    env.commit_all("the webhook is back");
+    env.ok(&["apply"], 3);
+    let posted = bodies.lock().unwrap().clone();
+    assert_eq!(posted.len(), 1, "one POST: {posted:?}");
+    let body: serde_json::Value = serde_json::from_str(&posted[0]).unwrap();
+    assert_eq!(issued(&body["events"]), 7, "{body}");
+    assert_eq!(body["events"][0], kept[0], "the backlog first");
+    assert!(body["text"].as_str().unwrap().contains("issued requests/"));
+    let idx = env.index("example-ca");
+    assert!(idx.get("undelivered_events").is_none(), "{idx}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn events_are_published_to_sns() {
     let Some(endpoint) = moto::endpoint() else {

@@ -1,9 +1,10 @@
 //! Sending events: a JSON Lines file, an SNS topic (the serverless CA's channel), a webhook.
+//! Events arrive as JSON: those a channel did not take are kept in the state as sent.
 
-use crate::domain::events::Event;
+use serde_json::Value;
 use std::io::Write;
 
-pub fn write_jsonl(path: &std::path::Path, events: &[Event]) -> Result<(), String> {
+pub fn write_jsonl(path: &std::path::Path, events: &[Value]) -> Result<(), String> {
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -20,30 +21,26 @@ pub fn write_jsonl(path: &std::path::Path, events: &[Event]) -> Result<(), Strin
 pub async fn publish_sns(
     topic: &str,
     region: Option<&str>,
-    events: &[Event],
+    events: &[Value],
 ) -> Result<usize, String> {
     let conf = super::aws::sdk_config(region).await;
     let client = aws_sdk_sns::Client::new(&conf);
     let mut sent = 0;
     for e in events {
-        let kind = serde_json::to_value(e.event).map_err(|e| e.to_string())?;
+        let kind = text(e, "event");
         let attr = aws_sdk_sns::types::MessageAttributeValue::builder()
             .data_type("String")
-            .string_value(kind.as_str().unwrap_or_default())
+            .string_value(kind)
             .build()
             .map_err(|e| e.to_string())?;
         client
             .publish()
             .topic_arn(topic)
             .subject(
-                format!(
-                    "gitca: {} {}",
-                    kind.as_str().unwrap_or_default(),
-                    e.request.as_deref().unwrap_or("")
-                )
-                .chars()
-                .take(100)
-                .collect::<String>(),
+                format!("gitca: {kind} {}", text(e, "request"))
+                    .chars()
+                    .take(100)
+                    .collect::<String>(),
             )
             .message(serde_json::to_string(e).map_err(|e| e.to_string())?)
             .message_attributes("event", attr)
@@ -55,22 +52,33 @@ pub async fn publish_sns(
     Ok(sent)
 }
 
+/// A string field of an event, or "".
+fn text<'a>(e: &'a Value, field: &str) -> &'a str {
+    e.get(field).and_then(Value::as_str).unwrap_or_default()
+}
+
 /// A human line per event, for chat webhooks.
-pub fn summary(events: &[Event]) -> String {
+pub fn summary(events: &[Value]) -> String {
     events
         .iter()
         .map(|e| {
-            let kind = serde_json::to_value(e.event)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_default();
-            let mut s = format!("[{}] {kind} {}", e.ca, e.request.as_deref().unwrap_or(""));
-            if let Some(d) = e.days_left {
+            let mut s = format!(
+                "[{}] {} {}",
+                text(e, "ca"),
+                text(e, "event"),
+                text(e, "request")
+            );
+            if let Some(d) = e.get("days_left").and_then(Value::as_u64) {
                 // The threshold crossed: after a long gap between runs, less may be left.
                 s.push_str(&format!(" (expires within {d} day(s))"));
             }
-            for r in &e.reasons {
-                s.push_str(&format!(" [{}]", r.code));
+            for r in e
+                .get("reasons")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                s.push_str(&format!(" [{}]", text(r, "code")));
             }
             s
         })
@@ -84,13 +92,13 @@ pub fn summary(events: &[Event]) -> String {
 pub const WEBHOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// One POST with every event: `{"text": summary, "events": [...]}` (Slack shows `text`).
-pub async fn post_webhook(url: &str, events: &[Event]) -> Result<(), String> {
+pub async fn post_webhook(url: &str, events: &[Value]) -> Result<(), String> {
     post_webhook_within(url, events, WEBHOOK_TIMEOUT).await
 }
 
 async fn post_webhook_within(
     url: &str,
-    events: &[Event],
+    events: &[Value],
     timeout: std::time::Duration,
 ) -> Result<(), String> {
     let body = serde_json::json!({ "text": summary(events), "events": events }).to_string();

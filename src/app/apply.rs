@@ -1448,8 +1448,10 @@ impl IssueRun {
     }
 }
 
-/// Builds this run's events and sends them to the file, SNS and webhook configured. A failed
-/// notification is logged, never fatal: the certificates are issued and recorded by now.
+/// Builds this run's events and sends them to the file, SNS and webhook configured, each after
+/// what it failed to take before. A failed notification is logged, never fatal (the
+/// certificates are issued and recorded by now), and its events are kept in the state for the
+/// next apply: at least once, as a crash after sending and before the state write sends again.
 #[allow(clippy::too_many_arguments)]
 async fn send_events(
     ctx: &Context,
@@ -1509,35 +1511,55 @@ async fn send_events(
         now,
         ca,
     ));
+    let new: Vec<serde_json::Value> = (out.iter())
+        .filter_map(|e| serde_json::to_value(e).ok())
+        .collect();
+    let mut undelivered = crate::domain::events::Undelivered::new();
+    for channel in ["file", "sns", "webhook"] {
+        let pending = events::to_send(&h.index.undelivered_events, channel, &new);
+        let sent = match channel {
+            _ if pending.is_empty() => continue,
+            "file" => match &opts.events_file {
+                Some(path) => crate::adapters::notify::write_jsonl(path, &pending),
+                None => continue,
+            },
+            "sns" => match &cfg.sns_topic_arn {
+                Some(topic) => {
+                    crate::adapters::notify::publish_sns(topic, cfg.sns_region.as_deref(), &pending)
+                        .await
+                        .map(|_| ())
+                }
+                None => continue,
+            },
+            _ => match &cfg.webhook_url {
+                Some(url) => crate::adapters::notify::post_webhook(url, &pending).await,
+                None => continue,
+            },
+        };
+        if let Err(e) = sent {
+            let (kept, dropped) = events::bounded(pending);
+            tracing::error!(
+                error = %e,
+                channel,
+                kept = kept.len(),
+                dropped,
+                "could not send events; the next apply sends them again"
+            );
+            undelivered.insert(channel.to_string(), kept);
+        }
+    }
+    // A channel no longer configured gets nothing more (its backlog is dropped with it).
     // A new commit with nothing to change is reconciled too: its rejections were reported.
     let head = &ctx.snapshot.commit;
     let checked = |i: &mut Index| {
         i.events_checked_at = Some(now);
+        i.undelivered_events = undelivered.clone();
         if new_commit {
             i.last_reconciled = Some(head.clone());
         }
     };
     if let Err(e) = h.update(checked).await {
-        tracing::warn!(error = %e, "could not record the expiry-event time; expiry events may repeat");
-    }
-    if out.is_empty() {
-        return 0;
-    }
-    if let Some(path) = &opts.events_file
-        && let Err(e) = crate::adapters::notify::write_jsonl(path, &out)
-    {
-        tracing::error!(error = %e, "could not write the events file");
-    }
-    if let Some(topic) = &cfg.sns_topic_arn
-        && let Err(e) =
-            crate::adapters::notify::publish_sns(topic, cfg.sns_region.as_deref(), &out).await
-    {
-        tracing::error!(error = %e, "could not publish events to SNS");
-    }
-    if let Some(url) = &cfg.webhook_url
-        && let Err(e) = crate::adapters::notify::post_webhook(url, &out).await
-    {
-        tracing::error!(error = %e, "could not post events to the webhook");
+        tracing::warn!(error = %e, "could not record the events sent; events may repeat");
     }
     out.len()
 }

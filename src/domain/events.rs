@@ -4,8 +4,34 @@
 use super::finding::Finding;
 use super::state::Index;
 use serde::Serialize;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use time::OffsetDateTime;
+
+/// Events kept per channel for the next apply, at most: a channel down for weeks must not grow
+/// the state without bound. The oldest go first.
+pub const MAX_UNDELIVERED: usize = 1000;
+
+/// Events a channel did not take, by channel (`file`, `sns`, `webhook`), as sent (JSON): kept in
+/// the state, so an old gitca's events stay readable whatever the event type becomes.
+pub type Undelivered = BTreeMap<String, Vec<serde_json::Value>>;
+
+/// What `channel` sends this run: what it did not take before, then this run's events.
+pub fn to_send(
+    undelivered: &Undelivered,
+    channel: &str,
+    new: &[serde_json::Value],
+) -> Vec<serde_json::Value> {
+    let mut all = undelivered.get(channel).cloned().unwrap_or_default();
+    all.extend_from_slice(new);
+    all
+}
+
+/// The newest [`MAX_UNDELIVERED`] of `events`, and how many older ones were dropped.
+pub fn bounded(mut events: Vec<serde_json::Value>) -> (Vec<serde_json::Value>, usize) {
+    let dropped = events.len().saturating_sub(MAX_UNDELIVERED);
+    events.drain(..dropped);
+    (events, dropped)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -135,6 +161,20 @@ mod tests {
         );
         // Not for requests that are gone.
         assert!(expiring(&i, &BTreeSet::new(), &t, day(40), day(0), "ca").is_empty());
+    }
+
+    #[test]
+    fn a_channel_sends_what_it_did_not_take_before_first_and_keeps_a_bounded_backlog() {
+        let ev = |n: usize| serde_json::json!({ "n": n });
+        let mut u = Undelivered::new();
+        u.insert("webhook".into(), vec![ev(0), ev(1)]);
+        assert_eq!(to_send(&u, "webhook", &[ev(2)]), vec![ev(0), ev(1), ev(2)]);
+        assert_eq!(to_send(&u, "sns", &[ev(2)]), vec![ev(2)]);
+        let many: Vec<_> = (0..MAX_UNDELIVERED + 5).map(ev).collect();
+        let (kept, dropped) = bounded(many);
+        assert_eq!((kept.len(), dropped), (MAX_UNDELIVERED, 5));
+        assert_eq!(kept[0], ev(5), "the oldest go first");
+        assert_eq!(bounded(vec![ev(1)]), (vec![ev(1)], 0));
     }
 
     /// Found by review: a certificate issued or renewed in a run more than its backdate after

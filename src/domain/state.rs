@@ -116,6 +116,10 @@ pub struct Index {
     /// Until when expiry events have been sent: thresholds crossed before it are not sent again.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub events_checked_at: Option<OffsetDateTime>,
+    /// Events a notification channel failed to take, sent again by the next apply (at least
+    /// once, at most [`super::events::MAX_UNDELIVERED`] per channel).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub undelivered_events: super::events::Undelivered,
     /// Serials of the serverless CA's `revoked.json` that gitca did not issue but lists on its
     /// CRL (`serverless.revoke_previous_serials`), by serial.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
