@@ -558,6 +558,33 @@ fn verify_audits_the_repository_against_the_ca_and_the_state() {
     .unwrap();
     std::fs::write(env.path("issued/servers/notes.pem"), "not a certificate\n").unwrap();
     std::fs::write(env.path("issued/README.md"), "Written by gitca.\n").unwrap();
+    // The second review: a full chain (two certificates) under any name other than `.pem`
+    // passed, and so did a chain file whose leaf is gone (the file a server is given).
+    std::fs::copy(
+        env.path("issued/clients/alice.chain.pem"),
+        env.path("issued/clients/alice-full.crt"),
+    )
+    .unwrap();
+    std::fs::remove_file(env.path("issued/servers/api.pem")).unwrap();
+    // A DER copy of a leaf at its own path: the certificate of the state, not as written.
+    tool_in(
+        "openssl",
+        &env.path("issued/workloads"),
+        &[
+            "x509",
+            "-in",
+            "payments-api.pem",
+            "-outform",
+            "DER",
+            "-out",
+            "der",
+        ],
+    );
+    std::fs::rename(
+        env.path("issued/workloads/der"),
+        env.path("issued/workloads/payments-api.pem"),
+    )
+    .unwrap();
     env.commit_all("files gitca did not write");
     let o = env.gitca(&["verify", "--format", "json"]);
     assert_eq!(o.status.code(), Some(2));
@@ -576,6 +603,29 @@ fn verify_audits_the_repository_against_the_ca_and_the_state() {
     assert!(
         at("cert-unparsable", "issued/servers/notes.pem"),
         "{findings}"
+    );
+    assert!(
+        at("cert-wrong-path", "issued/clients/alice-full.crt"),
+        "{findings}"
+    );
+    assert!(
+        at("cert-wrong-path", "issued/servers/api.chain.pem"),
+        "{findings}"
+    );
+    assert!(
+        at("cert-missing-in-repo", "issued/servers/api.pem"),
+        "{findings}"
+    );
+    let der = (findings.as_array().unwrap().iter())
+        .find(|f| f["file"] == "issued/workloads/payments-api.pem")
+        .expect("the DER leaf is a finding");
+    assert_eq!(der["code"], "cert-hand-edited", "{findings}");
+    assert!(
+        der["message"]
+            .as_str()
+            .unwrap()
+            .contains("not as gitca writes it"),
+        "{der}"
     );
     assert!(
         !findings

@@ -33,6 +33,33 @@ fn f(code: &'static str, file: impl Into<String>, message: impl Into<String>) ->
     }
 }
 
+/// The certificates a file holds: its CERTIFICATE blocks in PEM (other blocks, a key say, are
+/// passed over), or one in DER.
+fn certificates_in(path: &str, bytes: &[u8]) -> Result<Vec<x509_cert::Certificate>, String> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let Some(text) = std::str::from_utf8(bytes)
+        .ok()
+        .filter(|t| t.contains("-----BEGIN"))
+    else {
+        return parse_cert(path, bytes).map(|c| vec![c]);
+    };
+    let mut certs = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(BEGIN) {
+        let Some(len) = rest[start..].find(END) else {
+            return Err(format!("{path}: a certificate block has no end line"));
+        };
+        let block = &rest[start..start + len + END.len()];
+        certs.push(parse_cert(path, block.as_bytes())?);
+        rest = &rest[start + len + END.len()..];
+    }
+    if certs.is_empty() {
+        return Err(format!("{path}: not a certificate: no CERTIFICATE block"));
+    }
+    Ok(certs)
+}
+
 pub async fn audit(
     ctx: &Context,
     index: &Index,
@@ -79,21 +106,25 @@ pub async fn audit(
     // with made-up parameters cannot grow it.
     let mut verifiers: Vec<(ObjectIdentifier, Result<SignatureVerifier, String>)> = Vec::new();
 
-    // The chain files of every request the commit or the state knows, which are checked with
-    // their certificates: only those, since a request may be named `web.chain.yaml`, whose
-    // certificate is `web.chain.pem`.
-    let chain_files: BTreeSet<String> = (hashes.keys())
+    // The chain files of every request the commit or the state knows, with their leaf: checked
+    // with it when it is there, only those, since a request may be named `web.chain.yaml`,
+    // whose certificate is `web.chain.pem`.
+    let chain_files: BTreeMap<String, String> = (hashes.keys())
         .chain(index.certs.values().map(|c| &c.request_id))
-        .map(|id| leaf_paths(out_dir, id).1)
+        .map(|id| {
+            let (leaf, chain) = leaf_paths(out_dir, id);
+            (chain, leaf)
+        })
         .collect();
-    // Every other file that is a certificate is checked, whatever its name: a certificate
-    // committed as `.crt` or `.der` (revoked, or another CA's) is served too. Of the rest, only
-    // a `.pem` is a finding: a README or .gitkeep beside the certificates is none.
+    // Every other file that holds certificates is checked, whatever its name, each certificate
+    // in it but the CA's: a certificate committed as `.crt` or `.der`, a full chain, a chain
+    // file without its leaf (revoked, or another CA's) is served too. Of files that hold none,
+    // only a `.pem` is a finding: a README or .gitkeep beside the certificates is none.
     for (path, bytes) in &committed {
-        if chain_files.contains(path) {
+        if (chain_files.get(path)).is_some_and(|leaf| committed.contains_key(leaf)) {
             continue;
         }
-        let cert = match parse_cert(path, bytes) {
+        let certs = match certificates_in(path, bytes) {
             Ok(c) => c,
             Err(e) if path.ends_with(".pem") => {
                 out.push(f("cert-unparsable", path, e));
@@ -101,77 +132,88 @@ pub async fn audit(
             }
             Err(_) => continue,
         };
-        let tbs_der = cert.tbs_certificate().to_der().map_err(|e| e.to_string())?;
-        let sig = cert.signature().as_bytes().unwrap_or_default();
-        let alg = cert.signature_algorithm();
-        let at = match verifiers.iter().position(|(oid, _)| *oid == alg.oid) {
-            Some(at) => at,
-            None => {
-                verifiers.push((alg.oid, SignatureVerifier::new(ca_key, alg)));
-                verifiers.len() - 1
+        // As gitca writes a certificate: one, in PEM.
+        let as_written = certs.len() == 1 && bytes.starts_with(b"-----BEGIN CERTIFICATE-----");
+        for cert in certs.iter().filter(|c| !ca_certs.contains(c)) {
+            let tbs_der = cert.tbs_certificate().to_der().map_err(|e| e.to_string())?;
+            let sig = cert.signature().as_bytes().unwrap_or_default();
+            let alg = cert.signature_algorithm();
+            let at = match verifiers.iter().position(|(oid, _)| *oid == alg.oid) {
+                Some(at) => at,
+                None => {
+                    verifiers.push((alg.oid, SignatureVerifier::new(ca_key, alg)));
+                    verifiers.len() - 1
+                }
+            };
+            let signed_by_ca = verifiers[at]
+                .1
+                .as_ref()
+                .is_ok_and(|v| v.verify(&tbs_der, sig).is_ok());
+            if cert.tbs_certificate().issuer() != ca.subject() || !signed_by_ca {
+                out.push(f(
+                    "cert-not-from-ca",
+                    path,
+                    "not signed by the issuing CA's key",
+                ));
+                continue;
             }
-        };
-        let signed_by_ca = verifiers[at]
-            .1
-            .as_ref()
-            .is_ok_and(|v| v.verify(&tbs_der, sig).is_ok());
-        if cert.tbs_certificate().issuer() != ca.subject() || !signed_by_ca {
-            out.push(f(
-                "cert-not-from-ca",
-                path,
-                "not signed by the issuing CA's key",
-            ));
-            continue;
-        }
-        let serial =
-            base16ct::lower::encode_string(cert.tbs_certificate().serial_number().as_bytes());
-        let serial = serial.trim_start_matches("00").to_string();
-        seen_serials.insert(serial.clone());
-        let Some(summary) = index.certs.get(&serial) else {
-            out.push(f(
-                "cert-not-in-state",
-                path,
-                format!("serial {serial} is not in the state"),
-            ));
-            continue;
-        };
-        let (leaf, chain) = leaf_paths(out_dir, &summary.request_id);
-        if &leaf != path {
-            out.push(f(
-                "cert-wrong-path",
-                path,
-                format!(
-                    "serial {serial} belongs to {}, expected at {leaf}",
-                    summary.request_id
-                ),
-            ));
-        }
-        // Compared with the state below, once every record is fetched (by digest, so 100,000
-        // certificates are not held twice); the finding keeps its place among this file's.
-        let der = cert.to_der().map_err(|e| e.to_string())?;
-        let pem = bytes.starts_with(b"-----BEGIN CERTIFICATE-----");
-        against_state.push((out.len(), path, serial.clone(), Sha256::digest(der), pem));
-        match committed
-            .get(&chain)
-            .map(|c| x509_cert::Certificate::load_pem_chain(c))
-        {
-            Some(Ok(certs))
-                if certs.first() == Some(&cert)
-                    && (!bundle_current || certs[1..] == ca_certs[..]) => {}
-            _ => out.push(f(
-                "chain-mismatch",
-                chain.clone(),
-                "missing, or not the certificate followed by the CA certificates of gitca.yaml",
-            )),
-        }
-        if summary.revoked.is_some() {
-            out.push(f(
-                "cert-revoked-in-repo",
-                path,
-                format!("serial {serial} is revoked but still published"),
-            ));
-        }
-        match hashes.get(&summary.request_id) {
+            let serial =
+                base16ct::lower::encode_string(cert.tbs_certificate().serial_number().as_bytes());
+            let serial = serial.trim_start_matches("00").to_string();
+            let Some(summary) = index.certs.get(&serial) else {
+                out.push(f(
+                    "cert-not-in-state",
+                    path,
+                    format!("serial {serial} is not in the state"),
+                ));
+                continue;
+            };
+            let (leaf, chain) = leaf_paths(out_dir, &summary.request_id);
+            if &leaf != path {
+                out.push(f(
+                    "cert-wrong-path",
+                    path,
+                    format!(
+                        "serial {serial} belongs to {}, expected at {leaf}",
+                        summary.request_id
+                    ),
+                ));
+            }
+            // At its own path: compared with the state below, once every record is fetched (by
+            // digest, so 100,000 certificates are not held twice), the finding keeping its place
+            // among this file's; and its chain file checked. A copy elsewhere is cert-wrong-path.
+            if &leaf == path {
+                seen_serials.insert(serial.clone());
+                let der = cert.to_der().map_err(|e| e.to_string())?;
+                against_state.push((
+                    out.len(),
+                    path,
+                    serial.clone(),
+                    Sha256::digest(der),
+                    as_written,
+                ));
+                match committed
+                .get(&chain)
+                .map(|c| x509_cert::Certificate::load_pem_chain(c))
+            {
+                Some(Ok(certs))
+                    if certs.first() == Some(cert)
+                        && (!bundle_current || certs[1..] == ca_certs[..]) => {}
+                _ => out.push(f(
+                    "chain-mismatch",
+                    chain.clone(),
+                    "missing, or not the certificate followed by the CA certificates of gitca.yaml",
+                )),
+            }
+            }
+            if summary.revoked.is_some() {
+                out.push(f(
+                    "cert-revoked-in-repo",
+                    path,
+                    format!("serial {serial} is revoked but still published"),
+                ));
+            }
+            match hashes.get(&summary.request_id) {
             None => out.push(f(
                 "cert-without-request",
                 path,
@@ -193,23 +235,28 @@ pub async fn audit(
             )),
             Some(_) => {}
         }
+        }
     }
     let serials: Vec<&str> = against_state.iter().map(|c| c.2.as_str()).collect();
     let recorded = load_certificates(ctx, index, &serials).await?;
-    for (at, path, serial, digest, pem) in against_state.into_iter().rev() {
-        if Sha256::digest(&recorded[&serial]) != digest || !pem {
+    for (at, path, serial, digest, as_written) in against_state.into_iter().rev() {
+        let same = Sha256::digest(&recorded[&serial]) == digest;
+        if !same || !as_written {
             out.insert(
                 at,
                 f(
                     "cert-hand-edited",
                     path,
-                    "differs from the certificate in the state",
+                    match same {
+                        false => "differs from the certificate in the state",
+                        true => "the certificate of the state, but not as gitca writes it (one certificate, PEM)",
+                    },
                 ),
             );
         }
     }
 
-    // Current certificates the repository should have but does not.
+    // Current certificates the repository does not have at their path.
     let current = index.current_all();
     for id in &request_ids(&ctx.snapshot, &ctx.config)? {
         if let Some((serial, _)) = current.get(id.as_str()).copied()
