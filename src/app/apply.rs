@@ -874,7 +874,9 @@ pub async fn reconcile(
             })
             .collect();
         let next_update = now + lifetime;
-        let tbs = crl::tbs(&issuer, number, now, next_update, &entries)?;
+        let backdate = ctx.config.issuance.backdate.as_time();
+        let this_update = crl::this_update(now, backdate, &entries);
+        let tbs = crl::tbs(&issuer, number, this_update, next_update, &entries)?;
         let sig = sign_verified(signer, &tbs).await?;
         signatures += 1;
         let der = crl::assemble(&tbs, &signer.algorithm(), &sig)?;
@@ -887,7 +889,7 @@ pub async fn reconcile(
             if i.crl.as_ref().is_none_or(|c| c.number < number) {
                 i.crl = Some(CrlInfo {
                     number,
-                    this_update: now,
+                    this_update,
                     next_update,
                     serials: serials.clone(),
                 });

@@ -355,7 +355,7 @@ pub async fn audit(
                     }
                     // Relying parties refuse a CRL not yet valid (openssl: "CRL is not yet
                     // valid"), so until then none of its revocations is checked. Five minutes
-                    // of skew, as certificates are backdated: a clock slightly behind is none.
+                    // of skew, as certificates and CRLs are backdated: a clock slightly behind is none.
                     if from_time(&list.tbs_cert_list.this_update) > now + time::Duration::minutes(5)
                     {
                         out.push(f(

@@ -65,6 +65,20 @@ pub fn serial_number(hex: &str) -> Result<SerialNumber, String> {
     })
 }
 
+/// The CRL's thisUpdate: `backdate` before `now`, as a certificate's notBefore, so a relying
+/// party whose clock is a little behind does not refuse a new CRL as not yet valid; never
+/// before the newest revocation it lists, which it would predate.
+pub fn this_update(
+    now: OffsetDateTime,
+    backdate: time::Duration,
+    entries: &[CrlEntry],
+) -> OffsetDateTime {
+    let newest = entries.iter().map(|e| e.date).max();
+    (now - backdate)
+        .max(newest.unwrap_or(now - backdate))
+        .min(now)
+}
+
 /// Builds the DER TBSCertList. `number` must be higher than any number used before.
 pub fn tbs(
     issuer: &Issuer,
@@ -124,4 +138,32 @@ pub fn assemble(
     signature: &[u8],
 ) -> Result<Vec<u8>, String> {
     super::signed::der(tbs_der, alg, signature)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    /// Found by review: a CRL's thisUpdate was the moment it was signed, so a relying party
+    /// with a clock seconds behind refused each new CRL ("CRL is not yet valid").
+    #[test]
+    fn this_update_is_backdated_but_not_before_a_revocation_it_lists() {
+        let now = datetime!(2026-12-03 12:00 UTC);
+        let five = time::Duration::minutes(5);
+        let entry = |date| CrlEntry {
+            serial_hex: "0a".into(),
+            date,
+            reason: Reason::Superseded,
+        };
+        assert_eq!(this_update(now, five, &[]), now - five);
+        let old = entry(now - time::Duration::days(3));
+        assert_eq!(this_update(now, five, &[old]), now - five);
+        let recent = entry(now - time::Duration::minutes(2));
+        assert_eq!(
+            this_update(now, five, &[recent]),
+            now - time::Duration::minutes(2)
+        );
+        assert_eq!(this_update(now, time::Duration::ZERO, &[]), now);
+    }
 }
