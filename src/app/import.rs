@@ -244,6 +244,8 @@ pub fn import(source: &Path, dest: &Path, options: ImportOptions) -> Result<Impo
     }
     let mut files: Vec<String> = outputs.iter().map(|(p, _)| p.clone()).collect();
     files.push("IMPORT-REPORT.md".into());
+    // A skipped environment is named in its note only.
+    envs.retain(|e| serverless::valid_env_name(e));
     let report = ImportReport {
         source: source.display().to_string(),
         dest: dest.display().to_string(),
@@ -275,14 +277,23 @@ pub fn import(source: &Path, dest: &Path, options: ImportOptions) -> Result<Impo
             existing.join(", ")
         ));
     }
-    let mut written = Vec::new();
+    let mut written: Vec<&String> = Vec::new();
     for (p, bytes) in &outputs {
         if let Err(e) = write_new(&dest.join(p), bytes) {
             // Only files this run created: a retried import then finds nothing of its own.
-            for w in &written {
-                let _ = fs::remove_file(dest.join(w));
-            }
-            return Err(format!("{e}; the files written before it were removed"));
+            let left: Vec<&str> = (written.iter())
+                .filter(|w| fs::remove_file(dest.join(w)).is_err())
+                .map(|w| w.as_str())
+                .collect();
+            return Err(match (written.len(), left.is_empty()) {
+                (0, _) => format!("{e}; nothing was written"),
+                (_, true) => format!("{e}; the files written before it were removed"),
+                (_, false) => format!(
+                    "{e}; these files written before it could not be removed, remove them before \
+                     a retry: {}",
+                    left.join(", ")
+                ),
+            });
         }
         written.push(p);
     }
@@ -636,6 +647,7 @@ mod tests {
         let r = import(&src, &dest, ImportOptions::default()).unwrap();
         assert!(r.revocations.is_empty(), "{:?}", r.revocations);
         assert!(!dest.join("revocations.yaml").exists());
+        assert!(!r.envs.iter().any(|e| e.contains('\n')), "{:?}", r.envs);
         // Nor does its name break IMPORT-REPORT.md's table of notes: one line per note.
         let report = r.markdown();
         assert!(
