@@ -103,17 +103,38 @@ fn io(key: &str, e: std::io::Error) -> StoreError {
 }
 
 impl DirStore {
+    /// Opens the store at `root`, created by the first write: a command that only reads
+    /// (`status`, `verify`, `plan`) leaves no folder behind, at a mistyped path say.
     pub fn open(root: &Path) -> Result<DirStore, String> {
-        fs::create_dir_all(root)
-            .map_err(|e| format!("cannot create state directory {}: {e}", root.display()))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = fs::set_permissions(root, fs::Permissions::from_mode(0o700));
+        match fs::metadata(root) {
+            Ok(m) if m.is_dir() => private(root),
+            Ok(_) => {
+                return Err(format!(
+                    "state directory {} is not a directory",
+                    root.display()
+                ));
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("state directory {}: {e}", root.display())),
         }
         Ok(DirStore {
             root: root.to_path_buf(),
         })
+    }
+
+    /// Creates the store's folder before its first write.
+    fn ensure_root(&self) -> Result<(), StoreError> {
+        if !self.root.is_dir() {
+            let e = |e| {
+                StoreError::Fatal(format!(
+                    "cannot create state directory {}: {e}",
+                    self.root.display()
+                ))
+            };
+            create_dirs_durably(&self.root).map_err(e)?;
+            private(&self.root);
+        }
+        Ok(())
     }
 
     fn path(&self, key: &str) -> Result<PathBuf, StoreError> {
@@ -155,6 +176,7 @@ impl DirStore {
         key: &str,
         bytes: &[u8],
     ) -> Result<tempfile::NamedTempFile, StoreError> {
+        self.ensure_root()?;
         create_dirs_durably(dir).map_err(|e| io(key, e))?;
         let mut t = tempfile::Builder::new()
             .prefix(".tmp-")
@@ -211,6 +233,7 @@ impl DirStore {
     }
 
     fn lock(&self) -> Result<File, StoreError> {
+        self.ensure_root()?;
         let f = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -220,6 +243,18 @@ impl DirStore {
         f.lock().map_err(|e| io(".lock", e))?;
         Ok(f)
     }
+}
+
+/// The state's folder readable by its owner only (best effort: the CA's records are not
+/// secret, but nobody else needs them).
+fn private(root: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = fs::set_permissions(root, fs::Permissions::from_mode(0o700));
+    }
+    #[cfg(not(unix))]
+    let _ = root;
 }
 
 /// Folders holding one object per certificate are split by the first two characters of the
@@ -418,6 +453,30 @@ impl StateStore for EmptyStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by review: `status` on a mistyped state path created the folder it then found
+    /// empty. Reads leave no trace; the first write creates it, owner-only.
+    #[tokio::test]
+    async fn the_folder_is_made_by_the_first_write_not_by_reads() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("ca/state");
+        let s = DirStore::open(&root).unwrap();
+        assert!(s.get("index.json").await.unwrap().is_none());
+        assert!(s.list("certs").await.unwrap().is_empty());
+        assert!(s.version("index.json").await.unwrap().is_none());
+        assert!(!root.exists(), "reads created the state folder");
+        s.put_new("index.json", b"{}").await.unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&root).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o700);
+        }
+        let file = d.path().join("file");
+        fs::write(&file, "").unwrap();
+        let e = DirStore::open(&file).unwrap_err();
+        assert!(e.contains("not a directory"), "{e}");
+    }
 
     #[tokio::test]
     async fn create_only_and_compare_and_swap() {
