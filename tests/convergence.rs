@@ -143,8 +143,22 @@ fn a_crash_after_any_step_converges_without_double_issuance() {
             "{step}: nothing committed by the failed run"
         );
 
-        let out = env.ok(&["apply"], 3);
+        let events = env.tmp().join(format!("events-{step}.jsonl"));
+        let out = env.ok(&["apply", "--events", events.to_str().unwrap()], 3);
         let issued = out.matches("\n  issue ").count();
+        // Found by review: certificates completed from the interrupted run's intents had no
+        // `issued` event (that run sent none).
+        let announced = std::fs::read_to_string(&events)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"event\":\"issued\""))
+            .count();
+        if step.starts_with("after-") && ["intent", "sign", "record"].contains(&&step[6..]) {
+            assert_eq!(
+                announced, 7,
+                "{step}: the completed certificates are announced"
+            );
+        }
         match step {
             // Intents recorded but nothing signed: the rerun completes them (7 signatures + CRL).
             "after-intent" => assert!(out.contains("completed 7"), "{step}: {out}"),

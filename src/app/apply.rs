@@ -428,17 +428,17 @@ async fn recover(
     now: OffsetDateTime,
     lease: &LeaseGuard,
     crl_only: bool,
-) -> Result<(usize, usize, usize), RunError> {
+) -> Result<(Vec<Issued>, usize, usize), RunError> {
     let keys = ctx.store.list("intents").await?;
     if keys.is_empty() {
-        return Ok((0, 0, 0));
+        return Ok((vec![], 0, 0));
     }
     let prelim = match make_plan(ctx, &h.index, now) {
         Ok(plan) => plan,
         // `gitca crl` on a commit that does not plan: the intents wait for an apply.
         Err(e) if crl_only => {
             tracing::warn!("{e}; the interrupted run's intents are left for apply");
-            return Ok((0, 0, 0));
+            return Ok((vec![], 0, 0));
         }
         Err(e) => return Err(e),
     };
@@ -448,7 +448,7 @@ async fn recover(
         .iter()
         .filter_map(|r| Some((r.id.as_str(), r.spec.as_deref()?)))
         .collect();
-    let (mut recovered, mut abandoned, mut signatures) = (0, 0, 0);
+    let (mut recovered, mut abandoned, mut signatures) = (Vec::new(), 0, 0);
     // One buffer for every round object written again.
     let mut json = Vec::new();
     for key in keys {
@@ -572,12 +572,18 @@ async fn recover(
         if !summaries.is_empty() {
             h.update(|i| index_certs(i, &summaries)).await?;
         }
-        recovered += summaries.len();
+        // Announced as issued by this run: the interrupted one sent no event for them.
+        recovered.extend(summaries.into_iter().map(|(serial, c)| Issued {
+            request_id: c.request_id,
+            serial,
+            action: Action::Issue,
+            not_after: c.not_after,
+        }));
         ctx.store.delete_if(&key, &v.version).await?;
     }
-    if recovered + abandoned > 0 {
+    if !recovered.is_empty() || abandoned > 0 {
         tracing::warn!(
-            recovered,
+            recovered = recovered.len(),
             abandoned,
             "finished the work of an interrupted apply"
         );
@@ -656,8 +662,9 @@ pub async fn reconcile(
         )));
     }
 
-    let (recovered, abandoned, mut signatures) =
+    let (recovered_certs, abandoned, mut signatures) =
         recover(ctx, signer, &issuer, &mut h, now, lease, opts.crl_only).await?;
+    let recovered = recovered_certs.len();
     let mut plan_error = None;
     let mut plan = match make_plan(ctx, &h.index, now) {
         Ok(plan) => plan,
@@ -978,7 +985,20 @@ pub async fn reconcile(
     let reconciled = new_commit && !opts.crl_only;
     // Without a plan no request is known: expiry thresholds would be consumed unsent.
     let events = match plan_error {
-        None => send_events(ctx, opts, &mut h, &plan, &issued, &revoked, reconciled, now).await,
+        None => {
+            let issued_now: Vec<&Issued> = recovered_certs.iter().chain(&issued).collect();
+            send_events(
+                ctx,
+                opts,
+                &mut h,
+                &plan,
+                &issued_now,
+                &revoked,
+                reconciled,
+                now,
+            )
+            .await
+        }
         Some(_) => 0,
     };
     tracing::debug!(elapsed = ?phase.elapsed(), "committed, basis recorded, events sent");
@@ -989,7 +1009,9 @@ pub async fn reconcile(
         && recovered + abandoned == 0
         && published.is_empty()
         && events == 0
-        && !rewritten;
+        && !rewritten
+        // Events a channel did not take are sent again by the next run, which must not be quiet.
+        && h.index.undelivered_events.is_empty();
     if did_nothing && plan_error.is_none() {
         super::quiet::record(ctx, opts, &h, &plan, now).await;
     }
@@ -1460,7 +1482,7 @@ async fn send_events(
     opts: &ApplyOptions,
     h: &mut IndexHandle,
     plan: &Plan,
-    issued: &[Issued],
+    issued: &[&Issued],
     revoked: &[String],
     new_commit: bool,
     now: OffsetDateTime,
