@@ -220,6 +220,21 @@ fn events_a_webhook_did_not_take_are_sent_by_the_next_apply() {
     assert_eq!(bodies.lock().unwrap().len(), 1, "sent once");
 }
 
+/// A backlog for a channel no longer given (`--events` left out) is dropped: kept, it would keep
+/// every later run from being recorded quiet.
+#[test]
+fn a_backlog_for_a_channel_no_longer_given_is_dropped() {
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    env.init(&[]);
+    let unwritable = env.tmp().join("no-such-folder/events.jsonl");
+    env.ok(&["apply", "--events", unwritable.to_str().unwrap()], 3);
+    let kept = env.index("example-ca")["undelivered_events"]["file"].clone();
+    assert_eq!(kept.as_array().map(Vec::len), Some(8), "{kept}");
+    env.ok(&["apply"], 3);
+    let idx = env.index("example-ca");
+    assert!(idx.get("undelivered_events").is_none(), "{idx}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn events_are_published_to_sns() {
     let Some(endpoint) = moto::endpoint() else {

@@ -1489,7 +1489,13 @@ async fn send_events(
 ) -> usize {
     use crate::domain::events::{self, Event, Kind};
     let cfg = &ctx.config.events;
-    if opts.events_file.is_none() && cfg.sns_topic_arn.is_none() && cfg.webhook_url.is_none() {
+    // With no channel, a backlog is still dropped below: kept, it would keep every run from
+    // being quiet.
+    if opts.events_file.is_none()
+        && cfg.sns_topic_arn.is_none()
+        && cfg.webhook_url.is_none()
+        && h.index.undelivered_events.is_empty()
+    {
         return 0;
     }
     let ca = ctx.config.ca.name.as_str();
