@@ -147,7 +147,8 @@ enum Command {
     Status {
         #[arg(long, value_enum, default_value = "table")]
         format: StatusFormat,
-        /// Exit 2 when a current certificate expires within this window (for cron alerts).
+        /// Exit 2 when a current certificate expires within this window (for cron alerts);
+        /// without it, "expiring" means inside the renewal window (issuance.renew_before).
         #[arg(long)]
         expiring_within: Option<Span>,
         /// Show only the current certificate of each request.
@@ -354,7 +355,11 @@ async fn run(cli: Cli) -> Result<Exit, RunError> {
         } => {
             let ctx = Context::load(&args, Some("HEAD")).await?;
             let (index, _) = ctx.index().await?;
-            let window = expiring_within.unwrap_or(Span::days(30)).as_time();
+            // Without a window, "expiring" is due for renewal: a fixed 30 days called every new
+            // 30-day certificate expiring.
+            let window = expiring_within
+                .unwrap_or(ctx.config.issuance.renew_before)
+                .as_time();
             let mut rows =
                 status::inventory(&ctx, &index, OffsetDateTime::now_utc(), window).await?;
             if current {

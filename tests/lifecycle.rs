@@ -476,6 +476,13 @@ fn status_inventory_and_expiry_alert() {
         .find(|r| r["request"] == "requests/servers/web-01.yaml")
         .unwrap();
     assert_eq!(web["state"], "valid");
+    // Found by review: a fixed 30-day window called every new 30-day certificate expiring;
+    // without --expiring-within it is the renewal window (10 days here).
+    let db = (rows.iter())
+        .find(|r| r["request"] == "requests/servers/db-01.yaml")
+        .unwrap();
+    assert!(db["days_left"].as_i64().unwrap() >= 29, "{db}");
+    assert_eq!(db["state"], "valid", "{db}");
     assert!(
         web["sans"]
             .as_array()
