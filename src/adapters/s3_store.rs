@@ -135,8 +135,16 @@ impl S3Store {
     }
 }
 
-fn etag(e: Option<&str>) -> String {
-    e.unwrap_or_default().to_string()
+/// The object's version for conditional writes. A store that answers without an ETag cannot
+/// do them (an empty `If-Match` guards nothing): refused, not taken as an empty version.
+fn etag(key: &str, e: Option<&str>) -> Result<String, StoreError> {
+    match e {
+        Some(e) if !e.is_empty() => Ok(e.to_string()),
+        _ => Err(StoreError::Fatal(format!(
+            "{key}: the store answered without an ETag; gitca's compare-and-swap writes need one \
+             (an S3-compatible store without ETags or conditional writes cannot hold gitca's state)"
+        ))),
+    }
 }
 
 /// Requests in flight for batches of small objects (intents, records).
@@ -170,7 +178,7 @@ impl StateStore for S3Store {
             .await
         {
             Ok(out) => {
-                let version = etag(out.e_tag());
+                let version = etag(key, out.e_tag())?;
                 let bytes = out
                     .body
                     .collect()
@@ -196,7 +204,7 @@ impl StateStore for S3Store {
             .send()
             .await
         {
-            Ok(out) => Ok(Some(etag(out.e_tag()))),
+            Ok(out) => Ok(Some(etag(key, out.e_tag())?)),
             Err(e) if classify(&e) == ErrorClass::NotFound => Ok(None),
             Err(e) => Err(self.err(key, &e)),
         }
@@ -204,7 +212,7 @@ impl StateStore for S3Store {
 
     async fn put_new(&self, key: &str, bytes: &[u8]) -> Result<String, StoreError> {
         match self.put(key, bytes).if_none_match("*").send().await {
-            Ok(out) => Ok(etag(out.e_tag())),
+            Ok(out) => etag(key, out.e_tag()),
             Err(e) => Err(self.err(key, &e)),
         }
     }
@@ -219,7 +227,7 @@ impl StateStore for S3Store {
 
     async fn put_if(&self, key: &str, bytes: &[u8], expected: &str) -> Result<String, StoreError> {
         match self.put(key, bytes).if_match(expected).send().await {
-            Ok(out) => Ok(etag(out.e_tag())),
+            Ok(out) => etag(key, out.e_tag()),
             // If-Match on a missing object: the expected version is gone, another writer won.
             Err(e) if classify(&e) == ErrorClass::NotFound => {
                 Err(StoreError::Conflict(key.to_string()))
@@ -269,5 +277,23 @@ impl StateStore for S3Store {
         }
         out.sort();
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by review: a response without an ETag was taken as the version "", and an
+    /// `If-Match` on it guards nothing.
+    #[test]
+    fn a_response_without_an_etag_is_refused() {
+        assert_eq!(etag("index.json", Some("\"abc\"")).unwrap(), "\"abc\"");
+        for missing in [None, Some("")] {
+            match etag("index.json", missing) {
+                Err(StoreError::Fatal(m)) => assert!(m.contains("index.json"), "{m}"),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 }
