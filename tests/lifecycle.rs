@@ -318,6 +318,19 @@ fn init_refuses_to_replace_what_is_committed_and_leaves_existing_folders_alone()
     assert!(!folder.join("root-ca.key").exists(), "no root key written");
 }
 
+/// Run from a folder of the repository, gitca said only "not a git repository"; it names the
+/// repository it is in and how to run there (it does not take it: a CA may be a folder of it).
+#[test]
+fn run_from_a_subfolder_names_the_repository() {
+    let env = Env::from(EXAMPLE, &[]);
+    let o = env.gitca_in(&env.path("requests"), &["plan"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("not the top of a git repository"), "{err}");
+    let root = env.repo.canonicalize().unwrap();
+    assert!(err.contains(&format!("--repo {}", root.display())), "{err}");
+}
+
 #[test]
 fn every_command_has_help() {
     let env = Env::from(EXAMPLE, &[]);

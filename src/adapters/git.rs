@@ -128,8 +128,23 @@ impl GitRepo {
             let _ = unsafe { git2::opts::set_mwindow_size(4 << 20) };
             let _ = unsafe { git2::opts::set_mwindow_mapped_limit(16 << 20) };
         });
-        let repo = Repository::open(path)
-            .map_err(|e| format!("{}: not a git repository: {}", path.display(), ge(e)))?;
+        let repo = Repository::open(path).map_err(|e| {
+            // Not guessed: a CA may live in a folder of a larger repository (`--dir`), so the
+            // repository above is named, not taken.
+            match Repository::discover(path)
+                .ok()
+                .and_then(|r| r.workdir().map(Path::to_path_buf))
+            {
+                Some(root) => format!(
+                    "{}: not the top of a git repository; it is inside {}: run gitca there, or \
+                     pass --repo {} (with --dir for a CA in a folder of it)",
+                    path.display(),
+                    root.display(),
+                    root.display()
+                ),
+                None => format!("{}: not a git repository: {}", path.display(), ge(e)),
+            }
+        })?;
         let prefix = match dir {
             None | Some("") | Some(".") => String::new(),
             Some(d) => {
