@@ -301,6 +301,7 @@ async fn run(cli: Cli) -> Result<Exit, RunError> {
                 index: &index,
                 ca: &facts,
                 now,
+                no_state,
             })
             .map_err(|e| RunError::NeedsHuman(e.0))?;
             write_stdout("the plan", |out| render::write_plan(&mut p, format, out))?;

@@ -752,6 +752,68 @@ fn policy_change_reports_certificates_no_longer_allowed() {
     assert!(md.contains("no longer allowed"), "{md}");
 }
 
+/// Found by review: the pull-request plan runs without the state (`--no-state`), which knows no
+/// issued serial, so every revocation by serial (and of a removed request) was rejected and the
+/// required check blocked an emergency revocation. Such entries are "not checked" there, a
+/// change pending, and apply checks them.
+#[test]
+fn a_plan_without_the_state_does_not_reject_revocations_it_cannot_check() {
+    let env = Env::from(
+        EXAMPLE,
+        &[
+            "revocations.yaml",
+            "requests/servers/rejected-outside-domain.yaml",
+            "requests/servers/rejected-outside-domain.csr.pem",
+        ],
+    );
+    env.init(&[]);
+    env.ok(&["apply"], 0);
+    let serial = openssl_serial(&env.path("issued/clients/alice.pem"));
+    std::fs::remove_file(env.path("requests/clients/ci-runner.yaml")).unwrap();
+    std::fs::write(
+        env.path("revocations.yaml"),
+        format!(
+            "revocations:\n  - serial: \"{serial}\"\n    reason: key_compromise\n  \
+             - request: requests/clients/ci-runner.yaml\n    reason: cessation_of_operation\n"
+        ),
+    )
+    .unwrap();
+    env.commit_all("revoke alice's key, retire ci-runner");
+    let (plan, code) = env.plan_json(&["--no-state"]);
+    assert_eq!(code, 2, "changes pending, none rejected: {plan}");
+    let actions: Vec<&str> = (plan["revocations"].as_array().unwrap().iter())
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["unchecked", "unchecked"], "{plan}");
+    let md = env.ok(&["plan", "--no-state", "--format", "markdown"], 2);
+    assert!(
+        md.contains("2 revocation(s) not checked (no state)"),
+        "{md}"
+    );
+    assert!(md.contains("apply checks it"), "{md}");
+    // With the state, both are checked and revoke.
+    let (plan, code) = env.plan_json(&[]);
+    assert_eq!(code, 2, "{plan}");
+    let actions: Vec<&str> = (plan["revocations"].as_array().unwrap().iter())
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["revoke", "revoke"], "{plan}");
+    // A serial this CA never issued is still rejected by the plan that knows.
+    std::fs::write(
+        env.path("revocations.yaml"),
+        "revocations:\n  - serial: \"01:02:03\"\n    reason: superseded\n",
+    )
+    .unwrap();
+    env.commit_all("a serial never issued");
+    assert_eq!(env.plan_json(&["--no-state"]).1, 2);
+    let (plan, code) = env.plan_json(&[]);
+    assert_eq!(code, 3, "{plan}");
+    assert_eq!(
+        plan["revocations"][0]["findings"][0]["code"],
+        "revocation-unknown-serial"
+    );
+}
+
 /// `revoke_superseded: true`: the replaced certificate is revoked (superseded) once the new one
 /// is issued; without it the old one runs until it expires.
 #[test]

@@ -410,6 +410,7 @@ fn make_plan(ctx: &Context, index: &Index, now: OffsetDateTime) -> Result<Plan, 
         index,
         ca: &facts,
         now,
+        no_state: false,
     })
     .map_err(|e| RunError::NeedsHuman(e.0))
 }

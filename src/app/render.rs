@@ -14,6 +14,9 @@ pub enum Format {
 /// Shown for a `revoked.json` serial gitca did not issue and does not list.
 const PREVIOUS_CA: &str = "not issued by gitca: it stays on the serverless CA's CRL (set serverless.revoke_previous_serials if gitca signs with that CA's key)";
 
+/// Shown for a revocation a plan without the state cannot check.
+const UNCHECKED: &str = "not checked: this plan has no state (--no-state), so it cannot tell which certificates the entry names; apply checks it";
+
 /// Shown for a rejected request that still has a live certificate (e.g. after a policy change).
 const NO_LONGER_ALLOWED: &str = " (its current certificate is no longer allowed; it stays valid until it expires or is revoked)";
 
@@ -34,6 +37,7 @@ fn rev_word(a: RevocationAction) -> &'static str {
         RevocationAction::AlreadyRevoked => "already revoked",
         RevocationAction::Rejected => "REJECTED",
         RevocationAction::PreviousCa => "previous CA",
+        RevocationAction::Unchecked => "not checked",
     }
 }
 
@@ -57,16 +61,31 @@ fn to_revoke(p: &Plan) -> usize {
 
 fn counts(p: &Plan) -> String {
     let n = |a: Action| p.requests.iter().filter(|r| r.action == a).count();
-    format!(
-        "{} to issue, {} to reissue, {} to renew, {} unchanged, {} rejected, {} certificate(s) to revoke{}",
+    let revocations = |a: RevocationAction| p.revocations.iter().filter(|r| r.action == a).count();
+    let mut s = format!(
+        "{} to issue, {} to reissue, {} to renew, {} unchanged, {} rejected, {} certificate(s) to revoke",
         n(Action::Issue),
         n(Action::Reissue),
         n(Action::Renew),
         n(Action::Unchanged),
         n(Action::Rejected),
         to_revoke(p),
-        if p.crl_due.is_some() { ", CRL due" } else { "" }
-    )
+    );
+    for (a, what) in [
+        (RevocationAction::Rejected, "revocation(s) rejected"),
+        (
+            RevocationAction::Unchecked,
+            "revocation(s) not checked (no state)",
+        ),
+    ] {
+        if revocations(a) > 0 {
+            s.push_str(&format!(", {} {what}", revocations(a)));
+        }
+    }
+    if p.crl_due.is_some() {
+        s.push_str(", CRL due");
+    }
+    s
 }
 
 /// Writes the pretty JSON of `value` (holding `requests` at `depth`), byte for byte what
@@ -242,6 +261,8 @@ fn plan_text(p: &Plan) -> String {
         for r in &p.revocations {
             let detail = if r.action == RevocationAction::PreviousCa {
                 PREVIOUS_CA.to_string()
+            } else if r.action == RevocationAction::Unchecked {
+                UNCHECKED.to_string()
             } else if r.findings.is_empty() {
                 format!(
                     "{} serial(s) {}{}",
@@ -391,6 +412,9 @@ fn plan_markdown(p: &Plan) -> String {
                 .join("<br>");
             if r.action == RevocationAction::PreviousCa {
                 detail = PREVIOUS_CA.to_string();
+            }
+            if r.action == RevocationAction::Unchecked {
+                detail = UNCHECKED.to_string();
             }
             s.push_str(&format!(
                 "| {} | {} | {} | {detail} |\n",

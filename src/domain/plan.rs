@@ -179,6 +179,10 @@ pub enum RevocationAction {
     /// A `revoked.json` serial gitca did not issue: the serverless CA's CRL keeps listing it
     /// (unless `serverless.revoke_previous_serials`).
     PreviousCa,
+    /// A plan without the state (`plan --no-state`) cannot tell whether the serial or request
+    /// was issued: apply checks it. Not a rejection, so a pull request revoking a compromised
+    /// certificate is not blocked by its plan.
+    Unchecked,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -266,6 +270,9 @@ pub struct Inputs<'a> {
     pub index: &'a Index,
     pub ca: &'a CaFacts,
     pub now: OffsetDateTime,
+    /// Planned without the state (`plan --no-state`): what only the state can tell (issued
+    /// serials, key reuse against issued certificates) is not known.
+    pub no_state: bool,
 }
 
 impl Plan {
@@ -280,10 +287,12 @@ impl Plan {
     /// Anything to sign, revoke or publish.
     pub fn has_changes(&self) -> bool {
         self.to_issue().next().is_some()
-            || self
-                .revocations
-                .iter()
-                .any(|r| r.action == RevocationAction::Revoke)
+            || (self.revocations.iter()).any(|r| {
+                matches!(
+                    r.action,
+                    RevocationAction::Revoke | RevocationAction::Unchecked
+                )
+            })
             || self.orphans.iter().any(|o| o.revoke)
             || self.requests.iter().any(|r| !r.supersede.is_empty())
             || self.crl_due.is_some()
@@ -756,6 +765,7 @@ fn plan_revocations(
                         p.previous_ca = true;
                         p.action = RevocationAction::PreviousCa;
                     }
+                    [] if i.no_state => p.action = RevocationAction::Unchecked,
                     [] => reject(
                         &mut p,
                         Code::RevocationUnknownSerial,
@@ -784,7 +794,10 @@ fn plan_revocations(
                 let exists = ((!in_requests || is_request_file(r))
                     && (i.snapshot.files.contains_key(r) || i.snapshot.carried.contains_key(r)))
                     || layout.requests.iter().any(|l| &l.id == r);
-                if serials.is_empty() && !exists {
+                if serials.is_empty() && !exists && i.no_state {
+                    // A removed request's certificates are known to the state only.
+                    p.action = RevocationAction::Unchecked;
+                } else if serials.is_empty() && !exists {
                     reject(
                         &mut p,
                         Code::RevocationUnknownRequest,
