@@ -575,13 +575,6 @@ fn a_push_retry_does_not_check_out_over_uncommitted_edits() {
     git_in(&other, &["pull", "-q"]);
     git_in(&other, &["commit", "-q", "-am", "notes"]);
     git_in(&other, &["push", "-q"]);
-    let y = env.read("requests/servers/web-01.yaml");
-    std::fs::write(
-        env.path("requests/servers/web-01.yaml"),
-        format!("{y}# renew\n"),
-    )
-    .unwrap();
-    env.commit_all("change web-01");
     std::fs::write(env.path("NOTES.md"), "mine\n").unwrap();
     let o = env.gitca(&["apply", "--push"]);
     let err = String::from_utf8_lossy(&o.stderr);
@@ -624,6 +617,34 @@ fn a_push_retry_onto_a_rotated_ca_signs_nothing() {
         !env.data.join("rotated-ca/state/index.json").exists(),
         "nothing recorded there"
     );
+}
+
+/// Found by review: `apply --push` signed a local commit the remote did not hold, unreviewed,
+/// then pushed it; or, when the remote had moved, signed it and dropped it in the retry. It now
+/// refuses before signing, naming the commits.
+#[test]
+fn apply_push_refuses_a_commit_the_remote_does_not_hold() {
+    let (env, _other) = with_a_second_clone();
+    let y = env.read("requests/servers/web-01.yaml");
+    std::fs::write(
+        env.path("requests/servers/web-01.yaml"),
+        format!("{y}# renew\n"),
+    )
+    .unwrap();
+    let local = env.commit_all("change web-01, not pushed");
+    let o = env.gitca(&["apply", "--push"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("signs only what the remote holds") && err.contains(&local[..12]),
+        "{err}"
+    );
+    assert!(!env.path("issued").exists(), "nothing signed or written");
+    assert_eq!(env.head(), local);
+    // Pushed (as a merge would), it is applied.
+    env.git(&["push", "-q"]);
+    let out = env.ok(&["apply", "--push"], 3);
+    assert!(out.contains("pushed"), "{out}");
 }
 
 #[test]

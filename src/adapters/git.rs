@@ -1957,6 +1957,27 @@ impl GitRepo {
         Ok(fetched)
     }
 
+    /// Commits of HEAD that its upstream's remote-tracking branch does not hold, newest first:
+    /// what was not pushed, so not merged by review there. Refused when there is no such branch.
+    pub fn unpushed_commits(&self) -> Result<Vec<String>, String> {
+        let (remote, branch) = self.upstream()?;
+        let tracking = format!("refs/remotes/{remote}/{branch}");
+        let theirs = self.repo.refname_to_id(&tracking).map_err(|_| {
+            format!("no remote-tracking branch {tracking} to push to: fetch it (git fetch {remote}) first")
+        })?;
+        let head = self
+            .repo
+            .head()
+            .map_err(ge)?
+            .peel_to_commit()
+            .map_err(ge)?
+            .id();
+        let mut walk = self.repo.revwalk().map_err(ge)?;
+        walk.push(head).map_err(ge)?;
+        walk.hide(theirs).map_err(ge)?;
+        walk.map(|c| c.map(|c| c.to_string()).map_err(ge)).collect()
+    }
+
     fn upstream(&self) -> Result<(String, String), String> {
         let name = self.current_branch()?;
         let short = name.trim_start_matches("refs/heads/").to_string();

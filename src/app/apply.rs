@@ -273,6 +273,9 @@ pub async fn apply(args: &RepoArgs, opts: &ApplyOptions) -> Result<ApplyOutcome,
     let opts = &opts;
     let first = Context::load_scoped(args, Some("HEAD"), true, Scope::Minimal).await?;
     first.repo.current_branch()?;
+    if opts.push {
+        refuse_unpushed(&first)?;
+    }
     let signer = open_signer(&first).await?;
     let store = first.store.clone();
     let taken = lease::acquire(store.as_ref(), opts.lease_ttl, opts.lease_wait).await?;
@@ -305,6 +308,30 @@ pub async fn apply(args: &RepoArgs, opts: &ApplyOptions) -> Result<ApplyOutcome,
     outcome.signer = signer.stats();
     outcome.seconds = started.elapsed().as_secs_f64();
     Ok(outcome)
+}
+
+/// With `--push`, the commit to sign must be on the remote already, merged by review there: a
+/// local commit would be signed and then pushed, or dropped by a push retry with its
+/// certificates signed. gitca's own outputs commits (an earlier push that failed) may wait.
+fn refuse_unpushed(ctx: &Context) -> Result<(), RunError> {
+    let theirs: Vec<String> = (ctx.repo.unpushed_commits()?.into_iter())
+        .filter(|c| {
+            !(ctx.repo.commit_message(c)).is_ok_and(|m| m.contains("\nGitca-Source-Commit: "))
+        })
+        .collect();
+    if theirs.is_empty() {
+        return Ok(());
+    }
+    Err(RunError::NeedsHuman(format!(
+        "apply --push signs only what the remote holds, and HEAD has {} commit(s) it does not \
+         ({}): push them through a pull request, or reset the branch to the remote's",
+        theirs.len(),
+        theirs
+            .iter()
+            .map(|c| &c[..12])
+            .collect::<Vec<_>>()
+            .join(", ")
+    )))
 }
 
 /// `ctx`, loaded under the lease, if it is still the CA and the state the run opened its
