@@ -375,19 +375,24 @@ fn request_yaml(
     .into_bytes())
 }
 
+/// The serverless CA's revocations, as a record in comments: gitca revokes only serials it
+/// issued, so as entries every plan would reject them (revocation-unknown-serial) and every
+/// pull request's check would fail.
 fn revocations_yaml(revs: &[ImportedRevocation]) -> Vec<u8> {
     let mut s = String::from(
         "# Imported by `gitca import` from the serverless CA's revoked.json files; see IMPORT-REPORT.md.\n\
-         # gitca only revokes serials it issued: these entries are rejected (revocation-unknown-serial)\n\
-         # unless gitca's state knows them; the serverless CA's CRL stays authoritative for its certificates.\n\
-         revocations:\n",
+         # The serials below were issued and revoked by the serverless CA. gitca revokes only serials\n\
+         # it issued, so they are a record here, not entries: keep the serverless CA's CRL published\n\
+         # until these certificates expire. Append gitca's own revocations below.\n",
     );
     for r in revs {
+        // Debug-quoted: a name or serial from the source cannot end the comment line.
         s.push_str(&format!(
-            "  # {}: {:?} (certs/{}/revoked.json)\n  - serial: \"{}\"\n    reason: {}\n",
-            r.env, r.common_name, r.env, r.serial, r.reason
+            "#   {} {:?}: serial {:?}, reason {} (certs/{}/revoked.json)\n",
+            r.env, r.common_name, r.serial, r.reason, r.env
         ));
     }
+    s.push_str("revocations: []\n");
     s.into_bytes()
 }
 

@@ -339,7 +339,7 @@ pub const NOTE_CODES: [(&str, NoteKind, &str); 34] = [
     (
         code::REVOCATION_NOT_IN_GITCA_STATE,
         NoteKind::Difference,
-        "gitca only revokes serials it issued: these revocations are rejected (revocation-unknown-serial); keep publishing the serverless CA's CRL",
+        "gitca only revokes serials it issued: these revocations are written to revocations.yaml as comments, a record, not entries (as entries every plan would reject them, revocation-unknown-serial); keep publishing the serverless CA's CRL",
     ),
     (
         code::ROOT_CA_REVOCATION_NOT_CONVERTED,
