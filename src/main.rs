@@ -195,6 +195,7 @@ enum Command {
         /// Re-sign even if the CRL is current.
         #[arg(long)]
         force: bool,
+        /// Push the CRL commit to the upstream (as apply --push: only a HEAD the remote holds).
         #[arg(long)]
         push: bool,
         #[arg(long, hide = true)]
