@@ -312,19 +312,18 @@ pub async fn apply(args: &RepoArgs, opts: &ApplyOptions) -> Result<ApplyOutcome,
 
 /// With `--push`, the commit to sign must be on the remote already, merged by review there: a
 /// local commit would be signed and then pushed, or dropped by a push retry with its
-/// certificates signed. gitca's own outputs commits (an earlier push that failed) may wait.
+/// certificates signed. No exception, not even for a commit that reads as gitca's outputs
+/// commit (an amended or cherry-picked one reads so too): such a leftover of a failed push is
+/// written again from the state after a reset.
 fn refuse_unpushed(ctx: &Context) -> Result<(), RunError> {
-    let theirs: Vec<String> = (ctx.repo.unpushed_commits()?.into_iter())
-        .filter(|c| {
-            !(ctx.repo.commit_message(c)).is_ok_and(|m| m.contains("\nGitca-Source-Commit: "))
-        })
-        .collect();
+    let theirs = ctx.repo.unpushed_commits()?;
     if theirs.is_empty() {
         return Ok(());
     }
     Err(RunError::NeedsHuman(format!(
         "apply --push signs only what the remote holds, and HEAD has {} commit(s) it does not \
-         ({}): push them through a pull request, or reset the branch to the remote's",
+         ({}): push them through a pull request, or reset the branch to the remote's \
+         (`git reset --keep @{{u}}`; an outputs commit of gitca's is written again from the state)",
         theirs.len(),
         theirs
             .iter()
