@@ -908,3 +908,88 @@ fn outputs_are_committed_under_core_safecrlf() {
     env.ok(&["verify"], 0);
     assert_eq!(env.git(&["status", "--porcelain"]), "");
 }
+
+/// Found by the review of the git adapter: the outputs commit went to whichever branch was
+/// checked out when the run finished (a `git switch -c` meanwhile got it), and the git commands
+/// gitca runs wrote blobs into the object store a caller's GIT_OBJECT_DIRECTORY named.
+#[cfg(unix)]
+#[test]
+fn the_outputs_commit_goes_to_the_branch_it_was_made_for_in_this_repository() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::from(EXAMPLE, &["revocations.yaml"]);
+    env.init(&[]);
+    let head = env.head();
+    // A git on PATH that switches to a new branch once gitca has staged its outputs.
+    let real = String::from_utf8(
+        std::process::Command::new("sh")
+            .args(["-c", "command -v git"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let wrap = env.tmp().join("wrap");
+    std::fs::create_dir_all(&wrap).unwrap();
+    let script = format!(
+        "#!/bin/sh\n{real} \"$@\"; rc=$?\ncase \"$*\" in *update-index*) {real} switch -q -c feature ;; esac\nexit $rc\n",
+        real = real.trim()
+    );
+    std::fs::write(wrap.join("git"), script).unwrap();
+    std::fs::set_permissions(wrap.join("git"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", wrap.display(), std::env::var("PATH").unwrap());
+    let o = env
+        .command_in(&env.repo, &["apply"])
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("was checked out while gitca committed"),
+        "{err}"
+    );
+    assert_eq!(
+        env.git(&["rev-parse", "feature"]).trim(),
+        head.trim(),
+        "feature not moved"
+    );
+    env.git(&["switch", "-q", "main"]);
+    env.ok(&["apply"], 3);
+
+    // Blobs go to this repository's object store, whatever GIT_OBJECT_DIRECTORY says.
+    let other = env.tmp().join("other.git");
+    git_in(
+        env.tmp(),
+        &["init", "-q", "--bare", other.to_str().unwrap()],
+    );
+    let objects = |dir: &std::path::Path| {
+        walkdir::WalkDir::new(dir.join("objects"))
+            .into_iter()
+            .count()
+    };
+    let before = objects(&other);
+    let y = env.read("requests/servers/web-01.yaml");
+    std::fs::write(
+        env.path("requests/servers/web-01.yaml"),
+        format!("{y}# renew\n"),
+    )
+    .unwrap();
+    env.commit_all("reissue web-01");
+    let o = env
+        .command_in(&env.repo, &["apply"])
+        .env("GIT_OBJECT_DIRECTORY", other.join("objects"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        objects(&other),
+        before,
+        "nothing written into the other repository"
+    );
+    git_in(&env.repo, &["fsck", "--strict"]);
+}

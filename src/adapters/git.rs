@@ -590,6 +590,8 @@ impl GitRepo {
         files: &BTreeMap<String, Option<Content>>,
         message: &str,
     ) -> Result<Option<PendingCommit>, String> {
+        // The branch the commit is for: the one checked out now, not at the end.
+        let branch = self.current_branch()?;
         let parent = self
             .repo
             .find_commit(Oid::from_str(parent).map_err(ge)?)
@@ -628,12 +630,18 @@ impl GitRepo {
             message,
             started,
         };
-        match (workdir, own_index(opened, attributes)) {
+        let pending = match (workdir, own_index(opened, attributes)) {
             (Some(workdir), Some(index)) => {
                 self.commit_indexed_by_gitca(commit, outputs, &workdir, index)
             }
             (workdir, _) => self.commit_indexed_by_git(commit, outputs, workdir),
-        }
+        };
+        pending.map(|p| {
+            p.map(|mut p| {
+                p.branch = branch;
+                p
+            })
+        })
     }
 
     /// [`GitRepo::start_outputs_commit`] where git updates the index: it must see the commit's
@@ -666,6 +674,7 @@ impl GitRepo {
             id,
             parent: parent.id(),
             index_update,
+            branch: String::new(),
         }))
     }
 
@@ -716,6 +725,7 @@ impl GitRepo {
             id: built.id,
             parent: parent.id(),
             index_update: None,
+            branch: String::new(),
         }))
     }
 
@@ -962,7 +972,16 @@ impl GitRepo {
             update.run.wait()?;
             tracing::debug!(trees_read = update.trees_read, "git index updated");
         }
-        let branch = self.current_branch()?;
+        // The branch the run started on: another checked out meanwhile must not get the commit.
+        let now_on = self.current_branch()?;
+        if now_on != pending.branch {
+            return Err(format!(
+                "{} was checked out while gitca committed its outputs for {}; the outputs \
+                 commit is not placed, run again on {}",
+                now_on, pending.branch, pending.branch
+            ));
+        }
+        let branch = std::mem::take(&mut pending.branch);
         self.repo
             .reference_matching(
                 &branch,
@@ -1502,6 +1521,8 @@ pub struct PendingCommit {
     id: Oid,
     parent: Oid,
     index_update: Option<IndexUpdate>,
+    /// The branch it is for (its full name), the one checked out when it was started.
+    branch: String,
 }
 
 /// git updating the index for an outputs commit.
@@ -1940,6 +1961,14 @@ impl GitRepo {
         if head != ours && head != source {
             return Err("the branch has commits gitca did not make; refusing to reset it".into());
         }
+        // The reviewed commit was on the remote when the run began; a remote that no longer
+        // holds it was rewritten, and the reset would drop what was just signed for it.
+        if !self.descends_from(&fetched, source)? {
+            return Err(format!(
+                "the remote's {branch} no longer holds the commit this run signed for ({source}): \
+                 its history was rewritten; the state is saved, check the remote, then run apply again"
+            ));
+        }
         // git moves the branch, its index and the work tree to the remote's commit, keeping
         // uncommitted edits and refusing where one would be overwritten (`reset --keep`). It
         // respects a sparse checkout, where libgit2's status reports every file left out as
@@ -1998,10 +2027,19 @@ impl GitRepo {
     fn git(&self) -> Command {
         let mut c = Command::new("git");
         let dir = self.repo.workdir().unwrap_or_else(|| self.repo.path());
-        c.current_dir(dir)
-            .env("GIT_DIR", self.repo.path())
-            .env_remove("GIT_INDEX_FILE")
-            .env_remove("GIT_WORK_TREE");
+        c.current_dir(dir).env("GIT_DIR", self.repo.path());
+        // Every variable that points git at another repository's parts (a hook's, a CI
+        // wrapper's): blobs were written into the object store GIT_OBJECT_DIRECTORY named.
+        for var in [
+            "GIT_INDEX_FILE",
+            "GIT_WORK_TREE",
+            "GIT_OBJECT_DIRECTORY",
+            "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+            "GIT_COMMON_DIR",
+            "GIT_NAMESPACE",
+        ] {
+            c.env_remove(var);
+        }
         c
     }
 }
