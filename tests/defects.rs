@@ -380,14 +380,7 @@ fn invalid_config_and_policy_are_errors_naming_the_file() {
 #[test]
 fn a_revocation_file_gitca_does_not_read_is_rejected_naming_it() {
     // Without the rejected request, so the runs go quiet: a quiet run reads nothing.
-    let env = Env::from(
-        EXAMPLE,
-        &[
-            "revocations.yaml",
-            "requests/servers/rejected-outside-domain.yaml",
-            "requests/servers/rejected-outside-domain.csr.pem",
-        ],
-    );
+    let env = Env::from(EXAMPLE, &EXAMPLE_ALL_ISSUED);
     env.init(&[]);
     // Issued, then nothing to do (a quiet record), then quiet.
     env.ok(&["apply"], 0);

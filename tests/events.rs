@@ -175,14 +175,7 @@ fn events_a_webhook_did_not_take_are_sent_by_the_next_apply() {
     };
     let url = format!("http://{addr}/hook/SECRET");
     // No rejected request, so that a run with nothing to do is recorded quiet.
-    let env = Env::from(
-        EXAMPLE,
-        &[
-            "revocations.yaml",
-            "requests/servers/rejected-outside-domain.yaml",
-            "requests/servers/rejected-outside-domain.csr.pem",
-        ],
-    );
+    let env = Env::from(EXAMPLE, &EXAMPLE_ALL_ISSUED);
     env.edit("gitca.yaml", |cfg| {
         format!("{cfg}\nevents:\n  webhook_url: {url}\n")
     });

@@ -758,14 +758,7 @@ fn policy_change_reports_certificates_no_longer_allowed() {
 /// change pending, and apply checks them.
 #[test]
 fn a_plan_without_the_state_does_not_reject_revocations_it_cannot_check() {
-    let env = Env::from(
-        EXAMPLE,
-        &[
-            "revocations.yaml",
-            "requests/servers/rejected-outside-domain.yaml",
-            "requests/servers/rejected-outside-domain.csr.pem",
-        ],
-    );
+    let env = Env::from(EXAMPLE, &EXAMPLE_ALL_ISSUED);
     env.init(&[]);
     env.ok(&["apply"], 0);
     let serial = openssl_serial(&env.path("issued/clients/alice.pem"));

@@ -8,6 +8,14 @@ use std::process::{Command, Output};
 pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 pub const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/example-repo");
 
+/// The example without its revocations and its request rejected on purpose: every request
+/// issues, so a run with nothing to do is recorded quiet.
+pub const EXAMPLE_ALL_ISSUED: [&str; 3] = [
+    "revocations.yaml",
+    "requests/servers/rejected-outside-domain.yaml",
+    "requests/servers/rejected-outside-domain.csr.pem",
+];
+
 pub mod moto;
 
 /// A run a test started, killed should an assertion fail first (a run at a test point would
