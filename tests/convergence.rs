@@ -953,6 +953,9 @@ fn the_outputs_commit_goes_to_the_branch_it_was_made_for_in_this_repository() {
         head.trim(),
         "feature not moved"
     );
+    // Nothing left staged for the next `git commit` here to take.
+    let staged = env.git(&["diff", "--cached", "--name-only"]);
+    assert!(staged.trim().is_empty(), "{staged}");
     env.git(&["switch", "-q", "main"]);
     env.ok(&["apply"], 3);
 

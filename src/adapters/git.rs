@@ -639,6 +639,7 @@ impl GitRepo {
         pending.map(|p| {
             p.map(|mut p| {
                 p.branch = branch;
+                p.rels = rels;
                 p
             })
         })
@@ -675,6 +676,7 @@ impl GitRepo {
             parent: parent.id(),
             index_update,
             branch: String::new(),
+            rels: vec![],
         }))
     }
 
@@ -726,6 +728,7 @@ impl GitRepo {
             parent: parent.id(),
             index_update: None,
             branch: String::new(),
+            rels: vec![],
         }))
     }
 
@@ -974,28 +977,40 @@ impl GitRepo {
         }
         // The branch the run started on: another checked out meanwhile must not get the commit.
         let now_on = self.current_branch()?;
-        if now_on != pending.branch {
-            return Err(format!(
+        let moved = if now_on != pending.branch {
+            Err(format!(
                 "{} was checked out while gitca committed its outputs for {}; the outputs \
                  commit is not placed, run again on {}",
                 now_on, pending.branch, pending.branch
+            ))
+        } else {
+            (self.repo)
+                .reference_matching(
+                    &pending.branch,
+                    pending.id,
+                    true,
+                    pending.parent,
+                    "gitca: commit outputs",
+                )
+                .map(|_| ())
+                .map_err(|e| {
+                    format!(
+                        "the branch moved while gitca was committing; run again: {}",
+                        ge(e)
+                    )
+                })
+        };
+        if let Err(e) = moved {
+            // The outputs staged for the commit would go into the next `git commit` made here:
+            // unstaged, the work tree's files left (gitca's, which the rerun commits).
+            if let Ok(base) = self.repo.find_commit(pending.parent).and_then(|c| c.tree()) {
+                self.reset_index(&base, &pending.rels);
+            }
+            return Err(format!(
+                "{e} (the files gitca wrote into the work tree are its outputs, not staged; the \
+                 rerun commits them)"
             ));
         }
-        let branch = std::mem::take(&mut pending.branch);
-        self.repo
-            .reference_matching(
-                &branch,
-                pending.id,
-                true,
-                pending.parent,
-                "gitca: commit outputs",
-            )
-            .map_err(|e| {
-                format!(
-                    "the branch moved while gitca was committing; run again: {}",
-                    ge(e)
-                )
-            })?;
         Ok(pending.id.to_string())
     }
 
@@ -1523,6 +1538,8 @@ pub struct PendingCommit {
     index_update: Option<IndexUpdate>,
     /// The branch it is for (its full name), the one checked out when it was started.
     branch: String,
+    /// The paths it writes (repository-relative), staged in the index until the branch moves.
+    rels: Vec<String>,
 }
 
 /// git updating the index for an outputs commit.
