@@ -318,6 +318,23 @@ fn init_refuses_to_replace_what_is_committed_and_leaves_existing_folders_alone()
     assert!(!folder.join("root-ca.key").exists(), "no root key written");
 }
 
+/// Found by the review of the git adapter: a folder of requests linked into `requests/` (a
+/// symbolic link, a submodule) was passed over without a word; the plan warns, naming it.
+#[cfg(unix)]
+#[test]
+fn a_linked_folder_of_requests_is_named_in_the_plan() {
+    let env = Env::from(EXAMPLE, &[]);
+    std::os::unix::fs::symlink("../servers", env.path("requests/clients/more")).unwrap();
+    env.commit_all("a linked folder");
+    env.init(&[]);
+    let (plan, _) = env.plan_json(&[]);
+    let warned = (plan["warnings"].as_array().into_iter().flatten())
+        .any(|w| w["code"] == "request-not-regular-file" && w["file"] == "requests/clients/more");
+    assert!(warned, "{}", plan["warnings"]);
+    let md = env.ok(&["plan", "--format", "markdown"], 3);
+    assert!(md.contains("requests/clients/more"), "{md}");
+}
+
 /// Run from a folder of the repository, gitca said only "not a git repository"; it names the
 /// repository it is in and how to run there (it does not take it: a CA may be a folder of it).
 #[test]

@@ -586,8 +586,35 @@ pub fn plan(i: &Inputs) -> Result<Plan, PlanError> {
         orphans,
         crl_due,
         crl_serials,
-        warnings: layout.warnings,
+        warnings: layout
+            .warnings
+            .into_iter()
+            .chain(unread_folders(i.snapshot))
+            .collect(),
     })
+}
+
+/// A symbolic link or submodule under `requests/` that is no request file: a folder of requests
+/// gitca does not enter (it reads the commit's own blobs only), which would go unplanned
+/// without a word.
+fn unread_folders(snapshot: &Snapshot) -> impl Iterator<Item = Finding> + '_ {
+    (snapshot.files.iter())
+        .filter(|(path, _)| path.starts_with("requests/") && !is_request_file(path))
+        .filter_map(|(path, entry)| {
+            let what = match entry {
+                TreeEntry::Symlink => "a symbolic link",
+                TreeEntry::Submodule => "a submodule",
+                _ => return None,
+            };
+            Some(Finding::new(
+                Code::RequestNotRegularFile,
+                path,
+                format!(
+                    "{what} under requests/: gitca reads only what the commit itself holds, \
+                     not through it (a folder of requests linked here is not read)"
+                ),
+            ))
+        })
 }
 
 fn plan_revocations(
