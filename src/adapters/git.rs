@@ -636,13 +636,14 @@ impl GitRepo {
             }
             (workdir, _) => self.commit_indexed_by_git(commit, outputs, workdir),
         };
-        pending.map(|p| {
-            p.map(|mut p| {
-                p.branch = branch;
-                p.rels = rels;
-                p
-            })
-        })
+        let parent = parent.id();
+        Ok(pending?.map(|(id, index_update)| PendingCommit {
+            id,
+            parent,
+            index_update,
+            branch,
+            rels,
+        }))
     }
 
     /// [`GitRepo::start_outputs_commit`] where git updates the index: it must see the commit's
@@ -652,13 +653,8 @@ impl GitRepo {
         commit: CommitOf<'_, '_>,
         outputs: Outputs<'_>,
         workdir: Option<PathBuf>,
-    ) -> Result<Option<PendingCommit>, String> {
-        let CommitOf {
-            parent,
-            base,
-            started,
-            ..
-        } = commit;
+    ) -> Result<Option<Built>, String> {
+        let CommitOf { base, started, .. } = commit;
         let blobs = NewBlobs::of(outputs.files)?;
         let (built, ()) = self.outputs_commit(commit, outputs, blobs, |_| {})?;
         let Some(OutputsCommit { id, tree }) = built else {
@@ -671,13 +667,7 @@ impl GitRepo {
             None => None,
         };
         tracing::debug!(elapsed = ?started.elapsed(), "work tree written");
-        Ok(Some(PendingCommit {
-            id,
-            parent: parent.id(),
-            index_update,
-            branch: String::new(),
-            rels: vec![],
-        }))
+        Ok(Some((id, index_update)))
     }
 
     /// [`GitRepo::start_outputs_commit`] where gitca updates the index itself: the files are
@@ -692,10 +682,8 @@ impl GitRepo {
         outputs: Outputs<'_>,
         workdir: &Path,
         index: git_index::LockedIndex,
-    ) -> Result<Option<PendingCommit>, String> {
-        let CommitOf {
-            parent, started, ..
-        } = commit;
+    ) -> Result<Option<Built>, String> {
+        let CommitOf { started, .. } = commit;
         let Outputs {
             files,
             rels,
@@ -723,13 +711,7 @@ impl GitRepo {
         })?;
         index?.commit()?;
         tracing::debug!(elapsed = ?started.elapsed(), "work tree and index written");
-        Ok(built.map(|built| PendingCommit {
-            id: built.id,
-            parent: parent.id(),
-            index_update: None,
-            branch: String::new(),
-            rels: vec![],
-        }))
+        Ok(built.map(|built| (built.id, None)))
     }
 
     /// Writes the blobs of `files` (`blobs`: see [`NewBlobs`]), the tree of `base` changed by
@@ -1526,6 +1508,9 @@ impl Drop for EntriesUnchecked {
         git2::opts::strict_object_creation(true);
     }
 }
+
+/// An outputs commit written, and git updating the index for it (where git does).
+type Built = (Oid, Option<IndexUpdate>);
 
 /// An outputs commit written, its work tree in place and git updating the index: pass it to
 /// [`GitRepo::finish_outputs_commit`], which waits for git and moves the branch. Dropped instead

@@ -33,6 +33,36 @@ fn f(code: &'static str, file: impl Into<String>, message: impl Into<String>) ->
     }
 }
 
+const CHAIN_MISMATCH: &str =
+    "missing, or not the certificate followed by the CA certificates of gitca.yaml";
+
+/// The CA key's verifiers, parsed (and an EC point checked) once per signature algorithm, not
+/// once per certificate. Keyed on the OID, the only part `SignatureVerifier` reads, so
+/// certificates with made-up parameters cannot grow it.
+#[derive(Default)]
+struct CaVerifiers(Vec<(ObjectIdentifier, Result<SignatureVerifier, String>)>);
+
+impl CaVerifiers {
+    /// Whether `cert`'s signature verifies with the CA's key.
+    fn signed_by(
+        &mut self,
+        ca_key: &spki::SubjectPublicKeyInfoOwned,
+        cert: &x509_cert::Certificate,
+    ) -> Result<bool, String> {
+        let tbs_der = cert.tbs_certificate().to_der().map_err(|e| e.to_string())?;
+        let sig = cert.signature().as_bytes().unwrap_or_default();
+        let alg = cert.signature_algorithm();
+        let at = match self.0.iter().position(|(oid, _)| *oid == alg.oid) {
+            Some(at) => at,
+            None => {
+                self.0.push((alg.oid, SignatureVerifier::new(ca_key, alg)));
+                self.0.len() - 1
+            }
+        };
+        Ok((self.0[at].1.as_ref()).is_ok_and(|v| v.verify(&tbs_der, sig).is_ok()))
+    }
+}
+
 /// The certificates a file holds: its CERTIFICATE blocks in PEM (other blocks, a key say, are
 /// passed over), or one in DER.
 fn certificates_in(path: &str, bytes: &[u8]) -> Result<Vec<x509_cert::Certificate>, String> {
@@ -101,10 +131,7 @@ pub async fn audit(
     let mut seen_serials = BTreeSet::new();
     let mut against_state = Vec::new();
     let hashes = request_hashes(&ctx.snapshot, &ctx.config)?;
-    // The CA key parsed (and an EC point checked) once per signature algorithm, not once per
-    // certificate. Keyed on the OID, the only part `SignatureVerifier` reads, so certificates
-    // with made-up parameters cannot grow it.
-    let mut verifiers: Vec<(ObjectIdentifier, Result<SignatureVerifier, String>)> = Vec::new();
+    let mut verifiers = CaVerifiers::default();
 
     // The chain files of every request the commit or the state knows, with their leaf: checked
     // with it when it is there, only those, since a request may be named `web.chain.yaml`,
@@ -135,21 +162,9 @@ pub async fn audit(
         // As gitca writes a certificate: one, in PEM.
         let as_written = certs.len() == 1 && bytes.starts_with(b"-----BEGIN CERTIFICATE-----");
         for cert in certs.iter().filter(|c| !ca_certs.contains(c)) {
-            let tbs_der = cert.tbs_certificate().to_der().map_err(|e| e.to_string())?;
-            let sig = cert.signature().as_bytes().unwrap_or_default();
-            let alg = cert.signature_algorithm();
-            let at = match verifiers.iter().position(|(oid, _)| *oid == alg.oid) {
-                Some(at) => at,
-                None => {
-                    verifiers.push((alg.oid, SignatureVerifier::new(ca_key, alg)));
-                    verifiers.len() - 1
-                }
-            };
-            let signed_by_ca = verifiers[at]
-                .1
-                .as_ref()
-                .is_ok_and(|v| v.verify(&tbs_der, sig).is_ok());
-            if cert.tbs_certificate().issuer() != ca.subject() || !signed_by_ca {
+            if cert.tbs_certificate().issuer() != ca.subject()
+                || !verifiers.signed_by(ca_key, cert)?
+            {
                 out.push(f(
                     "cert-not-from-ca",
                     path,
@@ -178,11 +193,10 @@ pub async fn audit(
                         summary.request_id
                     ),
                 ));
-            }
-            // At its own path: compared with the state below, once every record is fetched (by
-            // digest, so 100,000 certificates are not held twice), the finding keeping its place
-            // among this file's; and its chain file checked. A copy elsewhere is cert-wrong-path.
-            if &leaf == path {
+            } else {
+                // At its own path: compared with the state below, once every record is fetched
+                // (by digest, so 100,000 certificates are not held twice), the finding keeping
+                // its place among this file's; and its chain file checked.
                 seen_serials.insert(serial.clone());
                 let der = cert.to_der().map_err(|e| e.to_string())?;
                 against_state.push((
@@ -192,19 +206,12 @@ pub async fn audit(
                     Sha256::digest(der),
                     as_written,
                 ));
-                match committed
-                .get(&chain)
-                .map(|c| x509_cert::Certificate::load_pem_chain(c))
-            {
-                Some(Ok(certs))
-                    if certs.first() == Some(cert)
-                        && (!bundle_current || certs[1..] == ca_certs[..]) => {}
-                _ => out.push(f(
-                    "chain-mismatch",
-                    chain.clone(),
-                    "missing, or not the certificate followed by the CA certificates of gitca.yaml",
-                )),
-            }
+                match (committed.get(&chain)).map(|c| x509_cert::Certificate::load_pem_chain(c)) {
+                    Some(Ok(certs))
+                        if certs.first() == Some(cert)
+                            && (!bundle_current || certs[1..] == ca_certs[..]) => {}
+                    _ => out.push(f("chain-mismatch", chain.clone(), CHAIN_MISMATCH)),
+                }
             }
             if summary.revoked.is_some() {
                 out.push(f(

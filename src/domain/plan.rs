@@ -821,15 +821,16 @@ fn plan_revocations(
                 let exists = ((!in_requests || is_request_file(r))
                     && (i.snapshot.files.contains_key(r) || i.snapshot.carried.contains_key(r)))
                     || layout.requests.iter().any(|l| &l.id == r);
-                if serials.is_empty() && !exists && i.no_state {
-                    // A removed request's certificates are known to the state only.
-                    p.action = RevocationAction::Unchecked;
-                } else if serials.is_empty() && !exists {
-                    reject(
-                        &mut p,
-                        Code::RevocationUnknownRequest,
-                        format!("request {r} has no certificate and no request file"),
-                    );
+                if serials.is_empty() && !exists {
+                    match i.no_state {
+                        // A removed request's certificates are known to the state only.
+                        true => p.action = RevocationAction::Unchecked,
+                        false => reject(
+                            &mut p,
+                            Code::RevocationUnknownRequest,
+                            format!("request {r} has no certificate and no request file"),
+                        ),
+                    }
                 } else {
                     blocked.insert(r.clone());
                     p.serials = serials;

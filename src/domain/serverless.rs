@@ -725,11 +725,11 @@ fn convert_entry(
                 (Some(w), Some(e)) => (w, e),
                 (written, effective) => {
                     // The serverless CA clamps rather than refuses: say how to take it as issued.
-                    let how = match (written, effective) {
-                        (None, Some(_)) => format!(
+                    let how = match written.is_none() && effective.is_some() {
+                        true => format!(
                             "; the serverless CA clamps it to {max} days: import with --clamp-lifetime to take it as issued"
                         ),
-                        _ => String::new(),
+                        false => String::new(),
                     };
                     note(
                         code::LIFETIME_INVALID,
