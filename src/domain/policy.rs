@@ -237,14 +237,15 @@ impl Policy {
             }
         }
         for d in &r.email_domains {
-            if !valid_dns_name(d) || d.starts_with("*.") {
+            // Compared ignoring case, so `Example.com` matches as it always did.
+            if !valid_dns_name(&d.to_ascii_lowercase()) || d.starts_with("*.") {
                 return Err(err(format!(
                     "rules.email_domains entry {d:?} is not a domain name (write example.com, \
                      not @example.com)"
                 )));
             }
         }
-        if let Some(u) = (r.uri_prefixes.iter()).find(|u| !u.contains("://")) {
+        if let Some(u) = (r.uri_prefixes.iter()).find(|u| !begins_a_uri_gitca_allows(u)) {
             return Err(err(format!(
                 "rules.uri_prefixes entry {u:?} has no `://`: gitca allows URI SANs of the \
                  form scheme://authority only (e.g. spiffe://example.org/), so it would match none"
@@ -270,6 +271,17 @@ impl Policy {
     pub fn selects_path(&self, request_id: &str) -> bool {
         self.globs.iter().any(|g| g.is_match(request_id))
     }
+}
+
+/// Whether some URI gitca allows (`scheme://...`) can begin with `prefix`: one holding `://`,
+/// or a scheme short of it (`spiffe:`, `https`), which matched before prefixes were checked.
+fn begins_a_uri_gitca_allows(prefix: &str) -> bool {
+    let (scheme, rest) = prefix.split_once(':').unwrap_or((prefix, ""));
+    let scheme_chars = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.');
+    prefix.contains("://")
+        || (scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme.chars().all(scheme_chars)
+            && matches!(rest, "" | "/"))
 }
 
 /// Picks the policy for a request, or the finding that says why there is none.
@@ -705,6 +717,9 @@ mod tests {
         for rule in [
             "dns: {globs: [\"*.*.example.com\"]}",
             "email_domains: [example.com]",
+            // Found by the read of this change: these matched before and must still load.
+            "email_domains: [Example.com]",
+            "uri_prefixes: [\"spiffe:\", \"https\", \"spiffe:/\"]",
             "uri_prefixes: [\"spiffe://example.org/\"]",
             "subject: {country: [DE]}",
         ] {
