@@ -603,6 +603,12 @@ fn verify_audits_the_repository_against_the_ca_and_the_state() {
     )
     .unwrap();
     std::fs::remove_file(env.path("issued/servers/api.pem")).unwrap();
+    // The read of this change: a certificate with its private key appended passed.
+    let with_key = format!(
+        "{}-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        env.read("issued/clients/ci-runner.pem")
+    );
+    std::fs::write(env.path("issued/clients/ci-runner-full.crt"), with_key).unwrap();
     // A DER copy of a leaf at its own path: the certificate of the state, not as written.
     tool_in(
         "openssl",
@@ -647,6 +653,10 @@ fn verify_audits_the_repository_against_the_ca_and_the_state() {
     );
     assert!(
         at("cert-wrong-path", "issued/servers/api.chain.pem"),
+        "{findings}"
+    );
+    assert!(
+        at("cert-unparsable", "issued/clients/ci-runner-full.crt"),
         "{findings}"
     );
     assert!(

@@ -63,8 +63,8 @@ impl CaVerifiers {
     }
 }
 
-/// The certificates a file holds: its CERTIFICATE blocks in PEM (other blocks, a key say, are
-/// passed over), or one in DER.
+/// The certificates a file holds: its CERTIFICATE blocks in PEM, or one in DER. A PEM block of
+/// another kind is an error: a private key beside a certificate would be served with it.
 fn certificates_in(path: &str, bytes: &[u8]) -> Result<Vec<x509_cert::Certificate>, String> {
     const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
     const END: &str = "-----END CERTIFICATE-----";
@@ -74,6 +74,14 @@ fn certificates_in(path: &str, bytes: &[u8]) -> Result<Vec<x509_cert::Certificat
     else {
         return parse_cert(path, bytes).map(|c| vec![c]);
     };
+    if let Some(other) = (text.split("-----BEGIN ").skip(1))
+        .map(|rest| rest.split("-----").next().unwrap_or_default())
+        .find(|label| *label != "CERTIFICATE")
+    {
+        return Err(format!(
+            "{path}: holds a PEM block {other:?}, not only certificates"
+        ));
+    }
     let mut certs = Vec::new();
     let mut rest = text;
     while let Some(start) = rest.find(BEGIN) {
@@ -153,7 +161,8 @@ pub async fn audit(
         }
         let certs = match certificates_in(path, bytes) {
             Ok(c) => c,
-            Err(e) if path.ends_with(".pem") => {
+            // A `.pem`, or any file in PEM (a `.crt` with a key appended): a README is none.
+            Err(e) if path.ends_with(".pem") || bytes.windows(11).any(|w| w == b"-----BEGIN ") => {
                 out.push(f("cert-unparsable", path, e));
                 continue;
             }
