@@ -645,6 +645,30 @@ fn apply_push_refuses_a_commit_the_remote_does_not_hold() {
     env.git(&["push", "-q"]);
     let out = env.ok(&["apply", "--push"], 3);
     assert!(out.contains("pushed"), "{out}");
+
+    // The read of this change: an outputs commit left unpushed (a run without --push here, a
+    // failed push elsewhere) changes nothing signed; it is pushed by the next run, not refused
+    // (refused, every later --push run stopped, a cron's `crl --push` too).
+    let y = env.read("requests/servers/web-01.yaml");
+    std::fs::write(
+        env.path("requests/servers/web-01.yaml"),
+        format!("{y}# again\n"),
+    )
+    .unwrap();
+    env.commit_all("change web-01 again");
+    env.git(&["push", "-q"]);
+    env.ok(&["apply"], 3);
+    let outputs = env.head();
+    env.ok(&["crl", "--force", "--push"], 0);
+    env.git(&["fetch", "-q"]);
+    let remote = env.git(&["rev-parse", "origin/main"]);
+    assert_eq!(remote.trim(), env.head().trim(), "all pushed");
+    assert_ne!(
+        remote.trim(),
+        outputs.trim(),
+        "the CRL committed after the outputs"
+    );
+    env.git(&["merge-base", "--is-ancestor", outputs.trim(), "origin/main"]);
 }
 
 #[test]

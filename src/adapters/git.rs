@@ -2009,6 +2009,36 @@ impl GitRepo {
         walk.map(|c| c.map(|c| c.to_string()).map_err(ge)).collect()
     }
 
+    /// Whether `commit` has one parent and changes nothing but paths of the CA folder that
+    /// `outputs` holds (gitca's outputs commit does so): nothing in the whole repository that a
+    /// plan reads, or that a push of it would publish unreviewed.
+    pub fn changes_only(
+        &self,
+        commit: &str,
+        outputs: impl Fn(&str) -> bool,
+    ) -> Result<bool, String> {
+        let c = (self.repo)
+            .find_commit(Oid::from_str(commit).map_err(ge)?)
+            .map_err(ge)?;
+        if c.parent_count() != 1 {
+            return Ok(false);
+        }
+        let parent = c.parent(0).map_err(ge)?.tree().map_err(ge)?;
+        let tree = c.tree().map_err(ge)?;
+        let diff = (self.repo)
+            .diff_tree_to_tree(Some(&parent), Some(&tree), None)
+            .map_err(ge)?;
+        Ok(diff.deltas().all(|d| {
+            [d.old_file().path(), d.new_file().path()]
+                .into_iter()
+                .flatten()
+                .all(|p| {
+                    let p = p.to_string_lossy();
+                    p.strip_prefix(&self.prefix).is_some_and(&outputs)
+                })
+        }))
+    }
+
     fn upstream(&self) -> Result<(String, String), String> {
         let name = self.current_branch()?;
         let short = name.trim_start_matches("refs/heads/").to_string();

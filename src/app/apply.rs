@@ -312,18 +312,24 @@ pub async fn apply(args: &RepoArgs, opts: &ApplyOptions) -> Result<ApplyOutcome,
 
 /// With `--push`, the commit to sign must be on the remote already, merged by review there: a
 /// local commit would be signed and then pushed, or dropped by a push retry with its
-/// certificates signed. No exception, not even for a commit that reads as gitca's outputs
-/// commit (an amended or cherry-picked one reads so too): such a leftover of a failed push is
-/// written again from the state after a reset.
+/// certificates signed. A commit that changes only gitca's outputs (the outputs commit of a run
+/// whose push failed) changes nothing signed, and is pushed with the next: refusing it stopped
+/// every later `--push` run, a cron's `crl --push` too. Known by what it changes, not by its
+/// message, which an amended or cherry-picked commit carries as well.
 fn refuse_unpushed(ctx: &Context) -> Result<(), RunError> {
-    let theirs = ctx.repo.unpushed_commits()?;
+    let mut theirs = Vec::new();
+    for c in ctx.repo.unpushed_commits()? {
+        if !ctx.repo.changes_only(&c, |p| ctx.config.output.holds(p))? {
+            theirs.push(c);
+        }
+    }
     if theirs.is_empty() {
         return Ok(());
     }
     Err(RunError::NeedsHuman(format!(
         "apply --push signs only what the remote holds, and HEAD has {} commit(s) it does not \
          ({}): push them through a pull request, or reset the branch to the remote's \
-         (`git reset --keep @{{u}}`; an outputs commit of gitca's is written again from the state)",
+         (`git reset --keep @{{u}}`)",
         theirs.len(),
         theirs
             .iter()
